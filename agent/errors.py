@@ -1,0 +1,155 @@
+"""Every error the agent raises on purpose, grouped by cause under one base class.
+
+A leaf module: it imports nothing from the package. Messages must never carry patient
+data (values, identifiers, names): they may name a resource type, a path, a segment and
+field, a feature or a code system, never what a record contained. HTTP status codes and
+HL7 acknowledgement codes are chosen at the edge that speaks HTTP or HL7, never here.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every deliberate agent error. ``reason`` is a short, stable, PHI-free slug
+    used as a metric label value and in API error bodies."""
+
+    reason = "agent_error"
+
+
+# --- configuration -----------------------------------------------------------------------
+class ConfigError(AgentError):
+    """The agent configuration (or a file it names) is invalid."""
+
+    reason = "config"
+
+
+# --- records -----------------------------------------------------------------------------
+class RecordError(AgentError):
+    """An incoming record could not be parsed or validated."""
+
+    reason = "bad_input"
+
+
+class FhirError(RecordError):
+    """A FHIR resource or Bundle is malformed or invalid."""
+
+
+class Hl7Error(RecordError):
+    """An HL7 v2 message is malformed or not supported."""
+
+
+class UnsupportedMediaType(RecordError):
+    """The record's media type is not one the agent reads."""
+
+    reason = "unsupported_media_type"
+
+
+# --- mapping -----------------------------------------------------------------------------
+class MappingError(AgentError):
+    """A site mapping is invalid for the model it binds (detected at load time)."""
+
+    reason = "mapping"
+
+
+class UnmappableRecord(AgentError):
+    """A valid record lacks data the mapping requires (a feature configured to refuse)."""
+
+    reason = "unmappable"
+
+
+class UnitError(MappingError):
+    """A unit is unknown or cannot be converted to the model's unit."""
+
+    reason = "unit"
+
+
+# --- runtime -----------------------------------------------------------------------------
+class RuntimeFault(AgentError):
+    """A model module failed while scoring one call; the agent goes on."""
+
+    reason = "model_error"
+
+
+class ModelTrap(RuntimeFault):
+    """The module trapped (unreachable, out-of-bounds access, memory cap hit...)."""
+
+    reason = "model_trap"
+
+
+class ModelDeadline(RuntimeFault):
+    """The call ran out of fuel: it exceeded its deadline."""
+
+    reason = "deadline"
+
+
+class AbiViolation(AgentError):
+    """A module does not follow the agent's ABI (imports something, lacks an export...)."""
+
+    reason = "abi"
+
+
+class CompileError(AgentError):
+    """A trained model cannot be compiled (unsupported operator, bad attribute...)."""
+
+    reason = "compile"
+
+
+# --- bundles and trust -------------------------------------------------------------------
+class BundleError(AgentError):
+    """A bundle is malformed or cannot be trusted."""
+
+    reason = "bundle"
+
+
+class SignatureError(BundleError):
+    """Missing, malformed or wrong signature, or a signer that is not trusted."""
+
+    reason = "signature"
+
+
+class UntrustedKey(SignatureError):
+    """The signing key is unknown to this agent or has been revoked."""
+
+    reason = "untrusted_key"
+
+
+class DigestMismatch(BundleError):
+    """A file's SHA-256 or size differs from the signed manifest."""
+
+    reason = "digest_mismatch"
+
+
+class RollbackError(BundleError):
+    """The bundle's version is not newer than the newest installed one."""
+
+    reason = "rollback"
+
+
+class ExpiredMetadata(BundleError):
+    """Registry metadata is past its expiry time (freeze attack)."""
+
+    reason = "expired"
+
+
+class SizeLimitExceeded(BundleError):
+    """A download or a file is larger than allowed."""
+
+    reason = "too_large"
+
+
+class RegistryError(AgentError):
+    """A registry could not be reached or answered nonsense."""
+
+    reason = "registry"
+
+
+class StoreError(AgentError):
+    """The on-disk bundle store is missing a version or is inconsistent."""
+
+    reason = "store"
+
+
+class UnknownModel(AgentError):
+    """A request names a model that this agent does not serve."""
+
+    reason = "unknown_model"

@@ -1,0 +1,27 @@
+"""Every size, count and time limit of the agent, as values with units, in one frozen object.
+
+A leaf module. The agent config may override these (``limits:`` in the YAML); code reads
+them only from the ``Limits`` it was handed, never from module globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that protect the agent from hostile or broken input."""
+
+    http_body_max: int = 4_000_000  # bytes: one request body (a FHIR Bundle, an HL7 batch)
+    hl7_message_max: int = 1_000_000  # bytes: one MLLP frame
+    bundle_download_max: int = 64_000_000  # bytes: any single file pulled from a registry
+    registry_index_max: int = 1_000_000  # bytes: a registry index document
+    manifest_max: int = 4_000_000  # bytes: manifest.json
+    wasm_module_max: int = 32_000_000  # bytes: model.wasm
+    model_memory_max: int = 64 * 1024 * 1024  # bytes: linear memory a model may grow to
+    model_fuel_per_row: int = 5_000_000  # wasm fuel units per scored row (the deadline)
+    batch_rows_max: int = 1024  # rows per call into a module
+    records_per_request_max: int = 10_000  # FHIR resources in one request
+    request_timeout: float = 10.0  # seconds for one HTTP request end to end
+    drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM

@@ -1,0 +1,102 @@
+"""Neutral types that cross part boundaries: what intake hands the pipeline, what mapping
+hands the runtime, what the pipeline hands back. A leaf module: imports nothing from the
+package. Values here may hold patient data; they are never logged or used as labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+
+class IntakePath(str, Enum):
+    """Where a request came in; a metric label value."""
+
+    http = "http"
+    oip = "oip"
+    cds_hooks = "cds_hooks"
+    mllp = "mllp"
+    drop_folder = "drop_folder"
+    cli = "cli"
+
+
+class RecordFormat(str, Enum):
+    fhir_json = "fhir_json"  # one resource or a Bundle
+    fhir_ndjson = "fhir_ndjson"  # bulk export: one resource or Bundle per line
+    hl7v2 = "hl7v2"  # one message, or a batch (FHS/BHS)
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    """Everything known about one patient for one scoring, as FHIR R4 resources (dicts).
+
+    HL7 v2 arrives here already converted to FHIR, so mapping sees one model. ``label`` is a
+    caller-side correlation string (a bundle entry, a message control id, a line number);
+    it is echoed to the caller but never logged.
+    """
+
+    patient: Mapping[str, Any] | None
+    observations: Sequence[Mapping[str, Any]]
+    encounters: Sequence[Mapping[str, Any]] = ()
+    label: str = ""
+    source: str = ""  # "fhir" or "hl7v2": where the facts came from
+
+
+@dataclass(frozen=True)
+class FeatureValue:
+    """One model input and where it came from (the explain output)."""
+
+    name: str
+    value: float | None  # as fed to the model (categorical: level index); None = missing
+    display: str | float | None  # as a person reads it (a level name, a number in model unit)
+    source: str  # "Observation 8867-4 (latest of 3)", "Patient.birthDate", "imputed median"
+    unit: str | None = None
+    conversion: str | None = None  # "degF -> Cel" when a unit was converted
+    imputed: bool = False
+    out_of_range: bool = False
+    unseen_category: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureVector:
+    values: tuple[float, ...]
+    features: tuple[FeatureValue, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    version: str
+    bundle_digest: str  # sha256 of manifest.json
+    outputs: Mapping[str, float]
+    vector: FeatureVector
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """The neutral request every intake path builds and hands to the one pipeline."""
+
+    model: str
+    body: bytes
+    format: RecordFormat
+    intake: IntakePath
+    as_of: datetime | None = None  # look-back windows end here; None = now
+    caller: str = "anonymous"
+    request_id: str = ""
+    explain: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Scorer(Protocol):
+    """What intake paths depend on: the scoring pipeline, passed in by constructor."""
+
+    def score(self, request: ScoreRequest) -> list[Prediction]: ...
+
+    def score_vector(
+        self, model: str, rows: Sequence[Sequence[float]], intake: IntakePath, version: str | None = None
+    ) -> list[Mapping[str, float]]: ...
