@@ -1,0 +1,180 @@
+"""The agent's one YAML configuration, typed once at load.
+
+Each part declares its own section next to its code; this module only composes them and
+turns a validation failure into a ``ConfigError`` that names the file, the key, the line
+and what is wrong. Nothing here starts anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from agent.bundle.trust import TrustConfig
+from agent.configbase import ConfigPath, Section
+from agent.errors import ConfigError
+from agent.intake.dropfolder import DropFolderConfig
+from agent.intake.http_config import HttpConfig
+from agent.intake.mllp import MllpConfig
+from agent.limits import Limits
+from agent.monitor.config import MonitorConfig
+from agent.registry.config import RegistryConfig
+from agent.store.config import StoreConfig
+from agent.yamlfile import read_yaml
+
+
+class CardThresholds(Section):
+    """Where a model's risk output turns a CDS Hooks card from info to warning to critical."""
+
+    warning: float = 0.3
+    """Risk at or above which the card's indicator is ``warning``."""
+
+    critical: float = 0.6
+    """Risk at or above which the card's indicator is ``critical``."""
+
+
+class ModelConfig(Section):
+    name: str
+    """The model's name, as in its bundle manifest."""
+
+    mapping: ConfigPath
+    """This site's mapping of its records to the model's features (YAML)."""
+
+    registry: str | None = None
+    """Name of the registry (under ``registries``) that publishes this model."""
+
+    risk_output: str | None = None
+    """The output that CDS Hooks cards and FHIR RiskAssessment report (default: the first
+    probability output of the last class)."""
+
+    cards: CardThresholds = Field(default_factory=CardThresholds)
+    """CDS Hooks card indicator thresholds on ``risk_output``."""
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level written. Log lines never carry patient data at any level."""
+
+    format: Literal["json", "text"] = "json"
+    """Structured JSON lines (for journald and log shippers) or plain text."""
+
+
+class AuditConfig(Section):
+    path: ConfigPath | None = None
+    """Append-only JSON-lines audit log of every scoring; None disables it."""
+
+    hmac_key_file: ConfigPath | None = None
+    """Site secret used to HMAC each input, so a record can be matched later without
+    storing it. Required when ``path`` is set."""
+
+    max_bytes: int = Field(default=50_000_000, ge=1_000)
+    """Rotate the audit file past this size (bytes)."""
+
+    @model_validator(mode="after")
+    def _key_with_path(self) -> AuditConfig:
+        if self.path is not None and self.hmac_key_file is None:
+            raise ValueError("an audit log needs hmac_key_file (the site secret)")
+        return self
+
+
+class LimitsConfig(Section):
+    """Overrides of ``agent.limits.Limits``; every field is optional."""
+
+    http_body_max: int | None = Field(default=None, gt=0)
+    """Bytes in one HTTP request body."""
+
+    hl7_message_max: int | None = Field(default=None, gt=0)
+    """Bytes in one MLLP frame."""
+
+    bundle_download_max: int | None = Field(default=None, gt=0)
+    """Bytes in one file pulled from a registry."""
+
+    model_memory_max: int | None = Field(default=None, gt=0)
+    """Bytes of linear memory a model may use."""
+
+    model_fuel_per_row: int | None = Field(default=None, gt=0)
+    """Wasm fuel per scored row: the per-call deadline."""
+
+    request_timeout: float | None = Field(default=None, gt=0)
+    """Seconds for one HTTP request."""
+
+    drain_timeout: float | None = Field(default=None, gt=0)
+    """Seconds to finish in-flight work on SIGTERM."""
+
+    def apply(self) -> Limits:
+        overrides = {k: v for k, v in self.model_dump().items() if v is not None}
+        return dataclasses.replace(Limits(), **overrides)
+
+
+class AgentConfig(Section):
+    site: str = "default"
+    """A name for this installation (shown on the status page; not patient data)."""
+
+    store: StoreConfig
+    """Where verified bundles are kept."""
+
+    trust: TrustConfig
+    """Publisher keys whose signatures this agent accepts."""
+
+    registries: list[RegistryConfig] = Field(default_factory=list)
+    """Where bundles are pulled from."""
+
+    models: list[ModelConfig] = Field(min_length=1)
+    """The models this agent serves, each with its site mapping."""
+
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    mllp: MllpConfig = Field(default_factory=MllpConfig)
+    drop_folder: DropFolderConfig = Field(default_factory=DropFolderConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _references(self) -> AgentConfig:
+        registries = {r.name for r in self.registries}
+        if len(registries) != len(self.registries):
+            raise ValueError("registry names must be unique")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        for model in self.models:
+            if model.registry is not None and model.registry not in registries:
+                raise ValueError(f"model {model.name!r} names unknown registry {model.registry!r}")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def resolved_limits(self) -> Limits:
+        return self.limits.apply()
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate the agent config; every problem becomes a ``ConfigError`` naming
+    ``file:line: key: what is wrong``."""
+    document = read_yaml(path)
+    if not isinstance(document.data, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping")
+    try:
+        return AgentConfig.model_validate(
+            document.data, context={"base_dir": path.resolve().parent}
+        )
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, document.line_of, exc)) from None
+
+
+def _describe(path: Path, line_of: Any, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = tuple(error["loc"])
+        key = ".".join(str(p) for p in location) or "(top level)"
+        line = line_of(location)
+        where = f"{path}:{line}" if line else str(path)
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {key}: {message}")
+    return "invalid configuration\n  " + "\n  ".join(problems)

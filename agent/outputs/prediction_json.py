@@ -1,0 +1,54 @@
+"""The agent's own JSON form of a prediction, used by HTTP answers and NDJSON results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.types import FeatureValue, FeatureVector, Prediction
+
+
+def feature_warnings(vector: FeatureVector) -> list[dict[str, str]]:
+    """Per-feature warnings a clinician should see: imputed, out of range, unseen level."""
+    warnings = []
+    for feature in vector.features:
+        if feature.imputed:
+            warnings.append({"feature": feature.name, "warning": "imputed", "detail": feature.source})
+        if feature.out_of_range:
+            warnings.append({"feature": feature.name, "warning": "out_of_range", "detail": ""})
+        if feature.unseen_category:
+            warnings.append({"feature": feature.name, "warning": "unseen_category", "detail": ""})
+    return warnings
+
+
+def explanation(vector: FeatureVector) -> list[dict[str, Any]]:
+    """Each feature's value and where it came from (the ``explain`` view)."""
+    return [_explain_one(f) for f in vector.features]
+
+
+def _explain_one(feature: FeatureValue) -> dict[str, Any]:
+    return {
+        "feature": feature.name,
+        "value": feature.display,
+        "model_value": feature.value,
+        "unit": feature.unit,
+        "source": feature.source,
+        "conversion": feature.conversion,
+        "imputed": feature.imputed,
+        "out_of_range": feature.out_of_range,
+        "unseen_category": feature.unseen_category,
+    }
+
+
+def prediction_json(prediction: Prediction, *, explain: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": prediction.model,
+        "version": prediction.version,
+        "bundle_digest": prediction.bundle_digest,
+        "outputs": dict(prediction.outputs),
+        "warnings": feature_warnings(prediction.vector),
+    }
+    if prediction.label:
+        body["record"] = prediction.label
+    if explain:
+        body["explanation"] = explanation(prediction.vector)
+    return body
