@@ -1,0 +1,250 @@
+"""Every Prometheus metric the agent exports, declared here and nowhere else.
+
+Metrics are created against a ``CollectorRegistry`` passed in (never the process-global one),
+so each agent instance and each test owns its registry. Names follow the Prometheus
+conventions: namespace ``edge_agent_``, base units (seconds), ``_total`` on counters, ``_info``
+on constant-1 gauges that carry labels, ``_ratio`` on 0..1 values.
+
+Label sets are fixed and use only: model, version, feature, output, intake, reason, stage,
+registry, keyid. Label values come from the agent's configuration, the signed manifest or
+closed enums, never from a request body, so a caller cannot create series and no patient data
+can reach a label. docs/metrics.md lists every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+NAMESPACE = "edge_agent"
+
+# 50 us .. 10 s: a small model scores in well under a millisecond, a large FHIR Bundle with
+# many look-back reductions may take seconds; the request deadline is 10 s.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+Target = Literal["feature", "output"]
+Statistic = Literal["psi", "js"]
+
+
+@dataclass(frozen=True)
+class DriftReading:
+    """One value's drift, as read from its window at scrape time."""
+
+    model: str
+    target: Target
+    name: str  # the feature or output name, from the signed manifest
+    statistic: Statistic
+    value: float | None  # None: too few records in the window yet
+    missing_ratio: float | None  # features only
+    reference_missing_ratio: float | None  # features only
+    unseen_ratio: float | None  # categorical features only
+
+
+@dataclass(frozen=True)
+class WindowReading:
+    model: str
+    records: int
+
+
+class DriftCollector:
+    """Builds the drift gauges when Prometheus scrapes, from the monitor's windows.
+
+    Computing PSI per record would cost O(bins) for every feature of every request; computed
+    here it costs that once per scrape. Only the active models' values appear, so the series
+    of a feature that a new model version dropped vanish on the next scrape.
+    """
+
+    def __init__(
+        self, read: Callable[[], tuple[Iterable[DriftReading], Iterable[WindowReading]]]
+    ) -> None:
+        self._read = read
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=labels)
+
+        feature = ["model", "feature"]
+        output = ["model", "output"]
+        return {
+            "feature_psi": gauge(
+                "feature_drift_psi",
+                "Population Stability Index of a numeric feature over the drift window "
+                "against the bundle's reference histogram.",
+                feature,
+            ),
+            "feature_js": gauge(
+                "feature_drift_js_distance",
+                "Jensen-Shannon distance (base 2) of a categorical feature over the drift "
+                "window against the bundle's reference category frequencies.",
+                feature,
+            ),
+            "output_psi": gauge(
+                "output_drift_psi",
+                "Population Stability Index of a numeric model output over the drift window "
+                "against the bundle's reference histogram.",
+                output,
+            ),
+            "output_js": gauge(
+                "output_drift_js_distance",
+                "Jensen-Shannon distance (base 2) of a class output over the drift window "
+                "against the bundle's reference class frequencies.",
+                output,
+            ),
+            "missing": gauge(
+                "feature_window_missing_ratio",
+                "Share of records in the drift window whose source lacked the feature "
+                "(missing or imputed).",
+                feature,
+            ),
+            "reference_missing": gauge(
+                "feature_reference_missing_ratio",
+                "Missing rate of the feature in the training reference, for comparison.",
+                feature,
+            ),
+            "unseen": gauge(
+                "feature_window_unseen_category_ratio",
+                "Share of non-missing records in the drift window whose category the mapping "
+                "could not place among the model's levels.",
+                feature,
+            ),
+            "records": gauge(
+                "drift_window_records",
+                "Records currently in the model's drift window.",
+                ["model"],
+            ),
+        }
+
+    def describe(self) -> Iterable[Metric]:
+        """Names only, so the registry can refuse a duplicate at registration."""
+        return list(self._families().values())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        readings, windows = self._read()
+        for r in readings:
+            labels = [r.model, r.name]
+            if r.value is not None:
+                families[f"{r.target}_{r.statistic}"].add_metric(labels, r.value)
+            if r.missing_ratio is not None:
+                families["missing"].add_metric(labels, r.missing_ratio)
+            if r.reference_missing_ratio is not None:
+                families["reference_missing"].add_metric(labels, r.reference_missing_ratio)
+            if r.unseen_ratio is not None:
+                families["unseen"].add_metric(labels, r.unseen_ratio)
+        for w in windows:
+            families["records"].add_metric([w.model], float(w.records))
+        return list(families.values())
+
+
+class AgentMetrics:
+    """The agent's metrics, each with its fixed label set (documented in docs/metrics.md)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        drift: Callable[[], tuple[Iterable[DriftReading], Iterable[WindowReading]]],
+    ) -> None:
+        ns = NAMESPACE
+        self.request_duration = Histogram(
+            "request_duration_seconds",
+            "Time to score one record, by stage: mapping (record to feature vector), "
+            "inference (the wasm call), total (end to end).",
+            ["model", "version", "intake", "stage"],
+            namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
+        )
+        self.requests = Counter(
+            "requests",
+            "Scoring attempts: one per prediction returned plus one per error.",
+            ["model", "intake"],
+            namespace=ns, registry=registry,
+        )
+        self.predictions = Counter(
+            "predictions",
+            "Predictions returned, by the model version that made them.",
+            ["model", "version", "intake"],
+            namespace=ns, registry=registry,
+        )
+        self.errors = Counter(
+            "errors",
+            "Scoring attempts that failed, by cause (the error's reason slug).",
+            ["model", "intake", "reason"],
+            namespace=ns, registry=registry,
+        )
+        self.feature_missing = Counter(
+            "feature_missing",
+            "Scored records whose source lacked the feature (whether or not it was imputed).",
+            ["model", "feature"],
+            namespace=ns, registry=registry,
+        )
+        self.feature_imputed = Counter(
+            "feature_imputed",
+            "Scored records in which the mapping imputed the feature.",
+            ["model", "feature"],
+            namespace=ns, registry=registry,
+        )
+        self.feature_out_of_range = Counter(
+            "feature_out_of_range",
+            "Scored records in which the feature fell outside the manifest's valid range.",
+            ["model", "feature"],
+            namespace=ns, registry=registry,
+        )
+        self.feature_unseen_category = Counter(
+            "feature_unseen_category",
+            "Scored records in which a category could not be mapped to a model level.",
+            ["model", "feature"],
+            namespace=ns, registry=registry,
+        )
+        self.model_active = Gauge(
+            "model_active_info",
+            "The bundle version serving each model (1), with the id of the key that signed it.",
+            ["model", "version", "keyid"],
+            namespace=ns, registry=registry,
+        )
+        self.bundle_pulls = Counter(
+            "bundle_pulls",
+            "Bundle pull attempts from a registry.",
+            ["model", "registry"],
+            namespace=ns, registry=registry,
+        )
+        self.bundle_updates = Counter(
+            "bundle_updates",
+            "Pulls that installed a new, verified bundle version.",
+            ["model", "registry"],
+            namespace=ns, registry=registry,
+        )
+        self.bundle_last_success = Gauge(
+            "bundle_last_successful_pull_timestamp_seconds",
+            "Unix time of the last pull that completed (new version or already current).",
+            ["model", "registry"],
+            namespace=ns, registry=registry,
+        )
+        self.bundle_pull_failures = Counter(
+            "bundle_pull_failures",
+            "Pulls that failed to fetch (registry unreachable, bad answer), by reason.",
+            ["model", "registry", "reason"],
+            namespace=ns, registry=registry,
+        )
+        self.bundle_verification_failures = Counter(
+            "bundle_verification_failures",
+            "Pulled bundles refused by verification (signature, key, digest, rollback, "
+            "expiry, size), by reason.",
+            ["model", "registry", "reason"],
+            namespace=ns, registry=registry,
+        )
+        self.build_info = Gauge(
+            "build_info",
+            "The agent's version (1).",
+            ["version"],
+            namespace=ns, registry=registry,
+        )
+        registry.register(DriftCollector(drift))

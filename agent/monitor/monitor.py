@@ -1,0 +1,392 @@
+"""The monitor: what the pipeline and the bundle updater report, turned into metrics and drift.
+
+``Monitor`` is the one object other parts call. It owns the metric objects (declared in
+:mod:`agent.monitor.metrics`), the per-model drift windows (:mod:`agent.monitor.drift`) and a
+short latency history for the status page. All methods are thread-safe: the pipeline runs in
+worker threads for MLLP and the drop folder, in the event loop for HTTP.
+
+Label values are checked here so that nothing a caller sends can create a series: model names
+must be configured (or registered) models, else they are counted as ``unknown``; reasons must
+be the ``reason`` slug of an :class:`agent.errors.AgentError` class, else ``other``; versions
+must look like MAJOR.MINOR.PATCH; feature and output names come from the signed manifest.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry
+
+from agent import __version__
+from agent.bundle.manifest import BundleManifest, OutputKind, ValueReference
+from agent.errors import AgentError, BundleError
+from agent.monitor.config import MonitorConfig
+from agent.monitor.drift import CategoricalWindow, DriftWindow, NumericWindow
+from agent.monitor.metrics import AgentMetrics, DriftReading, Target, WindowReading
+from agent.types import FeatureVector, IntakePath
+
+UNKNOWN_MODEL = "unknown"
+OTHER_REASON = "other"
+INTERNAL_REASON = "internal"  # an unexpected exception (a bug), not an AgentError
+PullOutcome = Literal["updated", "current", "failed"]
+_PULL_OUTCOMES = ("updated", "current", "failed")
+_VERSION = re.compile(r"^\d{1,9}\.\d{1,9}\.\d{1,9}$")
+_STAGES = ("mapping", "inference", "total")
+
+
+def _reasons(base: type[AgentError]) -> frozenset[str]:
+    """Every reason slug of ``base`` and its subclasses: the closed set of label values."""
+    found = {base.reason}
+    stack = list(base.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        found.add(cls.reason)
+        stack.extend(cls.__subclasses__())
+    return frozenset(found)
+
+
+@dataclass
+class _ModelState:
+    version: str
+    digest: str
+    keyid: str
+    feature_names: frozenset[str]
+    features: dict[str, DriftWindow]
+    outputs: dict[str, DriftWindow]
+    records: int = 0  # records added to the windows since registration, capped by the window
+
+
+@dataclass
+class _ModelTotals:
+    """Counts kept for the status page (Prometheus keeps its own)."""
+
+    predictions: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies: deque[float] = field(default_factory=deque)
+
+
+class Monitor:
+    """Metrics and drift for every model the agent serves.
+
+    ``models`` are the model names in the agent's configuration: they are valid label values
+    before their first bundle is registered (a first pull may fail). ``register_model`` adds
+    the model it registers.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, config: MonitorConfig, models: Iterable[str] = ()
+    ) -> None:
+        self.registry = registry
+        self._config = config
+        self._lock = threading.Lock()
+        self._known: set[str] = set(models)
+        self._states: dict[str, _ModelState] = {}
+        self._totals: dict[str, _ModelTotals] = {}
+        self._reasons = _reasons(AgentError) | {INTERNAL_REASON}
+        self._verification_reasons = _reasons(BundleError)
+        self._metrics = AgentMetrics(registry, self._drift_readings)
+        self._metrics.build_info.labels(version=__version__).set(1)
+
+    # --- what other parts report ----------------------------------------------------------
+    def register_model(self, manifest: BundleManifest, digest: str, keyid: str) -> None:
+        """Make ``manifest`` the active version of its model: set the active-version gauge
+        (removing the previous version's series) and start fresh drift windows against the
+        manifest's reference. Called at load and again at every swap or rollback."""
+        windows_f = {
+            f.name: w
+            for f in manifest.inputs
+            if (w := self._window(manifest.reference.features.get(f.name), f.levels)) is not None
+        }
+        windows_o = {
+            o.name: w
+            for o in manifest.outputs
+            if (
+                w := self._window(
+                    manifest.reference.outputs.get(o.name),
+                    o.classes if o.kind is OutputKind.label else [],
+                )
+            )
+            is not None
+        }
+        state = _ModelState(
+            version=manifest.version,
+            digest=digest,
+            keyid=keyid,
+            feature_names=frozenset(manifest.feature_names()),
+            features=windows_f,
+            outputs=windows_o,
+        )
+        with self._lock:
+            old = self._states.get(manifest.name)
+            if old is not None:
+                self._metrics.model_active.remove(manifest.name, old.version, old.keyid)
+            self._states[manifest.name] = state
+            self._known.add(manifest.name)
+            self._metrics.model_active.labels(
+                model=manifest.name, version=manifest.version, keyid=keyid
+            ).set(1)
+
+    def observe(
+        self,
+        model: str,
+        version: str,
+        intake: IntakePath,
+        vector: FeatureVector,
+        outputs: Mapping[str, float],
+        mapping_seconds: float,
+        inference_seconds: float,
+        total_seconds: float,
+    ) -> None:
+        """Record one prediction: latency by stage, feature quality counters, and the drift
+        windows (only for predictions made by the model's active version, whose reference the
+        windows hold)."""
+        m = self._metrics
+        with self._lock:
+            name = self._model_label(model)
+            version_label = version if _VERSION.match(version) else UNKNOWN_MODEL
+            intake_label = IntakePath(intake).value
+            for stage, seconds in zip(
+                _STAGES, (mapping_seconds, inference_seconds, total_seconds), strict=True
+            ):
+                m.request_duration.labels(name, version_label, intake_label, stage).observe(
+                    seconds
+                )
+            m.requests.labels(name, intake_label).inc()
+            m.predictions.labels(name, version_label, intake_label).inc()
+            totals = self._totals_of(name)
+            totals.predictions += 1
+            totals.latencies.append(total_seconds)
+            state = self._states.get(name)
+            if state is None:
+                return
+            for fv in vector.features:
+                if fv.name not in state.feature_names:
+                    continue
+                missing = not fv.unseen_category and (fv.value is None or fv.imputed)
+                if missing:
+                    m.feature_missing.labels(name, fv.name).inc()
+                if fv.imputed:
+                    m.feature_imputed.labels(name, fv.name).inc()
+                if fv.out_of_range:
+                    m.feature_out_of_range.labels(name, fv.name).inc()
+                if fv.unseen_category:
+                    m.feature_unseen_category.labels(name, fv.name).inc()
+                if version != state.version:
+                    continue
+                window = state.features.get(fv.name)
+                value = None if missing else fv.value
+                if isinstance(window, CategoricalWindow):
+                    window.add(value, unseen=fv.unseen_category)
+                elif window is not None:
+                    window.add(value)
+            if version != state.version:
+                return
+            state.records += 1
+            for out_name, window in state.outputs.items():
+                if out_name in outputs:
+                    window.add(outputs[out_name])
+
+    def observe_vectors(
+        self, model: str, version: str, intake: IntakePath, rows: int, inference_seconds: float
+    ) -> None:
+        """Record ``rows`` predictions made from raw feature vectors (Open Inference Protocol):
+        no mapping stage, no feature provenance, so no feature counters and no drift; each
+        row gets an equal share of the call's inference time."""
+        if rows <= 0:
+            return
+        m = self._metrics
+        per_row = inference_seconds / rows
+        with self._lock:
+            name = self._model_label(model)
+            version_label = version if _VERSION.match(version) else UNKNOWN_MODEL
+            intake_label = IntakePath(intake).value
+            for stage in ("inference", "total"):
+                child = m.request_duration.labels(name, version_label, intake_label, stage)
+                for _ in range(rows):
+                    child.observe(per_row)
+            m.requests.labels(name, intake_label).inc(rows)
+            m.predictions.labels(name, version_label, intake_label).inc(rows)
+            totals = self._totals_of(name)
+            totals.predictions += rows
+            totals.latencies.extend([per_row] * rows)
+
+    def observe_error(self, model: str, intake: IntakePath, reason: str) -> None:
+        """Record one failed scoring attempt. ``reason`` is ``AgentError.reason`` (or
+        ``"internal"`` for an unexpected exception); anything else is counted as ``other``."""
+        with self._lock:
+            name = self._model_label(model)
+            reason_label = reason if reason in self._reasons else OTHER_REASON
+            intake_label = IntakePath(intake).value
+            self._metrics.requests.labels(name, intake_label).inc()
+            self._metrics.errors.labels(name, intake_label, reason_label).inc()
+            errors = self._totals_of(name).errors
+            errors[reason_label] = errors.get(reason_label, 0) + 1
+
+    def observe_pull(
+        self, model: str, registry: str, outcome: PullOutcome, reason: str | None = None
+    ) -> None:
+        """Record one pull from a configured registry (``registry`` is its configured name).
+
+        ``outcome``: ``updated`` (a new version verified and installed), ``current`` (nothing
+        newer) or ``failed`` with ``reason`` the error's slug; a reason from the bundle-trust
+        family (signature, digest_mismatch, rollback...) counts as a verification failure,
+        any other as a pull failure.
+        """
+        if outcome not in _PULL_OUTCOMES:
+            raise ValueError(f"pull outcome must be one of {_PULL_OUTCOMES}")
+        m = self._metrics
+        with self._lock:
+            name = self._model_label(model)
+            m.bundle_pulls.labels(name, registry).inc()
+            if outcome == "failed":
+                slug = reason if reason in self._reasons else OTHER_REASON
+                failures = (
+                    m.bundle_verification_failures
+                    if slug in self._verification_reasons
+                    else m.bundle_pull_failures
+                )
+                failures.labels(name, registry, slug).inc()
+                return
+            if outcome == "updated":
+                m.bundle_updates.labels(name, registry).inc()
+            m.bundle_last_success.labels(name, registry).set(time.time())
+
+    # --- what the status page reads -------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Per-model state for the status page: active version, counts, latency quantiles
+        (over the last ``latency_window`` predictions) and each value's drift with its state
+        ("ok", "watch", "act", or "insufficient" while the window is too small)."""
+        with self._lock:
+            models: dict[str, Any] = {}
+            for name in sorted(set(self._states) | set(self._totals)):
+                totals = self._totals.get(name, _ModelTotals())
+                entry: dict[str, Any] = {
+                    "predictions": totals.predictions,
+                    "errors": dict(sorted(totals.errors.items())),
+                    "latency_seconds": _quantiles(totals.latencies),
+                }
+                state = self._states.get(name)
+                if state is not None:
+                    entry.update(
+                        version=state.version,
+                        digest=state.digest,
+                        keyid=state.keyid,
+                        window_records=min(state.records, self._config.window_records),
+                        features={
+                            f: self._drift_entry(w, feature=True)
+                            for f, w in sorted(state.features.items())
+                        },
+                        outputs={
+                            o: self._drift_entry(w, feature=False)
+                            for o, w in sorted(state.outputs.items())
+                        },
+                    )
+                models[name] = entry
+            return {"models": models}
+
+    # --- internals ------------------------------------------------------------------------
+    def _window(self, ref: ValueReference | None, levels: list[str]) -> DriftWindow | None:
+        """A window for one value, or None when its reference gives nothing to compare to."""
+        if ref is None:
+            return None
+        size = self._config.window_records
+        if levels:
+            if not ref.category_frequencies:
+                return None
+            return CategoricalWindow(
+                levels, ref.category_frequencies, size=size,
+                reference_missing_rate=ref.missing_rate,
+            )
+        if ref.histogram is None:
+            return None
+        return NumericWindow(
+            ref.histogram.edges, ref.histogram.fractions, size=size,
+            epsilon=self._config.psi_epsilon, reference_missing_rate=ref.missing_rate,
+        )
+
+    def _model_label(self, model: str) -> str:
+        return model if model in self._known else UNKNOWN_MODEL
+
+    def _totals_of(self, name: str) -> _ModelTotals:
+        totals = self._totals.get(name)
+        if totals is None:
+            totals = _ModelTotals(latencies=deque(maxlen=self._config.latency_window))
+            self._totals[name] = totals
+        return totals
+
+    def _statistic(self, window: DriftWindow) -> float | None:
+        if window.observed < self._config.min_window_records:
+            return None
+        return window.value()
+
+    def _state_of(self, window: DriftWindow, value: float | None) -> str:
+        if value is None:
+            return "insufficient"
+        if isinstance(window, CategoricalWindow):
+            act, watch = self._config.js_act, self._config.js_act / 2
+        else:
+            act, watch = self._config.psi_act, self._config.psi_watch
+        return "act" if value >= act else "watch" if value >= watch else "ok"
+
+    def _drift_entry(self, window: DriftWindow, *, feature: bool) -> dict[str, Any]:
+        value = self._statistic(window)
+        entry: dict[str, Any] = {
+            "statistic": window.statistic,
+            "value": value,
+            "state": self._state_of(window, value),
+        }
+        if feature:
+            entry["missing_ratio"] = window.missing_ratio()
+            entry["reference_missing_ratio"] = window.reference_missing_rate
+            if isinstance(window, CategoricalWindow):
+                entry["unseen_ratio"] = window.unseen_ratio()
+        return entry
+
+    def _drift_readings(self) -> tuple[list[DriftReading], list[WindowReading]]:
+        readings: list[DriftReading] = []
+        windows: list[WindowReading] = []
+        with self._lock:
+            for name, state in self._states.items():
+                windows.append(
+                    WindowReading(name, min(state.records, self._config.window_records))
+                )
+                groups: tuple[tuple[Target, dict[str, DriftWindow]], ...] = (
+                    ("feature", state.features),
+                    ("output", state.outputs),
+                )
+                for target, group in groups:
+                    for value_name, w in group.items():
+                        is_feature = target == "feature"
+                        readings.append(
+                            DriftReading(
+                                model=name,
+                                target=target,
+                                name=value_name,
+                                statistic="js" if isinstance(w, CategoricalWindow) else "psi",
+                                value=self._statistic(w),
+                                missing_ratio=w.missing_ratio() if is_feature else None,
+                                reference_missing_ratio=(
+                                    w.reference_missing_rate if is_feature else None
+                                ),
+                                unseen_ratio=w.unseen_ratio() if is_feature else None,
+                            )
+                        )
+        return readings, windows
+
+
+def _quantiles(samples: Iterable[float]) -> dict[str, float | None]:
+    """p50/p95/p99 by nearest rank; None when nothing was observed yet."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"p50": None, "p95": None, "p99": None}
+    last = len(ordered) - 1
+    return {
+        f"p{q}": ordered[min(last, max(0, round(q / 100 * len(ordered)) - 1))]
+        for q in (50, 95, 99)
+    }
