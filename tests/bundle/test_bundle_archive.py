@@ -1,0 +1,146 @@
+"""Reading bundles from directories and .tar.gz archives; hostile containers refused."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+from bundle_factory import signed_bundle, write_dir
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.bundle.archive import (
+    archive_bytes,
+    read_bundle,
+    read_bundle_archive_bytes,
+    read_bundle_dir,
+    write_bundle_archive,
+)
+from agent.bundle.manifest import MODEL_FILE
+from agent.bundle.trust import TrustStore
+from agent.bundle.verify import verify_bundle
+from agent.errors import BundleError, SizeLimitExceeded
+from agent.limits import Limits
+
+LIMITS = Limits()
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return raw.getvalue()
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def test_directory_and_archive_round_trip(
+    tmp_path: Path, publisher_key: Ed25519PrivateKey, trust: TrustStore
+) -> None:
+    files = signed_bundle(publisher_key)
+    directory = write_dir(files, tmp_path / "bundle")
+    assert read_bundle(directory, LIMITS) == files
+    archive = write_bundle_archive(files, tmp_path / "bundle.tar.gz")
+    assert read_bundle(archive, LIMITS) == files
+    verify_bundle(read_bundle(archive, LIMITS), trust, limits=LIMITS)
+
+
+def test_archive_is_deterministic(publisher_key: Ed25519PrivateKey) -> None:
+    files = signed_bundle(publisher_key)
+    assert archive_bytes(files) == archive_bytes(dict(reversed(list(files.items()))))
+
+
+def test_dot_slash_prefix_and_directory_entries_are_accepted() -> None:
+    directory = tarfile.TarInfo("./")
+    directory.type = tarfile.DIRTYPE
+    data = _tar([(directory, None), _file("./model.wasm", b"m")])
+    assert read_bundle_archive_bytes(data, LIMITS) == {"model.wasm": b"m"}
+
+
+def test_symlink_in_directory_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "bundle"
+    directory.mkdir()
+    (tmp_path / "secret").write_bytes(b"s")
+    os.symlink(tmp_path / "secret", directory / MODEL_FILE)
+    with pytest.raises(BundleError, match="symbolic link"):
+        read_bundle_dir(directory, LIMITS)
+
+
+def test_fifo_in_directory_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "bundle"
+    directory.mkdir()
+    os.mkfifo(directory / "pipe")
+    with pytest.raises(BundleError, match="not a regular file"):
+        read_bundle_dir(directory, LIMITS)
+
+
+def test_oversize_file_in_directory_is_refused(tmp_path: Path) -> None:
+    directory = write_dir({MODEL_FILE: bytes(2000)}, tmp_path / "bundle")
+    with pytest.raises(SizeLimitExceeded, match=MODEL_FILE):
+        read_bundle_dir(directory, Limits(wasm_module_max=1000))
+
+
+def test_symlink_member_is_refused() -> None:
+    link = tarfile.TarInfo(MODEL_FILE)
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    with pytest.raises(BundleError, match="not a regular file"):
+        read_bundle_archive_bytes(_tar([(link, None)]), LIMITS)
+
+
+def test_hardlink_member_is_refused() -> None:
+    link = tarfile.TarInfo("copy.wasm")
+    link.type = tarfile.LNKTYPE
+    link.linkname = MODEL_FILE
+    with pytest.raises(BundleError, match="not a regular file"):
+        read_bundle_archive_bytes(_tar([_file(MODEL_FILE, b"m"), (link, None)]), LIMITS)
+
+
+def test_device_member_is_refused() -> None:
+    device = tarfile.TarInfo("dev")
+    device.type = tarfile.CHRTYPE
+    with pytest.raises(BundleError, match="not a regular file"):
+        read_bundle_archive_bytes(_tar([(device, None)]), LIMITS)
+
+
+@pytest.mark.parametrize("name", ["../model.wasm", "/etc/model.wasm", "a/../../b", "a//b"])
+def test_escaping_member_name_is_refused(name: str) -> None:
+    with pytest.raises(BundleError, match="not allowed"):
+        read_bundle_archive_bytes(_tar([_file(name, b"x")]), LIMITS)
+
+
+def test_duplicate_member_is_refused() -> None:
+    data = _tar([_file(MODEL_FILE, b"first"), _file(MODEL_FILE, b"second")])
+    with pytest.raises(BundleError, match="twice"):
+        read_bundle_archive_bytes(data, LIMITS)
+
+
+def test_oversize_member_is_refused_from_its_header() -> None:
+    data = _tar([_file(MODEL_FILE, bytes(5000))])
+    with pytest.raises(SizeLimitExceeded, match=MODEL_FILE):
+        read_bundle_archive_bytes(data, Limits(wasm_module_max=4096))
+
+
+def test_too_many_members_are_refused() -> None:
+    data = _tar([_file(f"f{i}", b"") for i in range(200)])
+    with pytest.raises(SizeLimitExceeded, match="members"):
+        read_bundle_archive_bytes(data, LIMITS)
+
+
+def test_garbage_is_not_an_archive() -> None:
+    with pytest.raises(BundleError, match="not a valid"):
+        read_bundle_archive_bytes(b"\x1f\x8b garbage", LIMITS)
+
+
+def test_oversize_archive_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.tar.gz"
+    path.write_bytes(bytes(3000))
+    with pytest.raises(SizeLimitExceeded, match="archive"):
+        read_bundle(path, Limits(bundle_download_max=2000))
