@@ -146,9 +146,10 @@ def read_bundle_archive_bytes(data: bytes, limits: Limits) -> dict[str, bytes]:
 def archive_bytes(files: Mapping[str, bytes]) -> bytes:
     """The deterministic ``.tar.gz`` of a bundle (see the module docstring)."""
     raw = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, tarfile.open(
-        fileobj=gz, mode="w", format=tarfile.PAX_FORMAT
-    ) as tar:
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name in sorted(files):
             if not is_safe_name(name):
                 raise BundleError(f"bundle member name {name!r} is not allowed")

@@ -9,13 +9,18 @@ than a silent trust of something else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, model_validator
 
-from agent.bundle.signing import key_id, load_public_key, public_key_from_base64
+from agent.bundle.signing import (
+    key_id,
+    load_public_key,
+    public_key_from_base64,
+    raw_public_bytes,
+)
 from agent.configbase import ConfigPath, Section
 from agent.errors import ConfigError, UntrustedKey
 
@@ -49,40 +54,45 @@ class TrustConfig(Section):
 
 
 @dataclass(frozen=True)
-class TrustedKey:
-    keyid: str
+class _TrustedKey:
     public_key: Ed25519PublicKey
-    revoked: bool = False
+    revoked: bool
 
 
 class TrustStore:
-    """The keys verification may use, by key id. Built once at config load; immutable."""
+    """The keys verification may use, by key id. Built once from the config; immutable.
 
-    def __init__(self, keys: Iterable[TrustedKey]) -> None:
-        self._keys: dict[str, TrustedKey] = {}
-        for key in keys:
-            if key_id(key.public_key) != key.keyid:
-                raise ConfigError(f"trusted key {key.keyid}: id does not match the key")
-            if key.keyid in self._keys:
-                raise ConfigError(f"trusted key {key.keyid} is listed twice")
-            self._keys[key.keyid] = key
+    Construction reads key files and checks each declared id against the key bytes;
+    a mismatch, a duplicate id or an unreadable key is a ConfigError naming the key id.
+    """
 
-    @classmethod
-    def from_config(cls, config: TrustConfig) -> TrustStore:
-        """Load every configured key (reading key files); ConfigError names the bad one."""
-        keys = []
+    def __init__(self, config: TrustConfig) -> None:
+        self._keys: dict[str, _TrustedKey] = {}
         for entry in config.keys:
             if entry.public_key_file is not None:
                 public = load_public_key(entry.public_key_file)
             else:
                 public = public_key_from_base64(entry.public_key or "")
-            keys.append(TrustedKey(entry.id, public, entry.revoked))
-        return cls(keys)
+            if key_id(public) != entry.id:
+                raise ConfigError(f"trusted key {entry.id}: id does not match the key")
+            if entry.id in self._keys:
+                raise ConfigError(f"trusted key {entry.id} is listed twice")
+            self._keys[entry.id] = _TrustedKey(public, entry.revoked)
 
     @classmethod
     def of(cls, *public_keys: Ed25519PublicKey) -> TrustStore:
         """A store trusting exactly these keys (CLI ``--trust`` files, tests)."""
-        return cls(TrustedKey(key_id(k), k) for k in public_keys)
+        return cls(
+            TrustConfig(
+                keys=[
+                    TrustedKeyConfig(
+                        id=key_id(k),
+                        public_key=base64.b64encode(raw_public_bytes(k)).decode("ascii"),
+                    )
+                    for k in public_keys
+                ]
+            )
+        )
 
     def key_for(self, keyid: str) -> Ed25519PublicKey:
         """The public key to verify a signature by ``keyid``.
@@ -99,4 +109,4 @@ class TrustStore:
 
     def keyids(self) -> list[str]:
         """Ids of the keys that are trusted and not revoked."""
-        return [k.keyid for k in self._keys.values() if not k.revoked]
+        return [keyid for keyid, k in self._keys.items() if not k.revoked]

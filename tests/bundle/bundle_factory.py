@@ -48,7 +48,9 @@ def unsigned_bundle(
 
 
 def signed_bundle(
-    key: Ed25519PrivateKey, name: str = "sepsis", version: str = "1.0.0",
+    key: Ed25519PrivateKey,
+    name: str = "sepsis",
+    version: str = "1.0.0",
     model: bytes | None = None,
 ) -> dict[str, bytes]:
     files = unsigned_bundle(name, version, model)

@@ -75,9 +75,21 @@ def test_signature_verifies_with_openssl_semantics(tmp_path: Path) -> None:
     )
     try:
         result = subprocess.run(
-            ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "pub.pem"),
-             "-rawin", "-in", str(tmp_path / "m.json"), "-sigfile", str(tmp_path / "m.sig.bin")],
-            capture_output=True, check=False,
+            [
+                "openssl",
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                str(tmp_path / "pub.pem"),
+                "-rawin",
+                "-in",
+                str(tmp_path / "m.json"),
+                "-sigfile",
+                str(tmp_path / "m.sig.bin"),
+            ],
+            capture_output=True,
+            check=False,
         )
     except FileNotFoundError:
         pytest.skip("openssl not installed")

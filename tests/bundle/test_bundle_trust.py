@@ -32,7 +32,7 @@ def test_inline_and_file_keys_with_a_revoked_one(tmp_path: Path) -> None:
         },
         context={"base_dir": tmp_path},
     )
-    store = TrustStore.from_config(config)
+    store = TrustStore(config)
     assert sorted(store.keyids()) == sorted([key_id(inline.public_key()), file_id])
     with pytest.raises(UntrustedKey, match="revoked"):
         store.key_for(key_id(revoked.public_key()))
@@ -46,7 +46,7 @@ def test_declared_id_must_match_the_key() -> None:
         {"keys": [{"id": key_id(other.public_key()), "public_key": _b64(key)}]}
     )
     with pytest.raises(ConfigError, match="does not match"):
-        TrustStore.from_config(config)
+        TrustStore(config)
 
 
 def test_a_key_needs_exactly_one_source() -> None:
@@ -62,4 +62,4 @@ def test_unknown_config_key_is_an_error() -> None:
 def test_bad_inline_key_is_a_config_error() -> None:
     config = TrustConfig.model_validate({"keys": [{"id": "x", "public_key": "bm90IGEga2V5"}]})
     with pytest.raises(ConfigError, match="32 raw bytes"):
-        TrustStore.from_config(config)
+        TrustStore(config)

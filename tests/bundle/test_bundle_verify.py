@@ -10,8 +10,8 @@ from bundle_factory import manifest_for, signed_bundle, unsigned_bundle
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.bundle.manifest import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE
-from agent.bundle.signing import key_id, sign_manifest
-from agent.bundle.trust import TrustedKey, TrustStore
+from agent.bundle.signing import key_id, raw_public_bytes, sign_manifest
+from agent.bundle.trust import TrustConfig, TrustedKeyConfig, TrustStore
 from agent.bundle.verify import sha256_hex, verify_bundle
 from agent.errors import (
     BundleError,
@@ -101,7 +101,10 @@ def test_keyid_claim_cannot_borrow_a_trusted_key(
 
 def test_revoked_key_is_refused(publisher_key: Ed25519PrivateKey) -> None:
     public = publisher_key.public_key()
-    revoked = TrustStore([TrustedKey(key_id(public), public, revoked=True)])
+    encoded = base64.b64encode(raw_public_bytes(public)).decode()
+    revoked = TrustStore(
+        TrustConfig(keys=[TrustedKeyConfig(id=key_id(public), public_key=encoded, revoked=True)])
+    )
     with pytest.raises(UntrustedKey, match="revoked"):
         verify_bundle(signed_bundle(publisher_key), revoked, limits=LIMITS)
 
