@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
+from agent.audit import AuditLog
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
 from agent.config import AgentConfig, ModelConfig
@@ -59,13 +60,19 @@ class ScoringPipeline:
     """Parses, maps, scores and measures; thread-safe."""
 
     def __init__(
-        self, config: AgentConfig, store: BundleStore, trust: TrustStore, monitor: Monitor
+        self,
+        config: AgentConfig,
+        store: BundleStore,
+        trust: TrustStore,
+        monitor: Monitor,
+        audit: AuditLog | None = None,
     ) -> None:
         self.config = config
         self.limits: Limits = config.resolved_limits
         self.store = store
         self.trust = trust
         self.monitor = monitor
+        self.audit = audit
         self._served: dict[str, ServedModel] = {}
         self._swap_lock = threading.Lock()
 
@@ -75,8 +82,13 @@ class ScoringPipeline:
     ) -> ScoringPipeline:
         """Build the pipeline and load every model already installed in the store."""
         monitor = Monitor(registry if registry is not None else CollectorRegistry(), config.monitor)
+        audit = None
+        if config.audit.path is not None and config.audit.hmac_key_file is not None:
+            audit = AuditLog.from_files(
+                config.audit.path, config.audit.hmac_key_file, config.audit.max_bytes
+            )
         pipeline = cls(
-            config, BundleStore(config.store.root), TrustStore(config.trust), monitor
+            config, BundleStore(config.store.root), TrustStore(config.trust), monitor, audit
         )
         pipeline.load_installed()
         return pipeline
@@ -158,6 +170,7 @@ class ScoringPipeline:
         """Score every patient record in ``request``; raise a typed ``AgentError`` on the
         first record that cannot be parsed or mapped (nothing is scored then)."""
         started = time.perf_counter()
+        served: ServedModel | None = None
         try:
             served = self.served(request.model)
             records = parse_records(request.body, request.format, limits=self.limits)
@@ -168,6 +181,7 @@ class ScoringPipeline:
             inferred = time.perf_counter()
         except AgentError as exc:
             self.monitor.observe_error(self._label(request.model), request.intake, exc.reason)
+            self._audit(request, served, [], started, exc.reason)
             raise
         predictions = []
         per_record = 1.0 / max(len(vectors), 1)
@@ -193,7 +207,31 @@ class ScoringPipeline:
                     label=record.label,
                 )
             )
+        self._audit(request, served, [p.outputs for p in predictions], started, "ok")
         return predictions
+
+    def _audit(
+        self,
+        request: ScoreRequest,
+        served: ServedModel | None,
+        outputs: Sequence[Mapping[str, float]],
+        started: float,
+        outcome: str,
+    ) -> None:
+        if self.audit is None:
+            return
+        self.audit.record(
+            request_id=request.request_id,
+            intake=request.intake.value,
+            caller=request.caller,
+            model=self._label(request.model),
+            version=served.version if served else None,
+            bundle_digest=served.bundle.digest if served else None,
+            body=request.body,
+            outputs=outputs,
+            seconds=time.perf_counter() - started,
+            outcome=outcome,
+        )
 
     def score_vector(
         self,

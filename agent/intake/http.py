@@ -13,7 +13,6 @@ import hmac
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,9 +26,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.errors import AgentError, RecordError, UnsupportedMediaType
+from agent.intake.cds_hooks import CDS_ROUTES
 from agent.intake.http_config import HttpConfig
 from agent.intake.http_errors import operation_outcome, outcome_for, status_for
 from agent.intake.oip import OIP_ROUTES
+from agent.intake.openapi import document
+from agent.intake.status_page import status_page
 from agent.outputs.prediction_json import prediction_json
 from agent.outputs.riskassessment import risk_assessment
 from agent.pipeline import ScoringPipeline
@@ -106,6 +108,10 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     registry = _pipeline(request).monitor.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(document())
 
 
 async def list_models(request: Request) -> Response:
@@ -246,18 +252,17 @@ def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def create_app(pipeline: ScoringPipeline, config: HttpConfig, extra_routes: list[Route] | None = None) -> Starlette:
+def create_app(pipeline: ScoringPipeline, config: HttpConfig) -> Starlette:
     routes = [
+        Route("/", status_page),
+        Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/v1/models", list_models),
         Route("/v1/models/{name}/predict", predict, methods=["POST"]),
         *OIP_ROUTES,
-        *(extra_routes or []),
+        *CDS_ROUTES,
     ]
     app = Starlette(
         routes=routes,

@@ -1,0 +1,103 @@
+"""Run the real agent process (``edge-agent serve``) on loopback for integration tests.
+
+The demo config is used as shipped: its folder is copied beside a link to fixtures/ in a
+temporary directory, so its relative paths (store, drop folder, registry) land there, and
+only the HTTP port is changed to a free one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class AgentProcess:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    config_path: Path
+    root: Path
+    log_path: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        return self.process.returncode
+
+
+def demo_root(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """A copy of config/ beside a link to fixtures/, with a free HTTP port; returns the
+    config file's path. ``edit`` may change the parsed config before it is written."""
+    root = tmp_path / "demo"
+    (root / "config").mkdir(parents=True)
+    os.symlink(REPO / "fixtures", root / "fixtures")
+    for item in (REPO / "config").rglob("*"):
+        if item.is_file():
+            target = root / "config" / item.relative_to(REPO / "config")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(item.read_bytes())
+    config_path = root / "config" / "demo.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config.setdefault("http", {})["port"] = free_port()
+    if edit is not None:
+        edit(config)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config_path
+
+
+def start_agent(config_path: Path, ready_timeout: float = 60.0) -> AgentProcess:
+    config = yaml.safe_load(config_path.read_text())
+    http = config.get("http", {})
+    base_url = f"http://{http.get('host', '127.0.0.1')}:{http['port']}"
+    log_path = config_path.parent / "agent.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "serve", "--config", str(config_path)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=config_path.parent,
+    )
+    agent = AgentProcess(process, base_url, config_path, config_path.parent.parent, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"agent exited with {process.returncode}:\n{agent.log_text()}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1.0).status_code == 200:
+                return agent
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    agent.stop(signal.SIGKILL)
+    raise RuntimeError(f"agent not ready within {ready_timeout}s:\n{agent.log_text()}")
