@@ -1,0 +1,294 @@
+"""Verified bundles on disk: versions per model, an atomically switched active version.
+
+Layout under ``root``::
+
+    versions/<model>/<version>/   one verified bundle, exactly the files that verified
+    active/<model>                the active version, one line ("1.4.0")
+    state/highest/<model>         the highest version ever installed (rollback floor)
+    state/registries/<name>       the highest registry index version seen (a number)
+    tmp/                          staging; anything left here after a crash is discarded
+    cache/                        the runtime's precompiled modules (not managed here)
+
+Crash safety: a version is staged in ``tmp/`` (every file and directory fsynced) and
+renamed into place, so ``versions/`` never holds half a bundle. The active pointer and the
+state files are written to a temporary file, fsynced and ``os.replace``d, then the folder
+is fsynced: after a crash at any point the old or the new content is there, never none.
+Mutations take an exclusive ``flock`` on ``root/.lock`` so the daemon and an operator's
+``edge-agent models`` command cannot interleave.
+
+Nothing on disk is trusted: ``load`` re-verifies the signature and every digest at each
+load, so a bundle changed at rest (a bad disk, a curious administrator, malware) is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent.bundle.archive import read_bundle_dir
+from agent.bundle.manifest import SemVer
+from agent.bundle.trust import TrustStore
+from agent.bundle.verify import VerifiedBundle, verify_bundle
+from agent.errors import BundleError, RollbackError, StoreError
+from agent.limits import Limits
+from agent.store.config import StoreConfig
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_REGISTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise StoreError("not a valid model name")
+    return name
+
+
+def _semver(version: str) -> SemVer:
+    try:
+        return SemVer(version)
+    except ValueError as exc:
+        raise StoreError("not a semantic version MAJOR.MINOR.PATCH") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, ``os.replace``, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class BundleStore:
+    """The on-disk store. Safe to share between threads and processes (see module doc)."""
+
+    def __init__(self, root: Path, *, keep_versions: int = 3) -> None:
+        if keep_versions < 1:
+            raise StoreError("keep_versions must be at least 1")
+        self.root = root
+        self.keep_versions = keep_versions
+        for sub in ("versions", "active", "state", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            for leftover in (root / "tmp").iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    @classmethod
+    def from_config(cls, config: StoreConfig) -> BundleStore:
+        return cls(config.root, keep_versions=config.keep_versions)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    # --- reading ----------------------------------------------------------------------
+    def models(self) -> list[str]:
+        """Models with at least one installed version."""
+        return sorted(p.name for p in (self.root / "versions").iterdir() if self.versions(p.name))
+
+    def versions(self, name: str) -> list[str]:
+        """Installed versions of ``name``, oldest first (semantic version order)."""
+        folder = self.root / "versions" / _check_name(name)
+        if not folder.is_dir():
+            return []
+        found = []
+        for entry in folder.iterdir():
+            with contextlib.suppress(ValueError):
+                found.append(SemVer(entry.name))
+        return [str(v) for v in sorted(found)]
+
+    def version_dir(self, name: str, version: str) -> Path:
+        return self.root / "versions" / _check_name(name) / str(_semver(version))
+
+    def active_version(self, name: str) -> str | None:
+        """The active version, or None when the model has never been activated."""
+        pointer = self.root / "active" / _check_name(name)
+        try:
+            text = pointer.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        return str(_semver(text))
+
+    def highest_installed(self, name: str) -> str | None:
+        """The highest version ever installed, even if since pruned (the rollback floor)."""
+        candidates = [SemVer(v) for v in self.versions(name)]
+        with contextlib.suppress(FileNotFoundError):
+            text = (self.root / "state" / "highest" / _check_name(name)).read_text("ascii")
+            candidates.append(_semver(text.strip()))
+        return str(max(candidates)) if candidates else None
+
+    def load(
+        self, name: str, trust: TrustStore, limits: Limits, version: str | None = None
+    ) -> VerifiedBundle:
+        """Read and re-verify a version (default: the active one) from disk.
+
+        Stops: use of a bundle altered at rest, or signed by a key revoked since it was
+        installed (verification runs again with today's trust store), and a bundle moved
+        into another model's or version's folder (BundleError).
+        """
+        if version is None:
+            version = self.active_version(name)
+            if version is None:
+                raise StoreError(f"model {name!r} has no active version")
+        folder = self.version_dir(name, version)
+        if not folder.is_dir():
+            raise StoreError(f"model {name!r} version {version} is not installed")
+        verified = verify_bundle(read_bundle_dir(folder, limits), trust, limits=limits)
+        if verified.manifest.name != name or verified.manifest.semver != SemVer(version):
+            raise BundleError(f"bundle in the folder of {name} {version} is another bundle")
+        return verified
+
+    # --- changing ---------------------------------------------------------------------
+    def install(self, verified: VerifiedBundle, *, allow_rollback: bool = False) -> Path:
+        """Write a verified bundle to ``versions/<name>/<version>/`` atomically.
+
+        Stops rollback: a version not newer than the highest ever installed is refused
+        (RollbackError) unless an operator passes ``allow_rollback``, so a registry (or an
+        attacker replaying old signed bundles) cannot downgrade a model to a version with a
+        known flaw. Installing an identical bundle again is a no-op; the same version with
+        other content is a StoreError. Installing does not activate.
+        """
+        manifest = verified.manifest
+        name, version = _check_name(manifest.name), manifest.semver
+        with self._locked():
+            highest = self.highest_installed(name)
+            if highest is not None and version <= SemVer(highest) and not allow_rollback:
+                raise RollbackError(
+                    f"{name} {version} is not newer than installed version {highest}"
+                )
+            target = self.version_dir(name, str(version))
+            if target.exists():
+                if (target / "manifest.json").read_bytes() == verified.manifest_bytes:
+                    return target
+                raise StoreError(f"{name} {version} is installed with different content")
+            staging = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=f"{name}-"))
+            try:
+                self._write_files(staging, verified)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            _fsync_dir(target.parent)
+            if highest is None or version > SemVer(highest):
+                _write_atomically(
+                    self.root / "state" / "highest" / name, f"{version}\n".encode("ascii")
+                )
+        log.info("bundle installed", extra={"model": name, "version": str(version)})
+        return target
+
+    @staticmethod
+    def _write_files(staging: Path, verified: VerifiedBundle) -> None:
+        folders = {staging}
+        for rel, data in verified.files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(path.parent)
+            with path.open("xb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            path.chmod(0o444)
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            _fsync_dir(folder)
+
+    def activate(self, name: str, version: str) -> None:
+        """Make an installed version the active one (one atomic pointer replace), then prune.
+
+        It does not verify: ``load`` does, at every load. A crash leaves the old or the new
+        version active, never none.
+        """
+        version = str(_semver(version))
+        with self._locked():
+            if not self.version_dir(name, version).is_dir():
+                raise StoreError(f"model {name!r} version {version} is not installed")
+            _write_atomically(self.root / "active" / name, f"{version}\n".encode("ascii"))
+            self._prune_locked(name)
+        log.info("bundle activated", extra={"model": name, "version": version})
+
+    def rollback(self, name: str, version: str | None = None) -> str:
+        """The operator's way back: activate ``version``, or the installed version just
+        below the active one. Returns the version now active. Newer versions stay installed,
+        so the updater does not re-install them; publish a newer version to move forward.
+        """
+        if version is None:
+            active = self.active_version(name)
+            older = [v for v in self.versions(name) if active is None or SemVer(v) < SemVer(active)]
+            if not older:
+                raise StoreError(f"model {name!r} has no installed version to roll back to")
+            version = older[-1]
+        self.activate(name, version)
+        return str(_semver(version))
+
+    def prune(self, name: str) -> list[str]:
+        """Remove all but the newest ``keep_versions`` versions, never the active one."""
+        with self._locked():
+            return self._prune_locked(name)
+
+    def _prune_locked(self, name: str) -> list[str]:
+        active = self.active_version(name)
+        installed = self.versions(name)
+        keep = set(installed[-self.keep_versions :]) | ({active} if active else set())
+        removed = [v for v in installed if v not in keep]
+        for version in removed:
+            # Move out of versions/ first, so a crash never leaves half a version installed.
+            doomed = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="pruned-"))
+            os.rename(self.version_dir(name, version), doomed / "bundle")
+            shutil.rmtree(doomed, ignore_errors=True)
+        if removed:
+            log.info("versions pruned", extra={"model": name, "count": len(removed)})
+        return removed
+
+    # --- registry state ---------------------------------------------------------------
+    def last_index_version(self, registry: str) -> int:
+        """Highest index version seen from ``registry`` (0 if never)."""
+        path = self.root / "state" / "registries" / self._registry_name(registry)
+        try:
+            return int(path.read_text("ascii").strip())
+        except FileNotFoundError:
+            return 0
+        except ValueError as exc:
+            raise StoreError(f"registry state for {registry!r} is corrupt") from exc
+
+    def record_index_version(self, registry: str, version: int) -> None:
+        """Remember the index version seen (only ever raised, never lowered)."""
+        with self._locked():
+            if version > self.last_index_version(registry):
+                path = self.root / "state" / "registries" / self._registry_name(registry)
+                _write_atomically(path, f"{version}\n".encode("ascii"))
+
+    @staticmethod
+    def _registry_name(registry: str) -> str:
+        if not _REGISTRY.match(registry):
+            raise StoreError("not a valid registry name")
+        return registry
