@@ -1,0 +1,394 @@
+"""The MLLP listener: HL7 v2 messages over TCP from an interface engine, answered with ACKs.
+
+Framing is MLLP release 1: ``0x0B`` message ``0x1C 0x0D``. Every complete frame gets an
+answer before the connection reads on, even a frame that is not HL7 at all (AR with a minimal
+MSH) or one over the size limit (AR, after skipping to the frame's end), because interface
+engines resend or stall a queue on a missing ACK. Messages on one connection are handled in
+order; connections are served concurrently; scoring runs in a worker thread so the event loop
+keeps reading other connections. docs/mllp.md tells an interface analyst what to expect.
+
+The listener knows only the ``Scorer`` it is handed: it builds a ``ScoreRequest`` from the
+frame bytes and turns the outcome into acknowledgement codes, the one place where agent
+errors meet HL7 ACK codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from agent.configbase import ConfigPath, Section
+from agent.errors import AgentError, RecordError, UnsupportedMediaType
+from agent.intake.hl7_ack import (
+    AckCode,
+    AckCondition,
+    AckError,
+    MessageHeader,
+    ResultRow,
+    build_ack,
+    parse_header,
+)
+from agent.limits import Limits
+from agent.types import IntakePath, Prediction, RecordFormat, Scorer, ScoreRequest
+
+log = logging.getLogger(__name__)
+
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c\x0d"
+_READ_CHUNK = 65536  # bytes per read from the socket
+_OVERSIZE_HEAD = 8192  # bytes of an oversize frame kept to address its AR
+
+
+class AckMode(StrEnum):
+    results = "results"
+    """AA carries each prediction's outputs as OBX segments after MSA (non-standard in an
+    ACK, accepted by the usual interface engines)."""
+
+    plain = "plain"
+    """AA is a standard ACK (MSH, MSA): the results go only to metrics and the audit log."""
+
+
+class MllpConfig(Section):
+    enabled: bool = False
+    """Listen for HL7 v2 over MLLP."""
+
+    host: str = "127.0.0.1"
+    """Address to bind."""
+
+    port: int = Field(default=2575, ge=0, le=65535)
+    """TCP port (2575 is the IANA port for HL7 over MLLP; 0 picks a free port, for tests)."""
+
+    model: str | None = None
+    """The model every message on this listener is scored with (required when enabled)."""
+
+    ack_mode: AckMode = AckMode.results
+    """What an AA carries: ``results`` (OBX segments with the outputs) or ``plain``."""
+
+    max_message_bytes: int | None = Field(default=None, gt=0)
+    """Bytes in one frame; None uses ``limits.hl7_message_max``. A larger frame gets AR."""
+
+    max_connections: int = Field(default=32, ge=1)
+    """Concurrent connections; one more is closed before it sends anything."""
+
+    idle_timeout: float = Field(default=600.0, gt=0)
+    """Seconds a connection may stay silent (or sit on an unfinished frame) before the
+    listener closes it."""
+
+    tls_cert: ConfigPath | None = None
+    """PEM certificate chain: serve MLLP over TLS."""
+
+    tls_key: ConfigPath | None = None
+    """PEM private key of ``tls_cert``."""
+
+    tls_client_ca: ConfigPath | None = None
+    """CA bundle to require and verify client certificates against (mutual TLS)."""
+
+    allowed_clients: list[str] = Field(default_factory=list)
+    """Client addresses or networks (``10.1.2.3``, ``10.1.0.0/16``) allowed to connect;
+    empty allows any. Others are closed before anything is read."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MllpConfig:
+        if self.enabled and not self.model:
+            raise ValueError("an enabled MLLP listener needs the model to score with")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        for entry in self.allowed_clients:
+            ipaddress.ip_network(entry, strict=False)
+        if not _is_loopback(self.host) and not (self.allowed_clients or self.tls_client_ca):
+            raise ValueError(
+                f"binding {self.host} (not loopback) requires allowed_clients or tls_client_ca"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one message ended, in HL7 terms: the original-mode code and, if any, the error."""
+
+    code: AckCode  # AA, AE or AR
+    error: AckError | None = None
+    predictions: Sequence[Prediction] = ()
+    internal: bool = False  # AR because of the agent, not the message (accept ack CE)
+
+
+_NOT_HL7 = AckError("100", "Segment sequence error", "bad_input")
+_TOO_LARGE = AckError("207", "Application internal error", "too_large")
+
+
+def outcome_of_error(exc: Exception) -> Outcome:
+    """The ACK for a failed scoring: AR when the message cannot be read (a record error:
+    unparseable, unsupported type), AE when it was read but could not be scored (unmappable,
+    unknown model, model trap, deadline...), AR with ``internal`` for an unexpected bug."""
+    if isinstance(exc, UnsupportedMediaType):
+        return Outcome(AckCode.reject, AckError("200", "Unsupported message type", exc.reason))
+    if isinstance(exc, RecordError):
+        return Outcome(AckCode.reject, AckError("102", "Data type error", exc.reason))
+    if isinstance(exc, AgentError):
+        return Outcome(AckCode.error, AckError("207", "Application internal error", exc.reason))
+    return Outcome(
+        AckCode.reject, AckError("207", "Application internal error", "internal"), internal=True
+    )
+
+
+def acknowledgements(
+    header: MessageHeader | None, outcome: Outcome, ack_mode: AckMode
+) -> list[bytes]:
+    """The ACK messages answering one message, in the order they are sent.
+
+    Original mode (MSH-15 and MSH-16 empty): one ACK, AA/AE/AR. Enhanced mode: an accept
+    ACK (CA, CR when the message was rejected, CE when the agent failed) if MSH-15's
+    condition holds, then an application ACK (AA/AE/AR) if MSH-16's holds, both on this
+    connection; an empty MSH-15 or MSH-16 in enhanced mode counts as AL.
+    """
+    results: list[ResultRow] = []
+    if outcome.code is AckCode.accept and ack_mode is AckMode.results:
+        results = [
+            ResultRow(i, name, value, p.model, p.version)
+            for i, p in enumerate(outcome.predictions, start=1)
+            for name, value in p.outputs.items()
+        ]
+    application = build_ack(header, outcome.code, error=outcome.error, results=results)
+    if header is None or not header.enhanced_mode:
+        return [application]
+    acks = []
+    accepted = outcome.code is not AckCode.reject
+    if (header.accept_ack or AckCondition.always).wants(accepted):
+        commit = (
+            AckCode.commit_accept if accepted
+            else AckCode.commit_error if outcome.internal
+            else AckCode.commit_reject
+        )
+        acks.append(build_ack(header, commit, error=None if accepted else outcome.error))
+    if (header.application_ack or AckCondition.always).wants(outcome.code is AckCode.accept):
+        acks.append(application)
+    return acks
+
+
+@dataclass(frozen=True)
+class _Frame:
+    content: bytes
+    oversize: bool = False  # content is then only the head of the frame
+
+
+@dataclass(eq=False)
+class _Connection:
+    task: asyncio.Task[None]
+    busy: bool = False  # handling a frame: let it finish on stop
+    peer: str = ""
+
+
+class MllpListener:
+    """Serves MLLP on ``config.host:config.port`` until ``stop``; scores with ``scorer``."""
+
+    def __init__(self, config: MllpConfig, scorer: Scorer, limits: Limits) -> None:
+        if not config.model:
+            raise AgentError("the MLLP listener needs a model to score with")
+        self._config = config
+        self._model = config.model
+        self._scorer = scorer
+        self._limits = limits
+        self._max_bytes = config.max_message_bytes or limits.hl7_message_max
+        self._networks = [ipaddress.ip_network(c, strict=False) for c in config.allowed_clients]
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when the config asked for port 0)."""
+        if self._server is None:
+            raise RuntimeError("the listener is not started")
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Bind and start accepting; returns once listening."""
+        server = await asyncio.start_server(
+            self._serve,
+            host=self._config.host,
+            port=self._config.port,
+            ssl=self._ssl_context(),
+            limit=_READ_CHUNK,
+        )
+        self._server = server
+        self._stopping = False
+        log.info("mllp listening", extra={"host": self._config.host, "port": self.port})
+
+    async def stop(self) -> None:
+        """Stop accepting, let every message being handled finish and get its ACK (within
+        ``limits.drain_timeout``), close idle connections, then return."""
+        if self._server is None:
+            return
+        self._stopping = True
+        self._server.close()
+        for conn in list(self._connections):
+            if not conn.busy:
+                conn.task.cancel()
+        tasks = [c.task for c in self._connections]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._limits.drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("mllp drain timed out", extra={"count": len(pending)})
+                await asyncio.wait(pending)
+        await self._server.wait_closed()
+        self._server = None
+        log.info("mllp stopped")
+
+    # --- one connection -------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if task is None or self._stopping or not self._admitted(host):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
+        conn = _Connection(task=task, peer=host)
+        self._connections.add(conn)
+        try:
+            async with contextlib.aclosing(self._frames(reader)) as frames:
+                async for frame in frames:
+                    conn.busy = True
+                    for ack in await self._answer(frame, host):
+                        writer.write(START_BLOCK + ack + END_BLOCK)
+                    await writer.drain()
+                    conn.busy = False
+        except asyncio.CancelledError:
+            pass  # stop() closes idle connections this way; nothing is owed to them
+        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            log.info("mllp connection ended", extra={"error_type": type(exc).__name__})
+        finally:
+            self._connections.discard(conn)
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    def _admitted(self, host: str) -> bool:
+        if len(self._connections) >= self._config.max_connections:
+            log.warning(
+                "mllp connection refused: too many", extra={"count": len(self._connections)}
+            )
+            return False
+        if not self._networks:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if any(address in net for net in self._networks):
+            return True
+        log.warning("mllp connection refused: client not allowed")
+        return False
+
+    async def _frames(self, reader: asyncio.StreamReader) -> AsyncGenerator[_Frame, None]:
+        """Complete frames in arrival order. A frame past the size limit is skipped to its
+        end block and yielded as ``oversize`` with its head. Bytes before the start block
+        (stray line feeds between frames) are ignored. Ends at EOF, on idle timeout, and when
+        the listener stops once no complete frame is left."""
+        buffer = bytearray()
+        searched = 0  # bytes of ``buffer`` known to hold no end block
+        head: bytes | None = None  # set while skipping an oversize frame
+        limit = self._max_bytes + len(START_BLOCK) + len(END_BLOCK)
+        while True:
+            end = buffer.find(END_BLOCK, searched)
+            if end >= 0:
+                content = bytes(buffer[:end])
+                del buffer[: end + len(END_BLOCK)]
+                searched = 0
+                if head is not None:
+                    yield _Frame(head, oversize=True)
+                    head = None
+                    continue
+                message = _after_start_block(content)
+                if len(message) > self._max_bytes:
+                    yield _Frame(message[:_OVERSIZE_HEAD], oversize=True)
+                else:
+                    yield _Frame(message)
+                continue
+            searched = max(0, len(buffer) - len(END_BLOCK) + 1)
+            if head is None and len(buffer) > limit:
+                head = _after_start_block(bytes(buffer[:_OVERSIZE_HEAD]))
+            if head is not None:
+                del buffer[: max(0, len(buffer) - 1)]  # keep a byte: 0x1C may end the chunk
+                searched = 0
+            if self._stopping:
+                return
+            chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), self._config.idle_timeout)
+            if not chunk:
+                return
+            buffer += chunk
+
+    async def _answer(self, frame: _Frame, peer: str) -> list[bytes]:
+        header = parse_header(frame.content)
+        if frame.oversize:
+            outcome = Outcome(AckCode.reject, _TOO_LARGE)
+        elif header is None:
+            outcome = Outcome(AckCode.reject, _NOT_HL7)
+        else:
+            outcome = await self._score(frame.content, peer)
+        if outcome.error is not None:
+            log.info(
+                "mllp message not accepted",
+                extra={"reason": outcome.error.reason, "status": outcome.code.value},
+            )
+        return acknowledgements(header, outcome, self._config.ack_mode)
+
+    async def _score(self, message: bytes, peer: str) -> Outcome:
+        request = ScoreRequest(
+            model=self._model,
+            body=message,
+            format=RecordFormat.hl7v2,
+            intake=IntakePath.mllp,
+            caller=f"mllp:{peer}" if peer else "mllp",
+            request_id=uuid.uuid4().hex,
+        )
+        try:
+            predictions = await asyncio.to_thread(self._scorer.score, request)
+        except Exception as exc:
+            if not isinstance(exc, AgentError):
+                log.error("mllp scoring failed unexpectedly",
+                          extra={"error_type": type(exc).__name__})
+            return outcome_of_error(exc)
+        return Outcome(AckCode.accept, predictions=predictions)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self._config.tls_cert is None or self._config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self._config.tls_cert, self._config.tls_key)
+        if self._config.tls_client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self._config.tls_client_ca)
+        return context
+
+
+def _after_start_block(content: bytes) -> bytes:
+    """The message inside a frame: what follows the first start block; when there is none,
+    the whole content (answered with AR unless it happens to be HL7)."""
+    start = content.find(START_BLOCK)
+    return content[start + 1 :] if start >= 0 else content.lstrip(b"\r\n\t ")
