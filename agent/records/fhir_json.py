@@ -1,0 +1,75 @@
+"""FHIR R4 JSON in: a single resource, a Bundle of any type (nested Bundles too), or NDJSON
+(bulk export, one resource or Bundle per line). Every resource is located (where it sat in
+the input) so that errors can say where without saying what.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.errors import FhirError
+from agent.limits import Limits
+from agent.records.config import RecordsConfig
+from agent.records.fhir_validate import validate, validate_bundle_shell
+from agent.records.grouping import Located, group_by_patient
+from agent.types import PatientRecord
+
+_MAX_BUNDLE_DEPTH = 3  # a Bundle inside a Bundle inside a Bundle, no deeper
+
+
+def parse_fhir_json(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
+    """One JSON document: a resource or a Bundle. (``config`` is for HL7; FHIR needs none.)"""
+    found: list[Located] = []
+    _walk(_load(body, "body"), None, "", None, found, 0, limits)
+    return group_by_patient(found)
+
+
+def parse_fhir_ndjson(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
+    """NDJSON: each non-blank line one resource or Bundle; all lines grouped together."""
+    found: list[Located] = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if line.strip():
+            _walk(_load(line, f"line {number}"), None, f"line {number}: ", None, found, 0,
+                  limits)
+    return group_by_patient(found)
+
+
+def _load(text: bytes, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FhirError(
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except UnicodeDecodeError:
+        raise FhirError(f"{where}: not valid UTF-8") from None
+    except RecursionError:
+        raise FhirError(f"{where}: JSON nested too deeply") from None
+
+
+def _walk(
+    doc: Any, path: str | None, line: str, full_url: str | None, out: list[Located], depth: int,
+    limits: Limits,
+) -> None:
+    """Collect the resources of ``doc``; ``path`` is its place (None at the top), ``line`` the
+    NDJSON line prefix."""
+    if not isinstance(doc, dict):
+        raise FhirError(f"{line}{path or 'resource'}: expected a JSON object")
+    is_bundle = doc.get("resourceType") == "Bundle"
+    name = path if path is not None else ("Bundle" if is_bundle else "resource")
+    if not is_bundle:
+        validate(doc, line + name)
+        out.append(Located(doc, line + name, full_url))
+        if len(out) > limits.records_per_request_max:
+            raise FhirError(f"more than {limits.records_per_request_max} resources in one request")
+        return
+    if depth >= _MAX_BUNDLE_DEPTH:
+        raise FhirError(
+            f"Bundle at {line}{name}: Bundles nested more than {_MAX_BUNDLE_DEPTH} deep")
+    validate_bundle_shell(doc, line + name)
+    for index, entry in enumerate(doc.get("entry", [])):
+        resource = entry.get("resource")
+        if resource is not None:  # transaction-response and deleted entries carry none
+            _walk(resource, f"{name}.entry[{index}].resource", line, entry.get("fullUrl"),
+                  out, depth + 1, limits)

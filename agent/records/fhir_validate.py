@@ -1,0 +1,127 @@
+"""Validation of FHIR R4 resources with the ``fhir.resources`` R4B models (4.0.1-compatible).
+
+fhir.resources 8 defaults to R5, so everything here goes through ``fhir.resources.R4B``.
+Pydantic's messages quote the offending input; a record's values must never reach an error,
+so messages are rebuilt from the error *type* and *location* only.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.errors import FhirError
+
+# The resources the agent reads deeply; every other type is checked for a known name only.
+DEEP_TYPES = frozenset({"Patient", "Observation", "Encounter"})
+
+# Codes fhir.resources does not enforce but mapping depends on (required bindings in R4).
+_REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
+    ("Observation", "status"): frozenset(
+        {"registered", "preliminary", "final", "amended", "corrected", "cancelled",
+         "entered-in-error", "unknown"}
+    ),
+    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
+    ("Bundle", "type"): frozenset(
+        {"document", "message", "transaction", "transaction-response", "batch",
+         "batch-response", "history", "searchset", "collection"}
+    ),
+    ("Encounter", "status"): frozenset(
+        {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
+         "entered-in-error", "unknown"}
+    ),
+}
+
+# pydantic error type -> PHI-free wording
+_WORDING: dict[str, str] = {
+    "missing": "required element is missing",
+    "extra_forbidden": "element is not defined for this resource type",
+    "value_error": "value does not match the FHIR datatype",
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "decimal_type": "expected a number",
+    "decimal_parsing": "expected a number",
+    "bool_type": "expected a boolean",
+    "bool_parsing": "expected a boolean",
+    "list_type": "expected an array",
+    "dict_type": "expected an object",
+    "model_type": "expected an object",
+    "model_attributes_type": "expected an object",
+    "string_pattern_mismatch": "value does not match the FHIR datatype",
+    "literal_error": "value is not an allowed code",
+    "enum": "value is not an allowed code",
+}
+
+
+@cache
+def model_class(resource_type: str) -> Any:
+    """The R4B model class for a resource type name; FhirError if R4 defines no such type."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        return get_fhir_model_class(resource_type)
+    except (ValueError, KeyError, AttributeError):
+        raise FhirError("resourceType is not a FHIR R4 resource type") from None
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def describe(exc: ValidationError, where: str) -> str:
+    """A PHI-free summary of a validation error: first three (path, cause) pairs."""
+    parts = []
+    for error in exc.errors()[:3]:
+        loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+        parts.append(f"{where}{_path(loc)}: {_WORDING.get(error['type'], error['type'])}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def validate(resource: dict[str, Any], where: str) -> None:
+    """Raise FhirError naming ``where`` and the element path if ``resource`` is not valid R4.
+
+    ``where`` names the place in the input (``Bundle.entry[3].resource``), never a value.
+    Types outside ``DEEP_TYPES`` are only checked to be R4 resource types: the agent does not
+    read them and validating every Condition of a large export would cost for nothing.
+    """
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise FhirError(f"{where}: resourceType is missing or not a string")
+    cls = model_class(resource_type)
+    if resource_type not in DEEP_TYPES:
+        return
+    try:
+        cls.model_validate(resource)
+    except ValidationError as exc:
+        raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
+    _check_codes(resource, resource_type, where)
+
+
+def _check_codes(resource: dict[str, Any], resource_type: str, where: str) -> None:
+    for (rtype, element), allowed in _REQUIRED_CODES.items():
+        if rtype == resource_type and element in resource and resource[element] not in allowed:
+            raise FhirError(f"{resource_type} at {where}.{element}: value is not an allowed code")
+
+
+def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:
+    """Validate a Bundle without its entries' resources (those are validated one by one)."""
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise FhirError(f"Bundle at {where}.entry: expected an array of objects")
+    shell = {**bundle, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries]}
+    if not entries:
+        shell.pop("entry")
+    try:
+        model_class("Bundle").model_validate(shell)
+    except ValidationError as exc:
+        raise FhirError(f"Bundle at {describe(exc, where)}") from None
+    _check_codes(bundle, "Bundle", where)

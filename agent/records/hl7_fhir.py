@@ -1,0 +1,292 @@
+"""HL7 v2 segments to FHIR R4 resources (dicts), after the HL7 v2-to-FHIR mapping:
+PID -> Patient, PV1 -> Encounter, OBX (with its OBR) -> Observation.
+
+Only what a model can use is carried over (identifiers, name, birth date, gender; encounter
+class, location and period; observation code, value, unit, time, status). Valid HL7 the
+agent cannot represent (an OBX value type such as ED, a structured-numeric range) becomes an
+Observation with ``dataAbsentReason = unsupported`` rather than failing the whole message;
+malformed HL7 (a non-numeric NM, an impossible timestamp, an unknown status) is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.errors import Hl7Error
+from agent.records.config import RecordsConfig
+from agent.records.er7 import Er7Message, Segment
+from agent.records.hl7_tables import (
+    ACT_CODE,
+    GENDER,
+    OBSERVATION_STATUS,
+    PATIENT_CLASS,
+    UCUM,
+    UCUM_NAMES,
+)
+from agent.types import PatientRecord
+
+SUPPORTED_TYPES = {("ADT", "A01"), ("ADT", "A04"), ("ADT", "A08"), ("ORU", "R01")}
+
+_NM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
+_DTM = re.compile(
+    r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
+    r"(?P<f>\.\d{1,4})?(?P<tz>[+-]\d{4})?$"
+)
+_COMPARATORS = {"": None, "=": None, "<": "<", ">": ">", "<=": "<=", ">=": ">="}
+_DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+_NAME_USE = {"L": "official", "D": "usual", "M": "maiden", "N": "nickname", "A": "anonymous"}
+
+
+@dataclass
+class _Patient:
+    patient: dict[str, Any] | None = None
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    encounters: list[dict[str, Any]] = field(default_factory=list)
+
+
+def message_to_records(message: Er7Message, config: RecordsConfig) -> list[PatientRecord]:
+    """One record per PID in the message (an ORU may carry several patients)."""
+    if message.message_type not in SUPPORTED_TYPES:
+        raise Hl7Error("segment MSH #1, field MSH-9: message type not supported "
+                       "(ADT^A01, ADT^A04, ADT^A08, ORU^R01)")
+    zone = ZoneInfo(config.hl7_timezone)
+    groups: list[_Patient] = []
+    order_time: str | None = None
+    for segment in message.segments:
+        if segment.name == "PID":
+            groups.append(_Patient(patient=_patient(segment, f"pid-{len(groups) + 1}", zone)))
+            order_time = None
+            continue
+        if segment.name not in ("PV1", "OBR", "OBX"):
+            continue
+        if not groups:
+            groups.append(_Patient())  # ORU's patient group is optional
+        group = groups[-1]
+        subject = group.patient["id"] if group.patient else None
+        if segment.name == "PV1":
+            group.encounters.append(_encounter(segment, f"pv1-{segment.position}", subject, zone))
+        elif segment.name == "OBR":
+            order_time = _datetime(segment, 7, zone)
+        else:
+            encounter = group.encounters[-1]["id"] if group.encounters else None
+            group.observations.append(
+                _observation(segment, subject, encounter, order_time, config, zone))
+    label = message.control_id
+    return [
+        PatientRecord(patient=g.patient, observations=tuple(g.observations),
+                      encounters=tuple(g.encounters),
+                      label=label if len(groups) == 1 else f"{label}#{i}", source="hl7v2")
+        for i, g in enumerate(groups, start=1)
+    ]
+
+
+def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:
+    """HL7 TS/DTM -> FHIR dateTime at the precision given; a time without an offset is
+    read in the configured zone."""
+    text = segment.value(number, 1).strip()
+    if not text:
+        return None
+    match = _DTM.match(text)
+    if match is None or (match["h"] is None and match["tz"] is not None):
+        raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time")
+    parts = match.groupdict()
+    if parts["h"] is None:
+        date = "-".join(p for p in (parts["y"], parts["mo"], parts["d"]) if p)
+        if parts["mo"] and not 1 <= int(parts["mo"]) <= 12:
+            raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time")
+        if parts["d"]:
+            _checked(segment, number, int(parts["y"]), int(parts["mo"]), int(parts["d"]))
+        return date
+    micro = int((parts["f"] or ".0")[1:].ljust(6, "0"))
+    local = _checked(segment, number, int(parts["y"]), int(parts["mo"]), int(parts["d"]),
+                     int(parts["h"]), int(parts["mi"] or 0), int(parts["s"] or 0), micro)
+    if parts["tz"]:
+        sign = 1 if parts["tz"][0] == "+" else -1
+        hours, minutes = int(parts["tz"][1:3]), int(parts["tz"][3:5])
+        offset = sign * (hours * 60 + minutes)
+        stamp = local.isoformat()
+        return f"{stamp}{'+' if offset >= 0 else '-'}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+    return local.replace(tzinfo=zone).isoformat()
+
+
+def _checked(segment: Segment, number: int, year: int, month: int, day: int, hour: int = 0,
+             minute: int = 0, second: int = 0, micro: int = 0) -> datetime:
+    try:
+        return datetime(year, month, day, hour, minute, second, micro)
+    except ValueError:
+        raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time") from None
+
+
+def _codeable(segment: Segment, number: int, comps: list[str],
+              config: RecordsConfig) -> dict[str, Any]:
+    """CE/CWE/CNE -> CodeableConcept: the primary (1-3) and alternate (4-6) codings."""
+    codings = []
+    for code_at, display_at, system_at in ((0, 1, 2), (3, 4, 5)):
+        code = comps[code_at] if len(comps) > code_at else ""
+        if not code:
+            continue
+        coding: dict[str, Any] = {"code": code}
+        system = comps[system_at] if len(comps) > system_at else ""
+        if system:
+            coding["system"] = config.coding_system(system)
+        if len(comps) > display_at and comps[display_at]:
+            coding["display"] = comps[display_at]
+        codings.append(coding)
+    concept: dict[str, Any] = {}
+    if codings:
+        concept["coding"] = codings
+    text = comps[8] if len(comps) > 8 and comps[8] else (comps[1] if len(comps) > 1 else "")
+    if text:
+        concept["text"] = text
+    if not concept:
+        raise Hl7Error(f"{segment.where(number)}: coded element has no code and no text")
+    return concept
+
+
+def _patient(segment: Segment, resource_id: str, zone: ZoneInfo) -> dict[str, Any]:
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": resource_id}
+    identifiers = []
+    for raw in segment.repetitions(3):
+        cx = segment.components(raw, 3)
+        if not cx[0]:
+            continue
+        identifier: dict[str, Any] = {"value": cx[0]}
+        if len(cx) > 4 and cx[4]:
+            identifier["type"] = {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": cx[4]}]}
+        if len(cx) > 3 and cx[3]:
+            identifier["assigner"] = {"display": cx[3]}
+        identifiers.append(identifier)
+    if identifiers:
+        patient["identifier"] = identifiers
+    names = []
+    for raw in segment.repetitions(5):
+        xpn = segment.components(raw, 5) + [""] * 7
+        name: dict[str, Any] = {}
+        if xpn[6] in _NAME_USE:
+            name["use"] = _NAME_USE[xpn[6]]
+        if xpn[0]:
+            name["family"] = xpn[0]
+        given = [g for g in (xpn[1], xpn[2]) if g]
+        if given:
+            name["given"] = given
+        if xpn[3]:
+            name["suffix"] = [xpn[3]]
+        if xpn[4]:
+            name["prefix"] = [xpn[4]]
+        if len(name) > ("use" in name):
+            names.append(name)
+    if names:
+        patient["name"] = names
+    birth = _datetime(segment, 7, zone)
+    if birth:
+        patient["birthDate"] = birth[:10]
+    sex = segment.value(8)
+    if sex:
+        if sex not in GENDER:
+            raise Hl7Error(f"{segment.where(8)}: administrative sex not in HL7 table 0001")
+        patient["gender"] = GENDER[sex]
+    return patient
+
+
+def _encounter(segment: Segment, resource_id: str, subject: str | None,
+               zone: ZoneInfo) -> dict[str, Any]:
+    patient_class = segment.value(2)
+    code, display = PATIENT_CLASS.get(patient_class, (None, None))
+    encounter: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "id": resource_id,
+        "class": ({"system": ACT_CODE, "code": code, "display": display} if code else
+                  {"system": "http://terminology.hl7.org/CodeSystem/v2-0004",
+                   "code": patient_class or "U"}),
+    }
+    if subject:
+        encounter["subject"] = {"reference": f"Patient/{subject}"}
+    visit = segment.value(19)
+    if visit:
+        encounter["identifier"] = [{"value": visit}]
+    place = " ".join(p for p in segment.first(3)[:3] if p)
+    if place:
+        encounter["location"] = [{"location": {"display": place}}]
+    start, end = _datetime(segment, 44, zone), _datetime(segment, 45, zone)
+    encounter["status"] = "finished" if end else "in-progress"
+    if start or end:
+        encounter["period"] = {k: v for k, v in (("start", start), ("end", end)) if v}
+    return encounter
+
+
+def _observation(segment: Segment, subject: str | None, encounter: str | None,
+                 order_time: str | None, config: RecordsConfig,
+                 zone: ZoneInfo) -> dict[str, Any]:
+    status = segment.value(11)
+    if status not in OBSERVATION_STATUS:
+        raise Hl7Error(f"{segment.where(11)}: result status not in HL7 table 0085")
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": f"obx-{segment.position}",
+        "status": OBSERVATION_STATUS[status],
+        "code": _codeable(segment, 3, segment.first(3), config),
+    }
+    if subject:
+        observation["subject"] = {"reference": f"Patient/{subject}"}
+    if encounter:
+        observation["encounter"] = {"reference": f"Encounter/{encounter}"}
+    when = _datetime(segment, 14, zone) or order_time
+    if when:
+        observation["effectiveDateTime"] = when
+    observation.update(_value(segment, config, zone))
+    return observation
+
+
+def _value(segment: Segment, config: RecordsConfig, zone: ZoneInfo) -> dict[str, Any]:
+    """OBX-5 by its OBX-2 value type."""
+    reps = segment.repetitions(5)
+    if not reps:
+        return {}
+    kind = segment.value(2)
+    if kind == "NM":
+        if len(reps) > 1:
+            raise Hl7Error(f"{segment.where(5)}: a numeric value cannot repeat")
+        text = segment.components(reps[0], 5)[0].strip()
+        if not _NM.match(text):
+            raise Hl7Error(f"{segment.where(5)}: value is not a number (value type NM)")
+        return {"valueQuantity": _quantity(segment, float(text), None)}
+    if kind == "SN":
+        comps = [*segment.components(reps[0], 5), "", "", ""]
+        comparator, number, separator = comps[0], comps[1].strip(), comps[2]
+        if comparator not in _COMPARATORS or separator or not number:
+            return _unsupported()
+        if not _NM.match(number):
+            raise Hl7Error(f"{segment.where(5, 2)}: value is not a number (value type SN)")
+        return {"valueQuantity": _quantity(segment, float(number), _COMPARATORS[comparator])}
+    if kind in ("ST", "TX", "FT"):
+        return {"valueString": "\n".join(segment.components(r, 5)[0] for r in reps)}
+    if kind in ("CE", "CWE", "CNE", "CF"):
+        return {"valueCodeableConcept": _codeable(segment, 5, segment.components(reps[0], 5),
+                                                  config)}
+    if kind in ("DT", "DTM", "TS"):
+        return {"valueDateTime": _datetime(segment, 5, zone)}
+    return _unsupported()
+
+
+def _unsupported() -> dict[str, Any]:
+    return {"dataAbsentReason": {"coding": [{"system": _DATA_ABSENT, "code": "unsupported"}]}}
+
+
+def _quantity(segment: Segment, value: float, comparator: str | None) -> dict[str, Any]:
+    """OBX-6 becomes a UCUM-coded unit only when its coding system says UCUM."""
+    quantity: dict[str, Any] = {"value": value}
+    if comparator:
+        quantity["comparator"] = comparator
+    units = segment.first(6) + [""] * 6
+    if units[2] in UCUM_NAMES and units[0]:
+        quantity.update(unit=units[1] or units[0], system=UCUM, code=units[0])
+    elif units[5] in UCUM_NAMES and units[3]:
+        quantity.update(unit=units[4] or units[3], system=UCUM, code=units[3])
+    elif units[0] or units[1]:
+        quantity["unit"] = units[0] or units[1]
+    return quantity

@@ -1,0 +1,40 @@
+"""The one entry point from bytes to ``PatientRecord``s. Formats are looked up in a table
+and imported lazily, so an HL7-only site never imports the FHIR models and vice versa."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from agent.errors import RecordError, UnsupportedMediaType
+from agent.limits import Limits
+from agent.records.config import RecordsConfig
+from agent.types import PatientRecord, RecordFormat
+
+# format -> (module, function(body, limits, config))
+_READERS: dict[RecordFormat, tuple[str, str]] = {
+    RecordFormat.fhir_json: ("agent.records.fhir_json", "parse_fhir_json"),
+    RecordFormat.fhir_ndjson: ("agent.records.fhir_json", "parse_fhir_ndjson"),
+    RecordFormat.hl7v2: ("agent.records.hl7v2", "parse_hl7v2"),
+}
+
+_DEFAULT_CONFIG = RecordsConfig()
+
+
+def parse_records(
+    body: bytes, fmt: RecordFormat, *, limits: Limits, config: RecordsConfig | None = None
+) -> list[PatientRecord]:
+    """Parse and validate ``body`` into one record per patient (FHIR dicts throughout).
+
+    Raises FhirError / Hl7Error (both RecordError) naming where and why, never a value;
+    UnsupportedMediaType for a format without a reader; RecordError when ``body`` exceeds
+    ``limits.http_body_max``.
+    """
+    if len(body) > limits.http_body_max:
+        raise RecordError(f"record body larger than {limits.http_body_max} bytes")
+    try:
+        module, name = _READERS[RecordFormat(fmt)]
+    except (KeyError, ValueError):
+        raise UnsupportedMediaType("no reader for this record format") from None
+    reader: Callable[..., list[PatientRecord]] = getattr(importlib.import_module(module), name)
+    return reader(body, limits, config or _DEFAULT_CONFIG)
