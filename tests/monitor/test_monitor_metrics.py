@@ -47,7 +47,7 @@ def test_every_metric_is_namespaced_and_uses_only_documented_labels(
         for sample in family.samples:
             assert set(sample.labels) - {"le"} <= ALLOWED_LABELS, sample
     documented = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text(encoding="utf-8")
-    for name in names:
+    for name in names - {n for n in names if n.endswith("_created")}:
         assert f"`{name}" in documented, f"{name} is not in docs/metrics.md"
 
 
