@@ -1,0 +1,401 @@
+"""The file-to-file batch engine shared by the drop folder and ``edge-agent score``.
+
+A file is scored as a *job* in its own work folder: ``journal.json`` (see
+``batch_journal``) and the part files the result lines go to. Records are scored in file
+order through the one ``Scorer``; every ``checkpoint_records`` records (or
+``checkpoint_seconds``) the part files are fsync'd and then the journal is replaced to say
+how many records and bytes are committed. After a crash, ``run`` cuts the part files back
+to the journal's sizes and skips the committed records, so every record ends up with
+exactly one result line. Only when all are scored does ``publish`` derive and atomically
+publish the output files, an idempotent step that a crash may repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from agent.errors import AgentError, RuntimeFault
+from agent.intake.batch_files import atomic_output, truncate_to, write_atomic
+from agent.intake.batch_formats import InputFormat, detect_format, read_items
+from agent.intake.batch_items import BadItem, BatchItem, RecordItem, UnreadableFile, VectorItem
+from agent.intake.batch_journal import JOURNAL_NAME, JobState, Journal
+from agent.intake.batch_outputs import (
+    RunSummary,
+    error_line,
+    predictions_line,
+    vector_line,
+    write_csv,
+)
+from agent.limits import Limits
+from agent.outputs.riskassessment import risk_assessment
+from agent.types import IntakePath, Prediction, Scorer, ScoreRequest
+
+log = logging.getLogger(__name__)
+
+RESULTS_PART = "results.ndjson.part"
+RISK_PART = "riskassessment.ndjson.part"
+
+
+class OutputKind(StrEnum):
+    """The output files a batch can publish (the run report is always written)."""
+
+    ndjson = "ndjson"  # <stem>.results.ndjson: one line per input record
+    csv = "csv"  # <stem>.results.csv: one row per prediction or failed record
+    fhir = "fhir"  # <stem>.riskassessment.ndjson: a FHIR RiskAssessment per prediction
+
+
+def output_name(stem: str, kind: OutputKind | None) -> str:
+    """``None`` names the run report."""
+    suffix = {
+        OutputKind.ndjson: "results.ndjson",
+        OutputKind.csv: "results.csv",
+        OutputKind.fhir: "riskassessment.ndjson",
+        None: "report.json",
+    }[kind]
+    return f"{stem}.{suffix}"
+
+
+@runtime_checkable
+class NamesRiskOutput(Protocol):
+    """A scorer that knows which output a model's RiskAssessment reports (the pipeline)."""
+
+    def risk_output(self, name: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    model: str
+    intake: IntakePath
+    outputs: frozenset[OutputKind]
+    limits: Limits
+    caller: str = "batch"
+    checkpoint_records: int = 100  # commit at least every this many records
+    checkpoint_seconds: float = 2.0  # ... and at least this often
+    document_max: int = 64_000_000  # bytes: a single-document JSON file, read whole
+
+
+@dataclass(frozen=True)
+class Progress:
+    name: str
+    records: int
+    bytes_read: int
+    bytes_total: int
+
+
+@dataclass
+class BatchJob:
+    """One file's scoring: its work folder and journal."""
+
+    folder: Path
+    journal: Journal
+
+    @property
+    def input(self) -> Path:
+        return Path(self.journal.input)
+
+    def part(self, name: str) -> Path:
+        return self.folder / name
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _never() -> bool:
+    return False
+
+
+class BatchEngine:
+    """Scores files into result files; one job at a time per engine (not thread-safe)."""
+
+    def __init__(self, scorer: Scorer, settings: BatchSettings) -> None:
+        self.scorer = scorer
+        self.settings = settings
+
+    # --- job lifecycle ----------------------------------------------------------------
+    def begin(self, folder: Path, source: Path, name: str, stem: str, job_id: str) -> BatchJob:
+        """Start a job for ``source`` (already in place: the engine never moves inputs)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        journal = Journal(
+            job_id=job_id,
+            input=str(source),
+            name=name,
+            stem=stem,
+            model=self.settings.model,
+            started=utc_now(),
+        )
+        journal.save(folder)
+        return BatchJob(folder, journal)
+
+    @staticmethod
+    def resume(folder: Path) -> BatchJob:
+        """The job in ``folder`` as its journal last committed it."""
+        return BatchJob(folder, Journal.load(folder))
+
+    def run(
+        self,
+        job: BatchJob,
+        stop: Callable[[], bool] = _never,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> bool:
+        """Score the job's remaining records. True when all are scored (the job is then
+        ``publishing``); False when ``stop()`` turned true (state checkpointed, resumable).
+        ``UnreadableFile`` means the whole file cannot be read: call ``fail``."""
+        journal = job.journal
+        if journal.state is not JobState.scoring:
+            return journal.state is JobState.publishing
+        if journal.format is None:
+            journal.format = detect_format(job.input, self.settings.limits).value
+            journal.save(job.folder)
+        parts = [RESULTS_PART] + ([RISK_PART] if OutputKind.fhir in self.settings.outputs else [])
+        for part in parts:
+            truncate_to(job.part(part), journal.sizes.get(part, 0))
+        total = os.stat(job.input).st_size
+        with open(job.input, "rb") as source, _Parts(job, parts) as sinks:
+            items = read_items(
+                source,
+                InputFormat(journal.format),
+                self.settings.limits,
+                self.settings.document_max,
+            )
+            uncommitted, committed_at = 0, time.monotonic()
+            for unit in self._units(items, skip=journal.records_done):
+                for part, data in self._score_unit(job, unit):
+                    sinks.write(part, data)
+                journal.records_done = unit[-1][0]
+                uncommitted += len(unit)
+                elapsed = time.monotonic() - committed_at
+                stopping = stop()
+                if (
+                    stopping
+                    or uncommitted >= self.settings.checkpoint_records
+                    or (elapsed >= self.settings.checkpoint_seconds)
+                ):
+                    sinks.commit(journal)
+                    uncommitted, committed_at = 0, time.monotonic()
+                if progress is not None:
+                    progress(Progress(journal.name, journal.records_done, source.tell(), total))
+                if stopping:
+                    return False
+            journal.state = JobState.publishing
+            journal.finished = utc_now()
+            sinks.commit(journal)
+        return True
+
+    def fail(self, job: BatchJob, error: UnreadableFile | OSError) -> None:
+        """Record that the file as a whole cannot be scored (resumable like publishing)."""
+        job.journal.state = JobState.failed
+        job.journal.failure_reason = error.reason if isinstance(error, AgentError) else "io_error"
+        job.journal.failure_detail = str(error) if isinstance(error, AgentError) else "read error"
+        job.journal.finished = utc_now()
+        job.journal.save(job.folder)
+
+    def publish(self, job: BatchJob, outdir: Path) -> RunSummary:
+        """Write the output files of a fully scored job into ``outdir``, each atomically.
+        Idempotent: after a crash it may run again and writes the same files."""
+        journal = job.journal
+        results = job.part(RESULTS_PART)
+        summary = RunSummary.of(results)
+        published: list[str] = []
+        for kind in (OutputKind.ndjson, OutputKind.csv, OutputKind.fhir):
+            if kind not in self.settings.outputs:
+                continue
+            target = outdir / output_name(journal.stem, kind)
+            with atomic_output(target) as stream:
+                if kind is OutputKind.csv:
+                    write_csv(results, stream, list(summary.output_names))
+                else:
+                    _copy(
+                        job.part(RESULTS_PART if kind is OutputKind.ndjson else RISK_PART), stream
+                    )
+            published.append(target.name)
+        about = {
+            "file": journal.name,
+            "format": journal.format,
+            "model": journal.model,
+            "started": journal.started,
+            "finished": journal.finished,
+        }
+        report = summary.report(about, published)
+        write_atomic(outdir / output_name(journal.stem, None), _json(report))
+        return summary
+
+    @staticmethod
+    def discard(job: BatchJob) -> None:
+        """Remove the job's work folder (journal last), once its outcome is published."""
+        for entry in job.folder.iterdir():
+            if entry.name != JOURNAL_NAME and entry.is_file():
+                entry.unlink()
+        shutil.rmtree(job.folder)
+
+    # --- scoring ----------------------------------------------------------------------
+    def _units(
+        self, items: Iterable[BatchItem], skip: int
+    ) -> Iterator[list[tuple[int, BatchItem]]]:
+        """Records with their 1-based positions, past ``skip``: feature rows in batches
+        (one call into the model), everything else one by one."""
+        batch = max(1, min(self.settings.limits.batch_rows_max, self.settings.checkpoint_records))
+        pending: list[tuple[int, BatchItem]] = []
+        for position, item in enumerate(items, start=1):
+            if position <= skip:
+                continue
+            if isinstance(item, VectorItem):
+                pending.append((position, item))
+                if len(pending) >= batch:
+                    yield pending
+                    pending = []
+                continue
+            if pending:
+                yield pending
+                pending = []
+            yield [(position, item)]
+        if pending:
+            yield pending
+
+    def _score_unit(
+        self, job: BatchJob, unit: list[tuple[int, BatchItem]]
+    ) -> Iterator[tuple[str, bytes]]:
+        first = unit[0][1]
+        if isinstance(first, VectorItem):
+            yield from self._score_vectors(
+                job, [(p, i) for p, i in unit if isinstance(i, VectorItem)]
+            )
+            return
+        position, item = unit[0]
+        if isinstance(item, BadItem):
+            yield (
+                RESULTS_PART,
+                error_line(position, item.lines, item.label, item.reason, item.detail),
+            )
+        elif isinstance(item, RecordItem):
+            yield from self._score_record(job, position, item)
+
+    def _score_record(
+        self, job: BatchJob, position: int, item: RecordItem
+    ) -> Iterator[tuple[str, bytes]]:
+        request = ScoreRequest(
+            model=job.journal.model,
+            body=item.body,
+            format=item.format,
+            intake=self.settings.intake,
+            caller=self.settings.caller,
+            request_id=f"{job.journal.job_id}:{position}",
+        )
+        try:
+            predictions = self.scorer.score(request)
+        except AgentError as exc:
+            yield RESULTS_PART, error_line(position, item.lines, item.label, exc.reason, str(exc))
+            return
+        except Exception as exc:  # a bug scoring one record must not stop the file
+            log.error(
+                "scoring a record failed unexpectedly", extra={"error_type": type(exc).__name__}
+            )
+            detail = "unexpected error while scoring"
+            yield (
+                RESULTS_PART,
+                error_line(position, item.lines, item.label, "internal_error", detail),
+            )
+            return
+        if not predictions:
+            detail = "the record holds no patient to score"
+            yield RESULTS_PART, error_line(position, item.lines, item.label, "no_patient", detail)
+            return
+        yield (
+            RESULTS_PART,
+            predictions_line(position, item.lines, item.label, predictions, item.warnings),
+        )
+        if OutputKind.fhir in self.settings.outputs:
+            occurrence = utc_now()
+            for prediction in predictions:
+                resource = risk_assessment(
+                    prediction, self._risk_output(prediction), occurrence=occurrence
+                )
+                yield RISK_PART, _json(resource, indent=None) + b"\n"
+
+    def _risk_output(self, prediction: Prediction) -> str:
+        """The scorer's choice when it names one, else the model's last output."""
+        if isinstance(self.scorer, NamesRiskOutput):
+            try:
+                name = self.scorer.risk_output(prediction.model)
+            except AgentError:
+                name = ""
+            if name in prediction.outputs:
+                return name
+        return list(prediction.outputs)[-1]
+
+    def _score_vectors(
+        self, job: BatchJob, rows: Sequence[tuple[int, VectorItem]]
+    ) -> Iterator[tuple[str, bytes]]:
+        """One call for the batch; if it fails, row by row so a bad row fails alone."""
+        model = job.journal.model
+        try:
+            results = self.scorer.score_vector(
+                model, [i.row for _, i in rows], self.settings.intake
+            )
+            if len(results) != len(rows):
+                raise RuntimeFault("the scorer returned a wrong number of rows")
+        except Exception as exc:
+            if len(rows) > 1:
+                for row in rows:
+                    yield from self._score_vectors(job, [row])
+                return
+            position, item = rows[0]
+            reason = exc.reason if isinstance(exc, AgentError) else "internal_error"
+            detail = str(exc) if isinstance(exc, AgentError) else "unexpected error while scoring"
+            if not isinstance(exc, AgentError):
+                log.error(
+                    "scoring a row failed unexpectedly", extra={"error_type": type(exc).__name__}
+                )
+            yield RESULTS_PART, error_line(position, item.lines, item.label, reason, detail)
+            return
+        for (position, item), outputs in zip(rows, results, strict=True):
+            yield RESULTS_PART, vector_line(position, item.lines, item.label, model, None, outputs)
+
+
+class _Parts:
+    """The job's open part files (appending) and the checkpoint that commits them."""
+
+    def __init__(self, job: BatchJob, names: Sequence[str]) -> None:
+        self._job = job
+        self._names = list(names)
+        self._files: dict[str, BinaryIO] = {}
+
+    def __enter__(self) -> _Parts:
+        for name in self._names:
+            self._files[name] = open(self._job.part(name), "ab")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for stream in self._files.values():
+            stream.close()
+
+    def write(self, name: str, data: bytes) -> None:
+        self._files[name].write(data)
+
+    def commit(self, journal: Journal) -> None:
+        """Make the written lines durable, then say so in the journal (in that order)."""
+        for name, stream in self._files.items():
+            stream.flush()
+            os.fsync(stream.fileno())
+            journal.sizes[name] = stream.tell()
+        journal.save(self._job.folder)
+
+
+def _copy(source: Path, stream: BinaryIO) -> None:
+    with open(source, "rb") as original:
+        shutil.copyfileobj(original, stream, 1024 * 1024)
+
+
+def _json(body: object, *, indent: int | None = 1) -> bytes:
+    separators = (",", ":") if indent is None else None
+    return json.dumps(body, indent=indent, separators=separators, ensure_ascii=False).encode()

@@ -1,0 +1,45 @@
+"""Bounded line splitting for streamed batch files.
+
+Lines end in LF, CRLF or a lone CR (HL7 v2 separates segments with CR; exports from
+Windows use CRLF), so one reader serves NDJSON and HL7 batches. Memory stays bounded by
+``max_len``: an over-long line is reported as ``None`` and its bytes are skipped, not kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import BinaryIO
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+_CHUNK = 1 << 16  # bytes read per call
+
+
+def read_lines(stream: BinaryIO, max_len: int) -> Iterator[tuple[int, bytes | None]]:
+    """Yield ``(line_number, line)`` from 1, without the terminator; ``line`` is None when
+    longer than ``max_len`` bytes. A final line without terminator is yielded too."""
+    number = 0
+    buffer = bytearray()
+    too_long = False
+    pending_cr = False  # the last chunk ended in CR: a LF opening the next one belongs to it
+    while data := stream.read(_CHUNK):
+        position = 1 if pending_cr and data[:1] == b"\n" else 0
+        pending_cr = False
+        while True:
+            match = _EOL.search(data, position)
+            end = match.start() if match else len(data)
+            if not too_long:
+                buffer += data[position:end]
+                if len(buffer) > max_len:
+                    too_long = True
+                    buffer.clear()
+            if match is None:
+                break
+            number += 1
+            yield number, None if too_long else bytes(buffer)
+            buffer.clear()
+            too_long = False
+            pending_cr = match.group() == b"\r" and match.end() == len(data)
+            position = match.end()
+    if buffer or too_long:
+        yield number + 1, None if too_long else bytes(buffer)

@@ -1,0 +1,387 @@
+"""The drop folder: files in, results out, originals moved to ``processed/`` or ``failed/``.
+
+A file is picked up from the inbox once it is complete: renamed into the inbox (seen by
+the watchdog observer), or unchanged in size and mtime for ``settle_seconds``. It is then
+*claimed* by a durable move into its own job folder under ``state/jobs/``, scored by the
+batch engine (``agent.intake.batch``) with checkpoints, its outputs published atomically
+to the outbox, and the original moved to ``processed/``. A job folder left by a crash or a
+stop is resumed on the next start, before any new file. One worker thread does all of it,
+so files are scored one at a time in arrival order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ConfigDict, Field, model_validator
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from agent.configbase import ConfigPath, Section
+from agent.errors import ConfigError
+from agent.intake.batch import (
+    BatchEngine,
+    BatchJob,
+    BatchSettings,
+    OutputKind,
+    output_name,
+)
+from agent.intake.batch_files import move_durably, write_atomic
+from agent.intake.batch_items import UnreadableFile
+from agent.intake.batch_journal import JobState, Journal
+from agent.limits import Limits
+from agent.types import IntakePath, Scorer
+
+log = logging.getLogger(__name__)
+
+_RETRY_SECONDS = 60.0  # a job that hit an unexpected error is tried again after this long
+
+
+class DropFolderConfig(Section):
+    """The ``drop_folder:`` section of the agent config."""
+
+    model_config = ConfigDict(validate_default=True)  # resolve the default relative paths
+
+    enabled: bool = False
+    """Watch the inbox and score the files dropped into it."""
+
+    inbox: ConfigPath = Path("drop/inbox")
+    """Where files to score are dropped (only its top level is watched)."""
+
+    outbox: ConfigPath = Path("drop/outbox")
+    """Where result files and run reports are published."""
+
+    processed: ConfigPath = Path("drop/processed")
+    """Where originals go once their results are published."""
+
+    failed: ConfigPath = Path("drop/failed")
+    """Where originals go that cannot be read at all, each with ``<name>.error.json``."""
+
+    state: ConfigPath = Path("drop/state")
+    """Work folder: claimed files, their journals and uncommitted results. Keep it on the
+    same filesystem as the inbox and outbox so every move is a rename."""
+
+    model: str | None = None
+    """The model every file is scored with (required when enabled)."""
+
+    settle_seconds: float = Field(default=2.0, ge=0)
+    """A file is taken once its size and mtime have not changed for this long (seconds),
+    or at once when it was renamed into the inbox."""
+
+    poll_interval: float = Field(default=5.0, gt=0)
+    """Seconds between inbox scans when no file event arrives (network shares often send
+    none)."""
+
+    outputs: tuple[OutputKind, ...] = (OutputKind.ndjson, OutputKind.csv)
+    """Result files to publish per input: ``ndjson``, ``csv``, ``fhir`` (RiskAssessment
+    NDJSON). The run report is always written."""
+
+    ignore_suffixes: tuple[str, ...] = (".tmp", ".part", ".partial", ".filepart", ".crdownload")
+    """Names ending so are files still being copied by a transfer tool; never taken. Names
+    starting with a dot are never taken either."""
+
+    checkpoint_records: int = Field(default=100, ge=1)
+    """Results are made durable at least every this many records."""
+
+    checkpoint_seconds: float = Field(default=2.0, gt=0)
+    """... and at least this often (seconds): the work a crash can cost."""
+
+    document_max: int = Field(default=64_000_000, gt=0)
+    """Bytes: largest single-document JSON file (a Bundle), which is read whole. NDJSON,
+    HL7 and CSV files stream and have no size limit."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DropFolderConfig:
+        if self.enabled and not self.model:
+            raise ValueError("an enabled drop folder needs the model to score with")
+        folders = [self.inbox, self.outbox, self.processed, self.failed, self.state]
+        if len({f.resolve() for f in folders}) != len(folders):
+            raise ValueError("inbox, outbox, processed, failed and state must be distinct folders")
+        if len(set(self.outputs)) != len(self.outputs):
+            raise ValueError("outputs lists a kind twice")
+        return self
+
+
+class _InboxEvents(FileSystemEventHandler):
+    """Wakes the worker on any inbox event; remembers files renamed into the inbox, which
+    are complete by construction and need no settle time."""
+
+    def __init__(self, drop: DropFolder) -> None:
+        self._drop = drop
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type == "moved":
+            destination = Path(os.fsdecode(event.dest_path))
+            if destination.parent == self._drop.config.inbox:
+                self._drop.renamed_in(destination.name)
+        self._drop.wake()
+
+
+class DropFolder:
+    """Watches ``config.inbox`` and scores what arrives through ``scorer``.
+
+    ``start()`` returns at once; ``stop()`` finishes the record in hand, checkpoints the
+    file and returns within ``limits.drain_timeout`` seconds (plus one record's scoring)."""
+
+    def __init__(self, config: DropFolderConfig, scorer: Scorer, limits: Limits) -> None:
+        self.config = config
+        self.limits = limits
+        self.engine = BatchEngine(
+            scorer,
+            BatchSettings(
+                model=config.model or "",
+                intake=IntakePath.drop_folder,
+                outputs=frozenset(config.outputs),
+                limits=limits,
+                caller="drop_folder",
+                checkpoint_records=config.checkpoint_records,
+                checkpoint_seconds=config.checkpoint_seconds,
+                document_max=config.document_max,
+            ),
+        )
+        self._jobs_root = config.state / "jobs"
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._renamed: set[str] = set()
+        self._seen: dict[str, tuple[tuple[int, int], float]] = {}  # name -> (size, mtime), since
+        self._retry_at: dict[str, float] = {}  # job id -> monotonic time
+        self._observer: BaseObserver | None = None
+        self._worker: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.config.model:
+            raise ConfigError("drop_folder.model: the drop folder needs a model to score with")
+        for folder in (
+            self.config.inbox,
+            self.config.outbox,
+            self.config.processed,
+            self.config.failed,
+            self._jobs_root,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
+        observer = Observer()
+        observer.schedule(_InboxEvents(self), str(self.config.inbox), recursive=False)
+        observer.start()
+        self._observer = observer
+        self._worker = threading.Thread(target=self._run, name="drop-folder", daemon=True)
+        self._worker.start()
+        log.info("drop folder watching", extra={"path": str(self.config.inbox)})
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(self.limits.drain_timeout)
+            self._observer = None
+        if self._worker is not None:
+            self._worker.join(self.limits.drain_timeout)
+            if self._worker.is_alive():
+                log.warning("drop folder still scoring a record at stop")
+            self._worker = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def renamed_in(self, name: str) -> None:
+        with self._lock:
+            self._renamed.add(name)
+
+    # --- the worker ---------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            for folder in self._pending_jobs():
+                if self._stopping.is_set():
+                    return
+                self._guarded(folder.name, functools.partial(self._resume, folder))
+            for name in self._settled_files():
+                if self._stopping.is_set():
+                    return
+                self._guarded(name, functools.partial(self._claim, name))
+            self._wake.wait(self._next_wait())
+            self._wake.clear()
+
+    def _guarded(self, key: str, action: Callable[[], None]) -> None:
+        """Run one file's step; an unexpected error leaves its job for a later retry
+        instead of stopping the worker."""
+        try:
+            action()
+        except Exception as exc:
+            log.error("drop folder step failed", extra={"error_type": type(exc).__name__})
+            self._retry_at[key] = time.monotonic() + _RETRY_SECONDS
+
+    def _pending_jobs(self) -> list[Path]:
+        now = time.monotonic()
+        folders = sorted(p for p in self._jobs_root.iterdir() if p.is_dir())
+        return [f for f in folders if self._retry_at.get(f.name, 0.0) <= now]
+
+    def _settled_files(self) -> list[str]:
+        """Inbox files ready to take, oldest first; also notes when to look again."""
+        now = time.monotonic()
+        ready: list[tuple[int, str]] = []
+        present: set[str] = set()
+        with os.scandir(self.config.inbox) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or name.endswith(self.config.ignore_suffixes):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                present.add(name)
+                signature = (stat.st_size, stat.st_mtime_ns)
+                seen = self._seen.get(name)
+                if seen is None or seen[0] != signature:
+                    seen = self._seen[name] = (signature, now)
+                with self._lock:
+                    renamed = name in self._renamed
+                settled = now - seen[1] >= self.config.settle_seconds
+                if (renamed or settled) and self._retry_at.get(name, 0.0) <= now:
+                    ready.append((stat.st_mtime_ns, name))
+        self._seen = {k: v for k, v in self._seen.items() if k in present}
+        with self._lock:
+            self._renamed &= present
+        return [name for _, name in sorted(ready)]
+
+    def _next_wait(self) -> float:
+        """Sleep until the next unsettled file may have settled, at most one poll interval."""
+        now = time.monotonic()
+        waits = [
+            since + self.config.settle_seconds - now + 0.01 for _, since in self._seen.values()
+        ]
+        pending = [w for w in waits if w > 0]
+        return min([self.config.poll_interval, *pending])
+
+    # --- one file -----------------------------------------------------------------------
+    def _claim(self, name: str) -> None:
+        """Move ``name`` out of the inbox into a new job folder (the claim is that rename),
+        then score it."""
+        job_id = f"{time.time_ns():020d}"
+        folder = self._jobs_root / job_id
+        (folder / "in").mkdir(parents=True)
+        try:
+            move_durably(self.config.inbox / name, folder / "in" / name)
+        except FileNotFoundError:  # taken away by someone else meanwhile
+            shutil.rmtree(folder)
+            return
+        with self._lock:
+            self._renamed.discard(name)
+        self._seen.pop(name, None)
+        self._start_job(folder, name)
+
+    def _start_job(self, folder: Path, name: str) -> None:
+        job = self.engine.begin(
+            folder, folder / "in" / name, name, self._free_stem(name), folder.name
+        )
+        self._advance(job)
+
+    def _resume(self, folder: Path) -> None:
+        """Carry on with a job a crash or a stop left behind."""
+        try:
+            job = self.engine.resume(folder)
+        except FileNotFoundError:  # claimed, but no journal yet: start it over
+            inputs = list((folder / "in").iterdir()) if (folder / "in").is_dir() else []
+            if not inputs:
+                shutil.rmtree(folder)
+                return
+            self._start_job(folder, inputs[0].name)
+            return
+        log.info(
+            "drop folder resuming",
+            extra={"file": job.journal.stem, "count": job.journal.records_done},
+        )
+        self._advance(job)
+
+    def _advance(self, job: BatchJob) -> None:
+        """Take a job from wherever its journal says to its end (or to a stop)."""
+        if job.journal.state is JobState.scoring:
+            try:
+                finished = self.engine.run(job, stop=self._stopping.is_set)
+            except (UnreadableFile, OSError) as exc:
+                self.engine.fail(job, exc)
+            else:
+                if not finished:
+                    log.info("drop folder stopped mid-file", extra={"file": job.journal.stem})
+                    return
+        if job.journal.state is JobState.publishing:
+            self._publish(job)
+        elif job.journal.state is JobState.failed:
+            self._reject(job)
+        self.engine.discard(job)
+
+    def _publish(self, job: BatchJob) -> None:
+        stem = job.journal.stem
+        if not job.input.exists():  # a crash after the original was moved: all done
+            return
+        summary = self.engine.publish(job, self.config.outbox)
+        move_durably(job.input, self.config.processed / stem)
+        log.info(
+            "drop folder file scored",
+            extra={
+                "file": stem,
+                "count": summary.records,
+                "status": "ok" if not summary.failed else "partial",
+            },
+        )
+
+    def _reject(self, job: BatchJob) -> None:
+        journal = job.journal
+        if not job.input.exists():
+            return
+        report = {
+            "file": journal.name,
+            "reason": journal.failure_reason,
+            "detail": journal.failure_detail,
+            "format": journal.format,
+            "model": journal.model,
+            "started": journal.started,
+            "failed": journal.finished,
+        }
+        target = self.config.failed / journal.stem
+        write_atomic(
+            target.with_name(f"{journal.stem}.error.json"), json.dumps(report, indent=1).encode()
+        )
+        move_durably(job.input, target)
+        log.warning(
+            "drop folder file unreadable",
+            extra={"file": journal.stem, "reason": journal.failure_reason, "status": "failed"},
+        )
+
+    def _free_stem(self, name: str) -> str:
+        """``name``, or ``stem.N.suffix`` when an earlier file of that name left outputs,
+        so nothing already published is overwritten."""
+        taken = {journal.stem for journal in self._journals()}
+        base, suffix = Path(name).stem, Path(name).suffix
+        candidate, n = name, 1
+        while (
+            candidate in taken
+            or (self.config.processed / candidate).exists()
+            or (self.config.failed / candidate).exists()
+            or (self.config.outbox / output_name(candidate, None)).exists()
+        ):
+            n += 1
+            candidate = f"{base}.{n}{suffix}"
+        return candidate
+
+    def _journals(self) -> list[Journal]:
+        journals = []
+        for folder in self._jobs_root.iterdir():
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                journals.append(Journal.load(folder))
+        return journals
