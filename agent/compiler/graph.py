@@ -1,0 +1,190 @@
+"""ONNX graph -> ``Program``: walks the nodes in order, folds constant subgraphs and hands
+each remaining node to the lowering registered for its (domain, op type).
+
+The graph must have one float32 input ``[N, n_features]``. Any node whose inputs are all
+constants is evaluated at compile time with ONNX's reference evaluator (shape tensors,
+class lists, reshaped initializers), so kernels only ever see per-row values and
+constant arrays. A node without a lowering raises ``CompileError`` naming its op type and
+name: the compiler never emits a module it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from agent.compiler.ir import DType, Program, Value, fail
+from agent.errors import CompileError
+
+ML_DOMAIN = "ai.onnx.ml"
+
+Attrs = Mapping[str, Any]
+LowerFn = Callable[["Lowering", onnx.NodeProto, Attrs], None]
+
+
+@dataclass
+class Lowering:
+    """State shared by the kernels while one graph is lowered."""
+
+    program: Program = field(default_factory=Program)
+    values: dict[str, Value] = field(default_factory=dict)
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+    _next_kernel: int = 0
+
+    def value(self, node: onnx.NodeProto, index: int) -> Value:
+        """The per-row value feeding input ``index`` of ``node``."""
+        name = node.input[index] if index < len(node.input) else ""
+        if name in self.values:
+            return self.values[name]
+        if name in self.consts:
+            raise fail(node.op_type, node.name, f"input {index} must vary per row, got a constant")
+        raise fail(node.op_type, node.name, f"input {index} is missing")
+
+    def const(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
+        """The constant feeding input ``index``, or None if that input is a row value/absent."""
+        name = node.input[index] if index < len(node.input) else ""
+        return self.consts.get(name)
+
+    def is_const(self, node: onnx.NodeProto, index: int) -> bool:
+        return index < len(node.input) and node.input[index] in self.consts
+
+    def new_value(
+        self,
+        name: str,
+        width: int,
+        rank: int = 2,
+        dtype: DType = DType.float,
+        classes: tuple[str, ...] | None = None,
+    ) -> Value:
+        value = Value(name, self.program.slot(width), width, rank, dtype, classes)
+        self.values[name] = value
+        return value
+
+    def alias(self, name: str, source: Value, **changes: Any) -> Value:
+        """Bind ``name`` to the same cells as ``source`` (reshape, identity, casts that
+        change nothing), optionally with different metadata."""
+        value = dataclasses.replace(source, name=name, **changes)
+        self.values[name] = value
+        return value
+
+    def kernel_name(self, node: onnx.NodeProto) -> str:
+        self._next_kernel += 1
+        return f"$k{self._next_kernel}_{node.op_type}"
+
+    def add_kernel(self, node: onnx.NodeProto, body: str, locals_: str = "") -> None:
+        """Add a kernel function (no params, no results) and schedule it for every row."""
+        name = self.kernel_name(node)
+        self.program.add_kernel(name, f"(func {name} {locals_}\n{body})\n")
+
+
+@dataclass(frozen=True)
+class LoweredGraph:
+    program: Program
+    n_features: int
+    input: Value
+    outputs: dict[str, Value]  # graph output name -> value, in graph order
+
+
+def _registry() -> dict[tuple[str, str], LowerFn]:
+    from agent.compiler import elementwise, linear, trees, vectors
+
+    table: dict[tuple[str, str], LowerFn] = {}
+    for family in (elementwise, linear, trees, vectors):
+        table.update(family.LOWERINGS)
+    return table
+
+
+def supported_ops() -> list[str]:
+    """``domain:OpType`` of every operator the compiler lowers (docs and tests use it)."""
+    return sorted(f"{domain or 'ai.onnx'}:{op}" for domain, op in _registry())
+
+
+def attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for attr in node.attribute:
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        elif isinstance(value, list) and value and isinstance(value[0], bytes):
+            value = [v.decode("utf-8") for v in value]
+        elif isinstance(value, onnx.TensorProto):
+            value = numpy_helper.to_array(value)
+        attrs[attr.name] = value
+    return attrs
+
+
+def lower(model: onnx.ModelProto) -> LoweredGraph:
+    """Lower a whole model; raises ``CompileError`` on anything it cannot compile."""
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise CompileError(f"the graph must have exactly one input, found {len(inputs)}")
+    n_features = _input_width(inputs[0])
+    state = Lowering()
+    for init in graph.initializer:
+        state.consts[init.name] = numpy_helper.to_array(init)
+    x = state.new_value(inputs[0].name, n_features)
+    table = _registry()
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    for node in graph.node:
+        domain = node.domain or ""
+        if domain == "ai.onnx":
+            domain = ""
+        present = [name for name in node.input if name]
+        if all(name in state.consts for name in present):
+            _fold(state, node, opsets)
+            continue
+        lowering = table.get((domain, node.op_type))
+        if lowering is None:
+            raise CompileError(
+                f"unsupported operator {domain or 'ai.onnx'}:{node.op_type} (node {node.name!r})"
+            )
+        lowering(state, node, attributes(node))
+    outputs: dict[str, Value] = {}
+    for out in graph.output:
+        if out.name not in state.values:
+            raise CompileError(f"graph output {out.name!r} is a constant or was never computed")
+        outputs[out.name] = state.values[out.name]
+    return LoweredGraph(state.program, n_features, x, outputs)
+
+
+def _input_width(info: onnx.ValueInfoProto) -> int:
+    tensor = info.type.tensor_type
+    if tensor.elem_type != onnx.TensorProto.FLOAT:
+        raise CompileError(
+            f"input {info.name!r} must be float32 (ABI v1 feeds f32), found "
+            f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}"
+        )
+    dims = tensor.shape.dim
+    if len(dims) != 2 or not dims[1].HasField("dim_value") or dims[1].dim_value < 1:
+        raise CompileError(f"input {info.name!r} must have shape [N, n_features], width fixed")
+    return int(dims[1].dim_value)
+
+
+def _fold(state: Lowering, node: onnx.NodeProto, opsets: Mapping[str, int]) -> None:
+    """Evaluate a node whose inputs are all constants, with ONNX's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: state.consts[name] for name in node.input if name}
+    graph = helper.make_graph(
+        [node],
+        "fold",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+         for n, v in feeds.items()],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output],
+    )
+    opset = [helper.make_opsetid(d, v) for d, v in opsets.items()]
+    try:
+        results = ReferenceEvaluator(helper.make_model(graph, opset_imports=opset)).run(None, feeds)
+    except Exception as exc:  # the reference evaluator raises many types
+        raise fail(node.op_type, node.name, "constant folding failed") from exc
+    for name, result in zip(node.output, results, strict=False):
+        if name:
+            state.consts[name] = np.asarray(result)

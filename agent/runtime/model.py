@@ -1,0 +1,289 @@
+"""A model module loaded into the wasmtime sandbox: ABI checks, deadlines, memory cap.
+
+Threats each check stops:
+
+* a module that imports anything (WASI, host functions) could reach files, the network or
+  the agent's memory through the host: refused at load (``AbiViolation``), so a module can
+  only compute on the bytes the agent writes into its memory;
+* a module that loops forever: every call runs under a fuel budget of
+  ``limits.model_fuel_per_row`` per row and fails with ``ModelDeadline``;
+* a module that grows memory without end: ``Store.set_limits`` caps linear memory at
+  ``limits.model_memory_max`` (``memory.grow`` fails past it);
+* a module that traps, or whose state a trap may have left half-written: ``ModelTrap``,
+  and the instance is thrown away and re-instantiated before the next call;
+* a module that lies about its shape (pointers outside its memory, absurd counts): refused
+  at load, and the output region is bounds-checked after every call.
+
+Thread safety: one instance behind a lock. A call into a compiled tree ensemble takes
+microseconds, so a lock costs less than a pool's extra memory and instantiation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from agent.errors import AbiViolation, ModelDeadline, ModelTrap, RecordError
+from agent.limits import Limits
+from agent.runtime import abi
+from agent.runtime.cache import load_or_compile
+from agent.runtime.calls import FuelSetter, PredictCall, fast_calls, public_calls
+from agent.runtime.engine import shared_engine
+
+# Fuel for instantiation and the shape getters: enough for any honest data-segment setup.
+_SETUP_FUEL = 10_000_000
+_MAX_TABLE_ELEMENTS = 10_000
+
+
+@dataclass(frozen=True)
+class ModuleShape:
+    """What a module said about itself at load, after validation."""
+
+    n_features: int
+    n_outputs: int
+    max_batch: int
+    input_ptr: int
+    output_ptr: int
+
+
+@dataclass
+class _Instance:
+    store: wasmtime.Store
+    memory: wasmtime.Memory
+    predict: PredictCall
+    set_fuel: FuelSetter
+
+
+class WasmModel:
+    """A validated model module, ready to score rows. Build with :meth:`load`."""
+
+    def __init__(
+        self,
+        module: wasmtime.Module,
+        instance: _Instance,
+        shape: ModuleShape,
+        limits: Limits,
+        fast_path: bool,
+    ) -> None:
+        self._module = module
+        self._shape = shape
+        self._limits = limits
+        self._fast_path = fast_path
+        self._lock = threading.Lock()
+        self._instance = instance
+        self._rows_per_call = min(shape.max_batch, limits.batch_rows_max)
+
+    @classmethod
+    def load(
+        cls,
+        wasm: bytes,
+        *,
+        limits: Limits,
+        cache_dir: Path | None = None,
+        fast_path: bool = True,
+    ) -> WasmModel:
+        """Compile (or fetch from ``cache_dir``) and validate a module against ABI v1.
+
+        Raises ``AbiViolation`` naming the broken rule: the module is not valid wasm, is
+        larger than ``limits.wasm_module_max``, imports anything, lacks or mistypes an
+        export, or describes a shape its memory cannot hold. ``fast_path=False`` forces the
+        public wasmtime-py call path (the fast path is used only when available anyway).
+        """
+        if len(wasm) > limits.wasm_module_max:
+            raise AbiViolation("module is larger than limits.wasm_module_max")
+        try:
+            module = load_or_compile(shared_engine(), wasm, cache_dir)
+        except wasmtime.WasmtimeError as exc:
+            raise AbiViolation("module is not valid WebAssembly") from exc
+        check_module(module)
+        instance, shape = _instantiate(module, limits, fast_path)
+        return cls(module, instance, shape, limits, fast_path)
+
+    @property
+    def n_features(self) -> int:
+        return self._shape.n_features
+
+    @property
+    def n_outputs(self) -> int:
+        return self._shape.n_outputs
+
+    @property
+    def max_batch(self) -> int:
+        return self._shape.max_batch
+
+    def predict(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
+        """Score rows (each ``n_features`` long, in manifest input order); returns one list
+        of ``n_outputs`` values per row, in manifest output order.
+
+        Raises ``RecordError`` for a row of the wrong width or a non-number,
+        ``ModelDeadline`` when a call runs out of fuel and ``ModelTrap`` when the module
+        traps or returns a non-zero status. The model keeps serving after either.
+        """
+        width = self._shape.n_features
+        results: list[list[float]] = []
+        step = self._rows_per_call
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            flat = array("f")
+            for row in chunk:
+                if len(row) != width:
+                    raise RecordError(
+                        f"a feature vector has {len(row)} values, the model expects {width}"
+                    )
+                try:
+                    flat.extend(row)
+                except TypeError as exc:
+                    raise RecordError("a feature vector holds a non-number") from exc
+            results.extend(self._call(flat, len(chunk)))
+        return results
+
+    def _call(self, flat: array[float], n_rows: int) -> list[list[float]]:
+        shape = self._shape
+        n_out = shape.n_outputs
+        with self._lock:
+            inst = self._instance
+            try:
+                inst.set_fuel(self._limits.model_fuel_per_row * max(n_rows, 1))
+                base = _address(inst)
+                _write_floats(base + shape.input_ptr, flat)
+                status = inst.predict(n_rows)
+                if status != abi.STATUS_OK:
+                    name = abi.STATUS_NAMES.get(status, "unknown")
+                    raise ModelTrap(f"edge_predict returned status {status} ({name})")
+                end = shape.output_ptr + n_rows * n_out * abi.CELL_BYTES
+                if end > inst.memory.data_len(inst.store):
+                    raise ModelTrap("output region lies outside the module's memory")
+                values = _read_floats(_address(inst) + shape.output_ptr, n_rows * n_out)
+            except wasmtime.Trap as exc:
+                self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
+                if exc.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
+                    raise ModelDeadline(
+                        f"model call exceeded its fuel budget ({n_rows} rows)"
+                    ) from None
+                code = exc.trap_code.name.lower() if exc.trap_code is not None else "unknown"
+                raise ModelTrap(f"model trapped: {code}") from None
+            except wasmtime.WasmtimeError as exc:
+                self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
+                raise ModelTrap("model call failed inside wasmtime") from exc
+        return [values[i : i + n_out] for i in range(0, len(values), n_out)]
+
+
+def check_module(module: wasmtime.Module) -> None:
+    """Refuse a module that imports anything or lacks/mistypes an ABI v1 export."""
+    imports = module.imports
+    if imports:
+        first = imports[0]
+        raise AbiViolation(
+            f"ABI rule 'imports nothing': module imports {first.module}.{first.name}"
+        )
+    exports = {export.name: export.type for export in module.exports}
+    memory = exports.get(abi.MEMORY_EXPORT)
+    if not isinstance(memory, wasmtime.MemoryType):
+        raise AbiViolation(f"ABI rule 'exports memory': no memory named {abi.MEMORY_EXPORT!r}")
+    if memory.is_64:
+        raise AbiViolation("ABI rule 'exports memory': memory must be 32-bit")
+    for name, (params, results) in abi.FUNCTION_EXPORTS.items():
+        func = exports.get(name)
+        if not isinstance(func, wasmtime.FuncType):
+            raise AbiViolation(f"ABI rule 'exports {name}': missing function export")
+        got = (tuple(str(p) for p in func.params), tuple(str(r) for r in func.results))
+        if got != (params, results):
+            raise AbiViolation(
+                f"ABI rule 'exports {name}': type must be {params} -> {results}, found {got}"
+            )
+
+
+def _instantiate(
+    module: wasmtime.Module, limits: Limits, fast_path: bool
+) -> tuple[_Instance, ModuleShape]:
+    store = wasmtime.Store(shared_engine())
+    store.set_limits(
+        memory_size=limits.model_memory_max,
+        table_elements=_MAX_TABLE_ELEMENTS,
+        instances=1,
+        tables=1,
+        memories=1,
+    )
+    store.set_fuel(_SETUP_FUEL)
+    try:
+        instance = wasmtime.Instance(store, module, [])
+        exports = instance.exports(store)
+        memory = exports[abi.MEMORY_EXPORT]
+        getters = {name: exports[name] for name in abi.FUNCTION_EXPORTS}
+        values = {
+            name: func(store)
+            for name, func in getters.items()
+            if name != abi.PREDICT_EXPORT and isinstance(func, wasmtime.Func)
+        }
+    except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+        raise AbiViolation("module failed to instantiate or describe itself") from exc
+    predict = getters[abi.PREDICT_EXPORT]
+    if not isinstance(memory, wasmtime.Memory) or not isinstance(predict, wasmtime.Func):
+        raise AbiViolation("ABI rule 'exports memory and edge_predict': wrong export kinds")
+    shape = _shape(values, memory.data_len(store))
+    calls = fast_calls(store, predict) if fast_path else None
+    predict_call, set_fuel = calls if calls is not None else public_calls(store, predict)
+    return _Instance(store, memory, predict_call, set_fuel), shape
+
+
+def _shape(values: dict[str, object], memory_bytes: int) -> ModuleShape:
+    def get(name: str) -> int:
+        value = values[name]
+        if not isinstance(value, int):
+            raise AbiViolation(f"ABI rule 'exports {name}': must return an i32")
+        return value
+
+    version = get(abi.ABI_VERSION_EXPORT)
+    if version != abi.ABI_VERSION:
+        raise AbiViolation(f"ABI rule 'edge_abi_version() == {abi.ABI_VERSION}': got {version}")
+    shape = ModuleShape(
+        n_features=get(abi.N_FEATURES_EXPORT),
+        n_outputs=get(abi.N_OUTPUTS_EXPORT),
+        max_batch=get(abi.MAX_BATCH_EXPORT),
+        input_ptr=get(abi.INPUT_PTR_EXPORT),
+        output_ptr=get(abi.OUTPUT_PTR_EXPORT),
+    )
+    if not 1 <= shape.n_features <= abi.MAX_FEATURES:
+        raise AbiViolation("ABI rule 'n_features in 1..65536'")
+    if not 1 <= shape.n_outputs <= abi.MAX_OUTPUTS:
+        raise AbiViolation("ABI rule 'n_outputs in 1..65536'")
+    if shape.max_batch < 1:
+        raise AbiViolation("ABI rule 'max_batch >= 1'")
+    for name, ptr, width in (
+        ("input", shape.input_ptr, shape.n_features),
+        ("output", shape.output_ptr, shape.n_outputs),
+    ):
+        end = ptr + shape.max_batch * width * abi.CELL_BYTES
+        if ptr < 0 or ptr % abi.CELL_BYTES or end > memory_bytes:
+            raise AbiViolation(
+                f"ABI rule '{name} region aligned and inside memory': "
+                f"[{ptr}, {end}) does not fit {memory_bytes} bytes"
+            )
+    return shape
+
+
+def _address(inst: _Instance) -> int:
+    return _addressof(inst.memory.data_ptr(inst.store))
+
+
+def _read_floats(address: int, count: int) -> list[float]:
+    buffer = (ctypes.c_float * count).from_address(address)
+    return list(buffer)
+
+
+def _addressof(pointer: Any) -> int:
+    return ctypes.cast(pointer, ctypes.c_void_p).value or 0
+
+
+def _write_floats(address: int, data: array[float]) -> None:
+    if data:
+        source, _ = data.buffer_info()
+        ctypes.memmove(address, source, len(data) * data.itemsize)
+
