@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from agent.intake.batch_items import BadItem, BatchItem, UnreadableFile, VectorItem
 
@@ -22,7 +22,13 @@ LABEL_COLUMN = "label"
 def csv_items(stream: BinaryIO) -> Iterator[BatchItem]:
     """Stream feature rows; the header is checked before the first row is yielded."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-    reader = csv.reader(text)
+    try:
+        yield from _rows(csv.reader(text))
+    finally:
+        text.detach()  # the caller owns ``stream`` and closes it
+
+
+def _rows(reader: Any) -> Iterator[BatchItem]:
     try:
         header = [name.strip() for name in next(reader)]
     except StopIteration:

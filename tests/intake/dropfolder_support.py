@@ -52,6 +52,10 @@ class RecordScorer:
         vector = FeatureVector(values=(total, float(len(values))), features=())
         return [Prediction(MODEL, "1.0.0", "0" * 64, outputs, vector, label)]
 
+    def risk_output(self, name: str) -> str:
+        """Like the pipeline: the output a RiskAssessment reports."""
+        return "risk"
+
     def score_vector(
         self,
         model: str,
