@@ -1,0 +1,92 @@
+"""Registry sources, chosen by URL scheme from a table and imported lazily.
+
+A source fetches one file of a registry by its location with a hard byte cap. Sources are
+dumb transports: everything they return is checked by ``index.verify_index`` and
+``agent.bundle.verify``; a source never decides what is trusted.
+
+``file`` costs nothing to import; ``https`` loads httpx only when an https registry is
+configured; ``oci`` loads ``oras`` only when an OCI registry is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+from urllib.parse import urlparse
+
+from agent.errors import RegistryError
+from agent.registry.config import RegistryConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# URL scheme -> "module:class" implementing RegistrySource
+SOURCES: dict[str, str] = {
+    "file": "agent.registry.file_source:FileSource",
+    "https": "agent.registry.https_source:HttpsSource",
+}
+
+
+class TransportFailure(RegistryError):
+    """A failure worth retrying: connection refused or reset, timeout, HTTP 5xx, an I/O
+    error on a share. Not a refusal: nothing wrong was received."""
+
+
+class RegistrySource(Protocol):
+    """One configured registry."""
+
+    config: RegistryConfig
+
+    def fetch(self, location: str, max_bytes: int) -> bytes:
+        """The file at ``location`` (relative to the registry root).
+
+        Raises SizeLimitExceeded as soon as more than ``max_bytes`` arrive (or are
+        announced), TransportFailure for what a retry may fix, RegistryError otherwise.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_source(config: RegistryConfig) -> RegistrySource:
+    """Instantiate the source for ``config.url``'s scheme."""
+    scheme = urlparse(config.url).scheme
+    target = SOURCES.get(scheme)
+    if target is None:
+        raise RegistryError(f"registry {config.name}: no source for scheme {scheme!r}")
+    module_name, class_name = target.split(":")
+    source_class = getattr(importlib.import_module(module_name), class_name)
+    source: RegistrySource = source_class(config)
+    return source
+
+
+def with_retries(
+    action: Callable[[], T],
+    *,
+    retries: int,
+    delay: float,
+    sleep: Callable[[float], object] = time.sleep,
+) -> T:
+    """Run ``action``; on TransportFailure try again up to ``retries`` more times, waiting
+    ``delay``, ``2*delay``, ``4*delay``... (each with up to 10% jitter, so a fleet of agents
+    does not retry in lockstep). Every other error propagates at once: a refusal is final.
+    """
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except TransportFailure as exc:
+            if attempt >= retries:
+                raise
+            wait = delay * (2**attempt) * (1 + random.random() / 10)
+            attempt += 1
+            log.warning(
+                "registry transport error, retrying",
+                extra={"error": exc.reason, "attempt": attempt, "wait_seconds": round(wait, 2)},
+            )
+            sleep(wait)
