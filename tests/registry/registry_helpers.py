@@ -95,15 +95,15 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
 
 
 class _Endless(http.server.BaseHTTPRequestHandler):
-    """Answers every GET with 200 and bytes until the client hangs up; ``lie`` sends a
-    small Content-Length first and then keeps going regardless."""
+    """Answers every GET with 200 and bytes until the client hangs up; ``huge`` also
+    announces a Content-Length of a terabyte."""
 
-    lie = False
+    huge = False
 
     def do_GET(self) -> None:
         self.send_response(200)
-        if self.lie:
-            self.send_header("Content-Length", "10")
+        if self.huge:
+            self.send_header("Content-Length", str(10**12))
         self.end_headers()
         chunk = b"\x00" * 65536
         with contextlib.suppress(OSError):
@@ -114,8 +114,8 @@ class _Endless(http.server.BaseHTTPRequestHandler):
         """Silence the per-request stderr log."""
 
 
-class _Lying(_Endless):
-    lie = True
+class _Huge(_Endless):
+    huge = True
 
 
 class _Failing(http.server.BaseHTTPRequestHandler):
@@ -176,8 +176,8 @@ def serve_endless(cert: tuple[Path, Path]) -> contextlib.AbstractContextManager[
     return serve(_Endless, cert)
 
 
-def serve_lying_length(cert: tuple[Path, Path]) -> contextlib.AbstractContextManager[str]:
-    return serve(_Lying, cert)
+def serve_huge_length(cert: tuple[Path, Path]) -> contextlib.AbstractContextManager[str]:
+    return serve(_Huge, cert)
 
 
 def serve_failing_then(
