@@ -1,0 +1,188 @@
+"""``build``: a trained model + its reference data -> an unsigned bundle directory.
+
+One call does it all: convert (scikit-learn via skl2onnx), lower the ONNX graph to WAT,
+assemble with ``wasmtime.wat2wasm`` (no external toolchain), load the result in the real
+runtime, run it on the reference rows for the output statistics, and write ``model.wasm``
+and ``manifest.json`` (canonical bytes). Signing is a separate step
+(``edge-agent bundle sign``); a stale ``manifest.sig`` in ``out`` is removed, because it
+cannot match the new manifest.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import wasmtime
+
+from agent.bundle.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    BundleManifest,
+    FileEntry,
+    OutputKind,
+    Provenance,
+    ReferenceStats,
+    ValueReference,
+)
+from agent.compiler.dataset import ReferenceData, load_reference, load_schema
+from agent.compiler.emit import emit_module
+from agent.compiler.graph import lower
+from agent.compiler.reference import categorical_reference, numeric_reference
+from agent.compiler.signature import Signature, signature
+from agent.errors import CompileError
+from agent.limits import Limits
+from agent.runtime import abi
+from agent.runtime.model import WasmModel
+
+DEFAULT_MAX_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    wasm: bytes
+    signature: Signature
+    n_features: int
+
+
+def compile_onnx(model: onnx.ModelProto, *, max_batch: int = DEFAULT_MAX_BATCH) -> CompiledModel:
+    """Lower and assemble an ONNX model into an ABI v1 module."""
+    graph = lower(model)
+    sig = signature(graph)
+    wat = emit_module(graph.program, graph.input, sig.values, max_batch)
+    try:
+        wasm = bytes(wasmtime.wat2wasm(wat))
+    except wasmtime.WasmtimeError as exc:  # a compiler bug, never a user error
+        raise CompileError("internal error: generated WAT did not assemble") from exc
+    return CompiledModel(wasm, sig, graph.n_features)
+
+
+def build(
+    model: Any,
+    *,
+    reference: Path | str,
+    name: str,
+    version: str,
+    out: Path | str,
+    schema: Path | str | Mapping[str, Any] | None = None,
+    creator: str | None = None,
+    description: str = "",
+    metrics: Mapping[str, float] | None = None,
+) -> Path:
+    """Compile ``model`` (an ``onnx.ModelProto``, a path to ``.onnx``, or a fitted
+    scikit-learn estimator/pipeline) into the bundle directory ``out``; returns ``out``.
+
+    ``reference`` is the training reference CSV, its header naming the features in model
+    input order. Raises ``CompileError`` for anything that cannot be compiled faithfully.
+    """
+    schema_spec = load_schema(Path(schema) if isinstance(schema, str | Path) else schema)
+    data = load_reference(Path(reference), schema_spec)
+    proto, source = _as_onnx(model, len(data.features))
+    compiled = compile_onnx(proto)
+    if compiled.n_features != len(data.features):
+        raise CompileError(
+            f"the model reads {compiled.n_features} features, the reference has "
+            f"{len(data.features)} columns"
+        )
+    stats = _reference_stats(compiled, data)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = BundleManifest(
+        name=name,
+        version=version,
+        abi_version=abi.ABI_VERSION,
+        description=description,
+        inputs=data.features,
+        outputs=compiled.signature.outputs,
+        reference=stats,
+        provenance=Provenance(
+            training_data_sha256=hashlib.sha256(data.sha256_source).hexdigest(),
+            creator=creator or _default_creator(),
+            created=datetime.now(UTC).replace(microsecond=0),
+            metrics=dict(metrics or {}),
+            source=source,
+        ),
+        files={
+            MODEL_FILE: FileEntry(
+                sha256=hashlib.sha256(compiled.wasm).hexdigest(), size=len(compiled.wasm)
+            )
+        },
+    )
+    _write(out_dir / MODEL_FILE, compiled.wasm)
+    _write(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
+    (out_dir / SIGNATURE_FILE).unlink(missing_ok=True)
+    return out_dir
+
+
+def _as_onnx(model: Any, n_features: int) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        return model, "onnx"
+    if isinstance(model, str | Path):
+        return onnx.load(str(model)), "onnx"
+    if hasattr(model, "fit") and hasattr(model, "predict"):
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType
+
+        try:
+            proto = to_onnx(model, initial_types=[("X", FloatTensorType([None, n_features]))])
+        except Exception as exc:  # skl2onnx raises many types for unsupported estimators
+            raise CompileError(f"skl2onnx cannot convert {type(model).__name__}") from exc
+        return proto, "sklearn"
+    raise CompileError(f"cannot compile a {type(model).__name__}")
+
+
+def _reference_stats(compiled: CompiledModel, data: ReferenceData) -> ReferenceStats:
+    """Feature statistics, and output statistics from the compiled module itself run on
+    the reference rows with missing values imputed by the reference median (what a site
+    mapping configured with ``median`` feeds the model)."""
+    features: dict[str, ValueReference] = {}
+    filled = data.matrix.copy()
+    for j, feature in enumerate(data.features):
+        column = data.matrix[:, j]
+        ref = (
+            categorical_reference(column, feature.levels)
+            if feature.levels
+            else numeric_reference(column)
+        )
+        features[feature.name] = ref
+        fill = ref.median if ref.median is not None else _mode(ref)
+        filled[np.isnan(column), j] = fill
+    runtime = WasmModel.load(compiled.wasm, limits=Limits())
+    predictions = np.asarray(runtime.predict(filled.tolist()), dtype=np.float64)
+    outputs: dict[str, ValueReference] = {}
+    for k, spec in enumerate(compiled.signature.outputs):
+        if spec.kind is OutputKind.label:
+            outputs[spec.name] = categorical_reference(predictions[:, k], spec.classes)
+        else:
+            outputs[spec.name] = numeric_reference(predictions[:, k])
+    return ReferenceStats(rows=int(data.matrix.shape[0]), features=features, outputs=outputs)
+
+
+def _mode(ref: ValueReference) -> float:
+    frequencies = list(ref.category_frequencies.values())
+    return float(int(np.argmax(frequencies))) if frequencies else 0.0
+
+
+def _default_creator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _write(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,107 @@
+"""The reference CSV and the optional schema YAML: feature order, kinds, units, ranges,
+levels, and the reference rows as a float matrix the module can be run on.
+
+The CSV header names the features in model input order. Numeric cells are decimals; an
+empty cell (or ``NA``/``NaN``) is missing. A categorical feature (one with ``levels`` in
+the schema) holds level names in the CSV and is encoded as the level's index, which is
+what the module is fed. Errors name the column and line, never a cell's content.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from agent.bundle.manifest import FeatureKind, InputFeature
+from agent.errors import CompileError
+
+_MISSING = {"", "na", "nan", "null"}
+_SCHEMA_KEYS = {"unit", "min", "max", "levels"}
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    features: list[InputFeature]
+    matrix: np.ndarray  # float64 [rows, features]; NaN = missing; categorical = level index
+    sha256_source: bytes  # the CSV bytes, for the provenance digest
+
+
+def load_schema(schema: Path | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``features: {name: {unit, min, max, levels}}`` from a YAML file or a mapping."""
+    if schema is None:
+        return {}
+    document = yaml.safe_load(schema.read_text("utf-8")) if isinstance(schema, Path) else schema
+    if not isinstance(document, Mapping) or not isinstance(document.get("features", {}), Mapping):
+        raise CompileError("schema must be a mapping with a 'features' mapping")
+    features: dict[str, dict[str, Any]] = {}
+    for name, spec in dict(document.get("features") or {}).items():
+        if not isinstance(spec, Mapping) or set(spec) - _SCHEMA_KEYS:
+            raise CompileError(f"schema feature {name!r}: allowed keys are {sorted(_SCHEMA_KEYS)}")
+        features[str(name)] = dict(spec)
+    return features
+
+
+def load_reference(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> ReferenceData:
+    raw = path.read_bytes()
+    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise CompileError("the reference CSV is empty") from None
+    if len(set(header)) != len(header) or not all(header):
+        raise CompileError("the reference CSV header has empty or duplicate names")
+    unknown = set(schema) - set(header)
+    if unknown:
+        raise CompileError(f"schema names features missing from the reference: {sorted(unknown)}")
+    features = [_feature(name, schema.get(name, {})) for name in header]
+    rows: list[list[float]] = []
+    for line, record in enumerate(reader, start=2):
+        if not record:
+            continue
+        if len(record) != len(header):
+            raise CompileError(
+                f"reference CSV line {line} has {len(record)} cells, not {len(header)}"
+            )
+        rows.append([_cell(f, cell, line) for f, cell in zip(features, record, strict=True)])
+    if not rows:
+        raise CompileError("the reference CSV has no rows")
+    return ReferenceData(features, np.asarray(rows, dtype=np.float64), raw)
+
+
+def _feature(name: str, spec: Mapping[str, Any]) -> InputFeature:
+    levels = [str(level) for level in spec.get("levels") or []]
+    try:
+        return InputFeature(
+            name=name,
+            kind=FeatureKind.categorical if levels else FeatureKind.numeric,
+            unit=spec.get("unit"),
+            min=spec.get("min"),
+            max=spec.get("max"),
+            levels=levels,
+        )
+    except ValueError as exc:
+        raise CompileError(f"schema feature {name!r} is invalid") from exc
+
+
+def _cell(feature: InputFeature, cell: str, line: int) -> float:
+    text = cell.strip()
+    if text.lower() in _MISSING:
+        return float("nan")
+    if feature.levels:
+        try:
+            return float(feature.levels.index(text))
+        except ValueError:
+            raise CompileError(
+                f"reference CSV line {line}: {feature.name!r} holds a value not among its levels"
+            ) from None
+    try:
+        return float(text)
+    except ValueError:
+        raise CompileError(f"reference CSV line {line}: {feature.name!r} is not a number") from None
