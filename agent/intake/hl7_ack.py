@@ -13,6 +13,7 @@ The ACK carries no patient data: MSA-3 and ERR name an error reason slug, never 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ DEFAULT_VERSION = "2.5"
 _DEFAULT_FIELD_SEP = "|"
 _DEFAULT_ENCODING = "^~\\&"
 _HEADERS = ("MSH", "BHS", "FHS")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HEADER_SCAN = 8192  # characters: a header segment longer than this is not one we can use
 
 
@@ -88,11 +90,12 @@ class MessageHeader:
 def parse_header(message: bytes) -> MessageHeader | None:
     """The header of ``message``, or None when it does not start with a usable MSH, BHS or
     FHS segment (after optional white space). Never raises on any input."""
-    head = message[:_HEADER_SCAN].decode(CHARSET).lstrip("\ufeff\r\n\t ")
-    if head.startswith("\xef\xbb\xbf"):  # a UTF-8 byte-order mark, decoded as Latin-1
-        head = head[3:]
-    segment_end = min((i for i in (head.find("\r"), head.find("\n")) if i >= 0), default=-1)
-    line = head if segment_end < 0 else head[:segment_end]
+    head = message[:_HEADER_SCAN].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+    head_text = head.decode(CHARSET).lstrip("\r\n\t ")
+    ends = [i for i in (head_text.find("\r"), head_text.find("\n")) if i >= 0]
+    # Control characters (MLLP's 0x0B and 0x1C among them) are dropped, so nothing echoed
+    # into the ACK can break its framing.
+    line = _CONTROL.sub("", head_text[: min(ends)] if ends else head_text)
     name = line[:3]
     if name not in _HEADERS or len(line) < 8:
         return None
