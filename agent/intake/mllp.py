@@ -27,7 +27,7 @@ from enum import StrEnum
 from pydantic import Field, model_validator
 
 from agent.configbase import ConfigPath, Section
-from agent.errors import AgentError, RecordError, UnsupportedMediaType
+from agent.errors import AgentError, ConfigError, RecordError, UnsupportedMediaType
 from agent.intake.hl7_ack import (
     AckCode,
     AckCondition,
@@ -195,7 +195,6 @@ class _Frame:
 class _Connection:
     task: asyncio.Task[None]
     busy: bool = False  # handling a frame: let it finish on stop
-    peer: str = ""
 
 
 class MllpListener:
@@ -203,7 +202,7 @@ class MllpListener:
 
     def __init__(self, config: MllpConfig, scorer: Scorer, limits: Limits) -> None:
         if not config.model:
-            raise AgentError("the MLLP listener needs a model to score with")
+            raise ConfigError("the MLLP listener needs a model to score with (mllp.model)")
         self._config = config
         self._model = config.model
         self._scorer = scorer
@@ -267,7 +266,7 @@ class MllpListener:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
             return
-        conn = _Connection(task=task, peer=host)
+        conn = _Connection(task=task)
         self._connections.add(conn)
         try:
             async with contextlib.aclosing(self._frames(reader)) as frames:

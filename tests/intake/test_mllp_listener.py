@@ -20,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agent.intake.mllp import MllpConfig
@@ -303,3 +305,37 @@ def test_config_refuses_unsafe_or_incomplete_settings(tmp_path: Path) -> None:
     with pytest.raises(ValidationError):
         MllpConfig(allowed_clients=["not-a-network"])
     assert MllpConfig(enabled=True, model="m", host="0.0.0.0", allowed_clients=["10.1.0.0/16"])
+
+
+def test_any_chunking_of_a_stream_gets_every_frame_answered_in_order() -> None:
+    """Frames cut at arbitrary points (the end block split too), with garbage and oversize
+    frames mixed in: one ACK per frame, in order, on one connection."""
+    kinds = st.lists(st.sampled_from(["ok", "garbage", "big", "noise"]), min_size=1, max_size=6)
+
+    with running_listener(RecordingScorer(), max_message_bytes=1500) as (listener, _):
+
+        @settings(max_examples=25, deadline=None)
+        @given(kinds, st.data())
+        def exchange(plan: list[str], data: st.DataObject) -> None:
+            stream, expected = b"", []
+            for i, kind in enumerate(plan):
+                if kind == "ok":
+                    stream += frame(message(f"H{i}"))
+                    expected.append(("AA", f"H{i}"))
+                elif kind == "garbage":
+                    stream += frame(b"\x00garbage|" + bytes([i]))
+                    expected.append(("AR", ""))
+                elif kind == "big":
+                    stream += frame(message(f"B{i}") + b"NTE|" + b"y" * 3000 + b"\r")
+                    expected.append(("AR", f"B{i}"))
+                else:
+                    stream += b"\r\n"  # between frames: ignored
+            cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=8)))
+            with connect(listener.port) as sock:
+                pending = bytearray()
+                for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+                    sock.sendall(stream[start:end])
+                got = [tuple(msa(read_frame(sock, pending))[1:3]) for _ in expected]
+            assert got == expected
+
+        exchange()
