@@ -236,19 +236,22 @@ class BundleStore:
             self._prune_locked(name)
         log.info("bundle activated", extra={"model": name, "version": version})
 
+    def previous_version(self, name: str) -> str:
+        """The installed version just below the active one (what ``rollback`` goes to)."""
+        active = self.active_version(name)
+        older = [v for v in self.versions(name) if active is None or SemVer(v) < SemVer(active)]
+        if not older:
+            raise StoreError(f"model {name!r} has no installed version to roll back to")
+        return older[-1]
+
     def rollback(self, name: str, version: str | None = None) -> str:
         """The operator's way back: activate ``version``, or the installed version just
         below the active one. Returns the version now active. Newer versions stay installed,
         so the updater does not re-install them; publish a newer version to move forward.
         """
-        if version is None:
-            active = self.active_version(name)
-            older = [v for v in self.versions(name) if active is None or SemVer(v) < SemVer(active)]
-            if not older:
-                raise StoreError(f"model {name!r} has no installed version to roll back to")
-            version = older[-1]
-        self.activate(name, version)
-        return str(_semver(version))
+        target = version if version is not None else self.previous_version(name)
+        self.activate(name, target)
+        return str(_semver(target))
 
     def prune(self, name: str) -> list[str]:
         """Remove all but the newest ``keep_versions`` versions, never the active one."""
