@@ -4,7 +4,7 @@
 numeric observation values), so a test can check that each output line belongs to its
 input record. Run as a script, this module is a drop folder process for the crash tests:
 
-    python dropfolder_support.py ROOT DELAY_SECONDS
+    python dropfolder_support.py ROOT DELAY_SECONDS SETTLE_SECONDS
 
 It serves ``ROOT/{inbox,outbox,processed,failed,state}`` until SIGTERM.
 """
@@ -119,8 +119,9 @@ def folder_config(root: Path, **overrides: Any) -> DropFolderConfig:
     return DropFolderConfig.model_validate(settings)
 
 
-def _serve(root: Path, delay: float) -> None:
-    drop = DropFolder(folder_config(root), RecordScorer(delay), Limits())
+def _serve(root: Path, delay: float, settle: float) -> None:
+    config = folder_config(root, settle_seconds=settle)
+    drop = DropFolder(config, RecordScorer(delay), Limits())
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     drop.start()
@@ -130,4 +131,4 @@ def _serve(root: Path, delay: float) -> None:
 
 
 if __name__ == "__main__":
-    _serve(Path(sys.argv[1]), float(sys.argv[2]))
+    _serve(Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]))

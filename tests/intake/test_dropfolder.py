@@ -1,0 +1,184 @@
+"""The drop folder with a real watchdog observer on real folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from agent.intake.dropfolder import DropFolder, DropFolderConfig
+from agent.limits import Limits
+from tests.intake.dropfolder_support import RecordScorer, folder_config, risk_of
+
+DEADLINE = 10.0  # seconds any single wait may take before the test fails
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def bundle_line(pid: str, value: float) -> str:
+    entries = [
+        {"resourceType": "Patient", "id": pid},
+        {
+            "resourceType": "Observation",
+            "subject": {"reference": f"Patient/{pid}"},
+            "valueQuantity": {"value": value},
+        },
+    ]
+    body = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in entries],
+    }
+    return json.dumps(body) + "\n"
+
+
+def drop_by_rename(inbox: Path, name: str, content: str) -> None:
+    """How a well-behaved sender delivers: write a hidden temp file, then rename."""
+    temp = inbox / f".{name}.sending"
+    temp.write_text(content)
+    os.rename(temp, inbox / name)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[DropFolder, Path]]:
+    drop = DropFolder(folder_config(tmp_path), RecordScorer(), Limits())
+    drop.start()
+    try:
+        yield drop, tmp_path
+    finally:
+        drop.stop()
+
+
+def test_file_in_results_out_original_processed(running: tuple[DropFolder, Path]) -> None:
+    _, root = running
+    drop_by_rename(
+        root / "inbox", "ward.ndjson", "".join(bundle_line(f"p{i}", i) for i in range(4))
+    )
+    report = wait_for(lambda: _read_json(root / "outbox" / "ward.ndjson.report.json"))
+    assert report["records"] == {"in": 4, "ok": 4, "failed": 0}
+    assert sorted(p.name for p in (root / "outbox").iterdir()) == [
+        "ward.ndjson.report.json",
+        "ward.ndjson.results.csv",
+        "ward.ndjson.results.ndjson",
+        "ward.ndjson.riskassessment.ndjson",
+    ]
+    lines = (root / "outbox" / "ward.ndjson.results.ndjson").read_text().splitlines()
+    assert [json.loads(x)["outputs"]["risk"] for x in lines] == [risk_of(i) for i in range(4)]
+    wait_for(lambda: (root / "processed" / "ward.ndjson").exists())
+    assert list((root / "inbox").iterdir()) == []
+    wait_for(lambda: list((root / "state" / "jobs").iterdir()) == [])
+
+
+def test_unreadable_file_goes_to_failed_with_report(running: tuple[DropFolder, Path]) -> None:
+    _, root = running
+    drop_by_rename(root / "inbox", "scan.pdf", "%PDF-1.7 not a record\n")
+    report = wait_for(lambda: _read_json(root / "failed" / "scan.pdf.error.json"))
+    assert report["reason"] == "unknown_format" and report["file"] == "scan.pdf"
+    assert (root / "failed" / "scan.pdf").read_text() == "%PDF-1.7 not a record\n"
+    assert list((root / "outbox").iterdir()) == []
+
+
+def test_file_written_slowly_is_not_taken_half_written(running: tuple[DropFolder, Path]) -> None:
+    _, root = running
+    target = root / "inbox" / "slow.ndjson"
+    with target.open("w") as stream:
+        for i in range(6):  # 6 pauses of 0.15 s: longer in total than the 0.3 s settle time
+            stream.write(bundle_line(f"p{i}", i))
+            stream.flush()
+            time.sleep(0.15)
+            assert target.exists(), "taken while still being written"
+    report = wait_for(lambda: _read_json(root / "outbox" / "slow.ndjson.report.json"))
+    assert report["records"]["in"] == 6
+
+
+def test_same_name_twice_keeps_both_outputs(running: tuple[DropFolder, Path]) -> None:
+    _, root = running
+    drop_by_rename(root / "inbox", "daily.ndjson", bundle_line("a", 1))
+    wait_for(lambda: (root / "processed" / "daily.ndjson").exists())
+    drop_by_rename(root / "inbox", "daily.ndjson", bundle_line("b", 2) + bundle_line("c", 3))
+    report = wait_for(lambda: _read_json(root / "outbox" / "daily.2.ndjson.report.json"))
+    assert report["records"]["in"] == 2 and report["file"] == "daily.ndjson"
+    assert _read_json(root / "outbox" / "daily.ndjson.report.json")["records"]["in"] == 1
+    wait_for(lambda: (root / "processed" / "daily.2.ndjson").exists())
+
+
+def test_files_waiting_at_start_are_scored(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "early.hl7").write_text(
+        "MSH|^~\\&|LAB|H|EDGE|H|2024||ORU^R01|C1|P|2.5\rPID|1||M1\rOBX|1|NM|x||12|/min\r"
+    )
+    (inbox / ".hidden.ndjson").write_text(bundle_line("h", 1))
+    (inbox / "copying.csv.filepart").write_text("a,b\n1,2\n")
+    drop = DropFolder(folder_config(tmp_path), RecordScorer(), Limits())
+    drop.start()
+    try:
+        report = wait_for(lambda: _read_json(tmp_path / "outbox" / "early.hl7.report.json"))
+        assert report["records"] == {"in": 1, "ok": 1, "failed": 0}
+        time.sleep(0.5)
+        assert sorted(p.name for p in inbox.iterdir()) == [".hidden.ndjson", "copying.csv.filepart"]
+    finally:
+        drop.stop()
+
+
+def test_stop_mid_file_then_restart_finishes_exactly_once(tmp_path: Path) -> None:
+    config = folder_config(tmp_path, checkpoint_records=2)
+    drop = DropFolder(config, RecordScorer(delay=0.02), Limits())
+    drop.start()
+    drop_by_rename(
+        tmp_path / "inbox", "big.ndjson", "".join(bundle_line(f"p{i}", i) for i in range(60))
+    )
+    wait_for(lambda: _journal_done(tmp_path) >= 4)
+    started = time.monotonic()
+    drop.stop()
+    assert time.monotonic() - started < 1.0  # stops within one record and a checkpoint
+    done = _journal_done(tmp_path)
+    assert 4 <= done < 60
+
+    again = DropFolder(config, RecordScorer(), Limits())
+    again.start()
+    try:
+        report = wait_for(lambda: _read_json(tmp_path / "outbox" / "big.ndjson.report.json"))
+    finally:
+        again.stop()
+    assert report["records"] == {"in": 60, "ok": 60, "failed": 0}
+    lines = (tmp_path / "outbox" / "big.ndjson.results.ndjson").read_text().splitlines()
+    assert [json.loads(x)["position"] for x in lines] == list(range(1, 61))
+
+
+def test_config_checks() -> None:
+    with pytest.raises(ValidationError, match="needs the model"):
+        DropFolderConfig(enabled=True)
+    with pytest.raises(ValidationError, match="distinct"):
+        DropFolderConfig(inbox=Path("/x/in"), outbox=Path("/x/in"))
+    with pytest.raises(ValidationError, match="extra"):
+        DropFolderConfig.model_validate({"inbx": "/x"})
+    relative = DropFolderConfig.model_validate({"inbox": "in"}, context={"base_dir": "/etc/agent"})
+    assert relative.inbox == Path("/etc/agent/in")
+    assert relative.outbox == Path("/etc/agent/drop/outbox")  # defaults resolve too
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _journal_done(root: Path) -> int:
+    journals = list((root / "state" / "jobs").glob("*/journal.json"))
+    return json.loads(journals[0].read_text())["records_done"] if journals else 0
