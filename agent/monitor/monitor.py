@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from agent import __version__
 from agent.bundle.manifest import BundleManifest, OutputKind, ValueReference
@@ -37,7 +37,6 @@ INTERNAL_REASON = "internal"  # an unexpected exception (a bug), not an AgentErr
 PullOutcome = Literal["updated", "current", "failed"]
 _PULL_OUTCOMES = ("updated", "current", "failed")
 _VERSION = re.compile(r"^\d{1,9}\.\d{1,9}\.\d{1,9}$")
-_STAGES = ("mapping", "inference", "total")
 
 
 def _reasons(base: type[AgentError]) -> frozenset[str]:
@@ -49,6 +48,17 @@ def _reasons(base: type[AgentError]) -> frozenset[str]:
         found.add(cls.reason)
         stack.extend(cls.__subclasses__())
     return frozenset(found)
+
+
+@dataclass(frozen=True)
+class _Series:
+    """The children of one (model, version, intake): looked up once, not per record."""
+
+    mapping: Histogram
+    inference: Histogram
+    total: Histogram
+    requests: Counter
+    predictions: Counter
 
 
 @dataclass
@@ -88,6 +98,7 @@ class Monitor:
         self._known: set[str] = set(models)
         self._states: dict[str, _ModelState] = {}
         self._totals: dict[str, _ModelTotals] = {}
+        self._series_cache: dict[tuple[str, str, str], _Series] = {}
         self._reasons = _reasons(AgentError) | {INTERNAL_REASON}
         self._verification_reasons = _reasons(BundleError)
         self._metrics = AgentMetrics(registry, self._drift_readings)
@@ -149,16 +160,12 @@ class Monitor:
         m = self._metrics
         with self._lock:
             name = self._model_label(model)
-            version_label = version if _VERSION.match(version) else UNKNOWN_MODEL
-            intake_label = IntakePath(intake).value
-            for stage, seconds in zip(
-                _STAGES, (mapping_seconds, inference_seconds, total_seconds), strict=True
-            ):
-                m.request_duration.labels(name, version_label, intake_label, stage).observe(
-                    seconds
-                )
-            m.requests.labels(name, intake_label).inc()
-            m.predictions.labels(name, version_label, intake_label).inc()
+            series = self._series(name, version, intake)
+            series.mapping.observe(mapping_seconds)
+            series.inference.observe(inference_seconds)
+            series.total.observe(total_seconds)
+            series.requests.inc()
+            series.predictions.inc()
             totals = self._totals_of(name)
             totals.predictions += 1
             totals.latencies.append(total_seconds)
@@ -200,18 +207,15 @@ class Monitor:
         row gets an equal share of the call's inference time."""
         if rows <= 0:
             return
-        m = self._metrics
         per_row = inference_seconds / rows
         with self._lock:
             name = self._model_label(model)
-            version_label = version if _VERSION.match(version) else UNKNOWN_MODEL
-            intake_label = IntakePath(intake).value
-            for stage in ("inference", "total"):
-                child = m.request_duration.labels(name, version_label, intake_label, stage)
-                for _ in range(rows):
-                    child.observe(per_row)
-            m.requests.labels(name, intake_label).inc(rows)
-            m.predictions.labels(name, version_label, intake_label).inc(rows)
+            series = self._series(name, version, intake)
+            for _ in range(rows):
+                series.inference.observe(per_row)
+                series.total.observe(per_row)
+            series.requests.inc(rows)
+            series.predictions.inc(rows)
             totals = self._totals_of(name)
             totals.predictions += rows
             totals.latencies.extend([per_row] * rows)
@@ -309,6 +313,26 @@ class Monitor:
             ref.histogram.edges, ref.histogram.fractions, size=size,
             epsilon=self._config.psi_epsilon, reference_missing_rate=ref.missing_rate,
         )
+
+    def _series(self, name: str, version: str, intake: IntakePath) -> _Series:
+        """Cached children for ``name`` (already a checked label), ``version`` and ``intake``;
+        a version that is not MAJOR.MINOR.PATCH is labelled ``unknown``."""
+        version_label = version if _VERSION.match(version) else UNKNOWN_MODEL
+        intake_label = IntakePath(intake).value
+        key = (name, version_label, intake_label)
+        series = self._series_cache.get(key)
+        if series is None:
+            m = self._metrics
+            duration = m.request_duration
+            series = _Series(
+                mapping=duration.labels(name, version_label, intake_label, "mapping"),
+                inference=duration.labels(name, version_label, intake_label, "inference"),
+                total=duration.labels(name, version_label, intake_label, "total"),
+                requests=m.requests.labels(name, intake_label),
+                predictions=m.predictions.labels(name, version_label, intake_label),
+            )
+            self._series_cache[key] = series
+        return series
 
     def _model_label(self, model: str) -> str:
         return model if model in self._known else UNKNOWN_MODEL
