@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agent.monitor import Monitor
+from agent.bundle.manifest import OutputKind, OutputSpec, ValueReference
+from agent.monitor import Monitor, MonitorConfig
 from agent.monitor.drift import CategoricalWindow, NumericWindow, js_distance, psi
 from agent.types import IntakePath
-from tests.monitor.monitor_reference import Population, records, vector
+from tests.monitor.monitor_reference import Population, build_manifest, records, vector
 
 NUMERIC = ("temperature", "heart_rate", "age")
 
@@ -183,3 +184,21 @@ def test_only_the_active_version_feeds_the_windows(
     assert registry.get_sample_value(
         "edge_agent_predictions_total", {"model": "sepsis", "version": "0.9.0", "intake": "http"}
     ) == 200
+
+
+def test_class_output_drift_uses_js_over_class_frequencies(
+    registry: CollectorRegistry, population: Callable[[int], Population]
+) -> None:
+    base = build_manifest()
+    manifest = base.model_copy(update={
+        "outputs": [OutputSpec(name="label", kind=OutputKind.label, classes=["no", "yes"])],
+        "reference": base.reference.model_copy(update={"outputs": {
+            "label": ValueReference(count=1000, category_frequencies={"no": 0.9, "yes": 0.1})
+        }}),
+    })
+    monitor = Monitor(registry, MonitorConfig(window_records=200, min_window_records=50))
+    monitor.register_model(manifest, "c" * 64, "k")
+    for vec, _ in records(population(15).sample(200)):
+        monitor.observe("sepsis", "1.0.0", IntakePath.http, vec, {"label": 1.0}, 0, 0, 0)
+    assert drift(registry, "label", "output_drift_js_distance") > 0.5
+    assert monitor.snapshot()["models"]["sepsis"]["outputs"]["label"]["state"] == "act"
