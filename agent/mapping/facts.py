@@ -1,0 +1,130 @@
+"""What a record says, indexed for mapping: every Observation (and every component of one)
+under each (system, code) of its codings, with its time and value taken apart once.
+
+Built once per record and shared by all features, so extracting thirty features costs one
+pass over the observations plus dictionary look-ups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+UCUM = "http://unitsofmeasure.org"
+# Observations in these states say nothing about the patient.
+_VOID_STATUS = frozenset({"entered-in-error", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One observed value: numeric (``number`` with ``unit`` as the record wrote it) or
+    categorical (``labels``: the codes or text it carries)."""
+
+    time: datetime | None
+    number: float | None
+    unit: str | None  # a UCUM code, or a unit text when the record gave no UCUM code
+    labels: tuple[str, ...]
+    code: str  # "system|code" the fact was found under, for provenance
+    resource: Mapping[str, Any]  # the Observation (a component's: its panel); or the Patient
+    slot: int = -1  # -1: the Observation's own value; n: its n-th component
+
+
+def parse_time(text: Any) -> datetime | None:
+    """FHIR date / dateTime / instant -> aware datetime; partial dates start their period;
+    a time without an offset is read as UTC. None if absent or not a date."""
+    if not isinstance(text, str) or len(text) < 4:
+        return None
+    try:
+        if len(text) == 4:
+            return datetime(int(text), 1, 1, tzinfo=UTC)
+        if len(text) == 7:
+            return datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def observation_time(observation: dict[str, Any]) -> datetime | None:
+    """effective[x] (a period counts at its end, else its start), else ``issued``."""
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        if key in observation:
+            return parse_time(observation[key])
+    period = observation.get("effectivePeriod")
+    if isinstance(period, dict):
+        return parse_time(period.get("end") or period.get("start"))
+    return parse_time(observation.get("issued"))
+
+
+def value_of(element: dict[str, Any]) -> tuple[float | None, str | None, tuple[str, ...]] | None:
+    """(number, unit, labels) of an Observation or component value; None when it has none."""
+    quantity = element.get("valueQuantity")
+    if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float):
+        code = quantity.get("code")
+        system = quantity.get("system")
+        unit = code if code and system in (None, UCUM) else quantity.get("unit")
+        return float(quantity["value"]), unit, ()
+    if isinstance(element.get("valueInteger"), int) and not isinstance(
+            element.get("valueInteger"), bool):
+        return float(element["valueInteger"]), None, (str(element["valueInteger"]),)
+    concept = element.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        labels = tuple(c["code"] for c in concept.get("coding", []) if c.get("code"))
+        return None, None, labels + ((concept["text"],) if concept.get("text") else ())
+    if isinstance(element.get("valueString"), str):
+        return None, None, (element["valueString"],)
+    if isinstance(element.get("valueBoolean"), bool):
+        return None, None, ("true" if element["valueBoolean"] else "false",)
+    return None
+
+
+def _codes(concept: Any) -> list[str]:
+    if not isinstance(concept, dict):
+        return []
+    return [f"{c.get('system', '')}|{c['code']}" for c in concept.get("coding", [])
+            if isinstance(c, dict) and c.get("code")]
+
+
+class FactIndex:
+    """Facts of one record by ``system|code``; components also by their panel's codes."""
+
+    def __init__(self, observations: Any) -> None:
+        self.top: dict[str, list[Fact]] = {}
+        self.components: dict[str, list[tuple[frozenset[str], Fact]]] = {}
+        self.observations: list[dict[str, Any]] = []
+        for observation in observations:
+            if observation.get("status") in _VOID_STATUS:
+                continue
+            self.observations.append(observation)
+            time = observation_time(observation)
+            own = _codes(observation.get("code"))
+            value = value_of(observation)
+            if value is not None:
+                for code in own:
+                    self.top.setdefault(code, []).append(Fact(time, *value, code, observation))
+            panel = frozenset(own)
+            for slot, component in enumerate(observation.get("component", ())):
+                value = value_of(component)
+                if value is None:
+                    continue
+                for code in _codes(component.get("code")):
+                    self.components.setdefault(code, []).append(
+                        (panel, Fact(time, *value, code, observation, slot)))
+
+    def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:
+        """Facts coded with any of ``codes``: top-level Observations, and components inside
+        an Observation coded with any of ``panels``. Each value counts once."""
+        found: list[Fact] = []
+        seen: set[tuple[int, int]] = set()
+        for code in codes:
+            candidates = list(self.top.get(code, ()))
+            if panels:
+                candidates += [f for panel, f in self.components.get(code, ()) if panel & panels]
+            for fact in candidates:
+                key = (id(fact.resource), fact.slot)
+                if key not in seen:
+                    seen.add(key)
+                    found.append(fact)
+        return found

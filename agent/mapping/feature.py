@@ -1,0 +1,222 @@
+"""One compiled feature: where its values come from, how they become one number in the
+model's unit or level index, and what a missing or unseen value gets.
+
+Built by ``compile.py`` from a checked ``FeatureSpec``; used by ``SiteMapping.extract``.
+Nothing in here names a value in an error: only the feature, the resource type and code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from statistics import fmean
+from typing import Any
+
+from agent.errors import UnitError, UnmappableRecord
+from agent.mapping.facts import Fact, FactIndex, observation_time, parse_time, value_of
+from agent.mapping.fhirpath import Evaluator
+from agent.mapping.spec import PatientField, Reduction, ResourceKind, UnseenPolicy
+from agent.mapping.units import Conversion, conversion
+from agent.types import FeatureValue, PatientRecord
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What a missing value becomes (None: refuse)."""
+
+    value: float
+    display: str | float
+    source: str  # "imputed median" / "imputed constant"
+
+
+@dataclass(frozen=True)
+class CompiledFeature:
+    name: str
+    categorical: bool
+    codes: tuple[str, ...]  # "system|code"
+    panels: frozenset[str]
+    patient: PatientField | None
+    fhirpath: Evaluator | None
+    resource: ResourceKind
+    site_unit: str | None  # assumed when a value carries no unit
+    model_unit: str | None
+    site_conversion: Conversion  # site_unit -> model_unit
+    molar_mass: float | None
+    reduce: Reduction
+    window: timedelta | None
+    fallback: Fallback | None
+    levels: tuple[str, ...]
+    categories: dict[str, int]  # site label -> level index
+    unseen: UnseenPolicy
+    low: float | None
+    high: float | None
+
+    # --- gathering ------------------------------------------------------------------------
+    def _facts(self, record: PatientRecord, index: FactIndex, as_of: datetime) -> list[Fact]:
+        if self.patient is not None:
+            return self._patient_fact(record, as_of)
+        if self.codes:
+            facts = index.find(self.codes, self.panels)
+            if self.fhirpath is None:
+                return facts
+            firsts = {id(f.resource): f for f in reversed(facts)}
+            return [g for f in firsts.values()
+                    for g in self._evaluate(self.fhirpath, f.resource, f.time, f.code)]
+        if self.fhirpath is None:
+            return []
+        if self.resource is ResourceKind.Patient:
+            patient = record.patient
+            return self._evaluate(self.fhirpath, patient, as_of, "fhirpath") if patient else []
+        if self.resource is ResourceKind.Encounter:
+            return [g for e in record.encounters
+                    for g in self._evaluate(self.fhirpath, e, _encounter_time(e), "fhirpath")]
+        return [g for o in index.observations
+                for g in self._evaluate(self.fhirpath, o, observation_time(o), "fhirpath")]
+
+    def _evaluate(self, fhirpath: Evaluator, resource: Mapping[str, Any],
+                  time: datetime | None, code: str) -> list[Fact]:
+        try:
+            results = fhirpath(resource)
+        except Exception:  # fhirpathpy raises bare Exception; its text may quote the data
+            raise UnmappableRecord(
+                f"feature {self.name!r}: FHIRPath failed on a {resource.get('resourceType')}"
+            ) from None
+        facts = []
+        for item in results:
+            if isinstance(item, bool):
+                facts.append(Fact(time, None, None, ("true" if item else "false",), code,
+                                  resource))
+            elif isinstance(item, int | float | Decimal):
+                facts.append(Fact(time, float(item), None, (), code, resource))
+            elif isinstance(item, str):
+                facts.append(Fact(time, None, None, (item,), code, resource))
+            elif isinstance(item, dict):
+                value = value_of({"valueQuantity": item}) or value_of(
+                    {"valueCodeableConcept": item})
+                if value is not None:
+                    facts.append(Fact(time, *value, code, resource))
+        return facts
+
+    def _patient_fact(self, record: PatientRecord, as_of: datetime) -> list[Fact]:
+        patient = record.patient
+        if patient is None:
+            return []
+        if self.patient is PatientField.gender:
+            gender = patient.get("gender")
+            return [Fact(as_of, None, None, (gender,), "Patient.gender", patient)] \
+                if isinstance(gender, str) else []
+        born = parse_time(patient.get("birthDate"))
+        if born is None:
+            return []
+        years = _completed_years(born.date(), as_of.date())
+        return [Fact(as_of, float(years), "a", (), "Patient.birthDate", patient)]
+
+    # --- one value --------------------------------------------------------------------------
+    def extract(self, record: PatientRecord, index: FactIndex,
+                as_of: datetime) -> tuple[FeatureValue, str | None]:
+        """This feature's value for ``record`` and a warning (None if there is nothing to
+        say). UnmappableRecord when the mapping says refuse."""
+        facts = [f for f in self._facts(record, index, as_of) if _in_window(f, as_of, self.window)]
+        facts.sort(key=lambda f: f.time or datetime.min.replace(tzinfo=as_of.tzinfo))
+        if self.reduce is Reduction.count:
+            value = self._value(float(len(facts)), float(len(facts)), facts, None)
+        elif self.categorical:
+            value = self._categorical(facts)
+        else:
+            value = self._numeric(facts)
+        if value.imputed:
+            why = "category not among the mapped levels" if value.unseen_category else "missing"
+            return value, f"{self.name}: {why}, {value.source}"
+        return value, f"{self.name}: value outside the model's range" if value.out_of_range \
+            else None
+
+    def _numeric(self, facts: list[Fact]) -> FeatureValue:
+        numbers = [(f, *self._convert(f, f.number)) for f in facts if f.number is not None]
+        if not numbers:
+            return self._missing(unseen=False)
+        values = [v for _, v, _ in numbers]
+        reduced = {
+            Reduction.latest: lambda: values[-1],
+            Reduction.first: lambda: values[0],
+            Reduction.mean: lambda: fmean(values),
+            Reduction.min: lambda: min(values),
+            Reduction.max: lambda: max(values),
+        }[self.reduce]()
+        labels = sorted({label for _, _, label in numbers if label})
+        return self._value(reduced, round(reduced, 6), [f for f, _, _ in numbers],
+                           "; ".join(labels) or None)
+
+    def _convert(self, fact: Fact, number: float) -> tuple[float, str | None]:
+        if fact.unit is None or fact.unit == self.site_unit or self.model_unit is None:
+            step = self.site_conversion
+        else:
+            try:
+                step = conversion(fact.unit, self.model_unit, self.molar_mass)
+            except UnitError:
+                raise UnmappableRecord(
+                    f"feature {self.name!r}: {_kind(fact)} {fact.code} carries a unit that "
+                    f"cannot be converted to {self.model_unit}") from None
+        return step(number), step.label
+
+    def _categorical(self, facts: list[Fact]) -> FeatureValue:
+        labelled = [f for f in facts if f.labels]
+        if not labelled:
+            return self._missing(unseen=False)
+        chosen = labelled[-1] if self.reduce is Reduction.latest else labelled[0]
+        level = next((self.categories[x] for x in chosen.labels if x in self.categories), None)
+        if level is None:
+            if self.unseen is UnseenPolicy.refuse:
+                raise UnmappableRecord(
+                    f"feature {self.name!r}: {_kind(chosen)} {chosen.code} carries a category "
+                    "the mapping does not list")
+            return self._missing(unseen=True)
+        return self._value(float(level), self.levels[level], labelled, None)
+
+    def _value(self, value: float, display: str | float, facts: list[Fact],
+               label: str | None) -> FeatureValue:
+        out = (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high)
+        return FeatureValue(
+            name=self.name, value=value, display=display, source=self._source(facts),
+            unit=None if self.categorical else self.model_unit, conversion=label,
+            out_of_range=bool(out) and not self.categorical)
+
+    def _source(self, facts: list[Fact]) -> str:
+        if self.patient is not None:
+            return "Patient.gender" if self.patient is PatientField.gender else \
+                "Patient.birthDate"
+        codes = ", ".join(dict.fromkeys(f.code for f in facts)) or ", ".join(self.codes) \
+            or "fhirpath"
+        kind = _kind(facts[0]) if facts else self.resource.value
+        return f"{kind} {codes} ({self.reduce.value} of {len(facts)})"
+
+    def _missing(self, unseen: bool) -> FeatureValue:
+        if self.fallback is None:
+            raise UnmappableRecord(f"feature {self.name!r}: no value in the record "
+                                   "and the mapping says refuse")
+        return FeatureValue(name=self.name, value=self.fallback.value,
+                            display=self.fallback.display, source=self.fallback.source,
+                            unit=None if self.categorical else self.model_unit, imputed=True,
+                            unseen_category=unseen)
+
+
+def _kind(fact: Fact) -> str:
+    kind = str(fact.resource.get("resourceType", "Observation"))
+    return f"{kind} component" if fact.slot >= 0 else kind
+
+
+def _in_window(fact: Fact, as_of: datetime, window: timedelta | None) -> bool:
+    if fact.time is None:
+        return window is None
+    return fact.time <= as_of and (window is None or fact.time >= as_of - window)
+
+
+def _encounter_time(encounter: Any) -> datetime | None:
+    period = encounter.get("period") or {}
+    return parse_time(period.get("end") or period.get("start"))
+
+
+def _completed_years(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))

@@ -1,0 +1,49 @@
+"""``SiteMapping``: a site's mapping, checked against one model and compiled, ready to turn
+records into that model's feature vectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.mapping.facts import FactIndex
+from agent.mapping.feature import CompiledFeature
+from agent.types import FeatureVector, PatientRecord
+
+
+@dataclass(frozen=True)
+class SiteMapping:
+    """A loaded mapping (see ``load_mapping``). Immutable and safe to share across threads."""
+
+    path: Path
+    site: str
+    model: str
+    model_version: str
+    features: tuple[CompiledFeature, ...]  # in the model's input order
+
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def extract(self, record: PatientRecord, as_of: datetime) -> FeatureVector:
+        """The model's input vector for ``record`` as at ``as_of`` (a naive time is UTC).
+
+        Look-back windows end at ``as_of``; values after it are ignored. Raises
+        UnmappableRecord when a feature configured to refuse has no usable value, or a value
+        carries a unit or category the mapping cannot read. Warnings name features only.
+        """
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=UTC)
+        index = FactIndex(record.observations)
+        values = []
+        warnings = []
+        for feature in self.features:
+            value, warning = feature.extract(record, index, as_of)
+            values.append(value)
+            if warning is not None:
+                warnings.append(warning)
+        return FeatureVector(
+            values=tuple(0.0 if v.value is None else v.value for v in values),
+            features=tuple(values),
+            warnings=tuple(warnings),
+        )

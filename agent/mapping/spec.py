@@ -1,0 +1,147 @@
+"""The site mapping file, as typed data: one ``FeatureSpec`` per model input.
+
+This module says what a mapping file may contain and checks what can be checked without
+the model (shape, one data source per feature, well-formed codes and windows). Whether it
+fits the model — every input bound, units convertible, levels known — is ``compile.py``'s
+job, because that needs the manifest. Every field is documented in docs/mapping.md.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUILTIN_SYSTEMS: dict[str, str] = {
+    "loinc": "http://loinc.org",
+    "snomed": "http://snomed.info/sct",
+    "ucum": "http://unitsofmeasure.org",
+}
+
+_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|min|h|d|w)\s*$")
+_WINDOW_UNIT = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+class Reduction(Enum):
+    latest = "latest"
+    first = "first"
+    mean = "mean"
+    min = "min"
+    max = "max"
+    count = "count"
+
+
+class MissingPolicy(Enum):
+    refuse = "refuse"  # UnmappableRecord
+    median = "median"  # the training median (categorical: the most frequent level)
+    constant = "constant"  # the feature's ``constant``
+
+
+class UnseenPolicy(Enum):
+    refuse = "refuse"
+    missing = "missing"  # treat as missing: the missing policy decides
+
+
+class PatientField(Enum):
+    age = "age"  # completed years from Patient.birthDate at the as-of time
+    gender = "gender"  # Patient.gender
+
+
+class ResourceKind(Enum):
+    Observation = "Observation"
+    Patient = "Patient"
+    Encounter = "Encounter"
+
+
+def parse_window(text: str) -> timedelta:
+    """``24h``, ``30min``, ``7d``, ``2w``, ``90s`` -> timedelta."""
+    match = _WINDOW.match(text)
+    if match is None:
+        raise ValueError("window must be a number and one of s, min, h, d, w (e.g. 24h)")
+    return timedelta(seconds=float(match[1]) * _WINDOW_UNIT[match[2]])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """How one model input is found in a record. Exactly one source: ``codes`` (optionally
+    with ``fhirpath`` to pick the value), ``fhirpath`` alone, or ``patient``."""
+
+    codes: list[str] = Field(default_factory=list)
+    panel: list[str] = Field(default_factory=list)
+    patient: PatientField | None = None
+    fhirpath: str | None = None
+    resource: ResourceKind = ResourceKind.Observation
+    unit: str | None = None
+    molar_mass: float | None = Field(default=None, gt=0)
+    reduce: Reduction = Reduction.latest
+    window: str | None = None
+    missing: MissingPolicy = MissingPolicy.refuse
+    constant: float | str | None = None
+    categories: dict[str, str] = Field(default_factory=dict)
+    unseen: UnseenPolicy = UnseenPolicy.refuse
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeatureSpec:
+        if self.patient is not None and (self.codes or self.fhirpath or self.panel):
+            raise ValueError("patient cannot be combined with codes, panel or fhirpath")
+        if self.patient is None and not self.codes and self.fhirpath is None:
+            raise ValueError("give codes, fhirpath or patient")
+        if self.panel and not self.codes:
+            raise ValueError("panel needs codes: the component codes inside the panel")
+        if self.resource is not ResourceKind.Observation and (self.codes or self.fhirpath is None):
+            raise ValueError("resource applies to a fhirpath without codes")
+        if self.missing is MissingPolicy.constant and self.constant is None:
+            raise ValueError("missing: constant needs a constant")
+        if self.missing is not MissingPolicy.constant and self.constant is not None:
+            raise ValueError("constant is used only with missing: constant")
+        if self.window is not None and self.patient is not None:
+            raise ValueError("window does not apply to patient fields")
+        return self
+
+    @property
+    def window_delta(self) -> timedelta | None:
+        return parse_window(self.window) if self.window is not None else None
+
+
+class MappingSpec(_Strict):
+    """A whole mapping file: one site, one model."""
+
+    site: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    description: str = ""
+    systems: dict[str, str] = Field(default_factory=dict)
+    features: dict[str, FeatureSpec]
+
+    @field_validator("systems")
+    @classmethod
+    def _uris(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias, uri in value.items():
+            if ":" not in uri:
+                raise ValueError(f"system {alias!r} must map to a URI")
+            if "|" in alias or ":" in alias:
+                raise ValueError(f"system alias {alias!r} may not contain '|' or ':'")
+        return value
+
+    def resolve_code(self, text: str) -> tuple[str, str]:
+        """``loinc|8867-4`` or ``http://loinc.org|8867-4`` -> (system URI, code)."""
+        system, sep, code = text.partition("|")
+        if not sep or not system or not code:
+            raise ValueError(f"code {text!r} must be written system|code")
+        if ":" in system:
+            return system, code
+        uri = self.systems.get(system) or BUILTIN_SYSTEMS.get(system)
+        if uri is None:
+            raise ValueError(f"code system alias {system!r} is neither built in nor in systems")
+        return uri, code
