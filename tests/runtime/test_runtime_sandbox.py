@@ -1,0 +1,166 @@
+"""The sandbox against hostile and broken modules, written by hand in WAT."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import wasmtime
+
+from agent.errors import AbiViolation, ModelDeadline, ModelTrap, RecordError
+from agent.limits import Limits
+from agent.runtime.model import WasmModel
+
+LIMITS = Limits(model_fuel_per_row=200_000, model_memory_max=4 * 65536)
+
+# A conforming module: 2 features, 1 output = x0 + x1; x0 == 13 loops forever, x0 == 66
+# traps, x0 == 99 grows memory until refused and then traps, x0 == 7 returns status 2.
+GOOD = """
+(module
+  (memory (export "memory") 1)
+  (func (export "edge_abi_version") (result i32) i32.const 1)
+  (func (export "edge_n_features") (result i32) i32.const 2)
+  (func (export "edge_n_outputs") (result i32) i32.const 1)
+  (func (export "edge_max_batch") (result i32) i32.const 8)
+  (func (export "edge_input_ptr") (result i32) i32.const 0)
+  (func (export "edge_output_ptr") (result i32) i32.const 1024)
+  (func (export "edge_predict") (param $n i32) (result i32) (local $i i32) (local $x f32)
+    (block $done (loop $rows
+      (br_if $done (i32.ge_s (local.get $i) (local.get $n)))
+      (local.set $x (f32.load (i32.shl (local.get $i) (i32.const 3))))
+      (if (f32.eq (local.get $x) (f32.const 13)) (then (loop $forever (br $forever))))
+      (if (f32.eq (local.get $x) (f32.const 66)) (then unreachable))
+      (if (f32.eq (local.get $x) (f32.const 7)) (then (return (i32.const 2))))
+      (if (f32.eq (local.get $x) (f32.const 99)) (then
+        (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
+        unreachable))
+      (f32.store (i32.add (i32.const 1024) (i32.shl (local.get $i) (i32.const 2)))
+        (f32.add (local.get $x) (f32.load offset=4 (i32.shl (local.get $i) (i32.const 3)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $rows)))
+    i32.const 0))
+"""
+
+
+def load(wat: str, fast_path: bool = True, limits: Limits = LIMITS) -> WasmModel:
+    return WasmModel.load(wasmtime.wat2wasm(wat), limits=limits, fast_path=fast_path)
+
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "public-api"])
+def model(request: pytest.FixtureRequest) -> WasmModel:
+    return load(GOOD, fast_path=request.param)
+
+
+def test_good_module_scores_rows_in_batches(model: WasmModel) -> None:
+    rows = [[float(i + 100), 0.5] for i in range(20)]  # 20 rows > max_batch 8: 3 calls
+    assert model.n_features == 2 and model.n_outputs == 1 and model.max_batch == 8
+    assert model.predict(rows) == [[i + 100.5] for i in range(20)]
+    assert model.predict([]) == []
+
+
+def test_infinite_loop_hits_the_deadline_and_the_model_keeps_serving(model: WasmModel) -> None:
+    with pytest.raises(ModelDeadline):
+        model.predict([[13.0, 0.0]])
+    assert model.predict([[1.0, 2.0]]) == [[3.0]]
+
+
+def test_trap_is_reported_and_the_model_keeps_serving(model: WasmModel) -> None:
+    with pytest.raises(ModelTrap, match="unreachable"):
+        model.predict([[1.0, 1.0], [66.0, 0.0]])
+    assert model.predict([[1.0, 2.0]]) == [[3.0]]
+
+
+def test_memory_growth_is_capped(model: WasmModel) -> None:
+    with pytest.raises(ModelTrap):
+        model.predict([[99.0, 0.0]])
+    assert model.predict([[2.0, 2.0]]) == [[4.0]]
+
+
+def test_memory_cap_holds_during_growth() -> None:
+    """The failing memory.grow happens at the cap: pages never exceed it."""
+    probe = GOOD.replace(
+        "(local.set $x (f32.load (i32.shl (local.get $i) (i32.const 3))))",
+        "(local.set $x (f32.load (i32.shl (local.get $i) (i32.const 3))))"
+        "(if (f32.eq (local.get $x) (f32.const 5)) (then"
+        " (loop $g (br_if $g (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))"
+        " (f32.store (i32.const 1024) (f32.convert_i32_u (memory.size))) (return (i32.const 0))))",
+    )
+    pages = load(probe).predict([[5.0, 0.0]])[0][0]
+    assert pages == LIMITS.model_memory_max // 65536
+
+
+def test_non_zero_status_is_a_trap_naming_the_status(model: WasmModel) -> None:
+    with pytest.raises(ModelTrap, match=r"status 2 \(bad_input\)"):
+        model.predict([[7.0, 0.0]])
+    assert model.predict([[1.0, 2.0]]) == [[3.0]]
+
+
+def test_rows_of_the_wrong_width_or_type_are_refused(model: WasmModel) -> None:
+    with pytest.raises(RecordError, match="3 values"):
+        model.predict([[1.0, 2.0, 3.0]])
+    with pytest.raises(RecordError):
+        model.predict([[1.0, None]])  # type: ignore[list-item]
+
+
+def test_concurrent_callers_get_their_own_answers(model: WasmModel) -> None:
+    errors: list[str] = []
+
+    def worker(offset: int) -> None:
+        for i in range(200):
+            rows = [[float(offset), float(i)], [float(i + 200), 1.0]]
+            if model.predict(rows) != [[float(offset + i)], [float(i + 201)]]:
+                errors.append(f"{offset}/{i}")
+
+    threads = [threading.Thread(target=worker, args=(k * 1000 + 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+WASI_IMPORT = GOOD.replace(
+    "(module", '(module (import "wasi_snapshot_preview1" "fd_write" '
+    "(func (param i32 i32 i32 i32) (result i32)))", 1,
+)
+HOST_IMPORT = GOOD.replace("(module", '(module (import "env" "leak" (func (param i32)))', 1)
+
+
+@pytest.mark.parametrize(
+    ("wat", "rule"),
+    [
+        (WASI_IMPORT, "imports nothing.*wasi_snapshot_preview1.fd_write"),
+        (HOST_IMPORT, "imports nothing.*env.leak"),
+        (GOOD.replace('(export "edge_predict")', ""), "exports edge_predict"),
+        (GOOD.replace('(memory (export "memory") 1)', "(memory 1)"), "exports memory"),
+        (GOOD.replace('(func (export "edge_max_batch") (result i32) i32.const 8)',
+                      '(func (export "edge_max_batch") (result i64) i64.const 8)'),
+         "exports edge_max_batch.*type"),
+        (GOOD.replace("(func (export \"edge_abi_version\") (result i32) i32.const 1)",
+                      "(func (export \"edge_abi_version\") (result i32) i32.const 2)"),
+         "edge_abi_version"),
+        (GOOD.replace("i32.const 1024)\n", "i32.const 65534)\n", 1), "output region"),
+        (GOOD.replace('(export "edge_n_features") (result i32) i32.const 2',
+                      '(export "edge_n_features") (result i32) i32.const 0'), "n_features"),
+    ],
+    ids=["wasi-import", "host-import", "missing-export", "missing-memory", "mistyped-export",
+         "wrong-abi-version", "output-outside-memory", "zero-features"],
+)
+def test_non_conforming_modules_are_refused(wat: str, rule: str) -> None:
+    with pytest.raises(AbiViolation, match=rule):
+        load(wat)
+
+
+def test_a_start_function_that_never_ends_is_refused() -> None:
+    looping = GOOD.replace(
+        "(module", "(module (func $start (loop $l (br $l))) (start $start)", 1
+    )
+    with pytest.raises(AbiViolation, match="instantiate"):
+        load(looping)
+
+
+def test_garbage_and_oversized_modules_are_refused() -> None:
+    with pytest.raises(AbiViolation, match="not valid WebAssembly"):
+        WasmModel.load(b"\0asm garbage", limits=LIMITS)
+    with pytest.raises(AbiViolation, match="wasm_module_max"):
+        WasmModel.load(b"\0" * 2048, limits=Limits(wasm_module_max=1024))
