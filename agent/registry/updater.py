@@ -5,8 +5,11 @@ signature), take the highest version any registry offers for the model, and if i
 than anything ever installed, download it under a hard byte cap, check the archive against
 the index (size, SHA-256), unpack, verify the bundle (signature, trusted key, every file),
 check that it is the bundle the index announced (manifest SHA-256, name, version), install
-it, hand it to ``on_installed`` (the pipeline instantiates it and swaps it in; raising
-refuses it) and only then make it the store's active version.
+it, hand it to ``on_installed`` (the pipeline instantiates it and swaps it in) and only
+then make it the store's active version. If ``on_installed`` raises an AgentError (the
+module breaks the ABI, the site mapping does not fit the new schema), the version is
+discarded from the store and tried again at the next poll, so it goes live once the site
+is fixed.
 
 A failed or refused pull changes nothing that serves: the active version and the served
 model stay as they were. Outcomes are reported per model as ``PullResult`` through
@@ -33,7 +36,14 @@ from agent.bundle.manifest import SemVer
 from agent.bundle.signing import SIGNATURE_DOCUMENT_MAX
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle, sha256_hex, verify_bundle
-from agent.errors import AgentError, BundleError, DigestMismatch, RegistryError, SizeLimitExceeded
+from agent.errors import (
+    AgentError,
+    BundleError,
+    DigestMismatch,
+    RegistryError,
+    SizeLimitExceeded,
+    StoreError,
+)
 from agent.limits import Limits
 from agent.registry.index import (
     INDEX_FILE,
@@ -200,15 +210,16 @@ class Updater:
             try:
                 self._on_installed(model, verified)
             except AgentError as exc:
+                self._store.discard(model, entry.version, floor=highest)
                 raise _Refused(exc) from exc
             self._store.activate(model, entry.version)
         except _Refused as refused:
             return PullResult(model, registry, "refused", refused.error.reason, entry.version)
         except AgentError as exc:
             return _result_of_error(model, registry, exc, entry.version)
-        except OSError as exc:
-            log.exception("store write failed", extra={"model": model})
-            return PullResult(model, registry, "failed", f"io_{exc.__class__.__name__.lower()}")
+        except OSError:
+            log.exception("bundle store write failed", extra={"model": model})
+            return PullResult(model, registry, "failed", StoreError.reason, entry.version)
         return PullResult(model, registry, "installed", version=entry.version)
 
     def _download(self, source: RegistrySource, model: str, entry: IndexEntry) -> VerifiedBundle:

@@ -253,6 +253,25 @@ class BundleStore:
         self.activate(name, target)
         return str(_semver(target))
 
+    def discard(self, name: str, version: str, *, floor: str | None) -> None:
+        """Remove an installed version that never became active, and set the rollback
+        floor back to ``floor`` (what it was before that install).
+
+        For the updater when the pipeline refuses a verified bundle (say the site mapping
+        does not fit its schema): the version is retried at the next poll, so it goes live
+        once the site is fixed. Refuses to discard the active version (StoreError).
+        """
+        version = str(_semver(version))
+        with self._locked():
+            if self.active_version(name) == version:
+                raise StoreError(f"model {name!r} version {version} is active")
+            self._remove_version(name, version)
+            highest = self.root / "state" / "highest" / name
+            if floor is None:
+                highest.unlink(missing_ok=True)
+            else:
+                _write_atomically(highest, f"{_semver(floor)}\n".encode("ascii"))
+
     def prune(self, name: str) -> list[str]:
         """Remove all but the newest ``keep_versions`` versions, never the active one."""
         with self._locked():
@@ -264,13 +283,18 @@ class BundleStore:
         keep = set(installed[-self.keep_versions :]) | ({active} if active else set())
         removed = [v for v in installed if v not in keep]
         for version in removed:
-            # Move out of versions/ first, so a crash never leaves half a version installed.
-            doomed = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="pruned-"))
-            os.rename(self.version_dir(name, version), doomed / "bundle")
-            shutil.rmtree(doomed, ignore_errors=True)
+            self._remove_version(name, version)
         if removed:
             log.info("versions pruned", extra={"model": name, "count": len(removed)})
         return removed
+
+    def _remove_version(self, name: str, version: str) -> None:
+        # Move out of versions/ first, so a crash never leaves half a version installed.
+        folder = self.version_dir(name, version)
+        if folder.is_dir():
+            doomed = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="removed-"))
+            os.rename(folder, doomed / "bundle")
+            shutil.rmtree(doomed, ignore_errors=True)
 
     # --- registry state ---------------------------------------------------------------
     def last_index_version(self, registry: str) -> int:

@@ -202,6 +202,11 @@ def test_pipeline_refusal_keeps_the_old_version_active(
     result = _only(updater.pull_once())
     assert (result.outcome, result.reason) == ("refused", "abi")
     assert harness.store.active_version("sepsis") == "1.0.0"
+    assert harness.store.versions("sepsis") == ["1.0.0"]
+    # once the site is fixed, the next poll installs the same version
+    fixed = harness.updater()
+    assert _only(fixed.pull_once()).outcome == "installed"
+    assert harness.store.active_version("sepsis") == "1.1.0"
 
 
 def test_unreachable_registry_fails_and_keeps_active(harness: Harness) -> None:

@@ -237,3 +237,17 @@ def test_failed_install_leaves_no_partial_version(
     monkeypatch.undo()
     assert store.versions("sepsis") == []
     assert not list((store.root / "tmp").iterdir())
+
+
+def test_discard_restores_the_floor_and_spares_the_active(
+    store: BundleStore, publisher_key: Ed25519PrivateKey, trust: TrustStore
+) -> None:
+    store.install(_verified(publisher_key, trust, "1.0.0"))
+    store.activate("sepsis", "1.0.0")
+    store.install(_verified(publisher_key, trust, "1.1.0"))
+    store.discard("sepsis", "1.1.0", floor="1.0.0")
+    assert store.versions("sepsis") == ["1.0.0"]
+    assert store.highest_installed("sepsis") == "1.0.0"
+    store.install(_verified(publisher_key, trust, "1.1.0"))  # no longer a rollback
+    with pytest.raises(StoreError, match="active"):
+        store.discard("sepsis", "1.0.0", floor=None)
