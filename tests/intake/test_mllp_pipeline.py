@@ -1,0 +1,120 @@
+"""MLLP end to end with the real scoring pipeline: the demo bundle signed with a fresh key,
+installed in a store, scored in wasmtime with the demo site's mapping, acknowledged over a
+socket, and measured by the monitor."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import hl7.client
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
+
+from agent.bundle.archive import read_bundle_dir
+from agent.bundle.signing import key_id, raw_public_bytes, sign_bundle_dir
+from agent.bundle.trust import TrustStore
+from agent.bundle.verify import verify_bundle
+from agent.config import AgentConfig
+from agent.limits import Limits
+from agent.pipeline import ScoringPipeline
+from agent.store import BundleStore
+from tests.intake.mllp_support import EB, SB, msa, running_listener, segments
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "deterioration"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> ScoringPipeline:
+    tmp = tmp_path_factory.mktemp("mllp-pipeline")
+    key = Ed25519PrivateKey.generate()
+    bundle = tmp / "bundle"
+    shutil.copytree(REPO / "fixtures" / "demo" / "build" / MODEL, bundle)
+    sign_bundle_dir(bundle, key)
+    public = key.public_key()
+    config = AgentConfig.model_validate({
+        "store": {"root": str(tmp / "store")},
+        "trust": {"keys": [{
+            "id": key_id(public),
+            "public_key": base64.b64encode(raw_public_bytes(public)).decode(),
+        }]},
+        "models": [{"name": MODEL, "mapping": str(REPO / "config/mappings/demo-site.yaml")}],
+        "http": {"enabled": False},
+    })
+    store = BundleStore(config.store.root)
+    verified = verify_bundle(
+        read_bundle_dir(bundle, Limits()), TrustStore(config.trust), limits=Limits()
+    )
+    store.install(verified)
+    store.activate(MODEL, verified.manifest.version)
+    return ScoringPipeline.from_config(config, CollectorRegistry())
+
+
+def fixture_message(name: str, *, original_mode: bool = True) -> bytes:
+    """A fixture message with its observation times moved to two hours ago (look-back
+    windows end now) and, for original mode, MSH-15/16 emptied."""
+    raw = (REPO / "fixtures" / "hl7" / name).read_bytes()
+    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y%m%d%H%M%S+0000").encode()
+    raw = re.sub(rb"20260\d{9}\+0000", recent, raw)
+    if original_mode:
+        raw = raw.replace(b"|P|2.5|||AL|NE", b"|P|2.5", 1)
+    return raw
+
+
+@pytest.fixture
+def client(pipeline: ScoringPipeline) -> Iterator[hl7.client.MLLPClient]:
+    with running_listener(pipeline, model=MODEL) as (listener, _), hl7.client.MLLPClient(
+        "127.0.0.1", listener.port
+    ) as mllp:
+        yield mllp
+
+
+def ack_of(answer: bytes) -> bytes:
+    return answer.strip(SB + EB)
+
+
+def test_oru_is_scored_and_the_results_come_back(
+    pipeline: ScoringPipeline, client: hl7.client.MLLPClient
+) -> None:
+    labels = {"model": MODEL, "version": "1.0.0", "intake": "mllp"}
+    registry = pipeline.monitor.registry
+    before = registry.get_sample_value("edge_agent_predictions_total", labels) or 0
+    ack = ack_of(client.send_message(fixture_message("oru-r01-v25.hl7")))
+    assert msa(ack)[1:3] == ["AA", "ORU0000417"]
+    results = {o[3].split("^")[0]: float(o[5]) for o in segments(ack, "OBX")}
+    assert set(results) == {o.name for o in pipeline.served(MODEL).bundle.manifest.outputs}
+    assert results["probability_0"] + results["probability_1"] == pytest.approx(1.0, abs=1e-5)
+    assert b"SYN-000417" not in ack and b"Testpatient" not in ack
+    assert registry.get_sample_value("edge_agent_predictions_total", labels) == before + 1
+    assert registry.get_sample_value(
+        "edge_agent_drift_window_records", {"model": MODEL}) >= 1
+    drift = pipeline.monitor.snapshot()["models"][MODEL]["features"]
+    assert set(drift) == {f.name for f in pipeline.served(MODEL).bundle.manifest.inputs}
+
+
+def test_enhanced_mode_fixture_gets_its_commit_ack(client: hl7.client.MLLPClient) -> None:
+    ack = ack_of(client.send_message(fixture_message("oru-r01-v25.hl7", original_mode=False)))
+    assert msa(ack)[1:3] == ["CA", "ORU0000417"]  # MSH-15 AL, MSH-16 NE: accept ack only
+
+
+def test_unscorable_and_unreadable_messages(
+    pipeline: ScoringPipeline, client: hl7.client.MLLPClient
+) -> None:
+    registry = pipeline.monitor.registry
+    admission = ack_of(client.send_message(fixture_message("adt-a01-v25.hl7")))
+    # An admission carries no vitals, which the demo mapping requires.
+    assert msa(admission)[1:4] == ["AE", "ADT0000417", "not scored: unmappable"]
+    assert registry.get_sample_value(
+        "edge_agent_errors_total", {"model": MODEL, "intake": "mllp", "reason": "unmappable"}
+    ) >= 1
+    malformed = ack_of(client.send_message(fixture_message("malformed-obx-value.hl7")))
+    assert msa(malformed)[1:4] == ["AR", "BAD0000001", "rejected: bad_input"]
+    assert b"SECRET" not in malformed
+    after = ack_of(client.send_message(fixture_message("oru-r01-v25.hl7")))
+    assert msa(after)[1] == "AA"  # the connection carries on
