@@ -10,8 +10,9 @@ missing values to the true branch, that comparison is inlined; otherwise the mod
 missing flag ride in the feature field's high bits and a generic comparison decodes them.
 
 Semantics follow ONNX Runtime, including its binary-classifier conventions (one weight
-class plus ``base_values``: label from the sign of the score, probabilities
-``[1-s, s]`` or, with LOGISTIC, ``[sigmoid(-s), sigmoid(s)]``). Layouts ONNX leaves vague
+class plus ``base_values``: label from ``s > 0`` (``s > 0.5`` when all weights are
+non-negative), probabilities ``[sigmoid(-s), sigmoid(s)]`` with LOGISTIC, else ``[1-s, s]``
+(non-negative weights) or ``[-s, s]``). Layouts ONNX leaves vague
 and Runtime handles idiosyncratically are refused with ``CompileError`` rather than
 guessed.
 """
@@ -301,12 +302,12 @@ def _binary_kernel(
     s = f"(f32.load (i32.const {score}))"
     cut = f32_literal(0.5 if all_positive else 0.0)
     lines = [f"(f32.store (i32.const {label}) (f32.convert_i32_u (f32.gt {s} (f32.const {cut}))))"]
-    if all_positive:
-        negative, positive = f"(f32.sub (f32.const 1) {s})", s
-    elif post == "LOGISTIC":
+    if post == "LOGISTIC":  # whatever the weights' signs (checked against Runtime)
         state.program.helpers.add("sigmoid")
         negative = f"(f32.demote_f64 (call $sigmoid (f64.neg (f64.promote_f32 {s}))))"
         positive = f"(f32.demote_f64 (call $sigmoid (f64.promote_f32 {s})))"
+    elif all_positive:
+        negative, positive = f"(f32.sub (f32.const 1) {s})", s
     else:
         negative, positive = f"(f32.neg {s})", s
     lines.append(f"(f32.store (i32.const {probabilities}) {negative})")
