@@ -339,3 +339,20 @@ def test_any_chunking_of_a_stream_gets_every_frame_answered_in_order() -> None:
             assert got == expected
 
         exchange()
+
+
+def test_connection_cap_and_idle_timeout() -> None:
+    with running_listener(RecordingScorer(), max_connections=1, idle_timeout=0.3) as (
+        listener, _,
+    ):
+        first, pending = connect(listener.port), bytearray()
+        first.sendall(frame(message("FIRST")))
+        assert msa(read_frame(first, pending))[1] == "AA"
+        with connect(listener.port) as second:
+            assert second.recv(10) == b""  # over the cap: closed before anything is read
+        time.sleep(0.6)
+        assert first.recv(10) == b""  # silent for longer than idle_timeout
+        first.close()
+        with connect(listener.port) as third:  # the slot is free again
+            third.sendall(frame(message("THIRD")))
+            assert msa(read_frame(third, bytearray()))[1:3] == ["AA", "THIRD"]
