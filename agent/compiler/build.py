@@ -132,6 +132,12 @@ def _as_onnx(model: Any, n_features: int) -> tuple[onnx.ModelProto, str]:
         from skl2onnx import to_onnx
         from skl2onnx.common.data_types import FloatTensorType
 
+        expected = getattr(model, "n_features_in_", n_features)
+        if expected != n_features:
+            raise CompileError(
+                f"the model reads {expected} features, the reference has {n_features} columns"
+            )
+
         try:
             proto = to_onnx(model, initial_types=[("X", FloatTensorType([None, n_features]))])
         except Exception as exc:  # skl2onnx raises many types for unsupported estimators
