@@ -13,8 +13,10 @@ from urllib.request import url2pathname
 
 from agent.bundle.verify import is_safe_name
 from agent.errors import RegistryError, SizeLimitExceeded
+from agent.limits import Limits
 from agent.registry.config import RegistryConfig
-from agent.registry.sources import TransportFailure
+from agent.registry.index import IndexEntry
+from agent.registry.sources import TransportFailure, fetch_archive_bundle
 
 
 class FileSource:
@@ -40,6 +42,9 @@ class FileSource:
         if len(data) > max_bytes:
             raise SizeLimitExceeded(f"{location} is larger than {max_bytes} bytes")
         return data
+
+    def fetch_bundle(self, entry: IndexEntry, limits: Limits) -> dict[str, bytes]:
+        return fetch_archive_bundle(self, entry, limits)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -19,8 +19,10 @@ import httpx
 from agent import __version__
 from agent.bundle.verify import is_safe_name
 from agent.errors import RegistryError, SizeLimitExceeded
+from agent.limits import Limits
 from agent.registry.config import RegistryConfig
-from agent.registry.sources import TransportFailure
+from agent.registry.index import IndexEntry
+from agent.registry.sources import TransportFailure, fetch_archive_bundle
 
 
 class HttpsSource:
@@ -74,6 +76,9 @@ class HttpsSource:
                 f"registry {self.config.name}: {exc.__class__.__name__} for {location}"
             ) from exc
         return b"".join(chunks)
+
+    def fetch_bundle(self, entry: IndexEntry, limits: Limits) -> dict[str, bytes]:
+        return fetch_archive_bundle(self, entry, limits)
 
     def close(self) -> None:
         self._client.close()

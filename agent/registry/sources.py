@@ -18,8 +18,12 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 from urllib.parse import urlparse
 
-from agent.errors import RegistryError
+from agent.bundle.archive import read_bundle_archive_bytes
+from agent.bundle.verify import sha256_hex
+from agent.errors import DigestMismatch, RegistryError
+from agent.limits import Limits
 from agent.registry.config import RegistryConfig
+from agent.registry.index import IndexEntry
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ T = TypeVar("T")
 SOURCES: dict[str, str] = {
     "file": "agent.registry.file_source:FileSource",
     "https": "agent.registry.https_source:HttpsSource",
+    "oci": "agent.registry.oci:OciSource",
 }
 
 
@@ -50,7 +55,25 @@ class RegistrySource(Protocol):
         """
         ...
 
+    def fetch_bundle(self, entry: IndexEntry, limits: Limits) -> dict[str, bytes]:
+        """The files of the bundle ``entry`` names, checked against the entry's pins
+        (exact size and SHA-256) but not yet verified as a bundle. Downloads at most
+        ``entry.size`` bytes in all."""
+        ...
+
     def close(self) -> None: ...
+
+
+def fetch_archive_bundle(
+    source: RegistrySource, entry: IndexEntry, limits: Limits
+) -> dict[str, bytes]:
+    """``fetch_bundle`` for registries that hold bundles as ``.tar.gz`` files (file,
+    https): download the archive under the cap the index states, check its size and
+    SHA-256 against the index (DigestMismatch), and unpack it in memory."""
+    data = source.fetch(entry.location, entry.size)
+    if len(data) != entry.size or sha256_hex(data) != entry.sha256:
+        raise DigestMismatch(f"{entry.location}: archive differs from the index")
+    return read_bundle_archive_bytes(data, limits)
 
 
 def open_source(config: RegistryConfig) -> RegistrySource:

@@ -31,15 +31,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from agent.bundle.archive import read_bundle_archive_bytes
 from agent.bundle.manifest import SemVer
 from agent.bundle.signing import SIGNATURE_DOCUMENT_MAX
 from agent.bundle.trust import TrustStore
-from agent.bundle.verify import VerifiedBundle, sha256_hex, verify_bundle
+from agent.bundle.verify import VerifiedBundle, verify_bundle
 from agent.errors import (
     AgentError,
     BundleError,
-    DigestMismatch,
     RegistryError,
     SizeLimitExceeded,
     StoreError,
@@ -226,18 +224,22 @@ class Updater:
         """Fetch, check against the index, unpack and verify one bundle.
 
         Stops: endless or oversized downloads (the cap is the size the signed index
-        states, and never more than ``limits.bundle_download_max``); an archive other than
-        the one the index pins (DigestMismatch); and a validly signed bundle that is not
+        states, and never more than ``limits.bundle_download_max``); content other than
+        what the index pins (DigestMismatch, checked by the source: the archive's SHA-256,
+        or for OCI the image manifest digest and each layer digest); and a validly signed
+        bundle that is not
         the one announced, e.g. an older signed bundle served under the new entry
         (BundleError when manifest digest, name or version disagree with the index).
         """
         cap = self._limits.bundle_download_max
         if entry.size > cap:
             raise SizeLimitExceeded(f"{model} {entry.version} is larger than {cap} bytes")
-        data = self._fetch(source, entry.location, entry.size)
-        if len(data) != entry.size or sha256_hex(data) != entry.sha256:
-            raise DigestMismatch(f"{model} {entry.version}: archive differs from the index")
-        files = read_bundle_archive_bytes(data, self._limits)
+        config = source.config
+        files = with_retries(
+            lambda: source.fetch_bundle(entry, self._limits),
+            retries=config.retries,
+            delay=config.retry_delay,
+        )
         verified = verify_bundle(files, self._trust, limits=self._limits)
         manifest = verified.manifest
         if (
