@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 UCUM = "http://unitsofmeasure.org"
@@ -61,7 +62,8 @@ def observation_time(observation: dict[str, Any]) -> datetime | None:
 def value_of(element: dict[str, Any]) -> tuple[float | None, str | None, tuple[str, ...]] | None:
     """(number, unit, labels) of an Observation or component value; None when it has none."""
     quantity = element.get("valueQuantity")
-    if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float):
+    if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float | Decimal) \
+            and not isinstance(quantity.get("value"), bool):
         code = quantity.get("code")
         system = quantity.get("system")
         unit = code if code and system in (None, UCUM) else quantity.get("unit")

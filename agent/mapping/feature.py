@@ -156,7 +156,7 @@ class CompiledFeature:
                 step = conversion(fact.unit, self.model_unit, self.molar_mass)
             except UnitError:
                 raise UnmappableRecord(
-                    f"feature {self.name!r}: {_kind(fact)} {fact.code} carries a unit that "
+                    f"feature {self.name!r}: {_origin(fact)} carries a unit that "
                     f"cannot be converted to {self.model_unit}") from None
         return step(number), step.label
 
@@ -169,7 +169,7 @@ class CompiledFeature:
         if level is None:
             if self.unseen is UnseenPolicy.refuse:
                 raise UnmappableRecord(
-                    f"feature {self.name!r}: {_kind(chosen)} {chosen.code} carries a category "
+                    f"feature {self.name!r}: {_origin(chosen)} carries a category "
                     "the mapping does not list")
             return self._missing(unseen=True)
         return self._value(float(level), self.levels[level], labelled, None)
@@ -189,7 +189,8 @@ class CompiledFeature:
                 "Patient.birthDate"
         codes = ", ".join(dict.fromkeys(f.code for f in facts)) or ", ".join(self.codes) \
             or "fhirpath"
-        kind = _kind(facts[0]) if facts else self.resource.value
+        kinds = {_kind(f) for f in facts}
+        kind = kinds.pop() if len(kinds) == 1 else self.resource.value
         return f"{kind} {codes} ({self.reduce.value} of {len(facts)})"
 
     def _missing(self, unseen: bool) -> FeatureValue:
@@ -205,6 +206,12 @@ class CompiledFeature:
 def _kind(fact: Fact) -> str:
     kind = str(fact.resource.get("resourceType", "Observation"))
     return f"{kind} component" if fact.slot >= 0 else kind
+
+
+def _origin(fact: Fact) -> str:
+    """``Observation http://loinc.org|8310-5`` or ``Patient.gender``: where, never what."""
+    kind = _kind(fact)
+    return fact.code if fact.code.startswith(f"{kind}.") else f"{kind} {fact.code}"
 
 
 def _in_window(fact: Fact, as_of: datetime, window: timedelta | None) -> bool:
