@@ -164,3 +164,12 @@ def test_garbage_and_oversized_modules_are_refused() -> None:
         WasmModel.load(b"\0asm garbage", limits=LIMITS)
     with pytest.raises(AbiViolation, match="wasm_module_max"):
         WasmModel.load(b"\0" * 2048, limits=Limits(wasm_module_max=1024))
+
+
+def test_the_minimal_module_in_docs_abi_md_conforms() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "abi.md").read_text("utf-8")
+    wat = doc.split("```wat\n", 1)[1].split("```", 1)[0]
+    model = load(wat, limits=Limits())
+    assert model.predict([[1.5, 2.0], [3.0, -1.0]]) == [[3.5], [2.0]]
