@@ -167,6 +167,7 @@ class BatchEngine:
                 InputFormat(journal.format),
                 self.settings.limits,
                 self.settings.document_max,
+                job.folder,
             )
             uncommitted, committed_at = 0, time.monotonic()
             for unit in self._units(items, skip=journal.records_done):
@@ -312,7 +313,7 @@ class BatchEngine:
             return
         yield (
             RESULTS_PART,
-            predictions_line(position, item.lines, item.label, predictions, item.warnings),
+            predictions_line(position, item.lines, item.label, predictions),
         )
         if OutputKind.fhir in self.settings.outputs:
             occurrence = utc_now()

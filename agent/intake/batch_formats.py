@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent.intake.batch_csv import csv_items
-from agent.intake.batch_fhir import bundle_file_items, ndjson_items
+from agent.intake.batch_fhir import document_items, ndjson_items
 from agent.intake.batch_hl7 import hl7_items
 from agent.intake.batch_items import BatchItem, UnreadableFile
 from agent.intake.batch_lines import read_lines
@@ -50,7 +50,7 @@ def detect_format(path: Path, limits: Limits) -> InputFormat:
         return known
     with open(path, "rb") as stream:
         first: list[bytes | None] = []
-        for _, line in read_lines(stream, limits.http_body_max):
+        for _, line, _ in read_lines(stream, limits.http_body_max):
             if line is None or line.strip():
                 first.append(line.removeprefix(_BOM).strip() if line is not None else None)
             if len(first) == 2:
@@ -77,28 +77,31 @@ def _is_json_object(line: bytes) -> bool:
         return False
 
 
-Reader = Callable[[BinaryIO, Limits, int], Iterator[BatchItem]]
+Reader = Callable[[BinaryIO, Limits, int, Path], Iterator[BatchItem]]
 
 
-def _read_document(stream: BinaryIO, limits: Limits, document_max: int) -> Iterator[BatchItem]:
+def _read_document(
+    stream: BinaryIO, limits: Limits, document_max: int, scratch: Path
+) -> Iterator[BatchItem]:
     if os.fstat(stream.fileno()).st_size > document_max:
         raise UnreadableFile("too_large", "a single-document JSON file larger than allowed")
-    return bundle_file_items(stream.read())
+    return document_items(stream.read())
 
 
 READERS: dict[InputFormat, Reader] = {
-    InputFormat.ndjson: lambda stream, limits, _: ndjson_items(stream, limits),
+    InputFormat.ndjson: lambda stream, limits, _max, scratch: ndjson_items(stream, limits, scratch),
     InputFormat.fhir_json: _read_document,
-    InputFormat.hl7v2: lambda stream, limits, _: hl7_items(stream, limits),
-    InputFormat.features_csv: lambda stream, _limits, _max: csv_items(stream),
+    InputFormat.hl7v2: lambda stream, limits, _max, _scratch: hl7_items(stream, limits),
+    InputFormat.features_csv: lambda stream, _limits, _max, _scratch: csv_items(stream),
 }
 
 
 def read_items(
-    stream: BinaryIO, fmt: InputFormat, limits: Limits, document_max: int
+    stream: BinaryIO, fmt: InputFormat, limits: Limits, document_max: int, scratch: Path
 ) -> Iterator[BatchItem]:
-    """The records of ``stream`` in file order. Streams with bounded memory, except the
-    single-document JSON format, which is read whole (at most ``document_max`` bytes).
-    Raises ``UnreadableFile`` (possibly on first iteration) when the file as a whole
-    cannot be read."""
-    return READERS[fmt](stream, limits, document_max)
+    """The records of ``stream`` in file order (NDJSON: in order of each patient's first
+    line). Memory stays flat, except for the single-document JSON format, which is read
+    whole (at most ``document_max`` bytes). ``scratch`` is the job's work folder, for the
+    NDJSON index. Raises ``UnreadableFile`` (possibly on first iteration) when the file as
+    a whole cannot be read."""
+    return READERS[fmt](stream, limits, document_max, scratch)

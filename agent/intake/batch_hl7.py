@@ -57,7 +57,7 @@ def _control_id(msh: bytes) -> str:
 def hl7_items(stream: BinaryIO, limits: Limits) -> Iterator[BatchItem]:
     """Stream messages with memory bounded by one message (``limits.hl7_message_max``)."""
     message: _Message | None = None
-    for number, line in read_lines(stream, limits.hl7_message_max):
+    for number, line, _ in read_lines(stream, limits.hl7_message_max):
         segment = line.strip() if line is not None else None
         if segment == b"":
             continue

@@ -25,7 +25,6 @@ class RecordItem:
     body: bytes
     format: RecordFormat
     label: str = ""
-    warnings: tuple[str, ...] = ()  # reader notes for the caller (a nearby unreadable line)
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,19 @@ _EOL = re.compile(rb"\r\n|\r|\n")
 _CHUNK = 1 << 16  # bytes read per call
 
 
-def read_lines(stream: BinaryIO, max_len: int) -> Iterator[tuple[int, bytes | None]]:
-    """Yield ``(line_number, line)`` from 1, without the terminator; ``line`` is None when
-    longer than ``max_len`` bytes. A final line without terminator is yielded too."""
+def read_lines(stream: BinaryIO, max_len: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """Yield ``(line_number, line, offset)`` from line 1: the line without its terminator
+    (None when longer than ``max_len`` bytes) and the byte offset where it starts. A final
+    line without terminator is yielded too."""
     number = 0
     buffer = bytearray()
     too_long = False
+    base = 0  # bytes of the stream before the current chunk
+    start = 0  # offset of the line being read
     pending_cr = False  # the last chunk ended in CR: a LF opening the next one belongs to it
     while data := stream.read(_CHUNK):
         position = 1 if pending_cr and data[:1] == b"\n" else 0
+        start += position
         pending_cr = False
         while True:
             match = _EOL.search(data, position)
@@ -36,10 +40,12 @@ def read_lines(stream: BinaryIO, max_len: int) -> Iterator[tuple[int, bytes | No
             if match is None:
                 break
             number += 1
-            yield number, None if too_long else bytes(buffer)
+            yield number, None if too_long else bytes(buffer), start
             buffer.clear()
             too_long = False
             pending_cr = match.group() == b"\r" and match.end() == len(data)
             position = match.end()
+            start = base + position
+        base += len(data)
     if buffer or too_long:
-        yield number + 1, None if too_long else bytes(buffer)
+        yield number + 1, None if too_long else bytes(buffer), start

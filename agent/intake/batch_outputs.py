@@ -43,7 +43,7 @@ def error_line(position: int, lines: Lines, label: str, reason: str, detail: str
 
 
 def predictions_line(
-    position: int, lines: Lines, label: str, predictions: Sequence[Prediction], notes: Sequence[str]
+    position: int, lines: Lines, label: str, predictions: Sequence[Prediction]
 ) -> bytes:
     """A record's line: the prediction's fields inline when there is one (the usual case),
     a ``predictions`` list when one record held several patients."""
@@ -51,14 +51,10 @@ def predictions_line(
     for body in bodies:
         body.pop("record", None)
     if len(predictions) == 1:
-        line = {**_head(position, lines, predictions[0].label or label, "ok"), **bodies[0]}
-    else:
-        for body, prediction in zip(bodies, predictions, strict=True):
-            body["label"] = prediction.label
-        line = {**_head(position, lines, label, "ok"), "predictions": bodies}
-    if notes:
-        line["input_warnings"] = list(notes)
-    return _line(line)
+        return _line({**_head(position, lines, predictions[0].label or label, "ok"), **bodies[0]})
+    for body, prediction in zip(bodies, predictions, strict=True):
+        body["label"] = prediction.label
+    return _line({**_head(position, lines, label, "ok"), "predictions": bodies})
 
 
 def vector_line(

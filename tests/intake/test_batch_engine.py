@@ -17,6 +17,8 @@ from agent.limits import Limits
 from agent.types import IntakePath
 from tests.intake.dropfolder_support import RecordScorer, risk_of
 
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
 
 def patient(pid: str) -> dict[str, Any]:
     return {"resourceType": "Patient", "id": pid}
@@ -106,31 +108,49 @@ def test_ndjson_bundle_per_line_bad_line_fails_alone(tmp_path: Path) -> None:
     assert "Patient/" not in json.dumps(report)  # no patient identifiers in the report
 
 
-def test_ndjson_resources_grouped_by_subject(tmp_path: Path) -> None:
+def test_ndjson_resources_grouped_by_patient_across_the_file(tmp_path: Path) -> None:
+    """A bulk export lists Patients first; each patient's resources are gathered anyway."""
+    observations_of_b = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": observation("p2", 5)}],
+    }
     source = write_ndjson(
         tmp_path / "export.ndjson",
         [
             patient("p1"),
-            observation("p1", 1),
-            observation("p1", 2),
-            {"resourceType": "Organization", "id": "org"},  # no subject: stays with p1
             patient("p2"),
+            observation("p1", 1),
+            {"resourceType": "Organization", "id": "org"},  # not part of a patient record
             observation("p2", 7),
             "[1]\n",
             observation("p2", 3, ref="http://ehr.example/fhir/Patient/p2/_history/4"),
+            observation("p1", 2),
+            {"resourceType": "Observation", "status": "final"},  # names no patient
+            observations_of_b,
         ],
     )
     _, outdir = score_file(tmp_path, source)
     lines = results(outdir, "export.ndjson")
-    groups = [line for line in lines if line["status"] == "ok"]
-    assert [(g["label"], g["lines"], g["outputs"]["n_obs"]) for g in groups] == [
-        ("Patient/p1", [1, 4], 2.0),
-        ("Patient/p2", [5, 8], 2.0),
+    assert [(r["position"], r["label"], r["lines"], r["status"]) for r in lines] == [
+        (1, "Patient/p1", [1, 8], "ok"),
+        (2, "Patient/p2", [2, 10], "ok"),
+        (3, "", [6, 6], "error"),
+        (4, "", [9, 9], "error"),
     ]
-    assert groups[1]["outputs"]["risk"] == risk_of(10)
-    assert groups[1]["input_warnings"] == ["line 7 near this record unreadable: not_fhir"]
-    bad = [line for line in lines if line["status"] == "error"]
-    assert [(b["lines"], b["reason"]) for b in bad] == [([7, 7], "not_fhir")]
+    assert lines[0]["outputs"] == {"risk": risk_of(3), "n_obs": 2.0}
+    assert lines[1]["outputs"] == {"risk": risk_of(15), "n_obs": 3.0}
+    assert [lines[2]["reason"], lines[3]["reason"]] == ["not_fhir", "no_subject"]
+
+
+def test_ndjson_fixture_export(tmp_path: Path) -> None:
+    source = tmp_path / "multi.ndjson"
+    source.write_bytes((FIXTURES / "fhir" / "multi-patient.ndjson").read_bytes())
+    summary, outdir = score_file(tmp_path, source)
+    lines = results(outdir, "multi.ndjson")
+    # two Patients, two Observations each, and a last-line Bundle with one more for each
+    assert [(r["lines"], r["outputs"]["n_obs"]) for r in lines] == [([1, 7], 3.0), ([2, 7], 3.0)]
+    assert summary.failed == 0
 
 
 def test_bundle_file_split_per_patient(tmp_path: Path) -> None:
@@ -365,4 +385,5 @@ def test_progress_reports_records_and_bytes(tmp_path: Path) -> None:
     job = batch.begin(tmp_path / "work", source, source.name, source.name, "job")
     batch.run(job, progress=seen.append)
     assert [p.records for p in seen] == [1, 2, 3, 4, 5]
-    assert seen[-1].bytes_read == seen[-1].bytes_total == source.stat().st_size
+    read = [p.bytes_read for p in seen]
+    assert read == sorted(read) and 0 < read[-1] < seen[-1].bytes_total == source.stat().st_size
