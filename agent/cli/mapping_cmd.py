@@ -1,0 +1,141 @@
+"""``edge-agent mapping check`` and ``edge-agent mapping explain``: a site's mapping
+checked against a model's bundle, and one record's features shown with where each came
+from. For operators setting up a site; ``explain`` prints record values to the terminal
+that asked for them and nowhere else.
+
+The manifest is read from the bundle directory without verifying its signature: these are
+configuration tools, not trust decisions (``bundle verify`` is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.bundle.manifest import MANIFEST_FILE, BundleManifest
+from agent.errors import BundleError, ConfigError, MappingError, UnmappableRecord
+from agent.limits import Limits
+from agent.types import FeatureVector, RecordFormat
+
+_SUFFIX_FORMATS = {".json": RecordFormat.fhir_json, ".ndjson": RecordFormat.fhir_ndjson,
+                   ".hl7": RecordFormat.hl7v2, ".er7": RecordFormat.hl7v2,
+                   ".txt": RecordFormat.hl7v2}
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    parser = sub.add_parser("mapping", help="check a site mapping, explain a record's features")
+    group = parser.add_subparsers(dest="mapping_command", metavar="ACTION", required=True)
+
+    check = group.add_parser("check", help="check a mapping against a model's bundle")
+    check.add_argument("mapping", type=Path, help="the site mapping YAML")
+    check.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    check.set_defaults(func=_check)
+
+    explain = group.add_parser("explain", help="show each feature of a record and its source")
+    explain.add_argument("input", type=Path, help="FHIR JSON / NDJSON or HL7 v2 file")
+    explain.add_argument("--mapping", type=Path, required=True, help="the site mapping YAML")
+    explain.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    explain.add_argument("--as-of", type=_instant, default=None,
+                         help="ISO 8601 time the look-back windows end at (default: now)")
+    explain.add_argument("--format", choices=[f.value for f in RecordFormat],
+                         help="record format (default: from the file suffix)")
+    explain.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    explain.set_defaults(func=_explain)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an ISO 8601 date-time") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _manifest(bundle: Path) -> BundleManifest:
+    path = bundle / MANIFEST_FILE
+    try:
+        return BundleManifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except ValidationError as exc:
+        raise BundleError(f"{path}: not a valid manifest ({exc.error_count()} errors)") from None
+
+
+def _check(args: argparse.Namespace) -> int:
+    from agent.mapping import load_mapping
+
+    manifest = _manifest(args.bundle)
+    try:
+        mapping = load_mapping(args.mapping, manifest)
+    except MappingError as exc:  # UnitError too
+        print(exc)
+        return 1
+    print(f"OK: {args.mapping} binds all {len(mapping.features)} inputs of "
+          f"{manifest.name} {manifest.version} for site {mapping.site}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from agent.mapping import load_mapping
+    from agent.records import parse_records
+
+    manifest = _manifest(args.bundle)
+    mapping = load_mapping(args.mapping, manifest)
+    fmt = RecordFormat(args.format) if args.format else _SUFFIX_FORMATS.get(args.input.suffix)
+    if fmt is None:
+        raise ConfigError(f"{args.input}: cannot tell the format from the suffix; give --format")
+    try:
+        body = args.input.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{args.input}: cannot read ({exc.strerror})") from None
+    as_of = args.as_of or datetime.now(UTC)
+    results: list[tuple[str, FeatureVector | str]] = []
+    for record in parse_records(body, fmt, limits=Limits()):
+        try:
+            results.append((record.label, mapping.extract(record, as_of)))
+        except UnmappableRecord as exc:
+            results.append((record.label, str(exc)))
+    if args.json:
+        print(json.dumps([_as_json(label, result, as_of) for label, result in results],
+                         indent=2))
+    else:
+        for label, result in results:
+            print(_as_table(label, result, as_of))
+    return 1 if any(isinstance(r, str) for _, r in results) else 0
+
+
+def _as_json(label: str, result: FeatureVector | str, as_of: datetime) -> dict[str, Any]:
+    if isinstance(result, str):
+        return {"record": label, "as_of": as_of.isoformat(), "error": result}
+    return {
+        "record": label, "as_of": as_of.isoformat(), "values": list(result.values),
+        "features": [
+            {"name": f.name, "value": f.value, "display": f.display, "unit": f.unit,
+             "source": f.source, "conversion": f.conversion, "imputed": f.imputed,
+             "out_of_range": f.out_of_range, "unseen_category": f.unseen_category}
+            for f in result.features
+        ],
+        "warnings": list(result.warnings),
+    }
+
+
+def _as_table(label: str, result: FeatureVector | str, as_of: datetime) -> str:
+    head = f"record {label or '(unlabelled)'} as of {as_of.isoformat()}"
+    if isinstance(result, str):
+        return f"{head}\n  refused: {result}\n"
+    rows = [("feature", "value", "unit", "source", "conversion", "flags")]
+    for f in result.features:
+        flags = [name for name, on in (("imputed", f.imputed), ("out-of-range", f.out_of_range),
+                                       ("unseen-category", f.unseen_category)) if on]
+        rows.append((f.name, str(f.display), f.unit or "", f.source, f.conversion or "",
+                     ",".join(flags)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [head] + ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+                      .rstrip() for row in rows]
+    lines += [f"  warning: {w}" for w in result.warnings]
+    return "\n".join(lines) + "\n"
