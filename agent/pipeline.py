@@ -81,7 +81,11 @@ class ScoringPipeline:
         cls, config: AgentConfig, registry: CollectorRegistry | None = None
     ) -> ScoringPipeline:
         """Build the pipeline and load every model already installed in the store."""
-        monitor = Monitor(registry if registry is not None else CollectorRegistry(), config.monitor)
+        monitor = Monitor(
+            registry if registry is not None else CollectorRegistry(),
+            config.monitor,
+            models=[m.name for m in config.models],
+        )
         audit = None
         if config.audit.path is not None and config.audit.hmac_key_file is not None:
             audit = AuditLog.from_files(

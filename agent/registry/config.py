@@ -7,9 +7,10 @@ one decision.
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from agent.configbase import ConfigPath, Section
 
@@ -22,7 +23,8 @@ class RegistryConfig(Section):
 
     url: str
     """``file:///abs/folder`` (a share or USB stick), ``https://host/path`` (any static web
-    server or object store) or ``oci://host[:port]/repository``. Plain http is refused."""
+    server or object store) or ``oci://host[:port]/repository``. Plain http is refused.
+    ``file:relative/folder`` (no slashes after the colon) is relative to the config file."""
 
     poll_interval: float = Field(default=300.0, ge=1.0)
     """Seconds between polls of this registry when all is well."""
@@ -44,6 +46,17 @@ class RegistryConfig(Section):
 
     retry_delay: float = Field(default=0.5, ge=0)
     """Seconds before the first retry; doubled for each further one."""
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _relative_file_url(cls, value: object, info: ValidationInfo) -> object:
+        """``file:folder`` -> ``file:///<config dir>/folder``, so a shipped config (the demo)
+        works wherever the repository is cloned."""
+        if isinstance(value, str) and value.startswith("file:") and not value.startswith("file:/"):
+            base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
+            folder = Path(base or ".") / value.removeprefix("file:")
+            return folder.resolve().as_uri()
+        return value
 
     @field_validator("url")
     @classmethod

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import yaml
@@ -38,6 +38,7 @@ class AgentProcess:
     config_path: Path
     root: Path
     log_path: Path
+    log_file: BinaryIO
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10.0)
@@ -46,14 +47,17 @@ class AgentProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                return self.process.wait()
-        return self.process.returncode
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+                try:
+                    return self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    return self.process.wait()
+            return self.process.returncode
+        finally:
+            self.log_file.close()
 
 
 def demo_root(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -88,7 +92,9 @@ def start_agent(config_path: Path, ready_timeout: float = 60.0) -> AgentProcess:
         stderr=subprocess.STDOUT,
         cwd=config_path.parent,
     )
-    agent = AgentProcess(process, base_url, config_path, config_path.parent.parent, log_path)
+    agent = AgentProcess(
+        process, base_url, config_path, config_path.parent.parent, log_path, log_file
+    )
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

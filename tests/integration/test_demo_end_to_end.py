@@ -1,0 +1,137 @@
+"""The README's demo, for real: `edge-agent serve --config config/demo.yaml` as a process,
+pulling the signed demo bundle from the file registry, scoring FHIR and HL7 over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.integration.agent_process import REPO, AgentProcess, demo_root, start_agent
+
+pytestmark = pytest.mark.integration
+
+AS_OF = "2026-03-15T12:00:00Z"  # the clinical time of the demo fixtures
+PREDICT = f"/v1/models/deterioration/predict?as_of={AS_OF}"
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    process = start_agent(demo_root(tmp_path_factory.mktemp("e2e")))
+    yield process
+    assert process.stop() == 0, process.log_text()
+
+
+def _onnxruntime_probability(vector: list[float]) -> float:
+    session = ort.InferenceSession(str(REPO / "fixtures/demo/model.onnx"))
+    _, probabilities = session.run(None, {"X": np.array([vector], dtype=np.float32)})
+    return float(probabilities[0][1])
+
+
+def test_fhir_bundle_scores_as_onnxruntime_does(agent: AgentProcess) -> None:
+    body = (REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes()
+    with agent.client() as client:
+        response = client.post(
+            PREDICT + "&explain=true", content=body, headers={"Content-Type": "application/fhir+json"}
+        )
+    assert response.status_code == 200, response.text
+    prediction = response.json()["predictions"][0]
+    assert prediction["model"] == "deterioration" and prediction["version"] == "1.0.0"
+    vector = [f["model_value"] for f in prediction["explanation"]]
+    assert [f["feature"] for f in prediction["explanation"]][:2] == ["heart_rate", "respiratory_rate"]
+    assert all(not f["imputed"] for f in prediction["explanation"])
+    assert prediction["outputs"]["probability_1"] == pytest.approx(
+        _onnxruntime_probability(vector), abs=1e-5
+    )
+
+
+def test_hl7_message_with_the_same_facts_gives_the_same_score(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        fhir = client.post(
+            PREDICT,
+            content=(REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes(),
+            headers={"Content-Type": "application/fhir+json"},
+        ).json()
+        hl7 = client.post(
+            PREDICT,
+            content=(REPO / "fixtures/hl7/oru-r01-v25.hl7").read_bytes(),
+            headers={"Content-Type": "x-application/hl7-v2+er7"},
+        )
+    assert hl7.status_code == 200, hl7.text
+    assert hl7.json()["predictions"][0]["outputs"] == fhir["predictions"][0]["outputs"]
+
+
+def test_vitals_only_record_scores_with_imputed_labs_reported(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        response = client.post(
+            PREDICT,
+            content=(REPO / "fixtures/fhir/vitals-only-bundle.json").read_bytes(),
+            headers={"Content-Type": "application/fhir+json"},
+        )
+    assert response.status_code == 200, response.text
+    warnings = response.json()["predictions"][0]["warnings"]
+    assert {(w["feature"], w["warning"]) for w in warnings} >= {
+        ("wbc", "imputed"),
+        ("creatinine", "imputed"),
+    }
+
+
+def test_fhir_risk_assessment_on_request(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        response = client.post(
+            PREDICT,
+            content=(REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes(),
+            headers={"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+        )
+    assert response.status_code == 200
+    resource = response.json()
+    assert resource["resourceType"] == "RiskAssessment"
+    assert resource["method"]["coding"][0]["code"] == "deterioration@1.0.0"
+    assert 0.0 <= resource["prediction"][0]["probabilityDecimal"] <= 1.0
+
+
+def test_bad_input_gets_an_operation_outcome_and_the_agent_goes_on(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        bad_json = client.post(PREDICT, content=b"{not json", headers={"Content-Type": "application/fhir+json"})
+        wrong_type = client.post(PREDICT, content=b"a,b", headers={"Content-Type": "text/csv"})
+        unknown = client.post(
+            "/v1/models/nope/predict", content=b"{}", headers={"Content-Type": "application/fhir+json"}
+        )
+        assert client.get("/healthz").status_code == 200
+    assert bad_json.status_code == 400
+    assert bad_json.json()["resourceType"] == "OperationOutcome"
+    assert wrong_type.status_code == 415
+    assert unknown.status_code == 404
+
+
+def test_metrics_count_the_predictions(agent: AgentProcess) -> None:
+    with agent.client() as client:
+        client.post(
+            PREDICT,
+            content=(REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes(),
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        text = client.get("/metrics").text
+        models = client.get("/v1/models").json()["models"]
+    assert 'edge_agent_model_active_info{keyid="c54ce43e9dcdc76f",model="deterioration",version="1.0.0"} 1.0' in text
+    predicted = [
+        line for line in text.splitlines()
+        if line.startswith("edge_agent_predictions_total{") and 'intake="http"' in line
+    ]
+    assert predicted and float(predicted[0].rsplit(" ", 1)[1]) >= 1
+    assert models[0]["signer_keyid"] == "c54ce43e9dcdc76f"
+
+
+def test_config_check_names_the_broken_key(tmp_path: Path) -> None:
+    config = demo_root(tmp_path, edit=lambda c: c["http"].update(prot=8081))
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "config", "check", str(config)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert "http.prot" in result.stderr and "demo.yaml:" in result.stderr
