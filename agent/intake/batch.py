@@ -82,6 +82,7 @@ class BatchSettings:
     checkpoint_records: int = 100  # commit at least every this many records
     checkpoint_seconds: float = 2.0  # ... and at least this often
     document_max: int = 64_000_000  # bytes: a single-document JSON file, read whole
+    as_of: datetime | None = None  # look-back windows end here (historical files); None = now
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,7 @@ class BatchEngine:
             body=item.body,
             format=item.format,
             intake=self.settings.intake,
+            as_of=self.settings.as_of,
             caller=self.settings.caller,
             request_id=f"{job.journal.job_id}:{position}",
         )

@@ -127,12 +127,18 @@ class RunSummary:
 CSV_HEAD = ("position", "first_line", "last_line", "label", "status", "reason", "model", "version")
 
 
+def _column(output: str) -> str:
+    """An output's column: its name, unless that is one of the fixed columns."""
+    return f"output_{output}" if output in (*CSV_HEAD, "warnings") else output
+
+
 def write_csv(results: Path, stream: BinaryIO, output_names: Sequence[str]) -> None:
     """The result lines as a table: one row per prediction (or per failed record), one
-    column per model output, warnings as ``feature:warning`` joined by ``;``."""
+    column per model output (``output_<name>`` where a name is a fixed column's),
+    warnings as ``feature:warning`` joined by ``;``."""
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(text)
-    writer.writerow([*CSV_HEAD, *output_names, "warnings"])
+    writer.writerow([*CSV_HEAD, *(_column(name) for name in output_names), "warnings"])
     for line in read_results(results):
         first, last = line["lines"] or ("", "")
         head = [line["position"], first, last]

@@ -1,0 +1,162 @@
+"""``edge-agent score --config FILE [--model NAME] [-o OUTDIR] INPUT...``: batch scoring of
+files from the command line, through the same batch engine as the drop folder.
+
+Each input gets the drop folder's outputs in OUTDIR (``<name>.results.ndjson``,
+``.results.csv``, ``.riskassessment.ndjson`` as configured, and ``<name>.report.json``),
+replacing files of the same name. Inputs are read, never moved. Exit code: 0 when every
+record of every file was scored, 1 when a record or a whole file failed, 2 for a usage or
+configuration error (from ``agent.cli.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent.errors import ConfigError
+from agent.intake.batch import BatchEngine, BatchSettings, OutputKind, Progress, output_name
+from agent.intake.batch_items import UnreadableFile
+from agent.types import IntakePath, Scorer
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    parser = sub.add_parser("score", help="score files (NDJSON, FHIR JSON, HL7 v2, feature CSV)")
+    parser.add_argument("--config", "-c", type=Path, required=True, help="agent config YAML")
+    parser.add_argument("--model", "-m", help="model to score with (default: drop_folder.model)")
+    parser.add_argument(
+        "--output-dir", "-o", type=Path, default=Path("."), help="where results go (default: .)"
+    )
+    parser.add_argument(
+        "--outputs",
+        type=_outputs,
+        help="comma-separated: ndjson,csv,fhir (default: drop_folder.outputs)",
+    )
+    parser.add_argument(
+        "--as-of",
+        type=_moment,
+        help="score as at this ISO 8601 time (look-back windows end here; default: now)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    parser.set_defaults(func=_score)
+
+
+def _outputs(text: str) -> tuple[OutputKind, ...]:
+    try:
+        return tuple(OutputKind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("outputs are ndjson, csv and fhir") from None
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("--as-of takes an ISO 8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.pipeline import ScoringPipeline
+
+    config = load_config(args.config)
+    model = args.model or config.drop_folder.model
+    if model is None and len(config.models) == 1:
+        model = config.models[0].name
+    if model is None:
+        raise ConfigError("name the model to score with: --model NAME")
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        raise ConfigError(f"no such input file: {', '.join(missing)}")
+    pipeline = ScoringPipeline.from_config(config)
+    pipeline.served(model)  # fail fast when the model is unknown or not installed
+    settings = BatchSettings(
+        model=model,
+        intake=IntakePath.cli,
+        outputs=frozenset(args.outputs or config.drop_folder.outputs),
+        limits=config.resolved_limits,
+        caller="cli",
+        checkpoint_records=config.drop_folder.checkpoint_records,
+        checkpoint_seconds=config.drop_folder.checkpoint_seconds,
+        document_max=config.drop_folder.document_max,
+        as_of=args.as_of,
+    )
+    return score_files(pipeline, settings, args.inputs, args.output_dir, sys.stderr, args.quiet)
+
+
+def score_files(
+    scorer: Scorer,
+    settings: BatchSettings,
+    inputs: Sequence[Path],
+    outdir: Path,
+    console: TextIO,
+    quiet: bool = False,
+) -> int:
+    """Score each input into ``outdir``; a summary line per file on ``console``. Returns
+    the exit code (0 all scored, 1 something failed)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    engine = BatchEngine(scorer, settings)
+    bar = ProgressBar(console, enabled=not quiet and console.isatty())
+    code = 0
+    for index, source in enumerate(inputs, start=1):
+        with tempfile.TemporaryDirectory(prefix=".edge-agent-score-", dir=outdir) as work:
+            job = engine.begin(Path(work), source, source.name, source.name, f"cli-{index}")
+            try:
+                engine.run(job, progress=bar.update)
+            except (UnreadableFile, OSError) as exc:
+                bar.clear()
+                reason = exc.reason if isinstance(exc, UnreadableFile) else "io_error"
+                detail = str(exc) if isinstance(exc, UnreadableFile) else "read error"
+                print(f"{source}: not scored ({reason}): {detail}", file=console)
+                code = 1
+                continue
+            summary = engine.publish(job, outdir)
+        bar.clear()
+        report = outdir / output_name(source.name, None)
+        print(
+            f"{source}: {summary.records} records, {summary.ok} ok, {summary.failed} failed"
+            f" -> {report}",
+            file=console,
+        )
+        if summary.failed:
+            code = 1
+    return code
+
+
+class ProgressBar:
+    """A one-line text progress bar on a terminal (bytes read of the current file)."""
+
+    WIDTH = 30  # characters of bar
+    INTERVAL = 0.1  # seconds between redraws
+
+    def __init__(self, console: TextIO, enabled: bool) -> None:
+        self._console = console
+        self._enabled = enabled
+        self._drawn_at = 0.0
+        self._drawn = False
+
+    def update(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._drawn_at < self.INTERVAL:
+            return
+        self._drawn_at = now
+        fraction = progress.bytes_read / progress.bytes_total if progress.bytes_total else 1.0
+        filled = int(fraction * self.WIDTH)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        line = f"\r{progress.name[:30]} [{bar}] {fraction:4.0%} {progress.records} records"
+        self._console.write(line)
+        self._console.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        if self._drawn:
+            self._console.write("\r\x1b[K")
+            self._console.flush()
+            self._drawn = False
