@@ -39,9 +39,11 @@ def register(group: argparse._SubParsersAction[Any]) -> None:
     inspect.add_argument("bundle", type=Path, help="bundle directory or .tar.gz")
     inspect.set_defaults(func=_inspect)
 
-    pub = group.add_parser("publish", help="add a signed bundle to a file:// registry")
+    pub = group.add_parser("publish", help="add a signed bundle to a file:// or oci:// registry")
     pub.add_argument("bundle", type=Path, help="signed bundle directory or .tar.gz")
-    pub.add_argument("url", help="registry folder as file:///path (serve it over https after)")
+    pub.add_argument(
+        "url", help="file:///folder (serve it over https after) or oci://host[:port]/repository"
+    )
     pub.add_argument("--key", type=Path, required=True, help="index signing key (PEM)")
     _expiry_option(pub)
     pub.add_argument(
@@ -52,16 +54,17 @@ def register(group: argparse._SubParsersAction[Any]) -> None:
     )
     pub.set_defaults(func=_publish)
 
-    refresh = group.add_parser(
-        "refresh-index", help="re-sign a file:// registry's index with a new expiry"
-    )
-    refresh.add_argument("url", help="registry folder as file:///path")
+    refresh = group.add_parser("refresh-index", help="re-sign a registry's index with a new expiry")
+    refresh.add_argument("url", help="file:///folder or oci://host[:port]/repository")
     refresh.add_argument("--key", type=Path, required=True, help="index signing key (PEM)")
     _expiry_option(refresh)
     refresh.set_defaults(func=_refresh)
 
 
 def _expiry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-file", type=Path, help="CA bundle (PEM) for an oci:// registry behind a private CA"
+    )
     parser.add_argument(
         "--expires-days",
         type=float,
@@ -124,7 +127,12 @@ def _publish(args: argparse.Namespace) -> int:
     key = load_private_key(args.key)
     trust = TrustStore.of(*(load_public_key(p) for p in args.trust)) if args.trust else None
     entry = publish(
-        args.bundle, args.url, key, trust=trust, expires_in=timedelta(days=args.expires_days)
+        args.bundle,
+        args.url,
+        key,
+        trust=trust,
+        expires_in=timedelta(days=args.expires_days),
+        ca_file=args.ca_file,
     )
     print(f"published {entry.version} at {entry.location} ({entry.size} bytes)")
     return 0
@@ -132,7 +140,10 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _refresh(args: argparse.Namespace) -> int:
     index = refresh_index(
-        args.url, load_private_key(args.key), expires_in=timedelta(days=args.expires_days)
+        args.url,
+        load_private_key(args.key),
+        expires_in=timedelta(days=args.expires_days),
+        ca_file=args.ca_file,
     )
     print(f"index version {index.version}, expires {index.expires.isoformat()}")
     return 0
