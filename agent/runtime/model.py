@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import wasmtime
 
@@ -55,10 +54,16 @@ class ModuleShape:
 
 @dataclass
 class _Instance:
+    """One instantiation, with views of its input and output regions. The views stay valid
+    because the engine never moves linear memory (``memory_may_move = False``) and memory
+    never shrinks; both regions were checked to lie inside the initial memory."""
+
     store: wasmtime.Store
     memory: wasmtime.Memory
     predict: PredictCall
     set_fuel: FuelSetter
+    inputs: ctypes.Array[ctypes.c_float]
+    outputs: memoryview[float]
 
 
 class WasmModel:
@@ -127,40 +132,32 @@ class WasmModel:
         traps or returns a non-zero status. The model keeps serving after either.
         """
         width = self._shape.n_features
-        results: list[list[float]] = []
+        for row in rows:
+            if len(row) != width:
+                raise RecordError(
+                    f"a feature vector has {len(row)} values, the model expects {width}"
+                )
         step = self._rows_per_call
+        if len(rows) <= step:
+            return self._call(rows)
+        results: list[list[float]] = []
         for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            flat = array("f")
-            for row in chunk:
-                if len(row) != width:
-                    raise RecordError(
-                        f"a feature vector has {len(row)} values, the model expects {width}"
-                    )
-                try:
-                    flat.extend(row)
-                except TypeError as exc:
-                    raise RecordError("a feature vector holds a non-number") from exc
-            results.extend(self._call(flat, len(chunk)))
+            results.extend(self._call(rows[start : start + step]))
         return results
 
-    def _call(self, flat: array[float], n_rows: int) -> list[list[float]]:
-        shape = self._shape
-        n_out = shape.n_outputs
+    def _call(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
+        n_rows = len(rows)
+        n_out = self._shape.n_outputs
+        flat: list[Any] = list(rows[0]) if n_rows == 1 else [v for row in rows for v in row]
         with self._lock:
             inst = self._instance
             try:
+                inst.inputs[: len(flat)] = flat
+            except TypeError as exc:
+                raise RecordError("a feature vector holds a non-number") from exc
+            try:
                 inst.set_fuel(self._limits.model_fuel_per_row * max(n_rows, 1))
-                base = _address(inst)
-                _write_floats(base + shape.input_ptr, flat)
                 status = inst.predict(n_rows)
-                if status != abi.STATUS_OK:
-                    name = abi.STATUS_NAMES.get(status, "unknown")
-                    raise ModelTrap(f"edge_predict returned status {status} ({name})")
-                end = shape.output_ptr + n_rows * n_out * abi.CELL_BYTES
-                if end > inst.memory.data_len(inst.store):
-                    raise ModelTrap("output region lies outside the module's memory")
-                values = _read_floats(_address(inst) + shape.output_ptr, n_rows * n_out)
             except wasmtime.Trap as exc:
                 self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
                 if exc.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
@@ -172,6 +169,12 @@ class WasmModel:
             except wasmtime.WasmtimeError as exc:
                 self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
                 raise ModelTrap("model call failed inside wasmtime") from exc
+            if status != abi.STATUS_OK:
+                name = abi.STATUS_NAMES.get(status, "unknown")
+                raise ModelTrap(f"edge_predict returned status {status} ({name})")
+            values = cast(list[float], inst.outputs[: n_rows * n_out].tolist())
+        if n_out == 1:
+            return [[v] for v in values]
         return [values[i : i + n_out] for i in range(0, len(values), n_out)]
 
 
@@ -230,7 +233,13 @@ def _instantiate(
     shape = _shape(values, memory.data_len(store))
     calls = fast_calls(store, predict) if fast_path else None
     predict_call, set_fuel = calls if calls is not None else public_calls(store, predict)
-    return _Instance(store, memory, predict_call, set_fuel), shape
+    base = _addressof(memory.data_ptr(store))
+    in_cells = shape.max_batch * shape.n_features
+    out_cells = shape.max_batch * shape.n_outputs
+    inputs = (ctypes.c_float * in_cells).from_address(base + shape.input_ptr)
+    out_array = (ctypes.c_float * out_cells).from_address(base + shape.output_ptr)
+    outputs = memoryview(out_array).cast("B").cast("f")
+    return _Instance(store, memory, predict_call, set_fuel, inputs, outputs), shape
 
 
 def _shape(values: dict[str, object], memory_bytes: int) -> ModuleShape:
@@ -269,21 +278,5 @@ def _shape(values: dict[str, object], memory_bytes: int) -> ModuleShape:
     return shape
 
 
-def _address(inst: _Instance) -> int:
-    return _addressof(inst.memory.data_ptr(inst.store))
-
-
-def _read_floats(address: int, count: int) -> list[float]:
-    buffer = (ctypes.c_float * count).from_address(address)
-    return list(buffer)
-
-
 def _addressof(pointer: Any) -> int:
     return ctypes.cast(pointer, ctypes.c_void_p).value or 0
-
-
-def _write_floats(address: int, data: array[float]) -> None:
-    if data:
-        source, _ = data.buffer_info()
-        ctypes.memmove(address, source, len(data) * data.itemsize)
-
