@@ -306,7 +306,7 @@ class BatchEngine:
             detail = "unexpected error while scoring"
             yield (
                 RESULTS_PART,
-                error_line(position, item.lines, item.label, "internal_error", detail),
+                error_line(position, item.lines, item.label, "internal", detail),
             )
             return
         if not predictions:
@@ -353,7 +353,7 @@ class BatchEngine:
                     yield from self._score_vectors(job, [row])
                 return
             position, item = rows[0]
-            reason = exc.reason if isinstance(exc, AgentError) else "internal_error"
+            reason = exc.reason if isinstance(exc, AgentError) else "internal"
             detail = str(exc) if isinstance(exc, AgentError) else "unexpected error while scoring"
             if not isinstance(exc, AgentError):
                 log.error(
