@@ -43,6 +43,7 @@ from agent.errors import (
     StoreError,
 )
 from agent.limits import Limits
+from agent.registry.config import RegistryConfig
 from agent.registry.index import (
     INDEX_FILE,
     INDEX_SIGNATURE_FILE,
@@ -207,8 +208,11 @@ class Updater:
             self._store.install(verified)
             try:
                 self._on_installed(model, verified)
-            except AgentError as exc:
+            except Exception as exc:
                 self._store.discard(model, entry.version, floor=highest)
+                if not isinstance(exc, AgentError):
+                    log.exception("new bundle could not be put in service", extra={"model": model})
+                    return PullResult(model, registry, "failed", "internal", entry.version)
                 raise _Refused(exc) from exc
             self._store.activate(model, entry.version)
         except _Refused as refused:
@@ -303,11 +307,18 @@ class Updater:
                 log.exception("pull crashed")
                 failed = {s.config.name for s in ready}
             for source in ready:
-                name, config = source.config.name, source.config
+                name = source.config.name
                 failures[name] = failures[name] + 1 if name in failed else 0
-                delay = config.poll_interval * (2 ** min(failures[name], 16))
-                delay = min(delay, max(config.backoff_max, config.poll_interval))
+                delay = poll_delay(source.config, failures[name])
                 due[name] = time.monotonic() + delay * (1 + random.random() / 10)
+
+
+def poll_delay(config: RegistryConfig, failures: int) -> float:
+    """Seconds until the next poll of a registry after ``failures`` failed polls in a row:
+    ``poll_interval`` when all is well, doubling per failure, capped at ``backoff_max``
+    (never below ``poll_interval``). The caller adds up to 10% jitter."""
+    delay: float = config.poll_interval * 2.0 ** min(failures, 32)
+    return min(delay, max(config.backoff_max, config.poll_interval))
 
 
 def _result_of_error(

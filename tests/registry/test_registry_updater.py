@@ -22,7 +22,7 @@ from agent.registry.config import RegistryConfig
 from agent.registry.index import INDEX_FILE, INDEX_SIGNATURE_FILE, parse_index
 from agent.registry.publish import publish, refresh_index
 from agent.registry.sources import TransportFailure, open_source, with_retries
-from agent.registry.updater import PullResult, Updater
+from agent.registry.updater import PullResult, Updater, poll_delay
 from agent.store import BundleStore
 
 LIMITS = Limits()
@@ -330,3 +330,24 @@ def test_background_thread_polls_and_stops(harness: Harness) -> None:
     finally:
         updater.stop()
     assert harness.store.active_version("sepsis") == "1.0.0"
+
+
+def test_poll_delay_doubles_on_failure_up_to_the_cap() -> None:
+    config = RegistryConfig(name="r", url="file:///srv/r", poll_interval=300, backoff_max=3600)
+    assert [poll_delay(config, n) for n in range(6)] == [300, 600, 1200, 2400, 3600, 3600]
+    short_cap = RegistryConfig(name="r", url="file:///srv/r", poll_interval=300, backoff_max=60)
+    assert poll_delay(short_cap, 3) == 300
+
+
+def test_pipeline_crash_is_a_failure_and_the_version_is_retried(harness: Harness) -> None:
+    harness.publish("1.0.0")
+
+    def crash(name: str, bundle: VerifiedBundle) -> None:
+        raise RuntimeError("bug in the pipeline")
+
+    source = open_source(RegistryConfig(name="main", url=harness.url, retries=0))
+    updater = Updater([source], harness.store, harness.trust, LIMITS, ["sepsis"], crash)
+    result = _only(updater.pull_once())
+    assert (result.outcome, result.reason) == ("failed", "internal")
+    assert harness.store.versions("sepsis") == []
+    assert _only(harness.updater().pull_once()).outcome == "installed"
