@@ -100,7 +100,8 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
     problems.check()
     return SiteMapping(path=path, site=spec.site, model=manifest.name,
                        model_version=manifest.version,
-                       features=tuple(compiled[f.name] for f in manifest.inputs))
+                       features=tuple(compiled[f.name] for f in manifest.inputs),
+                       wanted_codes=frozenset(c for f in compiled.values() for c in f.codes))
 
 
 def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: MappingSpec,

@@ -8,20 +8,19 @@ pass over the observations plus dictionary look-ups.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 UCUM = "http://unitsofmeasure.org"
 # Observations in these states say nothing about the patient.
 _VOID_STATUS = frozenset({"entered-in-error", "cancelled"})
 
 
-@dataclass(frozen=True)
-class Fact:
+class Fact(NamedTuple):
     """One observed value: numeric (``number`` with ``unit`` as the record wrote it) or
-    categorical (``labels``: the codes or text it carries)."""
+    categorical (``labels``: the codes or text it carries). A NamedTuple: a record makes
+    dozens per scoring, and a frozen dataclass costs several times more to build."""
 
     time: datetime | None
     number: float | None
@@ -90,30 +89,45 @@ def _codes(concept: Any) -> list[str]:
 
 
 class FactIndex:
-    """Facts of one record by ``system|code``; components also by their panel's codes."""
+    """Facts of one record by ``system|code``; components also by their panel's codes.
 
-    def __init__(self, observations: Any) -> None:
+    Only codes in ``wanted`` (the mapping's codes) are indexed, so Observations no feature
+    reads cost a code look-up and nothing more. ``observations`` keeps every Observation
+    that is not void, for FHIRPath features that read them all.
+    """
+
+    def __init__(self, observations: Any, wanted: frozenset[str]) -> None:
         self.top: dict[str, list[Fact]] = {}
         self.components: dict[str, list[tuple[frozenset[str], Fact]]] = {}
-        self.observations: list[dict[str, Any]] = []
+        self.observations: list[Mapping[str, Any]] = []
         for observation in observations:
             if observation.get("status") in _VOID_STATUS:
                 continue
             self.observations.append(observation)
-            time = observation_time(observation)
             own = _codes(observation.get("code"))
-            value = value_of(observation)
+            hits = [code for code in own if code in wanted]
+            components = observation.get("component")
+            if not hits and not components:
+                continue
+            time = observation_time(observation)
+            value = value_of(observation) if hits else None
             if value is not None:
-                for code in own:
+                for code in hits:
                     self.top.setdefault(code, []).append(Fact(time, *value, code, observation))
-            panel = frozenset(own)
-            for slot, component in enumerate(observation.get("component", ())):
-                value = value_of(component)
-                if value is None:
-                    continue
-                for code in _codes(component.get("code")):
-                    self.components.setdefault(code, []).append(
-                        (panel, Fact(time, *value, code, observation, slot)))
+            if components:
+                self._components(observation, components, frozenset(own), time, wanted)
+
+    def _components(self, observation: Mapping[str, Any], components: Any,
+                    panel: frozenset[str], time: datetime | None,
+                    wanted: frozenset[str]) -> None:
+        for slot, component in enumerate(components):
+            hits = [code for code in _codes(component.get("code")) if code in wanted]
+            value = value_of(component) if hits else None
+            if value is None:
+                continue
+            for code in hits:
+                self.components.setdefault(code, []).append(
+                    (panel, Fact(time, *value, code, observation, slot)))
 
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:
         """Facts coded with any of ``codes``: top-level Observations, and components inside

@@ -119,7 +119,9 @@ class CompiledFeature:
         """This feature's value for ``record`` and a warning (None if there is nothing to
         say). UnmappableRecord when the mapping says refuse."""
         facts = [f for f in self._facts(record, index, as_of) if _in_window(f, as_of, self.window)]
-        facts.sort(key=lambda f: f.time or datetime.min.replace(tzinfo=as_of.tzinfo))
+        if len(facts) > 1:
+            earliest = datetime.min.replace(tzinfo=as_of.tzinfo)  # untimed values sort first
+            facts.sort(key=lambda f: f.time or earliest)
         if self.reduce is Reduction.count:
             value = self._value(float(len(facts)), float(len(facts)), facts, None)
         elif self.categorical:
@@ -189,8 +191,12 @@ class CompiledFeature:
                 "Patient.birthDate"
         codes = ", ".join(dict.fromkeys(f.code for f in facts)) or ", ".join(self.codes) \
             or "fhirpath"
-        kinds = {_kind(f) for f in facts}
-        kind = kinds.pop() if len(kinds) == 1 else self.resource.value
+        if not facts:
+            kind = self.resource.value
+        elif all(f.slot >= 0 for f in facts):
+            kind = "Observation component"
+        else:
+            kind = str(facts[0].resource.get("resourceType", self.resource.value))
         return f"{kind} {codes} ({self.reduce.value} of {len(facts)})"
 
     def _missing(self, unseen: bool) -> FeatureValue:

@@ -21,6 +21,7 @@ class SiteMapping:
     model: str
     model_version: str
     features: tuple[CompiledFeature, ...]  # in the model's input order
+    wanted_codes: frozenset[str]  # every code any feature reads: all the index needs
 
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
@@ -34,7 +35,7 @@ class SiteMapping:
         """
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=UTC)
-        index = FactIndex(record.observations)
+        index = FactIndex(record.observations, self.wanted_codes)
         values = []
         warnings = []
         for feature in self.features:
