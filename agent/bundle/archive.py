@@ -31,6 +31,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def is_archive_path(path: Path) -> bool:
+    """True when ``path`` is named like a bundle archive (``.tar.gz`` or ``.tgz``)."""
     return path.name.endswith(ARCHIVE_SUFFIXES)
 
 

@@ -47,10 +47,12 @@ class VerifiedBundle:
 
     @property
     def model_bytes(self) -> bytes:
+        """The verified ``model.wasm``."""
         return self.files[MODEL_FILE]
 
 
 def sha256_hex(data: bytes) -> str:
+    """Lowercase hex SHA-256, the digest form used in manifests, indexes and predictions."""
     return hashlib.sha256(data).hexdigest()
 
 

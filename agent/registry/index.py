@@ -80,6 +80,7 @@ class RegistryIndex(_Strict):
         return max(entries, key=lambda e: e.semver) if entries else None
 
     def canonical_bytes(self) -> bytes:
+        """The bytes a publisher writes and signs (canonical JSON)."""
         return canonical_json(self.model_dump(mode="json"))
 
 

@@ -134,6 +134,11 @@ class Updater:
             for source in sources:
                 try:
                     index = self._fetch_index(source)
+                except OSError as exc:  # the store could not record the index version
+                    log.exception("registry state write failed")
+                    errors[source.config.name] = StoreError(str(exc))
+                    failed.add(source.config.name)
+                    continue
                 except AgentError as exc:
                     log.warning(
                         "registry index refused or unreachable",

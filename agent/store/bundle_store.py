@@ -100,6 +100,7 @@ class BundleStore:
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> BundleStore:
+        """The store the ``store:`` config section describes."""
         return cls(config.root, keep_versions=config.keep_versions)
 
     @contextlib.contextmanager
@@ -128,6 +129,7 @@ class BundleStore:
         return [str(v) for v in sorted(found)]
 
     def version_dir(self, name: str, version: str) -> Path:
+        """Folder of one version (it may not exist); refuses names that could escape."""
         return self.root / "versions" / _check_name(name) / str(_semver(version))
 
     def active_version(self, name: str) -> str | None:
