@@ -47,7 +47,7 @@ def parse_time(text: Any) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def observation_time(observation: dict[str, Any]) -> datetime | None:
+def observation_time(observation: Mapping[str, Any]) -> datetime | None:
     """effective[x] (a period counts at its end, else its start), else ``issued``."""
     for key in ("effectiveDateTime", "effectiveInstant"):
         if key in observation:
@@ -58,7 +58,7 @@ def observation_time(observation: dict[str, Any]) -> datetime | None:
     return parse_time(observation.get("issued"))
 
 
-def value_of(element: dict[str, Any]) -> tuple[float | None, str | None, tuple[str, ...]] | None:
+def value_of(element: Mapping[str, Any]) -> tuple[float | None, str | None, tuple[str, ...]] | None:
     """(number, unit, labels) of an Observation or component value; None when it has none."""
     quantity = element.get("valueQuantity")
     if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float | Decimal) \
