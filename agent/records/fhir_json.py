@@ -6,6 +6,7 @@ the input) so that errors can say where without saying what.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from agent.errors import FhirError
@@ -35,9 +36,26 @@ def parse_fhir_ndjson(body: bytes, limits: Limits, config: RecordsConfig) -> lis
     return group_by_patient(found)
 
 
+class _NonFinite(ValueError):
+    """JSON has no NaN or Infinity; Python's parser accepts them unless told not to."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite
+    return value
+
+
+def _refuse_constant(_: str) -> Any:
+    raise _NonFinite
+
+
 def _load(text: bytes, where: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
+    except _NonFinite:
+        raise FhirError(f"{where}: not valid JSON (a number is NaN or infinite)") from None
     except json.JSONDecodeError as exc:
         raise FhirError(
             f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
@@ -46,6 +64,8 @@ def _load(text: bytes, where: str) -> Any:
         raise FhirError(f"{where}: not valid UTF-8") from None
     except RecursionError:
         raise FhirError(f"{where}: JSON nested too deeply") from None
+    except ValueError:  # e.g. an integer longer than Python's digit limit
+        raise FhirError(f"{where}: not valid JSON (a number is out of range)") from None
 
 
 def _walk(

@@ -133,6 +133,9 @@ def test_invalid_fixture(limits: Limits) -> None:
         (b'{"resourceType": "Bundle", "type": "SECRET-type"}', r"Bundle at Bundle\.type"),
         (b'{"resourceType": "Bundle", "type": "collection", "entry": [3]}', r"Bundle\.entry"),
         (b"[" * 100_000, r"nested too deeply|not valid JSON"),
+        (b'{"resourceType": "Observation", "valueQuantity": {"value": NaN}}', r"NaN or inf"),
+        (b'{"resourceType": "Observation", "valueQuantity": {"value": 1e999}}', r"NaN or inf"),
+        (b'{"resourceType": "Observation", "id": ' + b"9" * 5000 + b"}", r"out of range"),
     ],
 )
 def test_malformed_json(body: bytes, where: str, limits: Limits) -> None:
