@@ -1,0 +1,280 @@
+"""The Ansible role, applied for real to a throwaway root.
+
+Needs ``ansible-playbook`` (on PATH, or the path in $ANSIBLE_PLAYBOOK) and, for the lint
+test, ``ansible-lint`` (on PATH or $ANSIBLE_LINT); each test says so and skips without them.
+The apply test builds a wheelhouse with deploy/build-wheelhouse.sh (pip's cache and the
+configured index make that a few seconds), runs site.yml with ``-c local`` into a temp root
+with no package index (air-gapped mode), checks what was laid down, starts the installed
+agent on loopback, then applies the role again and expects nothing to change. systemd is
+not involved: the role skips service actions under a throwaway root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from agent.bundle.signing import generate_keypair, key_id, load_public_key
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "deploy" / "ansible"
+VERSION = "0.1.0"
+
+
+def _tool(env_var: str, name: str) -> str | None:
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    return shutil.which(name)
+
+
+ANSIBLE_PLAYBOOK = _tool("ANSIBLE_PLAYBOOK", "ansible-playbook")
+ANSIBLE_LINT = _tool("ANSIBLE_LINT", "ansible-lint")
+needs_ansible = pytest.mark.skipif(
+    ANSIBLE_PLAYBOOK is None,
+    reason="ansible-playbook not found (pip install ansible-core; or set ANSIBLE_PLAYBOOK)",
+)
+
+
+def _ansible_env() -> dict[str, str]:
+    """The environment of an ansible run: no PIP_* of ours leaks into the role's pip, so the
+    air-gapped install sees only the wheelhouse; the tool's own folder on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    assert ANSIBLE_PLAYBOOK is not None
+    tool_dir = str(Path(ANSIBLE_PLAYBOOK).parent)
+    env["PATH"] = tool_dir + os.pathsep + env.get("PATH", "")
+    env["ANSIBLE_ROLES_PATH"] = str(ANSIBLE_DIR / "roles")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_RETRY_FILES_ENABLED"] = "0"
+    env["ANSIBLE_LOCALHOST_WARNING"] = "0"
+    return env
+
+
+def _interpreter_of(script: str) -> str:
+    """The Python an ansible entry point runs with (its shebang): modules run with it too."""
+    first = Path(script).read_text().splitlines()[0]
+    return first.removeprefix("#!").strip().split()[0] if first.startswith("#!") else sys.executable
+
+
+@needs_ansible
+def test_playbook_syntax() -> None:
+    assert ANSIBLE_PLAYBOOK is not None
+    result = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "--syntax-check", "site.yml"],
+        cwd=ANSIBLE_DIR, env=_ansible_env(), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(
+    ANSIBLE_LINT is None, reason="ansible-lint not found (pip install ansible-lint; or set ANSIBLE_LINT)"
+)
+def test_role_is_lint_clean() -> None:
+    assert ANSIBLE_LINT is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PATH"] = str(Path(ANSIBLE_LINT).parent) + os.pathsep + env.get("PATH", "")
+    result = subprocess.run(
+        [ANSIBLE_LINT, "--offline", "--profile", "production"],
+        cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@dataclass(frozen=True)
+class Applied:
+    root: Path
+    inventory: Path
+    extra_vars: Path
+    keyid: str
+    first_run: str
+
+
+def _play(inventory: Path, extra_vars: Path) -> subprocess.CompletedProcess[str]:
+    assert ANSIBLE_PLAYBOOK is not None
+    return subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"@{extra_vars}", "site.yml"],
+        cwd=ANSIBLE_DIR, env=_ansible_env(), capture_output=True, text=True, timeout=600,
+        check=False,
+    )
+
+
+def _recap(output: str) -> dict[str, int]:
+    match = re.search(r"^localhost\s+:\s+(.*)$", output, re.MULTILINE)
+    assert match, output
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
+    """site.yml applied once, air-gapped, to a fresh root."""
+    assert ANSIBLE_PLAYBOOK is not None
+    work = tmp_path_factory.mktemp("deploy")
+    wheelhouse = work / "wheelhouse"
+    subprocess.run(
+        [str(REPO / "deploy" / "build-wheelhouse.sh"), str(wheelhouse)],
+        env={**os.environ, "PYTHON": sys.executable}, check=True, capture_output=True,
+        timeout=300,
+    )
+    files = work / "files"
+    files.mkdir()
+    _, public = generate_keypair(files, "publisher")
+    keyid = key_id(load_public_key(public))
+    (files / "demo.yaml").write_text("# the site mapping of the demo model\n")
+    root = work / "root"
+    root.mkdir()
+
+    inventory = work / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"edge_agents": {"hosts": {"localhost": {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": _interpreter_of(ANSIBLE_PLAYBOOK),
+    }}}}))
+    extra_vars = work / "vars.yml"
+    group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
+    extra_vars.write_text(yaml.safe_dump({
+        "edge_agent_root": str(root),
+        "edge_agent_version": VERSION,
+        "edge_agent_wheelhouse_src": str(wheelhouse),
+        "edge_agent_user": subprocess.run(
+            ["id", "-un"], capture_output=True, text=True, check=True
+        ).stdout.strip(),
+        "edge_agent_group": group.strip(),
+        "edge_agent_site": "ci",
+        "edge_agent_trusted_keys": [{"id": keyid, "src": str(public), "comment": "test"}],
+        "edge_agent_models": [{"name": "demo", "mapping_src": str(files / "demo.yaml")}],
+        "edge_agent_drop_folder_enabled": True,
+        "edge_agent_drop_folder_extra": {"model": "demo"},
+        "edge_agent_audit_hmac_key": "00" * 32,
+        "edge_agent_config_extra": {"limits": {"drain_timeout": 5.0}},
+    }))
+
+    result = _play(inventory, extra_vars)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return Applied(root, inventory, extra_vars, keyid, result.stdout)
+
+
+@needs_ansible
+@pytest.mark.integration
+def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
+    root = applied.root
+    current = root / "opt/edge-agent/current"
+    assert os.readlink(current) == f"venvs/{VERSION}"
+    assert (current / "bin/edge-agent").is_file()
+    config_file = root / "etc/edge-agent/agent.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    assert config["store"]["root"] == "/var/lib/edge-agent/store"
+    assert config["trust"]["keys"][0]["public_key_file"] == f"keys/{applied.keyid}.pub"
+    assert config["models"] == [{"name": "demo", "mapping": "mappings/demo.yaml"}]
+    assert config["audit"] == {
+        "path": "/var/log/edge-agent/audit.jsonl", "hmac_key_file": "secrets/audit-hmac.key"
+    }
+    assert config["limits"] == {"drain_timeout": 5.0}
+    for secret in (config_file, root / "etc/edge-agent/secrets/audit-hmac.key"):
+        assert secret.stat().st_mode & 0o777 == 0o640
+    for folder in ("inbox", "outbox", "processed", "failed", "state"):
+        assert (root / "var/spool/edge-agent" / folder).is_dir()
+    unit = root / "etc/systemd/system/edge-agent.service"
+    assert unit.read_text() == (REPO / "deploy/systemd/edge-agent.service").read_text()
+    drop_in = (root / "etc/systemd/system/edge-agent.service.d/10-site.conf").read_text()
+    assert "TimeoutStopSec=30" in drop_in  # drain_timeout 5 s + 25 s
+    assert _recap(applied.first_run)["changed"] > 0
+
+
+@needs_ansible
+@pytest.mark.integration
+def test_laid_down_config_passes_the_agents_own_check(applied: Applied) -> None:
+    binary = applied.root / "opt/edge-agent/current/bin/edge-agent"
+    result = subprocess.run(
+        [str(binary), "config", "check", str(applied.root / "etc/edge-agent/agent.yaml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def running_agent(applied: Applied, tmp_path: Path) -> Iterator[str]:
+    """The installed agent, serving a small config of the test's own on a loopback port."""
+    etc = applied.root / "etc/edge-agent"
+    port = _free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({
+        "store": {"root": str(tmp_path / "store")},
+        "trust": {"keys": [{"id": applied.keyid,
+                            "public_key_file": str(etc / f"keys/{applied.keyid}.pub")}]},
+        "models": [{"name": "demo", "mapping": str(etc / "mappings/demo.yaml")}],
+        "http": {"port": port},
+        "logging": {"format": "json"},
+        "limits": {"drain_timeout": 5.0},
+    }))
+    binary = applied.root / "opt/edge-agent/current/bin/edge-agent"
+    process = subprocess.Popen(
+        [str(binary), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                httpx.get(f"{base}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"the installed agent exited with {process.returncode}:\n{output}")
+        yield base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+@needs_ansible
+@pytest.mark.integration
+def test_installed_agent_starts_and_answers_health(running_agent: str) -> None:
+    health = httpx.get(f"{running_agent}/healthz", timeout=5)
+    ready = httpx.get(f"{running_agent}/readyz", timeout=5)
+
+    assert health.status_code == 200
+    # No bundle was published for "demo": alive, but not ready.
+    assert ready.status_code == 503
+    assert json.loads(ready.text)["models"] == {"demo": False}
+
+
+@needs_ansible
+@pytest.mark.integration
+def test_second_apply_changes_nothing(applied: Applied) -> None:
+    result = _play(applied.inventory, applied.extra_vars)
+
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    recap = _recap(result.stdout)
+    assert recap["changed"] == 0, result.stdout[-6000:]
+    assert recap["failed"] == 0
