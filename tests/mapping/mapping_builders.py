@@ -88,8 +88,11 @@ class Facts:
         return self.as_of - timedelta(hours=hours)
 
 
-def fhir_resources(facts: Facts, local: bool = False) -> list[dict[str, Any]]:
-    """Patient + Observations; systolic BP inside a blood-pressure panel."""
+def fhir_resources(facts: Facts, local: bool = False,
+                   other_units: bool = False) -> list[dict[str, Any]]:
+    """Patient + Observations; systolic BP inside a blood-pressure panel. ``local``: the
+    local site's codes, units and sex extension; ``other_units``: LOINC codes but
+    temperature in [degF] and creatinine in mg/dL (LOINC 2160-0)."""
     patient: dict[str, Any] = {"resourceType": "Patient", "id": "p1",
                                "birthDate": facts.birth_date}
     if local:
@@ -99,11 +102,13 @@ def fhir_resources(facts: Facts, local: bool = False) -> list[dict[str, Any]]:
         patient["gender"] = facts.gender
     out = [patient]
     system = LOCAL if local else LOINC
-    units = LOCAL_UNITS if local else UNITS
+    units = LOCAL_UNITS if local or other_units else UNITS
     for feature, values in facts.values.items():
         code = CODES[feature][1 if local else 0]
+        if other_units and feature == "creatinine":
+            code = "2160-0"
         for i, (hours, value) in enumerate(values):
-            number = to_local(feature, value) if local else value
+            number = to_local(feature, value) if local or other_units else value
             quantity = {"value": number, "unit": units[feature], "system": UCUM,
                         "code": units[feature]}
             observation: dict[str, Any] = {
@@ -123,9 +128,9 @@ def fhir_resources(facts: Facts, local: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def fhir_bundle(facts: Facts, local: bool = False) -> bytes:
+def fhir_bundle(facts: Facts, local: bool = False, other_units: bool = False) -> bytes:
     entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r}
-               for r in fhir_resources(facts, local)]
+               for r in fhir_resources(facts, local, other_units)]
     return json.dumps({"resourceType": "Bundle", "type": "collection",
                        "entry": entries}).encode()
 

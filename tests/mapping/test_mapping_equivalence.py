@@ -1,6 +1,7 @@
 """Property: the same clinical facts give the same feature vector whichever way they arrive —
-FHIR or HL7 v2, Celsius or Fahrenheit, umol/L or mg/dL, LOINC or the site's local codes,
-one Bundle or NDJSON lines, systolic pressure inside a panel or as its own OBX."""
+FHIR or HL7 v2, Celsius or Fahrenheit, umol/L or mg/dL (in the mapping or in the record),
+LOINC or the site's local codes, one Bundle or NDJSON lines (one resource per line),
+systolic pressure inside a panel or as its own OBX."""
 
 from __future__ import annotations
 
@@ -91,6 +92,15 @@ def test_fhir_bundle_hl7_and_ndjson_agree(facts: Facts) -> None:
     for way in WAYS.values():
         _same(reference, way(facts))
     event("refused" if isinstance(reference, str) else "vector")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(facts=clinical_facts())
+def test_units_the_records_carry_are_converted(facts: Facts) -> None:
+    """Fahrenheit and mg/dL in the records, Celsius and umol/L in the demo mapping."""
+    reference = _outcome(DEMO, fhir_bundle(facts), RecordFormat.fhir_json)
+    converted = _outcome(DEMO, fhir_bundle(facts, other_units=True), RecordFormat.fhir_json)
+    _same(reference, converted, exact=False)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
