@@ -82,7 +82,8 @@ def test_playbook_syntax() -> None:
 
 
 @pytest.mark.skipif(
-    ANSIBLE_LINT is None, reason="ansible-lint not found (pip install ansible-lint; or set ANSIBLE_LINT)"
+    ANSIBLE_LINT is None,
+    reason="ansible-lint not found (pip install ansible-lint; or set ANSIBLE_LINT)",
 )
 def test_role_is_lint_clean() -> None:
     assert ANSIBLE_LINT is not None
