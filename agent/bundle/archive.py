@@ -3,9 +3,10 @@
 Reading is where hostile *containers* are stopped (hostile *content* is ``verify``'s job):
 symlinks and hard links (which could point at ``/etc/shadow`` or at another bundle),
 device files and FIFOs, names that escape the bundle (``../``, absolute paths), duplicate
-names (two different bytes for one name: which one was verified?), too many members and
-oversized files. Sizes are checked from headers before a byte is read, then enforced again
-while reading, because a header or ``stat`` can lie about a file that changes underneath.
+names (two different bytes for one name: which one was verified?), too many members,
+oversized files, and more bytes in all than a download may have (a gzip bomb). Sizes are
+checked from headers before a byte is read, then enforced again while reading, because a
+header or ``stat`` can lie about a file that changes underneath.
 
 The archive form is deterministic: members sorted by name, mtime 0, uid/gid 0, no user
 names, mode 0644, gzip header mtime 0. The same bundle always gives the same archive
@@ -23,7 +24,7 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from agent.bundle.verify import MAX_FILES, file_limit, is_safe_name
+from agent.bundle.verify import MAX_FILES, check_total, file_limit, is_safe_name
 from agent.errors import BundleError, SizeLimitExceeded
 from agent.limits import Limits
 
@@ -76,6 +77,7 @@ def _read_dir_into(directory: Path, prefix: str, limits: Limits, out: dict[str, 
         if len(out) >= MAX_FILES:
             raise SizeLimitExceeded(f"bundle has more than {MAX_FILES} files")
         out[name] = _read_regular_file(Path(entry.path), name, file_limit(name, limits))
+        check_total(sum(len(data) for data in out.values()), limits)
 
 
 def _read_regular_file(path: Path, name: str, limit: int) -> bytes:
@@ -116,7 +118,7 @@ def read_bundle_archive_bytes(data: bytes, limits: Limits) -> dict[str, bytes]:
     members (checked from the header before reading, so a gzip bomb stops early).
     """
     files: dict[str, bytes] = {}
-    members = 0
+    members = total = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for member in tar:
@@ -135,6 +137,8 @@ def read_bundle_archive_bytes(data: bytes, limits: Limits) -> dict[str, bytes]:
                 limit = file_limit(name, limits)
                 if member.size > limit:
                     raise SizeLimitExceeded(f"{name} is larger than {limit} bytes")
+                total += member.size
+                check_total(total, limits)
                 handle = tar.extractfile(member)
                 if handle is None:  # pragma: no cover - isreg() members always have data
                     raise BundleError(f"archive member {name!r} has no data")

@@ -80,7 +80,8 @@ def file_limit(name: str, limits: Limits) -> int:
 
 
 def check_sizes(files: Mapping[str, bytes], limits: Limits) -> None:
-    """Refuse a bundle with too many files or any file over its limit (SizeLimitExceeded).
+    """Refuse a bundle with too many files, any file over its limit, or more than
+    ``limits.bundle_download_max`` bytes in all (SizeLimitExceeded).
 
     Stops resource exhaustion: an oversized manifest or module is refused before it is
     parsed, hashed, compiled or written to disk.
@@ -91,6 +92,14 @@ def check_sizes(files: Mapping[str, bytes], limits: Limits) -> None:
         limit = file_limit(name, limits)
         if len(data) > limit:
             raise SizeLimitExceeded(f"{name} is larger than {limit} bytes")
+    check_total(sum(len(data) for data in files.values()), limits)
+
+
+def check_total(total: int, limits: Limits) -> None:
+    """Refuse a bundle whose files add up to more than ``limits.bundle_download_max``
+    bytes: a small compressed archive must not unpack into gigabytes (a gzip bomb)."""
+    if total > limits.bundle_download_max:
+        raise SizeLimitExceeded(f"bundle is larger than {limits.bundle_download_max} bytes")
 
 
 def verify_signature(payload: bytes, signature_document: bytes, trust: TrustStore) -> str:

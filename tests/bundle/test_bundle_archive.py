@@ -144,3 +144,17 @@ def test_oversize_archive_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(3000))
     with pytest.raises(SizeLimitExceeded, match="archive"):
         read_bundle(path, Limits(bundle_download_max=2000))
+
+
+def test_archive_unpacking_to_more_than_the_download_cap_is_refused() -> None:
+    """A gzip bomb: each member is within its own limit, the sum is not."""
+    data = _tar([_file(f"part{i}.bin", bytes(400)) for i in range(4)])
+    assert len(data) < 1000
+    with pytest.raises(SizeLimitExceeded, match="bundle is larger"):
+        read_bundle_archive_bytes(data, Limits(bundle_download_max=1000))
+
+
+def test_directory_larger_in_total_than_the_cap_is_refused(tmp_path: Path) -> None:
+    directory = write_dir({f"part{i}.bin": bytes(400) for i in range(4)}, tmp_path / "b")
+    with pytest.raises(SizeLimitExceeded, match="bundle is larger"):
+        read_bundle_dir(directory, Limits(bundle_download_max=1000))
