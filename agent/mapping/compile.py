@@ -91,6 +91,11 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
         problems.add(("features",), "model input is not mapped", name)
     for name in spec.features.keys() - inputs.keys():
         problems.add(("features", name), "not an input of the model", name)
+    for text, ucum in spec.unit_aliases.items():
+        try:
+            check_unit(ucum)
+        except UnitError as exc:
+            problems.add(("unit_aliases", text), f"unit_aliases: {exc}", unit=True)
     compiled: dict[str, CompiledFeature] = {}
     for name, feature_spec in spec.features.items():
         if name in inputs:
@@ -160,7 +165,7 @@ def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: Mapping
         site_unit=site_unit, model_unit=model.unit, site_conversion=site_conversion,
         molar_mass=spec.molar_mass, reduce=spec.reduce, window=spec.window_delta,
         fallback=fallback, levels=tuple(model.levels), categories=categories,
-        unseen=spec.unseen, low=model.min, high=model.max,
+        unseen=spec.unseen, low=model.min, high=model.max, unit_aliases=mapping.unit_aliases,
     )
 
 

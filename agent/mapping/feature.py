@@ -52,6 +52,7 @@ class CompiledFeature:
     unseen: UnseenPolicy
     low: float | None
     high: float | None
+    unit_aliases: Mapping[str, str]  # the site's unit texts -> UCUM (mmHg -> mm[Hg])
 
     # --- gathering ------------------------------------------------------------------------
     def _facts(self, record: PatientRecord, index: FactIndex, as_of: datetime) -> list[Fact]:
@@ -151,11 +152,12 @@ class CompiledFeature:
                            "; ".join(labels) or None)
 
     def _convert(self, fact: Fact, number: float) -> tuple[float, str | None]:
-        if fact.unit is None or fact.unit == self.site_unit or self.model_unit is None:
+        unit = self.unit_aliases.get(fact.unit, fact.unit) if fact.unit else None
+        if unit is None or unit == self.site_unit or self.model_unit is None:
             step = self.site_conversion
         else:
             try:
-                step = conversion(fact.unit, self.model_unit, self.molar_mass)
+                step = conversion(unit, self.model_unit, self.molar_mass)
             except UnitError:
                 raise UnmappableRecord(
                     f"feature {self.name!r}: {_origin(fact)} carries a unit that "

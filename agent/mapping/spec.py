@@ -122,6 +122,7 @@ class MappingSpec(_Strict):
     model: str = Field(min_length=1)
     description: str = ""
     systems: dict[str, str] = Field(default_factory=dict)
+    unit_aliases: dict[str, str] = Field(default_factory=dict)
     features: dict[str, FeatureSpec]
 
     @field_validator("systems")

@@ -37,14 +37,15 @@ BASE: dict[str, dict[str, Any]] = {
 }
 
 
-def _mapping(tmp_path: Path, manifest: BundleManifest, **changes: dict[str, Any]) -> SiteMapping:
+def _mapping(tmp_path: Path, manifest: BundleManifest, top: dict[str, Any] | None = None,
+             **changes: dict[str, Any]) -> SiteMapping:
     features = {name: {**spec, **changes.get(name, {})} for name, spec in BASE.items()}
     for name, spec in changes.items():
         if "replace" in spec:
             features[name] = spec["replace"]
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump({"site": "t", "model": "deterioration",
-                                    "features": features}))
+                                    "features": features, **(top or {})}))
     return load_mapping(path, manifest)
 
 
@@ -181,6 +182,22 @@ def test_record_unit_that_cannot_be_read_is_refused(unit: str, tmp_path: Path,
     assert str(caught.value) == ("feature 'body_temperature': Observation "
                                  f"{LOINC}|8310-5 carries a unit that cannot be converted "
                                  "to Cel")
+
+
+def test_unit_aliases_name_the_sites_unit_texts(tmp_path: Path,
+                                                manifest: BundleManifest) -> None:
+    observation = _obs("8480-6", 120.0)
+    observation["valueQuantity"] = {"value": 120.0, "unit": "mmHg"}  # HL7 OBX-6 without UCUM
+    with pytest.raises(UnmappableRecord, match="carries a unit that cannot be converted"):
+        _mapping(tmp_path, manifest).extract(_record(observation), AS_OF)
+    aliased = _mapping(tmp_path, manifest, top={"unit_aliases": {"mmHg": "mm[Hg]"}})
+    value, _ = _feature(aliased, _record(observation), "systolic_bp")
+    assert value.value == 120.0 and not value.imputed
+    fahrenheit = _obs("8310-5", 101.48)
+    fahrenheit["valueQuantity"] = {"value": 101.48, "unit": "°F"}
+    aliased = _mapping(tmp_path, manifest, top={"unit_aliases": {"°F": "[degF]"}})
+    assert _feature(aliased, _record(fahrenheit), "body_temperature")[0].value == \
+        pytest.approx(38.6)
 
 
 def test_void_statuses_and_values_without_value_are_skipped(tmp_path: Path,

@@ -119,6 +119,14 @@ def test_load_time_refusals(old: str, new: str, needle: str, expected: str, tmp_
     assert expected in message
 
 
+def test_unit_alias_must_be_ucum(tmp_path: Path, manifest: BundleManifest) -> None:
+    text = BASE.replace("features:\n", "unit_aliases:\n  mmHg: mm[Hg]\n  bpm: beats\n"
+                        "features:\n", 1)
+    message = _refused(tmp_path, text, manifest, UnitError)
+    assert message.endswith(f"site.yaml:{_line(text, 'bpm:')}: unit_aliases: 'beats' is not "
+                            "a valid UCUM unit")
+
+
 def test_median_needs_a_training_median(tmp_path: Path, manifest: BundleManifest) -> None:
     document = manifest.model_dump(mode="json")
     document["reference"]["features"]["wbc"]["median"] = None
