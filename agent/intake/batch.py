@@ -104,6 +104,11 @@ class BatchJob:
     def input(self) -> Path:
         return Path(self.journal.input)
 
+    @property
+    def outputs(self) -> frozenset[OutputKind]:
+        """As chosen when the job began (a config change never splits a file's outputs)."""
+        return frozenset(OutputKind(kind) for kind in self.journal.outputs)
+
     def part(self, name: str) -> Path:
         return self.folder / name
 
@@ -133,6 +138,7 @@ class BatchEngine:
             name=name,
             stem=stem,
             model=self.settings.model,
+            outputs=sorted(self.settings.outputs),
             started=utc_now(),
         )
         journal.save(folder)
@@ -158,7 +164,7 @@ class BatchEngine:
         if journal.format is None:
             journal.format = detect_format(job.input, self.settings.limits).value
             journal.save(job.folder)
-        parts = [RESULTS_PART] + ([RISK_PART] if OutputKind.fhir in self.settings.outputs else [])
+        parts = [RESULTS_PART] + ([RISK_PART] if OutputKind.fhir in job.outputs else [])
         for part in parts:
             truncate_to(job.part(part), journal.sizes.get(part, 0))
         total = os.stat(job.input).st_size
@@ -210,7 +216,7 @@ class BatchEngine:
         summary = RunSummary.of(results)
         published: list[str] = []
         for kind in (OutputKind.ndjson, OutputKind.csv, OutputKind.fhir):
-            if kind not in self.settings.outputs:
+            if kind not in job.outputs:
                 continue
             target = outdir / output_name(journal.stem, kind)
             with atomic_output(target) as stream:
@@ -317,7 +323,7 @@ class BatchEngine:
             RESULTS_PART,
             predictions_line(position, item.lines, item.label, predictions),
         )
-        if OutputKind.fhir in self.settings.outputs:
+        if OutputKind.fhir in job.outputs:
             occurrence = utc_now()
             for prediction in predictions:
                 resource = risk_assessment(

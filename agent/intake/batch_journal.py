@@ -32,6 +32,7 @@ class Journal:
     stem: str  # what its output files are named after (``name``, made unique)
     model: str
     started: str  # ISO 8601, UTC
+    outputs: list[str] = field(default_factory=list)  # output kinds chosen at the start
     state: JobState = JobState.scoring
     format: str | None = None  # set once detected
     records_done: int = 0

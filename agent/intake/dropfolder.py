@@ -181,17 +181,18 @@ class DropFolder:
         log.info("drop folder watching", extra={"path": str(self.config.inbox)})
 
     def stop(self) -> None:
+        """The worker first (it may still move files), then the observer."""
         self._stopping.set()
         self._wake.set()
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(self.limits.drain_timeout)
-            self._observer = None
         if self._worker is not None:
             self._worker.join(self.limits.drain_timeout)
             if self._worker.is_alive():
                 log.warning("drop folder still scoring a record at stop")
             self._worker = None
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(self.limits.drain_timeout)
+            self._observer = None
 
     def wake(self) -> None:
         self._wake.set()

@@ -5,54 +5,29 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
-from agent.bundle.archive import read_bundle_dir
-from agent.bundle.trust import TrustStore
-from agent.bundle.verify import verify_bundle
 from agent.cli import main
 from agent.cli.score_cmd import ProgressBar, score_files
-from agent.config import load_config
 from agent.intake.batch import BatchSettings, OutputKind, Progress
 from agent.limits import Limits
-from agent.store import BundleStore
 from agent.types import IntakePath
-from tests.intake.dropfolder_support import RecordScorer
+from tests.intake.dropfolder_support import RecordScorer, demo_config
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = "heart_rate,respiratory_rate,body_temperature,systolic_bp,spo2,wbc,creatinine,age,sex"
 
 
 @pytest.fixture(scope="module")
-def demo_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo config with its store in a temp folder holding the installed demo bundle."""
-    root = tmp_path_factory.mktemp("demo")
-    (root / "config").mkdir()
-    os.symlink(REPO / "fixtures", root / "fixtures")
-    shutil.copytree(REPO / "config" / "mappings", root / "config" / "mappings")
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    for section in ("audit", "mllp", "http", "drop_folder"):
-        config.pop(section, None)
-    config["drop_folder"] = {"model": "deterioration", "outputs": ["ndjson", "csv", "fhir"]}
-    path = root / "config" / "agent.yaml"
-    path.write_text(yaml.safe_dump(config))
-    loaded = load_config(path)
-    limits = loaded.resolved_limits
-    files = read_bundle_dir(REPO / "fixtures" / "demo" / "build" / "deterioration", limits)
-    verified = verify_bundle(files, TrustStore(loaded.trust), limits=limits)
-    store = BundleStore(loaded.store.root)
-    store.install(verified)
-    store.activate(verified.manifest.name, verified.manifest.version)
-    return path
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    drop_folder = {"model": "deterioration", "outputs": ["ndjson", "csv", "fhir"]}
+    return demo_config(tmp_path_factory.mktemp("demo"), drop_folder)
 
 
 def test_score_fixture_files_with_the_real_pipeline(
-    demo_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = tmp_path / "rows.csv"
     rows.write_text(
@@ -60,7 +35,7 @@ def test_score_fixture_files_with_the_real_pipeline(
     )
     bundle = REPO / "fixtures" / "fhir" / "demo-patient-bundle.json"
     out = tmp_path / "out"
-    argv = ["score", "-c", str(demo_config), "-o", str(out), "--as-of", "2026-03-15T12:00:00Z"]
+    argv = ["score", "-c", str(demo), "-o", str(out), "--as-of", "2026-03-15T12:00:00Z"]
     assert main([*argv, str(bundle), str(rows)]) == 0
 
     result = json.loads((out / "demo-patient-bundle.json.results.ndjson").read_text())
@@ -82,13 +57,13 @@ def test_score_fixture_files_with_the_real_pipeline(
 
 
 def test_failed_records_and_unreadable_files_exit_1(
-    demo_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_text("neither FHIR nor HL7\n")
     hl7 = REPO / "fixtures" / "hl7" / "batch-fhs-bhs.hl7"
     out = tmp_path / "out"
-    assert main(["score", "-c", str(demo_config), "-o", str(out), "-q", str(junk), str(hl7)]) == 1
+    assert main(["score", "-c", str(demo), "-o", str(out), "-q", str(junk), str(hl7)]) == 1
     console = capsys.readouterr().err
     assert "junk.bin: not scored (unknown_format)" in console
     assert not (out / "junk.bin.report.json").exists()
@@ -96,15 +71,10 @@ def test_failed_records_and_unreadable_files_exit_1(
     assert report["records"]["in"] == 2 and report["format"] == "hl7v2"
 
 
-def test_unknown_model_is_a_usage_error(demo_config: Path, tmp_path: Path) -> None:
+def test_unknown_model_is_a_usage_error(demo: Path, tmp_path: Path) -> None:
     bundle = REPO / "fixtures" / "fhir" / "demo-patient-bundle.json"
-    assert (
-        main(["score", "-c", str(demo_config), "-m", "nope", "-o", str(tmp_path), str(bundle)]) == 2
-    )
-    assert (
-        main(["score", "-c", str(demo_config), "-o", str(tmp_path), str(tmp_path / "absent.json")])
-        == 2
-    )
+    assert main(["score", "-c", str(demo), "-m", "nope", "-o", str(tmp_path), str(bundle)]) == 2
+    assert main(["score", "-c", str(demo), "-o", str(tmp_path), str(tmp_path / "absent.json")]) == 2
 
 
 def test_score_files_keeps_going_after_an_unreadable_file(tmp_path: Path) -> None:
