@@ -33,7 +33,8 @@ def test_check_prints_errors_with_file_and_line(bundle: Path, tmp_path: Path,
     broken.write_text((MAPPINGS / "local-site.yaml").read_text()
                       .replace('unit: "[degF]"', "unit: degF"))
     assert main(["mapping", "check", str(broken), "--bundle", str(bundle)]) == 1
-    line = next(i for i, t in enumerate(broken.read_text().splitlines(), 1) if "degF" in t)
+    line = next(i for i, t in enumerate(broken.read_text().splitlines(), 1)
+                if "unit: degF" in t)
     assert capsys.readouterr().out == (
         f"{broken}:{line}: feature 'body_temperature': 'degF' is not a valid UCUM unit\n")
 
