@@ -138,8 +138,9 @@ class Daemon:
             new_config = load_config(self.config_path)
             self.pipeline.reconfigure(new_config)
         except AgentError as error:
-            log.error("reload refused; the running configuration is kept",
-                      extra={"reason": error.reason})
+            log.error(
+                "reload refused; the running configuration is kept", extra={"reason": error.reason}
+            )
             log.error(str(error))
         else:
             self.config = new_config

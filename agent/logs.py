@@ -16,9 +16,24 @@ from typing import Any
 # Keys that code may attach with ``extra=``; anything else is dropped.
 ALLOWED_FIELDS = frozenset(
     {
-        "model", "version", "digest", "keyid", "registry", "intake", "reason", "outcome",
-        "request_id", "error_type", "path", "count", "seconds", "port", "host", "file",
-        "status", "rows",
+        "model",
+        "version",
+        "digest",
+        "keyid",
+        "registry",
+        "intake",
+        "reason",
+        "outcome",
+        "request_id",
+        "error_type",
+        "path",
+        "count",
+        "seconds",
+        "port",
+        "host",
+        "file",
+        "status",
+        "rows",
     }
 )
 

@@ -162,7 +162,9 @@ class ScoringPipeline:
         served = self.served(name)
         if served.config.risk_output is not None:
             return served.config.risk_output
-        probabilities = [o.name for o in served.bundle.manifest.outputs if o.kind.value == "probability"]
+        probabilities = [
+            o.name for o in served.bundle.manifest.outputs if o.kind.value == "probability"
+        ]
         return probabilities[-1] if probabilities else served.bundle.manifest.outputs[0].name
 
     @property
@@ -264,4 +266,3 @@ class ScoringPipeline:
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
         return model if self.config.model(model) is not None else "unknown"
-

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 
-class IntakePath(str, Enum):
+class IntakePath(StrEnum):
     """Where a request came in; a metric label value."""
 
     http = "http"
@@ -23,7 +23,7 @@ class IntakePath(str, Enum):
     cli = "cli"
 
 
-class RecordFormat(str, Enum):
+class RecordFormat(StrEnum):
     fhir_json = "fhir_json"  # one resource or a Bundle
     fhir_ndjson = "fhir_ndjson"  # bulk export: one resource or Bundle per line
     hl7v2 = "hl7v2"  # one message, or a batch (FHS/BHS)
@@ -98,5 +98,9 @@ class Scorer(Protocol):
     def score(self, request: ScoreRequest) -> list[Prediction]: ...
 
     def score_vector(
-        self, model: str, rows: Sequence[Sequence[float]], intake: IntakePath, version: str | None = None
+        self,
+        model: str,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        version: str | None = None,
     ) -> list[Mapping[str, float]]: ...

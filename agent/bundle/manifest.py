@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from functools import total_ordering
 from typing import Annotated, Any
 
@@ -57,7 +57,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FeatureKind(str, Enum):
+class FeatureKind(StrEnum):
     numeric = "numeric"
     categorical = "categorical"
 
@@ -85,7 +85,7 @@ class InputFeature(_Strict):
         return self
 
 
-class OutputKind(str, Enum):
+class OutputKind(StrEnum):
     probability = "probability"
     score = "score"
     label = "class"
@@ -186,8 +186,10 @@ class BundleManifest(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> BundleManifest:
-        for what, names in (("input", [f.name for f in self.inputs]),
-                            ("output", [o.name for o in self.outputs])):
+        for what, names in (
+            ("input", [f.name for f in self.inputs]),
+            ("output", [o.name for o in self.outputs]),
+        ):
             if len(set(names)) != len(names):
                 raise ValueError(f"duplicate {what} names")
         if MODEL_FILE not in self.files:

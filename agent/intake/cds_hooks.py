@@ -36,7 +36,10 @@ def service_id(model: str) -> str:
 
 def prefetch_templates(served: ServedModel) -> dict[str, str]:
     """Prefetch for exactly the observations this site's mapping reads."""
-    codes = ",".join(f"{system}|{code}" for system, code in served.mapping.selected_codes())
+    # component codes and the panels that carry them: a FHIR server's code search
+    # matches the panel's own code, not its components'
+    wanted = {c for f in served.mapping.features for c in (*f.codes, *f.panels)}
+    codes = ",".join(sorted(wanted))
     templates = {"patient": "Patient/{{context.patientId}}"}
     if codes:
         templates["observations"] = (
@@ -81,7 +84,11 @@ def _resources(prefetch: Any) -> list[dict[str, Any]]:
 def card(prediction: Prediction, risk_output: str, thresholds: CardThresholds) -> dict[str, Any]:
     risk = float(prediction.outputs[risk_output])
     indicator = (
-        "critical" if risk >= thresholds.critical else "warning" if risk >= thresholds.warning else "info"
+        "critical"
+        if risk >= thresholds.critical
+        else "warning"
+        if risk >= thresholds.warning
+        else "info"
     )
     summary = f"{prediction.model} risk {risk:.0%} ({indicator})"[:SUMMARY_MAX]
     imputed = [f.name for f in prediction.vector.features if f.imputed]
@@ -115,8 +122,11 @@ async def call_service(request: Request) -> Response:
                 {"error": "prefetch with the patient and observations is required"},
                 status_code=412,
             )
-        bundle = {"resourceType": "Bundle", "type": "collection",
-                  "entry": [{"resource": r} for r in resources]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": r} for r in resources],
+        }
         score_request = ScoreRequest(
             model=served.name,
             body=json.dumps(bundle).encode(),
@@ -128,10 +138,11 @@ async def call_service(request: Request) -> Response:
         predictions = await run_in_threadpool(pipeline.score, score_request)
     except AgentError as error:
         return JSONResponse({"error": str(error)}, status_code=status_for(error))
+    # the card is about the patient in context, whatever else the prefetch held
+    subject = f"Patient/{payload['context'].get('patientId')}"
+    chosen = next((p for p in predictions if p.label == subject), predictions[0])
     risk_output = pipeline.risk_output(served.name)
-    return JSONResponse(
-        {"cards": [card(p, risk_output, served.config.cards) for p in predictions[:1]]}
-    )
+    return JSONResponse({"cards": [card(chosen, risk_output, served.config.cards)]})
 
 
 CDS_ROUTES = [

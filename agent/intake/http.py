@@ -97,7 +97,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     pipeline = _pipeline(request)
-    models = {m.name: m.name in {s.name for s in pipeline.served_models()} for m in pipeline.config.models}
+    models = {
+        m.name: m.name in {s.name for s in pipeline.served_models()} for m in pipeline.config.models
+    }
     ready = all(models.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "models": models},
@@ -124,8 +126,12 @@ async def list_models(request: Request) -> Response:
                 "version": manifest.version,
                 "bundle_digest": served.bundle.digest,
                 "signer_keyid": served.bundle.signer_keyid,
-                "inputs": [f.model_dump(mode="json", exclude_defaults=True) for f in manifest.inputs],
-                "outputs": [o.model_dump(mode="json", exclude_defaults=True) for o in manifest.outputs],
+                "inputs": [
+                    f.model_dump(mode="json", exclude_defaults=True) for f in manifest.inputs
+                ],
+                "outputs": [
+                    o.model_dump(mode="json", exclude_defaults=True) for o in manifest.outputs
+                ],
             }
         )
     return JSONResponse({"models": models})
@@ -203,7 +209,12 @@ class GuardMiddleware(BaseHTTPMiddleware):
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         client = request.client.host if request.client else "unknown"
         request.state.caller = client
-        open_paths = request.url.path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
+        open_paths = request.url.path in (
+            "/healthz",
+            "/readyz",
+            "/v2/health/live",
+            "/v2/health/ready",
+        )
         if self._config.auth_required and not open_paths:
             identity = self._authenticate(request)
             if identity is None:
@@ -216,7 +227,9 @@ class GuardMiddleware(BaseHTTPMiddleware):
             request.state.caller = identity
         if self._in_flight[client] >= self._config.max_concurrent_per_client:
             return JSONResponse(
-                operation_outcome("too many concurrent requests from this client", code="throttled"),
+                operation_outcome(
+                    "too many concurrent requests from this client", code="throttled"
+                ),
                 status_code=429,
                 media_type=FHIR_JSON,
             )

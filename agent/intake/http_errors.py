@@ -29,7 +29,9 @@ def status_for(error: errors.AgentError) -> int:
     return 500
 
 
-def operation_outcome(message: str, *, code: str = "processing", severity: str = "error") -> dict[str, Any]:
+def operation_outcome(
+    message: str, *, code: str = "processing", severity: str = "error"
+) -> dict[str, Any]:
     """A FHIR OperationOutcome with one issue (FHIR's own error shape)."""
     return {
         "resourceType": "OperationOutcome",

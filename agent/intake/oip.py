@@ -20,8 +20,20 @@ from agent.intake.http_errors import status_for
 from agent.pipeline import ScoringPipeline, ServedModel
 from agent.types import IntakePath
 
-_NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
-            "UINT32", "UINT64", "BOOL"}
+_NUMERIC = {
+    "FP16",
+    "FP32",
+    "FP64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "BOOL",
+}
 
 
 def _pipeline(request: Request) -> ScoringPipeline:
@@ -39,7 +51,6 @@ def _served(request: Request) -> ServedModel:
     if version is not None and version != served.version:
         raise UnknownModel(f"version {version} is not the one served")
     return served
-
 
 
 async def live(request: Request) -> Response:
@@ -98,7 +109,7 @@ def rows_from_inputs(inputs: Any, feature_names: list[str]) -> list[list[float]]
     width = len(feature_names)
     if len(tensors) == 1:
         shape, values = next(iter(tensors.values()))
-        if len(shape) == 2 and shape[1] == width or len(shape) == 1 and shape[0] == width:
+        if (len(shape) == 2 and shape[1] == width) or (len(shape) == 1 and shape[0] == width):
             return [values[i : i + width] for i in range(0, len(values), width)]
     missing = [n for n in feature_names if n not in tensors]
     if missing:
@@ -150,7 +161,12 @@ async def infer(request: Request) -> Response:
         "model_name": served.name,
         "model_version": served.version,
         "outputs": [
-            {"name": n, "shape": [len(results)], "datatype": "FP64", "data": [r[n] for r in results]}
+            {
+                "name": n,
+                "shape": [len(results)],
+                "datatype": "FP64",
+                "data": [r[n] for r in results],
+            }
             for n in names
         ],
     }

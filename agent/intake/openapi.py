@@ -25,7 +25,10 @@ def _error(description: str) -> dict[str, Any]:
 
 _MODEL = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-_OIP_ERROR = {"description": "error", **_json({"type": "object", "properties": {"error": {"type": "string"}}})}
+_OIP_ERROR = {
+    "description": "error",
+    **_json({"type": "object", "properties": {"error": {"type": "string"}}}),
+}
 
 _INFER_REQUEST = {
     "type": "object",
@@ -47,7 +50,10 @@ _INFER_REQUEST = {
                 },
             },
         },
-        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+        "outputs": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+        },
     },
 }
 
@@ -96,10 +102,30 @@ def document() -> dict[str, Any]:
             "description": "On-premise scoring of FHIR R4 and HL7 v2 records with signed models.",
         },
         "paths": {
-            "/": {"get": {"summary": "status page", "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/": {
+                "get": {
+                    "summary": "status page",
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/healthz": _get("the process is alive"),
             "/readyz": _get("every configured model is loaded and verified", None, "503"),
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/openapi.json": _get("this document"),
             "/v1/models": _get("served models: name, version, digest, signer, inputs"),
             "/v1/models/{name}/predict": {
@@ -107,13 +133,28 @@ def document() -> dict[str, Any]:
                     "summary": "score FHIR R4 (resource, Bundle, NDJSON) or HL7 v2 records",
                     "parameters": [
                         _MODEL,
-                        {"name": "explain", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
-                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "fhir"]}},
-                        {"name": "as_of", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                        {
+                            "name": "explain",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        },
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["json", "fhir"]},
+                        },
+                        {
+                            "name": "as_of",
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
                     ],
                     "requestBody": predict_body,
                     "responses": {
-                        "200": {"description": "predictions (JSON, or FHIR RiskAssessment)", **_json(_JSON_OBJECT)},
+                        "200": {
+                            "description": "predictions (JSON, or FHIR RiskAssessment)",
+                            **_json(_JSON_OBJECT),
+                        },
                         "400": _error("the record is malformed"),
                         "404": _error("no such model"),
                         "413": _error("body too large"),
@@ -128,15 +169,26 @@ def document() -> dict[str, Any]:
             "/v2/models/{name}": _get("OIP model metadata", [_MODEL], "404", "503"),
             "/v2/models/{name}/ready": _get("OIP model readiness", [_MODEL], "503"),
             "/v2/models/{name}/infer": _infer([_MODEL]),
-            "/v2/models/{name}/versions/{version}": _get("OIP model metadata", [_MODEL, _VERSION], "404", "503"),
-            "/v2/models/{name}/versions/{version}/ready": _get("OIP model readiness", [_MODEL, _VERSION], "503"),
+            "/v2/models/{name}/versions/{version}": _get(
+                "OIP model metadata", [_MODEL, _VERSION], "404", "503"
+            ),
+            "/v2/models/{name}/versions/{version}/ready": _get(
+                "OIP model readiness", [_MODEL, _VERSION], "503"
+            ),
             "/v2/models/{name}/versions/{version}/infer": _infer([_MODEL, _VERSION]),
             "/cds-services": _get("CDS Hooks discovery"),
             "/cds-services/{id}": {
                 "post": {
                     "summary": "CDS Hooks patient-view service",
-                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "requestBody": {"required": True, **_json({"type": "object", "required": ["hook", "hookInstance", "context"]})},
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        **_json(
+                            {"type": "object", "required": ["hook", "hookInstance", "context"]}
+                        ),
+                    },
                     "responses": {
                         "200": {"description": "cards", **_json(_JSON_OBJECT)},
                         "400": {"description": "bad request", **_json(_JSON_OBJECT)},
@@ -152,7 +204,10 @@ def document() -> dict[str, Any]:
                 "OperationOutcome": {
                     "type": "object",
                     "required": ["resourceType", "issue"],
-                    "properties": {"resourceType": {"const": "OperationOutcome"}, "issue": {"type": "array"}},
+                    "properties": {
+                        "resourceType": {"const": "OperationOutcome"},
+                        "issue": {"type": "array"},
+                    },
                 }
             }
         },

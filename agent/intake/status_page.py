@@ -25,7 +25,7 @@ height:16px;background:#222}
 
 
 def _ms(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds * 1000:.2f} ms"
+    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
 
 
 def _drift_rows(values: dict[str, Any], act: dict[str, float]) -> str:
@@ -59,14 +59,15 @@ def render(pipeline: ScoringPipeline) -> str:
         latency = entry.get("latency_seconds", {})
         errors = entry.get("errors", {})
         error_text = ", ".join(f"{escape(k)}: {v}" for k, v in errors.items()) or "none"
-        version = entry.get("version")
+        version = escape(entry.get("version") or "not loaded")
+        count = entry.get("predictions", 0)
         sections.append(
             f"<section class='model' id='model-{escape(name)}'><h2>{escape(name)}</h2>"
             "<table>"
-            f"<tr><th>active version</th><td class='version'>{escape(version or 'not loaded')}</td></tr>"
-            f"<tr><th>bundle sha256</th><td>{escape(entry.get('digest') or '–')}</td></tr>"
-            f"<tr><th>signer key</th><td>{escape(entry.get('keyid') or '–')}</td></tr>"
-            f"<tr><th>predictions</th><td class='predictions'>{entry.get('predictions', 0)}</td></tr>"
+            f"<tr><th>active version</th><td class='version'>{version}</td></tr>"
+            f"<tr><th>bundle sha256</th><td>{escape(entry.get('digest') or '-')}</td></tr>"
+            f"<tr><th>signer key</th><td>{escape(entry.get('keyid') or '-')}</td></tr>"
+            f"<tr><th>predictions</th><td class='predictions'>{count}</td></tr>"
             f"<tr><th>errors</th><td>{error_text}</td></tr>"
             f"<tr><th>latency p50 / p95 / p99</th><td>{_ms(latency.get('p50'))} / "
             f"{_ms(latency.get('p95'))} / {_ms(latency.get('p99'))}</td></tr>"

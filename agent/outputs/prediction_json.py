@@ -12,7 +12,9 @@ def feature_warnings(vector: FeatureVector) -> list[dict[str, str]]:
     warnings = []
     for feature in vector.features:
         if feature.imputed:
-            warnings.append({"feature": feature.name, "warning": "imputed", "detail": feature.source})
+            warnings.append(
+                {"feature": feature.name, "warning": "imputed", "detail": feature.source}
+            )
         if feature.out_of_range:
             warnings.append({"feature": feature.name, "warning": "out_of_range", "detail": ""})
         if feature.unseen_category:

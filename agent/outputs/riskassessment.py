@@ -35,8 +35,7 @@ def risk_assessment(prediction: Prediction, risk_output: str, *, occurrence: str
             }
         ],
         "note": [
-            {"text": f"{w['feature']}: {w['warning']}"}
-            for w in feature_warnings(prediction.vector)
+            {"text": f"{w['feature']}: {w['warning']}"} for w in feature_warnings(prediction.vector)
         ],
     }
     if prediction.label.startswith("Patient/"):
@@ -44,4 +43,3 @@ def risk_assessment(prediction: Prediction, risk_output: str, *, occurrence: str
     if not resource["note"]:
         del resource["note"]
     return resource
-

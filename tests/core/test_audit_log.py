@@ -9,8 +9,16 @@ from agent.errors import ConfigError
 
 def _record(log: AuditLog, body: bytes, outcome: str = "ok") -> None:
     log.record(
-        request_id="r1", intake="http", caller="127.0.0.1", model="m", version="1.0.0",
-        bundle_digest="d" * 64, body=body, outputs=[{"p": 0.25}], seconds=0.001, outcome=outcome,
+        request_id="r1",
+        intake="http",
+        caller="127.0.0.1",
+        model="m",
+        version="1.0.0",
+        bundle_digest="d" * 64,
+        body=body,
+        outputs=[{"p": 0.25}],
+        seconds=0.001,
+        outcome=outcome,
     )
 
 

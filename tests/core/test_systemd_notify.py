@@ -7,7 +7,9 @@ import pytest
 from agent import systemd
 
 
-def test_notify_sends_the_state_to_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notify_sends_the_state_to_the_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     address = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(address)

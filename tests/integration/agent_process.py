@@ -61,7 +61,7 @@ class AgentProcess:
 
 
 def demo_root(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """A copy of config/ beside a link to fixtures/, with a free HTTP port; returns the
+    """A copy of config/ beside a link to fixtures/, with free HTTP and MLLP ports; returns the
     config file's path. ``edit`` may change the parsed config before it is written."""
     root = tmp_path / "demo"
     (root / "config").mkdir(parents=True)
@@ -74,6 +74,8 @@ def demo_root(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = No
     config_path = root / "config" / "demo.yaml"
     config = yaml.safe_load(config_path.read_text())
     config.setdefault("http", {})["port"] = free_port()
+    if "mllp" in config:
+        config["mllp"]["port"] = free_port()
     if edit is not None:
         edit(config)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -98,6 +100,7 @@ def start_agent(config_path: Path, ready_timeout: float = 60.0) -> AgentProcess:
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            agent.stop()
             raise RuntimeError(f"agent exited with {process.returncode}:\n{agent.log_text()}")
         try:
             if httpx.get(f"{base_url}/readyz", timeout=1.0).status_code == 200:

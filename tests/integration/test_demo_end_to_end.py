@@ -3,9 +3,11 @@ pulling the signed demo bundle from the file registry, scoring FHIR and HL7 over
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +39,18 @@ def test_fhir_bundle_scores_as_onnxruntime_does(agent: AgentProcess) -> None:
     body = (REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes()
     with agent.client() as client:
         response = client.post(
-            PREDICT + "&explain=true", content=body, headers={"Content-Type": "application/fhir+json"}
+            PREDICT + "&explain=true",
+            content=body,
+            headers={"Content-Type": "application/fhir+json"},
         )
     assert response.status_code == 200, response.text
     prediction = response.json()["predictions"][0]
     assert prediction["model"] == "deterioration" and prediction["version"] == "1.0.0"
     vector = [f["model_value"] for f in prediction["explanation"]]
-    assert [f["feature"] for f in prediction["explanation"]][:2] == ["heart_rate", "respiratory_rate"]
+    assert [f["feature"] for f in prediction["explanation"]][:2] == [
+        "heart_rate",
+        "respiratory_rate",
+    ]
     assert all(not f["imputed"] for f in prediction["explanation"])
     assert prediction["outputs"]["probability_1"] == pytest.approx(
         _onnxruntime_probability(vector), abs=1e-5
@@ -97,10 +104,14 @@ def test_fhir_risk_assessment_on_request(agent: AgentProcess) -> None:
 
 def test_bad_input_gets_an_operation_outcome_and_the_agent_goes_on(agent: AgentProcess) -> None:
     with agent.client() as client:
-        bad_json = client.post(PREDICT, content=b"{not json", headers={"Content-Type": "application/fhir+json"})
+        bad_json = client.post(
+            PREDICT, content=b"{not json", headers={"Content-Type": "application/fhir+json"}
+        )
         wrong_type = client.post(PREDICT, content=b"a,b", headers={"Content-Type": "text/csv"})
         unknown = client.post(
-            "/v1/models/nope/predict", content=b"{}", headers={"Content-Type": "application/fhir+json"}
+            "/v1/models/nope/predict",
+            content=b"{}",
+            headers={"Content-Type": "application/fhir+json"},
         )
         assert client.get("/healthz").status_code == 200
     assert bad_json.status_code == 400
@@ -118,9 +129,11 @@ def test_metrics_count_the_predictions(agent: AgentProcess) -> None:
         )
         text = client.get("/metrics").text
         models = client.get("/v1/models").json()["models"]
-    assert 'edge_agent_model_active_info{keyid="c54ce43e9dcdc76f",model="deterioration",version="1.0.0"} 1.0' in text
+    active = 'keyid="c54ce43e9dcdc76f",model="deterioration",version="1.0.0"'
+    assert f"edge_agent_model_active_info{{{active}}} 1.0" in text
     predicted = [
-        line for line in text.splitlines()
+        line
+        for line in text.splitlines()
         if line.startswith("edge_agent_predictions_total{") and 'intake="http"' in line
     ]
     assert predicted and float(predicted[0].rsplit(" ", 1)[1]) >= 1
@@ -131,7 +144,74 @@ def test_config_check_names_the_broken_key(tmp_path: Path) -> None:
     config = demo_root(tmp_path, edit=lambda c: c["http"].update(prot=8081))
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", "config", "check", str(config)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "http.prot" in result.stderr and "demo.yaml:" in result.stderr
+
+
+def _recent(observations: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The demo's observations moved so the newest is an hour old (CDS Hooks has no as-of)."""
+    times = [datetime.fromisoformat(str(o["effectiveDateTime"])) for o in observations]
+    shift = datetime.now(UTC) - timedelta(hours=1) - max(times)
+    return [
+        {**o, "effectiveDateTime": (t + shift).isoformat()}
+        for o, t in zip(observations, times, strict=True)
+    ]
+
+
+def _searchset(observations: list[dict[str, object]], patient_id: str) -> dict[str, object]:
+    """Observations as a FHIR server's search returns them: subjects as Patient/{id}."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"resource": {**o, "subject": {"reference": f"Patient/{patient_id}"}}}
+            for o in observations
+        ],
+    }
+
+
+def test_cds_hooks_discovery_and_card(agent: AgentProcess) -> None:
+    bundle = json.loads((REPO / "fixtures/fhir/demo-patient-bundle.json").read_text())
+    resources = [e["resource"] for e in bundle["entry"]]
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    observations = [r for r in resources if r["resourceType"] == "Observation"]
+    call = {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/1", "patientId": patient["id"]},
+        "prefetch": {
+            "patient": patient,
+            "observations": _searchset(_recent(observations), patient["id"]),
+        },
+    }
+    with agent.client() as client:
+        service = client.get("/cds-services").json()["services"][0]
+        answer = client.post(f"/cds-services/{service['id']}", json=call)
+        stale = client.post(
+            f"/cds-services/{service['id']}",
+            json={
+                **call,
+                "prefetch": {
+                    "patient": patient,
+                    "observations": _searchset(observations, patient["id"]),
+                },
+            },
+        )
+        without_prefetch = client.post(
+            f"/cds-services/{service['id']}", json={**call, "prefetch": {}}
+        )
+    assert service["hook"] == "patient-view"
+    assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+    assert "http://loinc.org|85354-9" in service["prefetch"]["observations"]
+    assert answer.status_code == 200, answer.text
+    card = answer.json()["cards"][0]
+    assert len(card["summary"]) < 140
+    assert card["indicator"] in {"info", "warning", "critical"}
+    assert card["source"]["label"] == "edge-agent deterioration 1.0.0"
+    # week-old vitals fall outside the mapping's 24 h window: refused, not guessed
+    assert stale.status_code == 422
+    assert without_prefetch.status_code == 412
