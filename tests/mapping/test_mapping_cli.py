@@ -70,3 +70,15 @@ def test_explain_reports_a_refused_record(bundle: Path,
                  "--bundle", str(bundle), "--as-of", AS_OF,
                  str(HL7 / "adt-a01-v25.hl7")]) == 1
     assert "refused: feature 'heart_rate': no value" in capsys.readouterr().out
+
+
+DEMO_BUNDLE = MAPPINGS.parents[1] / "fixtures" / "demo" / "build" / "deterioration"
+
+
+@pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").exists(),
+                    reason="the demo bundle has not been built")
+@pytest.mark.parametrize("name", ["demo-site.yaml", "local-site.yaml"])
+def test_shipped_mappings_fit_the_real_demo_bundle(name: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mapping", "check", str(MAPPINGS / name), "--bundle", str(DEMO_BUNDLE)]) == 0
+    assert capsys.readouterr().out.startswith("OK: ")
