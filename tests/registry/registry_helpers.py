@@ -9,6 +9,7 @@ import http.server
 import ipaddress
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -118,6 +119,23 @@ class _Huge(_Endless):
     huge = True
 
 
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """Answers 200 and sends one byte every 50 ms forever: never idle long enough for a
+    read timeout, never done."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            while True:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.05)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence the per-request stderr log."""
+
+
 class _Failing(http.server.BaseHTTPRequestHandler):
     """503 for the first ``failures`` requests, then serves ``folder`` files."""
 
@@ -178,6 +196,10 @@ def serve_endless(cert: tuple[Path, Path]) -> contextlib.AbstractContextManager[
 
 def serve_huge_length(cert: tuple[Path, Path]) -> contextlib.AbstractContextManager[str]:
     return serve(_Huge, cert)
+
+
+def serve_drip(cert: tuple[Path, Path]) -> contextlib.AbstractContextManager[str]:
+    return serve(_Drip, cert)
 
 
 def serve_failing_then(

@@ -10,6 +10,7 @@ from bundle_factory import signed_bundle, write_dir
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from registry_helpers import (
     make_ca_and_server_cert,
+    serve_drip,
     serve_endless,
     serve_failing_then,
     serve_folder,
@@ -165,3 +166,20 @@ def test_missing_file_is_not_retried(
 def test_plain_http_is_not_a_registry_scheme() -> None:
     with pytest.raises(ValueError, match="scheme"):
         RegistryConfig(name="web", url="http://127.0.0.1/reg")
+
+
+def test_a_server_that_drips_forever_is_cut_off_at_the_deadline(
+    tls: tuple[Path, tuple[Path, Path]],
+) -> None:
+    ca, cert = tls
+    with serve_drip(cert) as url:
+        source = open_source(
+            RegistryConfig(name="web", url=url, ca_file=ca, retries=0, timeout=1.0)
+        )
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransportFailure, match="too slow"):
+                source.fetch(INDEX_FILE, 1_000_000)
+            assert time.monotonic() - started < 3
+        finally:
+            source.close()
