@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from agent.compiler import trees
 from agent.errors import CompileError
 from tests.compiler.compiler_helpers import label_indices, run_compiled, run_onnxruntime
 
@@ -162,6 +163,14 @@ def _tree_regressor(modes: list[str], missing: list[int], aggregate: str) -> onn
     return graph_model([node], 1, opset=17)
 
 
+@pytest.fixture(params=["unrolled", "table"])
+def tree_layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a tree test with each kernel layout (the table walk forced by a zero bound)."""
+    if request.param == "table":
+        monkeypatch.setattr(trees, "UNROLL_MAX_NODES", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize(
     ("modes", "missing", "aggregate"),
     [
@@ -172,7 +181,7 @@ def _tree_regressor(modes: list[str], missing: list[int], aggregate: str) -> onn
     ],
 )
 def test_tree_modes_missing_values_and_aggregates(
-    modes: list[str], missing: list[int], aggregate: str
+    modes: list[str], missing: list[int], aggregate: str, tree_layout: str
 ) -> None:
     x = X.copy()
     x[::4, 1] = np.nan
@@ -186,7 +195,9 @@ def test_tree_modes_missing_values_and_aggregates(
 
 @pytest.mark.parametrize("weights", [[0.9, 0.2], [0.9, -0.7]], ids=["all-positive", "mixed"])
 @pytest.mark.parametrize("post", ["NONE", "LOGISTIC"])
-def test_binary_tree_classifier_conventions(weights: list[float], post: str) -> None:
+def test_binary_tree_classifier_conventions(
+    weights: list[float], post: str, tree_layout: str
+) -> None:
     node = helper.make_node(
         "TreeEnsembleClassifier", ["X"], ["label", "probabilities"], domain=ML,
         nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 0, 0],
@@ -236,3 +247,22 @@ def test_double_input_is_refused() -> None:
     )
     with pytest.raises(CompileError, match="float32"):
         run_compiled(helper.make_model(graph), X)
+
+
+def test_a_cyclic_tree_is_refused() -> None:
+    node = helper.make_node(
+        "TreeEnsembleRegressor", ["X"], ["Y"], domain=ML, name="loop",
+        nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[0, 1, 0],
+        nodes_values=[0.0, 0.0, 0.0], nodes_modes=["BRANCH_LEQ", "BRANCH_LEQ", "LEAF"],
+        nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 2, 0],
+        target_treeids=[0], target_nodeids=[2], target_ids=[0], target_weights=[1.0],
+        n_targets=1,
+    )
+    graph = helper.make_graph(
+        [node], "t", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(ML, 3)])
+    with pytest.raises(CompileError, match=r"TreeEnsembleRegressor node 'loop': .*reachable twice"):
+        run_compiled(model, X)

@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Binarizer, MinMaxScaler, Normalizer, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from agent.compiler import trees
 from tests.compiler.compiler_helpers import label_indices, run_compiled, run_onnxruntime
 
 DATA = {
@@ -80,6 +81,17 @@ def _fit(estimator: Any, x: np.ndarray, y: np.ndarray) -> Any:
         return estimator.fit(x.astype(np.float32), y)
 
 
+TREE_CASES = ["gb-binary", "gb-multiclass", "rf-binary", "rf-multiclass", "extra-trees",
+              "decision-tree"]
+
+
+@pytest.mark.parametrize("case", TREE_CASES)
+def test_tree_classifier_parity_with_the_table_layout(case: str, monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    monkeypatch.setattr(trees, "UNROLL_MAX_NODES", 0)
+    test_classifier_parity(case)
+
+
 @pytest.mark.parametrize("case", list(CLASSIFIERS))
 def test_classifier_parity(case: str) -> None:
     make, dataset = CLASSIFIERS[case]
@@ -93,6 +105,13 @@ def test_classifier_parity(case: str) -> None:
     assert np.abs(ours[:, 1:] - model.predict_proba(x.astype(np.float32))).max() <= 1e-4
     assert (np.asarray(classes)[ours[:, 0].astype(int)] != model.predict(
         x.astype(np.float32)).astype(str)).sum() == 0
+
+
+@pytest.mark.parametrize("case", ["gb", "rf", "decision-tree"])
+def test_tree_regressor_parity_with_the_table_layout(case: str, monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
+    monkeypatch.setattr(trees, "UNROLL_MAX_NODES", 0)
+    test_regressor_parity(case)
 
 
 @pytest.mark.parametrize("case", list(REGRESSORS))
