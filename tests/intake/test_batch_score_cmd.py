@@ -14,7 +14,8 @@ from agent.cli.score_cmd import ProgressBar, score_files
 from agent.intake.batch import BatchSettings, OutputKind, Progress
 from agent.limits import Limits
 from agent.types import IntakePath
-from tests.intake.dropfolder_support import RecordScorer, demo_config
+from tests.intake.dropfolder_demo import demo_config
+from tests.intake.dropfolder_support import RecordScorer
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = "heart_rate,respiratory_rate,body_temperature,systolic_bp,spo2,wbc,creatinine,age,sex"

@@ -15,7 +15,7 @@ import pytest
 from agent.config import load_config
 from agent.intake.dropfolder import DropFolder
 from agent.pipeline import ScoringPipeline
-from tests.intake.dropfolder_support import REPO, demo_config, shifted_to_now
+from tests.intake.dropfolder_demo import REPO, demo_config, shifted_to_now
 
 pytestmark = pytest.mark.integration
 FIXTURE_TIME = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)  # when the fixture vitals were taken
