@@ -139,8 +139,10 @@ def fhir_ndjson(facts: Facts) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in fhir_resources(facts))
 
 
-def hl7_oru(facts: Facts) -> bytes:
-    """ORU^R01 v2.5: PID, one OBR, one OBX per value (systolic as a plain OBX)."""
+def hl7_oru(facts: Facts, local: bool = False) -> bytes:
+    """ORU^R01 v2.5: PID, one OBR, one OBX per value (systolic as a plain OBX). ``local``:
+    the local site's feed — codes in table 99OBS, temperature in the unit text "°F",
+    creatinine in mg/dL."""
     def ts(hours: float) -> str:
         return facts.at(hours).strftime("%Y%m%d%H%M%S") + "+0000"
 
@@ -152,10 +154,12 @@ def hl7_oru(facts: Facts) -> bytes:
     ]
     n = 0
     for feature, values in facts.values.items():
-        code, _, display = CODES[feature]
+        loinc, local_code, display = CODES[feature]
+        code = f"{local_code}^{display}^99OBS" if local else f"{loinc}^{display}^LN"
+        unit = LOCAL_UNITS[feature] if local else UNITS[feature]
+        units = "°F" if unit == "[degF]" else f"{unit}^{unit}^UCUM"
         for hours, value in values:
             n += 1
-            unit = UNITS[feature]
-            segments.append(f"OBX|{n}|NM|{code}^{display}^LN||{value!r}|{unit}^{unit}^UCUM"
-                            f"|||||F|||{ts(hours)}")
+            number = to_local(feature, value) if local else value
+            segments.append(f"OBX|{n}|NM|{code}||{number!r}|{units}|||||F|||{ts(hours)}")
     return "\r".join(segments).encode()
