@@ -102,6 +102,25 @@ def _array_feature_extractor(state: Lowering, node: onnx.NodeProto, attrs: Attrs
     state.add_kernel(node, body)
 
 
+def _gather(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+    """Gather along axis 1 with constant indices: a column selection."""
+    x = state.value(node, 0)
+    indices = state.const(node, 1)
+    if int(attrs.get("axis", 0)) not in (1, -1) or x.rank != 2 or indices is None:
+        raise fail(node.op_type, node.name, "only constant indices along axis 1 are supported")
+    if indices.ndim > 1:
+        raise fail(node.op_type, node.name, "indices must be a scalar or a vector")
+    columns = [int(i) + (x.width if int(i) < 0 else 0) for i in indices.reshape(-1)]
+    if any(not 0 <= c < x.width for c in columns):
+        raise fail(node.op_type, node.name, "a column index is out of range")
+    out = state.new_value(node.output[0], len(columns), 1 + indices.ndim, x.dtype, x.classes)
+    body = "\n".join(
+        f"(f32.store (i32.const {out.cell(j)}) (f32.load (i32.const {x.cell(c)})))"
+        for j, c in enumerate(columns)
+    )
+    state.add_kernel(node, body)
+
+
 def _label_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8")
@@ -213,6 +232,7 @@ LOWERINGS: dict[tuple[str, str], LowerFn] = {
     ("", "Concat"): _concat,
     ("", "Softmax"): _softmax,
     ("", "ArgMax"): _argmax,
+    ("", "Gather"): _gather,
     (ML_DOMAIN, "ArrayFeatureExtractor"): _array_feature_extractor,
     (ML_DOMAIN, "ZipMap"): _zipmap,
     (ML_DOMAIN, "Normalizer"): _normalizer,

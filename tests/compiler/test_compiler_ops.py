@@ -119,6 +119,28 @@ CASES: dict[str, Callable[[], onnx.ModelProto]] = {
         helper.make_node("Normalizer", ["X"], ["c"], domain=ML, norm="L2"),
         helper.make_node("Concat", ["a", "b", "c"], ["Y"], axis=1),
     ], 12),
+    "ge-le-reciprocal": lambda: graph_model([
+        helper.make_node("GreaterOrEqual", ["X", "one"], ["ge"]),
+        helper.make_node("LessOrEqual", ["X", "zero"], ["le"]),
+        helper.make_node("Cast", ["ge"], ["gef"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["le"], ["lef"], to=TensorProto.FLOAT),
+        helper.make_node("Reciprocal", ["X"], ["r"]),
+        helper.make_node("Concat", ["gef", "lef", "r"], ["Y"], axis=1),
+    ], 12, [const("one", 1.0), const("zero", 0.0)]),
+    "gather-columns": lambda: graph_model([
+        helper.make_node("Gather", ["X", "idx"], ["Y"], axis=1),
+    ], 3, [const("idx", [3, 0, -1], np.int64)]),
+    "label-encoder-one-hot": lambda: graph_model([
+        helper.make_node("Floor", ["X"], ["f"]),
+        helper.make_node("LabelEncoder", ["f"], ["codes"], domain=ML,
+                         keys_floats=[-1.0, 0.0, 1.0, 2.0], values_floats=[10.0, 20.0, 30.0, 2.0],
+                         default_float=-5.0),
+        helper.make_node("Cast", ["f"], ["fi"], to=TensorProto.INT64),
+        helper.make_node("OneHotEncoder", ["fi"], ["oh"], domain=ML, cats_int64s=[-1, 0, 1],
+                         zeros=1),
+        helper.make_node("Reshape", ["oh", "shape"], ["ohr"]),
+        helper.make_node("Concat", ["codes", "ohr"], ["Y"], axis=1),
+    ], 16, [const("shape", [-1, 12], np.int64)]),
     "constant-folding": lambda: graph_model([
         helper.make_node("Constant", [], ["k"], value=const("kv", [3.0, 1.0, 4.0, 1.0])),
         helper.make_node("Mul", ["k", "two"], ["k2"]),

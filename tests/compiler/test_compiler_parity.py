@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from skl2onnx import to_onnx
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -22,17 +23,33 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import Binarizer, MinMaxScaler, Normalizer, StandardScaler
+from sklearn.preprocessing import (
+    Binarizer,
+    MinMaxScaler,
+    Normalizer,
+    OneHotEncoder,
+    StandardScaler,
+)
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from agent.compiler import trees
 from tests.compiler.compiler_helpers import label_indices, run_compiled, run_onnxruntime
+
+
+def _coded_dataset() -> tuple[np.ndarray, np.ndarray]:
+    """Iris with its petal length turned into a 0..4 code (a categorical column)."""
+    x, y = load_iris(return_X_y=True)
+    x = x.copy()
+    x[:, 1] = np.digitize(x[:, 2], [2, 3.5, 4.5, 5.5])
+    return x, y
+
 
 DATA = {
     "breast_cancer": load_breast_cancer(return_X_y=True),
     "iris": load_iris(return_X_y=True),
     "wine": load_wine(return_X_y=True),
     "diabetes": load_diabetes(return_X_y=True),
+    "coded": _coded_dataset(),
 }
 
 CLASSIFIERS: dict[str, tuple[Callable[[], Any], str]] = {
@@ -62,6 +79,10 @@ CLASSIFIERS: dict[str, tuple[Callable[[], Any], str]] = {
     "normalizer-imputer-binarizer": (lambda: make_pipeline(
         SimpleImputer(), Normalizer(norm="l2"), Binarizer(threshold=0.01),
         DecisionTreeClassifier(max_depth=4, random_state=0)), "breast_cancer"),
+    "column-transformer-one-hot": (lambda: make_pipeline(ColumnTransformer([
+        ("num", StandardScaler(), [0, 2, 3]),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), [1]),
+    ]), LogisticRegression(max_iter=300)), "coded"),
 }
 
 REGRESSORS: dict[str, Callable[[], Any]] = {
