@@ -43,7 +43,6 @@ SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8"
 class FieldSpec:
     """A field as the version's standard defines it (from hl7apy's tables)."""
 
-    datatype: str
     required: bool
     repeats: bool
 
@@ -59,7 +58,7 @@ def segment_spec(name: str, version: str) -> dict[int, FieldSpec] | None:
     for child in reference[1]:
         number = int(child[0].rsplit("_", 1)[1])
         low, high = child[2]
-        fields[number] = FieldSpec(datatype=child[1][2], required=low >= 1, repeats=high != 1)
+        fields[number] = FieldSpec(required=low >= 1, repeats=high != 1)
     return fields
 
 

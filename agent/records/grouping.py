@@ -41,7 +41,7 @@ def _relative(reference: str) -> str:
     return head[cut:] if cut > 0 and head[cut - 1] == "/" else head
 
 
-def group_by_patient(found: list[Located], source: str = "fhir") -> list[PatientRecord]:
+def group_by_patient(found: list[Located]) -> list[PatientRecord]:
     """One record per patient, in order of first appearance (see the module docstring)."""
     groups: dict[str, _Group] = {}
     alias: dict[str, str] = {}
@@ -82,6 +82,6 @@ def group_by_patient(found: list[Located], source: str = "fhir") -> list[Patient
 
     return [
         PatientRecord(patient=g.patient, observations=tuple(g.observations),
-                      encounters=tuple(g.encounters), label=g.key, source=source)
+                      encounters=tuple(g.encounters), label=g.key, source="fhir")
         for g in groups.values()
     ]
