@@ -173,3 +173,11 @@ def test_the_minimal_module_in_docs_abi_md_conforms() -> None:
     wat = doc.split("```wat\n", 1)[1].split("```", 1)[0]
     model = load(wat, limits=Limits())
     assert model.predict([[1.5, 2.0], [3.0, -1.0]]) == [[3.5], [2.0]]
+
+
+def test_numpy_rows_and_tuples_are_accepted(model: WasmModel) -> None:
+    import numpy as np
+
+    rows = np.array([[1.5, 2.0], [3.0, 4.0]], dtype=np.float32)
+    assert model.predict(rows) == [[3.5], [7.0]]  # type: ignore[arg-type]
+    assert model.predict([(1.0, np.float64(2.0))]) == [[3.0]]
