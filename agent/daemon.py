@@ -19,13 +19,14 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from agent import logs, systemd
+from agent.admin import AdminServer, ModelOperations, socket_path
 from agent.config import AgentConfig, load_config
 from agent.errors import AgentError
 from agent.intake.dropfolder import DropFolder
 from agent.intake.http import create_app
 from agent.intake.mllp import MllpListener
 from agent.pipeline import ScoringPipeline
-from agent.registry.updater import Updater, build_updater
+from agent.registry.updater import PullResult, Updater, build_updater
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,16 @@ class Daemon:
         self._http: _OwnSignalsServer | None = None
         self._mllp: MllpListener | None = None
         self._drop: DropFolder | None = None
+        self._admin = AdminServer(
+            socket_path(self.config),
+            ModelOperations(
+                self.config,
+                self.pipeline.store,
+                self._pull_now,
+                activate=self.pipeline.activate,
+                served=lambda: {s.name: s.version for s in self.pipeline.served_models()},
+            ),
+        )
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -60,6 +71,7 @@ class Daemon:
 
         await asyncio.to_thread(self.updater.pull_once)
         self.updater.start()
+        await self._admin.start()
         http_task = await self._start_http()
         if self.config.mllp.enabled:
             self._mllp = MllpListener(self.config.mllp, self.pipeline, self.pipeline.limits)
@@ -122,6 +134,11 @@ class Daemon:
         if self._drop is not None:
             await asyncio.to_thread(self._drop.stop)
         await asyncio.to_thread(self.updater.stop)
+        await self._admin.stop()
+
+    def _pull_now(self, models: list[str]) -> list[PullResult]:
+        """An operator's ``models pull``: one pull of every model, reported for those asked."""
+        return [r for r in self.updater.pull_once() if r.model in models]
 
     def _on_stop_signal(self) -> None:
         if self._stopping:

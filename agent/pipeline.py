@@ -92,7 +92,7 @@ class ScoringPipeline:
                 config.audit.path, config.audit.hmac_key_file, config.audit.max_bytes
             )
         pipeline = cls(
-            config, BundleStore(config.store.root), TrustStore(config.trust), monitor, audit
+            config, BundleStore.from_config(config.store), TrustStore(config.trust), monitor, audit
         )
         pipeline.load_installed()
         return pipeline
