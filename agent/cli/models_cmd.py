@@ -83,4 +83,3 @@ def _offline(config: AgentConfig) -> ModelOperations:
                 source.close()
 
     return ModelOperations(config, store, pull_once)
-
