@@ -132,6 +132,8 @@ class FactIndex:
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:
         """Facts coded with any of ``codes``: top-level Observations, and components inside
         an Observation coded with any of ``panels``. Each value counts once."""
+        if len(codes) == 1 and not panels:
+            return list(self.top.get(codes[0], ()))  # one code: nothing to de-duplicate
         found: list[Fact] = []
         seen: set[tuple[int, int]] = set()
         for code in codes:

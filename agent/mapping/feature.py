@@ -7,7 +7,7 @@ Nothing in here names a value in an error: only the feature, the resource type a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -139,14 +139,7 @@ class CompiledFeature:
         numbers = [(f, *self._convert(f, f.number)) for f in facts if f.number is not None]
         if not numbers:
             return self._missing(unseen=False)
-        values = [v for _, v, _ in numbers]
-        reduced = {
-            Reduction.latest: lambda: values[-1],
-            Reduction.first: lambda: values[0],
-            Reduction.mean: lambda: fmean(values),
-            Reduction.min: lambda: min(values),
-            Reduction.max: lambda: max(values),
-        }[self.reduce]()
+        reduced = _REDUCE[self.reduce]([v for _, v, _ in numbers])
         labels = sorted({label for _, _, label in numbers if label})
         return self._value(reduced, round(reduced, 6), [f for f, _, _ in numbers],
                            "; ".join(labels) or None)
@@ -209,6 +202,15 @@ class CompiledFeature:
                             display=self.fallback.display, source=self.fallback.source,
                             unit=None if self.categorical else self.model_unit, imputed=True,
                             unseen_category=unseen)
+
+
+_REDUCE: dict[Reduction, Callable[[list[float]], float]] = {
+    Reduction.latest: lambda values: values[-1],
+    Reduction.first: lambda values: values[0],
+    Reduction.mean: fmean,
+    Reduction.min: min,
+    Reduction.max: max,
+}
 
 
 def _kind(fact: Fact) -> str:
