@@ -45,6 +45,9 @@ from agent.runtime import abi
 from agent.runtime.model import WasmModel
 
 DEFAULT_MAX_BATCH = 1024
+# Input plus output regions stay within this many bytes, so a wide model lowers max_batch
+# instead of asking for more memory than the runtime's cap (64 MiB by default) allows.
+IO_REGION_BUDGET = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,12 @@ class CompiledModel:
 
 
 def compile_onnx(model: onnx.ModelProto, *, max_batch: int = DEFAULT_MAX_BATCH) -> CompiledModel:
-    """Lower and assemble an ONNX model into an ABI v1 module."""
+    """Lower and assemble an ONNX model into an ABI v1 module. ``max_batch`` is lowered for
+    very wide models so the input and output regions fit ``IO_REGION_BUDGET``."""
     graph = lower(model)
     sig = signature(graph)
+    row_bytes = 4 * (graph.n_features + len(sig.outputs))
+    max_batch = max(1, min(max_batch, IO_REGION_BUDGET // row_bytes))
     wat = emit_module(graph.program, graph.input, sig.values, max_batch)
     try:
         wasm = bytes(wasmtime.wat2wasm(wat))

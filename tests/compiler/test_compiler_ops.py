@@ -288,3 +288,21 @@ def test_a_cyclic_tree_is_refused() -> None:
                                                     helper.make_opsetid(ML, 3)])
     with pytest.raises(CompileError, match=r"TreeEnsembleRegressor node 'loop': .*reachable twice"):
         run_compiled(model, X)
+
+
+def test_a_very_wide_model_gets_a_smaller_batch() -> None:
+    from agent.compiler.build import compile_onnx
+    from agent.limits import Limits
+    from agent.runtime.model import WasmModel
+
+    width = 20_000
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])], "wide",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])],
+        initializer=[const("W", np.full((width, 1), 0.5))],
+    )
+    compiled = compile_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model = WasmModel.load(compiled.wasm, limits=Limits())
+    assert model.max_batch < 1024
+    assert model.predict([[1.0] * width] * 3) == [[width * 0.5]] * 3
