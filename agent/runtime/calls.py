@@ -45,7 +45,10 @@ def fast_calls(store: wasmtime.Store, func: wasmtime.Func) -> tuple[PredictCall,
         args[0].kind = ffi.WASMTIME_I32
         context = store._context()
         func_ref = ctypes.byref(func._func)
-        trap_type = ctypes.POINTER(ffi.wasm_trap_t)
+        # One trap slot per instance: a trap or error discards the instance (and these
+        # closures) before the next call, so the slot is never seen non-null twice.
+        trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        trap_ref = ctypes.byref(trap)
         error_from = wasmtime.WasmtimeError._from_ptr
         trap_from = wasmtime.Trap._from_ptr
         arg_union = args[0].of
@@ -55,8 +58,7 @@ def fast_calls(store: wasmtime.Store, func: wasmtime.Func) -> tuple[PredictCall,
 
     def call(n_rows: int) -> int:
         arg_union.i32 = n_rows
-        trap = trap_type()
-        error = call_c(context, func_ref, args, 1, results, 1, ctypes.byref(trap))
+        error = call_c(context, func_ref, args, 1, results, 1, trap_ref)
         if error:
             raise error_from(error)
         if trap:
