@@ -27,7 +27,15 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from agent.errors import AgentError, RuntimeFault
 from agent.intake.batch_files import atomic_output, truncate_to, write_atomic
 from agent.intake.batch_formats import InputFormat, detect_format, read_items
-from agent.intake.batch_items import BadItem, BatchItem, RecordItem, UnreadableFile, VectorItem
+from agent.intake.batch_items import (
+    BadItem,
+    BatchItem,
+    ReadContext,
+    ReadStopped,
+    RecordItem,
+    UnreadableFile,
+    VectorItem,
+)
 from agent.intake.batch_journal import JOURNAL_NAME, JobState, Journal
 from agent.intake.batch_outputs import (
     RunSummary,
@@ -169,32 +177,33 @@ class BatchEngine:
             truncate_to(job.part(part), journal.sizes.get(part, 0))
         total = os.stat(job.input).st_size
         with open(job.input, "rb") as source, _Parts(job, parts) as sinks:
-            items = read_items(
-                source,
-                InputFormat(journal.format),
-                self.settings.limits,
-                self.settings.document_max,
-                job.folder,
+            context = ReadContext(
+                self.settings.limits, self.settings.document_max, job.folder, stop
             )
+            items = read_items(source, InputFormat(journal.format), context)
             uncommitted, committed_at = 0, time.monotonic()
-            for unit in self._units(items, skip=journal.records_done):
-                for part, data in self._score_unit(job, unit):
-                    sinks.write(part, data)
-                journal.records_done = unit[-1][0]
-                uncommitted += len(unit)
-                elapsed = time.monotonic() - committed_at
-                stopping = stop()
-                if (
-                    stopping
-                    or uncommitted >= self.settings.checkpoint_records
-                    or (elapsed >= self.settings.checkpoint_seconds)
-                ):
-                    sinks.commit(journal)
-                    uncommitted, committed_at = 0, time.monotonic()
-                if progress is not None:
-                    progress(Progress(journal.name, journal.records_done, source.tell(), total))
-                if stopping:
-                    return False
+            try:
+                for unit in self._units(items, skip=journal.records_done):
+                    for part, data in self._score_unit(job, unit):
+                        sinks.write(part, data)
+                    journal.records_done = unit[-1][0]
+                    uncommitted += len(unit)
+                    elapsed = time.monotonic() - committed_at
+                    stopping = stop()
+                    if (
+                        stopping
+                        or uncommitted >= self.settings.checkpoint_records
+                        or elapsed >= self.settings.checkpoint_seconds
+                    ):
+                        sinks.commit(journal)
+                        uncommitted, committed_at = 0, time.monotonic()
+                    if progress is not None:
+                        done = journal.records_done
+                        progress(Progress(journal.name, done, source.tell(), total))
+                    if stopping:
+                        return False
+            except ReadStopped:
+                return False
             journal.state = JobState.publishing
             journal.finished = utc_now()
             sinks.commit(journal)

@@ -21,10 +21,16 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.intake.batch_items import BadItem, BatchItem, RecordItem, UnreadableFile
+from agent.intake.batch_items import (
+    BadItem,
+    BatchItem,
+    ReadContext,
+    ReadStopped,
+    RecordItem,
+    UnreadableFile,
+)
 from agent.intake.batch_lines import read_lines
 from agent.limits import Limits
 from agent.types import RecordFormat
@@ -38,7 +44,7 @@ CREATE TABLE rows (
     offset INTEGER NOT NULL, length INTEGER NOT NULL, entry INTEGER NOT NULL,
     reason TEXT, detail TEXT);
 CREATE INDEX rows_by_key ON rows (key, seq);
-CREATE TABLE complete (files INTEGER);
+CREATE TABLE complete (size INTEGER, mtime_ns INTEGER);
 """
 _INSERT_BATCH = 10_000  # index rows per executemany
 _BUNDLE_DEPTH_MAX = 2  # Bundles inside a Bundle opened this deep (the pipeline reads 3 levels)
@@ -121,10 +127,11 @@ def _compact(value: Any) -> bytes:
 
 
 # --- NDJSON -------------------------------------------------------------------------------
-def ndjson_items(stream: BinaryIO, limits: Limits, scratch: Path) -> Iterator[BatchItem]:
+def ndjson_items(stream: BinaryIO, context: ReadContext) -> Iterator[BatchItem]:
     """One record per patient over the whole file (two passes, see the module docstring);
     an unreadable line is a record of its own."""
-    with contextlib.closing(_open_index(stream, limits, scratch / INDEX_NAME)) as index:
+    limits = context.limits
+    with contextlib.closing(_open_index(stream, context)) as index:
         groups = index.execute(
             "SELECT key, COUNT(*), MIN(line), MAX(line), MIN(offset) FROM rows"
             " GROUP BY key ORDER BY MIN(seq)"
@@ -165,12 +172,16 @@ def _entries(stream: BinaryIO, rows: Any) -> list[bytes]:
     return entries
 
 
-def _open_index(stream: BinaryIO, limits: Limits, path: Path) -> sqlite3.Connection:
-    """The file's index: reused when a previous run completed it, else (re)built."""
+def _open_index(stream: BinaryIO, context: ReadContext) -> sqlite3.Connection:
+    """The file's index: reused when a previous run completed it for this very file (same
+    size and mtime), else (re)built."""
+    path = context.scratch / INDEX_NAME
+    stat = os.fstat(stream.fileno())
+    fingerprint = (stat.st_size, stat.st_mtime_ns)
     if path.exists():
         index = sqlite3.connect(path)
         try:
-            if index.execute("SELECT COUNT(*) FROM complete").fetchone()[0] == 1:
+            if index.execute("SELECT size, mtime_ns FROM complete").fetchall() == [fingerprint]:
                 return index
         except sqlite3.DatabaseError:
             pass
@@ -181,13 +192,15 @@ def _open_index(stream: BinaryIO, limits: Limits, path: Path) -> sqlite3.Connect
         with index:  # one transaction: the index is complete or absent
             index.executescript(_INDEX_SCHEMA)
             batch: list[tuple[Any, ...]] = []
-            for row in _index_rows(stream, limits):
+            for row in _index_rows(stream, context.limits):
                 batch.append(row)
                 if len(batch) >= _INSERT_BATCH:
                     index.executemany("INSERT INTO rows VALUES (NULL,?,?,?,?,?,?,?)", batch)
                     batch.clear()
+                    if context.stop():
+                        raise ReadStopped
             index.executemany("INSERT INTO rows VALUES (NULL,?,?,?,?,?,?,?)", batch)
-            index.execute("INSERT INTO complete VALUES (1)")
+            index.execute("INSERT INTO complete VALUES (?, ?)", fingerprint)
     except BaseException:
         index.close()
         raise

@@ -20,7 +20,7 @@ from typing import BinaryIO
 from agent.intake.batch_csv import csv_items
 from agent.intake.batch_fhir import document_items, ndjson_items
 from agent.intake.batch_hl7 import hl7_items
-from agent.intake.batch_items import BatchItem, UnreadableFile
+from agent.intake.batch_items import BatchItem, ReadContext, UnreadableFile
 from agent.intake.batch_lines import read_lines
 from agent.limits import Limits
 
@@ -77,31 +77,27 @@ def _is_json_object(line: bytes) -> bool:
         return False
 
 
-Reader = Callable[[BinaryIO, Limits, int, Path], Iterator[BatchItem]]
+Reader = Callable[[BinaryIO, ReadContext], Iterator[BatchItem]]
 
 
-def _read_document(
-    stream: BinaryIO, limits: Limits, document_max: int, scratch: Path
-) -> Iterator[BatchItem]:
-    if os.fstat(stream.fileno()).st_size > document_max:
+def _read_document(stream: BinaryIO, context: ReadContext) -> Iterator[BatchItem]:
+    if os.fstat(stream.fileno()).st_size > context.document_max:
         raise UnreadableFile("too_large", "a single-document JSON file larger than allowed")
     return document_items(stream.read())
 
 
 READERS: dict[InputFormat, Reader] = {
-    InputFormat.ndjson: lambda stream, limits, _max, scratch: ndjson_items(stream, limits, scratch),
+    InputFormat.ndjson: ndjson_items,
     InputFormat.fhir_json: _read_document,
-    InputFormat.hl7v2: lambda stream, limits, _max, _scratch: hl7_items(stream, limits),
-    InputFormat.features_csv: lambda stream, _limits, _max, _scratch: csv_items(stream),
+    InputFormat.hl7v2: lambda stream, context: hl7_items(stream, context.limits),
+    InputFormat.features_csv: lambda stream, _: csv_items(stream),
 }
 
 
-def read_items(
-    stream: BinaryIO, fmt: InputFormat, limits: Limits, document_max: int, scratch: Path
-) -> Iterator[BatchItem]:
+def read_items(stream: BinaryIO, fmt: InputFormat, context: ReadContext) -> Iterator[BatchItem]:
     """The records of ``stream`` in file order (NDJSON: in order of each patient's first
     line). Memory stays flat, except for the single-document JSON format, which is read
-    whole (at most ``document_max`` bytes). ``scratch`` is the job's work folder, for the
-    NDJSON index. Raises ``UnreadableFile`` (possibly on first iteration) when the file as
-    a whole cannot be read."""
-    return READERS[fmt](stream, limits, document_max, scratch)
+    whole (at most ``context.document_max`` bytes). Raises ``UnreadableFile`` (possibly on
+    first iteration) when the file as a whole cannot be read, ``ReadStopped`` when
+    ``context.stop()`` interrupted the NDJSON index."""
+    return READERS[fmt](stream, context)

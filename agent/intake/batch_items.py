@@ -9,9 +9,12 @@ output files only and may identify a patient, so it is never logged or reported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.errors import RecordError
+from agent.limits import Limits
 from agent.types import RecordFormat
 
 Lines = tuple[int, int] | None  # first and last line of the record; None for a Bundle file
@@ -58,3 +61,22 @@ class UnreadableFile(RecordError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """What a reader may use besides the stream."""
+
+    limits: Limits
+    document_max: int  # bytes: a single-document JSON file, which is read whole
+    scratch: Path  # the job's work folder (the NDJSON index lives there)
+    stop: Callable[[], bool] = _never  # polled during long preparatory reads
+
+
+class ReadStopped(Exception):
+    """``stop()`` turned true during a preparatory read (the NDJSON index); nothing was
+    scored in this run and the job simply resumes later."""

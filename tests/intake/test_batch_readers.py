@@ -1,0 +1,179 @@
+"""The batch readers at their edges: line splitting, size limits, ambiguous subjects, an
+interrupted NDJSON index, and flat memory on a file much larger than what is kept."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tracemalloc
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.intake import batch_lines
+from agent.intake.batch import BatchEngine, BatchSettings, OutputKind
+from agent.intake.batch_fhir import INDEX_NAME, document_items
+from agent.intake.batch_hl7 import hl7_items
+from agent.intake.batch_items import BadItem, RecordItem
+from agent.intake.batch_lines import read_lines
+from agent.limits import Limits
+from agent.types import IntakePath, RecordFormat
+from tests.intake.dropfolder_support import RecordScorer
+
+pieces = st.lists(
+    st.tuples(
+        st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+        st.sampled_from([b"\n", b"\r", b"\r\n"]),
+    ),
+    max_size=30,
+)
+
+
+@given(pieces, st.binary(max_size=5).map(lambda b: b.strip(b"\r\n")), st.integers(1, 9))
+def test_read_lines_splits_and_locates_every_line(
+    lines: list[tuple[bytes, bytes]], tail: bytes, chunk: int
+) -> None:
+    data = b"".join(text + end for text, end in lines) + tail
+    original, batch_lines._CHUNK = batch_lines._CHUNK, chunk  # chunk edges everywhere
+    try:
+        found = list(read_lines(io.BytesIO(data), max_len=1000))
+    finally:
+        batch_lines._CHUNK = original
+    expected = re.split(rb"\r\n|\r|\n", data)
+    if expected[-1] == b"":
+        expected.pop()
+    assert [line for _, line, _ in found] == expected
+    assert [number for number, _, _ in found] == list(range(1, len(expected) + 1))
+    for _, line, offset in found:
+        assert line is not None and data[offset : offset + len(line)] == line
+
+
+def test_read_lines_reports_over_long_lines_without_keeping_them() -> None:
+    data = b"short\n" + b"x" * 50 + b"\nnext\n" + b"y" * 50
+    assert [(n, line) for n, line, _ in read_lines(io.BytesIO(data), max_len=10)] == [
+        (1, b"short"),
+        (2, None),
+        (3, b"next"),
+        (4, None),
+    ]
+
+
+def test_hl7_message_over_the_limit_fails_alone() -> None:
+    big = b"MSH|^~\\&|A|B|C|D|2024||ORU^R01|BIG|P|2.5\rOBX|1|ST|x||" + b"z" * 300 + b"\r"
+    small = b"MSH|^~\\&|A|B|C|D|2024||ORU^R01|OK|P|2.5\rPID|1||M\r"
+    items = list(hl7_items(io.BytesIO(big + small), replace(Limits(), hl7_message_max=200)))
+    assert isinstance(items[0], BadItem) and items[0].reason == "too_large"
+    assert isinstance(items[1], RecordItem) and items[1].label == "OK"
+
+
+def _patient(pid: str) -> dict[str, Any]:
+    return {"resource": {"resourceType": "Patient", "id": pid}}
+
+
+def _obs(ref: str | None) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Observation", "valueQuantity": {"value": 1}}
+    if ref:
+        resource["subject"] = {"reference": ref}
+    return {"resource": resource}
+
+
+def test_document_with_a_subjectless_observation_among_patients() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "entry": [_patient("a"), _patient("b"), _obs("Patient/a"), _obs(None)],
+    }
+    items = list(document_items(json.dumps(bundle).encode()))
+    assert [type(i).__name__ for i in items] == ["RecordItem", "RecordItem", "BadItem"]
+    assert isinstance(items[2], BadItem) and items[2].reason == "no_subject"
+    first = items[0]
+    assert isinstance(first, RecordItem) and len(json.loads(first.body)["entry"]) == 2
+
+
+def test_document_of_one_patient_takes_subjectless_observations() -> None:
+    bundle = {"resourceType": "Bundle", "entry": [_patient("a"), _obs(None), _obs("Patient/a")]}
+    data = json.dumps(bundle).encode()
+    assert list(document_items(data)) == [
+        RecordItem(None, data, RecordFormat.fhir_json, "Patient/a")
+    ]
+
+
+def test_document_bundle_of_bundles() -> None:
+    inner = [
+        {"resource": {"resourceType": "Bundle", "entry": [_patient(p), _obs(f"Patient/{p}")]}}
+        for p in "xy"
+    ]
+    items = list(document_items(json.dumps({"resourceType": "Bundle", "entry": inner}).encode()))
+    assert [i.label for i in items] == ["Patient/x", "Patient/y"]
+
+
+def _engine(**settings: Any) -> BatchEngine:
+    return BatchEngine(
+        RecordScorer(),
+        BatchSettings("demo", IntakePath.cli, frozenset({OutputKind.ndjson}), **settings),
+    )
+
+
+def test_ndjson_patient_with_too_many_resources_fails_alone(tmp_path: Path) -> None:
+    lines = [{"resourceType": "Patient", "id": "big"}] + [_obs("Patient/big")["resource"]] * 5
+    lines += [{"resourceType": "Patient", "id": "ok"}, _obs("Patient/ok")["resource"]]
+    source = tmp_path / "in.ndjson"
+    source.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    engine = _engine(limits=replace(Limits(), records_per_request_max=4))
+    job = engine.begin(tmp_path / "work", source, source.name, source.name, "j")
+    assert engine.run(job)
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = engine.publish(job, out)
+    assert (summary.ok, dict(summary.reasons)) == (1, {"too_large": 1})
+
+
+def test_stop_during_the_ndjson_index_then_resume(tmp_path: Path) -> None:
+    """10,001 resources of one patient: the index is interrupted after its first 10,000
+    rows; the next run rebuilds it and finishes (one record, over the resource limit)."""
+    source = tmp_path / "in.ndjson"
+    line = json.dumps(_obs("Patient/p")["resource"]) + "\n"
+    source.write_text(line * 10_001)
+    engine = _engine(limits=Limits())
+    job = engine.begin(tmp_path / "work", source, source.name, source.name, "j")
+    assert engine.run(job, stop=lambda: True) is False
+    assert (tmp_path / "work" / INDEX_NAME).exists()
+    resumed = engine.resume(tmp_path / "work")
+    assert resumed.journal.records_done == 0
+    assert engine.run(resumed)
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = engine.publish(resumed, out)
+    assert (summary.records, dict(summary.reasons)) == (1, {"too_large": 1})
+
+
+def test_large_ndjson_streams_with_flat_memory(tmp_path: Path) -> None:
+    """An 18 MB bulk export (every Patient first, then every Observation) is scored while
+    Python holds well under 4 MB at any time."""
+    source = tmp_path / "export.ndjson"
+    padding = "n" * 6000
+    with source.open("w") as stream:
+        for i in range(1000):
+            stream.write(json.dumps({"resourceType": "Patient", "id": f"p{i}"}) + "\n")
+        for k in range(3):
+            for i in range(1000):
+                obs = _obs(f"Patient/p{i}")["resource"] | {"note": [{"text": padding}]}
+                obs["valueQuantity"] = {"value": k}
+                stream.write(json.dumps(obs) + "\n")
+    assert source.stat().st_size > 18_000_000
+    engine = _engine(limits=Limits(), checkpoint_records=500)
+    job = engine.begin(tmp_path / "work", source, source.name, source.name, "j")
+    tracemalloc.start()
+    try:
+        assert engine.run(job)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000, peak
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = engine.publish(job, out)
+    assert (summary.records, summary.ok) == (1000, 1000)
