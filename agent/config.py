@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -21,9 +21,10 @@ from agent.intake.http_config import HttpConfig
 from agent.intake.mllp import MllpConfig
 from agent.limits import Limits
 from agent.monitor.config import MonitorConfig
+from agent.records.config import RecordsConfig
 from agent.registry.config import RegistryConfig
 from agent.store.config import StoreConfig
-from agent.yamlfile import read_yaml
+from agent.yamlfile import KeyPath, line_of, read_with_lines
 
 
 class CardThresholds(Section):
@@ -125,6 +126,9 @@ class AgentConfig(Section):
     models: list[ModelConfig] = Field(min_length=1)
     """The models this agent serves, each with its site mapping."""
 
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
+    """How HL7 v2 coding systems and local times become FHIR."""
+
     http: HttpConfig = Field(default_factory=HttpConfig)
     mllp: MllpConfig = Field(default_factory=MllpConfig)
     drop_folder: DropFolderConfig = Field(default_factory=DropFolderConfig)
@@ -157,24 +161,20 @@ class AgentConfig(Section):
 def load_config(path: Path) -> AgentConfig:
     """Read and validate the agent config; every problem becomes a ``ConfigError`` naming
     ``file:line: key: what is wrong``."""
-    document = read_yaml(path)
-    if not isinstance(document.data, dict):
+    document, lines = read_with_lines(path)
+    if not isinstance(document, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping")
     try:
-        return AgentConfig.model_validate(
-            document.data, context={"base_dir": path.resolve().parent}
-        )
+        return AgentConfig.model_validate(document, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        raise ConfigError(_describe(path, document.line_of, exc)) from None
+        raise ConfigError(_describe(path, lines, exc)) from None
 
 
-def _describe(path: Path, line_of: Any, exc: ValidationError) -> str:
+def _describe(path: Path, lines: dict[KeyPath, int], exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
         location = tuple(error["loc"])
         key = ".".join(str(p) for p in location) or "(top level)"
-        line = line_of(location)
-        where = f"{path}:{line}" if line else str(path)
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {key}: {message}")
+        problems.append(f"{path}:{line_of(lines, location)}: {key}: {message}")
     return "invalid configuration\n  " + "\n  ".join(problems)

@@ -179,7 +179,9 @@ class ScoringPipeline:
         served: ServedModel | None = None
         try:
             served = self.served(request.model)
-            records = parse_records(request.body, request.format, limits=self.limits)
+            records = parse_records(
+                request.body, request.format, limits=self.limits, config=self.config.records
+            )
             as_of = request.as_of or datetime.now(UTC)
             vectors: list[FeatureVector] = [served.mapping.extract(r, as_of) for r in records]
             mapped = time.perf_counter()

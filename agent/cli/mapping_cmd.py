@@ -20,6 +20,9 @@ from pydantic import ValidationError
 from agent.bundle.manifest import MANIFEST_FILE, BundleManifest
 from agent.errors import BundleError, ConfigError, MappingError, UnmappableRecord
 from agent.limits import Limits
+from agent.mapping import SiteMapping
+from agent.outputs.prediction_json import explanation
+from agent.records.config import RecordsConfig
 from agent.types import FeatureVector, RecordFormat
 
 _SUFFIX_FORMATS = {".json": RecordFormat.fhir_json, ".ndjson": RecordFormat.fhir_ndjson,
@@ -36,10 +39,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     check.add_argument("--bundle", type=Path, required=True, help="bundle directory")
     check.set_defaults(func=_check)
 
-    explain = group.add_parser("explain", help="show each feature of a record and its source")
+    explain = group.add_parser(
+        "explain",
+        help="show each feature of a record and its source",
+        description="Give either --config and --model (the running site's mapping and the "
+        "active bundle in its store) or --mapping and --bundle (files being set up).",
+    )
     explain.add_argument("input", type=Path, help="FHIR JSON / NDJSON or HL7 v2 file")
-    explain.add_argument("--mapping", type=Path, required=True, help="the site mapping YAML")
-    explain.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    explain.add_argument("--config", type=Path, help="the agent's config file")
+    explain.add_argument("--model", help="with --config: the model to explain for")
+    explain.add_argument("--mapping", type=Path, help="the site mapping YAML")
+    explain.add_argument("--bundle", type=Path, help="bundle directory")
     explain.add_argument("--as-of", type=_instant, default=None,
                          help="ISO 8601 time the look-back windows end at (default: now)")
     explain.add_argument("--format", choices=[f.value for f in RecordFormat],
@@ -80,12 +90,34 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain(args: argparse.Namespace) -> int:
+def _site(args: argparse.Namespace) -> tuple[SiteMapping, RecordsConfig]:
+    """The mapping to explain with: from the agent config and its store, or from files."""
     from agent.mapping import load_mapping
+
+    if args.config is not None:
+        from agent.bundle.trust import TrustStore
+        from agent.config import load_config
+        from agent.store import BundleStore
+
+        if args.model is None:
+            raise ConfigError("--config needs --model")
+        config = load_config(args.config)
+        model = config.model(args.model)
+        if model is None:
+            raise ConfigError(f"{args.config}: no model {args.model!r} is configured")
+        bundle = BundleStore.from_config(config.store).load(
+            model.name, TrustStore(config.trust), config.resolved_limits
+        )
+        return load_mapping(model.mapping, bundle.manifest), config.records
+    if args.mapping is None or args.bundle is None:
+        raise ConfigError("give --config and --model, or --mapping and --bundle")
+    return load_mapping(args.mapping, _manifest(args.bundle)), RecordsConfig()
+
+
+def _explain(args: argparse.Namespace) -> int:
     from agent.records import parse_records
 
-    manifest = _manifest(args.bundle)
-    mapping = load_mapping(args.mapping, manifest)
+    mapping, records_config = _site(args)
     fmt = RecordFormat(args.format) if args.format else _SUFFIX_FORMATS.get(args.input.suffix)
     if fmt is None:
         raise ConfigError(f"{args.input}: cannot tell the format from the suffix; give --format")
@@ -95,7 +127,7 @@ def _explain(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.input}: cannot read ({exc.strerror})") from None
     as_of = args.as_of or datetime.now(UTC)
     results: list[tuple[str, FeatureVector | str]] = []
-    for record in parse_records(body, fmt, limits=Limits()):
+    for record in parse_records(body, fmt, limits=Limits(), config=records_config):
         try:
             results.append((record.label, mapping.extract(record, as_of)))
         except UnmappableRecord as exc:
@@ -113,13 +145,10 @@ def _as_json(label: str, result: FeatureVector | str, as_of: datetime) -> dict[s
     if isinstance(result, str):
         return {"record": label, "as_of": as_of.isoformat(), "error": result}
     return {
-        "record": label, "as_of": as_of.isoformat(), "values": list(result.values),
-        "features": [
-            {"name": f.name, "value": f.value, "display": f.display, "unit": f.unit,
-             "source": f.source, "conversion": f.conversion, "imputed": f.imputed,
-             "out_of_range": f.out_of_range, "unseen_category": f.unseen_category}
-            for f in result.features
-        ],
+        "record": label,
+        "as_of": as_of.isoformat(),
+        "values": list(result.values),
+        "features": explanation(result),
         "warnings": list(result.warnings),
     }
 

@@ -30,7 +30,8 @@ from agent.mapping.spec import (
     Reduction,
 )
 from agent.mapping.units import IDENTITY, check_unit, conversion
-from agent.mapping.yaml_lines import Path_, line_of, load_with_lines
+from agent.yamlfile import KeyPath as Path_
+from agent.yamlfile import line_of, load_with_lines
 
 _MAX_FILE = 1_000_000  # bytes: a mapping is hand-written configuration
 
@@ -72,7 +73,7 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise MappingError(f"{filename}: not UTF-8") from None
-    document, lines = load_with_lines(text, filename)
+    document, lines = load_with_lines(text, filename, MappingError)
     problems = _Problems(filename, lines)
     try:
         spec = MappingSpec.model_validate(document)

@@ -215,3 +215,31 @@ def test_cds_hooks_discovery_and_card(agent: AgentProcess) -> None:
     # week-old vitals fall outside the mapping's 24 h window: refused, not guessed
     assert stale.status_code == 422
     assert without_prefetch.status_code == 412
+
+
+def test_mapping_explain_with_the_agents_config(agent: AgentProcess) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "mapping",
+            "explain",
+            "--config",
+            str(agent.config_path),
+            "--model",
+            "deterioration",
+            "--as-of",
+            AS_OF,
+            "--json",
+            str(REPO / "fixtures/fhir/demo-patient-bundle.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    [explained] = json.loads(result.stdout)
+    by_name = {f["feature"]: f for f in explained["features"]}
+    assert by_name["systolic_bp"]["source"].startswith("Observation")
+    assert by_name["sex"]["unit"] is None and not by_name["heart_rate"]["imputed"]
