@@ -2,6 +2,10 @@
 Where, Clip, casts, and the ai.onnx.ml preprocessors that act per cell (Scaler,
 Binarizer, Imputer).
 
+Each operator is written once as a cell expression over ``Lanes``; rows of four or more
+cells run it as f32x4 SIMD, narrower ones as scalar f32 (exp, log, sigmoid and tanh have
+no SIMD form and always run scalar through the f64 helpers).
+
 Broadcasting supported: a row value ``[N, k]`` with another of the same width or width 1,
 and with constants of shape ``[]``, ``[1]``, ``[k]`` or ``[1, k]``. Anything else (a
 constant that would add an axis, ``[N]`` against ``[N, k]``) raises ``CompileError``.
@@ -15,8 +19,8 @@ import numpy as np
 import onnx
 
 from agent.compiler.graph import ML_DOMAIN, Attrs, LowerFn, Lowering
-from agent.compiler.ir import CELL, DType, Value, f32_literal, fail
-from agent.compiler.wat import Operand, bool_to_f32, cell_loop, store_cell, via_f64
+from agent.compiler.ir import CELL, DType, Value, fail
+from agent.compiler.wat import SCALAR, VECTOR, VECTOR_LANES, Lanes, Operand, via_f64
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _INT_TYPES = {
@@ -24,6 +28,8 @@ _INT_TYPES = {
     onnx.TensorProto.INT64, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16,
     onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
 }
+
+Expr = Callable[[Lanes], str]
 
 
 def _broadcast(state: Lowering, node: onnx.NodeProto) -> tuple[list[Operand], int, int, DType]:
@@ -68,30 +74,46 @@ def _broadcast(state: Lowering, node: onnx.NodeProto) -> tuple[list[Operand], in
     return operands, width, rank, dtype
 
 
-def _emit(state: Lowering, node: onnx.NodeProto, out: Value, expr: str) -> None:
-    state.add_kernel(node, cell_loop(out.width, store_cell(out.addr, expr)), "(local $o i32)")
+def _emit(
+    state: Lowering, node: onnx.NodeProto, out: Value, expr: Expr, vectorizable: bool = True
+) -> None:
+    lanes = VECTOR if vectorizable and out.width >= VECTOR_LANES else SCALAR
+    state.add_kernel(node, lanes.loop(out.width, out.addr, expr(lanes)), "(local $o i32)")
 
 
-def _unary(make: Callable[[str], str], helpers: tuple[str, ...] = ()) -> LowerFn:
+def _row(x: Value) -> Operand:
+    return Operand(x.addr, CELL)
+
+
+def _unary(make: Callable[[Lanes, str], str], helpers: tuple[str, ...] = ()) -> LowerFn:
     def lower(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
         x = state.value(node, 0)
         if x.dtype is DType.string:
             raise fail(node.op_type, node.name, "string class labels cannot be computed on")
         state.program.helpers.update(helpers)
         out = state.new_value(node.output[0], x.width, x.rank, x.dtype)
-        _emit(state, node, out, make(Operand(x.addr, CELL).load()))
+        _emit(state, node, out, lambda lanes: make(lanes, lanes.load(_row(x))), not helpers)
 
     return lower
 
 
-def _binary(make: Callable[[str, str], str], result: DType | None = None) -> LowerFn:
+def _math(helper: str) -> LowerFn:
+    """A transcendental function: scalar only, through an f64 helper."""
+    return _unary(lambda lanes, x: via_f64(helper, x), (helper,))
+
+
+def _binary(make: Callable[[Lanes, str, str], str], result: DType | None = None) -> LowerFn:
     def lower(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
         operands, width, rank, dtype = _broadcast(state, node)
         if len(operands) != 2:
             raise fail(node.op_type, node.name, "expects exactly two inputs")
-        expr = make(operands[0].load(), operands[1].load())
-        if dtype is DType.int and node.op_type == "Div" and result is None:
-            expr = f"(f32.trunc {expr})"
+        a, b = operands
+        truncate = dtype is DType.int and node.op_type == "Div" and result is None
+
+        def expr(lanes: Lanes) -> str:
+            value = make(lanes, lanes.load(a), lanes.load(b))
+            return lanes.op("trunc", value) if truncate else value
+
         out = state.new_value(node.output[0], width, rank, result or dtype)
         _emit(state, node, out, expr)
 
@@ -103,7 +125,8 @@ def _where(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     cond, a, b = operands
     kinds = [state.values[n].dtype for n in node.input[1:] if n in state.values]
     out = state.new_value(node.output[0], width, rank, kinds[0] if kinds else DType.float)
-    _emit(state, node, out, f"(select {a.load()} {b.load()} (f32.ne {cond.load()} (f32.const 0)))")
+    _emit(state, node, out, lambda lanes: lanes.select(
+        lanes.load(a), lanes.load(b), lanes.op("ne", lanes.load(cond), lanes.const(0.0))))
 
 
 def _clip(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -119,11 +142,15 @@ def _clip(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
                 low = float(const.reshape(-1)[0])
             else:
                 high = float(const.reshape(-1)[0])
-    expr = Operand(x.addr, CELL).load()
-    if low is not None:
-        expr = f"(f32.max {expr} (f32.const {f32_literal(low)}))"
-    if high is not None:
-        expr = f"(f32.min {expr} (f32.const {f32_literal(high)}))"
+
+    def expr(lanes: Lanes) -> str:
+        value = lanes.load(_row(x))
+        if low is not None:
+            value = lanes.op("max", value, lanes.const(float(low)))
+        if high is not None:
+            value = lanes.op("min", value, lanes.const(float(high)))
+        return value
+
     out = state.new_value(node.output[0], x.width, x.rank, x.dtype)
     _emit(state, node, out, expr)
 
@@ -141,11 +168,11 @@ def _cast(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
         state.alias(node.output[0], x, dtype=DType.float if to in _FLOAT_TYPES else DType.int)
     elif to in _INT_TYPES:
         out = state.new_value(node.output[0], x.width, x.rank, DType.int)
-        _emit(state, node, out, f"(f32.trunc {Operand(x.addr, CELL).load()})")
+        _emit(state, node, out, lambda lanes: lanes.op("trunc", lanes.load(_row(x))))
     elif to == onnx.TensorProto.BOOL:
         out = state.new_value(node.output[0], x.width, x.rank, DType.bool)
-        cell = Operand(x.addr, CELL).load()
-        _emit(state, node, out, bool_to_f32(f"(f32.ne {cell} (f32.const 0))"))
+        _emit(state, node, out, lambda lanes: lanes.flag(
+            lanes.op("ne", lanes.load(_row(x)), lanes.const(0.0))))
     else:
         raise fail(node.op_type, node.name, f"cast to {onnx.TensorProto.DataType.Name(to)}")
 
@@ -170,16 +197,16 @@ def _scaler(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     offset = _per_feature(state, node, x, list(attrs.get("offset", [0.0])), "offset")
     scale = _per_feature(state, node, x, list(attrs.get("scale", [1.0])), "scale")
     out = state.new_value(node.output[0], x.width, x.rank)
-    expr = f"(f32.mul (f32.sub {Operand(x.addr, CELL).load()} {offset.load()}) {scale.load()})"
-    _emit(state, node, out, expr)
+    _emit(state, node, out, lambda lanes: lanes.op(
+        "mul", lanes.op("sub", lanes.load(_row(x)), lanes.load(offset)), lanes.load(scale)))
 
 
 def _binarizer(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     x = state.value(node, 0)
-    threshold = f32_literal(float(attrs.get("threshold", 0.0)))
+    threshold = float(attrs.get("threshold", 0.0))
     out = state.new_value(node.output[0], x.width, x.rank)
-    cond = f"(f32.gt {Operand(x.addr, CELL).load()} (f32.const {threshold}))"
-    _emit(state, node, out, bool_to_f32(cond))
+    _emit(state, node, out, lambda lanes: lanes.flag(
+        lanes.op("gt", lanes.load(_row(x)), lanes.const(threshold))))
 
 
 def _imputer(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -189,48 +216,51 @@ def _imputer(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     values = list(attrs.get("imputed_value_floats", []))
     imputed = _per_feature(state, node, x, values, "imputed values")
     replaced = float(attrs.get("replaced_value_float", 0.0))
-    cell = Operand(x.addr, CELL).load()
-    if replaced != replaced:
-        missing = f"(f32.ne {cell} {cell})"
-    else:
-        missing = f"(f32.eq {cell} (f32.const {f32_literal(replaced)}))"
+
+    def expr(lanes: Lanes) -> str:
+        cell = lanes.load(_row(x))
+        if replaced != replaced:
+            missing = lanes.op("ne", cell, cell)
+        else:
+            missing = lanes.op("eq", cell, lanes.const(replaced))
+        return lanes.select(lanes.load(imputed), cell, missing)
+
     out = state.new_value(node.output[0], x.width, x.rank)
-    _emit(state, node, out, f"(select {imputed.load()} {cell} {missing})")
+    _emit(state, node, out, expr)
 
 
-def _f32(op: str) -> Callable[[str, str], str]:
-    return lambda a, b: f"(f32.{op} {a} {b})"
+def _arith(op: str) -> Callable[[Lanes, str, str], str]:
+    return lambda lanes, a, b: lanes.op(op, a, b)
 
 
-def _compare(op: str) -> Callable[[str, str], str]:
-    return lambda a, b: bool_to_f32(f"(f32.{op} {a} {b})")
+def _compare(op: str) -> Callable[[Lanes, str, str], str]:
+    return lambda lanes, a, b: lanes.flag(lanes.op(op, a, b))
 
 
-def _logical(op: str) -> Callable[[str, str], str]:
-    return lambda a, b: bool_to_f32(
-        f"(i32.{op} (f32.ne {a} (f32.const 0)) (f32.ne {b} (f32.const 0)))"
-    )
+def _logical(op: str) -> Callable[[Lanes, str, str], str]:
+    return lambda lanes, a, b: lanes.flag(lanes.logic(
+        op, lanes.op("ne", a, lanes.const(0.0)), lanes.op("ne", b, lanes.const(0.0))))
 
 
 LOWERINGS: dict[tuple[str, str], LowerFn] = {
-    ("", "Relu"): _unary(lambda x: f"(f32.max {x} (f32.const 0))"),
-    ("", "Abs"): _unary(lambda x: f"(f32.abs {x})"),
-    ("", "Neg"): _unary(lambda x: f"(f32.neg {x})"),
-    ("", "Sqrt"): _unary(lambda x: f"(f32.sqrt {x})"),
-    ("", "Floor"): _unary(lambda x: f"(f32.floor {x})"),
-    ("", "Ceil"): _unary(lambda x: f"(f32.ceil {x})"),
-    ("", "Reciprocal"): _unary(lambda x: f"(f32.div (f32.const 1) {x})"),
-    ("", "Exp"): _unary(lambda x: via_f64("exp", x), ("exp",)),
-    ("", "Log"): _unary(lambda x: via_f64("log", x), ("log",)),
-    ("", "Sigmoid"): _unary(lambda x: via_f64("sigmoid", x), ("sigmoid",)),
-    ("", "Tanh"): _unary(lambda x: via_f64("tanh", x), ("tanh",)),
-    ("", "Not"): _unary(lambda x: bool_to_f32(f"(f32.eq {x} (f32.const 0))")),
-    ("", "Add"): _binary(_f32("add")),
-    ("", "Sub"): _binary(_f32("sub")),
-    ("", "Mul"): _binary(_f32("mul")),
-    ("", "Div"): _binary(_f32("div")),
-    ("", "Min"): _binary(_f32("min")),
-    ("", "Max"): _binary(_f32("max")),
+    ("", "Relu"): _unary(lambda lanes, x: lanes.op("max", x, lanes.const(0.0))),
+    ("", "Abs"): _unary(lambda lanes, x: lanes.op("abs", x)),
+    ("", "Neg"): _unary(lambda lanes, x: lanes.op("neg", x)),
+    ("", "Sqrt"): _unary(lambda lanes, x: lanes.op("sqrt", x)),
+    ("", "Floor"): _unary(lambda lanes, x: lanes.op("floor", x)),
+    ("", "Ceil"): _unary(lambda lanes, x: lanes.op("ceil", x)),
+    ("", "Reciprocal"): _unary(lambda lanes, x: lanes.op("div", lanes.const(1.0), x)),
+    ("", "Not"): _unary(lambda lanes, x: lanes.flag(lanes.op("eq", x, lanes.const(0.0)))),
+    ("", "Exp"): _math("exp"),
+    ("", "Log"): _math("log"),
+    ("", "Sigmoid"): _math("sigmoid"),
+    ("", "Tanh"): _math("tanh"),
+    ("", "Add"): _binary(_arith("add")),
+    ("", "Sub"): _binary(_arith("sub")),
+    ("", "Mul"): _binary(_arith("mul")),
+    ("", "Div"): _binary(_arith("div")),
+    ("", "Min"): _binary(_arith("min")),
+    ("", "Max"): _binary(_arith("max")),
     ("", "Less"): _binary(_compare("lt"), DType.bool),
     ("", "LessOrEqual"): _binary(_compare("le"), DType.bool),
     ("", "Greater"): _binary(_compare("gt"), DType.bool),
