@@ -12,7 +12,8 @@ Threats each check stops:
 * a module that traps, or whose state a trap may have left half-written: ``ModelTrap``,
   and the instance is thrown away and re-instantiated before the next call;
 * a module that lies about its shape (pointers outside its memory, absurd counts): refused
-  at load, and the output region is bounds-checked after every call.
+  at load; both regions must lie inside the initial memory, which never shrinks and, with
+  this engine, never moves, so the runtime's views of them stay in bounds.
 
 Thread safety: one instance behind a lock. A call into a compiled tree ensemble takes
 microseconds, so a lock costs less than a pool's extra memory and instantiation.
