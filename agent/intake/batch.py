@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from agent.errors import AgentError, RuntimeFault
+from agent.errors import AgentError, RuntimeFault, StoreError, UnknownModel
 from agent.intake.batch_files import atomic_output, truncate_to, write_atomic
 from agent.intake.batch_formats import InputFormat, detect_format, read_items
 from agent.intake.batch_items import (
@@ -49,6 +49,10 @@ from agent.outputs.riskassessment import risk_assessment
 from agent.types import IntakePath, Prediction, Scorer, ScoreRequest
 
 log = logging.getLogger(__name__)
+
+MODEL_UNAVAILABLE = (StoreError, UnknownModel)
+"""Scorer errors that are no fault of the record (the model is not installed or not served
+now): they stop the job, which resumes from its last checkpoint, instead of failing records."""
 
 RESULTS_PART = "results.ndjson.part"
 RISK_PART = "riskassessment.ndjson.part"
@@ -165,7 +169,9 @@ class BatchEngine:
     ) -> bool:
         """Score the job's remaining records. True when all are scored (the job is then
         ``publishing``); False when ``stop()`` turned true (state checkpointed, resumable).
-        ``UnreadableFile`` means the whole file cannot be read: call ``fail``."""
+        ``UnreadableFile`` means the whole file cannot be read: call ``fail``. A
+        ``MODEL_UNAVAILABLE`` error from the scorer propagates with the job left at its last
+        checkpoint: run it again once the model is served."""
         journal = job.journal
         if journal.state is not JobState.scoring:
             return journal.state is JobState.publishing
@@ -311,6 +317,8 @@ class BatchEngine:
         )
         try:
             predictions = self.scorer.score(request)
+        except MODEL_UNAVAILABLE:
+            raise
         except AgentError as exc:
             yield RESULTS_PART, error_line(position, item.lines, item.label, exc.reason, str(exc))
             return
@@ -362,6 +370,8 @@ class BatchEngine:
             )
             if len(results) != len(rows):
                 raise RuntimeFault("the scorer returned a wrong number of rows")
+        except MODEL_UNAVAILABLE:
+            raise
         except Exception as exc:
             if len(rows) > 1:
                 for row in rows:

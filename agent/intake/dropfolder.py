@@ -30,6 +30,7 @@ from watchdog.observers.api import BaseObserver
 from agent.configbase import ConfigPath, Section
 from agent.errors import ConfigError
 from agent.intake.batch import (
+    MODEL_UNAVAILABLE,
     BatchEngine,
     BatchJob,
     BatchSettings,
@@ -43,8 +44,6 @@ from agent.limits import Limits
 from agent.types import IntakePath, Scorer
 
 log = logging.getLogger(__name__)
-
-_RETRY_SECONDS = 60.0  # a job that hit an unexpected error is tried again after this long
 
 
 class DropFolderConfig(Section):
@@ -89,6 +88,10 @@ class DropFolderConfig(Section):
     ignore_suffixes: tuple[str, ...] = (".tmp", ".part", ".partial", ".filepart", ".crdownload")
     """Names ending so are files still being copied by a transfer tool; never taken. Names
     starting with a dot are never taken either."""
+
+    retry_seconds: float = Field(default=30.0, gt=0)
+    """A file waits this long before another try when the model cannot score now (not
+    installed yet, not configured) or an unexpected error (a full disk) stopped it."""
 
     checkpoint_records: int = Field(default=100, ge=1)
     """Results are made durable at least every this many records."""
@@ -222,7 +225,7 @@ class DropFolder:
             action()
         except Exception as exc:
             log.error("drop folder step failed", extra={"error_type": type(exc).__name__})
-            self._retry_at[key] = time.monotonic() + _RETRY_SECONDS
+            self._retry_at[key] = time.monotonic() + self.config.retry_seconds
 
     def _pending_jobs(self) -> list[Path]:
         now = time.monotonic()
@@ -316,6 +319,17 @@ class DropFolder:
                 finished = self.engine.run(job, stop=self._stopping.is_set)
             except (UnreadableFile, OSError) as exc:
                 self.engine.fail(job, exc)
+            except MODEL_UNAVAILABLE as exc:
+                log.warning(
+                    "drop folder waits: the model cannot score now",
+                    extra={
+                        "file": job.journal.stem,
+                        "model": job.journal.model,
+                        "reason": exc.reason,
+                    },
+                )
+                self._retry_at[job.folder.name] = time.monotonic() + self.config.retry_seconds
+                return
             else:
                 if not finished:
                     log.info("drop folder stopped mid-file", extra={"file": job.journal.stem})
