@@ -148,7 +148,7 @@ def _slow_post(base_url: str, release: threading.Event, results: list[int | str]
 def test_sigterm_drains_in_flight_requests_and_exits_0_within_the_bound(
     agent: AgentProcess,
 ) -> None:
-    release, results = threading.Event(), []
+    release, results = threading.Event(), list[int | str]()
     threads = [
         threading.Thread(target=_slow_post, args=(agent.base_url, release, results))
         for _ in range(4)
@@ -176,7 +176,7 @@ def test_second_sigterm_forces_the_exit(tmp_path: Path) -> None:
     config = reliability_root(tmp_path, edit=lambda c: c["limits"].update(drain_timeout=30.0))
     agent = start_agent(config)
     try:
-        release, results = threading.Event(), []
+        release, results = threading.Event(), list[int | str]()
         stuck = threading.Thread(target=_slow_post, args=(agent.base_url, release, results))
         stuck.start()
         time.sleep(0.5)
