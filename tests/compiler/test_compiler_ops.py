@@ -306,3 +306,15 @@ def test_a_very_wide_model_gets_a_smaller_batch() -> None:
     model = WasmModel.load(compiled.wasm, limits=Limits())
     assert model.max_batch < 1024
     assert model.predict([[1.0] * width] * 3) == [[width * 0.5]] * 3
+
+
+EXTREMES = np.array([[-np.inf, -1000.0, -88.5, -20.0], [-1e-30, 0.0, 1e-30, 0.75],
+                     [20.0, 88.5, 1000.0, np.inf], [np.nan, -0.0, 1e-7, -3.0]], np.float32)
+
+
+@pytest.mark.parametrize("op", ["Exp", "Log", "Sigmoid", "Tanh", "Sqrt", "Relu", "Floor"])
+def test_math_on_extreme_inputs(op: str) -> None:
+    model = graph_model([helper.make_node(op, ["X"], ["Y"])], 4)
+    ours, _ = run_compiled(model, EXTREMES)
+    (reference,) = run_onnxruntime(model, EXTREMES)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6, equal_nan=True)
