@@ -53,9 +53,7 @@ def _score(agent: AgentProcess, rows: list[ReferenceRow]) -> None:
     with agent.client() as client:
         for start in range(0, len(rows), BATCH):
             batch = rows[start : start + BATCH]
-            response = client.post(
-                PREDICT, content=ndjson(batch), headers={"Content-Type": NDJSON}
-            )
+            response = client.post(PREDICT, content=ndjson(batch), headers={"Content-Type": NDJSON})
             assert response.status_code == 200, response.text
             assert len(response.json()["predictions"]) == len(batch)
 
@@ -85,8 +83,17 @@ def _under_watch(drift: dict[str, float]) -> dict[str, float]:
 def test_temperature_in_degf_labelled_cel_crosses_act_alone(agent: AgentProcess) -> None:
     rows = reference_rows()
     random.Random(7).shuffle(rows)
-    features = {"heart_rate", "respiratory_rate", "body_temperature", "systolic_bp", "spo2",
-                "wbc", "creatinine", "age", "sex"}
+    features = {
+        "heart_rate",
+        "respiratory_rate",
+        "body_temperature",
+        "systolic_bp",
+        "spo2",
+        "wbc",
+        "creatinine",
+        "age",
+        "sex",
+    }
 
     _score(agent, rows[:WINDOW])
     before = _drift(agent)
