@@ -206,6 +206,19 @@ def test_cli_build_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.startswith("label,probability_0,probability_1\n")
 
 
+def test_the_edge_agent_entry_point_runs_build_and_predict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    out = tmp_path / "bundle"
+    assert main(["bundle", "build", str(DEMO / "model.onnx"), "--reference",
+                 str(DEMO / "reference.csv"), "--name", "deterioration", "--version", "2.0.0",
+                 "--schema", str(DEMO / "schema.yaml"), "-o", str(out)]) == 0
+    assert main(["bundle", "predict", str(out), str(DEMO / "reference.csv")]) == 2
+    assert "'wbc' is missing or invalid" in capsys.readouterr().err
+
+
 def test_cli_predict_refuses_a_swapped_module(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     bundle.mkdir()
