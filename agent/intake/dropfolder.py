@@ -75,7 +75,7 @@ class DropFolderConfig(Section):
 
     settle_seconds: float = Field(default=2.0, ge=0)
     """A file is taken once its size and mtime have not changed for this long (seconds),
-    or at once when it was renamed into the inbox."""
+    or at once when it was renamed within the inbox (from a hidden or ignored name)."""
 
     poll_interval: float = Field(default=5.0, gt=0)
     """Seconds between inbox scans when no file event arrives (network shares often send
