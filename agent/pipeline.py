@@ -247,10 +247,16 @@ class ScoringPipeline:
         rows: Sequence[Sequence[float]],
         intake: IntakePath,
         version: str | None = None,
+        *,
+        served: ServedModel | None = None,
     ) -> list[Mapping[str, float]]:
-        """Score already-extracted feature rows (Open Inference Protocol, feature CSVs)."""
+        """Score already-extracted feature rows (Open Inference Protocol, feature CSVs).
+
+        ``served``: the model the caller took at the start of its request (it then
+        finishes on it even if a new version is swapped in meanwhile); by default the one
+        serving now. ``version`` pins a version: UnknownModel if it is not that one."""
         try:
-            served = self.served(model)
+            served = served if served is not None else self.served(model)
             if version is not None and version != served.version:
                 raise UnknownModel(f"version {version} of this model is not the one served")
             width = len(served.bundle.manifest.inputs)

@@ -7,6 +7,7 @@ manifest output. Errors use the protocol's ``{"error": ...}`` body.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -150,8 +151,12 @@ async def infer(request: Request) -> Response:
         if not isinstance(payload, dict):
             raise RecordError("the body must be a JSON object")
         rows = rows_from_inputs(payload.get("inputs"), served.bundle.manifest.feature_names())
+        # Scored by the model taken above, even if a new version is swapped in meanwhile.
         results = await run_in_threadpool(
-            pipeline.score_vector, served.name, rows, IntakePath.oip, served.version
+            functools.partial(pipeline.score_vector, served=served),
+            served.name,
+            rows,
+            IntakePath.oip,
         )
     except AgentError as error:
         return _error(error)
