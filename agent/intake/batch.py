@@ -22,40 +22,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO
 
-from agent.errors import AgentError, RuntimeFault, StoreError, UnknownModel
+from agent.errors import AgentError
 from agent.intake.batch_files import atomic_output, truncate_to, write_atomic
 from agent.intake.batch_formats import InputFormat, detect_format, read_items
 from agent.intake.batch_items import (
-    BadItem,
     BatchItem,
     ReadContext,
     ReadStopped,
-    RecordItem,
     UnreadableFile,
     VectorItem,
 )
 from agent.intake.batch_journal import JOURNAL_NAME, JobState, Journal
-from agent.intake.batch_outputs import (
-    RunSummary,
-    error_line,
-    predictions_line,
-    vector_line,
-    write_csv,
-)
+from agent.intake.batch_outputs import RunSummary, write_csv
+from agent.intake.batch_scoring import RESULTS_PART, RISK_PART, ResultLines
 from agent.limits import Limits
-from agent.outputs.riskassessment import risk_assessment
-from agent.types import IntakePath, Prediction, Scorer, ScoreRequest
+from agent.types import IntakePath, Scorer
 
 log = logging.getLogger(__name__)
-
-MODEL_UNAVAILABLE = (StoreError, UnknownModel)
-"""Scorer errors that are no fault of the record (the model is not installed or not served
-now): they stop the job, which resumes from its last checkpoint, instead of failing records."""
-
-RESULTS_PART = "results.ndjson.part"
-RISK_PART = "riskassessment.ndjson.part"
 
 
 class OutputKind(StrEnum):
@@ -75,13 +60,6 @@ def output_name(stem: str, kind: OutputKind | None) -> str:
         None: "report.json",
     }[kind]
     return f"{stem}.{suffix}"
-
-
-@runtime_checkable
-class NamesRiskOutput(Protocol):
-    """A scorer that knows which output a model's RiskAssessment reports (the pipeline)."""
-
-    def risk_output(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -139,6 +117,7 @@ class BatchEngine:
     def __init__(self, scorer: Scorer, settings: BatchSettings) -> None:
         self.scorer = scorer
         self.settings = settings
+        self._lines = ResultLines(scorer, settings.intake, settings.caller, settings.as_of)
 
     # --- job lifecycle ----------------------------------------------------------------
     def begin(self, folder: Path, source: Path, name: str, stem: str, job_id: str) -> BatchJob:
@@ -178,7 +157,8 @@ class BatchEngine:
         if journal.format is None:
             journal.format = detect_format(job.input, self.settings.limits).value
             journal.save(job.folder)
-        parts = [RESULTS_PART] + ([RISK_PART] if OutputKind.fhir in job.outputs else [])
+        risk = OutputKind.fhir in job.outputs
+        parts = [RESULTS_PART] + ([RISK_PART] if risk else [])
         for part in parts:
             truncate_to(job.part(part), journal.sizes.get(part, 0))
         total = os.stat(job.input).st_size
@@ -190,7 +170,8 @@ class BatchEngine:
             uncommitted, committed_at = 0, time.monotonic()
             try:
                 for unit in self._units(items, skip=journal.records_done):
-                    for part, data in self._score_unit(job, unit):
+                    lines = self._lines.of(unit, journal.model, journal.job_id, risk)
+                    for part, data in lines:
                         sinks.write(part, data)
                     journal.records_done = unit[-1][0]
                     uncommitted += len(unit)
@@ -285,110 +266,6 @@ class BatchEngine:
         if pending:
             yield pending
 
-    def _score_unit(
-        self, job: BatchJob, unit: list[tuple[int, BatchItem]]
-    ) -> Iterator[tuple[str, bytes]]:
-        first = unit[0][1]
-        if isinstance(first, VectorItem):
-            yield from self._score_vectors(
-                job, [(p, i) for p, i in unit if isinstance(i, VectorItem)]
-            )
-            return
-        position, item = unit[0]
-        if isinstance(item, BadItem):
-            yield (
-                RESULTS_PART,
-                error_line(position, item.lines, item.label, item.reason, item.detail),
-            )
-        elif isinstance(item, RecordItem):
-            yield from self._score_record(job, position, item)
-
-    def _score_record(
-        self, job: BatchJob, position: int, item: RecordItem
-    ) -> Iterator[tuple[str, bytes]]:
-        request = ScoreRequest(
-            model=job.journal.model,
-            body=item.body,
-            format=item.format,
-            intake=self.settings.intake,
-            as_of=self.settings.as_of,
-            caller=self.settings.caller,
-            request_id=f"{job.journal.job_id}:{position}",
-        )
-        try:
-            predictions = self.scorer.score(request)
-        except MODEL_UNAVAILABLE:
-            raise
-        except AgentError as exc:
-            yield RESULTS_PART, error_line(position, item.lines, item.label, exc.reason, str(exc))
-            return
-        except Exception as exc:  # a bug scoring one record must not stop the file
-            log.error(
-                "scoring a record failed unexpectedly", extra={"error_type": type(exc).__name__}
-            )
-            detail = "unexpected error while scoring"
-            yield (
-                RESULTS_PART,
-                error_line(position, item.lines, item.label, "internal", detail),
-            )
-            return
-        if not predictions:
-            detail = "the record holds no patient to score"
-            yield RESULTS_PART, error_line(position, item.lines, item.label, "no_patient", detail)
-            return
-        yield (
-            RESULTS_PART,
-            predictions_line(position, item.lines, item.label, predictions),
-        )
-        if OutputKind.fhir in job.outputs:
-            occurrence = utc_now()
-            for prediction in predictions:
-                resource = risk_assessment(
-                    prediction, self._risk_output(prediction), occurrence=occurrence
-                )
-                yield RISK_PART, _json(resource, indent=None) + b"\n"
-
-    def _risk_output(self, prediction: Prediction) -> str:
-        """The scorer's choice when it names one, else the model's last output."""
-        if isinstance(self.scorer, NamesRiskOutput):
-            try:
-                name = self.scorer.risk_output(prediction.model)
-            except AgentError:
-                name = ""
-            if name in prediction.outputs:
-                return name
-        return list(prediction.outputs)[-1]
-
-    def _score_vectors(
-        self, job: BatchJob, rows: Sequence[tuple[int, VectorItem]]
-    ) -> Iterator[tuple[str, bytes]]:
-        """One call for the batch; if it fails, row by row so a bad row fails alone."""
-        model = job.journal.model
-        try:
-            results = self.scorer.score_vector(
-                model, [i.row for _, i in rows], self.settings.intake
-            )
-            if len(results) != len(rows):
-                raise RuntimeFault("the scorer returned a wrong number of rows")
-        except MODEL_UNAVAILABLE:
-            raise
-        except Exception as exc:
-            if len(rows) > 1:
-                for row in rows:
-                    yield from self._score_vectors(job, [row])
-                return
-            position, item = rows[0]
-            reason = exc.reason if isinstance(exc, AgentError) else "internal"
-            detail = str(exc) if isinstance(exc, AgentError) else "unexpected error while scoring"
-            if not isinstance(exc, AgentError):
-                log.error(
-                    "scoring a row failed unexpectedly", extra={"error_type": type(exc).__name__}
-                )
-            yield RESULTS_PART, error_line(position, item.lines, item.label, reason, detail)
-            return
-        for (position, item), outputs in zip(rows, results, strict=True):
-            yield RESULTS_PART, vector_line(position, item.lines, item.label, model, None, outputs)
-
 
 class _Parts:
     """The job's open part files (appending) and the checkpoint that commits them."""
@@ -424,6 +301,5 @@ def _copy(source: Path, stream: BinaryIO) -> None:
         shutil.copyfileobj(original, stream, 1024 * 1024)
 
 
-def _json(body: object, *, indent: int | None = 1) -> bytes:
-    separators = (",", ":") if indent is None else None
-    return json.dumps(body, indent=indent, separators=separators, ensure_ascii=False).encode()
+def _json(body: object) -> bytes:
+    return json.dumps(body, indent=1, ensure_ascii=False).encode()

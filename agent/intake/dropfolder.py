@@ -30,7 +30,6 @@ from watchdog.observers.api import BaseObserver
 from agent.configbase import ConfigPath, Section
 from agent.errors import ConfigError
 from agent.intake.batch import (
-    MODEL_UNAVAILABLE,
     BatchEngine,
     BatchJob,
     BatchSettings,
@@ -40,6 +39,7 @@ from agent.intake.batch import (
 from agent.intake.batch_files import move_durably, write_atomic
 from agent.intake.batch_items import UnreadableFile
 from agent.intake.batch_journal import JobState, Journal
+from agent.intake.batch_scoring import MODEL_UNAVAILABLE
 from agent.limits import Limits
 from agent.types import IntakePath, Scorer
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from agent.intake.batch import RESULTS_PART, BatchEngine, BatchSettings, OutputKind
+from agent.intake.batch import BatchEngine, BatchSettings, OutputKind
 from agent.intake.batch_formats import InputFormat, detect_format
 from agent.intake.batch_items import UnreadableFile
 from agent.intake.batch_outputs import RunSummary
+from agent.intake.batch_scoring import RESULTS_PART
 from agent.limits import Limits
 from agent.types import IntakePath
 from tests.intake.dropfolder_support import RecordScorer, risk_of
