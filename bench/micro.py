@@ -1,0 +1,94 @@
+"""In-process micro-benchmarks of the request path, agent against the peers' code.
+
+Each figure is the median over repeats of the mean time per call (``runtime_bench.per_call``)
+on the inputs of ``bench.inputs``. The agent's pipeline is the real one, built from the demo
+config with its bundle pulled and verified, audit log and monitor included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import load_config
+from agent.pipeline import ScoringPipeline
+from agent.records import parse_records
+from agent.registry.updater import build_updater
+from agent.types import IntakePath, RecordFormat, ScoreRequest
+from bench.inputs import AS_OF, AS_OF_TEXT, demo_bundle, oru_30_obx
+from bench.peers.mapping import features
+from bench.peers.model import FEATURES, PeerModel
+from bench.peers.sklearn_service import onnxruntime_predictor, score_bundle, sklearn_predictor
+from bench.runtime_bench import per_call
+
+
+@dataclass(frozen=True)
+class MicroResult:
+    """One measure: the agent's time and each peer's (seconds per call; None: no such path)."""
+
+    measure: str
+    agent: float
+    sklearn: float | None
+    onnxruntime: float | None
+    note: str = ""
+
+
+def agent_pipeline(config_path: Path) -> ScoringPipeline:
+    """The real pipeline of the demo config, its bundle pulled from the demo registry."""
+    config = load_config(config_path)
+    pipeline = ScoringPipeline.from_config(config)
+    build_updater(config, pipeline).pull_once()
+    if not pipeline.ready:
+        raise RuntimeError("the demo model did not load")
+    return pipeline
+
+
+def run_micro(pipeline: ScoringPipeline, peer: PeerModel, calls: int) -> list[MicroResult]:
+    """Every micro-benchmark with ``calls`` calls per repeat (fewer for the slow ones)."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    body, oru = demo_bundle(), oru_30_obx()
+    limits = pipeline.limits
+    served = pipeline.served("deterioration")
+    record = parse_records(body, RecordFormat.fhir_json, limits=limits)[0]
+    document = json.loads(body)
+    skl, ort = sklearn_predictor(peer), onnxruntime_predictor()
+    row = features(document, AS_OF, peer.medians, FEATURES)
+    request = ScoreRequest(model="deterioration", body=body, format=RecordFormat.fhir_json,
+                           intake=IntakePath.http, as_of=AS_OF, caller="bench",
+                           request_id="bench")
+
+    def time(fn: Callable[[], object], scale: float = 1.0) -> float:
+        return per_call(fn, max(int(calls * scale), 1))
+
+    def validate_peer() -> object:
+        return Bundle.model_validate(json.loads(body))
+
+    peer_score = time(lambda: score_bundle(body, AS_OF_TEXT, peer.medians), 0.1)
+    return [
+        MicroResult("json.loads of the 30-observation bundle", time(lambda: json.loads(body)),
+                    None, None, "the floor every FHIR path pays"),
+        MicroResult("FHIR parse + validation (R4B)",
+                    time(lambda: parse_records(body, RecordFormat.fhir_json, limits=limits), 0.1),
+                    time(validate_peer, 0.1), None,
+                    "agent: records.parse_records (json, each resource, grouping); "
+                    "peer: json.loads + Bundle.model_validate"),
+        MicroResult("map 30 observations to 9 features",
+                    time(lambda: served.mapping.extract(record, AS_OF)),
+                    time(lambda: features(document, AS_OF, peer.medians, FEATURES)), None,
+                    "agent: SiteMapping.extract (units, windows, provenance); peer: dict walk"),
+        MicroResult("HL7 v2 ORU^R01 (30 OBX) parse + map",
+                    time(lambda: served.mapping.extract(
+                        parse_records(oru, RecordFormat.hl7v2, limits=limits)[0], AS_OF), 0.1),
+                    None, None, "the peers speak no HL7 v2"),
+        MicroResult("predict one row", time(lambda: served.runtime.predict([row])),
+                    time(lambda: skl([row]), 0.1), time(lambda: ort([row])),
+                    "agent: WasmModel.predict; peers: predict_proba / InferenceSession.run"),
+        MicroResult("whole request in process (parse, map, predict)",
+                    time(lambda: pipeline.score(request), 0.1),
+                    peer_score + time(lambda: skl([row]), 0.1),
+                    peer_score + time(lambda: ort([row])),
+                    "agent: ScoringPipeline.score with monitor and audit log"),
+    ]

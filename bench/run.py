@@ -1,0 +1,246 @@
+"""The benchmark suite: the agent against the usual deployment of the same model.
+
+    .venv/bin/python -m bench.run            # full run: docs/benchmarks.md, bench/results.json
+    .venv/bin/python -m bench.run --quick    # every benchmark briefly (CI); figures meaningless
+
+Run from the repository root. Three servers take the same 30-observation FHIR Bundle: the
+agent (``edge-agent serve`` on the demo config, its signed bundle pulled from the demo file
+registry) and two peers (bench/peers: Starlette + uvicorn + fhir.resources + scikit-learn,
+or + onnxruntime). Each server runs pinned to core 0, the client on core 1. The rounds are
+interleaved (every server measured once per round, in rotating order) so that a noisy
+neighbour on a shared machine hurts all three alike. Then: batch records/s, RSS, install
+size, cold start, in-process micro-benchmarks and bench/runtime_bench.py. Quick mode asserts
+nothing about times; it checks that everything runs and writes its outputs to a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import batch, install_size, machine, micro
+from bench.http_load import Target, concurrent, post, sequential
+from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx
+from bench.peers.model import check_parity, load_pickled, pickled_model
+from bench.peers.sklearn_service import onnxruntime_predictor, sklearn_predictor
+from bench.report import render
+from bench.servers import Server, pin_client, python_argv, start_server
+from bench.stats import median, percentile
+from tests.integration.agent_process import demo_root, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+FHIR = {"Content-Type": "application/fhir+json"}
+HL7 = {"Content-Type": "x-application/hl7-v2+er7"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much of everything to run."""
+
+    warmup: int  # requests per server before anything is measured
+    rounds: int
+    sequential: int  # requests per server per round, one at a time
+    clients: int
+    per_client: int  # requests per client per round
+    batch_records: int
+    micro_calls: int
+    phase_deadline: float  # seconds, a bound on every load phase
+    build_venvs: bool
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(5, 1, 10, 2, 5, 10, 10, 20.0, False)
+        return cls(100, 5, 200, 4, 100, 1000, 500, 120.0, True)
+
+
+@dataclass
+class Contender:
+    name: str
+    server: Server
+    target: Target
+    latencies: list[float]
+    rates: list[float]
+
+
+def _answers(target: Target) -> bool:
+    try:
+        connection, path = target.connect()
+        try:
+            return post(connection, path, target) == 200
+        finally:
+            connection.close()
+    except OSError:
+        return False
+
+
+def _start_agent(config: Path, logs: Path, label: str) -> tuple[Server, Target]:
+    port = yaml.safe_load(config.read_text())["http"]["port"]
+    target = Target(f"http://127.0.0.1:{port}/v1/models/deterioration/predict?as_of={AS_OF_TEXT}",
+                    demo_bundle(), FHIR)
+    argv = python_argv("-m", "agent.cli", "serve", "--config", str(config))
+    server = start_server(label, argv, config.parent, lambda: _answers(target),
+                          logs / f"{label.replace(' ', '-')}.log")
+    return server, target
+
+
+def _start_peer(engine: str, model: Path, logs: Path) -> tuple[Server, Target]:
+    port = free_port()
+    target = Target(f"http://127.0.0.1:{port}/predict?as_of={AS_OF_TEXT}", demo_bundle(), FHIR)
+    argv = python_argv("-m", "bench.peers.sklearn_service", "--engine", engine, "--port", str(port),
+                       *(["--model", str(model)] if engine == "sklearn" else []))
+    server = start_server(f"{engine} service", argv, REPO, lambda: _answers(target),
+                          logs / f"{engine}.log")
+    return server, target
+
+
+def _measure_http(contenders: list[Contender], settings: Settings) -> None:
+    for contender in contenders:
+        sequential(contender.target, settings.warmup, settings.phase_deadline)
+    for round_ in range(settings.rounds):
+        order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
+        for contender in order:
+            contender.latencies += sequential(contender.target, settings.sequential,
+                                              settings.phase_deadline)
+            load = concurrent(contender.target, settings.clients, settings.per_client,
+                              settings.phase_deadline)
+            if load.failures:
+                raise RuntimeError(f"{contender.name}: {load.failures} failed requests")
+            contender.rates.append(load.per_second)
+
+
+def _http_rows(contenders: list[Contender], settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {
+            "contender": c.name,
+            "requests_sequential": len(c.latencies),
+            "p50_ms": percentile(c.latencies, 50) * 1e3,
+            "p99_ms": percentile(c.latencies, 99) * 1e3,
+            "mean_ms": sum(c.latencies) / len(c.latencies) * 1e3,
+            "clients": settings.clients,
+            "requests_per_s": median(c.rates),
+            "requests_per_s_rounds": c.rates,
+            "rss_bytes": c.server.rss_bytes(),
+            "cold_start_s": c.server.cold_start,
+        }
+        for c in contenders
+    ]
+
+
+def _runtime_bench(quick: bool) -> str:
+    """bench/runtime_bench.py's own table (the runtime engineer's benchmark), verbatim."""
+    script = REPO / "bench" / "runtime_bench.py"
+    argv = [sys.executable, str(script), *(["--quick"] if quick else [])]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return done.stdout
+
+
+def run(quick: bool, workdir: Path) -> dict[str, Any]:
+    """Every benchmark; the results as plain JSON values."""
+    settings = Settings.for_mode(quick)
+    pin_client()
+    results: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": asdict(settings),
+        "machine": machine.describe(),
+    }
+    logs = workdir / "logs"
+    logs.mkdir()
+    model_path = pickled_model(workdir / "peer-model")
+    peer = load_pickled(model_path)
+    results["peer_parity_max_abs_diff"] = check_parity(peer)
+
+    def demo_edit(config: dict[str, Any]) -> None:
+        config["mllp"]["port"] = free_port()  # the shipped 2575 may be taken by a neighbour
+
+    config = demo_root(workdir, demo_edit)
+    first, _ = _start_agent(config, logs, "agent first start")
+    first.stop()
+    agent, agent_target = _start_agent(config, logs, "agent")
+    sklearn_server, sklearn_target = _start_peer("sklearn", model_path, logs)
+    ort_server, ort_target = _start_peer("onnxruntime", model_path, logs)
+    contenders = [
+        Contender("agent", agent, agent_target, [], []),
+        Contender("sklearn service", sklearn_server, sklearn_target, [], []),
+        Contender("onnxruntime service", ort_server, ort_target, [], []),
+    ]
+    try:
+        _measure_http(contenders, settings)
+        results["http"] = _http_rows(contenders, settings)
+        results["agent_first_start_s"] = first.cold_start
+        hl7 = Target(agent_target.url, oru_30_obx(), HL7)
+        hl7_latencies = sequential(hl7, settings.sequential * settings.rounds,
+                                   settings.phase_deadline)
+        results["agent_hl7_http"] = {"p50_ms": percentile(hl7_latencies, 50) * 1e3,
+                                     "p99_ms": percentile(hl7_latencies, 99) * 1e3,
+                                     "requests": len(hl7_latencies)}
+        drop = yaml.safe_load(config.read_text())["drop_folder"]
+        agent_batch = batch.drop_folder_seconds(
+            (config.parent / drop["inbox"]).resolve(), (config.parent / drop["outbox"]).resolve(),
+            settings.batch_records, timeout=max(60.0, settings.batch_records * 0.1))
+    finally:
+        for contender in contenders:
+            contender.server.stop()
+    n = settings.batch_records
+    results["batch"] = [
+        {"contender": "agent", "records": n, "seconds": agent_batch,
+         "how": "drop folder, NDJSON file, outputs written"},
+        {"contender": "sklearn service", "records": n,
+         "seconds": batch.peer_loop_seconds(peer.medians, sklearn_predictor(peer), n),
+         "how": "in-process loop, one predict_proba"},
+        {"contender": "onnxruntime service", "records": n,
+         "seconds": batch.peer_loop_seconds(peer.medians, onnxruntime_predictor(), n),
+         "how": "in-process loop, one session.run"},
+    ]
+    pipeline = micro.agent_pipeline(config)
+    results["micro"] = [asdict(m) for m in micro.run_micro(pipeline, peer, settings.micro_calls)]
+    results["runtime_bench"] = _runtime_bench(quick)
+    results["install"] = [asdict(s) for s in install_size.measure_all(settings.build_venvs)]
+    results["install_largest_agent"] = install_size.largest_packages("agent", 6)
+    results["machine"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="agent vs sklearn/onnxruntime services")
+    parser.add_argument("--quick", action="store_true",
+                        help="every benchmark briefly, to check the suite runs (CI)")
+    parser.add_argument("--json", type=Path, help="results file (default: bench/results.json; "
+                        "quick: a temp folder)")
+    parser.add_argument("--markdown", type=Path, help="report (default: docs/benchmarks.md; "
+                        "quick: a temp folder)")
+    args = parser.parse_args(argv)
+    default_dir = (Path(tempfile.gettempdir()) / "edge-agent-bench-quick") if args.quick else None
+    json_path = args.json or (default_dir / "results.json" if default_dir
+                              else REPO / "bench" / "results.json")
+    markdown_path = args.markdown or (default_dir / "benchmarks.md" if default_dir
+                                      else REPO / "docs" / "benchmarks.md")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as workdir:
+        results = run(args.quick, Path(workdir))
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    for path in (json_path, markdown_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    markdown_path.write_text(render(results))
+    print(f"wrote {json_path} and {markdown_path} in {results['wall_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The benchmark suite runs end to end in quick mode and writes well-formed outputs.
+
+No timing is asserted: on a shared two-core machine the figures of a quick run mean
+nothing. What is checked is that every benchmark ran (real agent process, real peer
+services, drop folder, micro-benchmarks, bench/runtime_bench.py) and reported numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.run import main
+
+pytestmark = pytest.mark.integration
+
+CONTENDERS = {"agent", "sklearn service", "onnxruntime service"}
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
+    results_path, report_path = tmp_path / "results.json", tmp_path / "benchmarks.md"
+    assert main(["--quick", "--json", str(results_path), "--markdown", str(report_path)]) == 0
+
+    results = json.loads(results_path.read_text())
+    assert results["mode"] == "quick"
+    assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
+    assert results["peer_parity_max_abs_diff"] < 1e-5  # the peers serve the same model
+
+    assert {row["contender"] for row in results["http"]} == CONTENDERS
+    for row in results["http"]:
+        for key in ("p50_ms", "p99_ms", "requests_per_s", "rss_bytes", "cold_start_s"):
+            assert _positive(row[key]), (row["contender"], key)
+        assert row["p50_ms"] <= row["p99_ms"]
+    assert _positive(results["agent_first_start_s"])
+    assert _positive(results["agent_hl7_http"]["p50_ms"])
+
+    assert {row["contender"] for row in results["batch"]} == CONTENDERS
+    assert all(_positive(row["seconds"]) and row["records"] > 0 for row in results["batch"])
+    measures = {m["measure"]: m for m in results["micro"]}
+    assert "map 30 observations to 9 features" in measures
+    assert all(_positive(m["agent"]) for m in measures.values())
+    assert results["runtime_bench"].strip()  # bench/runtime_bench.py printed its table
+    for size in results["install"]:  # present only where a full run cached the virtualenvs
+        assert size["contender"] in CONTENDERS and _positive(size["bytes"])
+
+    report = report_path.read_text()
+    assert report.startswith("# Benchmarks")
+    assert "Quick mode" in report
+    for heading in ("## Machine", "## Goals", "## HTTP", "## Batch", "## Install size",
+                    "## In-process micro-benchmarks", "## Runtime micro-benchmarks"):
+        assert heading in report
