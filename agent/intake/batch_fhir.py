@@ -31,7 +31,7 @@ from agent.intake.batch_items import (
     RecordItem,
     UnreadableFile,
 )
-from agent.intake.batch_lines import read_lines
+from agent.intake.batch_lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import RecordFormat
 
@@ -215,6 +215,8 @@ def _index_rows(stream: BinaryIO, limits: Limits) -> Iterator[tuple[Any, ...]]:
         if line is None:
             yield bad, number, offset, 0, -1, "too_large", "line longer than the record size limit"
             continue
+        if number == 1 and line.startswith(BOM):  # the offsets then point past it
+            line, offset = line[len(BOM) :], offset + len(BOM)
         if not line.strip():
             continue
         try:

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from agent.intake.batch_csv import csv_items
 from agent.intake.batch_fhir import document_items, ndjson_items
-from agent.intake.batch_hl7 import hl7_items
+from agent.intake.batch_hl7 import clean_segment, hl7_items
 from agent.intake.batch_items import BatchItem, ReadContext, UnreadableFile
 from agent.intake.batch_lines import read_lines
 from agent.limits import Limits
@@ -40,7 +40,6 @@ _BY_SUFFIX = {
     ".hl7v2": InputFormat.hl7v2,
 }
 _HL7_START = re.compile(rb"(MSH|FHS|BHS)[^A-Za-z0-9\s]")
-_BOM = b"\xef\xbb\xbf"
 
 
 def detect_format(path: Path, limits: Limits) -> InputFormat:
@@ -51,8 +50,8 @@ def detect_format(path: Path, limits: Limits) -> InputFormat:
     with open(path, "rb") as stream:
         first: list[bytes | None] = []
         for _, line, _ in read_lines(stream, limits.http_body_max):
-            if line is None or line.strip():
-                first.append(line.removeprefix(_BOM).strip() if line is not None else None)
+            if line is None or clean_segment(line):
+                first.append(clean_segment(line) if line is not None else None)
             if len(first) == 2:
                 break
     head = first[0] if first else None

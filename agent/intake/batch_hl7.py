@@ -5,6 +5,7 @@ one after another; segments end in CR, LF or CRLF. Each message starts at its ``
 segment and becomes one record, re-joined with CR (the HL7 segment separator). Envelope
 segments are dropped. Segments before the first ``MSH`` are one bad record (``no_msh``).
 The label is the message control id (MSH-10), which the caller's interface engine knows.
+MLLP frame bytes left in a dump of an interface engine's traffic, and a BOM, are ignored.
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from agent.intake.batch_items import BadItem, BatchItem, RecordItem
-from agent.intake.batch_lines import read_lines
+from agent.intake.batch_lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import RecordFormat
 
 _ENVELOPE = frozenset({b"FHS", b"BHS", b"BTS", b"FTS"})
+_PADDING = b" \t\x0b\x1c\x00"  # blanks, and MLLP frame bytes a dump may keep
+
+
+def clean_segment(line: bytes) -> bytes:
+    """A segment without a leading BOM, MLLP frame bytes or blanks around it."""
+    return line.removeprefix(BOM).strip(_PADDING)
 
 
 @dataclass
@@ -58,7 +65,7 @@ def hl7_items(stream: BinaryIO, limits: Limits) -> Iterator[BatchItem]:
     """Stream messages with memory bounded by one message (``limits.hl7_message_max``)."""
     message: _Message | None = None
     for number, line, _ in read_lines(stream, limits.hl7_message_max):
-        segment = line.strip() if line is not None else None
+        segment = clean_segment(line) if line is not None else None
         if segment == b"":
             continue
         tag = segment[:3] if segment is not None else b""

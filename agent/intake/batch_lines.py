@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 _EOL = re.compile(rb"\r\n|\r|\n")
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark some exporters write first
 _CHUNK = 1 << 16  # bytes read per call
 
 

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from agent.intake import batch_lines
 from agent.intake.batch import BatchEngine, BatchSettings, OutputKind
 from agent.intake.batch_fhir import INDEX_NAME, document_items
+from agent.intake.batch_formats import InputFormat, detect_format
 from agent.intake.batch_hl7 import hl7_items
 from agent.intake.batch_items import BadItem, RecordItem
-from agent.intake.batch_lines import read_lines
+from agent.intake.batch_lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import IntakePath, RecordFormat
 from tests.intake.dropfolder_support import RecordScorer
@@ -177,3 +178,36 @@ def test_large_ndjson_streams_with_flat_memory(tmp_path: Path) -> None:
     out.mkdir()
     summary = engine.publish(job, out)
     assert (summary.records, summary.ok) == (1000, 1000)
+
+
+def test_hl7_dump_with_mllp_frame_bytes(tmp_path: Path) -> None:
+    framed = b"".join(
+        b"\x0bMSH|^~\\&|A|B|C|D|2024||ORU^R01|" + cid + b"|P|2.5\rPID|1||M\r\x1c\r"
+        for cid in (b"F1", b"F2")
+    )
+    items = list(hl7_items(io.BytesIO(framed), Limits()))
+    assert [(type(i).__name__, i.label) for i in items] == [
+        ("RecordItem", "F1"),
+        ("RecordItem", "F2"),
+    ]
+    first = items[0]
+    assert (
+        isinstance(first, RecordItem)
+        and first.body.startswith(b"MSH|")
+        and b"\x1c" not in first.body
+    )
+    dump = tmp_path / "traffic.dat"
+    dump.write_bytes(framed)
+    assert detect_format(dump, Limits()) is InputFormat.hl7v2
+
+
+def test_ndjson_with_a_byte_order_mark(tmp_path: Path) -> None:
+    source = tmp_path / "bom.ndjson"
+    lines = [{"resourceType": "Patient", "id": "a"}, _obs("Patient/a")["resource"]]
+    source.write_bytes(BOM + b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+    engine = _engine(limits=Limits())
+    job = engine.begin(tmp_path / "work", source, source.name, source.name, "j")
+    assert engine.run(job)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert engine.publish(job, out).ok == 1
