@@ -207,16 +207,25 @@ class DropFolder:
     # --- the worker ---------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stopping.is_set():
-            for folder in self._pending_jobs():
-                if self._stopping.is_set():
-                    return
-                self._guarded(folder.name, functools.partial(self._resume, folder))
-            for name in self._settled_files():
-                if self._stopping.is_set():
-                    return
-                self._guarded(name, functools.partial(self._claim, name))
+            try:
+                self._one_pass()
+            except Exception as exc:  # an unmounted share must not end the worker
+                log.error(
+                    "drop folder cannot read its folders", extra={"error_type": type(exc).__name__}
+                )
             self._wake.wait(self._next_wait())
             self._wake.clear()
+
+    def _one_pass(self) -> None:
+        """Jobs left from before first, then the files that have settled in the inbox."""
+        for folder in self._pending_jobs():
+            if self._stopping.is_set():
+                return
+            self._guarded(folder.name, functools.partial(self._resume, folder))
+        for name in self._settled_files():
+            if self._stopping.is_set():
+                return
+            self._guarded(name, functools.partial(self._claim, name))
 
     def _guarded(self, key: str, action: Callable[[], None]) -> None:
         """Run one file's step; an unexpected error leaves its job for a later retry
@@ -299,7 +308,7 @@ class DropFolder:
         """Carry on with a job a crash or a stop left behind."""
         try:
             job = self.engine.resume(folder)
-        except FileNotFoundError:  # claimed, but no journal yet: start it over
+        except (FileNotFoundError, ValueError):  # claimed, no (usable) journal: start over
             inputs = list((folder / "in").iterdir()) if (folder / "in").is_dir() else []
             if not inputs:
                 shutil.rmtree(folder)

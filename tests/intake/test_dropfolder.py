@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -202,6 +203,36 @@ def test_restart_after_crash_once_the_original_was_moved(tmp_path: Path) -> None
         drop.stop()
     assert (tmp_path / "outbox" / "done.ndjson.results.ndjson").read_bytes() == published
     assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["done.ndjson"]
+
+
+def test_inbox_gone_and_back(
+    running: tuple[DropFolder, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A network share that drops away: the worker carries on once the inbox is back."""
+    _, root = running
+    shutil.rmtree(root / "inbox")
+    time.sleep(0.5)  # a few scans fail meanwhile
+    (root / "inbox").mkdir()
+    (root / "inbox" / "back.ndjson").write_text(bundle_line("b", 1))
+    report = wait_for(lambda: _read_json(root / "outbox" / "back.ndjson.report.json"))
+    assert report["records"]["ok"] == 1
+    assert "drop folder cannot read its folders" in caplog.messages
+
+
+def test_unusable_journal_starts_the_file_over(tmp_path: Path) -> None:
+    drop = _job_left_in_publishing(tmp_path, "00000000000000000003", "torn.ndjson", 4)
+    folder = tmp_path / "state" / "jobs" / "00000000000000000003"
+    (folder / "journal.json").write_text('{"job_id": ')  # what only a disk fault could leave
+    for published in (tmp_path / "outbox").iterdir():
+        published.unlink()
+    drop.start()
+    try:
+        report = wait_for(lambda: _read_json(tmp_path / "outbox" / "torn.ndjson.report.json"))
+    finally:
+        drop.stop()
+    assert report["records"] == {"in": 4, "ok": 4, "failed": 0}
+    lines = (tmp_path / "outbox" / "torn.ndjson.results.ndjson").read_text().splitlines()
+    assert [json.loads(x)["position"] for x in lines] == [1, 2, 3, 4]
 
 
 class LateModel(RecordScorer):
