@@ -27,23 +27,40 @@ from agent.types import IntakePath, Scorer
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser("score", help="score files (NDJSON, FHIR JSON, HL7 v2, feature CSV)")
-    parser.add_argument("--config", "-c", type=Path, required=True, help="agent config YAML")
-    parser.add_argument("--model", "-m", help="model to score with (default: drop_folder.model)")
     parser.add_argument(
-        "--output-dir", "-o", type=Path, default=Path("."), help="where results go (default: .)"
+        "--config", "-c", type=Path, required=True, metavar="FILE", help="agent config YAML"
+    )
+    parser.add_argument(
+        "--model", "-m", metavar="NAME", help="model to score with (default: drop_folder.model)"
+    )
+    parser.add_argument(
+        "--output-dir",
+        "-o",
+        type=Path,
+        default=Path("."),
+        metavar="OUTDIR",
+        help="where results go (default: .)",
     )
     parser.add_argument(
         "--outputs",
         type=_outputs,
+        metavar="KINDS",
         help="comma-separated: ndjson,csv,fhir (default: drop_folder.outputs)",
     )
     parser.add_argument(
         "--as-of",
         type=_moment,
+        metavar="TIME",
         help="score as at this ISO 8601 time (look-back windows end here; default: now)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="INPUT",
+        help="files to score: FHIR NDJSON, FHIR JSON, HL7 v2, feature CSV (docs/drop-folder.md)",
+    )
     parser.set_defaults(func=_score)
 
 
