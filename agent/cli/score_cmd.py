@@ -3,7 +3,8 @@ files from the command line, through the same batch engine as the drop folder.
 
 Each input gets the drop folder's outputs in OUTDIR (``<name>.results.ndjson``,
 ``.results.csv``, ``.riskassessment.ndjson`` as configured, and ``<name>.report.json``),
-replacing files of the same name. Inputs are read, never moved. Exit code: 0 when every
+replacing files of the same name (a second input of the same name gets ``<stem>.2.<ext>``
+outputs). Inputs are read, never moved. Exit code: 0 when every
 record of every file was scored, 1 when a record or a whole file failed, 2 for a usage or
 configuration error (from ``agent.cli.main``).
 """
@@ -14,13 +15,21 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from agent.errors import ConfigError
-from agent.intake.batch import BatchEngine, BatchSettings, OutputKind, Progress, output_name
+from agent.intake.batch import (
+    BatchEngine,
+    BatchSettings,
+    OutputKind,
+    Progress,
+    numbered_stem,
+    output_name,
+)
 from agent.intake.batch_items import UnreadableFile
 from agent.types import IntakePath, Scorer
 
@@ -122,9 +131,12 @@ def score_files(
     engine = BatchEngine(scorer, settings)
     bar = ProgressBar(console, enabled=not quiet and console.isatty())
     code = 0
+    seen: Counter[str] = Counter()
     for index, source in enumerate(inputs, start=1):
+        seen[source.name] += 1  # a/x.csv and b/x.csv: the second one's outputs are x.2.csv.*
+        stem = numbered_stem(source.name, seen[source.name])
         with tempfile.TemporaryDirectory(prefix=".edge-agent-score-", dir=outdir) as work:
-            job = engine.begin(Path(work), source, source.name, source.name, f"cli-{index}")
+            job = engine.begin(Path(work), source, source.name, stem, f"cli-{index}")
             try:
                 engine.run(job, progress=bar.update)
             except (UnreadableFile, OSError) as exc:
@@ -136,7 +148,7 @@ def score_files(
                 continue
             summary = engine.publish(job, outdir)
         bar.clear()
-        report = outdir / output_name(source.name, None)
+        report = outdir / output_name(stem, None)
         print(
             f"{source}: {summary.records} records, {summary.ok} ok, {summary.failed} failed"
             f" -> {report}",

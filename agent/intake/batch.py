@@ -62,6 +62,15 @@ def output_name(stem: str, kind: OutputKind | None) -> str:
     return f"{stem}.{suffix}"
 
 
+def numbered_stem(name: str, number: int) -> str:
+    """The stem of the ``number``-th file called ``name``: ``labs.ndjson``,
+    ``labs.2.ndjson``, ``labs.3.ndjson``... (the extension kept for format detection)."""
+    if number <= 1:
+        return name
+    path = Path(name)
+    return f"{path.stem}.{number}{path.suffix}"
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     model: str

@@ -34,6 +34,7 @@ from agent.intake.batch import (
     BatchJob,
     BatchSettings,
     OutputKind,
+    numbered_stem,
     output_name,
 )
 from agent.intake.batch_files import move_durably, write_atomic
@@ -391,16 +392,15 @@ class DropFolder:
         """``name``, or ``stem.N.suffix`` when an earlier file of that name left outputs,
         so nothing already published is overwritten."""
         taken = {journal.stem for journal in self._journals()}
-        base, suffix = Path(name).stem, Path(name).suffix
-        candidate, n = name, 1
+        number, candidate = 1, name
         while (
             candidate in taken
             or (self.config.processed / candidate).exists()
             or (self.config.failed / candidate).exists()
             or (self.config.outbox / output_name(candidate, None)).exists()
         ):
-            n += 1
-            candidate = f"{base}.{n}{suffix}"
+            number += 1
+            candidate = numbered_stem(name, number)
         return candidate
 
     def _journals(self) -> list[Journal]:

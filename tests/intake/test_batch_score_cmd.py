@@ -93,6 +93,18 @@ def test_score_files_keeps_going_after_an_unreadable_file(tmp_path: Path) -> Non
     assert "bad.json: not scored (bad_json)" in console.getvalue()
 
 
+def test_inputs_of_the_same_name_keep_their_own_outputs(tmp_path: Path) -> None:
+    for folder, rows in (("a", "1,2\n"), ("b", "3,4\n5,6\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.csv").write_text("p,q\n" + rows)
+    settings = BatchSettings("demo", IntakePath.cli, frozenset({OutputKind.ndjson}), Limits())
+    inputs = [tmp_path / "a" / "x.csv", tmp_path / "b" / "x.csv"]
+    assert score_files(RecordScorer(), settings, inputs, tmp_path / "out", io.StringIO()) == 0
+    first = (tmp_path / "out" / "x.csv.results.ndjson").read_text().splitlines()
+    second = (tmp_path / "out" / "x.2.csv.results.ndjson").read_text().splitlines()
+    assert (len(first), len(second)) == (1, 2)
+
+
 def test_progress_bar_draws_and_clears() -> None:
     console = io.StringIO()
     bar = ProgressBar(console, enabled=True)
