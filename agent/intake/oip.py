@@ -87,8 +87,10 @@ async def model_metadata(request: Request) -> Response:
 async def model_ready(request: Request) -> Response:
     try:
         served = _served(request)
-    except AgentError:
-        return JSONResponse({"name": request.path_params["name"], "ready": False}, status_code=503)
+    except AgentError as error:  # unknown model or version: 404; not loaded yet: 503
+        return JSONResponse(
+            {"name": request.path_params["name"], "ready": False}, status_code=status_for(error)
+        )
     return JSONResponse({"name": served.name, "ready": True})
 
 
@@ -101,7 +103,12 @@ def rows_from_inputs(inputs: Any, feature_names: list[str]) -> list[list[float]]
         if not isinstance(tensor, dict):
             raise RecordError(f"inputs[{index}] must be an object")
         name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
-        if not isinstance(name, str) or not isinstance(shape, list) or datatype not in _NUMERIC:
+        if (
+            not isinstance(name, str)
+            or not isinstance(shape, list)
+            or not isinstance(datatype, str)  # an object or list is not hashable
+            or datatype not in _NUMERIC
+        ):
             raise RecordError(f"inputs[{index}] needs a name, a shape and a numeric datatype")
         values = _flatten(data, index)
         if not all(isinstance(d, int) and d >= 0 for d in shape) or math.prod(shape) != len(values):

@@ -167,13 +167,13 @@ def document() -> dict[str, Any]:
             "/v2/health/live": _get("OIP liveness"),
             "/v2/health/ready": _get("OIP readiness", None, "503"),
             "/v2/models/{name}": _get("OIP model metadata", [_MODEL], "404", "503"),
-            "/v2/models/{name}/ready": _get("OIP model readiness", [_MODEL], "503"),
+            "/v2/models/{name}/ready": _get("OIP model readiness", [_MODEL], "404", "503"),
             "/v2/models/{name}/infer": _infer([_MODEL]),
             "/v2/models/{name}/versions/{version}": _get(
                 "OIP model metadata", [_MODEL, _VERSION], "404", "503"
             ),
             "/v2/models/{name}/versions/{version}/ready": _get(
-                "OIP model readiness", [_MODEL, _VERSION], "503"
+                "OIP model readiness", [_MODEL, _VERSION], "404", "503"
             ),
             "/v2/models/{name}/versions/{version}/infer": _infer([_MODEL, _VERSION]),
             "/cds-services": _get("CDS Hooks discovery"),
