@@ -33,6 +33,7 @@ from agent.intake.batch_items import (
     ReadStopped,
     UnreadableFile,
     VectorItem,
+    never,
 )
 from agent.intake.batch_journal import JOURNAL_NAME, JobState, Journal
 from agent.intake.batch_outputs import RunSummary, write_csv
@@ -73,6 +74,8 @@ def numbered_stem(name: str, number: int) -> str:
 
 @dataclass(frozen=True)
 class BatchSettings:
+    """How a front end (drop folder, CLI) wants its files scored."""
+
     model: str
     intake: IntakePath
     outputs: frozenset[OutputKind]
@@ -86,6 +89,8 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class Progress:
+    """Where scoring of one file stands, after each record (for a progress bar)."""
+
     name: str
     records: int
     bytes_read: int
@@ -114,10 +119,6 @@ class BatchJob:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _never() -> bool:
-    return False
 
 
 class BatchEngine:
@@ -152,7 +153,7 @@ class BatchEngine:
     def run(
         self,
         job: BatchJob,
-        stop: Callable[[], bool] = _never,
+        stop: Callable[[], bool] = never,
         progress: Callable[[Progress], None] | None = None,
     ) -> bool:
         """Score the job's remaining records. True when all are scored (the job is then

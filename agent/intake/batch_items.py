@@ -63,7 +63,8 @@ class UnreadableFile(RecordError):
         self.reason = reason
 
 
-def _never() -> bool:
+def never() -> bool:
+    """The default ``stop``: never."""
     return False
 
 
@@ -74,7 +75,7 @@ class ReadContext:
     limits: Limits
     document_max: int  # bytes: a single-document JSON file, which is read whole
     scratch: Path  # the job's work folder (the NDJSON index lives there)
-    stop: Callable[[], bool] = _never  # polled during long preparatory reads
+    stop: Callable[[], bool] = never  # polled during long preparatory reads
 
 
 class ReadStopped(Exception):
