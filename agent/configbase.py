@@ -9,6 +9,7 @@ Paths in a config file are relative to that file's folder: ``load_config`` valid
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -31,3 +32,14 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
 
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach: listeners bound elsewhere must
+    require TLS and authentication."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

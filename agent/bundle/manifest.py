@@ -14,7 +14,7 @@ from enum import StrEnum
 from functools import total_ordering
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -51,6 +51,15 @@ class SemVer:
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def _check_semver(value: str) -> str:
+    SemVer(value)
+    return value
+
+
+SemVerText = Annotated[str, AfterValidator(_check_semver)]
+"""A str field that must be MAJOR.MINOR.PATCH (manifests, registry indexes)."""
 
 
 class _Strict(BaseModel):
@@ -155,7 +164,7 @@ class BundleManifest(_Strict):
 
     format_version: int = FORMAT_VERSION
     name: str
-    version: str
+    version: SemVerText
     abi_version: int
     description: str = ""
     inputs: list[InputFeature]
@@ -169,12 +178,6 @@ class BundleManifest(_Strict):
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("model name must be lowercase letters, digits, '.', '_' or '-'")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        SemVer(value)
         return value
 
     @field_validator("format_version")

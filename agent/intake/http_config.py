@@ -6,11 +6,9 @@ importing the web stack.
 
 from __future__ import annotations
 
-import ipaddress
-
 from pydantic import Field, model_validator
 
-from agent.configbase import ConfigPath, Section
+from agent.configbase import ConfigPath, Section, is_loopback
 
 
 class HttpConfig(Section):
@@ -42,7 +40,7 @@ class HttpConfig(Section):
     def _secure_off_loopback(self) -> HttpConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
-        if not _is_loopback(self.host):
+        if not is_loopback(self.host):
             if self.tls_cert is None:
                 raise ValueError(
                     f"binding {self.host} (not loopback) requires TLS: set tls_cert and tls_key"
@@ -58,11 +56,3 @@ class HttpConfig(Section):
     def auth_required(self) -> bool:
         return bool(self.bearer_token_sha256)
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

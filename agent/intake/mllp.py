@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from agent.configbase import ConfigPath, Section
+from agent.configbase import ConfigPath, Section, is_loopback
 from agent.errors import AgentError, ConfigError, RecordError, UnsupportedMediaType
 from agent.intake.hl7_ack import (
     AckCode,
@@ -106,20 +106,12 @@ class MllpConfig(Section):
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
         for entry in self.allowed_clients:
             ipaddress.ip_network(entry, strict=False)
-        if not _is_loopback(self.host) and not (self.allowed_clients or self.tls_client_ca):
+        if not is_loopback(self.host) and not (self.allowed_clients or self.tls_client_ca):
             raise ValueError(
                 f"binding {self.host} (not loopback) requires allowed_clients or tls_client_ca"
             )
         return self
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.bundle.manifest import SemVer, canonical_json
+from agent.bundle.manifest import SemVer, SemVerText, canonical_json
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import is_safe_name, verify_signature
 from agent.errors import ExpiredMetadata, RegistryError, RollbackError, SizeLimitExceeded
@@ -37,17 +37,11 @@ class _Strict(BaseModel):
 class IndexEntry(_Strict):
     """One published version of one model."""
 
-    version: str
+    version: SemVerText
     location: str = Field(description="path relative to the registry root, or an oci:// ref")
     size: Annotated[int, Field(ge=0)] = Field(description="exact bytes of the download")
     sha256: _Sha256 = Field(description="SHA-256 of the download (the .tar.gz archive)")
     manifest_sha256: _Sha256 = Field(description="SHA-256 of the bundle's manifest.json")
-
-    @field_validator("version")
-    @classmethod
-    def _semver(cls, value: str) -> str:
-        SemVer(value)
-        return value
 
     @field_validator("location")
     @classmethod
