@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,10 +43,16 @@ def drop_folder_seconds(inbox: Path, outbox: Path, count: int, timeout: float) -
     raise RuntimeError(f"no drop-folder report for {count} records within {timeout} s")
 
 
-def peer_loop_seconds(medians: dict[str, float], predict: Predictor, count: int) -> float:
-    """Seconds for a peer to validate, map and score ``count`` Bundles in process."""
+@dataclass(frozen=True)
+class Elapsed:
+    wall: float  # seconds
+    cpu: float  # seconds of this thread's CPU time
+
+
+def peer_loop_seconds(medians: dict[str, float], predict: Predictor, count: int) -> Elapsed:
+    """Time for a peer to validate, map and score ``count`` Bundles in process."""
     bodies = patient_bundles(count)
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.thread_time()
     rows = [score_bundle(body, AS_OF_TEXT, medians) for body in bodies]
     predict(rows)
-    return time.perf_counter() - started
+    return Elapsed(time.perf_counter() - wall, time.thread_time() - cpu)

@@ -23,14 +23,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench import batch, install_size, machine, micro
+from bench import batch, install_size, machine, memory, micro
 from bench.http_load import Target, concurrent, post, sequential
 from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx
 from bench.peers.model import check_parity, load_pickled, pickled_model
@@ -71,8 +71,10 @@ class Contender:
     name: str
     server: Server
     target: Target
-    latencies: list[float]
-    rates: list[float]
+    latencies: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the server's, over the measured requests
+    requests: int = 0
 
 
 def _answers(target: Target) -> bool:
@@ -112,12 +114,16 @@ def _measure_http(contenders: list[Contender], settings: Settings) -> None:
     for round_ in range(settings.rounds):
         order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
         for contender in order:
-            contender.latencies += sequential(contender.target, settings.sequential,
-                                              settings.phase_deadline)
+            cpu = contender.server.cpu_seconds()
+            latencies = sequential(contender.target, settings.sequential,
+                                   settings.phase_deadline)
             load = concurrent(contender.target, settings.clients, settings.per_client,
                               settings.phase_deadline)
             if load.failures:
                 raise RuntimeError(f"{contender.name}: {load.failures} failed requests")
+            contender.cpu_seconds += contender.server.cpu_seconds() - cpu
+            contender.requests += len(latencies) + load.requests
+            contender.latencies += latencies
             contender.rates.append(load.per_second)
 
 
@@ -132,6 +138,7 @@ def _http_rows(contenders: list[Contender], settings: Settings) -> list[dict[str
             "clients": settings.clients,
             "requests_per_s": median(c.rates),
             "requests_per_s_rounds": c.rates,
+            "server_cpu_ms_per_request": c.cpu_seconds / c.requests * 1e3,
             "rss_bytes": c.server.rss_bytes(),
             "cold_start_s": c.server.cold_start,
         }
@@ -174,9 +181,9 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     sklearn_server, sklearn_target = _start_peer("sklearn", model_path, logs)
     ort_server, ort_target = _start_peer("onnxruntime", model_path, logs)
     contenders = [
-        Contender("agent", agent, agent_target, [], []),
-        Contender("sklearn service", sklearn_server, sklearn_target, [], []),
-        Contender("onnxruntime service", ort_server, ort_target, [], []),
+        Contender("agent", agent, agent_target),
+        Contender("sklearn service", sklearn_server, sklearn_target),
+        Contender("onnxruntime service", ort_server, ort_target),
     ]
     try:
         _measure_http(contenders, settings)
@@ -189,26 +196,29 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
                                      "p99_ms": percentile(hl7_latencies, 99) * 1e3,
                                      "requests": len(hl7_latencies)}
         drop = yaml.safe_load(config.read_text())["drop_folder"]
+        cpu = agent.cpu_seconds()
         agent_batch = batch.drop_folder_seconds(
             (config.parent / drop["inbox"]).resolve(), (config.parent / drop["outbox"]).resolve(),
             settings.batch_records, timeout=max(60.0, settings.batch_records * 0.1))
+        agent_batch_cpu = agent.cpu_seconds() - cpu
     finally:
         for contender in contenders:
             contender.server.stop()
     n = settings.batch_records
+    skl_batch = batch.peer_loop_seconds(peer.medians, sklearn_predictor(peer), n)
+    ort_batch = batch.peer_loop_seconds(peer.medians, onnxruntime_predictor(), n)
     results["batch"] = [
         {"contender": "agent", "records": n, "seconds": agent_batch,
-         "how": "drop folder, NDJSON file, outputs written"},
-        {"contender": "sklearn service", "records": n,
-         "seconds": batch.peer_loop_seconds(peer.medians, sklearn_predictor(peer), n),
-         "how": "in-process loop, one predict_proba"},
-        {"contender": "onnxruntime service", "records": n,
-         "seconds": batch.peer_loop_seconds(peer.medians, onnxruntime_predictor(), n),
-         "how": "in-process loop, one session.run"},
+         "cpu_seconds": agent_batch_cpu, "how": "drop folder, NDJSON file, outputs written"},
+        {"contender": "sklearn service", "records": n, "seconds": skl_batch.wall,
+         "cpu_seconds": skl_batch.cpu, "how": "in-process loop, one predict_proba"},
+        {"contender": "onnxruntime service", "records": n, "seconds": ort_batch.wall,
+         "cpu_seconds": ort_batch.cpu, "how": "in-process loop, one session.run"},
     ]
     pipeline = micro.agent_pipeline(config)
     results["micro"] = [asdict(m) for m in micro.run_micro(pipeline, peer, settings.micro_calls)]
     results["runtime_bench"] = _runtime_bench(quick)
+    results["memory_imports"] = memory.breakdown(REPO, quick)
     results["install"] = [asdict(s) for s in install_size.measure_all(settings.build_venvs)]
     results["install_largest_agent"] = install_size.largest_packages("agent", 6)
     results["machine"]["load_average_1m_end"] = round(os.getloadavg()[0], 2)

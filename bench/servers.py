@@ -4,6 +4,8 @@ The machine has two cores: every server runs on ``SERVER_CPU`` and the benchmark
 on ``CLIENT_CPU``, so neither starves the other and every server gets the same single core
 (uvicorn runs one worker; the agent and the peers are one process each). Cold start is
 measured here: from just before the process is spawned to the first 200 from ``probe``.
+The process's own CPU time (``cpu_seconds``) is what a shared machine cannot inflate much:
+a neighbour's load delays a request but does not add to the server's CPU time.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"{self.name}: no VmRSS for pid {self.process.pid}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def stop(self, timeout: float = 20.0) -> None:
         try:
