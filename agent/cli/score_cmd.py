@@ -102,6 +102,11 @@ def _score(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"no such input file: {', '.join(missing)}")
     pipeline = ScoringPipeline.from_config(config)
+    if not pipeline.ready:
+        # nothing installed yet (the agent never ran here): pull once, as `serve` would
+        from agent.registry.updater import build_updater
+
+        build_updater(config, pipeline).pull_once()
     pipeline.served(model)  # fail fast when the model is unknown or not installed
     settings = BatchSettings(
         model=model,
