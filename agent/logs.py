@@ -13,7 +13,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-# Keys that code may attach with ``extra=``; anything else is dropped.
+# Keys that code may attach with ``extra=``; anything else is dropped. No file names: a
+# sender may name an export after its patient (drop-folder jobs are logged by job id).
 ALLOWED_FIELDS = frozenset(
     {
         "model",

@@ -271,6 +271,11 @@ class ScoringPipeline:
         self.monitor.observe_vectors(served.name, served.version, intake, len(rows), elapsed)
         return [served.outputs(row) for row in results]
 
+    def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
+        """Count a request an intake path refused before it reached the pipeline (a wrong
+        media type, a body too large, a malformed tensor), so error ratios see it too."""
+        self.monitor.observe_error(self._label(model), intake, error.reason)
+
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
         return model if self.config.model(model) is not None else "unknown"

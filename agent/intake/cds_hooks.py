@@ -117,26 +117,30 @@ async def call_service(request: Request) -> Response:
         if not isinstance(payload, dict) or not isinstance(payload.get("context"), dict):
             raise RecordError("a CDS Hooks request needs hook, hookInstance and context")
         resources = _resources(payload.get("prefetch") or {})
-        if not resources:
-            return JSONResponse(
-                {"error": "prefetch with the patient and observations is required"},
-                status_code=412,
-            )
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "collection",
-            "entry": [{"resource": r} for r in resources],
-        }
-        score_request = ScoreRequest(
-            model=served.name,
-            body=json.dumps(bundle).encode(),
-            format=RecordFormat.fhir_json,
-            intake=IntakePath.cds_hooks,
-            caller=request.state.caller,
-            request_id=request.state.request_id,
-        )
-        predictions = await run_in_threadpool(pipeline.score, score_request)
     except AgentError as error:
+        pipeline.count_refusal(served.name, IntakePath.cds_hooks, error)
+        return JSONResponse({"error": str(error)}, status_code=status_for(error))
+    if not resources:
+        return JSONResponse(
+            {"error": "prefetch with the patient and observations is required"},
+            status_code=412,
+        )
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in resources],
+    }
+    score_request = ScoreRequest(
+        model=served.name,
+        body=json.dumps(bundle).encode(),
+        format=RecordFormat.fhir_json,
+        intake=IntakePath.cds_hooks,
+        caller=request.state.caller,
+        request_id=request.state.request_id,
+    )
+    try:
+        predictions = await run_in_threadpool(pipeline.score, score_request)
+    except AgentError as error:  # already counted by the pipeline
         return JSONResponse({"error": str(error)}, status_code=status_for(error))
     # the card is about the patient in context, whatever else the prefetch held
     subject = f"Patient/{payload['context'].get('patientId')}"

@@ -318,7 +318,7 @@ class DropFolder:
             return
         log.info(
             "drop folder resuming",
-            extra={"file": job.journal.stem, "count": job.journal.records_done},
+            extra={"job": job.journal.job_id, "count": job.journal.records_done},
         )
         self._advance(job)
 
@@ -333,7 +333,7 @@ class DropFolder:
                 log.warning(
                     "drop folder waits: the model cannot score now",
                     extra={
-                        "file": job.journal.stem,
+                        "job": job.journal.job_id,
                         "model": job.journal.model,
                         "reason": exc.reason,
                     },
@@ -342,7 +342,7 @@ class DropFolder:
                 return
             else:
                 if not finished:
-                    log.info("drop folder stopped mid-file", extra={"file": job.journal.stem})
+                    log.info("drop folder stopped mid-file", extra={"job": job.journal.job_id})
                     return
         if job.journal.state is JobState.publishing:
             self._publish(job)
@@ -359,7 +359,7 @@ class DropFolder:
         log.info(
             "drop folder file scored",
             extra={
-                "file": stem,
+                "job": job.journal.job_id,
                 "count": summary.records,
                 "status": "ok" if not summary.failed else "partial",
             },
@@ -385,7 +385,7 @@ class DropFolder:
         move_durably(job.input, target)
         log.warning(
             "drop folder file unreadable",
-            extra={"file": journal.stem, "reason": journal.failure_reason, "status": "failed"},
+            extra={"job": journal.job_id, "reason": journal.failure_reason, "status": "failed"},
         )
 
     def _free_stem(self, name: str) -> str:

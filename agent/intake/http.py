@@ -156,11 +156,12 @@ def _as_of(request: Request) -> datetime | None:
 
 async def predict(request: Request) -> Response:
     pipeline = _pipeline(request)
+    model = request.path_params["name"]
     try:
         fmt = record_format(request.headers.get("content-type"))
         body = await read_body(request, pipeline.limits.http_body_max)
         score_request = ScoreRequest(
-            model=request.path_params["name"],
+            model=model,
             body=body,
             format=fmt,
             intake=IntakePath.http,
@@ -169,8 +170,12 @@ async def predict(request: Request) -> Response:
             request_id=request.state.request_id,
             explain=request.query_params.get("explain") == "true",
         )
-        predictions = await run_in_threadpool(pipeline.score, score_request)
     except AgentError as error:
+        pipeline.count_refusal(model, IntakePath.http, error)
+        return _error_response(error)
+    try:
+        predictions = await run_in_threadpool(pipeline.score, score_request)
+    except AgentError as error:  # already counted by the pipeline
         return _error_response(error)
     if _wants_fhir(request):
         risk_output = pipeline.risk_output(score_request.model)

@@ -158,6 +158,10 @@ async def infer(request: Request) -> Response:
         if not isinstance(payload, dict):
             raise RecordError("the body must be a JSON object")
         rows = rows_from_inputs(payload.get("inputs"), served.bundle.manifest.feature_names())
+    except AgentError as error:
+        pipeline.count_refusal(request.path_params["name"], IntakePath.oip, error)
+        return _error(error)
+    try:
         # Scored by the model taken above, even if a new version is swapped in meanwhile.
         results = await run_in_threadpool(
             functools.partial(pipeline.score_vector, served=served),

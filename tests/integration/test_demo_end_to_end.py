@@ -243,3 +243,16 @@ def test_mapping_explain_with_the_agents_config(agent: AgentProcess) -> None:
     by_name = {f["feature"]: f for f in explained["features"]}
     assert by_name["systolic_bp"]["source"].startswith("Observation")
     assert by_name["sex"]["unit"] is None and not by_name["heart_rate"]["imputed"]
+
+
+def test_refusals_before_scoring_are_counted(agent: AgentProcess) -> None:
+    def errors(text: str, reason: str) -> float:
+        prefix = f'edge_agent_errors_total{{intake="http",model="deterioration",reason="{reason}"}}'
+        found = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    with agent.client() as client:
+        before = errors(client.get("/metrics").text, "unsupported_media_type")
+        client.post(PREDICT, content=b"a,b", headers={"Content-Type": "text/csv"})
+        after = errors(client.get("/metrics").text, "unsupported_media_type")
+    assert after == before + 1
