@@ -3,10 +3,11 @@
 Needs ``ansible-playbook`` (on PATH, or the path in $ANSIBLE_PLAYBOOK) and, for the lint
 test, ``ansible-lint`` (on PATH or $ANSIBLE_LINT); each test says so and skips without them.
 The apply test builds a wheelhouse with deploy/build-wheelhouse.sh (pip's cache and the
-configured index make that a few seconds), runs site.yml with ``-c local`` into a temp root
-with no package index (air-gapped mode), checks what was laid down, starts the installed
-agent on loopback, then applies the role again and expects nothing to change. systemd is
-not involved: the role skips service actions under a throwaway root.
+configured index make that a few seconds) inside a temp root, runs site.yml with ``-c local``
+into that root with no package index (air-gapped mode, hash-checked wheels), checks what was
+laid down, starts the installed agent on loopback, then applies the role again and expects
+nothing to change. systemd is not involved: the role skips service actions under a
+throwaway root.
 """
 
 from __future__ import annotations
@@ -125,7 +126,10 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
     """site.yml applied once, air-gapped, to a fresh root."""
     assert ANSIBLE_PLAYBOOK is not None
     work = tmp_path_factory.mktemp("deploy")
-    wheelhouse = work / "wheelhouse"
+    root = work / "root"
+    # Built straight into the host's wheelhouse folder, as a site with the wheelhouse on a
+    # share would have it: copying 35 wheels through Ansible would double the test's time.
+    wheelhouse = root / "opt/edge-agent/wheelhouse" / VERSION
     subprocess.run(
         [str(REPO / "deploy" / "build-wheelhouse.sh"), str(wheelhouse)],
         env={**os.environ, "PYTHON": sys.executable}, check=True, capture_output=True,
@@ -136,8 +140,6 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
     _, public = generate_keypair(files, "publisher")
     keyid = key_id(load_public_key(public))
     (files / "demo.yaml").write_text("# the site mapping of the demo model\n")
-    root = work / "root"
-    root.mkdir()
 
     inventory = work / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"edge_agents": {"hosts": {"localhost": {
@@ -149,7 +151,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
     extra_vars.write_text(yaml.safe_dump({
         "edge_agent_root": str(root),
         "edge_agent_version": VERSION,
-        "edge_agent_wheelhouse_src": str(wheelhouse),
+        "edge_agent_wheelhouse_src": "",
         "edge_agent_user": subprocess.run(
             ["id", "-un"], capture_output=True, text=True, check=True
         ).stdout.strip(),
@@ -160,6 +162,9 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
         "edge_agent_drop_folder_enabled": True,
         "edge_agent_drop_folder_extra": {"model": "demo"},
         "edge_agent_audit_hmac_key": "00" * 32,
+        "edge_agent_registries": [{"name": "hospital", "url": "https://registry.invalid/models",
+                                   "ca_file": "tls/registry-ca.pem"}],
+        "edge_agent_config_files": [{"dest": "tls/registry-ca.pem", "content": "(a CA)\n"}],
         "edge_agent_config_extra": {"limits": {"drain_timeout": 5.0}},
     }))
 
@@ -184,7 +189,9 @@ def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
         "path": "/var/log/edge-agent/audit.jsonl", "hmac_key_file": "secrets/audit-hmac.key"
     }
     assert config["limits"] == {"drain_timeout": 5.0}
-    for secret in (config_file, root / "etc/edge-agent/secrets/audit-hmac.key"):
+    assert config["registries"][0]["ca_file"] == "tls/registry-ca.pem"
+    secrets = ("agent.yaml", "secrets/audit-hmac.key", "tls/registry-ca.pem")
+    for secret in (root / "etc/edge-agent" / name for name in secrets):
         assert secret.stat().st_mode & 0o777 == 0o640
     for folder in ("inbox", "outbox", "processed", "failed", "state"):
         assert (root / "var/spool/edge-agent" / folder).is_dir()
