@@ -286,3 +286,37 @@ def test_second_apply_changes_nothing(applied: Applied) -> None:
     recap = _recap(result.stdout)
     assert recap["changed"] == 0, result.stdout[-6000:]
     assert recap["failed"] == 0
+
+
+@needs_ansible
+@pytest.mark.integration
+def test_failed_health_check_rolls_back_to_the_previous_release(
+    applied: Applied, tmp_path: Path
+) -> None:
+    """Upgrade from a (pretend) 0.0.9 to this release with no agent answering: the role must
+    point ``current`` back at 0.0.9 and fail. Runs last: it leaves the root on 0.0.9."""
+    releases = applied.root / "opt/edge-agent/venvs"
+    (releases / "0.0.9").mkdir()
+    current = applied.root / "opt/edge-agent/current"
+    current.unlink()
+    current.symlink_to("venvs/0.0.9")
+    check = tmp_path / "health.yml"
+    check.write_text(yaml.safe_dump({
+        "edge_agent_health_check": True,
+        "edge_agent_http_port": _free_port(),  # nothing listens there
+        "edge_agent_health_retries": 2,
+        "edge_agent_health_delay": 1,
+    }))
+    assert ANSIBLE_PLAYBOOK is not None
+    result = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", str(applied.inventory), "-e", f"@{applied.extra_vars}",
+         "-e", f"@{check}", "site.yml"],
+        cwd=ANSIBLE_DIR, env=_ansible_env(), capture_output=True, text=True, timeout=600,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert f"edge-agent {VERSION} did not answer /healthz" in result.stdout, result.stdout[-4000:]
+    assert "rolled back to 0.0.9" in result.stdout
+    assert os.readlink(current) == "venvs/0.0.9"
+    assert (releases / VERSION).is_dir()  # kept for the next attempt
