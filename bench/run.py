@@ -141,6 +141,7 @@ def _http_rows(contenders: list[Contender], settings: Settings) -> list[dict[str
             "server_cpu_ms_per_request": c.cpu_seconds / c.requests * 1e3,
             "rss_bytes": c.server.rss_bytes(),
             "cold_start_s": c.server.cold_start,
+            "cold_start_cpu_s": c.server.cold_start_cpu,
         }
         for c in contenders
     ]
@@ -189,6 +190,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         _measure_http(contenders, settings)
         results["http"] = _http_rows(contenders, settings)
         results["agent_first_start_s"] = first.cold_start
+        results["agent_first_start_cpu_s"] = first.cold_start_cpu
         hl7 = Target(agent_target.url, oru_30_obx(), HL7)
         hl7_latencies = sequential(hl7, settings.sequential * settings.rounds,
                                    settings.phase_deadline)

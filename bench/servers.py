@@ -42,13 +42,15 @@ def _pin_server() -> None:  # runs in the child between fork and exec
 
 @dataclass
 class Server:
-    """A running server process; ``cold_start`` is spawn to first good answer, in seconds."""
+    """A running server process; ``cold_start`` is spawn to first good answer, in seconds,
+    and ``cold_start_cpu`` the CPU seconds the process had used by then."""
 
     name: str
     process: subprocess.Popen[bytes]
     cold_start: float
     log: IO[bytes]
     log_path: Path
+    cold_start_cpu: float = 0.0
 
     def rss_bytes(self) -> int:
         """Resident set size now (VmRSS of /proc/PID/status)."""
@@ -91,6 +93,7 @@ def start_server(name: str, argv: Sequence[str], cwd: Path, probe: Callable[[], 
                                f"{log_path.read_text(errors='replace')[-2000:]}")
         if probe():
             server.cold_start = time.perf_counter() - started
+            server.cold_start_cpu = server.cpu_seconds()
             return server
         time.sleep(0.01)
     server.stop()
