@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from deploy_unit_file import REPO, UNIT, unit_settings
 
 from agent.limits import Limits
 
-REPO = Path(__file__).resolve().parents[2]
-UNIT = REPO / "deploy" / "systemd" / "edge-agent.service"
 ROLE_DEFAULTS = REPO / "deploy" / "ansible" / "roles" / "edge_agent" / "defaults" / "main.yml"
 ROLE_VARS = REPO / "deploy" / "ansible" / "roles" / "edge_agent" / "vars" / "main.yml"
 EXPOSURE_MAX = 2.0
@@ -30,17 +29,6 @@ needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None,
     reason="systemd-analyze not installed (Debian: apt-get install -y systemd)",
 )
-
-
-def unit_settings(text: str) -> dict[str, list[str]]:
-    """Every ``Key=value`` of the unit, by key, in order (a key may repeat)."""
-    settings: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith(("#", "[")) or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        settings.setdefault(key.strip(), []).append(value.strip())
-    return settings
 
 
 def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
