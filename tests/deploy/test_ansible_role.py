@@ -161,6 +161,8 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
         "edge_agent_models": [{"name": "demo", "mapping_src": str(files / "demo.yaml")}],
         "edge_agent_drop_folder_enabled": True,
         "edge_agent_drop_folder_extra": {"model": "demo"},
+        "edge_agent_drop_group": group.strip(),
+        "edge_agent_ip_address_allow": ["10.20.0.0/16"],
         "edge_agent_audit_hmac_key": "00" * 32,
         "edge_agent_registries": [{"name": "hospital", "url": "https://registry.invalid/models",
                                    "ca_file": "tls/registry-ca.pem"}],
@@ -194,12 +196,36 @@ def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
     for secret in (root / "etc/edge-agent" / name for name in secrets):
         assert secret.stat().st_mode & 0o777 == 0o640
     for folder in ("inbox", "outbox", "processed", "failed", "state"):
-        assert (root / "var/spool/edge-agent" / folder).is_dir()
+        # setgid to the drop group, so files an interface engine drops stay in its group
+        assert (root / "var/spool/edge-agent" / folder).stat().st_mode & 0o7777 == 0o2770
     unit = root / "etc/systemd/system/edge-agent.service"
     assert unit.read_text() == (REPO / "deploy/systemd/edge-agent.service").read_text()
     drop_in = (root / "etc/systemd/system/edge-agent.service.d/10-site.conf").read_text()
     assert "TimeoutStopSec=30" in drop_in  # drain_timeout 5 s + 25 s
+    assert "UMask=0027" in drop_in
+    assert "IPAddressDeny=any\nIPAddressAllow=localhost 10.20.0.0/16\n" in drop_in
     assert _recap(applied.first_run)["changed"] > 0
+
+
+@needs_ansible
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_installed_unit_and_site_drop_in_verify(applied: Applied, tmp_path: Path) -> None:
+    """The unit with the role's drop-in beside it (as systemd-analyze loads it), pointed at
+    the release installed in the throwaway root."""
+    installed = applied.root / "etc/systemd/system"
+    unit = (installed / "edge-agent.service").read_text()
+    (tmp_path / "edge-agent.service").write_text(
+        unit.replace("ExecStart=/", f"ExecStart={applied.root}/", 1)
+    )
+    shutil.copytree(installed / "edge-agent.service.d", tmp_path / "edge-agent.service.d")
+
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "edge-agent.service")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "edge-agent.service" not in result.stderr, result.stderr
 
 
 @needs_ansible
