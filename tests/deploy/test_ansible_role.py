@@ -29,11 +29,14 @@ import httpx
 import pytest
 import yaml
 
-from agent.bundle.signing import generate_keypair, key_id, load_public_key
-
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "deploy" / "ansible"
 VERSION = "0.1.0"
+# The demo site (config/demo.yaml): its publisher key, model, mapping and file registry.
+DEMO = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+DEMO_KEY = DEMO["trust"]["keys"][0]
+DEMO_MODEL = DEMO["models"][0]["name"]
+DEMO_REGISTRY = f"file://{REPO}/fixtures/registry"
 
 
 def _tool(env_var: str, name: str) -> str | None:
@@ -135,11 +138,8 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
         env={**os.environ, "PYTHON": sys.executable}, check=True, capture_output=True,
         timeout=300,
     )
-    files = work / "files"
-    files.mkdir()
-    _, public = generate_keypair(files, "publisher")
-    keyid = key_id(load_public_key(public))
-    (files / "demo.yaml").write_text("# the site mapping of the demo model\n")
+    key_file = (REPO / "config" / DEMO_KEY["public_key_file"]).resolve()
+    mapping_file = REPO / "config" / DEMO["models"][0]["mapping"]
 
     inventory = work / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"edge_agents": {"hosts": {"localhost": {
@@ -157,22 +157,29 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
         ).stdout.strip(),
         "edge_agent_group": group.strip(),
         "edge_agent_site": "ci",
-        "edge_agent_trusted_keys": [{"id": keyid, "src": str(public), "comment": "test"}],
-        "edge_agent_models": [{"name": "demo", "mapping_src": str(files / "demo.yaml")}],
+        "edge_agent_trusted_keys": [
+            {"id": DEMO_KEY["id"], "src": str(key_file), "comment": "demo publisher"}
+        ],
+        "edge_agent_models": [
+            {"name": DEMO_MODEL, "registry": "demo", "mapping_src": str(mapping_file)}
+        ],
         "edge_agent_drop_folder_enabled": True,
-        "edge_agent_drop_folder_extra": {"model": "demo"},
+        "edge_agent_drop_folder_extra": {"model": DEMO_MODEL},
         "edge_agent_drop_group": group.strip(),
         "edge_agent_ip_address_allow": ["10.20.0.0/16"],
         "edge_agent_audit_hmac_key": "00" * 32,
-        "edge_agent_registries": [{"name": "hospital", "url": "https://registry.invalid/models",
-                                   "ca_file": "tls/registry-ca.pem"}],
+        "edge_agent_registries": [
+            {"name": "demo", "url": DEMO_REGISTRY},
+            {"name": "hospital", "url": "https://registry.invalid/models",
+             "ca_file": "tls/registry-ca.pem"},
+        ],
         "edge_agent_config_files": [{"dest": "tls/registry-ca.pem", "content": "(a CA)\n"}],
         "edge_agent_config_extra": {"limits": {"drain_timeout": 5.0}},
     }))
 
     result = _play(inventory, extra_vars)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    return Applied(root, inventory, extra_vars, keyid, result.stdout)
+    return Applied(root, inventory, extra_vars, DEMO_KEY["id"], result.stdout)
 
 
 @needs_ansible
@@ -186,12 +193,14 @@ def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
     config = yaml.safe_load(config_file.read_text())
     assert config["store"]["root"] == "/var/lib/edge-agent/store"
     assert config["trust"]["keys"][0]["public_key_file"] == f"keys/{applied.keyid}.pub"
-    assert config["models"] == [{"name": "demo", "mapping": "mappings/demo.yaml"}]
+    assert config["models"] == [
+        {"name": DEMO_MODEL, "registry": "demo", "mapping": f"mappings/{DEMO_MODEL}.yaml"}
+    ]
     assert config["audit"] == {
         "path": "/var/log/edge-agent/audit.jsonl", "hmac_key_file": "secrets/audit-hmac.key"
     }
     assert config["limits"] == {"drain_timeout": 5.0}
-    assert config["registries"][0]["ca_file"] == "tls/registry-ca.pem"
+    assert config["registries"][1]["ca_file"] == "tls/registry-ca.pem"
     secrets = ("agent.yaml", "secrets/audit-hmac.key", "tls/registry-ca.pem")
     for secret in (root / "etc/edge-agent" / name for name in secrets):
         assert secret.stat().st_mode & 0o777 == 0o640
@@ -248,7 +257,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def running_agent(applied: Applied, tmp_path: Path) -> Iterator[str]:
-    """The installed agent, serving a small config of the test's own on a loopback port."""
+    """The installed agent, with the laid-down key and mapping in a small config of the test's
+    own (a store in tmp, the demo's file registry), on a loopback port."""
     etc = applied.root / "etc/edge-agent"
     port = _free_port()
     config = tmp_path / "agent.yaml"
@@ -256,7 +266,9 @@ def running_agent(applied: Applied, tmp_path: Path) -> Iterator[str]:
         "store": {"root": str(tmp_path / "store")},
         "trust": {"keys": [{"id": applied.keyid,
                             "public_key_file": str(etc / f"keys/{applied.keyid}.pub")}]},
-        "models": [{"name": "demo", "mapping": str(etc / "mappings/demo.yaml")}],
+        "registries": [{"name": "demo", "url": DEMO_REGISTRY}],
+        "models": [{"name": DEMO_MODEL, "registry": "demo",
+                    "mapping": str(etc / f"mappings/{DEMO_MODEL}.yaml")}],
         "http": {"port": port},
         "logging": {"format": "json"},
         "limits": {"drain_timeout": 5.0},
@@ -293,14 +305,21 @@ def running_agent(applied: Applied, tmp_path: Path) -> Iterator[str]:
 
 @needs_ansible
 @pytest.mark.integration
-def test_installed_agent_starts_and_answers_health(running_agent: str) -> None:
+def test_installed_agent_pulls_the_demo_model_and_scores(running_agent: str) -> None:
     health = httpx.get(f"{running_agent}/healthz", timeout=5)
     ready = httpx.get(f"{running_agent}/readyz", timeout=5)
+    scored = httpx.post(
+        f"{running_agent}/v1/models/{DEMO_MODEL}/predict?as_of=2026-03-15T12:00:00Z",
+        content=(REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes(),
+        headers={"Content-Type": "application/fhir+json"},
+        timeout=30,
+    )
 
     assert health.status_code == 200
-    # No bundle was published for "demo": alive, but not ready.
-    assert ready.status_code == 503
-    assert json.loads(ready.text)["models"] == {"demo": False}
+    assert ready.status_code == 200, ready.text
+    assert json.loads(ready.text)["models"] == {DEMO_MODEL: True}
+    assert scored.status_code == 200, scored.text
+    assert 0.0 <= scored.json()["predictions"][0]["outputs"]["probability_1"] <= 1.0
 
 
 @needs_ansible
