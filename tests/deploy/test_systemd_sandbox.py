@@ -24,7 +24,7 @@ SANDBOX_KEYS = frozenset({
     "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateIPC",
     "PrivateMounts", "PrivateUsers", "ProtectHostname", "ProtectClock", "ProtectKernelTunables",
     "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc",
-    "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
+    "ProcSubset", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
     "RemoveIPC", "MemoryDenyWriteExecute", "RestrictAddressFamilies",
     "SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber", "MemoryMax",
     "TasksMax", "LimitNOFILE",
