@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bench.inputs import AS_OF_TEXT
 from bench.stats import ratio
 
 MIB = 2**20
@@ -99,9 +100,16 @@ def render(r: dict[str, Any]) -> str:
         "- **onnxruntime service** (peer B): the same service running fixtures/demo/model.onnx",
         "  in onnxruntime (one intra-op thread), without scikit-learn.",
         "",
+        "The agent does more per request than the peers: unit conversion, look-back windows",
+        "and provenance in the mapping, Prometheus latency and drift metrics, an HMAC'd audit",
+        "line. The peers do what such a service usually does and nothing more. Run a peer by",
+        "hand with `python -m bench.peers.sklearn_service --engine onnxruntime --port 8081`",
+        "(`--engine sklearn` needs `--model`, a pickle from `bench.peers.model.pickled_model`).",
+        "",
         "**The request**: fixtures/fhir/demo-patient-bundle.json (1 Patient, 30 Observations,",
-        f"26 KB) scored as of {'2026-03-15T12:00:00Z'}. The client is Python's `http.client` on",
-        "keep-alive connections (`bench/http_load.py`), not wrk: nothing outside the virtualenv.",
+        f"{r['request_bytes'] / 1000:.0f} kB) scored as of {AS_OF_TEXT}. The client is",
+        "Python's `http.client` on keep-alive connections (`bench/http_load.py`), not wrk:",
+        "nothing outside the virtualenv.",
         f"Latency: {r['settings']['sequential']} sequential requests per round; throughput:",
         f"{r['settings']['clients']} client threads x {r['settings']['per_client']} requests",
         f"per round; {r['settings']['rounds']} interleaved rounds after "

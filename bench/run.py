@@ -165,6 +165,7 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": asdict(settings),
         "machine": machine.describe(),
+        "request_bytes": len(demo_bundle()),
     }
     logs = workdir / "logs"
     logs.mkdir()
