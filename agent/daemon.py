@@ -69,7 +69,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
-        await asyncio.to_thread(self.updater.pull_once)
+        try:
+            await asyncio.to_thread(self.updater.pull_once)
+        except Exception:  # a bug in one pull must not keep the installed models from serving
+            log.exception("first pull crashed; serving the versions the store holds")
         self.updater.start()
         await self._admin.start()
         http_task = await self._start_http()

@@ -22,7 +22,6 @@ key; it never stands in for one: verification always uses the trusted key bytes.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import os
@@ -55,7 +54,7 @@ def public_key_from_base64(text: str) -> Ed25519PublicKey:
     """Parse the base64 of a raw 32-byte Ed25519 public key; ConfigError if it is not one."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII text
         raise ConfigError("public key is not valid base64") from exc
     if len(raw) != 32:
         raise ConfigError("an Ed25519 public key is 32 raw bytes")
@@ -160,7 +159,7 @@ def parse_signature(document: bytes) -> DetachedSignature:
         raise SignatureError("signature keyid and signature must be strings")
     try:
         signature = base64.b64decode(encoded, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII text: not base64 either way
         raise SignatureError("signature is not valid base64") from exc
     if len(signature) != _SIGNATURE_LENGTH:
         raise SignatureError("an Ed25519 signature is 64 bytes")

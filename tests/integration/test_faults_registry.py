@@ -141,3 +141,25 @@ def test_https_registry_slow_then_unreachable_keeps_serving(tmp_path: Path) -> N
             _still_serving(client)
     finally:
         assert agent.stop() == 0, agent.log_text()
+
+
+def test_a_garbled_index_signature_is_a_refused_pull_not_a_crash(tmp_path: Path) -> None:
+    """index.json.sig is the one registry file no signature covers: whoever can write to
+    the share controls its bytes. Found by fuzz/ (target ``bundle``): a non-ASCII
+    signature string escaped base64 as ValueError instead of SignatureError, and the
+    agent's first pull at start crashed it (exit 1: a crash loop under systemd)."""
+    config = reliability_root(tmp_path, edit=_quick_polls)
+    start_agent(config).stop()  # 1.0.0 installed in the store
+    registry = config_path_root(tmp_path) / "registry"
+    signature = registry / "index.json.sig"
+    good = signature.read_text()
+    signature.write_text(good.replace('"signature":"', '"signature":"\u036a'))
+    agent = start_agent(config)  # the first pull is refused; the agent starts all the same
+    try:
+        with agent.client() as client:
+            wait_for(lambda: _failures(client, "signature") >= 2, 15, "the refusals counted")
+            _still_serving(client)
+            publish_to(registry, wat_bundle(tmp_path / "b101", "1.0.1", DEMO_KEY), DEMO_KEY)
+            wait_for(lambda: served_version(client) == "1.0.1", 15, "the repaired registry")
+    finally:
+        assert agent.stop() == 0, agent.log_text()
