@@ -63,6 +63,7 @@ class Throughput:
     requests: int
     failures: int
     seconds: float
+    latencies: list[float]  # seconds, each successful request's, queueing at the server included
 
     @property
     def per_second(self) -> float:
@@ -74,6 +75,7 @@ def concurrent(target: Target, clients: int, per_client: int, deadline_s: float)
     connection; requests/s over the wall time of the whole run."""
     counts = [0] * clients
     failures = [0] * clients
+    latencies: list[list[float]] = [[] for _ in range(clients)]
     stop = time.perf_counter() + deadline_s
     barrier = threading.Barrier(clients + 1)
 
@@ -82,7 +84,9 @@ def concurrent(target: Target, clients: int, per_client: int, deadline_s: float)
         try:
             barrier.wait()
             while counts[index] + failures[index] < per_client and time.perf_counter() < stop:
+                sent = time.perf_counter()
                 if post(connection, path, target) == 200:
+                    latencies[index].append(time.perf_counter() - sent)
                     counts[index] += 1
                 else:
                     failures[index] += 1
@@ -96,4 +100,6 @@ def concurrent(target: Target, clients: int, per_client: int, deadline_s: float)
     started = time.perf_counter()
     for thread in threads:
         thread.join()
-    return Throughput(clients, sum(counts), sum(failures), time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return Throughput(clients, sum(counts), sum(failures), elapsed,
+                      [seconds for own in latencies for seconds in own])

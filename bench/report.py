@@ -147,6 +147,12 @@ def render(r: dict[str, Any]) -> str:
                   _num(c["rss_bytes"] / MIB, 0), _num(c["cold_start_s"]),
                   _num(c["cold_start_cpu_s"])]
                  for c in r["http"]]),
+        f"Under load ({r['settings']['clients']} clients at once on the one server core), "
+        "p50 / p99: " + "; ".join(
+            f"{c['contender']} {c['loaded_p50_ms']:.2f} / {c['loaded_p99_ms']:.2f} ms"
+            for c in r["http"]) + ". A single-core server serves them one after another,",
+        "so these are about the client count times the service time.",
+        "",
         "Server CPU is the server process's user + system time (/proc/PID/stat, all threads)",
         "over every measured request, divided by their number: what one request costs the",
         "server, which a busy neighbour on a shared machine delays but hardly inflates. Its",

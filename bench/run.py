@@ -72,6 +72,7 @@ class Contender:
     server: Server
     target: Target
     latencies: list[float] = field(default_factory=list)
+    loaded_latencies: list[float] = field(default_factory=list)  # with the other clients
     rates: list[float] = field(default_factory=list)
     cpu_seconds: float = 0.0  # the server's, over the measured requests
     requests: int = 0
@@ -124,6 +125,7 @@ def _measure_http(contenders: list[Contender], settings: Settings) -> None:
             contender.cpu_seconds += contender.server.cpu_seconds() - cpu
             contender.requests += len(latencies) + load.requests
             contender.latencies += latencies
+            contender.loaded_latencies += load.latencies
             contender.rates.append(load.per_second)
 
 
@@ -136,6 +138,8 @@ def _http_rows(contenders: list[Contender], settings: Settings) -> list[dict[str
             "p99_ms": percentile(c.latencies, 99) * 1e3,
             "mean_ms": sum(c.latencies) / len(c.latencies) * 1e3,
             "clients": settings.clients,
+            "loaded_p50_ms": percentile(c.loaded_latencies, 50) * 1e3,
+            "loaded_p99_ms": percentile(c.loaded_latencies, 99) * 1e3,
             "requests_per_s": median(c.rates),
             "requests_per_s_rounds": c.rates,
             "server_cpu_ms_per_request": c.cpu_seconds / c.requests * 1e3,

@@ -35,7 +35,8 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
 
     assert {row["contender"] for row in results["http"]} == CONTENDERS
     for row in results["http"]:
-        for key in ("p50_ms", "p99_ms", "requests_per_s", "rss_bytes", "cold_start_s"):
+        for key in ("p50_ms", "p99_ms", "loaded_p50_ms", "loaded_p99_ms", "requests_per_s",
+                    "rss_bytes", "cold_start_s"):
             assert _positive(row[key]), (row["contender"], key)
         assert row["p50_ms"] <= row["p99_ms"]
         assert row["server_cpu_ms_per_request"] >= 0  # clock ticks: may round to 0 when quick
