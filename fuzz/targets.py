@@ -20,12 +20,14 @@ from pathlib import Path
 
 from agent.bundle.archive import read_bundle_archive_bytes
 from agent.bundle.manifest import BundleManifest
-from agent.bundle.signing import load_public_key
+from agent.bundle.signing import load_public_key, parse_signature
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import parse_manifest, verify_bundle
+from agent.errors import AgentError
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.records import parse_records
+from agent.registry.index import parse_index
 from agent.types import RecordFormat
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +86,22 @@ def bundle_tar(data: bytes) -> None:
     bundle(gzip.compress(data, mtime=0))
 
 
+def signature(data: bytes) -> None:
+    """A detached signature document (manifest.sig, index.json.sig): the one registry
+    file that nothing signs, so its parser sees attacker bytes first."""
+    parse_signature(data)
+
+
+def documents(data: bytes) -> None:
+    """The manifest and index parsers (behind a signature at pull time, but ``bundle
+    inspect`` and ``publish`` read them unverified)."""
+    for parse in (parse_manifest, parse_index):
+        try:
+            parse(data)
+        except AgentError:
+            continue
+
+
 @dataclass(frozen=True)
 class Target:
     run: Callable[[bytes], None]
@@ -109,6 +127,12 @@ TARGETS: dict[str, Target] = {
     "fhir_json": Target(fhir_json, _files("fixtures/fhir/*.json")),
     "fhir_ndjson": Target(fhir_ndjson, _files("fixtures/fhir/*.ndjson")),
     "mapping": Target(mapping, _mapping_seeds),
+    "signature": Target(
+        signature, _files("fixtures/registry/*.sig", "fixtures/demo/build/*/*.sig")
+    ),
+    "documents": Target(
+        documents, _files("fixtures/registry/index.json", "fixtures/demo/build/*/manifest.json")
+    ),
     "bundle": Target(bundle, lambda: [DEMO_ARCHIVE.read_bytes()]),
     "bundle_tar": Target(bundle_tar, lambda: [gzip.decompress(DEMO_ARCHIVE.read_bytes())]),
 }
