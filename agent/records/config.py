@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -10,8 +11,26 @@ from agent.configbase import Section
 from agent.records.hl7_tables import CODING_SYSTEMS
 
 
+class FhirValidation(StrEnum):
+    """How much of each FHIR resource is validated (docs/records.md, "Validation modes")."""
+
+    full = "full"
+    """Patient, Observation and Encounter validated in full by the fhir.resources R4B models."""
+
+    essential = "essential"
+    """Only the elements the agent reads, by the same R4 rules, without the models."""
+
+
 class RecordsConfig(Section):
-    """How HL7 v2 coding systems and times become FHIR. FHIR input needs no settings."""
+    """How FHIR input is validated, and how HL7 v2 coding systems and times become FHIR."""
+
+    fhir_validation: FhirValidation = FhirValidation.full
+    """``full`` (default): every element of each Patient, Observation and Encounter is
+    validated against R4, so a malformed element the mapping never reads is still refused.
+    ``essential``: only the elements the agent reads (listed in docs/records.md) are checked,
+    by the same R4 datatype rules; other elements pass unchecked and fhir.resources is never
+    imported. About 15x cheaper per Observation; choose it only where the upstream system is
+    trusted to send valid FHIR and no FHIRPath feature reads an unchecked element."""
 
     hl7_coding_systems: dict[str, str] = Field(default_factory=dict)
     """Extra or overriding HL7 table 0396 names -> FHIR system URI, e.g. the site's local lab

@@ -7,32 +7,51 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from agent.errors import FhirError
 from agent.limits import Limits
-from agent.records.config import RecordsConfig
-from agent.records.fhir_validate import validate, validate_bundle_shell
+from agent.records import fhir_essential, fhir_validate
+from agent.records.config import FhirValidation, RecordsConfig
 from agent.records.grouping import Located, group_by_patient
 from agent.types import PatientRecord
 
 _MAX_BUNDLE_DEPTH = 3  # a Bundle inside a Bundle inside a Bundle, no deeper
 
 
+class _Validator(NamedTuple):
+    """One validation mode: a resource check and a Bundle shell check, both
+    ``(dict, where) -> None`` raising FhirError."""
+
+    resource: Callable[[dict[str, Any], str], None]
+    bundle_shell: Callable[[dict[str, Any], str], None]
+
+
+# Neither module imports fhir.resources at import time; ``full`` loads it on first use.
+_VALIDATORS = {
+    FhirValidation.full: _Validator(fhir_validate.validate, fhir_validate.validate_bundle_shell),
+    FhirValidation.essential: _Validator(fhir_essential.validate,
+                                         fhir_essential.validate_bundle_shell),
+}
+
+
 def parse_fhir_json(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
-    """One JSON document: a resource or a Bundle. (``config`` is for HL7; FHIR needs none.)"""
+    """One JSON document: a resource or a Bundle, validated as ``config.fhir_validation`` says."""
     found: list[Located] = []
-    _walk(_load(body, "body"), None, "", None, found, 0, limits)
+    _walk(_load(body, "body"), None, "", None, found, 0, limits,
+          _VALIDATORS[config.fhir_validation])
     return group_by_patient(found)
 
 
 def parse_fhir_ndjson(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
     """NDJSON: each non-blank line one resource or Bundle; all lines grouped together."""
     found: list[Located] = []
+    check = _VALIDATORS[config.fhir_validation]
     for number, line in enumerate(body.splitlines(), start=1):
         if line.strip():
             _walk(_load(line, f"line {number}"), None, f"line {number}: ", None, found, 0,
-                  limits)
+                  limits, check)
     return group_by_patient(found)
 
 
@@ -70,7 +89,7 @@ def _load(text: bytes, where: str) -> Any:
 
 def _walk(
     doc: Any, path: str | None, line: str, full_url: str | None, out: list[Located], depth: int,
-    limits: Limits,
+    limits: Limits, check: _Validator,
 ) -> None:
     """Collect the resources of ``doc``; ``path`` is its place (None at the top), ``line`` the
     NDJSON line prefix."""
@@ -79,7 +98,7 @@ def _walk(
     is_bundle = doc.get("resourceType") == "Bundle"
     name = path if path is not None else ("Bundle" if is_bundle else "resource")
     if not is_bundle:
-        validate(doc, line + name)
+        check.resource(doc, line + name)
         out.append(Located(doc, line + name, full_url))
         if len(out) > limits.records_per_request_max:
             raise FhirError(f"more than {limits.records_per_request_max} resources in one request")
@@ -87,9 +106,9 @@ def _walk(
     if depth >= _MAX_BUNDLE_DEPTH:
         raise FhirError(
             f"Bundle at {line}{name}: Bundles nested more than {_MAX_BUNDLE_DEPTH} deep")
-    validate_bundle_shell(doc, line + name)
+    check.bundle_shell(doc, line + name)
     for index, entry in enumerate(doc.get("entry", [])):
         resource = entry.get("resource")
         if resource is not None:  # transaction-response and deleted entries carry none
             _walk(resource, f"{name}.entry[{index}].resource", line, entry.get("fullUrl"),
-                  out, depth + 1, limits)
+                  out, depth + 1, limits, check)

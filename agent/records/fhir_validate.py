@@ -13,26 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.errors import FhirError
-
-# The resources the agent reads deeply; every other type is checked for a known name only.
-DEEP_TYPES = frozenset({"Patient", "Observation", "Encounter"})
-
-# Codes fhir.resources does not enforce but mapping depends on (required bindings in R4).
-_REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
-    ("Observation", "status"): frozenset(
-        {"registered", "preliminary", "final", "amended", "corrected", "cancelled",
-         "entered-in-error", "unknown"}
-    ),
-    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
-    ("Bundle", "type"): frozenset(
-        {"document", "message", "transaction", "transaction-response", "batch",
-         "batch-response", "history", "searchset", "collection"}
-    ),
-    ("Encounter", "status"): frozenset(
-        {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
-         "entered-in-error", "unknown"}
-    ),
-}
+from agent.records.fhir_r4 import DEEP_TYPES, REQUIRED_CODES, check_resource_type
 
 # pydantic error type -> PHI-free wording
 _WORDING: dict[str, str] = {
@@ -93,21 +74,18 @@ def validate(resource: dict[str, Any], where: str) -> None:
     Types outside ``DEEP_TYPES`` are only checked to be R4 resource types: the agent does not
     read them and validating every Condition of a large export would cost for nothing.
     """
-    resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str):
-        raise FhirError(f"{where}: resourceType is missing or not a string")
-    cls = model_class(resource_type)
+    resource_type = check_resource_type(resource, where)
     if resource_type not in DEEP_TYPES:
         return
     try:
-        cls.model_validate(resource)
+        model_class(resource_type).model_validate(resource)
     except ValidationError as exc:
         raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
     _check_codes(resource, resource_type, where)
 
 
 def _check_codes(resource: dict[str, Any], resource_type: str, where: str) -> None:
-    for (rtype, element), allowed in _REQUIRED_CODES.items():
+    for (rtype, element), allowed in REQUIRED_CODES.items():
         if rtype == resource_type and element in resource and resource[element] not in allowed:
             raise FhirError(f"{resource_type} at {where}.{element}: value is not an allowed code")
 

@@ -1,0 +1,79 @@
+"""What FHIR R4 defines that both validation modes rely on: resource type names, the codes
+of the required bindings the agent depends on, and the types it reads deeply.
+
+Names are those of the R4B models (``fhir.resources.R4B``), which the ``full`` mode validates
+with, so that both modes accept the same resource types. Kept here as data so that the
+``essential`` mode never imports fhir.resources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.errors import FhirError
+
+# The resources the agent reads deeply; every other type is checked for a known name only.
+DEEP_TYPES = frozenset({"Patient", "Observation", "Encounter"})
+
+# Concrete resource types of the R4B models (tests check this list against fhir.resources).
+RESOURCE_TYPES = frozenset({
+    "Account", "ActivityDefinition", "AdministrableProductDefinition", "AdverseEvent",
+    "AllergyIntolerance", "Appointment", "AppointmentResponse", "AuditEvent", "Basic", "Binary",
+    "BiologicallyDerivedProduct", "BodyStructure", "Bundle", "CapabilityStatement", "CarePlan",
+    "CareTeam", "CatalogEntry", "ChargeItem", "ChargeItemDefinition", "Citation", "Claim",
+    "ClaimResponse", "ClinicalImpression", "ClinicalUseDefinition", "CodeSystem",
+    "Communication", "CommunicationRequest", "CompartmentDefinition", "Composition",
+    "ConceptMap", "Condition", "Consent", "Contract", "Coverage", "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse", "DetectedIssue", "Device", "DeviceDefinition",
+    "DeviceMetric", "DeviceRequest", "DeviceUseStatement", "DiagnosticReport",
+    "DocumentManifest", "DocumentReference", "Encounter", "Endpoint", "EnrollmentRequest",
+    "EnrollmentResponse", "EpisodeOfCare", "EventDefinition", "Evidence", "EvidenceReport",
+    "EvidenceVariable", "ExampleScenario", "ExplanationOfBenefit", "FamilyMemberHistory",
+    "Flag", "Goal", "GraphDefinition", "Group", "GuidanceResponse", "HealthcareService",
+    "ImagingStudy", "Immunization", "ImmunizationEvaluation", "ImmunizationRecommendation",
+    "ImplementationGuide", "Ingredient", "InsurancePlan", "Invoice", "Library", "Linkage",
+    "List", "Location", "ManufacturedItemDefinition", "Measure", "MeasureReport", "Media",
+    "Medication", "MedicationAdministration", "MedicationDispense", "MedicationKnowledge",
+    "MedicationRequest", "MedicationStatement", "MedicinalProductDefinition",
+    "MessageDefinition", "MessageHeader", "MolecularSequence", "NamingSystem", "NutritionOrder",
+    "NutritionProduct", "Observation", "ObservationDefinition", "OperationDefinition",
+    "OperationOutcome", "Organization", "OrganizationAffiliation", "PackagedProductDefinition",
+    "Parameters", "Patient", "PaymentNotice", "PaymentReconciliation", "Person",
+    "PlanDefinition", "Practitioner", "PractitionerRole", "Procedure", "Provenance",
+    "Questionnaire", "QuestionnaireResponse", "RegulatedAuthorization", "RelatedPerson",
+    "RequestGroup", "ResearchDefinition", "ResearchElementDefinition", "ResearchStudy",
+    "ResearchSubject", "RiskAssessment", "Schedule", "SearchParameter", "ServiceRequest",
+    "Slot", "Specimen", "SpecimenDefinition", "StructureDefinition", "StructureMap",
+    "Subscription", "SubscriptionStatus", "SubscriptionTopic", "Substance",
+    "SubstanceDefinition", "SupplyDelivery", "SupplyRequest", "Task", "TerminologyCapabilities",
+    "TestReport", "TestScript", "ValueSet", "VerificationResult", "VisionPrescription"
+})
+
+# Codes of required bindings that mapping depends on (fhir.resources does not enforce them).
+REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
+    ("Observation", "status"): frozenset(
+        {"registered", "preliminary", "final", "amended", "corrected", "cancelled",
+         "entered-in-error", "unknown"}
+    ),
+    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
+    ("Bundle", "type"): frozenset(
+        {"document", "message", "transaction", "transaction-response", "batch",
+         "batch-response", "history", "searchset", "collection"}
+    ),
+    ("Encounter", "status"): frozenset(
+        {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
+         "entered-in-error", "unknown"}
+    ),
+}
+
+
+def check_resource_type(resource: dict[str, Any], where: str) -> str:
+    """``resourceType`` if it names a concrete R4 resource type (not a datatype such as
+    Quantity, which the models' look-up would also accept); FhirError naming ``where`` if not.
+    Shared by both validation modes."""
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise FhirError(f"{where}: resourceType is missing or not a string")
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirError(f"{where}: resourceType is not a FHIR R4 resource type")
+    return resource_type
