@@ -109,10 +109,13 @@ class Applied:
     first_run: str
 
 
-def _play(inventory: Path, extra_vars: Path) -> subprocess.CompletedProcess[str]:
+def _play(
+    inventory: Path, extra_vars: Path, *more_vars: str
+) -> subprocess.CompletedProcess[str]:
     assert ANSIBLE_PLAYBOOK is not None
+    more = [arg for value in more_vars for arg in ("-e", value)]
     return subprocess.run(
-        [ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"@{extra_vars}", "site.yml"],
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"@{extra_vars}", *more, "site.yml"],
         cwd=ANSIBLE_DIR, env=_ansible_env(), capture_output=True, text=True, timeout=600,
         check=False,
     )
@@ -339,7 +342,8 @@ def test_failed_health_check_rolls_back_to_the_previous_release(
     applied: Applied, tmp_path: Path
 ) -> None:
     """Upgrade from a (pretend) 0.0.9 to this release with no agent answering: the role must
-    point ``current`` back at 0.0.9 and fail. Runs last: it leaves the root on 0.0.9."""
+    point ``current`` back at 0.0.9 and fail. Runs after the tests above: it leaves the root
+    on 0.0.9."""
     releases = applied.root / "opt/edge-agent/venvs"
     (releases / "0.0.9").mkdir()
     current = applied.root / "opt/edge-agent/current"
@@ -352,16 +356,33 @@ def test_failed_health_check_rolls_back_to_the_previous_release(
         "edge_agent_health_retries": 2,
         "edge_agent_health_delay": 1,
     }))
-    assert ANSIBLE_PLAYBOOK is not None
-    result = subprocess.run(
-        [ANSIBLE_PLAYBOOK, "-i", str(applied.inventory), "-e", f"@{applied.extra_vars}",
-         "-e", f"@{check}", "site.yml"],
-        cwd=ANSIBLE_DIR, env=_ansible_env(), capture_output=True, text=True, timeout=600,
-        check=False,
-    )
+    result = _play(applied.inventory, applied.extra_vars, f"@{check}")
 
     assert result.returncode != 0
     assert f"edge-agent {VERSION} did not answer /healthz" in result.stdout, result.stdout[-4000:]
     assert "rolled back to 0.0.9" in result.stdout
     assert os.readlink(current) == "venvs/0.0.9"
     assert (releases / VERSION).is_dir()  # kept for the next attempt
+
+
+@needs_ansible
+@pytest.mark.integration
+def test_uninstall_keeps_the_data_unless_purged(applied: Applied) -> None:
+    """Runs last: it removes what the tests above installed."""
+    removed = _play(applied.inventory, applied.extra_vars, "edge_agent_state=absent")
+
+    assert removed.returncode == 0, removed.stdout[-4000:]
+    root = applied.root
+    assert not (root / "opt/edge-agent").exists()
+    assert not (root / "etc/systemd/system/edge-agent.service").exists()
+    assert not (root / "etc/systemd/system/edge-agent.service.d").exists()
+    kept = ["etc/edge-agent", "var/lib/edge-agent", "var/spool/edge-agent", "var/log/edge-agent"]
+    assert all((root / path).is_dir() for path in kept)
+
+    purged = _play(
+        applied.inventory, applied.extra_vars,
+        "edge_agent_state=absent", '{"edge_agent_purge_data": true}',
+    )
+
+    assert purged.returncode == 0, purged.stdout[-4000:]
+    assert not any((root / path).exists() for path in kept)
