@@ -170,6 +170,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
         "edge_agent_drop_folder_extra": {"model": DEMO_MODEL},
         "edge_agent_drop_group": group.strip(),
         "edge_agent_ip_address_allow": ["10.20.0.0/16"],
+        "edge_agent_read_write_paths": ["/srv/share/edge-agent-drop"],
         "edge_agent_audit_hmac_key": "00" * 32,
         "edge_agent_registries": [
             {"name": "demo", "url": DEMO_REGISTRY},
@@ -216,6 +217,7 @@ def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
     assert "TimeoutStopSec=30" in drop_in  # drain_timeout 5 s + 25 s
     assert "UMask=0027" in drop_in
     assert "IPAddressDeny=any\nIPAddressAllow=localhost 10.20.0.0/16\n" in drop_in
+    assert "ReadWritePaths=/srv/share/edge-agent-drop\n" in drop_in
     assert _recap(applied.first_run)["changed"] > 0
 
 
