@@ -148,6 +148,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
     inventory.write_text(yaml.safe_dump({"edge_agents": {"hosts": {"localhost": {
         "ansible_connection": "local",
         "ansible_python_interpreter": _interpreter_of(ANSIBLE_PLAYBOOK),
+        "ansible_become": False,  # everything goes under a temp root the test owns
     }}}}))
     extra_vars = work / "vars.yml"
     group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
