@@ -1,5 +1,5 @@
 """``essential`` FHIR validation: exactly the elements the agent reads, by FHIR R4's rules for
-their datatypes, without the pydantic models (which cost ~85 µs per Observation).
+their datatypes, without the pydantic models (about a tenth of their cost; docs/records.md).
 
 Checked, and nothing else (docs/records.md says what that trades):
 
@@ -11,7 +11,12 @@ Checked, and nothing else (docs/records.md says what that trades):
   CodeableConcept, string, integer or boolean); ``component[]`` (``code`` required, ``value[x]``
   as above);
 - Encounter: ``id``; ``status`` (required, required binding); ``subject``; ``period``;
-- Bundle: ``type`` (required, required binding); ``entry[]`` objects; ``entry.fullUrl`` (uri).
+- Bundle: ``type`` (required, required binding); ``entry[]`` objects; ``entry.fullUrl`` (uri);
+- the element *names* (keys) of every structure above: a Patient, Observation, component,
+  Encounter, Bundle, entry, CodeableConcept, Coding, Quantity, Reference or Period holds only
+  elements R4 defines for it, so a misspelt ``valueQuantity`` cannot hide a value from
+  mapping (which would impute it). The *contents* of elements the agent does not read
+  (``category``, ``meta``, ``extension``, ``contained``, ...) are not checked.
 
 A CodeableConcept is an object whose ``coding[]`` are objects with ``system`` (uri) and
 ``code`` (code), and whose ``text`` is a string. A Quantity is an object whose ``value`` is a
@@ -31,7 +36,7 @@ from datetime import date, datetime
 from typing import Any
 
 from agent.errors import FhirError
-from agent.records.fhir_r4 import DEEP_TYPES, REQUIRED_CODES, check_resource_type
+from agent.records.fhir_r4 import DEEP_TYPES, ELEMENTS, REQUIRED_CODES, check_resource_type
 
 # FHIR R4 primitive datatypes (https://hl7.org/fhir/R4/datatypes.html), as regular expressions.
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
@@ -56,6 +61,11 @@ _EFFECTIVE_KEYS = frozenset({
     "effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant"})
 
 _DATATYPE = "value does not match the FHIR datatype"
+_PATIENT, _OBSERVATION, _COMPONENT, _ENCOUNTER = (
+    ELEMENTS[name] for name in ("Patient", "Observation", "ObservationComponent", "Encounter"))
+_BUNDLE, _ENTRY, _CONCEPT, _CODING, _QUANTITY, _REFERENCE, _PERIOD = (
+    ELEMENTS[name] for name in ("Bundle", "BundleEntry", "CodeableConcept", "Coding", "Quantity",
+                                "Reference", "Period"))
 
 
 class _Invalid(Exception):
@@ -87,13 +97,18 @@ def validate(resource: dict[str, Any], where: str) -> None:
 def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:
     """A Bundle's ``type`` and its entries' ``fullUrl``; the resources are validated apart."""
     try:
+        _known(bundle, _BUNDLE)
         _required_code(bundle, "Bundle", "type")
         entries = bundle.get("entry", [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise _Invalid(".entry", "expected an array of objects")
         for index, entry in enumerate(entries):
-            if "fullUrl" in entry and not _is_uri(entry["fullUrl"]):
-                raise _Invalid(f".entry[{index}].fullUrl", _kind_fault(entry["fullUrl"]))
+            try:
+                _known(entry, _ENTRY)
+                if "fullUrl" in entry and not _is_uri(entry["fullUrl"]):
+                    raise _Invalid(".fullUrl", _kind_fault(entry["fullUrl"]))
+            except _Invalid as bad:
+                raise bad.under(f".entry[{index}]") from None
     except _Invalid as bad:
         raise FhirError(f"Bundle at {where}{bad.path}: {bad.why}") from None
 
@@ -101,6 +116,7 @@ def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:
 # --- resources ----------------------------------------------------------------------------
 
 def _patient(patient: dict[str, Any]) -> None:
+    _known(patient, _PATIENT)
     _id(patient)
     if "gender" in patient:
         _code_in(patient["gender"], ".gender", REQUIRED_CODES["Patient", "gender"])
@@ -109,6 +125,7 @@ def _patient(patient: dict[str, Any]) -> None:
 
 
 def _observation(observation: dict[str, Any]) -> None:
+    _known(observation, _OBSERVATION)
     _id(observation)
     _required_code(observation, "Observation", "status")
     if "code" not in observation:
@@ -130,7 +147,7 @@ def _observation(observation: dict[str, Any]) -> None:
     if "component" in observation:
         for index, component in enumerate(_array(observation["component"], ".component")):
             try:
-                _object(component, "")
+                _known(_object(component, ""), _COMPONENT)
                 if "code" not in component:
                     raise _Invalid(".code", "required element is missing")
                 _concept(component["code"], ".code")
@@ -140,6 +157,7 @@ def _observation(observation: dict[str, Any]) -> None:
 
 
 def _encounter(encounter: dict[str, Any]) -> None:
+    _known(encounter, _ENCOUNTER)
     _id(encounter)
     _required_code(encounter, "Encounter", "status")
     if "subject" in encounter:
@@ -177,7 +195,7 @@ def _value(element: dict[str, Any], path: str) -> None:
 
 def _quantity(quantity: Any, path: str) -> None:
     try:
-        _object(quantity, "")
+        _known(_object(quantity, ""), _QUANTITY)
         if "value" in quantity:
             number = quantity["value"]
             if not isinstance(number, int | float) or isinstance(number, bool):
@@ -198,11 +216,11 @@ def _quantity(quantity: Any, path: str) -> None:
 
 def _concept(concept: Any, path: str) -> None:
     try:
-        _object(concept, "")
+        _known(_object(concept, ""), _CONCEPT)
         if "coding" in concept:
             for index, coding in enumerate(_array(concept["coding"], ".coding")):
                 try:
-                    _object(coding, "")
+                    _known(_object(coding, ""), _CODING)
                     if "system" in coding and not _is_uri(coding["system"]):
                         raise _Invalid(".system", _kind_fault(coding["system"]))
                     if "code" in coding:
@@ -216,16 +234,22 @@ def _concept(concept: Any, path: str) -> None:
 
 
 def _reference(reference: Any, path: str) -> None:
-    _object(reference, path)
-    if "reference" in reference and not _is_string(reference["reference"]):
-        raise _Invalid(path + ".reference", _kind_fault(reference["reference"]))
+    try:
+        _known(_object(reference, ""), _REFERENCE)
+        if "reference" in reference and not _is_string(reference["reference"]):
+            raise _Invalid(".reference", _kind_fault(reference["reference"]))
+    except _Invalid as bad:
+        raise bad.under(path) from None
 
 
 def _period(period: Any, path: str) -> None:
-    _object(period, path)
-    for key in ("start", "end"):
-        if key in period:
-            _when(period[key], path + "." + key, _DATETIME)
+    try:
+        _known(_object(period, ""), _PERIOD)
+        for key in ("start", "end"):
+            if key in period:
+                _when(period[key], "." + key, _DATETIME)
+    except _Invalid as bad:
+        raise bad.under(path) from None
 
 
 def _id(resource: dict[str, Any]) -> None:
@@ -292,6 +316,14 @@ def _one_of(element: dict[str, Any], keys: frozenset[str], path: str, name: str)
     if len(present) > 1:
         raise _Invalid(f"{path}.{name}", "more than one element of this choice")
     return next(iter(present))
+
+
+def _known(element: dict[str, Any], names: frozenset[str]) -> None:
+    """Every key is an element of this structure: a misspelt ``valueQuantity`` or ``code``
+    would otherwise hide a value from mapping, which would then impute it."""
+    if not names.issuperset(element):
+        unknown = next(key for key in element if key not in names)
+        raise _Invalid(f".{unknown}", "element is not defined for this resource type")
 
 
 def _object(value: Any, path: str) -> dict[str, Any]:

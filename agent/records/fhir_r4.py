@@ -67,6 +67,78 @@ REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+# Element names (JSON keys) of the structures the essential mode checks, as the R4B models
+# accept them: R4 elements, "_x" primitive extensions and fhir.resources' "fhir_comments".
+# Resources also carry "resourceType". Tests check this table against fhir.resources.
+ELEMENTS: dict[str, frozenset[str]] = {
+    "Patient": frozenset({
+        "_active", "_birthDate", "_deceasedBoolean", "_deceasedDateTime", "_gender",
+        "_implicitRules", "_language", "_multipleBirthBoolean", "_multipleBirthInteger",
+        "active", "address", "birthDate", "communication", "contact", "contained",
+        "deceasedBoolean", "deceasedDateTime", "extension", "fhir_comments", "gender",
+        "generalPractitioner", "id", "identifier", "implicitRules", "language", "link",
+        "managingOrganization", "maritalStatus", "meta", "modifierExtension",
+        "multipleBirthBoolean", "multipleBirthInteger", "name", "photo", "resourceType",
+        "telecom", "text"
+    }),
+    "Observation": frozenset({
+        "_effectiveDateTime", "_effectiveInstant", "_implicitRules", "_issued", "_language",
+        "_status", "_valueBoolean", "_valueDateTime", "_valueInteger", "_valueString",
+        "_valueTime", "basedOn", "bodySite", "category", "code", "component", "contained",
+        "dataAbsentReason", "derivedFrom", "device", "effectiveDateTime", "effectiveInstant",
+        "effectivePeriod", "effectiveTiming", "encounter", "extension", "fhir_comments",
+        "focus", "hasMember", "id", "identifier", "implicitRules", "interpretation", "issued",
+        "language", "meta", "method", "modifierExtension", "note", "partOf", "performer",
+        "referenceRange", "resourceType", "specimen", "status", "subject", "text",
+        "valueBoolean", "valueCodeableConcept", "valueDateTime", "valueInteger",
+        "valuePeriod", "valueQuantity", "valueRange", "valueRatio", "valueSampledData",
+        "valueString", "valueTime"
+    }),
+    "ObservationComponent": frozenset({
+        "_valueBoolean", "_valueDateTime", "_valueInteger", "_valueString", "_valueTime",
+        "code", "dataAbsentReason", "extension", "fhir_comments", "id", "interpretation",
+        "modifierExtension", "referenceRange", "valueBoolean", "valueCodeableConcept",
+        "valueDateTime", "valueInteger", "valuePeriod", "valueQuantity", "valueRange",
+        "valueRatio", "valueSampledData", "valueString", "valueTime"
+    }),
+    "Encounter": frozenset({
+        "_implicitRules", "_language", "_status", "account", "appointment", "basedOn",
+        "class", "classHistory", "contained", "diagnosis", "episodeOfCare", "extension",
+        "fhir_comments", "hospitalization", "id", "identifier", "implicitRules", "language",
+        "length", "location", "meta", "modifierExtension", "partOf", "participant", "period",
+        "priority", "reasonCode", "reasonReference", "resourceType", "serviceProvider",
+        "serviceType", "status", "statusHistory", "subject", "text", "type"
+    }),
+    "Bundle": frozenset({
+        "_implicitRules", "_language", "_timestamp", "_total", "_type", "entry",
+        "fhir_comments", "id", "identifier", "implicitRules", "language", "link", "meta",
+        "resourceType", "signature", "timestamp", "total", "type"
+    }),
+    "BundleEntry": frozenset({
+        "_fullUrl", "extension", "fhir_comments", "fullUrl", "id", "link",
+        "modifierExtension", "request", "resource", "response", "search"
+    }),
+    "CodeableConcept": frozenset({
+        "_text", "coding", "extension", "fhir_comments", "id", "text"
+    }),
+    "Coding": frozenset({
+        "_code", "_display", "_system", "_userSelected", "_version", "code", "display",
+        "extension", "fhir_comments", "id", "system", "userSelected", "version"
+    }),
+    "Quantity": frozenset({
+        "_code", "_comparator", "_system", "_unit", "_value", "code", "comparator",
+        "extension", "fhir_comments", "id", "system", "unit", "value"
+    }),
+    "Reference": frozenset({
+        "_display", "_reference", "_type", "display", "extension", "fhir_comments", "id",
+        "identifier", "reference", "type"
+    }),
+    "Period": frozenset({
+        "_end", "_start", "end", "extension", "fhir_comments", "id", "start"
+    }),
+}
+
+
 def check_resource_type(resource: dict[str, Any], where: str) -> str:
     """``resourceType`` if it names a concrete R4 resource type (not a datatype such as
     Quantity, which the models' look-up would also accept); FhirError naming ``where`` if not.

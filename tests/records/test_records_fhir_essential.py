@@ -21,7 +21,7 @@ from agent.errors import FhirError
 from agent.limits import Limits
 from agent.records import RecordsConfig, parse_records
 from agent.records.config import FhirValidation
-from agent.records.fhir_r4 import REQUIRED_CODES, RESOURCE_TYPES
+from agent.records.fhir_r4 import ELEMENTS, REQUIRED_CODES, RESOURCE_TYPES
 from agent.types import PatientRecord, RecordFormat
 
 FHIR = Path(__file__).resolve().parents[2] / "fixtures" / "fhir"
@@ -191,6 +191,28 @@ _REFUSED: list[tuple[str, Any, str]] = [
         value=SECRET), r"\.component\[1\]\.valueQuantity\.value: expected a number"),
     ("component two value[x]", lambda b: _bp_entry(b)["component"][0].update(
         valueString=SECRET), r"\.component\[0\]\.value\[x\]: more than one element"),
+    ("unknown Observation element", lambda b: b["entry"][1]["resource"].update(
+        effectiveDatetime="7731"), rf"{_OBS}\.effectiveDatetime: element is not defined"),
+    ("unknown Patient element", lambda b: b["entry"][0]["resource"].update(sex="SECRET"),
+     rf"{_PAT}\.sex: element is not defined"),
+    ("unknown Quantity element", lambda b: b["entry"][1]["resource"]["valueQuantity"].update(
+        vaule=7731), rf"{_OBS}\.valueQuantity\.vaule: element is not defined"),
+    ("unknown Coding element", lambda b: b["entry"][1]["resource"]["code"]["coding"][0].update(
+        cdoe="SECRET"), rf"{_OBS}\.code\.coding\[0\]\.cdoe: element is not defined"),
+    ("unknown CodeableConcept element", lambda b: b["entry"][1]["resource"]["code"].update(
+        codings=[SECRET]), rf"{_OBS}\.code\.codings: element is not defined"),
+    ("unknown Reference element", lambda b: b["entry"][1]["resource"]["subject"].update(
+        ref=SECRET), rf"{_OBS}\.subject\.ref: element is not defined"),
+    ("unknown component element", lambda b: _bp_entry(b)["component"][0].update(valueQty=SECRET),
+     r"\.component\[0\]\.valueQty: element is not defined"),
+    ("unknown Period element", lambda b: (
+        b["entry"][1]["resource"].pop("effectiveDateTime"),
+        b["entry"][1]["resource"].update(effectivePeriod={"begin": "7731"})),
+     rf"{_OBS}\.effectivePeriod\.begin: element is not defined"),
+    ("unknown Bundle element", lambda b: b.update(entries=[SECRET]),
+     r"Bundle at Bundle\.entries: element is not defined"),
+    ("unknown entry element", lambda b: b["entry"][2].update(resorce=SECRET),
+     r"Bundle at Bundle\.entry\[2\]\.resorce: element is not defined"),
     ("Bundle.type missing", lambda b: b.pop("type"),
      r"Bundle at Bundle\.type: required element is missing"),
     ("Bundle.type code", lambda b: b.update(type=SECRET),
@@ -266,7 +288,7 @@ def test_essential_leaves_unread_elements_unchecked() -> None:
     bundle = _demo()
     observation = bundle["entry"][1]["resource"]
     observation["category"] = [{"coding": [{"code": 7731}]}]  # never read by the agent
-    observation["SECRET_7731"] = True  # not an R4 element
+    observation["referenceRange"] = [{"low": {"SECRET_7731": True}}]
     bundle["entry"][0]["resource"]["name"] = "not a HumanName array"
     with pytest.raises(FhirError):
         _parse(bundle, FULL)
@@ -343,13 +365,19 @@ def _observation(subject: str) -> st.SearchStrategy[dict[str, Any]]:
             lambda s: {"status": s}),
         _CONCEPT.map(lambda c: {"code": c}), st.just({"subject": {"reference": subject}}),
         _EFFECTIVE, _maybe("issued", _INSTANTS), _VALUE,
-        _maybe("component", st.lists(_COMPONENT, min_size=1, max_size=3)))
+        _maybe("component", st.lists(_COMPONENT, min_size=1, max_size=3)),
+        # valid elements the agent does not read
+        _maybe("category", st.lists(_CONCEPT, min_size=1, max_size=2)),
+        _maybe("note", st.lists(_TEXT.map(lambda t: {"text": t}), min_size=1, max_size=1)),
+        _maybe("meta", _INSTANTS.map(lambda i: {"lastUpdated": i})))
 
 
 _PATIENT = _merged(
     st.just({"resourceType": "Patient", "id": "p1"}),
     _maybe("gender", st.sampled_from(sorted(REQUIRED_CODES["Patient", "gender"]))),
-    _maybe("birthDate", _DATETIMES.map(lambda d: d[:10])))
+    _maybe("birthDate", _DATETIMES.map(lambda d: d[:10])),
+    _maybe("name", st.lists(_TEXT.map(lambda t: {"family": t}), min_size=1, max_size=2)),
+    _maybe("active", st.booleans()))
 _ENCOUNTERS = _merged(
     st.just({"resourceType": "Encounter", "class": {"code": "IMP"},
              "subject": {"reference": "Patient/p1"}}),
@@ -390,6 +418,17 @@ def test_resource_type_names_are_those_of_the_r4b_models() -> None:
             if isinstance(model, type) and issubclass(model, Resource):
                 concrete.add(model.__name__)
     assert concrete - {"Resource", "DomainResource"} == RESOURCE_TYPES
+
+
+def test_element_names_are_those_of_the_r4b_models() -> None:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    for name, names in ELEMENTS.items():
+        model = get_fhir_model_class(name)
+        expected = {field.alias or key for key, field in model.model_fields.items()}
+        if name in RESOURCE_TYPES:
+            expected.add("resourceType")
+        assert names == expected, name
 
 
 def test_essential_never_imports_fhir_resources() -> None:
