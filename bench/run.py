@@ -33,7 +33,7 @@ import yaml
 from bench import batch, install_size, machine, memory, micro
 from bench.http_load import Target, concurrent, post, sequential
 from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx
-from bench.peers.model import check_parity, load_pickled, pickled_model
+from bench.peers.model import PeerModel, check_parity, load_pickled, pickled_model
 from bench.peers.sklearn_service import onnxruntime_predictor, sklearn_predictor
 from bench.report import render
 from bench.servers import Server, pin_client, python_argv, start_server
@@ -72,8 +72,10 @@ class Contender:
     server: Server
     target: Target
     latencies: list[float] = field(default_factory=list)
+    round_p99s: list[float] = field(default_factory=list)  # seconds, one per round
     loaded_latencies: list[float] = field(default_factory=list)  # with the other clients
     rates: list[float] = field(default_factory=list)
+    rss_after_warmup: int = 0  # bytes
     cpu_seconds: float = 0.0  # the server's, over the measured requests
     requests: int = 0
 
@@ -112,6 +114,7 @@ def _start_peer(engine: str, model: Path, logs: Path) -> tuple[Server, Target]:
 def _measure_http(contenders: list[Contender], settings: Settings) -> None:
     for contender in contenders:
         sequential(contender.target, settings.warmup, settings.phase_deadline)
+        contender.rss_after_warmup = contender.server.rss_bytes()
     for round_ in range(settings.rounds):
         order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
         for contender in order:
@@ -125,6 +128,7 @@ def _measure_http(contenders: list[Contender], settings: Settings) -> None:
             contender.cpu_seconds += contender.server.cpu_seconds() - cpu
             contender.requests += len(latencies) + load.requests
             contender.latencies += latencies
+            contender.round_p99s.append(percentile(latencies, 99))
             contender.loaded_latencies += load.latencies
             contender.rates.append(load.per_second)
 
@@ -136,6 +140,7 @@ def _http_rows(contenders: list[Contender], settings: Settings) -> list[dict[str
             "requests_sequential": len(c.latencies),
             "p50_ms": percentile(c.latencies, 50) * 1e3,
             "p99_ms": percentile(c.latencies, 99) * 1e3,
+            "p99_ms_rounds": [p * 1e3 for p in c.round_p99s],
             "mean_ms": sum(c.latencies) / len(c.latencies) * 1e3,
             "clients": settings.clients,
             "loaded_p50_ms": percentile(c.loaded_latencies, 50) * 1e3,
@@ -143,7 +148,8 @@ def _http_rows(contenders: list[Contender], settings: Settings) -> list[dict[str
             "requests_per_s": median(c.rates),
             "requests_per_s_rounds": c.rates,
             "server_cpu_ms_per_request": c.cpu_seconds / c.requests * 1e3,
-            "rss_bytes": c.server.rss_bytes(),
+            "rss_bytes": c.rss_after_warmup,
+            "rss_bytes_after_rounds": c.server.rss_bytes(),
             "cold_start_s": c.server.cold_start,
             "cold_start_cpu_s": c.server.cold_start_cpu,
         }
@@ -158,6 +164,43 @@ def _runtime_bench(quick: bool) -> str:
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     return done.stdout
+
+
+AGENT, ESSENTIAL = "agent", "agent, essential validation"
+
+
+def _agent_config(workdir: Path, essential: bool) -> Path:
+    """A copy of the demo config; ``essential`` switches FHIR validation to essential."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["mllp"]["port"] = free_port()  # the shipped 2575 may be taken by a neighbour
+        if essential:
+            config.setdefault("records", {})["fhir_validation"] = "essential"
+
+    return demo_root(workdir / ("essential" if essential else "shipped"), edit)
+
+
+def _drop_batch(name: str, server: Server, config: Path, count: int) -> dict[str, Any]:
+    drop = yaml.safe_load(config.read_text())["drop_folder"]
+    cpu = server.cpu_seconds()
+    seconds = batch.drop_folder_seconds(
+        (config.parent / drop["inbox"]).resolve(), (config.parent / drop["outbox"]).resolve(),
+        count, timeout=max(60.0, count * 0.1))
+    return {"contender": name, "records": count, "seconds": seconds,
+            "cpu_seconds": server.cpu_seconds() - cpu, "rss_after_bytes": server.rss_bytes(),
+            "how": "drop folder, NDJSON file, outputs written"}
+
+
+def _peer_batches(peer: PeerModel, count: int) -> list[dict[str, Any]]:
+    rows = []
+    for name, predict, how in (
+        ("sklearn service", sklearn_predictor(peer), "in-process loop, one predict_proba"),
+        ("onnxruntime service", onnxruntime_predictor(), "in-process loop, one session.run"),
+    ):
+        elapsed = batch.peer_loop_seconds(peer.medians, predict, count)
+        rows.append({"contender": name, "records": count, "seconds": elapsed.wall,
+                     "cpu_seconds": elapsed.cpu, "how": how})
+    return rows
 
 
 def run(quick: bool, workdir: Path) -> dict[str, Any]:
@@ -177,53 +220,37 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     peer = load_pickled(model_path)
     results["peer_parity_max_abs_diff"] = check_parity(peer)
 
-    def demo_edit(config: dict[str, Any]) -> None:
-        config["mllp"]["port"] = free_port()  # the shipped 2575 may be taken by a neighbour
-
-    config = demo_root(workdir, demo_edit)
-    first, _ = _start_agent(config, logs, "agent first start")
+    shipped, essential = _agent_config(workdir, False), _agent_config(workdir, True)
+    first, _ = _start_agent(shipped, logs, "agent first start")
     first.stop()
-    agent, agent_target = _start_agent(config, logs, "agent")
-    sklearn_server, sklearn_target = _start_peer("sklearn", model_path, logs)
-    ort_server, ort_target = _start_peer("onnxruntime", model_path, logs)
+    results["agent_first_start_s"] = first.cold_start
+    results["agent_first_start_cpu_s"] = first.cold_start_cpu
     contenders = [
-        Contender("agent", agent, agent_target),
-        Contender("sklearn service", sklearn_server, sklearn_target),
-        Contender("onnxruntime service", ort_server, ort_target),
+        Contender(AGENT, *_start_agent(shipped, logs, AGENT)),
+        Contender(ESSENTIAL, *_start_agent(essential, logs, ESSENTIAL)),
+        Contender("sklearn service", *_start_peer("sklearn", model_path, logs)),
+        Contender("onnxruntime service", *_start_peer("onnxruntime", model_path, logs)),
     ]
+    agent = contenders[0]
     try:
         _measure_http(contenders, settings)
         results["http"] = _http_rows(contenders, settings)
-        results["agent_first_start_s"] = first.cold_start
-        results["agent_first_start_cpu_s"] = first.cold_start_cpu
-        hl7 = Target(agent_target.url, oru_30_obx(), HL7)
+        hl7 = Target(agent.target.url, oru_30_obx(), HL7)
         hl7_latencies = sequential(hl7, settings.sequential * settings.rounds,
                                    settings.phase_deadline)
         results["agent_hl7_http"] = {"p50_ms": percentile(hl7_latencies, 50) * 1e3,
                                      "p99_ms": percentile(hl7_latencies, 99) * 1e3,
                                      "requests": len(hl7_latencies)}
-        drop = yaml.safe_load(config.read_text())["drop_folder"]
-        cpu = agent.cpu_seconds()
-        agent_batch = batch.drop_folder_seconds(
-            (config.parent / drop["inbox"]).resolve(), (config.parent / drop["outbox"]).resolve(),
-            settings.batch_records, timeout=max(60.0, settings.batch_records * 0.1))
-        agent_batch_cpu = agent.cpu_seconds() - cpu
+        results["batch"] = [
+            _drop_batch(AGENT, agent.server, shipped, settings.batch_records),
+            _drop_batch(ESSENTIAL, contenders[1].server, essential, settings.batch_records),
+        ]
     finally:
         for contender in contenders:
             contender.server.stop()
-    n = settings.batch_records
-    skl_batch = batch.peer_loop_seconds(peer.medians, sklearn_predictor(peer), n)
-    ort_batch = batch.peer_loop_seconds(peer.medians, onnxruntime_predictor(), n)
-    results["batch"] = [
-        {"contender": "agent", "records": n, "seconds": agent_batch,
-         "cpu_seconds": agent_batch_cpu, "how": "drop folder, NDJSON file, outputs written"},
-        {"contender": "sklearn service", "records": n, "seconds": skl_batch.wall,
-         "cpu_seconds": skl_batch.cpu, "how": "in-process loop, one predict_proba"},
-        {"contender": "onnxruntime service", "records": n, "seconds": ort_batch.wall,
-         "cpu_seconds": ort_batch.cpu, "how": "in-process loop, one session.run"},
-    ]
-    pipeline = micro.agent_pipeline(config)
-    results["micro"] = [asdict(m) for m in micro.run_micro(pipeline, peer, settings.micro_calls)]
+    results["batch"] += _peer_batches(peer, settings.batch_records)
+    pipelines = micro.agent_pipeline(shipped), micro.agent_pipeline(essential)
+    results["micro"] = [asdict(m) for m in micro.run_micro(*pipelines, peer, settings.micro_calls)]
     results["runtime_bench"] = _runtime_bench(quick)
     results["memory_imports"] = memory.breakdown(REPO, quick)
     results["install"] = [asdict(s) for s in install_size.measure_all(settings.build_venvs)]

@@ -97,7 +97,8 @@ def start_server(name: str, argv: Sequence[str], cwd: Path, probe: Callable[[], 
             return server
         time.sleep(0.01)
     server.stop()
-    raise RuntimeError(f"{name} gave no good answer within {timeout} s")
+    raise RuntimeError(f"{name} gave no good answer within {timeout} s: "
+                       f"{log_path.read_text(errors='replace')[-2000:]}")
 
 
 def python_argv(*args: str) -> list[str]:
