@@ -1,9 +1,9 @@
 """The long-running agent: wires the parts together and alone owns the process signals.
 
-Start order: config -> pipeline (models already in the store) -> first pull -> intake
-paths -> READY=1. SIGHUP reloads the config and mappings (a broken new config is refused
-and the old one kept); the first SIGTERM/SIGINT drains in-flight work within
-``limits.drain_timeout``, a second one forces the exit.
+Start order: config -> pipeline (models already in the store) -> updater (first pull at
+once, in the background) -> intake paths -> READY=1. SIGHUP reloads the config and
+mappings (a broken new config is refused and the old one kept); the first SIGTERM/SIGINT
+drains in-flight work within ``limits.drain_timeout``, a second one forces the exit.
 """
 
 from __future__ import annotations

@@ -6,8 +6,11 @@ socket (not under systemd) every call is a no-op.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+
+log = logging.getLogger(__name__)
 
 
 def notify(state: str) -> bool:
@@ -17,9 +20,14 @@ def notify(state: str) -> bool:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError:
+        # systemd went away or the variable is stale: not a reason to stop serving
+        log.warning("sd_notify failed", extra={"status": state.split("=", 1)[0]})
+        return False
     return True
 
 

@@ -279,14 +279,16 @@ class Updater:
                 log.exception("pull result callback failed")
 
     # --- background polling -----------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, pull_now: bool = False) -> None:
         """Poll in a daemon thread: each registry at its ``poll_interval``, its wait
-        doubling after each failed poll up to ``backoff_max``. The first poll comes one
-        interval after ``start`` (call ``pull_once`` first for an immediate pull)."""
+        doubling after each failed poll up to ``backoff_max``. The first poll comes at once
+        with ``pull_now``, else one interval after ``start``."""
         if self._thread is not None or not self._sources:
             return
         self._stop_event.clear()
-        self._thread = threading.Thread(target=self._run, name="edge-agent-updater", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(pull_now,), name="edge-agent-updater", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -296,9 +298,11 @@ class Updater:
             self._thread.join(timeout)
             self._thread = None
 
-    def _run(self) -> None:
+    def _run(self, pull_now: bool) -> None:
         now = time.monotonic()
-        due = {s.config.name: now + s.config.poll_interval for s in self._sources}
+        due = {
+            s.config.name: now + (0 if pull_now else s.config.poll_interval) for s in self._sources
+        }
         failures = dict.fromkeys(due, 0)
         while True:
             wait = max(0.0, min(due.values()) - time.monotonic())

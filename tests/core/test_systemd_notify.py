@@ -31,3 +31,10 @@ def test_watchdog_interval_is_half_of_watchdog_sec(monkeypatch: pytest.MonkeyPat
     assert systemd.watchdog_interval() is None
     monkeypatch.delenv("WATCHDOG_USEC")
     assert systemd.watchdog_interval() is None
+
+
+def test_a_vanished_notify_socket_does_not_stop_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    assert systemd.notify("WATCHDOG=1") is False
