@@ -1,4 +1,7 @@
-"""Validation of FHIR R4 resources with the ``fhir.resources`` R4B models (4.0.1-compatible).
+"""``full`` FHIR validation: every element by the ``fhir.resources`` R4B models
+(4.0.1-compatible), then the ``essential`` checks for what the models let through (required
+codes, numbers given as strings or beyond a double, JSON null, ids over 64 characters, ...),
+so that ``full`` refuses everything ``essential`` refuses.
 
 fhir.resources 8 defaults to R5, so everything here goes through ``fhir.resources.R4B``.
 Pydantic's messages quote the offending input; a record's values must never reach an error,
@@ -13,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.errors import FhirError
-from agent.records.fhir_r4 import DEEP_TYPES, REQUIRED_CODES, check_resource_type
+from agent.records import fhir_essential
+from agent.records.fhir_r4 import DEEP_TYPES, check_resource_type
 
 # pydantic error type -> PHI-free wording
 _WORDING: dict[str, str] = {
@@ -75,19 +79,12 @@ def validate(resource: dict[str, Any], where: str) -> None:
     read them and validating every Condition of a large export would cost for nothing.
     """
     resource_type = check_resource_type(resource, where)
-    if resource_type not in DEEP_TYPES:
-        return
-    try:
-        model_class(resource_type).model_validate(resource)
-    except ValidationError as exc:
-        raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
-    _check_codes(resource, resource_type, where)
-
-
-def _check_codes(resource: dict[str, Any], resource_type: str, where: str) -> None:
-    for (rtype, element), allowed in REQUIRED_CODES.items():
-        if rtype == resource_type and element in resource and resource[element] not in allowed:
-            raise FhirError(f"{resource_type} at {where}.{element}: value is not an allowed code")
+    if resource_type in DEEP_TYPES:
+        try:
+            model_class(resource_type).model_validate(resource)
+        except ValidationError as exc:
+            raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
+    fhir_essential.validate(resource, where)
 
 
 def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:
@@ -102,4 +99,4 @@ def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:
         model_class("Bundle").model_validate(shell)
     except ValidationError as exc:
         raise FhirError(f"Bundle at {describe(exc, where)}") from None
-    _check_codes(bundle, "Bundle", where)
+    fhir_essential.validate_bundle_shell(bundle, where)

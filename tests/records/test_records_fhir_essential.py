@@ -262,6 +262,17 @@ def test_essential_refuses_and_names_the_place_not_the_value(mutate: Any, where:
     _assert_no_value(caught.value)
 
 
+@pytest.mark.parametrize("mutate", [pytest.param(m, id=n) for n, m, _ in _REFUSED])
+def test_full_refuses_everything_essential_refuses(mutate: Any) -> None:
+    """``full`` runs the essential checks after the models: it is never the weaker mode (the
+    models alone accept e.g. a value of 10**400, which then broke mapping's float())."""
+    bundle = _demo()
+    mutate(bundle)
+    with pytest.raises(FhirError) as caught:
+        _parse(bundle, FULL)
+    _assert_no_value(caught.value)
+
+
 @pytest.mark.parametrize(("mutate", "where"),
                          [pytest.param(m, w, id=n) for n, m, w in _REFUSED_ENCOUNTER])
 def test_essential_refuses_bad_encounters(mutate: Any, where: str) -> None:
