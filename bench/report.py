@@ -110,6 +110,8 @@ def render(r: dict[str, Any]) -> str:
         "",
         "- **agent**: `edge-agent serve` on config/demo.yaml as shipped (drop folder, MLLP,",
         "  audit log, metrics all on), `POST /v1/models/deterioration/predict`.",
+        "- **agent, essential validation**: the same with `records: {fhir_validation:",
+        "  essential}`, the site setting that checks only the elements the agent reads.",
         "- **sklearn service** (peer A, `bench/peers/sklearn_service.py`): Starlette + uvicorn,",
         "  `fhir.resources` R4B validation of the whole Bundle, plain-Python mapping (LOINC",
         "  lookups, latest value, training median for missing labs), the unpickled estimator's",

@@ -3,12 +3,14 @@
     .venv/bin/python -m bench.run            # full run: docs/benchmarks.md, bench/results.json
     .venv/bin/python -m bench.run --quick    # every benchmark briefly (CI); figures meaningless
 
-Run from the repository root. Three servers take the same 30-observation FHIR Bundle: the
+Run from the repository root. Four servers take the same 30-observation FHIR Bundle: the
 agent (``edge-agent serve`` on the demo config, its signed bundle pulled from the demo file
-registry) and two peers (bench/peers: Starlette + uvicorn + fhir.resources + scikit-learn,
-or + onnxruntime). Each server runs pinned to core 0, the client on core 1. The rounds are
-interleaved (every server measured once per round, in rotating order) so that a noisy
-neighbour on a shared machine hurts all three alike. Then: batch records/s, RSS, install
+registry), the agent with essential FHIR validation, and two peers (bench/peers: Starlette
++ uvicorn + fhir.resources + scikit-learn, or + onnxruntime). Each server runs pinned to
+core 0, the client on core 1. The rounds are interleaved (every server measured once per
+round, in rotating order) so that a noisy neighbour on a shared machine hurts all alike.
+Server CPU time per request is measured beside wall-clock time, as the figure a neighbour
+cannot inflate. Then: batch records/s, RSS, install
 size, cold start, in-process micro-benchmarks and bench/runtime_bench.py. Quick mode asserts
 nothing about times; it checks that everything runs and writes its outputs to a temp folder.
 """
