@@ -12,6 +12,7 @@ pinned (the scoring paths). Fixed seeds keep a failure reproducible; set
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -58,6 +59,7 @@ def _schemathesis(agent: AgentProcess, folder: Path, examples: int, config: str)
         command, cwd=folder, capture_output=True, text=True, timeout=180, check=False
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    print("schemathesis:", *re.findall(r"\d+ generated, .*", result.stdout))
     assert agent.process.poll() is None
 
 
