@@ -169,6 +169,7 @@ def _runtime_bench(quick: bool) -> str:
 
 
 AGENT, ESSENTIAL = "agent", "agent, essential validation"
+PARITY_TOLERANCE = 1e-4  # |p| between the peers' estimator and model.onnx (float32 trees)
 
 
 def _agent_config(workdir: Path, essential: bool) -> Path:
@@ -221,6 +222,8 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     model_path = pickled_model(workdir / "peer-model")
     peer = load_pickled(model_path)
     results["peer_parity_max_abs_diff"] = check_parity(peer)
+    if results["peer_parity_max_abs_diff"] > PARITY_TOLERANCE:
+        raise RuntimeError("the peers' refitted model is not the one in fixtures/demo/model.onnx")
 
     shipped, essential = _agent_config(workdir, False), _agent_config(workdir, True)
     # A first start fills each store and module cache; the measured servers are restarts.
