@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,19 @@ VITALS_ONLY = (REPO / "fixtures/fhir/vitals-only-bundle.json").read_bytes()
 ORU = (REPO / "fixtures/hl7/oru-r01-v25.hl7").read_bytes()
 # One demo feature vector in manifest order (sex as the level index), for OIP requests.
 DEMO_VECTOR = [92.0, 22.0, 38.1, 105.0, 93.0, 11.0, 95.0, 71.0, 1.0]
+
+
+def recent_oru() -> bytes:
+    """The demo ORU^R01 moved from its clinical time to now, for the intake paths that
+    score as of the current time (drop folder, MLLP): the mapping's look-back windows
+    would otherwise find no vitals."""
+    shift = datetime.now(UTC) - datetime.fromisoformat(AS_OF)
+
+    def moved(match: re.Match[bytes]) -> bytes:
+        when = datetime.strptime(match[0].decode(), "%Y%m%d%H%M%S%z") + shift
+        return when.strftime("%Y%m%d%H%M%S+0000").encode()
+
+    return re.sub(rb"20\d{12}[+-]\d{4}", moved, ORU)
 
 
 def oip_body(rows: list[list[float]]) -> dict[str, Any]:

@@ -6,39 +6,25 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.agent_process import AgentProcess, start_agent
-from tests.integration.reliability_support import AS_OF, ORU, reliability_root, wait_for
+from tests.integration.reliability_support import recent_oru, reliability_root, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def _recent_oru() -> bytes:
-    """The demo ORU^R01 moved from its clinical time to now: the drop folder scores as of
-    the current time, and the mapping's windows would otherwise find no vitals."""
-    shift = datetime.now(UTC) - datetime.fromisoformat(AS_OF)
-
-    def moved(match: re.Match[bytes]) -> bytes:
-        when = datetime.strptime(match[0].decode(), "%Y%m%d%H%M%S%z") + shift
-        return when.strftime("%Y%m%d%H%M%S+0000").encode()
-
-    return re.sub(rb"20\d{12}[+-]\d{4}", moved, ORU)
-
-
 def hl7_batch(count: int) -> bytes:
     """``count`` copies of the demo ORU^R01 as of now, each with its own MSH-10."""
-    message = _recent_oru()
+    message = recent_oru()
     return b"".join(
         message.replace(b"ORU0000417", f"ORU{i:07d}".encode()) for i in range(1, count + 1)
     )

@@ -1,7 +1,8 @@
 """Sustained loopback traffic on the real `edge-agent serve` process, with a model swap in
-the middle: FHIR Bundles, HL7 v2 messages and Open Inference Protocol vectors from several
-client threads; halfway through, version 1.0.1 of the demo bundle (re-signed with the demo
-key) is published to the registry the agent polls every second.
+the middle: FHIR Bundles, HL7 v2 messages and Open Inference Protocol vectors over HTTP from
+several client threads, and HL7 v2 over MLLP from one more; halfway through, version 1.0.1
+of the demo bundle (re-signed with the demo key) is published to the registry the agent
+polls every second.
 
 Passes when no request failed, the swap happened, and resident memory grew by less than
 ``RSS_GROWTH_MAX_KIB`` between the end of the warm-up and the end of the run.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import threading
 import time
@@ -27,6 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.integration.agent_process import start_agent
 from tests.integration.reliability_support import (
@@ -40,6 +43,7 @@ from tests.integration.reliability_support import (
     config_path_root,
     oip_body,
     publish_to,
+    recent_oru,
     reliability_root,
     rss_kib,
     served_version,
@@ -98,6 +102,44 @@ def _client(base_url: str, deadline: float, tally: Tally, offset: int) -> None:
             tally.versions[str(answer.get("version") or answer.get("model_version"))] += 1
 
 
+def _mllp_client(port: int, deadline: float, tally: Tally) -> None:
+    """One MLLP connection sending the demo ORU^R01 (moved to now: MLLP scores as of the
+    current time), asking for enhanced-mode acks (MSH-15 and MSH-16 AL): each message gets
+    a commit ack (CA), then the application ack with the score; anything but CA then AA
+    is a failure."""
+    message = recent_oru()
+    assert b"|P|2.5|||AL|NE" in message
+    frame = b"\x0b" + message.replace(b"|P|2.5|||AL|NE", b"|P|2.5|||AL|AL") + b"\x1c\r"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        buffer = b""
+
+        def next_code() -> str:
+            nonlocal buffer
+            while b"\x1c\r" not in buffer:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return "closed"
+                buffer += chunk
+            ack, buffer = buffer.split(b"\x1c\r", 1)
+            msa = next((s for s in ack.split(b"\r") if s.startswith(b"MSA|")), b"MSA|none")
+            return msa.split(b"|")[1].decode()
+
+        while time.monotonic() < deadline and tally.count < REQUESTS_MAX:
+            started = time.perf_counter()
+            connection.sendall(frame)
+            codes = [next_code()]
+            if codes[0] == "CA":
+                codes.append(next_code())
+            elapsed = time.perf_counter() - started
+            tally.count += 1
+            if codes != ["CA", "AA"]:
+                tally.failures.append(("mllp", "/".join(codes)))
+                if "closed" in codes:
+                    return
+                continue
+            tally.latencies.setdefault("mllp", []).append(elapsed)
+
+
 def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
 
@@ -108,6 +150,7 @@ def test_sustained_mixed_traffic_with_a_model_swap(tmp_path: Path) -> None:
     )
     registry = config_path_root(tmp_path) / "registry"
     next_bundle = wat_bundle(tmp_path / "b101", "1.0.1", DEMO_KEY)
+    mllp_port = yaml.safe_load(config.read_text())["mllp"]["port"]
     agent = start_agent(config)
     tally = Tally()
     try:
@@ -116,7 +159,7 @@ def test_sustained_mixed_traffic_with_a_model_swap(tmp_path: Path) -> None:
         clients = [
             threading.Thread(target=_client, args=(agent.base_url, deadline, tally, n))
             for n in range(CLIENTS)
-        ]
+        ] + [threading.Thread(target=_mllp_client, args=(mllp_port, deadline, tally))]
         for thread in clients:
             thread.start()
         time.sleep(WARMUP_SECONDS)
@@ -136,7 +179,7 @@ def test_sustained_mixed_traffic_with_a_model_swap(tmp_path: Path) -> None:
     every = [x for values in tally.latencies.values() for x in values]
     report = {
         "seconds": round(elapsed, 1),
-        "clients": CLIENTS,
+        "clients": f"{CLIENTS} http + 1 mllp",
         "requests": len(every) + len(tally.failures),
         "per_second": round((len(every) + len(tally.failures)) / elapsed, 1),
         "failed": len(tally.failures),
@@ -154,5 +197,5 @@ def test_sustained_mixed_traffic_with_a_model_swap(tmp_path: Path) -> None:
     print("load report:", json.dumps(report))
     assert tally.failures == [], Counter(tally.failures)
     assert tally.versions["1.0.0"] > 0 and tally.versions["1.0.1"] > 0
-    assert set(tally.latencies) == {"fhir", "hl7", "oip"}
+    assert set(tally.latencies) == {"fhir", "hl7", "oip", "mllp"}
     assert rss_end - rss_start < RSS_GROWTH_MAX_KIB, report
