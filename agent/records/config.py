@@ -15,7 +15,8 @@ class FhirValidation(StrEnum):
     """How much of each FHIR resource is validated (docs/records.md, "Validation modes")."""
 
     full = "full"
-    """Patient, Observation and Encounter validated in full by the fhir.resources R4B models."""
+    """Patient, Observation and Encounter validated in full by the fhir.resources R4B models,
+    then by the ``essential`` rules the models do not enforce."""
 
     essential = "essential"
     """Only the elements the agent reads, by the same R4 rules, without the models."""
@@ -25,12 +26,13 @@ class RecordsConfig(Section):
     """How FHIR input is validated, and how HL7 v2 coding systems and times become FHIR."""
 
     fhir_validation: FhirValidation = FhirValidation.full
-    """``full`` (default): every element of each Patient, Observation and Encounter is
-    validated against R4, so a malformed element the mapping never reads is still refused.
-    ``essential``: only the elements the agent reads (listed in docs/records.md) are checked,
-    by the same R4 datatype rules; other elements pass unchecked and fhir.resources is never
-    imported. About 15x cheaper per Observation; choose it only where the upstream system is
-    trusted to send valid FHIR and no FHIRPath feature reads an unchecked element."""
+    """``full`` (default): every element of each Patient, Observation and Encounter (and the
+    Bundle shell) is validated by the R4B models, then by the ``essential`` rules, so a
+    malformed element mapping never reads is still refused. ``essential``: only the elements
+    the agent reads (listed in docs/records.md) are checked, by the same R4 datatype rules;
+    other elements pass unchecked and fhir.resources is never imported. About 8x cheaper per
+    Bundle; choose it where the sender validates on its side and no FHIRPath feature of the
+    mappings reads an element outside that list."""
 
     hl7_coding_systems: dict[str, str] = Field(default_factory=dict)
     """Extra or overriding HL7 table 0396 names -> FHIR system URI, e.g. the site's local lab
