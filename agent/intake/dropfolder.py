@@ -366,8 +366,15 @@ class DropFolder:
         )
 
     def _reject(self, job: BatchJob) -> None:
+        """Move an unreadable file to failed/, then write its report beside it: the report
+        appears last, so whoever sees it finds the file complete. A crash between the two
+        is finished on restart (the file is in failed/, its report not yet)."""
         journal = job.journal
-        if not job.input.exists():
+        target = self.config.failed / journal.stem
+        report_path = target.with_name(f"{journal.stem}.error.json")
+        if job.input.exists():
+            move_durably(job.input, target)
+        elif report_path.exists() or not target.exists():
             return
         report = {
             "file": journal.name,
@@ -378,11 +385,7 @@ class DropFolder:
             "started": journal.started,
             "failed": journal.finished,
         }
-        target = self.config.failed / journal.stem
-        write_atomic(
-            target.with_name(f"{journal.stem}.error.json"), json.dumps(report, indent=1).encode()
-        )
-        move_durably(job.input, target)
+        write_atomic(report_path, json.dumps(report, indent=1).encode())
         log.warning(
             "drop folder file unreadable",
             extra={"job": journal.job_id, "reason": journal.failure_reason, "status": "failed"},
