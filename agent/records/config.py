@@ -30,7 +30,7 @@ class RecordsConfig(Section):
     Bundle shell) is validated by the R4B models, then by the ``essential`` rules, so a
     malformed element mapping never reads is still refused. ``essential``: only the elements
     the agent reads (listed in docs/records.md) are checked, by the same R4 datatype rules;
-    other elements pass unchecked and fhir.resources is never imported. About 8x cheaper per
+    other elements pass unchecked and fhir.resources is never imported. About 10x cheaper per
     Bundle; choose it where the sender validates on its side and no FHIRPath feature of the
     mappings reads an element outside that list."""
 
