@@ -36,7 +36,13 @@ from datetime import date, datetime
 from typing import Any
 
 from agent.errors import FhirError
-from agent.records.fhir_r4 import DEEP_TYPES, ELEMENTS, REQUIRED_CODES, check_resource_type
+from agent.records.fhir_r4 import (
+    DEEP_TYPES,
+    ELEMENTS,
+    REQUIRED_CODES,
+    check_resource_type,
+    element_name,
+)
 
 # FHIR R4 primitive datatypes (https://hl7.org/fhir/R4/datatypes.html), as regular expressions.
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
@@ -323,7 +329,7 @@ def _known(element: dict[str, Any], names: frozenset[str]) -> None:
     would otherwise hide a value from mapping, which would then impute it."""
     if not names.issuperset(element):
         unknown = next(key for key in element if key not in names)
-        raise _Invalid(f".{unknown}", "element is not defined for this resource type")
+        raise _Invalid(f".{element_name(unknown)}", "element is not defined for this resource type")
 
 
 def _object(value: Any, path: str) -> dict[str, Any]:

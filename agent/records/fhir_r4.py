@@ -8,6 +8,7 @@ with, so that both modes accept the same resource types. Kept here as data so th
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agent.errors import FhirError
@@ -149,3 +150,12 @@ def check_resource_type(resource: dict[str, Any], where: str) -> str:
     if resource_type not in RESOURCE_TYPES:
         raise FhirError(f"{where}: resourceType is not a FHIR R4 resource type")
     return resource_type
+
+
+_ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}").fullmatch
+
+
+def element_name(key: str) -> str:
+    """``key`` for an error path if it has the shape of an element name (schema, not data);
+    a placeholder otherwise, since an unknown key is input and could carry anything."""
+    return key if _ELEMENT_NAME(key) else "<not an element name>"

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from agent.errors import FhirError
 from agent.records import fhir_essential
-from agent.records.fhir_r4 import DEEP_TYPES, check_resource_type
+from agent.records.fhir_r4 import DEEP_TYPES, check_resource_type, element_name
 
 # pydantic error type -> PHI-free wording
 _WORDING: dict[str, str] = {
@@ -57,7 +57,7 @@ def model_class(resource_type: str) -> Any:
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        out += f"[{part}]" if isinstance(part, int) else f".{element_name(part)}"
     return out
 
 

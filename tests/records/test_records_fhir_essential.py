@@ -283,6 +283,16 @@ def test_essential_refuses_bad_encounters(mutate: Any, where: str) -> None:
     _assert_no_value(caught.value)
 
 
+@pytest.mark.parametrize("config", [FULL, ESSENTIAL], ids=["full", "essential"])
+def test_unknown_key_that_is_not_an_element_name_is_not_echoed(config: RecordsConfig) -> None:
+    bundle = _demo()
+    bundle["entry"][1]["resource"]["valueQuantity"]["SECRET 7731-02-30"] = 1
+    with pytest.raises(FhirError, match=r"valueQuantity\.<not an element name>: element is not"
+                       ) as caught:
+        _parse(bundle, config)
+    _assert_no_value(caught.value)
+
+
 def test_essential_ndjson_error_names_the_line() -> None:
     lines = (FHIR / "multi-patient.ndjson").read_bytes().splitlines()
     broken = json.loads(lines[2])
