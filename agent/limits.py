@@ -23,5 +23,8 @@ class Limits:
     model_fuel_per_row: int = 5_000_000  # wasm fuel units per scored row (the deadline)
     batch_rows_max: int = 1024  # rows per call into a module
     records_per_request_max: int = 10_000  # FHIR resources in one request
+    inline_score_max: int = 65_536  # bytes: HTTP bodies up to this are scored on the event
+    # loop itself (a thread hop costs ~0.13 ms, more than scoring a small record); larger
+    # ones go to a worker thread so the loop keeps answering health checks meanwhile
     request_timeout: float = 10.0  # seconds for one HTTP request end to end
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM

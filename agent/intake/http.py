@@ -175,7 +175,10 @@ async def predict(request: Request) -> Response:
         pipeline.count_refusal(model, IntakePath.http, error)
         return _error_response(error)
     try:
-        predictions = await run_in_threadpool(pipeline.score, score_request)
+        if len(body) <= pipeline.limits.inline_score_max:
+            predictions = pipeline.score(score_request)
+        else:
+            predictions = await run_in_threadpool(pipeline.score, score_request)
     except AgentError as error:  # already counted by the pipeline
         return _error_response(error)
     if _wants_fhir(request):
