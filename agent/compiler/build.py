@@ -1,6 +1,6 @@
 """``build``: a trained model + its reference data -> an unsigned bundle directory.
 
-One call does it all: convert (scikit-learn via skl2onnx), lower the ONNX graph to WAT,
+One call does it all: convert (``convert.to_onnx_model``), lower the ONNX graph to WAT,
 assemble with ``wasmtime.wat2wasm`` (no external toolchain), load the result in the real
 runtime, run it on the reference rows for the output statistics, and write ``model.wasm``
 and ``manifest.json`` (canonical bytes). Signing is a separate step
@@ -34,6 +34,7 @@ from agent.bundle.manifest import (
     ReferenceStats,
     ValueReference,
 )
+from agent.compiler.convert import to_onnx_model
 from agent.compiler.dataset import ReferenceData, load_reference, load_schema
 from agent.compiler.emit import emit_module
 from agent.compiler.graph import lower
@@ -85,14 +86,15 @@ def build(
     metrics: Mapping[str, float] | None = None,
 ) -> Path:
     """Compile ``model`` (an ``onnx.ModelProto``, a path to ``.onnx``, or a fitted
-    scikit-learn estimator/pipeline) into the bundle directory ``out``; returns ``out``.
+    scikit-learn estimator/pipeline or XGBoost/LightGBM estimator, see ``convert``) into
+    the bundle directory ``out``; returns ``out``.
 
     ``reference`` is the training reference CSV, its header naming the features in model
     input order. Raises ``CompileError`` for anything that cannot be compiled faithfully.
     """
     schema_spec = load_schema(Path(schema) if isinstance(schema, str | Path) else schema)
     data = load_reference(Path(reference), schema_spec)
-    proto, source = _as_onnx(model, len(data.features))
+    proto, source = to_onnx_model(model, len(data.features))
     compiled = compile_onnx(proto)
     if compiled.n_features != len(data.features):
         raise CompileError(
@@ -127,29 +129,6 @@ def build(
     _write(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
     (out_dir / SIGNATURE_FILE).unlink(missing_ok=True)
     return out_dir
-
-
-def _as_onnx(model: Any, n_features: int) -> tuple[onnx.ModelProto, str]:
-    if isinstance(model, onnx.ModelProto):
-        return model, "onnx"
-    if isinstance(model, str | Path):
-        return onnx.load(str(model)), "onnx"
-    if hasattr(model, "fit") and hasattr(model, "predict"):
-        from skl2onnx import to_onnx
-        from skl2onnx.common.data_types import FloatTensorType
-
-        expected = getattr(model, "n_features_in_", n_features)
-        if expected != n_features:
-            raise CompileError(
-                f"the model reads {expected} features, the reference has {n_features} columns"
-            )
-
-        try:
-            proto = to_onnx(model, initial_types=[("X", FloatTensorType([None, n_features]))])
-        except Exception as exc:  # skl2onnx raises many types for unsupported estimators
-            raise CompileError(f"skl2onnx cannot convert {type(model).__name__}") from exc
-        return proto, "sklearn"
-    raise CompileError(f"cannot compile a {type(model).__name__}")
 
 
 def _reference_stats(compiled: CompiledModel, data: ReferenceData) -> ReferenceStats:
