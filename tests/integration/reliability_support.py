@@ -9,17 +9,21 @@ with a real key and published with the agent's own ``publish``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import wasmtime
 
 from agent.bundle.manifest import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, canonical_json
@@ -152,6 +156,33 @@ def wait_for(
 def served_version(client: httpx.Client) -> str | None:
     models = client.get("/v1/models").json()["models"]
     return next((m["version"] for m in models if m["name"] == "deterioration"), None)
+
+
+@contextlib.contextmanager
+def small_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=``, e.g. "3m") at ``mountpoint``, to fill up;
+    the calling test is skipped where mounting is not allowed (needs root)."""
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here")
+    mountpoint.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+        capture_output=True, check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Write a file into ``folder`` that leaves ``leave`` bytes free on its filesystem."""
+    stats = os.statvfs(folder)
+    filler = folder / "filler"
+    filler.write_bytes(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave))
+    return filler
 
 
 def rss_kib(pid: int) -> int:

@@ -5,10 +5,7 @@ fills up while results are written (nothing lost: the original is kept, with the
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +14,13 @@ from typing import Any
 import pytest
 
 from tests.integration.agent_process import AgentProcess, start_agent
-from tests.integration.reliability_support import recent_oru, reliability_root, wait_for
+from tests.integration.reliability_support import (
+    fill,
+    recent_oru,
+    reliability_root,
+    small_tmpfs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,21 +96,8 @@ def test_kill_9_mid_batch_then_restart_gives_every_record_exactly_once(tmp_path:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs (needs root and mount rights; skipped without them)."""
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command here")
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mountpoint)],
-        capture_output=True, check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "3m") as mountpoint:
         yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_disk_full_while_writing_results_loses_nothing(tmp_path: Path, small_disk: Path) -> None:
@@ -128,9 +118,7 @@ def test_disk_full_while_writing_results_loses_nothing(tmp_path: Path, small_dis
     agent = start_agent(config)
     try:
         batch = hl7_batch(count)
-        filler = small_disk / "filler"
-        stats = os.statvfs(small_disk)
-        filler.write_bytes(b"\0" * (stats.f_bavail * stats.f_frsize - len(batch) - 30_000))
+        filler = fill(small_disk, leave=len(batch) + 30_000)
         drop(small_disk / "inbox", "full.hl7", batch)
         wait_for(lambda: "drop folder step failed" in agent.log_text(), 30, "the write to fail")
         assert agent.process.poll() is None  # the agent goes on
