@@ -40,6 +40,9 @@ _WORDING: dict[str, str] = {
     "string_pattern_mismatch": "value does not match the FHIR datatype",
     "literal_error": "value is not an allowed code",
     "enum": "value is not an allowed code",
+    # fhir.resources' own type check of an element (e.g. an array where R4 has one object,
+    # as DSTU2's ``_family`` extension list on a now single ``family``)
+    "model_validation_format": "value is not of the element's FHIR type",
 }
 
 
@@ -66,6 +69,8 @@ def describe(exc: ValidationError, where: str) -> str:
     parts = []
     for error in exc.errors()[:3]:
         loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
+        if loc[-1:] == ("root",):  # fhir.resources' validators report at a synthetic "root"
+            loc = loc[:-1]
         parts.append(f"{where}{_path(loc)}: {_WORDING.get(error['type'], error['type'])}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
