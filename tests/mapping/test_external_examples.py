@@ -1,0 +1,119 @@
+"""The demo site mapping on records written outside this project (fixtures/external, see
+SOURCES.md): the features are the values printed in the examples, labs are imputed with a
+warning, and what cannot be mapped is refused naming the feature."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mapping_builders import MAPPINGS, ROOT
+
+from agent.bundle.manifest import BundleManifest
+from agent.errors import UnmappableRecord
+from agent.limits import Limits
+from agent.mapping import SiteMapping, load_mapping
+from agent.records import parse_records
+from agent.types import FeatureVector, PatientRecord, RecordFormat
+
+EXTERNAL = ROOT / "fixtures" / "external"
+SPEC_OBSERVATIONS = [
+    "observation-example-heart-rate.json",
+    "observation-example-respiratory-rate.json",
+    "observation-example-body-temperature.json",
+    "observation-example-bloodpressure.json",
+    "observation-example-satO2.json",
+]
+# Values as printed in the examples' narratives, in the model's units.
+SPEC_VITALS = {"heart_rate": 44.0, "respiratory_rate": 26.0, "body_temperature": 36.5,
+               "systolic_bp": 107.0, "spo2": 95.0}
+
+
+def _spec_collection(limits: Limits) -> PatientRecord:
+    """The five R4 vital-signs examples and the R4 Patient example f001 as one collection.
+
+    The Observation examples are about ``Patient/example``, whose R4 example is not in the
+    stored mirrors; their subject is pointed at f001 here (in memory, nothing else changed),
+    so that the collection is one patient as it would be in a real export."""
+    patient = json.loads((EXTERNAL / "fhir" / "patient-example-f001-pieter.json").read_bytes())
+    observations = [json.loads((EXTERNAL / "fhir" / n).read_bytes()) for n in SPEC_OBSERVATIONS]
+    for observation in observations:
+        observation["subject"] = {"reference": "Patient/f001"}
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": r} for r in [patient, *observations]]}
+    [record] = parse_records(json.dumps(bundle).encode(), RecordFormat.fhir_json, limits=limits)
+    return record
+
+
+def _by_name(vector: FeatureVector) -> dict[str, Any]:
+    return {f.name: f for f in vector.features}
+
+
+@pytest.fixture
+def limits() -> Limits:
+    return Limits()
+
+
+@pytest.fixture
+def demo(manifest: BundleManifest) -> SiteMapping:
+    return load_mapping(MAPPINGS / "demo-site.yaml", manifest)
+
+
+def test_spec_examples_give_the_printed_values(manifest: BundleManifest, tmp_path: Path,
+                                               limits: Limits) -> None:
+    """The examples were measured years apart (1999, 2012, 2014); the demo site's look-back
+    windows (24 h / 72 h) are widened in a copy of its mapping, every other line unchanged,
+    so that one as-of sees them all."""
+    text = (MAPPINGS / "demo-site.yaml").read_text()
+    widened = tmp_path / "demo-site-wide.yaml"
+    widened.write_text(re.sub(r"window: \d+h", "window: 1000w", text))
+    mapping = load_mapping(widened, manifest)
+    vector = mapping.extract(_spec_collection(limits), datetime(2015, 1, 1, tzinfo=UTC))
+    features = _by_name(vector)
+    assert {n: features[n].value for n in SPEC_VITALS} == SPEC_VITALS
+    assert not any(features[n].imputed for n in SPEC_VITALS)
+    assert features["systolic_bp"].source.startswith("Observation component")
+    assert features["age"].value == 70.0  # born 1944-11-17
+    assert features["sex"].display == "male"
+    assert features["wbc"].imputed and features["creatinine"].imputed
+    assert vector.warnings == ("wbc: missing, imputed training median",
+                               "creatinine: missing, imputed training median")
+
+
+def test_spec_examples_at_the_demo_windows_refuse_naming_a_vital(demo: SiteMapping,
+                                                                 limits: Limits) -> None:
+    """On the day of the 1999 examples, the 2012 BP and 2014 SpO2 are in the future."""
+    with pytest.raises(UnmappableRecord) as caught:
+        demo.extract(_spec_collection(limits), datetime(1999, 7, 2, 12, tzinfo=UTC))
+    assert "feature 'systolic_bp': no value in the record" in str(caught.value)
+
+
+def test_synthea_encounter_scores_with_its_own_vitals(demo: SiteMapping, limits: Limits) -> None:
+    raw = (EXTERNAL / "fhir" / "synthea-covid-juvenile-trimmed.json").read_bytes()
+    [record] = parse_records(raw, RecordFormat.fhir_json, limits=limits)
+    # one hour after the encounter's vitals (2020-03-07T10:01:22-08:00)
+    vector = demo.extract(record, datetime(2020, 3, 7, 19, 1, 22, tzinfo=UTC))
+    features = _by_name(vector)
+    assert {n: features[n].value for n in SPEC_VITALS} == {
+        "heart_rate": 91.091, "respiratory_rate": 30.654, "body_temperature": 40.138,
+        "systolic_bp": 111.0, "spo2": 82.31}
+    assert features["age"].value == 4.0 and features["age"].out_of_range  # model is adults
+    assert vector.warnings == ("wbc: missing, imputed training median",
+                               "creatinine: missing, imputed training median",
+                               "age: value outside the model's range")
+
+
+@pytest.mark.parametrize("name", ["reportstream-elr-oru-r01-v251.hl7",
+                                  "hl7-goja-adt-a01-v24.hl7"])
+def test_hl7_without_vitals_is_refused_naming_the_feature(name: str, demo: SiteMapping,
+                                                          limits: Limits) -> None:
+    [record] = parse_records((EXTERNAL / "hl7" / name).read_bytes(), RecordFormat.hl7v2,
+                             limits=limits)
+    with pytest.raises(UnmappableRecord) as caught:
+        demo.extract(record, datetime(2021, 12, 17, 18, tzinfo=UTC))
+    assert str(caught.value) == (
+        "feature 'heart_rate': no value in the record and the mapping says refuse")
