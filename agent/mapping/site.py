@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.errors import UnmappableRecord
 from agent.mapping.facts import FactIndex
 from agent.mapping.feature import CompiledFeature
 from agent.types import FeatureVector, PatientRecord
@@ -31,18 +32,27 @@ class SiteMapping:
 
         Look-back windows end at ``as_of``; values after it are ignored. Raises
         UnmappableRecord when a feature configured to refuse has no usable value, or a value
-        carries a unit or category the mapping cannot read. Warnings name features only.
+        carries a unit or category the mapping cannot read; it names every such feature
+        (``; ``-joined, in the model's order), so a sender learns all it must fix at once.
+        Warnings name features only.
         """
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=UTC)
         index = FactIndex(record.observations, self.wanted_codes)
         values = []
         warnings = []
+        refusals = []
         for feature in self.features:
-            value, warning = feature.extract(record, index, as_of)
+            try:
+                value, warning = feature.extract(record, index, as_of)
+            except UnmappableRecord as exc:
+                refusals.append(str(exc))
+                continue
             values.append(value)
             if warning is not None:
                 warnings.append(warning)
+        if refusals:
+            raise UnmappableRecord("; ".join(refusals))
         return FeatureVector(
             values=tuple(0.0 if v.value is None else v.value for v in values),
             features=tuple(values),
