@@ -116,7 +116,7 @@ def test_spec_examples_at_the_demo_windows_get_422_naming_the_vital(agent: Agent
 
 
 @pytest.mark.parametrize("name", ["reportstream-elr-oru-r01-v251.hl7",
-                                  "hl7-goja-adt-a01-v24.hl7"])
+                                  "hl7-goja-adt-a01-v24.hl7", "jute-example-adt-a01-v23.hl7"])
 def test_hl7_without_vitals_gets_422_naming_the_feature(agent: AgentProcess, name: str) -> None:
     with agent.client() as client:
         response = client.post(f"{PREDICT}?as_of=2021-12-17T18:00:00Z",
@@ -131,6 +131,8 @@ def test_hl7_without_vitals_gets_422_naming_the_feature(agent: AgentProcess, nam
 @pytest.mark.parametrize(("path", "headers", "expected"), [
     ("hl7/hl7-v251-standard-pmu-b01.hl7", ER7,
      "segment MSH #1, field MSH-9: message type not supported"),
+    ("hl7/jute-example-oru-r01-v23.hl7", ER7,
+     "segment OBR #5, field OBR-3: field does not repeat in v2.3"),
     ("fhir/dstu2/patient-example.json", FHIR_JSON,
      "Patient at resource.contact[0].name.family: expected a string"),
 ])
@@ -144,7 +146,7 @@ def test_unsupported_or_invalid_input_gets_400_saying_where(
     assert response.status_code == 400
     diagnostics = _diagnostics(response)
     assert diagnostics.startswith(expected)
-    for value in ("HIPPOCRATES", "Chalmers", "1974-12-25", "19511004"):
+    for value in ("HIPPOCRATES", "Chalmers", "1974-12-25", "19511004", "X64489", "WANDA"):
         assert value not in diagnostics
 
 

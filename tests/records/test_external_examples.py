@@ -94,3 +94,20 @@ def test_standard_pmu_b01_is_refused_as_unsupported_message_type(limits: Limits)
     message = str(caught.value)
     assert "MSH-9" in message and "message type not supported" in message
     assert "PMU" not in message and "HIPPOCRATES" not in message
+
+
+def test_adt_with_next_of_kin_diagnoses_and_procedures_parses_patient_only(
+        limits: Limits) -> None:
+    raw = (EXTERNAL / "hl7" / "jute-example-adt-a01-v23.hl7").read_bytes()
+    [record] = parse_records(raw, RecordFormat.hl7v2, limits=limits)
+    assert record.patient is not None and record.patient["birthDate"] == "1933-09-10"
+    assert record.observations == ()  # NK1, DG1, DRG, PR1 are not read
+
+
+def test_oru_with_a_repeated_obr3_is_refused_naming_the_field(limits: Limits) -> None:
+    """OBR-3 (filler order number) does not repeat in v2.3; this sender repeats it. The agent
+    refuses the message, as hl7apy does, and says where; it quotes no order number."""
+    raw = (EXTERNAL / "hl7" / "jute-example-oru-r01-v23.hl7").read_bytes()
+    with pytest.raises(Hl7Error) as caught:
+        parse_records(raw, RecordFormat.hl7v2, limits=limits)
+    assert str(caught.value) == "segment OBR #5, field OBR-3: field does not repeat in v2.3"
