@@ -78,9 +78,11 @@ class Lowering:
         return f"$k{self._next_kernel}_{node.op_type}"
 
     def add_kernel(self, node: onnx.NodeProto, body: str, locals_: str = "") -> None:
-        """Add a kernel function (no params, no results) and schedule it for every row."""
+        """Add a kernel function (no params, no results) and schedule it for every row. It
+        may read ``node``'s row inputs and slots allocated while lowering ``node``."""
         name = self.kernel_name(node)
-        self.program.add_kernel(name, f"(func {name} {locals_}\n{body})\n")
+        reads = tuple(self.values[n] for n in node.input if n in self.values)
+        self.program.add_kernel(name, f"(func {name} {locals_}\n{body})\n", reads)
 
 
 @dataclass(frozen=True)

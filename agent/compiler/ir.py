@@ -54,19 +54,41 @@ class Value:
         return self.addr + CELL * index
 
 
+TILE_ROWS = 4  # rows a tile kernel scores at once
+
+
+@dataclass(frozen=True)
+class TileIO:
+    """A tile kernel's interface: row value ``x`` is gathered from each row of a tile into
+    a buffer, the kernel fills a buffer of ``out`` rows, which are scattered back into
+    ``out``'s slot row by row. ``mark`` is the allocator's top when the kernel was added:
+    every slot below it is written at or before this kernel, every slot above after it."""
+
+    x: Value
+    out: Value
+    mark: int
+
+
 @dataclass
 class Kernel:
-    """One WAT function called once per row, in order."""
+    """One WAT function. A row kernel (``tile`` None) has no parameters and is called once
+    per row; it reads only ``reads`` (its node's row inputs) and slots its own node
+    allocated. A tile kernel's source holds two functions with parameters
+    ``(in, out)`` (byte addresses of row-major buffers with rows padded to whole
+    vectors): ``name`` scores ``TILE_ROWS`` rows, ``name_row`` one row."""
 
     name: str
-    source: str  # the complete ``(func $name ...)`` text
+    source: str
+    reads: tuple[Value, ...] = ()
+    tile: TileIO | None = None
 
 
 @dataclass
 class Program:
     """Everything the module emitter needs: one bump allocator for both scratch slots and
     constant tables (a table is a data segment at its own address), kernels in call order
-    and the names of the math helpers they call."""
+    and the names of the math helpers they call. Slots are never reused, so a slot's
+    address tells when it was allocated (see ``TileIO.mark``)."""
 
     top: int = _ALIGN  # next free byte; address 0..15 stays unused
     segments: list[tuple[int, bytes]] = field(default_factory=list)
@@ -94,8 +116,11 @@ class Program:
     def add_i32(self, values: np.ndarray | list[int]) -> int:
         return self.add_data(np.ascontiguousarray(values, dtype="<i4").tobytes())
 
-    def add_kernel(self, name: str, source: str) -> None:
-        self.kernels.append(Kernel(name, source))
+    def add_kernel(self, name: str, source: str, reads: tuple[Value, ...] = ()) -> None:
+        self.kernels.append(Kernel(name, source, reads))
+
+    def add_tile_kernel(self, name: str, source: str, x: Value, out: Value) -> None:
+        self.kernels.append(Kernel(name, source, (x,), TileIO(x, out, self.top)))
 
 
 def f32_literal(value: float) -> str:

@@ -8,16 +8,21 @@ rounding, well inside the parity tolerance).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 
 from agent.compiler.graph import ML_DOMAIN, Attrs, LowerFn, Lowering
-from agent.compiler.ir import CELL, DType, Value, fail
+from agent.compiler.ir import CELL, TILE_ROWS, DType, Value, fail
 from agent.compiler.scores import TRANSFORMS, class_labels, transform_kernel
 from agent.compiler.vectors import ARGMAX_LOCALS, argmax_body
 
 _LANES = 4
-_BLOCK_VECTORS = 8  # f32x4 accumulators held in locals per block of outputs
+# f32x4 accumulators per block of outputs: a tile keeps TILE_ROWS x _TILE_VECTORS of them
+# (plus the row splats and weight vectors) within x86-64's 16 vector registers.
+_TILE_VECTORS = 4
+_ROW_VECTORS = 8
 
 
 def dense_kernel(
@@ -25,11 +30,13 @@ def dense_kernel(
 ) -> Value:
     """out[j] = bias[j] + sum_i x[i] * weights[j, i]; ``weights`` is [outputs, inputs].
 
-    Register-blocked f32x4 SIMD: outputs are processed in blocks of up to 32 (8 vectors
-    kept in locals); for each input cell, splatted, every accumulator of the block takes
-    one multiply-add. Weights are stored per block, input-major, the output axis padded to
-    a multiple of 4 with zeros; the padding cells of the output slot (slots are 16-byte
-    aligned and sized) receive zeros and are never read as outputs.
+    A tile kernel (see ``ir.Kernel``): ``name`` scores ``TILE_ROWS`` rows at once, holding
+    ``TILE_ROWS`` x ``_TILE_VECTORS`` f32x4 accumulators, so each weight vector loaded
+    serves every row of the tile; ``name_row`` scores one row (a batch's last, partial
+    tile) with ``_ROW_VECTORS`` accumulators. Both walk one table, ``weights`` transposed
+    to [inputs, outputs] with the output axis padded to whole vectors with zeros; for each
+    input cell, splatted, every accumulator takes one multiply and one add (f32, like
+    onnxruntime's GEMM; the summation order is the same in both functions).
     """
     n_out, n_in = weights.shape
     if n_in != x.width:
@@ -40,43 +47,80 @@ def dense_kernel(
     start = np.zeros(padded, dtype=np.float32)
     if bias is not None:
         start[:n_out] = np.broadcast_to(bias.astype(np.float32), (n_out,))
-    b_addr = state.program.add_f32(start)
+    layout = _Layout(
+        bias=state.program.add_f32(start),
+        table=state.program.add_f32(table.reshape(-1)),
+        n_in=n_in,
+        padded=padded,
+        in_stride=16 * -(-n_in // _LANES),
+    )
     out = state.new_value(node.output[0], n_out, 2)
-    width = _BLOCK_VECTORS * _LANES
+    name = state.kernel_name(node)
+    source = (_function(name, layout, TILE_ROWS, _TILE_VECTORS)
+              + _function(f"{name}_row", layout, 1, _ROW_VECTORS))
+    state.program.add_tile_kernel(name, source, x, out)
+    return out
+
+
+@dataclass(frozen=True)
+class _Layout:
+    bias: int  # address of the padded bias vector
+    table: int  # address of the [n_in, padded] weight table
+    n_in: int
+    padded: int  # outputs rounded up to whole vectors
+    in_stride: int  # bytes between input rows in a tile buffer
+
+
+def _function(name: str, layout: _Layout, rows: int, vectors: int) -> str:
+    """``(func name (param $in i32) (param $out i32))``: ``rows`` rows of the input buffer
+    at ``$in`` -> ``rows`` rows of the output buffer at ``$out``, outputs in blocks of
+    ``vectors`` vectors."""
+    out_stride = CELL * layout.padded
     blocks = []
-    for first in range(0, padded, width):
-        block = table[:, first : first + width]
-        vectors = block.shape[1] // _LANES
-        w_addr = state.program.add_f32(np.ascontiguousarray(block).reshape(-1))
-        accs = [f"$a{k}" for k in range(vectors)]
+    for first in range(0, layout.padded, vectors * _LANES):
+        count = min(vectors, (layout.padded - first) // _LANES)
+        accs = [[f"$a{t}_{k}" for k in range(count)] for t in range(rows)]
         init = "\n".join(
-            f"(local.set {a} (v128.load (i32.const {b_addr + CELL * first + 16 * k})))"
-            for k, a in enumerate(accs)
+            f"(local.set {acc} (v128.load (i32.const {layout.bias + CELL * first + 16 * k})))"
+            for row in accs for k, acc in enumerate(row)
         )
-        madds = "\n    ".join(
-            f"(local.set {a} (f32x4.add (local.get {a}) (f32x4.mul (local.get $x) "
-            f"(v128.load offset={16 * k} (local.get $w)))))"
-            for k, a in enumerate(accs)
-        )
+        unroll = next(u for u in (8, 4, 2, 1) if layout.n_in % u == 0)
+        steps = []
+        for u in range(unroll):
+            steps += [f"(local.set $w{k} (v128.load offset={u * out_stride + 16 * k} "
+                      f"(local.get $w)))" for k in range(count)]
+            steps += [f"(local.set $x{t} (f32x4.splat (f32.load offset="
+                      f"{t * layout.in_stride + CELL * u} (local.get $p))))" for t in range(rows)]
+            steps += [f"(local.set {acc} (f32x4.add (local.get {acc}) "
+                      f"(f32x4.mul (local.get $x{t}) (local.get $w{k}))))"
+                      for t, row in enumerate(accs) for k, acc in enumerate(row)]
+        madds = "\n    ".join(steps)
         stores = "\n".join(
-            f"(v128.store (i32.const {out.addr + CELL * first + 16 * k}) (local.get {a}))"
-            for k, a in enumerate(accs)
+            f"(v128.store offset={t * out_stride + CELL * first + 16 * k} (local.get $out) "
+            f"(local.get {acc}))"
+            for t, row in enumerate(accs) for k, acc in enumerate(row)
         )
         blocks.append(f"""{init}
-(local.set $w (i32.const {w_addr}))
-(local.set $i (i32.const 0))
+(local.set $w (i32.const {layout.table + CELL * first}))
+(local.set $p (local.get $in))
 (loop $ins
-    (local.set $x (f32x4.splat (f32.load offset={x.addr} (local.get $i))))
     {madds}
-    (local.set $w (i32.add (local.get $w) (i32.const {16 * vectors})))
-    (local.set $i (i32.add (local.get $i) (i32.const {CELL})))
-    (br_if $ins (i32.lt_u (local.get $i) (i32.const {n_in * CELL}))))
+    (local.set $w (i32.add (local.get $w) (i32.const {unroll * out_stride})))
+    (local.set $p (i32.add (local.get $p) (i32.const {unroll * CELL})))
+    (br_if $ins (i32.lt_u (local.get $p) (local.get $end))))
 {stores}""")
-    locals_ = "(local $i i32) (local $w i32) (local $x v128) " + " ".join(
-        f"(local $a{k} v128)" for k in range(min(_BLOCK_VECTORS, padded // _LANES))
+    width = min(vectors, layout.padded // _LANES)
+    locals_ = " ".join(
+        ["(local $w i32) (local $p i32) (local $end i32)"]
+        + [f"(local $x{t} v128)" for t in range(rows)]
+        + [f"(local $w{k} v128)" for k in range(width)]
+        + [f"(local $a{t}_{k} v128)" for t in range(rows) for k in range(width)]
     )
-    state.add_kernel(node, "\n".join(blocks), locals_)
-    return out
+    body = "\n".join(blocks)
+    return f"""(func {name} (param $in i32) (param $out i32) {locals_}
+(local.set $end (i32.add (local.get $in) (i32.const {CELL * layout.n_in})))
+{body})
+"""
 
 
 def _row_input(state: Lowering, node: onnx.NodeProto) -> Value:

@@ -22,6 +22,8 @@ microseconds, so a lock costs less than a pool's extra memory and instantiation.
 from __future__ import annotations
 
 import ctypes
+import itertools
+import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,13 +151,9 @@ class WasmModel:
     def _call(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
         n_rows = len(rows)
         n_out = self._shape.n_outputs
-        flat: list[Any] = list(rows[0]) if n_rows == 1 else [v for row in rows for v in row]
         with self._lock:
             inst = self._instance
-            try:
-                inst.inputs[: len(flat)] = flat
-            except TypeError as exc:
-                raise RecordError("a feature vector holds a non-number") from exc
+            _write_rows(inst.inputs, rows, self._shape.n_features)
             try:
                 inst.set_fuel(self._limits.model_fuel_per_row * max(n_rows, 1))
                 status = inst.predict(n_rows)
@@ -177,6 +175,26 @@ class WasmModel:
         if n_out == 1:
             return [[v] for v in values]
         return [values[i : i + n_out] for i in range(0, len(values), n_out)]
+
+
+def _write_rows(
+    inputs: ctypes.Array[ctypes.c_float], rows: Sequence[Sequence[float]], width: int
+) -> None:
+    """Copy ``rows`` into the input region as f32. ``struct.pack_into`` converts a batch
+    about twice as fast as assigning a list to the ctypes array; it refuses finite values
+    beyond the f32 range, which the ctypes path rounds to infinity like any C cast, so
+    those batches (and non-numbers, for the error) take the ctypes path."""
+    count = len(rows) * width
+    try:
+        struct.pack_into(f"{count}f", inputs, 0, *itertools.chain.from_iterable(rows))
+        return
+    except (struct.error, OverflowError):
+        pass
+    flat: list[Any] = [v for row in rows for v in row]
+    try:
+        inputs[:count] = flat
+    except TypeError as exc:
+        raise RecordError("a feature vector holds a non-number") from exc
 
 
 def check_module(module: wasmtime.Module) -> None:

@@ -181,3 +181,11 @@ def test_numpy_rows_and_tuples_are_accepted(model: WasmModel) -> None:
     rows = np.array([[1.5, 2.0], [3.0, 4.0]], dtype=np.float32)
     assert model.predict(rows) == [[3.5], [7.0]]  # type: ignore[arg-type]
     assert model.predict([(1.0, np.float64(2.0))]) == [[3.0]]
+
+
+def test_values_beyond_f32_round_to_infinity_and_strings_are_refused(model: WasmModel) -> None:
+    """The fast struct path refuses what the ctypes path rounds: both paths agree."""
+    assert model.predict([[1e39, 1.0], [2.0, 3.0]]) == [[float("inf")], [5.0]]
+    assert model.predict([[-1e39, 1.0]]) == [[float("-inf")]]
+    with pytest.raises(RecordError, match="non-number"):
+        model.predict([[1.0, "2"]])  # type: ignore[list-item]
