@@ -7,6 +7,12 @@ GradientBoostingClassifier and a 64-32 MLPClassifier. For each: single-row laten
 call, one row: what a FHIR or HL7 request costs) and 1000-row batch latency per row; and
 the cold load of a module (compile, and from the on-disk cache). Times are medians of
 repeated runs; onnxruntime runs with one intra-op thread, as the agent does.
+
+Memory: resident set of a fresh process serving the demo model (fixtures/demo) either way
+(import, load the committed bundle's ``model.wasm`` into ``WasmModel``, compiling it or
+from a warm module cache, or the ONNX file into an ``InferenceSession``; then 1000
+one-row predictions): VmRSS at the end and the peak (VmHWM). Each side imports only what
+it needs (numpy for onnxruntime, not for the agent).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -86,6 +94,7 @@ def main() -> None:
     print("-" * len(header))
     for name, model in models.items():
         bench_model(name, model, x, batch, single_calls, batch_calls)
+    bench_rss()
 
 
 def bench_model(
@@ -134,6 +143,69 @@ def bench_model(
     print(f"{name:<16} {'load (ms)':<22} {cached * 1e3:>10.2f} {ort_load * 1e3:>12.2f} "
           f"{'-':>10} {cached / ort_load:>10.2f} {'-':>10}   "
           f"(agent uncached compile: {cold * 1e3:.1f} ms; module {len(compiled.wasm)} B)")
+
+
+DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+_ROWS = "rows = [[float((7 * i + j) % 13) for j in range(9)] for i in range(1000)]\n"
+_REPORT = ("status = open('/proc/self/status').read()\n"
+           "print(*(status.split(k + ':')[1].split()[0] for k in ('VmRSS', 'VmHWM')))\n")
+
+
+def _agent_script(cache_dir: Path | None) -> str:
+    wasm = DEMO / "build" / "deterioration" / "model.wasm"
+    cache = f", cache_dir=Path({str(cache_dir)!r})" if cache_dir else ""
+    return (
+        "from pathlib import Path\n"
+        "from agent.limits import Limits\n"
+        "from agent.runtime.model import WasmModel\n"
+        f"model = WasmModel.load(Path({str(wasm)!r}).read_bytes(), limits=Limits(){cache})\n"
+        + _ROWS + "for row in rows:\n    model.predict([row])\n" + _REPORT
+    )
+
+
+_ORT_SCRIPT = (
+    "import numpy as np\n"
+    "import onnxruntime as ort\n"
+    "options = ort.SessionOptions()\n"
+    "options.intra_op_num_threads = 1\n"
+    "options.inter_op_num_threads = 1\n"
+    f"session = ort.InferenceSession({str(DEMO / 'model.onnx')!r}, options,"
+    " providers=['CPUExecutionProvider'])\n"
+    + _ROWS + "for row in rows:\n"
+    "    session.run(None, {'X': np.asarray([row], dtype=np.float32)})\n" + _REPORT
+)
+
+
+def serving_rss(script: str) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MiB of a fresh interpreter running ``script``."""
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1])
+    rss, peak = (int(v) / 1024 for v in done.stdout.split()[-2:])
+    return rss, peak
+
+
+def bench_rss() -> None:
+    """Print RSS and peak RSS of a process serving the demo model (median of three fresh
+    processes each): the agent compiling the module in-process, the agent loading it from
+    a warm compiled-module cache (how the agent serves after its first start), and
+    onnxruntime."""
+    with tempfile.TemporaryDirectory() as cache:
+        serving_rss(_agent_script(Path(cache)))  # warms the cache
+        scripts = {
+            "agent, compiling": _agent_script(None),
+            "agent, cached module": _agent_script(Path(cache)),
+            "onnxruntime": _ORT_SCRIPT,
+        }
+        print(f"\n{'demo model served by':<22} {'RSS (MiB)':>10} {'peak (MiB)':>11} "
+              f"{'/ onnxruntime':>14}")
+        results = {}
+        for name, script in scripts.items():
+            samples = [serving_rss(script) for _ in range(3)]
+            results[name] = (statistics.median(s[0] for s in samples),
+                             statistics.median(s[1] for s in samples))
+    ort_rss = results["onnxruntime"][0]
+    for name, (rss, peak) in results.items():
+        print(f"{name:<22} {rss:>10.1f} {peak:>11.1f} {rss / ort_rss:>14.2f}")
 
 
 if __name__ == "__main__":

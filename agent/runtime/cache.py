@@ -28,7 +28,7 @@ from pathlib import Path
 
 import wasmtime
 
-from agent.runtime.engine import ENGINE_FINGERPRINT
+from agent.runtime.engine import ENGINE_FINGERPRINT, compile_module
 
 _MAGIC = b"EDGECWASM1\n"
 _DIGEST_BYTES = 32
@@ -55,7 +55,7 @@ def load_or_compile(
     fail a load (the module is then simply compiled in memory).
     """
     if cache_dir is None:
-        return wasmtime.Module(engine, wasm)
+        return compile_module(engine, wasm)
     path = cache_path(cache_dir, wasm)
     cached = _read_verified(path)
     if cached is not None:
@@ -63,7 +63,7 @@ def load_or_compile(
             return wasmtime.Module.deserialize(engine, cached)
         except wasmtime.WasmtimeError:
             _discard(path)
-    module = wasmtime.Module(engine, wasm)
+    module = compile_module(engine, wasm)
     with contextlib.suppress(OSError):
         _write_atomically(cache_dir, path, bytes(module.serialize()))
     return module
