@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import yaml
 
 from tests.integration.agent_process import REPO, AgentProcess, demo_root, start_agent
+from tests.integration.monitoring_traffic import END_BLOCK, START_BLOCK, mllp_send
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +151,34 @@ def test_unsupported_or_invalid_input_gets_400_saying_where(
     assert diagnostics.startswith(expected)
     for value in ("HIPPOCRATES", "Chalmers", "1974-12-25", "19511004", "X64489", "WANDA"):
         assert value not in diagnostics
+
+
+def _mllp_port(agent: AgentProcess) -> int:
+    return int(yaml.safe_load(agent.config_path.read_text())["mllp"]["port"])
+
+
+@pytest.mark.parametrize(("name", "msa"), [
+    ("hl7-goja-adt-a01-v24.hl7", b"MSA|AE|934576120110613083617|not scored: unmappable\r"),
+    ("jute-example-adt-a01-v23.hl7", b"MSA|AE|00000000012988788|not scored: unmappable\r"),
+    ("jute-example-oru-r01-v23.hl7", b"MSA|AR|Q335939501T337311002|rejected: bad_input\r"),
+    ("hl7-v251-standard-pmu-b01.hl7", b"MSA|AR|MSGID002|rejected: bad_input\r"),
+])
+def test_hl7_over_mllp_is_acknowledged_with_the_reason(agent: AgentProcess, name: str,
+                                                        msa: bytes) -> None:
+    """Over MLLP the ACK says AE/AR and the reason's category; the where and why (feature,
+    segment, field) are only in the HTTP answer and the log (see docs/records.md)."""
+    ack = mllp_send("127.0.0.1", _mllp_port(agent), (EXTERNAL / "hl7" / name).read_bytes())
+    assert msa in ack
+
+
+def test_elr_that_asks_for_no_ack_gets_none(agent: AgentProcess) -> None:
+    """The public-health ELR sets MSH-15 and MSH-16 to NE (its profile is PHLabReport-NoAck):
+    the agent processes it and, as asked, answers nothing."""
+    raw = (EXTERNAL / "hl7" / "reportstream-elr-oru-r01-v251.hl7").read_bytes()
+    with socket.create_connection(("127.0.0.1", _mllp_port(agent)), timeout=1.5) as sock:
+        sock.sendall(START_BLOCK + raw + END_BLOCK)
+        with pytest.raises(TimeoutError):
+            sock.recv(65536)
 
 
 def test_fixtures_are_the_files_sources_md_lists() -> None:
