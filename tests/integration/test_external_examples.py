@@ -166,7 +166,7 @@ def _mllp_port(agent: AgentProcess) -> int:
 def test_hl7_over_mllp_is_acknowledged_with_the_reason(agent: AgentProcess, name: str,
                                                         msa: bytes) -> None:
     """Over MLLP the ACK says AE/AR and the reason's category; the where and why (feature,
-    segment, field) are only in the HTTP answer and the log (see docs/records.md)."""
+    segment, field) are only in the HTTP answer (see docs/records.md)."""
     ack = mllp_send("127.0.0.1", _mllp_port(agent), (EXTERNAL / "hl7" / name).read_bytes())
     assert msa in ack
 
