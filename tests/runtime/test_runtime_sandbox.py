@@ -189,3 +189,15 @@ def test_values_beyond_f32_round_to_infinity_and_strings_are_refused(model: Wasm
     assert model.predict([[-1e39, 1.0]]) == [[float("-inf")]]
     with pytest.raises(RecordError, match="non-number"):
         model.predict([[1.0, "2"]])  # type: ignore[list-item]
+
+
+def test_float32_matrices_are_copied_as_bytes_and_others_converted(model: WasmModel) -> None:
+    import numpy as np
+
+    rows = np.arange(40, dtype=np.float32).reshape(20, 2) + 100  # > max_batch: 3 calls
+    expected = [[float(a + b)] for a, b in rows.tolist()]
+    assert model.predict(rows) == expected  # type: ignore[arg-type]
+    assert model.predict(rows.astype(np.float64)) == expected  # type: ignore[arg-type]
+    assert model.predict(np.asfortranarray(rows)) == expected  # type: ignore[arg-type]
+    with pytest.raises(RecordError, match="3 values"):
+        model.predict(np.zeros((2, 3), dtype=np.float32))  # type: ignore[arg-type]
