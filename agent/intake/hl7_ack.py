@@ -153,6 +153,7 @@ class AckError:
     hl7_code: str  # table 0357: 100 segment sequence, 200 unsupported type, 207 internal...
     hl7_text: str
     reason: str  # AgentError.reason
+    detail: str = ""  # the AgentError's message: where and why, never a value (see errors)
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,11 @@ def build_ack(
     segments = [fs.join(msh)]
     msa = ["MSA", code.value, h.control_id]
     if error is not None:
-        msa.append(esc(f"{_OUTCOME_TEXT.get(code, 'error')}: {error.reason}"))
+        # MSA-3 is 80 characters at most before v2.5; ERR-8 carries the whole detail after
+        text = f"{_OUTCOME_TEXT.get(code, 'error')}: {error.reason}"
+        if error.detail and version < "2.5":
+            text = f"{text}: {error.detail}"[:80]
+        msa.append(esc(text))
     segments.append(fs.join(msa))
     if error is not None:
         segments.append(_err_segment(error, version, fs, comp, sub, esc))
@@ -239,7 +244,8 @@ def _err_segment(
         code = sub.join((error.hl7_code, esc(error.hl7_text), "HL70357"))
         return fs.join(["ERR", comp.join(("", "", "", code))])
     hl7_code = comp.join((error.hl7_code, esc(error.hl7_text), "HL70357"))
-    return fs.join(["ERR", "", "", hl7_code, "E", esc(error.reason), "", "", esc(error.reason)])
+    message = esc(f"{error.reason}: {error.detail}" if error.detail else error.reason)
+    return fs.join(["ERR", "", "", hl7_code, "E", esc(error.reason), "", "", message])
 
 
 def escape(text: str, field_sep: str, encoding: str) -> str:

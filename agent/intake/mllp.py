@@ -131,13 +131,17 @@ _TOO_LARGE = AckError("207", "Application internal error", "too_large")
 def outcome_of_error(exc: Exception) -> Outcome:
     """The ACK for a failed scoring: AR when the message cannot be read (a record error:
     unparseable, unsupported type), AE when it was read but could not be scored (unmappable,
-    unknown model, model trap, deadline...), AR with ``internal`` for an unexpected bug."""
+    unknown model, model trap, deadline...), AR with ``internal`` for an unexpected bug.
+    Agent errors' messages say where and why (segment and field, feature) and never carry
+    a value, so the interface team sees them in ERR-8; a bug's message is never sent."""
     if isinstance(exc, UnsupportedMediaType):
-        return Outcome(AckCode.reject, AckError("200", "Unsupported message type", exc.reason))
+        error = AckError("200", "Unsupported message type", exc.reason, str(exc))
+        return Outcome(AckCode.reject, error)
     if isinstance(exc, RecordError):
-        return Outcome(AckCode.reject, AckError("102", "Data type error", exc.reason))
+        return Outcome(AckCode.reject, AckError("102", "Data type error", exc.reason, str(exc)))
     if isinstance(exc, AgentError):
-        return Outcome(AckCode.error, AckError("207", "Application internal error", exc.reason))
+        error = AckError("207", "Application internal error", exc.reason, str(exc))
+        return Outcome(AckCode.error, error)
     return Outcome(
         AckCode.reject, AckError("207", "Application internal error", "internal"), internal=True
     )

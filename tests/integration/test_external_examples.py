@@ -157,18 +157,25 @@ def _mllp_port(agent: AgentProcess) -> int:
     return int(yaml.safe_load(agent.config_path.read_text())["mllp"]["port"])
 
 
-@pytest.mark.parametrize(("name", "msa"), [
-    ("hl7-goja-adt-a01-v24.hl7", b"MSA|AE|934576120110613083617|not scored: unmappable\r"),
-    ("jute-example-adt-a01-v23.hl7", b"MSA|AE|00000000012988788|not scored: unmappable\r"),
-    ("jute-example-oru-r01-v23.hl7", b"MSA|AR|Q335939501T337311002|rejected: bad_input\r"),
-    ("hl7-v251-standard-pmu-b01.hl7", b"MSA|AR|MSGID002|rejected: bad_input\r"),
+@pytest.mark.parametrize(("name", "msa", "detail"), [
+    ("hl7-goja-adt-a01-v24.hl7", b"MSA|AE|934576120110613083617|not scored: unmappable: ",
+     b"heart_rate"),
+    ("jute-example-adt-a01-v23.hl7", b"MSA|AE|00000000012988788|not scored: unmappable: ",
+     b"heart_rate"),
+    ("jute-example-oru-r01-v23.hl7", b"MSA|AR|Q335939501T337311002|rejected: bad_input: ",
+     b"OBR"),
+    ("hl7-v251-standard-pmu-b01.hl7", b"MSA|AR|MSGID002|rejected: bad_input\r",
+     b"MSH-9"),
 ])
-def test_hl7_over_mllp_is_acknowledged_with_the_reason(agent: AgentProcess, name: str,
-                                                        msa: bytes) -> None:
-    """Over MLLP the ACK says AE/AR and the reason's category; the where and why (feature,
-    segment, field) are only in the HTTP answer (see docs/records.md)."""
+def test_hl7_over_mllp_is_acknowledged_with_the_reason(
+        agent: AgentProcess, name: str, msa: bytes, detail: bytes) -> None:
+    """Over MLLP the ACK says AE/AR, the reason's category and the where and why (feature,
+    segment, field): in MSA-3 before v2.5 (80 characters), in ERR-8 from v2.5 on."""
     ack = mllp_send("127.0.0.1", _mllp_port(agent), (EXTERNAL / "hl7" / name).read_bytes())
     assert msa in ack
+    assert detail in ack
+    for value in (b"HIPPOCRATES", b"Chalmers", b"19511004", b"X64489", b"WANDA"):
+        assert value not in ack
 
 
 def test_elr_that_asks_for_no_ack_gets_none(agent: AgentProcess) -> None:
