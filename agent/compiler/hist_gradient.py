@@ -131,7 +131,7 @@ def _forest_attributes(predictors: list[list[Any]]) -> dict[str, Any]:
                 attrs["nodes_featureids"].append(0 if leaf else int(record["feature_idx"]))
                 attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
                 attrs["nodes_values"].append(
-                    0.0 if leaf else _f32_at_most(float(record["num_threshold"]))
+                    0.0 if leaf else f32_at_most(float(record["num_threshold"]))
                 )
                 attrs["nodes_truenodeids"].append(0 if leaf else int(record["left"]))
                 attrs["nodes_falsenodeids"].append(0 if leaf else int(record["right"]))
@@ -147,7 +147,7 @@ def _forest_attributes(predictors: list[list[Any]]) -> dict[str, Any]:
     return attrs
 
 
-def _f32_at_most(threshold: float) -> float:
+def f32_at_most(threshold: float) -> float:
     """The largest f32 not above ``threshold`` (``inf`` stays ``inf``)."""
     rounded = np.float32(threshold)
     if float(rounded) > threshold:

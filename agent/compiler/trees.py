@@ -234,7 +234,8 @@ def _finish_kernel(
     state.add_kernel(node, "\n".join(lines))
 
 
-def _regressor(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+def lower_regressor(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+    """TreeEnsembleRegressor (also the target of the opset 5 ``TreeEnsemble`` rewrite)."""
     x = state.value(node, 0)
     n_targets = int(attrs.get("n_targets", 1))
     if str(attrs.get("post_transform", "NONE")) != "NONE":
@@ -310,6 +311,6 @@ def _binary_kernel(
 
 
 LOWERINGS: dict[tuple[str, str], LowerFn] = {
-    (ML_DOMAIN, "TreeEnsembleRegressor"): _regressor,
+    (ML_DOMAIN, "TreeEnsembleRegressor"): lower_regressor,
     (ML_DOMAIN, "TreeEnsembleClassifier"): _classifier,
 }

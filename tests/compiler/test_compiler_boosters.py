@@ -1,5 +1,6 @@
 """Gradient-boosting libraries through ``convert.to_onnx_model``: scikit-learn's
-HistGradientBoosting (lowered by ``hist_gradient``), XGBoost and LightGBM (onnxmltools).
+HistGradientBoosting (lowered by ``hist_gradient``), XGBoost and LightGBM (onnxmltools);
+and the ai.onnx.ml opset 5 ``TreeEnsemble`` operator, written with onnx.helper.
 Each against onnxruntime on the same ONNX (<= 1e-5 on probabilities, relative to the
 output scale on regression scores, zero label flips) and against the library (<= 1e-4)."""
 
@@ -17,11 +18,16 @@ import pytest
 import xgboost
 from onnx import TensorProto, helper
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
 
 from agent.compiler.build import build, compile_onnx
 from agent.compiler.convert import to_onnx_model
-from agent.compiler.hist_gradient import hist_gradient_onnx
+from agent.compiler.hist_gradient import f32_at_most, hist_gradient_onnx
 from agent.errors import CompileError
 from tests.compiler.compiler_helpers import label_indices, run_compiled, run_onnxruntime
 from tests.compiler.test_compiler_build import _dataset, _manifest
@@ -152,24 +158,104 @@ def test_build_accepts_a_fitted_lightgbm_estimator(tmp_path: Path) -> None:
     assert [o.name for o in manifest.outputs] == ["label", "probability_0", "probability_1"]
 
 
-def test_the_opset_5_tree_ensemble_operator_is_refused_by_name() -> None:
-    """ai.onnx.ml opset 5 ``TreeEnsemble`` (no converter in this stack emits it): a
-    CompileError naming the operator, never a silently wrong module."""
-    node = helper.make_node(
-        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", name="ensemble",
-        aggregate_function=1, post_transform=0, tree_roots=[0], nodes_splits=helper.make_tensor(
-            "splits", TensorProto.FLOAT, [1], [0.5]),
-        nodes_featureids=[0], nodes_modes=helper.make_tensor("modes", TensorProto.UINT8, [1],
-                                                             [0]),
-        nodes_truenodeids=[0], nodes_trueleafs=[1], nodes_falsenodeids=[1],
-        nodes_falseleafs=[1], leaf_targetids=[0, 0], leaf_weights=helper.make_tensor(
-            "weights", TensorProto.FLOAT, [2], [1.0, 2.0]), n_targets=1,
+def _tree_ensemble(models: list[Any], n_features: int, aggregate: int,
+                   post_transform: int = 0) -> onnx.ModelProto:
+    """An ai.onnx.ml opset 5 ``TreeEnsemble`` written with onnx.helper from fitted
+    scikit-learn trees: the trees of ``models[k]`` feed target ``k``; a GradientBoosting
+    model's trees are scaled by its learning rate and its initial prediction added by an
+    ``Add`` node, as converters do."""
+    nodes: dict[str, list[Any]] = {key: [] for key in (
+        "features", "splits", "modes", "true", "true_leaf", "false", "false_leaf")}
+    roots: list[int] = []
+    leaf_targets: list[int] = []
+    leaf_weights: list[float] = []
+    base = np.zeros(len(models), dtype=np.float32)
+    for target, model in enumerate(models):
+        boosted = hasattr(model, "init_")
+        scale = model.learning_rate if boosted else 1.0
+        if boosted:
+            base[target] = float(model.init_.predict(np.zeros((1, n_features)))[0])
+        estimators = model.estimators_.reshape(-1) if boosted else model.estimators_
+        for estimator in estimators:
+            tree = estimator.tree_
+            interior = [i for i in range(tree.node_count) if tree.children_left[i] >= 0]
+            leaves = [i for i in range(tree.node_count) if tree.children_left[i] < 0]
+            position = {i: len(nodes["features"]) + k for k, i in enumerate(interior)}
+            leaf_position = {i: len(leaf_weights) + k for k, i in enumerate(leaves)}
+            roots.append(position[0])
+            for i in interior:
+                nodes["features"].append(int(tree.feature[i]))
+                nodes["splits"].append(f32_at_most(float(tree.threshold[i])))
+                nodes["modes"].append(0)  # BRANCH_LEQ
+                for side, child in (("true", tree.children_left[i]),
+                                    ("false", tree.children_right[i])):
+                    is_leaf = child in leaf_position
+                    nodes[side].append(leaf_position[child] if is_leaf else position[child])
+                    nodes[f"{side}_leaf"].append(int(is_leaf))
+            for i in leaves:
+                leaf_targets.append(target)
+                leaf_weights.append(float(tree.value[i].reshape(-1)[0]) * scale)
+    ensemble = helper.make_node(
+        "TreeEnsemble", ["X"], ["raw"], domain="ai.onnx.ml", name="ensemble",
+        n_targets=len(models), aggregate_function=aggregate, post_transform=post_transform,
+        tree_roots=roots, nodes_featureids=nodes["features"],
+        nodes_splits=helper.make_tensor("splits", TensorProto.FLOAT, [len(nodes["splits"])],
+                                        nodes["splits"]),
+        nodes_modes=helper.make_tensor("modes", TensorProto.UINT8, [len(nodes["modes"])],
+                                       nodes["modes"]),
+        nodes_truenodeids=nodes["true"], nodes_trueleafs=nodes["true_leaf"],
+        nodes_falsenodeids=nodes["false"], nodes_falseleafs=nodes["false_leaf"],
+        leaf_targetids=leaf_targets,
+        leaf_weights=helper.make_tensor("weights", TensorProto.FLOAT, [len(leaf_weights)],
+                                        leaf_weights),
     )
+    add = helper.make_node("Add", ["raw", "base"], ["Y"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])])
+        [ensemble, add], "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, len(models)])],
+        initializer=[onnx.numpy_helper.from_array(base, "base")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
                                                     helper.make_opsetid("ai.onnx.ml", 5)])
     onnx.checker.check_model(model)
-    with pytest.raises(CompileError, match=r"unsupported operator ai\.onnx\.ml:TreeEnsemble "):
-        compile_onnx(model)
+    return model
+
+
+@pytest.mark.parametrize("aggregate", [1, 0, 2, 3])  # SUM, AVERAGE, MIN, MAX
+def test_the_opset_5_tree_ensemble_matches_onnxruntime(aggregate: int) -> None:
+    x, y = DATA["regression"]
+    x = _with_missing(x)
+    boosted = _fit(GradientBoostingRegressor(n_estimators=8, max_depth=3, random_state=0),
+                   np.nan_to_num(x), y)
+    forest = _fit(RandomForestRegressor(n_estimators=4, max_depth=4, random_state=0),
+                  np.nan_to_num(x), y)
+    model = _tree_ensemble([boosted, forest], x.shape[1], aggregate)
+    ours, _ = run_compiled(model, x)
+    (reference,) = run_onnxruntime(model, x)
+    scale = max(float(np.abs(reference).max()), 1.0)
+    assert np.abs(ours - reference).max() <= 1e-5 * scale
+    if aggregate == 1:
+        clean = np.nan_to_num(x)
+        ours, _ = run_compiled(model, clean)
+        library = np.column_stack([boosted.predict(clean), forest.predict(clean) * 4])
+        assert np.abs(ours - library).max() <= 1e-4 * scale
+
+
+def test_the_opset_5_tree_ensemble_refuses_what_it_cannot_honour() -> None:
+    x, y = DATA["regression"]
+    boosted = _fit(GradientBoostingRegressor(n_estimators=2, max_depth=2, random_state=0),
+                   x.astype(np.float32), y)
+    with pytest.raises(CompileError, match="post_transform SOFTMAX "):
+        compile_onnx(_tree_ensemble([boosted], x.shape[1], 1, post_transform=1))
+    member = _tree_ensemble([boosted], x.shape[1], 1)
+    attribute = next(a for a in member.graph.node[0].attribute if a.name == "nodes_modes")
+    attribute.t.CopyFrom(helper.make_tensor("modes", TensorProto.UINT8, [6], [6] * 6))
+    with pytest.raises(CompileError, match="BRANCH_MEMBER"):
+        compile_onnx(member)
+    looped = _tree_ensemble([boosted], x.shape[1], 1)
+    for attribute in looped.graph.node[0].attribute:
+        if attribute.name in ("nodes_truenodeids", "nodes_trueleafs"):
+            del attribute.ints[:]
+            attribute.ints.extend([0] * 6)  # every true branch back to the root
+    with pytest.raises(CompileError, match="reachable twice"):
+        compile_onnx(looped)
