@@ -186,9 +186,9 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
             _wait(lambda: _has(agent, "edge_agent_bundle_verification_failures_total"), "refusal")
             (registry / "index.json").unlink()
             _wait(lambda: _has(agent, "edge_agent_bundle_pull_failures_total"), "pull failure")
-            if prometheus is not None:  # two more scrapes: every series seen, rates defined
+            if prometheus is not None:  # two scrapes since: every series seen, rates defined
                 now = time.time()
-                _wait(lambda: _last_scrape(prometheus) > now + 1.5, "two more scrapes")
+                _wait(lambda: _scrapes_since(prometheus, now) >= 2, "two more scrapes")
             yield Monitored(_scrape(agent), prometheus)
         finally:
             assert agent.stop() == 0, agent.log_text()
@@ -207,9 +207,12 @@ def _has(agent: AgentProcess, sample: str) -> bool:
     return sample in _scrape(agent).samples
 
 
-def _last_scrape(prometheus: str) -> float:
-    """Unix time of Prometheus's latest sample of the agent."""
-    return max((float(r["value"][0]) for r in _query(prometheus, "timestamp(up)")), default=0.0)
+def _scrapes_since(prometheus: str, moment: float) -> int:
+    """How many times Prometheus scraped the agent after ``moment`` (Unix time); the first
+    scrape can come seconds after the agent starts, while service discovery settles."""
+    seconds = max(1, int(time.time() - moment) + 1)
+    samples = _query(prometheus, f"up[{seconds}s]")
+    return sum(1 for r in samples for stamp, _up in r.get("values", []) if float(stamp) > moment)
 
 
 def _rule_expressions() -> list[str]:
