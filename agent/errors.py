@@ -44,6 +44,19 @@ class UnsupportedMediaType(RecordError):
     reason = "unsupported_media_type"
 
 
+class RequestTooLarge(RecordError):
+    """A request body is larger than the limit for its intake path."""
+
+    reason = "request_too_large"
+
+
+class RequestTimeout(RecordError):
+    """A request body did not arrive within the request time limit (a stalled or
+    deliberately slow client)."""
+
+    reason = "request_timeout"
+
+
 # --- mapping -----------------------------------------------------------------------------
 class MappingError(AgentError):
     """A site mapping is invalid for the model it binds (detected at load time)."""

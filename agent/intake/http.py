@@ -8,6 +8,7 @@ OIP error bodies) with the status chosen in ``http_errors``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -26,13 +27,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.errors import AgentError, RecordError, UnsupportedMediaType
+from agent.errors import (
+    AgentError,
+    RecordError,
+    RequestTimeout,
+    RequestTooLarge,
+    UnsupportedMediaType,
+)
 from agent.intake.cds_hooks import CDS_ROUTES
 from agent.intake.http_config import HttpConfig
 from agent.intake.http_errors import operation_outcome, outcome_for, status_for
 from agent.intake.oip import OIP_ROUTES
 from agent.intake.openapi import document
 from agent.intake.status_page import status_page
+from agent.limits import Limits
 from agent.outputs.prediction_json import prediction_json
 from agent.outputs.riskassessment import risk_assessment
 from agent.pipeline import ScoringPipeline
@@ -54,21 +62,25 @@ _MEDIA_TYPES: dict[str, RecordFormat] = {
 }
 
 
-class BodyTooLarge(RecordError):
-    reason = "too_large"
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes without reading the rest."""
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The request body, refused past ``limits.http_body_max`` bytes without reading the
+    rest, or when it takes longer than ``limits.request_timeout`` to arrive."""
+    limit = limits.http_body_max
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"request body larger than {limit} bytes")
+        raise RequestTooLarge(f"request body larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(limits.request_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"request body larger than {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"request body not received within {limits.request_timeout:g} s"
+        ) from None
     return b"".join(chunks)
 
 
@@ -160,7 +172,7 @@ async def predict(request: Request) -> Response:
     model = request.path_params["name"]
     try:
         fmt = record_format(request.headers.get("content-type"))
-        body = await read_body(request, pipeline.limits.http_body_max)
+        body = await read_body(request, pipeline.limits)
         score_request = ScoreRequest(
             model=model,
             body=body,

@@ -12,6 +12,8 @@ from agent import errors
 
 _STATUS: tuple[tuple[type[errors.AgentError], int], ...] = (
     (errors.UnsupportedMediaType, 415),
+    (errors.RequestTooLarge, 413),
+    (errors.RequestTimeout, 408),
     (errors.RecordError, 400),
     (errors.UnmappableRecord, 422),
     (errors.MappingError, 422),
