@@ -9,10 +9,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from agent.compiler.build import compile_onnx
+from agent.compiler.graph import fuse_bias
 from agent.compiler.ir import TILE_ROWS
 from agent.limits import Limits
 from agent.runtime.model import WasmModel
-from tests.compiler.compiler_helpers import run_onnxruntime
+from tests.compiler.compiler_helpers import run_compiled, run_onnxruntime
 
 WIDTH = 6
 
@@ -66,3 +67,34 @@ def test_full_tiles_and_single_rows_give_identical_bits(runtime: WasmModel) -> N
     batched = runtime.predict(x.tolist())
     one_by_one = [runtime.predict([row])[0] for row in x.tolist()]
     assert batched == one_by_one
+
+
+def _dense_then_add(bias_shape: tuple[int, ...], extra_use: bool) -> onnx.ModelProto:
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(size=(WIDTH, 5)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(size=bias_shape).astype(np.float32), "B")]
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["m"]),
+             helper.make_node("Add", ["B", "m"], ["a"])]
+    out = "a"
+    if extra_use:  # the product is read twice: it must stay its own value
+        nodes.append(helper.make_node("Mul", ["m", "a"], ["y"]))
+        out = "y"
+    graph = helper.make_graph(
+        nodes, "dense", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, WIDTH])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None, 5])], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("bias_shape", "extra_use", "fused"), [
+    ((5,), False, True), ((1, 5), False, True), ((1,), False, False), ((5,), True, False)])
+def test_matmul_add_becomes_one_gemm_only_when_nothing_else_reads_the_product(
+    bias_shape: tuple[int, ...], extra_use: bool, fused: bool
+) -> None:
+    model = _dense_then_add(bias_shape, extra_use)
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes = fuse_bias(list(model.graph.node), consts, {o.name for o in model.graph.output})
+    assert [n.op_type for n in nodes][:1] == (["Gemm"] if fused else ["MatMul"])
+    x = np.random.default_rng(2).normal(size=(7, WIDTH)).astype(np.float32)
+    ours, _ = run_compiled(model, x)
+    (reference,) = run_onnxruntime(model, x)
+    assert np.abs(ours - reference).max() <= 1e-5 * max(float(np.abs(reference).max()), 1.0)
