@@ -157,6 +157,7 @@ def document() -> dict[str, Any]:
                         },
                         "400": _error("the record is malformed"),
                         "404": _error("no such model"),
+                        "408": _error("the body did not arrive in time"),
                         "413": _error("body too large"),
                         "415": _error("unsupported content type"),
                         "422": _error("the record cannot be mapped to the model's features"),
