@@ -187,8 +187,7 @@ def build_ack(
     h = header or MessageHeader("MSH", _DEFAULT_FIELD_SEP, _DEFAULT_ENCODING)
     fs, comp = h.field_sep, h.encoding[0]
     sub = h.encoding[3] if len(h.encoding) > 3 else "&"
-    version = h.version if _looks_like_version(h.version) else DEFAULT_VERSION
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
+    version = reply_version(h)
     trigger = h.trigger_event
     if trigger and version >= "2.4":
         message_type = comp.join(("ACK", trigger, "ACK"))
@@ -200,17 +199,7 @@ def build_ack(
     def esc(text: str) -> str:
         return escape(text, fs, h.encoding)
 
-    msh = [
-        "MSH", h.encoding,
-        h.receiving_application, h.receiving_facility,
-        h.sending_application, h.sending_facility,
-        stamp, "", message_type,
-        control_id if control_id is not None else uuid.uuid4().hex[:20],
-        h.processing_id or "P", version,
-    ]
-    if h.charset:
-        msh += ["", "", "", "", "", h.charset]
-    segments = [fs.join(msh)]
+    segments = [reply_msh(h, message_type, now=now, control_id=control_id)]
     msa = ["MSA", code.value, h.control_id]
     if error is not None:
         # MSA-3 is 80 characters at most before v2.5; ERR-8 carries the whole detail after
@@ -221,17 +210,72 @@ def build_ack(
     segments.append(fs.join(msa))
     if error is not None:
         segments.append(_err_segment(error, version, fs, comp, sub, esc))
-    for i, row in enumerate(results, start=1):
-        segments.append(fs.join([
-            "OBX", str(i), "NM",
-            comp.join((esc(row.output), esc(row.output), "L")),
-            str(row.prediction),
-            _number(row.value),
-            "", "", "", "", "", "F",
-            "", "", "", "", "",
-            comp.join((esc(row.model), esc(f"{row.model} {row.version}"), "L")),
-        ]))
+    segments += [obx_segment(h, i, row) for i, row in enumerate(results, start=1)]
     return "\r".join(segments).encode(CHARSET) + b"\r"
+
+
+def reply_version(header: MessageHeader) -> str:
+    """The HL7 version a reply to ``header`` is written in: the sender's, when it names one."""
+    return header.version if _looks_like_version(header.version) else DEFAULT_VERSION
+
+
+def reply_msh(
+    header: MessageHeader,
+    message_type: str,
+    *,
+    now: datetime | None = None,
+    control_id: str | None = None,
+) -> str:
+    """The MSH of a message going back to ``header``'s sender: MSH-3..6 swapped (the agent,
+    addressed as the sender named it, sends to the sender), MSH-7 the agent's time in UTC, a
+    new control id (20 characters, the v2.3 length), processing id, version and character
+    set echoed."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
+    msh = [
+        "MSH", header.encoding,
+        header.receiving_application, header.receiving_facility,
+        header.sending_application, header.sending_facility,
+        stamp, "", message_type,
+        control_id if control_id is not None else uuid.uuid4().hex[:20],
+        header.processing_id or "P", reply_version(header),
+    ]
+    if header.charset:
+        msh += ["", "", "", "", "", header.charset]
+    return header.field_sep.join(msh)
+
+
+def obx_segment(header: MessageHeader, set_id: int, row: ResultRow, stamp: str = "") -> str:
+    """One output as an OBX in ``header``'s delimiters: OBX-3 the output name (local code),
+    OBX-4 the prediction number, OBX-5 a plain decimal, OBX-11 ``F``, OBX-14 ``stamp`` (the
+    time of the observation, when given), OBX-17 the model and its version."""
+    fs, comp = header.field_sep, header.encoding[0]
+
+    def esc(text: str) -> str:
+        return escape(text, fs, header.encoding)
+
+    return fs.join([
+        "OBX", str(set_id), "NM",
+        comp.join((esc(row.output), esc(row.output), "L")),
+        str(row.prediction),
+        _number(row.value),
+        "", "", "", "", "", "F",
+        "", "", stamp, "", "",
+        comp.join((esc(row.model), esc(f"{row.model} {row.version}"), "L")),
+    ])
+
+
+def parse_ack(message: bytes) -> tuple[str, str] | None:
+    """MSA-1 (the acknowledgement code) and MSA-2 (the control id acknowledged) of an ACK,
+    or None when ``message`` has no usable header or no MSA. Never raises."""
+    header = parse_header(message)
+    if header is None:
+        return None
+    for line in re.split(r"[\r\n]+", message.decode(CHARSET)):
+        if line.startswith("MSA" + header.field_sep):
+            fields = line.split(header.field_sep)
+            code = fields[1].strip().upper() if len(fields) > 1 else ""
+            return code, fields[2] if len(fields) > 2 else ""
+    return None
 
 
 def _err_segment(

@@ -37,6 +37,8 @@ from agent.intake.hl7_ack import (
     build_ack,
     parse_header,
 )
+from agent.intake.hl7_result import build_result_message
+from agent.intake.mllp_results import ResultsDestination, ResultSender, ResultSpool
 from agent.limits import Limits
 from agent.types import IntakePath, Prediction, RecordFormat, Scorer, ScoreRequest
 
@@ -96,6 +98,10 @@ class MllpConfig(Section):
     """Client addresses or networks (``10.1.2.3``, ``10.1.0.0/16``) allowed to connect;
     empty allows any. Others are closed before anything is read."""
 
+    results_to: ResultsDestination | None = None
+    """Also send each scored message's results as an ORU^R01 to this MLLP destination (the
+    interface engine), through a durable spool; None sends none (docs/mllp.md)."""
+
     @model_validator(mode="after")
     def _consistent(self) -> MllpConfig:
         if self.enabled and not self.model:
@@ -126,6 +132,8 @@ class Outcome:
 
 _NOT_HL7 = AckError("100", "Segment sequence error", "bad_input")
 _TOO_LARGE = AckError("207", "Application internal error", "too_large")
+_NOT_SPOOLED = AckError("207", "Application internal error", "result_spool")
+_PARTIAL_FRAME_GRACE = 5.0  # seconds a frame being received on stop may take to complete
 
 
 def outcome_of_error(exc: Exception) -> Outcome:
@@ -191,6 +199,7 @@ class _Frame:
 class _Connection:
     task: asyncio.Task[None]
     busy: bool = False  # handling a frame: let it finish on stop
+    partial: bool = False  # a frame has begun arriving: let it complete on stop (bounded)
 
 
 class MllpListener:
@@ -208,6 +217,8 @@ class MllpListener:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False
+        self._spool: ResultSpool | None = None
+        self._sender: ResultSender | None = None
 
     @property
     def port(self) -> int:
@@ -218,7 +229,16 @@ class MllpListener:
         return port
 
     async def start(self) -> None:
-        """Bind and start accepting; returns once listening."""
+        """Open the results spool and start its sender (when ``results_to`` is set), bind
+        and start accepting; returns once listening."""
+        destination = self._config.results_to
+        if destination is not None and self._sender is None:
+            try:
+                self._spool = await asyncio.to_thread(ResultSpool, destination.spool)
+            except OSError as exc:
+                raise ConfigError("mllp.results_to.spool cannot be used as a spool folder") from exc
+            self._sender = ResultSender(destination, self._spool)
+            self._sender.start()
         server = await asyncio.start_server(
             self._serve,
             host=self._config.host,
@@ -232,13 +252,18 @@ class MllpListener:
 
     async def stop(self) -> None:
         """Stop accepting, let every message being handled finish and get its ACK (within
-        ``limits.drain_timeout``), close idle connections, then return."""
+        ``limits.drain_timeout``; a frame still arriving gets ``_PARTIAL_FRAME_GRACE``
+        seconds to complete), close idle connections, stop the results sender (results not
+        yet delivered stay spooled for the next start), then return."""
         if self._server is None:
             return
         self._stopping = True
         self._server.close()
+        loop = asyncio.get_running_loop()
         for conn in list(self._connections):
-            if not conn.busy:
+            if conn.partial and not conn.busy:
+                loop.call_later(_PARTIAL_FRAME_GRACE, _cancel_if_unfinished, conn)
+            elif not conn.busy:
                 conn.task.cancel()
         tasks = [c.task for c in self._connections]
         if tasks:
@@ -250,6 +275,9 @@ class MllpListener:
                 await asyncio.wait(pending)
         await self._server.wait_closed()
         self._server = None
+        if self._sender is not None:
+            await self._sender.stop(self._limits.drain_timeout)
+            self._sender = None
         log.info("mllp stopped")
 
     # --- one connection -------------------------------------------------------------------
@@ -265,7 +293,7 @@ class MllpListener:
         conn = _Connection(task=task)
         self._connections.add(conn)
         try:
-            async with contextlib.aclosing(self._frames(reader)) as frames:
+            async with contextlib.aclosing(self._frames(reader, conn)) as frames:
                 async for frame in frames:
                     conn.busy = True
                     for ack in await self._answer(frame, host):
@@ -299,11 +327,14 @@ class MllpListener:
         log.warning("mllp connection refused: client not allowed")
         return False
 
-    async def _frames(self, reader: asyncio.StreamReader) -> AsyncGenerator[_Frame, None]:
+    async def _frames(
+        self, reader: asyncio.StreamReader, conn: _Connection
+    ) -> AsyncGenerator[_Frame, None]:
         """Complete frames in arrival order. A frame past the size limit is skipped to its
         end block and yielded as ``oversize`` with its head. Bytes before the start block
         (stray line feeds between frames) are ignored. Ends at EOF, on idle timeout, and when
-        the listener stops once no complete frame is left."""
+        the listener stops once no complete frame is left and none is arriving
+        (``conn.partial`` tells ``stop`` a frame is arriving)."""
         buffer = bytearray()
         searched = 0  # bytes of ``buffer`` known to hold no end block
         head: bytes | None = None  # set while skipping an oversize frame
@@ -330,7 +361,8 @@ class MllpListener:
             if head is not None:
                 del buffer[: max(0, len(buffer) - 1)]  # keep a byte: 0x1C may end the chunk
                 searched = 0
-            if self._stopping:
+            conn.partial = head is not None or bool(buffer.strip(b"\r\n\t "))
+            if self._stopping and not conn.partial:
                 return
             chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), self._config.idle_timeout)
             if not chunk:
@@ -368,6 +400,15 @@ class MllpListener:
                 log.error("mllp scoring failed unexpectedly",
                           extra={"error_type": type(exc).__name__})
             return outcome_of_error(exc)
+        if self._spool is not None and self._sender is not None:
+            try:
+                await asyncio.to_thread(_spool_result, self._spool, message, predictions)
+            except OSError as exc:
+                # AA promises the result is on its way; without it on disk, the sender
+                # should resend the message later instead.
+                log.error("mllp result not spooled", extra={"error_type": type(exc).__name__})
+                return Outcome(AckCode.error, _NOT_SPOOLED)
+            self._sender.notify()
         return Outcome(AckCode.accept, predictions=predictions)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -380,6 +421,26 @@ class MllpListener:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(self._config.tls_client_ca)
         return context
+
+
+def _spool_result(spool: ResultSpool, message: bytes, predictions: Sequence[Prediction]) -> None:
+    """Write the ORU^R01 for ``predictions`` to the spool (before the AA is sent). A
+    message whose result could not be filed safely (no PID-3, several patients) is
+    still acknowledged AA, its scoring having succeeded; the result is logged as not
+    sent, with the reason."""
+    try:
+        result = build_result_message(message, predictions)
+    except RecordError as exc:
+        log.warning("mllp result not sent",
+                    extra={"reason": exc.reason, "outcome": "not_built"})
+        return
+    spool.add(result)
+
+
+def _cancel_if_unfinished(conn: _Connection) -> None:
+    """End of the grace a frame arriving at stop had: drop it if it is still arriving."""
+    if conn.partial and not conn.busy:
+        conn.task.cancel()
 
 
 def _after_start_block(content: bytes) -> bytes:

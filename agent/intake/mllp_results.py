@@ -1,0 +1,310 @@
+"""Results to an outbound MLLP destination: a durable spool and the one sender that drains it.
+
+The listener writes each result message to the spool (temp file, fsync, rename, fsync of the
+folder) *before* it acknowledges the incoming message, so an AA means the result is on disk.
+One background ``ResultSender`` sends the spooled messages oldest first over one MLLP
+connection, each waiting for the destination's ACK:
+
+- AA or CA (MSA-2 naming the message's control id): delivered, the file is deleted;
+- AE, AR, CE or CR: refused by the destination, the file moves to ``rejected/`` with the
+  ACK beside it (``<name>.ack``), for an analyst; it is never retried;
+- no connection, no answer within ``ack_timeout``, or an answer that is not this message's
+  ACK: the connection is dropped and the same file is tried again after a capped
+  exponential backoff, for as long as it takes. Order is kept: nothing overtakes it.
+
+The spool survives restarts: file names carry a sequence number that a new spool continues.
+A crash after the destination accepted a message but before its file was deleted sends it
+once more on restart; receivers dedupe by MSH-10, which is the same in the resent copy.
+
+Spool files hold patient identifiers (PID-3) and results: files are created 0600 in a
+folder made 0700. Log lines carry outcome, status, count and seconds, never content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from agent.configbase import ConfigPath, Section
+from agent.intake.hl7_ack import parse_ack, parse_header
+
+log = logging.getLogger(__name__)
+
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c\x0d"
+_SUFFIX = ".hl7"
+_ACCEPTED = frozenset({"AA", "CA"})
+_MAX_ACK_BYTES = 1_000_000  # an ACK larger than this is not one
+
+
+class ResultsDestination(Section):
+    """Where ORU^R01 result messages go: the interface engine's inbound MLLP channel."""
+
+    host: str
+    """The destination's address (the interface engine, usually on the hospital LAN)."""
+
+    port: int = Field(ge=1, le=65535)
+    """The destination's TCP port."""
+
+    spool: ConfigPath
+    """Folder holding results not yet accepted (created 0700 if missing); ``rejected/``
+    inside it keeps the ones the destination refused, each with its ACK."""
+
+    tls: bool = False
+    """Speak MLLP over TLS (1.2 or later), verifying the destination's certificate and name."""
+
+    tls_ca: ConfigPath | None = None
+    """CA bundle to verify the destination's certificate against; none uses the system's."""
+
+    tls_cert: ConfigPath | None = None
+    """PEM client certificate chain, for a destination that requires mutual TLS."""
+
+    tls_key: ConfigPath | None = None
+    """PEM private key of ``tls_cert``."""
+
+    ack_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to wait for the connection and then for each ACK before trying again."""
+
+    retry_initial: float = Field(default=1.0, gt=0)
+    """Seconds before the first retry after a transport failure; doubled on each failure."""
+
+    retry_max: float = Field(default=60.0, gt=0)
+    """Cap of the retry delay, in seconds."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ResultsDestination:
+        if (self.tls_ca or self.tls_cert) and not self.tls:
+            raise ValueError("tls_ca and tls_cert need tls: true")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must be at least retry_initial")
+        return self
+
+
+class ResultSpool:
+    """The spool folder: a FIFO of result messages that survives crashes and restarts.
+
+    Writes are atomic and durable (temp file, fsync, rename, fsync of the folder), so a
+    reader sees a whole message or none. ``add`` may be called from several threads: a
+    sequence number is taken and its file written under one lock, so the files appear in
+    the order of their numbers and the sender never skips a message still being written.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rejected = folder / "rejected"
+        self.rejected.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        for leftover in folder.glob(".tmp-*"):  # a write a crash interrupted: never queued
+            leftover.unlink()
+        numbers = [_sequence(p) for p in (*self.pending(), *self.rejected.glob("*" + _SUFFIX))]
+        self._next = max(numbers, default=0) + 1
+        self._lock = threading.Lock()
+
+    def add(self, message: bytes) -> Path:
+        """Queue ``message`` durably; returns its file. Raises OSError if it cannot."""
+        with self._lock:
+            path = self.folder / f"{self._next:012d}{_SUFFIX}"
+            _write_durably(path, message)
+            self._next += 1
+        return path
+
+    def pending(self) -> list[Path]:
+        """Queued messages, oldest first."""
+        return sorted(self.folder.glob("*" + _SUFFIX))
+
+    def delivered(self, path: Path) -> None:
+        path.unlink()
+        _sync_folder(self.folder)
+
+    def refused(self, path: Path, ack: bytes) -> None:
+        """Move ``path`` to ``rejected/`` with the destination's ACK beside it."""
+        _write_durably(self.rejected / (path.stem + ".ack"), ack)
+        os.replace(path, self.rejected / path.name)
+        _sync_folder(self.rejected)
+        _sync_folder(self.folder)
+
+
+class _TransportFailure(Exception):
+    """The exchange did not complete (connection, timeout, not this message's ACK)."""
+
+
+@dataclass
+class SenderCounts:
+    """What the sender did since it started (for tests and the stop log line)."""
+
+    sent: int = 0
+    retried: int = 0
+    rejected: int = 0
+
+
+class ResultSender:
+    """Drains a ``ResultSpool`` to ``destination``, one message at a time, in order."""
+
+    def __init__(self, destination: ResultsDestination, spool: ResultSpool) -> None:
+        self._destination = destination
+        self._spool = spool
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._busy = False  # a message is being delivered: stop lets it finish
+        self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.counts = SenderCounts()
+
+    def start(self) -> None:
+        """Start sending in the background (whatever the spool already holds first)."""
+        self._stopping = False
+        self._wake.set()
+        self._task = asyncio.create_task(self._run(), name="mllp-results")
+
+    def notify(self) -> None:
+        """A message was spooled: send it without waiting for the next poll."""
+        self._wake.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Let the exchange in progress finish (within ``timeout`` seconds), then stop.
+        What is still spooled is sent after the next start."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        if not self._busy:
+            task.cancel()
+        done, _ = await asyncio.wait([task], timeout=timeout)
+        if not done:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self._disconnect()
+        log.info(
+            "mllp results sender stopped",
+            extra={"count": len(self._spool.pending()), "outcome": "pending"},
+        )
+
+    async def _run(self) -> None:
+        delay = self._destination.retry_initial
+        while not self._stopping:
+            self._wake.clear()  # before looking, so a message spooled meanwhile wakes us
+            pending = await asyncio.to_thread(self._spool.pending)
+            if not pending:
+                await self._wake.wait()
+                continue
+            self._busy = True
+            try:
+                await self._deliver(pending[0])
+            except _TransportFailure as failure:
+                self._busy = False
+                self.counts.retried += 1
+                await self._disconnect()
+                log.warning(
+                    "mllp result not delivered; retrying",
+                    extra={"reason": str(failure), "outcome": "retried", "seconds": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._destination.retry_max)
+            else:
+                delay = self._destination.retry_initial
+            finally:
+                self._busy = False
+
+    async def _deliver(self, path: Path) -> None:
+        message = await asyncio.to_thread(path.read_bytes)
+        header = parse_header(message)
+        control_id = header.control_id if header is not None else ""
+        ack = await self._exchange(message)
+        answer = parse_ack(ack)
+        if answer is None or answer[1] != control_id:
+            raise _TransportFailure("not_its_ack")
+        code = answer[0]
+        if code in _ACCEPTED:
+            await asyncio.to_thread(self._spool.delivered, path)
+            self.counts.sent += 1
+            log.info("mllp result delivered", extra={"outcome": "sent", "status": code})
+        else:
+            await asyncio.to_thread(self._spool.refused, path, ack)
+            self.counts.rejected += 1
+            log.warning("mllp result refused by the destination",
+                        extra={"outcome": "rejected", "status": code})
+
+    async def _exchange(self, message: bytes) -> bytes:
+        """Send one framed message and read one framed reply, within ``ack_timeout`` each."""
+        timeout = self._destination.ack_timeout
+        try:
+            if self._stream is None:
+                self._stream = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        self._destination.host, self._destination.port,
+                        ssl=self._ssl_context(), limit=_MAX_ACK_BYTES,
+                    ),
+                    timeout,
+                )
+            reader, writer = self._stream
+            writer.write(START_BLOCK + message + END_BLOCK)
+            await asyncio.wait_for(writer.drain(), timeout)
+            return await asyncio.wait_for(_read_frame(reader), timeout)
+        except TimeoutError as exc:
+            raise _TransportFailure("timeout") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise _TransportFailure("too_large") from exc
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            raise _TransportFailure("connection") from exc
+
+    async def _disconnect(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream[1].close()
+            with contextlib.suppress(Exception):
+                await stream[1].wait_closed()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        d = self._destination
+        if not d.tls:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=d.tls_ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if d.tls_cert is not None and d.tls_key is not None:
+            context.load_cert_chain(d.tls_cert, d.tls_key)
+        return context
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The next MLLP frame's content (bytes before its start block are skipped)."""
+    data = await reader.readuntil(END_BLOCK)
+    start = data.find(START_BLOCK)
+    return data[start + 1 : -len(END_BLOCK)] if start >= 0 else data[: -len(END_BLOCK)]
+
+
+def _sequence(path: Path) -> int:
+    try:
+        return int(path.stem)
+    except ValueError:
+        return 0
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    temp = path.with_name(f".tmp-{path.name}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
