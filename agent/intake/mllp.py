@@ -133,7 +133,7 @@ class Outcome:
 _NOT_HL7 = AckError("100", "Segment sequence error", "bad_input")
 _TOO_LARGE = AckError("207", "Application internal error", "too_large")
 _NOT_SPOOLED = AckError("207", "Application internal error", "result_spool")
-_PARTIAL_FRAME_GRACE = 5.0  # seconds a frame being received on stop may take to complete
+_PARTIAL_FRAME_GRACE = 5.0  # seconds (at most drain_timeout) a frame arriving on stop may take
 
 
 def outcome_of_error(exc: Exception) -> Outcome:
@@ -253,16 +253,18 @@ class MllpListener:
     async def stop(self) -> None:
         """Stop accepting, let every message being handled finish and get its ACK (within
         ``limits.drain_timeout``; a frame still arriving gets ``_PARTIAL_FRAME_GRACE``
-        seconds to complete), close idle connections, stop the results sender (results not
-        yet delivered stay spooled for the next start), then return."""
+        seconds, at most the drain timeout, to complete), close idle connections, stop the
+        results sender (results not yet delivered stay spooled for the next start), then
+        return."""
         if self._server is None:
             return
         self._stopping = True
         self._server.close()
         loop = asyncio.get_running_loop()
+        grace = min(_PARTIAL_FRAME_GRACE, self._limits.drain_timeout)
         for conn in list(self._connections):
             if conn.partial and not conn.busy:
-                loop.call_later(_PARTIAL_FRAME_GRACE, _cancel_if_unfinished, conn)
+                loop.call_later(grace, _cancel_if_unfinished, conn)
             elif not conn.busy:
                 conn.task.cancel()
         tasks = [c.task for c in self._connections]

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 _SUFFIX = ".hl7"
+_QUEUED = "[0-9]*" + _SUFFIX  # sequence-numbered messages (temp files start with a dot)
 _ACCEPTED = frozenset({"AA", "CA"})
 _MAX_ACK_BYTES = 1_000_000  # an ACK larger than this is not one
 
@@ -104,9 +105,9 @@ class ResultSpool:
         self.rejected = folder / "rejected"
         self.rejected.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
-        for leftover in folder.glob(".tmp-*"):  # a write a crash interrupted: never queued
+        for leftover in folder.glob(".*.tmp"):  # a write a crash interrupted: never queued
             leftover.unlink()
-        numbers = [_sequence(p) for p in (*self.pending(), *self.rejected.glob("*" + _SUFFIX))]
+        numbers = [_sequence(p) for p in (*self.pending(), *self.rejected.glob(_QUEUED))]
         self._next = max(numbers, default=0) + 1
         self._lock = threading.Lock()
 
@@ -120,7 +121,7 @@ class ResultSpool:
 
     def pending(self) -> list[Path]:
         """Queued messages, oldest first."""
-        return sorted(self.folder.glob("*" + _SUFFIX))
+        return sorted(self.folder.glob(_QUEUED))
 
     def delivered(self, path: Path) -> None:
         path.unlink()
@@ -292,7 +293,7 @@ def _sequence(path: Path) -> int:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".tmp-{path.name}")
+    temp = path.with_name(f".{path.name}.tmp")  # never matches _QUEUED
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(data)

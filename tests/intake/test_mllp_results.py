@@ -1,0 +1,363 @@
+"""Results as ORU^R01 to an outbound MLLP destination, on real sockets: a destination that
+accepts, one that refuses, one that is down and comes up, the spool across a restart of the
+sender, the ORU read by hl7apy; and a frame arriving while the listener stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hl7
+import pytest
+from hl7apy.parser import parse_message
+from pydantic import ValidationError
+
+from agent.errors import Hl7Error
+from agent.intake.hl7_result import build_result_message
+from agent.intake.mllp import MllpConfig
+from agent.intake.mllp_results import ResultsDestination, ResultSender, ResultSpool
+from agent.limits import Limits
+from agent.types import FeatureVector, Prediction
+from tests.intake.mllp_support import (
+    EB,
+    SB,
+    RecordingScorer,
+    connect,
+    message,
+    msa,
+    read_frame,
+    running_listener,
+    segments,
+)
+
+
+class Destination:
+    """An interface engine's inbound MLLP channel: an asyncio server in its own thread that
+    records each message and answers with python-hl7's ``create_ack`` (code ``code``)."""
+
+
+    def __init__(self, code: str = "AA", port: int = 0, misaddress: int = 0) -> None:
+        self.code = code
+        self.misaddress = misaddress  # this many first answers acknowledge another message
+        self.received: list[bytes] = []
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while True:
+                data = await reader.readuntil(EB)
+                body = data[data.index(SB) + 1 : -2]
+                self.received.append(body)
+                if self.misaddress:
+                    self.misaddress -= 1
+                    body = body.replace(body.split(b"|")[9], b"NOPE", 1)
+                ack = hl7.parse(body.decode("latin-1")).create_ack(
+                    self.code, message_id=f"ACK{len(self.received)}", application="EHR",
+                    facility="HOSP",
+                )
+                writer.write(SB + str(ack).encode("latin-1") + EB)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    def __enter__(self) -> Destination:
+        self._thread.start()
+
+        async def start() -> asyncio.Server:
+            return await asyncio.start_server(self._serve, "127.0.0.1", self._port)
+
+        self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        server = self._server
+
+        async def close() -> None:
+            server.close()
+            for task in self._handlers:
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def control_ids(self) -> list[str]:
+        return [m.split(b"|")[9].decode() for m in self.received]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def results_to(spool: Path, port: int, **extra: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "spool": spool,
+            "retry_initial": 0.05, "retry_max": 0.2, "ack_timeout": 2, **extra}
+
+
+def send(port: int, *control_ids: str) -> list[bytes]:
+    """Send messages over one connection; their ACKs."""
+    sock, pending = connect(port), bytearray()
+    acks = []
+    for control_id in control_ids:
+        sock.sendall(SB + message(control_id) + EB)
+        acks.append(read_frame(sock, pending))
+    sock.close()
+    return acks
+
+
+def spooled(spool: Path) -> list[Path]:
+    """Every file in the spool folder (temp files included), sorted."""
+    return sorted(p for p in spool.glob("*") if p.is_file())
+
+
+def test_results_reach_an_accepting_destination_in_order_as_oru(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    with Destination("AA") as dest, running_listener(
+        RecordingScorer(), results_to=results_to(spool, dest.port)
+    ) as (listener, _):
+        acks = send(listener.port, "C1", "C2", "C3")
+        wait_for(lambda: len(dest.received) == 3)
+        wait_for(lambda: spooled(spool) == [])
+    assert [msa(a)[1:3] for a in acks] == [["AA", "C1"], ["AA", "C2"], ["AA", "C3"]]
+    assert [m.split(b"\r")[3].split(b"|")[3] for m in dest.received] == [
+        b"source message control id C1", b"source message control id C2",
+        b"source message control id C3"]
+    oru = dest.received[0]
+    parsed = parse_message(oru.decode("latin-1"), find_groups=True)
+    assert parsed.msh.msh_9.to_er7() == "ORU^R01^ORU_R01"
+    assert parsed.msh.msh_3.to_er7() == "EDGE" and parsed.msh.msh_5.to_er7() == "LAB"
+    assert parsed.msh.msh_4.to_er7() == "ICU" and parsed.msh.msh_6.to_er7() == "HOSP"
+    assert parsed.msh.msh_10.to_er7() not in ("C1", "")
+    result = parsed.oru_r01_patient_result
+    assert result.oru_r01_patient.pid.pid_3.to_er7() == "MRN-4711^^^HOSP^MR"
+    order = result.oru_r01_order_observation
+    assert order.obr.obr_4.to_er7() == "sepsis^sepsis^L" and order.obr.obr_25.to_er7() == "F"
+    notes = [n.nte_3.to_er7() for n in order.children if n.name == "NTE"]
+    assert notes == ["source message control id C1", f"model sepsis 1.2.0 bundle sha256:{'d' * 64}"]
+    observations = [o.obx for o in order.children if o.name == "ORU_R01_OBSERVATION"]
+    assert [(o.obx_3.obx_3_1.to_er7(), o.obx_5.to_er7(), o.obx_17.to_er7()) for o in observations
+            ] == [("risk", "0.125", "sepsis^sepsis 1.2.0^L"),
+                  ("risk\\F\\untreated", "0.5", "sepsis^sepsis 1.2.0^L")]
+    assert b"Doe" not in oru and b"19500101" not in oru  # only PID-3 leaves
+
+
+def test_a_refused_result_moves_to_rejected_with_its_ack_and_is_not_retried(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    with Destination("AE") as dest, running_listener(
+        RecordingScorer(), results_to=results_to(spool, dest.port)
+    ) as (listener, _):
+        send(listener.port, "R1")
+        wait_for(lambda: len(list((spool / "rejected").glob("*.ack"))) == 1)
+        time.sleep(0.3)  # a retry would have happened by now
+        assert len(dest.received) == 1
+    (rejected,) = (spool / "rejected").glob("*.hl7")
+    assert rejected.read_bytes() == dest.received[0]
+    ack = rejected.with_suffix(".ack").read_bytes()
+    assert msa(ack)[1] == "AE" and spooled(spool) == []
+    assert (spool.stat().st_mode & 0o777, rejected.stat().st_mode & 0o777) == (0o700, 0o600)
+
+
+def test_results_wait_for_a_destination_that_is_down_then_arrive_once_in_order(
+    tmp_path: Path,
+) -> None:
+    spool, port = tmp_path / "spool", free_port()
+    with running_listener(RecordingScorer(), results_to=results_to(spool, port)) as (
+        listener, _
+    ):
+        acks = send(listener.port, "D1", "D2", "D3")
+        assert [msa(a)[1] for a in acks] == ["AA"] * 3  # durable in the spool, then AA
+        time.sleep(0.4)  # several failed attempts
+        assert len(spooled(spool)) == 3
+        with Destination("AA", port=port) as dest:
+            wait_for(lambda: spooled(spool) == [])
+            time.sleep(0.3)  # nothing more comes
+    assert [m.split(b"\r")[3].split(b"|")[3][-2:] for m in dest.received] == [
+        b"D1", b"D2", b"D3"]
+    assert len(set(dest.control_ids())) == 3
+
+
+def prediction() -> Prediction:
+    return Prediction(model="sepsis", version="1.2.0", bundle_digest="e" * 64,
+                      outputs={"risk": 0.25}, vector=FeatureVector(values=(), features=()))
+
+
+def test_the_spool_survives_a_restart_of_the_sender_and_keeps_order(tmp_path: Path) -> None:
+    folder, port = tmp_path / "spool", free_port()
+    spool = ResultSpool(folder)
+    sent = [build_result_message(message(f"S{i}"), [prediction()], control_id=f"OUT{i}")
+            for i in range(3)]
+    for oru in sent[:2]:
+        spool.add(oru)
+    (folder / ".000000000009.hl7.tmp").write_bytes(b"half a write")  # a crash mid-write
+    destination = ResultsDestination(**results_to(folder, port))
+
+    async def run(spool: ResultSpool, until: Callable[[], bool], seconds: float) -> ResultSender:
+        sender = ResultSender(destination, spool)
+        sender.start()
+        deadline = time.monotonic() + seconds
+        while not until() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await sender.stop(timeout=2)
+        return sender
+
+    down = asyncio.run(run(spool, lambda: False, 0.3))  # destination down: nothing leaves
+    assert down.counts.retried >= 2 and down.counts.sent == 0
+    assert len(spool.pending()) == 2
+    reopened = ResultSpool(folder)  # a new process
+    assert not list(folder.glob(".*"))
+    reopened.add(sent[2])
+    assert [p.name for p in spooled(folder)] == [
+        "000000000001.hl7", "000000000002.hl7", "000000000003.hl7"]
+    with Destination("AA", port=port) as dest:
+        up = asyncio.run(run(reopened, lambda: not spooled(folder), 10))
+    assert dest.control_ids() == ["OUT0", "OUT1", "OUT2"]
+    assert (up.counts.sent, up.counts.rejected) == (3, 0)
+
+
+def test_result_message_copies_only_identifiers_and_order_numbers() -> None:
+    incoming = (
+        b"MSH|^~\\&|LAB|HOSP|EDGE|ICU|20260101120000||ORU^R01|V23|T|2.3||||||8859/1\r"
+        b"PID|1|OLD^^^X|MRN-1^^^HOSP^MR~55^^^SSA^SS||Doe^Jane||19500101|F|||1 Main St\r"
+        b"ORC|RE|PL-7^LAB|FI-9^LAB\r"
+        b"OBR|1|||8310-5^Body temperature^LN\r"
+        b"OBX|1|NM|8310-5^Body temperature^LN||38.5|Cel|||||F\r"
+    )
+    oru = build_result_message(incoming, [prediction(), prediction()], control_id="OUT")
+    (msh,) = segments(oru, "MSH")
+    assert (msh[9], msh[10], msh[11], msh[12], msh[18]) == ("ORU^R01", "OUT", "T", "2.3", "8859/1")
+    assert segments(oru, "PID") == [["PID", "1", "", "MRN-1^^^HOSP^MR~55^^^SSA^SS"]]
+    (obr,) = segments(oru, "OBR")
+    assert (obr[2], obr[3], obr[4], obr[25]) == ("PL-7^LAB", "FI-9^LAB", "sepsis^sepsis^L", "F")
+    assert [n[3] for n in segments(oru, "NTE")] == [
+        "source message control id V23", f"model sepsis 1.2.0 bundle sha256:{'e' * 64}"]
+    assert [(o[1], o[4], o[5]) for o in segments(oru, "OBX")] == [
+        ("1", "1", "0.25"), ("2", "2", "0.25")]  # OBX-4: the prediction
+    for value in (b"Doe", b"19500101", b"Main", b"OLD", b"38.5"):
+        assert value not in oru
+    parse_message(oru.decode("latin-1"), find_groups=True)
+
+
+@pytest.mark.parametrize(
+    ("pids", "words"),
+    [
+        (b"", "exactly one PID segment, the message has 0"),
+        (b"PID|1||A^^^H^MR\rPID|2||B^^^H^MR\r", "exactly one PID segment, the message has 2"),
+        (b"PID|1||\r", "PID-3"),
+    ],
+)
+def test_a_result_that_could_not_be_filed_safely_is_not_built(pids: bytes, words: str) -> None:
+    incoming = b"MSH|^~\\&|LAB|HOSP|EDGE|ICU|2026||ORU^R01|X|P|2.5\r" + pids
+    with pytest.raises(Hl7Error, match=words) as caught:
+        build_result_message(incoming, [prediction()])
+    assert b"A^^^H" not in str(caught.value).encode()
+
+
+def test_a_batch_of_patients_is_acknowledged_but_sends_no_result(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    body = message("B1").replace(b"PID|", b"PID|2||OTHER^^^HOSP^MR\rPID|", 1)
+    with Destination("AA") as dest, running_listener(
+        RecordingScorer(), results_to=results_to(spool, dest.port)
+    ) as (listener, _):
+        sock, pending = connect(listener.port), bytearray()
+        sock.sendall(SB + body + EB)
+        ack = read_frame(sock, pending)
+        sock.close()
+        time.sleep(0.2)
+    assert msa(ack)[1] == "AA" and dest.received == [] and spooled(spool) == []
+
+
+def test_an_answer_that_is_not_the_messages_ack_is_retried(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    spool = ResultSpool(folder)
+    spool.add(build_result_message(message("W1"), [prediction()], control_id="OUT-W"))
+    with Destination("AA", misaddress=1) as dest:
+        destination = ResultsDestination(**results_to(folder, dest.port))
+
+        async def run() -> ResultSender:
+            sender = ResultSender(destination, spool)
+            sender.start()
+            deadline = time.monotonic() + 10
+            while spool.pending() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await sender.stop(timeout=2)
+            return sender
+
+        sender = asyncio.run(run())
+    assert (sender.counts.retried, sender.counts.sent) == (1, 1)
+    assert [m.split(b"|")[9] for m in dest.received] == [b"OUT-W", b"OUT-W"]
+
+
+def test_config_of_the_destination() -> None:
+    base: dict[str, Any] = {"host": "10.1.2.3", "port": 6661, "spool": "spool"}
+    assert ResultsDestination(**base).tls is False  # the hospital LAN without TLS is allowed
+    bads: list[dict[str, Any]] = [{"tls_ca": "ca.pem"}, {"tls": True, "tls_cert": "c.pem"},
+             {"retry_initial": 5, "retry_max": 1}, {"colour": "blue"}]
+    for bad in bads:
+        with pytest.raises(ValidationError):
+            ResultsDestination(**base, **bad)
+    config = MllpConfig.model_validate(
+        {"enabled": True, "model": "m", "results_to": {**base, "tls": True}})
+    assert config.results_to is not None and config.results_to.port == 6661
+
+
+def test_a_frame_arriving_when_stop_begins_is_completed_and_answered() -> None:
+    with running_listener(RecordingScorer()) as (listener, loop):
+        sock, pending = connect(listener.port), bytearray()
+        body = SB + message("HALF") + EB
+        sock.sendall(body[:40])
+        time.sleep(0.2)
+        stopping = asyncio.run_coroutine_threadsafe(listener.stop(), loop)
+        time.sleep(0.3)
+        sock.sendall(body[40:])
+        ack = read_frame(sock, pending)
+        stopping.result(10)
+        assert sock.recv(10) == b""  # then the connection closes
+        sock.close()
+    assert msa(ack)[1:3] == ["AA", "HALF"]
+
+
+def test_a_frame_that_never_completes_is_dropped_after_the_grace() -> None:
+    with running_listener(RecordingScorer(), Limits(drain_timeout=0.5)) as (listener, loop):
+        sock = connect(listener.port)
+        sock.sendall(SB + message("NEVER")[:30])
+        time.sleep(0.2)
+        started = time.monotonic()
+        asyncio.run_coroutine_threadsafe(listener.stop(), loop).result(10)
+        took = time.monotonic() - started
+        assert sock.recv(10) == b""
+        sock.close()
+    assert 0.4 < took < 2
