@@ -122,8 +122,9 @@ class ScoringPipeline:
         mapping = load_mapping(model_config.mapping, bundle.manifest)
         served = ServedModel(model_config, bundle, runtime, mapping)
         with self._swap_lock:
+            # metrics first: whoever sees the new version served also sees it in /metrics
+            self.monitor.register_model(bundle.manifest, bundle.digest, bundle.signer_keyid)
             self._served = {**self._served, served.name: served}
-        self.monitor.register_model(bundle.manifest, bundle.digest, bundle.signer_keyid)
         log.info(
             "model active",
             extra={"model": served.name, "version": served.version, "digest": bundle.digest},
