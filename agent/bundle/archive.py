@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.bundle.verify import MAX_FILES, check_total, file_limit, is_safe_name
+from agent.durable import write_atomic
 from agent.errors import BundleError, SizeLimitExceeded
 from agent.limits import Limits
 
@@ -169,13 +170,7 @@ def archive_bytes(files: Mapping[str, bytes]) -> bytes:
 
 
 def write_bundle_archive(files: Mapping[str, bytes], out_path: Path) -> Path:
-    """Write the deterministic archive atomically (temporary file, fsync, ``os.replace``)."""
-    data = archive_bytes(files)
+    """Write the deterministic archive atomically (``agent.durable``)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = out_path.with_name(f".{out_path.name}.tmp")
-    with temp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, out_path)
+    write_atomic(out_path, archive_bytes(files))
     return out_path

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.bundle.manifest import MANIFEST_FILE, SIGNATURE_FILE, canonical_json
+from agent.durable import write_atomic
 from agent.errors import ConfigError, SignatureError
 from agent.limits import Limits
 
@@ -172,7 +173,7 @@ def sign_bundle_dir(bundle_dir: Path, private_key: Ed25519PrivateKey) -> Path:
     Before signing, every file is checked against the manifest (digests, sizes, no extra or
     missing files): a signature attests the directory as it is, so a publisher never signs
     a manifest whose files were changed after the build. The signature file is written
-    through a temporary file and ``os.replace``.
+    atomically (``agent.durable``).
     """
     # Imported here: verify and trust build on this module's key primitives.
     from agent.bundle.archive import read_bundle_dir
@@ -185,7 +186,5 @@ def sign_bundle_dir(bundle_dir: Path, private_key: Ed25519PrivateKey) -> Path:
     verify_files(manifest, files)
     signature = sign_manifest(files[MANIFEST_FILE], private_key)
     target = bundle_dir / SIGNATURE_FILE
-    temp = bundle_dir / f".{SIGNATURE_FILE}.tmp"
-    temp.write_bytes(signature)
-    os.replace(temp, target)
+    write_atomic(target, signature)
     return target

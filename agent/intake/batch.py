@@ -24,8 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
+from agent.durable import atomic_output, truncate_to, write_atomic
 from agent.errors import AgentError
-from agent.intake.batch_files import atomic_output, truncate_to, write_atomic
 from agent.intake.batch_formats import InputFormat, detect_format, read_items
 from agent.intake.batch_items import (
     BatchItem,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from agent.intake.batch_files import write_atomic
+from agent.durable import write_atomic
 
 JOURNAL_NAME = "journal.json"
 

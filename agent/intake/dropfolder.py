@@ -28,6 +28,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from agent.configbase import ConfigPath, Section
+from agent.durable import move_durably, write_atomic
 from agent.errors import ConfigError
 from agent.intake.batch import (
     BatchEngine,
@@ -37,7 +38,6 @@ from agent.intake.batch import (
     numbered_stem,
     output_name,
 )
-from agent.intake.batch_files import move_durably, write_atomic
 from agent.intake.batch_items import UnreadableFile
 from agent.intake.batch_journal import JobState, Journal
 from agent.intake.batch_scoring import MODEL_UNAVAILABLE

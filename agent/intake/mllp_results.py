@@ -34,6 +34,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from agent.configbase import ConfigPath, Section
+from agent.durable import fsync_dir, write_atomic
 from agent.intake.hl7_ack import parse_ack, parse_header
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class ResultSpool:
         """Queue ``message`` durably; returns its file. Raises OSError if it cannot."""
         with self._lock:
             path = self.folder / f"{self._next:012d}{_SUFFIX}"
-            _write_durably(path, message)
+            write_atomic(path, message, mode=0o600)
             self._next += 1
         return path
 
@@ -125,14 +126,14 @@ class ResultSpool:
 
     def delivered(self, path: Path) -> None:
         path.unlink()
-        _sync_folder(self.folder)
+        fsync_dir(self.folder)
 
     def refused(self, path: Path, ack: bytes) -> None:
         """Move ``path`` to ``rejected/`` with the destination's ACK beside it."""
-        _write_durably(self.rejected / (path.stem + ".ack"), ack)
+        write_atomic(self.rejected / (path.stem + ".ack"), ack, mode=0o600)
         os.replace(path, self.rejected / path.name)
-        _sync_folder(self.rejected)
-        _sync_folder(self.folder)
+        fsync_dir(self.rejected)
+        fsync_dir(self.folder)
 
 
 class _TransportFailure(Exception):
@@ -290,22 +291,3 @@ def _sequence(path: Path) -> int:
         return int(path.stem)
     except ValueError:
         return 0
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")  # never matches _QUEUED
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    _sync_folder(path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

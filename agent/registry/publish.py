@@ -18,7 +18,6 @@ refuse the registry as frozen.
 from __future__ import annotations
 
 import importlib
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +30,7 @@ from agent.bundle.archive import archive_bytes, read_bundle
 from agent.bundle.signing import sign_manifest
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle, sha256_hex, verify_bundle
+from agent.durable import write_atomic
 from agent.errors import RegistryError
 from agent.limits import Limits
 from agent.registry.index import (
@@ -80,12 +80,7 @@ def open_target(registry_url: str, *, ca_file: Path | None = None) -> PublishTar
 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    write_atomic(path, data)
 
 
 class FileTarget:

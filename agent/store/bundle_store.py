@@ -36,6 +36,7 @@ from agent.bundle.archive import read_bundle_dir
 from agent.bundle.manifest import SemVer
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle, verify_bundle
+from agent.durable import fsync_dir, write_atomic
 from agent.errors import BundleError, RollbackError, StoreError
 from agent.limits import Limits
 from agent.store.config import StoreConfig
@@ -52,6 +53,12 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _write(path: Path, data: bytes) -> None:
+    """A state file, atomically, creating its folder on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+
+
 def _semver(version: str) -> SemVer:
     try:
         return SemVer(version)
@@ -59,29 +66,6 @@ def _semver(version: str) -> SemVer:
         raise StoreError("not a semantic version MAJOR.MINOR.PATCH") from exc
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, ``os.replace``, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
 
 
 class BundleStore:
@@ -201,9 +185,9 @@ class BundleStore:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             if highest is None or version > SemVer(highest):
-                _write_atomically(
+                _write(
                     self.root / "state" / "highest" / name, f"{version}\n".encode("ascii")
                 )
         log.info("bundle installed", extra={"model": name, "version": str(version)})
@@ -222,7 +206,7 @@ class BundleStore:
                 os.fsync(handle.fileno())
             path.chmod(0o444)
         for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     def activate(self, name: str, version: str) -> None:
         """Make an installed version the active one (one atomic pointer replace), then prune.
@@ -234,7 +218,7 @@ class BundleStore:
         with self._locked():
             if not self.version_dir(name, version).is_dir():
                 raise StoreError(f"model {name!r} version {version} is not installed")
-            _write_atomically(self.root / "active" / name, f"{version}\n".encode("ascii"))
+            _write(self.root / "active" / name, f"{version}\n".encode("ascii"))
             self._prune_locked(name)
         log.info("bundle activated", extra={"model": name, "version": version})
 
@@ -272,7 +256,7 @@ class BundleStore:
             if floor is None:
                 highest.unlink(missing_ok=True)
             else:
-                _write_atomically(highest, f"{_semver(floor)}\n".encode("ascii"))
+                _write(highest, f"{_semver(floor)}\n".encode("ascii"))
 
     def prune(self, name: str) -> list[str]:
         """Remove all but the newest ``keep_versions`` versions, never the active one."""
@@ -314,7 +298,7 @@ class BundleStore:
         with self._locked():
             if version > self.last_index_version(registry):
                 path = self.root / "state" / "registries" / self._registry_name(registry)
-                _write_atomically(path, f"{version}\n".encode("ascii"))
+                _write(path, f"{version}\n".encode("ascii"))
 
     @staticmethod
     def _registry_name(registry: str) -> str:
