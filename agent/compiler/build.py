@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from agent.compiler.emit import emit_module
 from agent.compiler.graph import lower
 from agent.compiler.reference import categorical_reference, numeric_reference
 from agent.compiler.signature import Signature, signature
+from agent.durable import write_atomic
 from agent.errors import CompileError
 from agent.limits import Limits
 from agent.runtime import abi
@@ -125,8 +125,8 @@ def build(
             )
         },
     )
-    _write(out_dir / MODEL_FILE, compiled.wasm)
-    _write(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
+    write_atomic(out_dir / MODEL_FILE, compiled.wasm)
+    write_atomic(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
     (out_dir / SIGNATURE_FILE).unlink(missing_ok=True)
     return out_dir
 
@@ -168,12 +168,3 @@ def _default_creator() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def _write(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import wasmtime
 
+from agent.durable import write_atomic
 from agent.runtime.engine import ENGINE_FINGERPRINT, compile_module
 
 _MAGIC = b"EDGECWASM1\n"
@@ -92,20 +91,6 @@ def _discard(path: Path) -> None:
 
 
 def _write_atomically(cache_dir: Path, path: Path, payload: bytes) -> None:
+    """The cache file (magic, SHA-256 of the payload, payload), owner-only, atomically."""
     cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".cwasm")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_MAGIC + hashlib.sha256(payload).digest() + payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(Path(tmp))
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(cache_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomic(path, _MAGIC + hashlib.sha256(payload).digest() + payload, mode=0o600)
