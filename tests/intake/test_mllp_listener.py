@@ -4,8 +4,6 @@ every frame answered (garbage, oversize, unscorable), enhanced mode, TLS, drain 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import subprocess
@@ -16,10 +14,6 @@ from pathlib import Path
 
 import hl7.client
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -37,6 +31,7 @@ from tests.intake.mllp_support import (
     read_frame,
     running_listener,
     segments,
+    self_signed_cert,
 )
 
 
@@ -262,29 +257,8 @@ def test_clients_outside_the_allow_list_are_closed_unanswered() -> None:
         assert answer == b""
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "mllp.crt", tmp_path / "mllp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_mllp_over_tls(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     with running_listener(RecordingScorer(), tls_cert=cert, tls_key=key) as (listener, _):
         context = ssl.create_default_context(cafile=str(cert))
         with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as raw, \

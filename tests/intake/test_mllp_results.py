@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from tests.intake.mllp_support import (
     read_frame,
     running_listener,
     segments,
+    self_signed_cert,
 )
 
 
@@ -42,8 +44,12 @@ class Destination:
     records each message and answers with python-hl7's ``create_ack`` (code ``code``)."""
 
 
-    def __init__(self, code: str = "AA", port: int = 0, misaddress: int = 0) -> None:
+    def __init__(
+        self, code: str = "AA", port: int = 0, misaddress: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.code = code
+        self._tls = tls
         self.misaddress = misaddress  # this many first answers acknowledge another message
         self.received: list[bytes] = []
         self._port = port
@@ -70,7 +76,7 @@ class Destination:
                 )
                 writer.write(SB + str(ack).encode("latin-1") + EB)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
@@ -81,7 +87,8 @@ class Destination:
         self._thread.start()
 
         async def start() -> asyncio.Server:
-            return await asyncio.start_server(self._serve, "127.0.0.1", self._port)
+            return await asyncio.start_server(
+                self._serve, "127.0.0.1", self._port, ssl=self._tls)
 
         self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -361,3 +368,31 @@ def test_a_frame_that_never_completes_is_dropped_after_the_grace() -> None:
         assert sock.recv(10) == b""
         sock.close()
     assert 0.4 < took < 2
+
+
+def test_results_over_tls_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path, "engine")
+    other, _ = self_signed_cert(tmp_path, "other")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    folder = tmp_path / "spool"
+    spool = ResultSpool(folder)
+    spool.add(build_result_message(message("T1"), [prediction()], control_id="OUT-T"))
+
+    async def run(destination: ResultsDestination, seconds: float) -> ResultSender:
+        sender = ResultSender(destination, spool)
+        sender.start()
+        deadline = time.monotonic() + seconds
+        while spool.pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await sender.stop(timeout=2)
+        return sender
+
+    with Destination("AA", tls=server) as dest:
+        untrusted = asyncio.run(run(ResultsDestination(
+            **results_to(folder, dest.port, tls=True, tls_ca=other)), 0.3))
+        assert (untrusted.counts.sent, dest.received) == (0, [])  # refused to talk
+        trusted = asyncio.run(run(ResultsDestination(
+            **results_to(folder, dest.port, tls=True, tls_ca=cert)), 10))
+    assert untrusted.counts.retried >= 1 and trusted.counts.sent == 1
+    assert dest.control_ids() == ["OUT-T"]
