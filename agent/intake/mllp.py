@@ -9,7 +9,9 @@ keeps reading other connections. docs/mllp.md tells an interface analyst what to
 
 The listener knows only the ``Scorer`` it is handed: it builds a ``ScoreRequest`` from the
 frame bytes and turns the outcome into acknowledgement codes, the one place where agent
-errors meet HL7 ACK codes.
+errors meet HL7 ACK codes. With ``results_to`` configured, it also spools an ORU^R01 per
+scored message before answering AA, and owns the sender that delivers them
+(``mllp_results``).
 """
 
 from __future__ import annotations
@@ -251,16 +253,17 @@ class MllpListener:
         log.info("mllp listening", extra={"host": self._config.host, "port": self.port})
 
     async def stop(self) -> None:
-        """Stop accepting, let every message being handled finish and get its ACK (within
-        ``limits.drain_timeout``; a frame still arriving gets ``_PARTIAL_FRAME_GRACE``
-        seconds, at most the drain timeout, to complete), close idle connections, stop the
-        results sender (results not yet delivered stay spooled for the next start), then
-        return."""
+        """Stop accepting, let every message being handled finish and get its ACK, close
+        idle connections, then stop the results sender, letting its exchange in progress
+        finish (results not yet delivered stay spooled for the next start); all within
+        ``limits.drain_timeout``. A frame still arriving gets ``_PARTIAL_FRAME_GRACE``
+        seconds, at most the drain timeout, to complete and be answered."""
         if self._server is None:
             return
         self._stopping = True
         self._server.close()
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._limits.drain_timeout
         grace = min(_PARTIAL_FRAME_GRACE, self._limits.drain_timeout)
         for conn in list(self._connections):
             if conn.partial and not conn.busy:
@@ -278,7 +281,7 @@ class MllpListener:
         await self._server.wait_closed()
         self._server = None
         if self._sender is not None:
-            await self._sender.stop(self._limits.drain_timeout)
+            await self._sender.stop(max(0.0, deadline - loop.time()))
             self._sender = None
         log.info("mllp stopped")
 

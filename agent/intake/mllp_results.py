@@ -204,13 +204,16 @@ class ResultSender:
             self._busy = True
             try:
                 await self._deliver(pending[0])
-            except _TransportFailure as failure:
+            except (_TransportFailure, OSError) as failure:
+                # OSError: the spool itself failed (a disk error); the file stays, as after a
+                # transport failure, and the same message is tried again.
                 self._busy = False
                 self.counts.retried += 1
                 await self._disconnect()
+                reason = str(failure) if isinstance(failure, _TransportFailure) else "spool"
                 log.warning(
                     "mllp result not delivered; retrying",
-                    extra={"reason": str(failure), "outcome": "retried", "seconds": delay},
+                    extra={"reason": reason, "outcome": "retried", "seconds": delay},
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._destination.retry_max)

@@ -396,3 +396,16 @@ def test_results_over_tls_verified_against_the_configured_ca(tmp_path: Path) -> 
             **results_to(folder, dest.port, tls=True, tls_ca=cert)), 10))
     assert untrusted.counts.retried >= 1 and trusted.counts.sent == 1
     assert dest.control_ids() == ["OUT-T"]
+
+
+def test_a_result_that_cannot_be_spooled_gets_ae_so_the_sender_resends(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    with Destination("AA") as dest, running_listener(
+        RecordingScorer(), results_to=results_to(spool, dest.port)
+    ) as (listener, _):
+        (spool / "rejected").rmdir()
+        spool.rmdir()
+        spool.write_bytes(b"")  # the spool folder is gone: no result can be written
+        (ack,) = send(listener.port, "NS1")
+    assert msa(ack)[1:4] == ["AE", "NS1", "not scored: result_spool"]
+    assert dest.received == []
