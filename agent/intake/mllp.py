@@ -234,13 +234,12 @@ class MllpListener:
         """Open the results spool and start its sender (when ``results_to`` is set), bind
         and start accepting; returns once listening."""
         destination = self._config.results_to
-        if destination is not None and self._sender is None:
+        if destination is not None:
             try:
                 self._spool = await asyncio.to_thread(ResultSpool, destination.spool)
             except OSError as exc:
                 raise ConfigError("mllp.results_to.spool cannot be used as a spool folder") from exc
             self._sender = ResultSender(destination, self._spool)
-            self._sender.start()
         server = await asyncio.start_server(
             self._serve,
             host=self._config.host,
@@ -249,6 +248,8 @@ class MllpListener:
             limit=_READ_CHUNK,
         )
         self._server = server
+        if self._sender is not None:
+            self._sender.start()
         self._stopping = False
         log.info("mllp listening", extra={"host": self._config.host, "port": self.port})
 
@@ -266,9 +267,9 @@ class MllpListener:
         deadline = loop.time() + self._limits.drain_timeout
         grace = min(_PARTIAL_FRAME_GRACE, self._limits.drain_timeout)
         for conn in list(self._connections):
-            if conn.partial and not conn.busy:
+            if conn.busy or conn.partial:  # also a busy one: its next frame may be arriving
                 loop.call_later(grace, _cancel_if_unfinished, conn)
-            elif not conn.busy:
+            else:
                 conn.task.cancel()
         tasks = [c.task for c in self._connections]
         if tasks:

@@ -409,3 +409,18 @@ def test_a_result_that_cannot_be_spooled_gets_ae_so_the_sender_resends(tmp_path:
         (ack,) = send(listener.port, "NS1")
     assert msa(ack)[1:4] == ["AE", "NS1", "not scored: result_spool"]
     assert dest.received == []
+
+
+def test_the_next_frame_arriving_behind_a_busy_one_at_stop_is_answered_too() -> None:
+    with running_listener(RecordingScorer()) as (listener, loop):
+        sock, pending = connect(listener.port), bytearray()
+        following = SB + message("NEXT") + EB
+        sock.sendall(SB + message("SLOW", delay=0.4) + EB + following[:30])
+        time.sleep(0.1)  # the first is being scored
+        stopping = asyncio.run_coroutine_threadsafe(listener.stop(), loop)
+        first = read_frame(sock, pending)
+        sock.sendall(following[30:])
+        second = read_frame(sock, pending)
+        stopping.result(10)
+        sock.close()
+    assert [msa(first)[1:3], msa(second)[1:3]] == [["AA", "SLOW"], ["AA", "NEXT"]]
