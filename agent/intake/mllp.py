@@ -40,7 +40,12 @@ from agent.intake.hl7_ack import (
     parse_header,
 )
 from agent.intake.hl7_result import build_result_message
-from agent.intake.mllp_results import ResultsDestination, ResultSender, ResultSpool
+from agent.intake.mllp_results import (
+    ResultsDestination,
+    ResultSender,
+    ResultSpool,
+    SpoolFull,
+)
 from agent.limits import Limits
 from agent.types import IntakePath, Prediction, RecordFormat, Scorer, ScoreRequest
 
@@ -236,7 +241,9 @@ class MllpListener:
         destination = self._config.results_to
         if destination is not None:
             try:
-                self._spool = await asyncio.to_thread(ResultSpool, destination.spool)
+                self._spool = await asyncio.to_thread(
+                    ResultSpool, destination.spool, destination.spool_max_messages
+                )
             except OSError as exc:
                 raise ConfigError("mllp.results_to.spool cannot be used as a spool folder") from exc
             self._sender = ResultSender(destination, self._spool)
@@ -409,7 +416,7 @@ class MllpListener:
         if self._spool is not None and self._sender is not None:
             try:
                 await asyncio.to_thread(_spool_result, self._spool, message, predictions)
-            except OSError as exc:
+            except (OSError, SpoolFull) as exc:
                 # AA promises the result is on its way; without it on disk, the sender
                 # should resend the message later instead.
                 log.error("mllp result not spooled", extra={"error_type": type(exc).__name__})

@@ -34,7 +34,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from agent.configbase import ConfigPath, Section
-from agent.durable import fsync_dir, write_atomic
+from agent.durable import fsync_dir, temp_name, write_atomic
 from agent.intake.hl7_ack import parse_ack, parse_header
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 _SUFFIX = ".hl7"
-_QUEUED = "[0-9]*" + _SUFFIX  # sequence-numbered messages (temp files start with a dot)
+_QUEUED = "[0-9]*" + _SUFFIX  # sequence-numbered messages (durable's temp files start with a dot)
 _ACCEPTED = frozenset({"AA", "CA"})
 _MAX_ACK_BYTES = 1_000_000  # an ACK larger than this is not one
 
@@ -72,6 +72,10 @@ class ResultsDestination(Section):
     tls_key: ConfigPath | None = None
     """PEM private key of ``tls_cert``."""
 
+    spool_max_messages: int = Field(default=100_000, ge=1)
+    """Results the spool may hold; with it full (the destination down for long), new
+    messages are answered AE so the interface engine holds them in its own queue."""
+
     ack_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for the connection and then for each ACK before trying again."""
 
@@ -92,6 +96,10 @@ class ResultsDestination(Section):
         return self
 
 
+class SpoolFull(Exception):
+    """The spool holds ``spool_max_messages`` results already."""
+
+
 class ResultSpool:
     """The spool folder: a FIFO of result messages that survives crashes and restarts.
 
@@ -101,23 +109,30 @@ class ResultSpool:
     the order of their numbers and the sender never skips a message still being written.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, max_messages: int = 100_000) -> None:
         self.folder = folder
+        self._max = max_messages
         self.rejected = folder / "rejected"
         self.rejected.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
-        for leftover in folder.glob(".*.tmp"):  # a write a crash interrupted: never queued
+        for leftover in folder.glob(temp_name(folder / _QUEUED).name):  # a crash mid-write
             leftover.unlink()
-        numbers = [_sequence(p) for p in (*self.pending(), *self.rejected.glob(_QUEUED))]
+        pending = self.pending()
+        numbers = [_sequence(p) for p in (*pending, *self.rejected.glob(_QUEUED))]
         self._next = max(numbers, default=0) + 1
+        self._count = len(pending)
         self._lock = threading.Lock()
 
     def add(self, message: bytes) -> Path:
-        """Queue ``message`` durably; returns its file. Raises OSError if it cannot."""
+        """Queue ``message`` durably; returns its file. Raises ``SpoolFull``, or OSError
+        if it cannot write."""
         with self._lock:
+            if self._count >= self._max:
+                raise SpoolFull(f"the results spool holds {self._count} messages")
             path = self.folder / f"{self._next:012d}{_SUFFIX}"
             write_atomic(path, message, mode=0o600)
             self._next += 1
+            self._count += 1
         return path
 
     def pending(self) -> list[Path]:
@@ -127,6 +142,7 @@ class ResultSpool:
     def delivered(self, path: Path) -> None:
         path.unlink()
         fsync_dir(self.folder)
+        self._taken()
 
     def refused(self, path: Path, ack: bytes) -> None:
         """Move ``path`` to ``rejected/`` with the destination's ACK beside it."""
@@ -134,6 +150,11 @@ class ResultSpool:
         os.replace(path, self.rejected / path.name)
         fsync_dir(self.rejected)
         fsync_dir(self.folder)
+        self._taken()
+
+    def _taken(self) -> None:
+        with self._lock:
+            self._count -= 1
 
 
 class _TransportFailure(Exception):

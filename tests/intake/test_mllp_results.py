@@ -19,6 +19,7 @@ import pytest
 from hl7apy.parser import parse_message
 from pydantic import ValidationError
 
+from agent.durable import temp_name
 from agent.errors import Hl7Error
 from agent.intake.hl7_result import build_result_message
 from agent.intake.mllp import MllpConfig
@@ -229,7 +230,7 @@ def test_the_spool_survives_a_restart_of_the_sender_and_keeps_order(tmp_path: Pa
             for i in range(3)]
     for oru in sent[:2]:
         spool.add(oru)
-    (folder / ".000000000009.hl7.tmp").write_bytes(b"half a write")  # a crash mid-write
+    temp_name(folder / "000000000009.hl7").write_bytes(b"half a write")  # a crash mid-write
     destination = ResultsDestination(**results_to(folder, port))
 
     async def run(spool: ResultSpool, until: Callable[[], bool], seconds: float) -> ResultSender:
@@ -424,3 +425,19 @@ def test_the_next_frame_arriving_behind_a_busy_one_at_stop_is_answered_too() -> 
         stopping.result(10)
         sock.close()
     assert [msa(first)[1:3], msa(second)[1:3]] == [["AA", "SLOW"], ["AA", "NEXT"]]
+
+
+def test_a_full_spool_answers_ae_until_results_leave(tmp_path: Path) -> None:
+    spool, port = tmp_path / "spool", free_port()
+    with running_listener(
+        RecordingScorer(), results_to=results_to(spool, port, spool_max_messages=2)
+    ) as (listener, _):
+        acks = send(listener.port, "F1", "F2", "F3")
+        assert [msa(a)[1] for a in acks] == ["AA", "AA", "AE"]
+        assert msa(acks[2])[3] == "not scored: result_spool"
+        with Destination("AA", port=port) as dest:
+            wait_for(lambda: len(dest.received) == 2)
+            wait_for(lambda: spooled(spool) == [])
+            (again,) = send(listener.port, "F3")
+            wait_for(lambda: len(dest.received) == 3)
+    assert msa(again)[1] == "AA"
