@@ -441,3 +441,15 @@ def test_a_full_spool_answers_ae_until_results_leave(tmp_path: Path) -> None:
             (again,) = send(listener.port, "F3")
             wait_for(lambda: len(dest.received) == 3)
     assert msa(again)[1] == "AA"
+
+
+def test_destination_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = MllpConfig.model_validate(
+        {"enabled": True, "model": "m", "results_to": {
+            "host": "127.0.0.1", "port": 6661, "spool": "spool", "tls": True,
+            "tls_ca": "certs/engine.pem"}},
+        context={"base_dir": tmp_path},
+    )
+    assert config.results_to is not None
+    assert (config.results_to.spool, config.results_to.tls_ca) == (
+        tmp_path / "spool", tmp_path / "certs" / "engine.pem")
