@@ -1,20 +1,24 @@
 """Support for the MLLP tests: a small real scorer, a listener on its own event loop in a
-thread (so blocking clients, third-party ones included, can talk to it), and framing helpers."""
+thread (so blocking clients, third-party ones included, can talk to it), an outbound MLLP
+destination that acknowledges results, certificates and framing helpers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hl7
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -176,3 +180,92 @@ def self_signed_cert(folder: Path, name: str = "mllp") -> tuple[Path, Path]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     return cert_path, key_path
+
+
+class Destination:
+    """An interface engine's inbound MLLP channel: an asyncio server in its own thread that
+    records each message and answers with python-hl7's ``create_ack`` (code ``code``)."""
+
+
+    def __init__(
+        self, code: str = "AA", port: int = 0, misaddress: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.code = code
+        self._tls = tls
+        self.misaddress = misaddress  # this many first answers acknowledge another message
+        self.received: list[bytes] = []
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while True:
+                data = await reader.readuntil(EB)
+                body = data[data.index(SB) + 1 : -2]
+                self.received.append(body)
+                if self.misaddress:
+                    self.misaddress -= 1
+                    body = body.replace(body.split(b"|")[9], b"NOPE", 1)
+                ack = hl7.parse(body.decode("latin-1")).create_ack(
+                    self.code, message_id=f"ACK{len(self.received)}", application="EHR",
+                    facility="HOSP",
+                )
+                writer.write(SB + str(ack).encode("latin-1") + EB)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    def __enter__(self) -> Destination:
+        self._thread.start()
+
+        async def start() -> asyncio.Server:
+            return await asyncio.start_server(
+                self._serve, "127.0.0.1", self._port, ssl=self._tls)
+
+        self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        server = self._server
+
+        async def close() -> None:
+            server.close()
+            for task in self._handlers:
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def control_ids(self) -> list[str]:
+        return [m.split(b"|")[9].decode() for m in self.received]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

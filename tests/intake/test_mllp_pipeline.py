@@ -1,6 +1,6 @@
 """MLLP end to end with the real scoring pipeline: the demo bundle signed with a fresh key,
 installed in a store, scored in wasmtime with the demo site's mapping, acknowledged over a
-socket, and measured by the monitor."""
+socket, measured by the monitor, and reported as an ORU^R01 to an outbound destination."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import hl7.client
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hl7apy.parser import parse_message
 from prometheus_client import CollectorRegistry
 
 from agent.bundle.archive import read_bundle_dir
@@ -24,7 +25,15 @@ from agent.config import AgentConfig
 from agent.limits import Limits
 from agent.pipeline import ScoringPipeline
 from agent.store import BundleStore
-from tests.intake.mllp_support import EB, SB, msa, running_listener, segments
+from tests.intake.mllp_support import (
+    EB,
+    SB,
+    Destination,
+    msa,
+    running_listener,
+    segments,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "deterioration"
@@ -118,3 +127,28 @@ def test_unscorable_and_unreadable_messages(
     assert b"SECRET" not in malformed
     after = ack_of(client.send_message(fixture_message("oru-r01-v25.hl7")))
     assert msa(after)[1] == "AA"  # the connection carries on
+
+
+def test_results_go_to_the_destination_as_the_ack_has_them(
+    pipeline: ScoringPipeline, tmp_path: Path
+) -> None:
+    with Destination("AA") as dest, running_listener(
+        pipeline, model=MODEL,
+        results_to={"host": "127.0.0.1", "port": dest.port, "spool": tmp_path / "spool"},
+    ) as (listener, _), hl7.client.MLLPClient("127.0.0.1", listener.port) as client:
+        ack = ack_of(client.send_message(fixture_message("oru-r01-v25.hl7")))
+        wait_for(lambda: len(dest.received) == 1)
+    (oru,) = dest.received
+    assert msa(ack)[1] == "AA"
+    in_ack = {o[3].split("^")[0]: o[5] for o in segments(ack, "OBX")}
+    assert {o[3].split("^")[0]: o[5] for o in segments(oru, "OBX")} == in_ack
+    (pid,) = segments(oru, "PID")
+    assert pid == ["PID", "1", "", "SYN-000417^^^GENERAL_HOSP^MR"]
+    (obr,) = segments(oru, "OBR")
+    assert (obr[2], obr[3]) == ("ORD-VS-1", "FIL-VS-1")
+    digest = pipeline.served(MODEL).bundle.digest
+    assert [n[3] for n in segments(oru, "NTE")] == [
+        "source message control id ORU0000417", f"model {MODEL} 1.0.0 bundle sha256:{digest}"]
+    for phi in (b"Testpatient", b"19540722", b"Sample Street", b"V000417", b"Attending"):
+        assert phi not in oru
+    parse_message(oru.decode("latin-1"), find_groups=True)

@@ -5,16 +5,12 @@ sender, the ORU read by hl7apy; and a frame arriving while the listener stops.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import hl7
 import pytest
 from hl7apy.parser import parse_message
 from pydantic import ValidationError
@@ -29,104 +25,18 @@ from agent.types import FeatureVector, Prediction
 from tests.intake.mllp_support import (
     EB,
     SB,
+    Destination,
     RecordingScorer,
     connect,
+    free_port,
     message,
     msa,
     read_frame,
     running_listener,
     segments,
     self_signed_cert,
+    wait_for,
 )
-
-
-class Destination:
-    """An interface engine's inbound MLLP channel: an asyncio server in its own thread that
-    records each message and answers with python-hl7's ``create_ack`` (code ``code``)."""
-
-
-    def __init__(
-        self, code: str = "AA", port: int = 0, misaddress: int = 0,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self.code = code
-        self._tls = tls
-        self.misaddress = misaddress  # this many first answers acknowledge another message
-        self.received: list[bytes] = []
-        self._port = port
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            while True:
-                data = await reader.readuntil(EB)
-                body = data[data.index(SB) + 1 : -2]
-                self.received.append(body)
-                if self.misaddress:
-                    self.misaddress -= 1
-                    body = body.replace(body.split(b"|")[9], b"NOPE", 1)
-                ack = hl7.parse(body.decode("latin-1")).create_ack(
-                    self.code, message_id=f"ACK{len(self.received)}", application="EHR",
-                    facility="HOSP",
-                )
-                writer.write(SB + str(ack).encode("latin-1") + EB)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await writer.wait_closed()
-
-    def __enter__(self) -> Destination:
-        self._thread.start()
-
-        async def start() -> asyncio.Server:
-            return await asyncio.start_server(
-                self._serve, "127.0.0.1", self._port, ssl=self._tls)
-
-        self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._server is not None
-        server = self._server
-
-        async def close() -> None:
-            server.close()
-            for task in self._handlers:
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def control_ids(self) -> list[str]:
-        return [m.split(b"|")[9].decode() for m in self.received]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def results_to(spool: Path, port: int, **extra: Any) -> dict[str, Any]:
