@@ -265,6 +265,8 @@ class ResultSender:
     async def _exchange(self, message: bytes) -> bytes:
         """Send one framed message and read one framed reply, within ``ack_timeout`` each."""
         timeout = self._destination.ack_timeout
+        if self._stream is not None and self._stream[0].at_eof():
+            await self._disconnect()  # the destination closed the idle connection: reopen
         try:
             if self._stream is None:
                 self._stream = await asyncio.wait_for(

@@ -189,9 +189,10 @@ class Destination:
 
     def __init__(
         self, code: str = "AA", port: int = 0, misaddress: int = 0,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, close_after_ack: bool = False,
     ) -> None:
         self.code = code
+        self.close_after_ack = close_after_ack  # one message per connection, as some engines
         self._tls = tls
         self.misaddress = misaddress  # this many first answers acknowledge another message
         self.received: list[bytes] = []
@@ -219,6 +220,8 @@ class Destination:
                 )
                 writer.write(SB + str(ack).encode("latin-1") + EB)
                 await writer.drain()
+                if self.close_after_ack:
+                    return
         except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             pass
         finally:

@@ -363,3 +363,26 @@ def test_destination_paths_are_relative_to_the_config_file(tmp_path: Path) -> No
     assert config.results_to is not None
     assert (config.results_to.spool, config.results_to.tls_ca) == (
         tmp_path / "spool", tmp_path / "certs" / "engine.pem")
+
+
+def test_a_destination_closing_after_each_ack_costs_no_retry(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    spool = ResultSpool(folder)
+    for i in range(3):
+        spool.add(build_result_message(message(f"K{i}"), [prediction()], control_id=f"OUT{i}"))
+    with Destination("AA", close_after_ack=True) as dest:
+        destination = ResultsDestination(**results_to(folder, dest.port, retry_initial=5,
+                                                      retry_max=5))
+
+        async def run() -> ResultSender:
+            sender = ResultSender(destination, spool)
+            sender.start()
+            deadline = time.monotonic() + 4
+            while spool.pending() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await sender.stop(timeout=2)
+            return sender
+
+        sender = asyncio.run(run())
+    assert (sender.counts.sent, sender.counts.retried) == (3, 0)
+    assert dest.control_ids() == ["OUT0", "OUT1", "OUT2"]
