@@ -188,6 +188,8 @@ class ResultSender:
         self._stopping = False
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="mllp-results")
+        log.info("mllp results sender started",
+                 extra={"count": len(self._spool.pending()), "outcome": "pending"})
 
     def notify(self) -> None:
         """A message was spooled: send it without waiting for the next poll."""
