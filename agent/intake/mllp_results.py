@@ -163,7 +163,7 @@ class _TransportFailure(Exception):
 
 @dataclass
 class SenderCounts:
-    """What the sender did since it started (for tests and the stop log line)."""
+    """What the sender did since it started: messages delivered, retries, refusals."""
 
     sent: int = 0
     retried: int = 0
