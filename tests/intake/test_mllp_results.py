@@ -15,8 +15,9 @@ import pytest
 from hl7apy.parser import parse_message
 from pydantic import ValidationError
 
+from agent.config import load_config
 from agent.durable import temp_name
-from agent.errors import Hl7Error
+from agent.errors import ConfigError, Hl7Error
 from agent.intake.hl7_result import build_result_message
 from agent.intake.mllp import MllpConfig
 from agent.intake.mllp_results import ResultsDestination, ResultSender, ResultSpool
@@ -386,3 +387,29 @@ def test_a_destination_closing_after_each_ack_costs_no_retry(tmp_path: Path) -> 
         sender = asyncio.run(run())
     assert (sender.counts.sent, sender.counts.retried) == (3, 0)
     assert dest.control_ids() == ["OUT0", "OUT1", "OUT2"]
+
+
+def test_the_agent_config_file_carries_the_destination(tmp_path: Path) -> None:
+    section = """
+trust:
+  keys: []
+models:
+  - name: sepsis
+    mapping: mapping.yaml
+mllp:
+  enabled: true
+  model: sepsis
+  results_to:
+    host: 10.20.1.5
+    port: 6661
+    spool: var/results-spool
+"""
+    good = tmp_path / "agent.yaml"
+    good.write_text("store:\n  root: store\n" + section)
+    destination = load_config(good).mllp.results_to
+    assert destination is not None
+    assert (destination.spool, destination.tls) == (tmp_path / "var" / "results-spool", False)
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("store:\n  root: store\n" + section.replace("    port:", "    prot:"))
+    with pytest.raises(ConfigError, match=r"typo.yaml:\d+: mllp.results_to.prot"):
+        load_config(bad)
