@@ -4,8 +4,8 @@ What leaves the agent is the least the engine needs to file the result against t
 patient and order, nothing more:
 
 - MSH: the agent as sender (the application and facility the incoming message addressed),
-  the incoming sender as receiver, a new control id, the incoming version, processing id and
-  character set;
+  the incoming sender as receiver (either side as configured instead, ``ResultAddressing``),
+  a new control id, the incoming version, processing id and character set;
 - PID: only PID-1 and PID-3 (the patient identifier list, copied byte for byte); no name,
   birth date, sex or address, which the engine already holds;
 - OBR: the incoming placer and filler order numbers (OBR-2/3, from the first ORC or OBR that
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from agent.errors import Hl7Error
 from agent.intake.hl7_ack import (
     CHARSET,
+    MessageHeader,
     ResultRow,
     escape,
     obx_segment,
@@ -44,9 +46,10 @@ def build_result_message(
     *,
     now: datetime | None = None,
     control_id: str | None = None,
+    addressing: ResultAddressing | None = None,
 ) -> bytes:
     """The ORU^R01 (segments joined by CR, no MLLP framing) reporting ``predictions`` made
-    from ``message``.
+    from ``message``, addressed as ``addressing`` says where it says anything.
 
     Raises ``Hl7Error`` when the result could not be filed safely: no usable MSH, no PID-3,
     or more than one PID (a batch of patients: one result message could not say whose each
@@ -71,6 +74,7 @@ def build_result_message(
         return escape(text, fs, header.encoding)
 
     comp = header.encoding[0]
+    reply_to = header if addressing is None else addressing.applied(header)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
     models = list(dict.fromkeys((p.model, p.version, p.bundle_digest) for p in predictions))
     service = comp.join((esc(models[0][0]), esc(models[0][0]), "L")) if models else ""
@@ -86,13 +90,44 @@ def build_result_message(
         for name, value in p.outputs.items()
     ]
     segments = [
-        reply_msh(header, message_type.replace("^", comp), now=now, control_id=control_id),
+        reply_msh(reply_to, message_type.replace("^", comp), now=now, control_id=control_id),
         fs.join(["PID", "1", "", identifiers]),
         fs.join(obr),
         *(fs.join(["NTE", str(i), "L", esc(text)]) for i, text in enumerate(notes, start=1)),
         *(obx_segment(header, i, row, stamp) for i, row in enumerate(rows, start=1)),
     ]
     return "\r".join(segments).encode(CHARSET) + b"\r"
+
+
+@dataclass(frozen=True)
+class ResultAddressing:
+    """MSH-3..6 of the result message where the site sets them (None: as derived from the
+    incoming message). Values are plain text; ``^`` separates components (an HD such as
+    ``EDGE^1.2.3.4^ISO``) and becomes the message's component separator."""
+
+    sending_application: str | None = None
+    sending_facility: str | None = None
+    receiving_application: str | None = None
+    receiving_facility: str | None = None
+
+    def applied(self, header: MessageHeader) -> MessageHeader:
+        """``header`` readdressed so that a reply to it (``reply_msh`` swaps the sides)
+        carries these values."""
+
+        def value(configured: str | None, derived: str) -> str:
+            if configured is None:
+                return derived
+            return header.encoding[0].join(
+                escape(part, header.field_sep, header.encoding) for part in configured.split("^")
+            )
+
+        return replace(
+            header,
+            receiving_application=value(self.sending_application, header.receiving_application),
+            receiving_facility=value(self.sending_facility, header.receiving_facility),
+            sending_application=value(self.receiving_application, header.sending_application),
+            sending_facility=value(self.receiving_facility, header.sending_facility),
+        )
 
 
 def _field(fields: list[str], n: int) -> str:

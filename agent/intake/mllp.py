@@ -39,7 +39,7 @@ from agent.intake.hl7_ack import (
     build_ack,
     parse_header,
 )
-from agent.intake.hl7_result import build_result_message
+from agent.intake.hl7_result import ResultAddressing, build_result_message
 from agent.intake.mllp_results import (
     ResultsDestination,
     ResultSender,
@@ -226,6 +226,7 @@ class MllpListener:
         self._stopping = False
         self._spool: ResultSpool | None = None
         self._sender: ResultSender | None = None
+        self._addressing = ResultAddressing()
 
     @property
     def port(self) -> int:
@@ -247,6 +248,7 @@ class MllpListener:
             except OSError as exc:
                 raise ConfigError("mllp.results_to.spool cannot be used as a spool folder") from exc
             self._sender = ResultSender(destination, self._spool)
+            self._addressing = destination.addressing
         server = await asyncio.start_server(
             self._serve,
             host=self._config.host,
@@ -415,7 +417,9 @@ class MllpListener:
             return outcome_of_error(exc)
         if self._spool is not None and self._sender is not None:
             try:
-                await asyncio.to_thread(_spool_result, self._spool, message, predictions)
+                await asyncio.to_thread(
+                    _spool_result, self._spool, message, predictions, self._addressing
+                )
             except (OSError, SpoolFull) as exc:
                 # AA promises the result is on its way; without it on disk, the sender
                 # should resend the message later instead.
@@ -436,13 +440,18 @@ class MllpListener:
         return context
 
 
-def _spool_result(spool: ResultSpool, message: bytes, predictions: Sequence[Prediction]) -> None:
+def _spool_result(
+    spool: ResultSpool,
+    message: bytes,
+    predictions: Sequence[Prediction],
+    addressing: ResultAddressing,
+) -> None:
     """Write the ORU^R01 for ``predictions`` to the spool (before the AA is sent). A
     message whose result could not be filed safely (no PID-3, several patients) is
     still acknowledged AA, its scoring having succeeded; the result is logged as not
     sent, with the reason."""
     try:
-        result = build_result_message(message, predictions)
+        result = build_result_message(message, predictions, addressing=addressing)
     except RecordError as exc:
         log.warning("mllp result not sent",
                     extra={"reason": exc.reason, "outcome": "not_built"})

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pydantic import Field, model_validator
 from agent.configbase import ConfigPath, Section
 from agent.durable import fsync_dir, temp_name, write_atomic
 from agent.intake.hl7_ack import parse_ack, parse_header
+from agent.intake.hl7_result import ResultAddressing
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ END_BLOCK = b"\x1c\x0d"
 _SUFFIX = ".hl7"
 _QUEUED = "[0-9]*" + _SUFFIX  # sequence-numbered messages (durable's temp files start with a dot)
 _ACCEPTED = frozenset({"AA", "CA"})
+_NOT_IN_ADDRESS = re.compile(r"[|~\\&\x00-\x1f]")  # "^" separates components, allowed
 _MAX_ACK_BYTES = 1_000_000  # an ACK larger than this is not one
 
 
@@ -72,6 +75,20 @@ class ResultsDestination(Section):
     tls_key: ConfigPath | None = None
     """PEM private key of ``tls_cert``."""
 
+    sending_application: str | None = None
+    """MSH-3 of the result messages (``^`` separates components); None: the application
+    the incoming message addressed (its MSH-5)."""
+
+    sending_facility: str | None = None
+    """MSH-4; None: the incoming MSH-6."""
+
+    receiving_application: str | None = None
+    """MSH-5 (the application that files the results, e.g. the EHR); None: the incoming
+    message's sender (its MSH-3)."""
+
+    receiving_facility: str | None = None
+    """MSH-6; None: the incoming MSH-4."""
+
     spool_max_messages: int = Field(default=100_000, ge=1)
     """Results the spool may hold; with it full (the destination down for long), new
     messages are answered AE so the interface engine holds them in its own queue."""
@@ -93,7 +110,18 @@ class ResultsDestination(Section):
             raise ValueError("tls_cert and tls_key go together")
         if self.retry_max < self.retry_initial:
             raise ValueError("retry_max must be at least retry_initial")
+        for key, value in self.addressing.__dict__.items():
+            if value is not None and _NOT_IN_ADDRESS.search(value):
+                raise ValueError(f"{key} may not hold HL7 delimiters other than ^ or line breaks")
         return self
+
+    @property
+    def addressing(self) -> ResultAddressing:
+        """MSH-3..6 as configured, for ``build_result_message``."""
+        return ResultAddressing(
+            self.sending_application, self.sending_facility,
+            self.receiving_application, self.receiving_facility,
+        )
 
 
 class SpoolFull(Exception):

@@ -413,3 +413,18 @@ mllp:
     bad.write_text("store:\n  root: store\n" + section.replace("    port:", "    prot:"))
     with pytest.raises(ConfigError, match=r"typo.yaml:\d+: mllp.results_to.prot"):
         load_config(bad)
+
+
+def test_the_site_may_address_the_result_message(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    addressing = {"sending_application": "EDGE-AI^1.2.3.4^ISO", "receiving_application": "EPIC",
+                  "receiving_facility": "MAIN"}
+    with Destination("AA") as dest, running_listener(
+        RecordingScorer(), results_to=results_to(spool, dest.port, **addressing)
+    ) as (listener, _):
+        send(listener.port, "AD1")
+        wait_for(lambda: len(dest.received) == 1)
+    (msh,) = segments(dest.received[0], "MSH")
+    assert msh[3:7] == ["EDGE-AI^1.2.3.4^ISO", "ICU", "EPIC", "MAIN"]  # MSH-4 as derived
+    with pytest.raises(ValidationError, match="sending_facility may not hold HL7 delimiters"):
+        ResultsDestination(**results_to(spool, 1, sending_facility="A|B"))
