@@ -14,7 +14,7 @@ connection, each waiting for the destination's ACK:
 
 The spool survives restarts: file names carry a sequence number that a new spool continues.
 A crash after the destination accepted a message but before its file was deleted sends it
-once more on restart; receivers dedupe by MSH-10, which is the same in the resent copy.
+once more on restart, with the same MSH-10, by which the receiver can dedupe.
 
 Spool files hold patient identifiers (PID-3) and results: files are created 0600 in a
 folder made 0700. Log lines carry outcome, status, count and seconds, never content.
@@ -91,7 +91,7 @@ class ResultsDestination(Section):
 
     spool_max_messages: int = Field(default=100_000, ge=1)
     """Results the spool may hold; with it full (the destination down for long), new
-    messages are answered AE so the interface engine holds them in its own queue."""
+    messages are answered AE, so they stay with the interface engine."""
 
     ack_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for the connection and then for each ACK before trying again."""
