@@ -293,29 +293,33 @@ class ResultSender:
                         extra={"outcome": "rejected", "status": code})
 
     async def _exchange(self, message: bytes) -> bytes:
-        """Send one framed message and read one framed reply, within ``ack_timeout`` each."""
-        timeout = self._destination.ack_timeout
-        if self._stream is not None and self._stream[0].at_eof():
-            await self._disconnect()  # the destination closed the idle connection: reopen
+        """Send one framed message and read one framed reply, within ``ack_timeout`` each.
+
+        A kept connection that the destination has closed while idle (some engines close
+        after every ACK) is reopened, also when the close is only noticed on this send: a
+        connection that ends without a byte of answer is retried once, at once, on a new
+        one. Any other failure is the caller's to retry later."""
+        if self._stream is not None:
+            if not self._stream[0].at_eof():
+                try:
+                    return await _round_trip(self._stream, message, self._destination.ack_timeout)
+                except _TransportFailure as failure:
+                    if str(failure) != "closed":
+                        raise
+            await self._disconnect()
         try:
-            if self._stream is None:
-                self._stream = await asyncio.wait_for(
-                    asyncio.open_connection(
-                        self._destination.host, self._destination.port,
-                        ssl=self._ssl_context(), limit=_MAX_ACK_BYTES,
-                    ),
-                    timeout,
-                )
-            reader, writer = self._stream
-            writer.write(START_BLOCK + message + END_BLOCK)
-            await asyncio.wait_for(writer.drain(), timeout)
-            return await asyncio.wait_for(_read_frame(reader), timeout)
+            self._stream = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self._destination.host, self._destination.port,
+                    ssl=self._ssl_context(), limit=_MAX_ACK_BYTES,
+                ),
+                self._destination.ack_timeout,
+            )
         except TimeoutError as exc:
             raise _TransportFailure("timeout") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise _TransportFailure("too_large") from exc
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+        except OSError as exc:  # ssl.SSLError included
             raise _TransportFailure("connection") from exc
+        return await _round_trip(self._stream, message, self._destination.ack_timeout)
 
     async def _disconnect(self) -> None:
         stream, self._stream = self._stream, None
@@ -333,6 +337,28 @@ class ResultSender:
         if d.tls_cert is not None and d.tls_key is not None:
             context.load_cert_chain(d.tls_cert, d.tls_key)
         return context
+
+
+async def _round_trip(
+    stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], message: bytes, timeout: float
+) -> bytes:
+    """One framed message out, one framed reply in, ``timeout`` seconds for each. A
+    connection that ends before any byte of the reply fails as ``closed``."""
+    reader, writer = stream
+    try:
+        writer.write(START_BLOCK + message + END_BLOCK)
+        await asyncio.wait_for(writer.drain(), timeout)
+        return await asyncio.wait_for(_read_frame(reader), timeout)
+    except TimeoutError as exc:
+        raise _TransportFailure("timeout") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise _TransportFailure("too_large") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise _TransportFailure("closed" if not exc.partial else "connection") from exc
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise _TransportFailure("closed") from exc
+    except OSError as exc:
+        raise _TransportFailure("connection") from exc
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:

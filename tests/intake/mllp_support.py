@@ -189,10 +189,12 @@ class Destination:
 
     def __init__(
         self, code: str = "AA", port: int = 0, misaddress: int = 0,
-        tls: ssl.SSLContext | None = None, close_after_ack: bool = False,
+        tls: ssl.SSLContext | None = None, one_per_connection: str = "",
     ) -> None:
         self.code = code
-        self.close_after_ack = close_after_ack  # one message per connection, as some engines
+        # "close": close after each ACK, as some engines do; "drop": keep the connection
+        # open but close it, unanswered, when a second message arrives on it
+        self.one_per_connection = one_per_connection
         self._tls = tls
         self.misaddress = misaddress  # this many first answers acknowledge another message
         self.received: list[bytes] = []
@@ -220,7 +222,10 @@ class Destination:
                 )
                 writer.write(SB + str(ack).encode("latin-1") + EB)
                 await writer.drain()
-                if self.close_after_ack:
+                if self.one_per_connection == "drop":
+                    await reader.readuntil(EB)
+                    return
+                if self.one_per_connection == "close":
                     return
         except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             pass

@@ -366,12 +366,13 @@ def test_destination_paths_are_relative_to_the_config_file(tmp_path: Path) -> No
         tmp_path / "spool", tmp_path / "certs" / "engine.pem")
 
 
-def test_a_destination_closing_after_each_ack_costs_no_retry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["close", "drop"])
+def test_a_destination_closing_after_each_ack_costs_no_retry(tmp_path: Path, mode: str) -> None:
     folder = tmp_path / "spool"
     spool = ResultSpool(folder)
     for i in range(3):
         spool.add(build_result_message(message(f"K{i}"), [prediction()], control_id=f"OUT{i}"))
-    with Destination("AA", close_after_ack=True) as dest:
+    with Destination("AA", one_per_connection=mode) as dest:
         destination = ResultsDestination(**results_to(folder, dest.port, retry_initial=5,
                                                       retry_max=5))
 
