@@ -4,7 +4,7 @@
 
 BUNDLES_DIR holds one signed bundle directory per version, named by version. Each run
 goes on from the highest version installed so far. Prints "ready" once, before its first
-install, so the test knows when to start the clock.
+install, and "activated VERSION" after each, so the test can place its kill.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main(root: Path, bundles: Path, public_key: Path) -> None:
         verified = verify_bundle(read_bundle_dir(folder, limits), trust, limits=limits)
         store.install(verified)
         store.activate(verified.manifest.name, verified.manifest.version)
+        print(f"activated {verified.manifest.version}", flush=True)
 
 
 if __name__ == "__main__":
