@@ -10,6 +10,7 @@ model swap never fails a request in flight.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry
 
 from agent.audit import AuditLog
+from agent.bundle.manifest import BundleManifest, FeatureKind
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
 from agent.config import AgentConfig, ModelConfig
@@ -29,7 +31,7 @@ from agent.monitor import Monitor
 from agent.records import parse_records
 from agent.runtime.model import WasmModel
 from agent.store import BundleStore
-from agent.types import FeatureVector, IntakePath, Prediction, ScoreRequest
+from agent.types import FeatureValue, FeatureVector, IntakePath, Prediction, ScoreRequest
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,35 @@ class ServedModel:
     def outputs(self, row: Sequence[float]) -> dict[str, float]:
         names = [o.name for o in self.bundle.manifest.outputs]
         return dict(zip(names, row, strict=True))
+
+
+def raw_vector(manifest: BundleManifest, row: Sequence[float]) -> FeatureVector:
+    """An already-extracted row as a ``FeatureVector`` for the monitor: NaN is missing,
+    values outside the manifest's range and category indexes it does not know are
+    flagged, as the mapping flags them for records."""
+    features = []
+    for spec, value in zip(manifest.inputs, row, strict=True):
+        number = float(value)
+        missing = math.isnan(number)
+        unseen = spec.kind is FeatureKind.categorical and not missing and (
+            not number.is_integer() or not 0 <= number < len(spec.levels)
+        )
+        out_of_range = not missing and (
+            (spec.min is not None and number < spec.min)
+            or (spec.max is not None and number > spec.max)
+        )
+        features.append(
+            FeatureValue(
+                name=spec.name,
+                value=None if missing else number,
+                display=None if missing else number,
+                source="feature vector",
+                unit=spec.unit,
+                out_of_range=out_of_range,
+                unseen_category=unseen,
+            )
+        )
+    return FeatureVector(values=tuple(float(v) for v in row), features=tuple(features))
 
 
 class ScoringPipeline:
@@ -269,8 +300,22 @@ class ScoringPipeline:
         except AgentError as exc:
             self.monitor.observe_error(self._label(model), intake, exc.reason)
             raise
-        self.monitor.observe_vectors(served.name, served.version, intake, len(rows), elapsed)
-        return [served.outputs(row) for row in results]
+        outputs: list[Mapping[str, float]] = [served.outputs(row) for row in results]
+        manifest = served.bundle.manifest
+        per_row = elapsed / max(len(rows), 1)
+        for row, out in zip(rows, outputs, strict=True):
+            # raw vectors drift like mapped ones: a units mix-up upstream shows here too
+            self.monitor.observe(
+                served.name,
+                served.version,
+                intake,
+                raw_vector(manifest, row),
+                out,
+                mapping_seconds=0.0,
+                inference_seconds=per_row,
+                total_seconds=per_row,
+            )
+        return outputs
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         """Count a request an intake path refused before it reached the pipeline (a wrong

@@ -199,27 +199,6 @@ class Monitor:
                 if out_name in outputs:
                     window.add(outputs[out_name])
 
-    def observe_vectors(
-        self, model: str, version: str, intake: IntakePath, rows: int, inference_seconds: float
-    ) -> None:
-        """Record ``rows`` predictions made from raw feature vectors (Open Inference Protocol):
-        no mapping stage, no feature provenance, so no feature counters and no drift; each
-        row gets an equal share of the call's inference time."""
-        if rows <= 0:
-            return
-        per_row = inference_seconds / rows
-        with self._lock:
-            name = self._model_label(model)
-            series = self._series(name, version, intake)
-            for _ in range(rows):
-                series.inference.observe(per_row)
-                series.total.observe(per_row)
-            series.requests.inc(rows)
-            series.predictions.inc(rows)
-            totals = self._totals_of(name)
-            totals.predictions += rows
-            totals.latencies.extend([per_row] * rows)
-
     def observe_error(self, model: str, intake: IntakePath, reason: str) -> None:
         """Record one failed scoring attempt. ``reason`` is ``AgentError.reason`` (or
         ``"internal"`` for an unexpected exception); anything else is counted as ``other``."""

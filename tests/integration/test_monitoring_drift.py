@@ -4,8 +4,8 @@ The demo agent scores records drawn from its model's own training reference: eve
 gauge stays under "watch". Then the same kind of records arrive with the body temperature
 converted to degF but still labelled Cel (a units mix-up at the source): the temperature's
 PSI crosses "act" while every other feature stays under "watch". Read from /metrics as
-Prometheus would. The raw-vector (OIP) path does not feed drift (Monitor.observe_vectors),
-so the records go through FHIR intake, mapping included.
+Prometheus would. The records go through FHIR intake, mapping included (raw OIP vectors
+feed the same windows: tests/core/test_raw_vector.py).
 """
 
 from __future__ import annotations
