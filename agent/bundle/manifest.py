@@ -14,7 +14,15 @@ from enum import StrEnum
 from functools import total_ordering
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -215,3 +223,11 @@ def canonical_json(document: Any) -> bytes:
     return json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def first_invalid_field(exc: ValidationError) -> str:
+    """``at <path>: <error type>`` for the first problem pydantic found: names the field,
+    never the value (a signed document's text is not echoed into errors or logs)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "document"
+    return f"at {where}: {first['type']}"

@@ -21,7 +21,13 @@ from types import MappingProxyType
 from cryptography.exceptions import InvalidSignature
 from pydantic import ValidationError
 
-from agent.bundle.manifest import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, BundleManifest
+from agent.bundle.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    BundleManifest,
+    first_invalid_field,
+)
 from agent.bundle.signing import SIGNATURE_DOCUMENT_MAX, parse_signature
 from agent.bundle.trust import TrustStore
 from agent.errors import BundleError, DigestMismatch, SignatureError, SizeLimitExceeded
@@ -123,9 +129,7 @@ def parse_manifest(data: bytes) -> BundleManifest:
     try:
         return BundleManifest.model_validate_json(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise BundleError(f"{MANIFEST_FILE} is invalid at {where}: {first['type']}") from exc
+        raise BundleError(f"{MANIFEST_FILE} is invalid {first_invalid_field(exc)}") from exc
 
 
 def verify_files(manifest: BundleManifest, files: Mapping[str, bytes]) -> None:

@@ -112,7 +112,26 @@ def js_distance(window_counts: Sequence[int], reference: Sequence[float]) -> flo
     return math.sqrt(max(divergence, 0.0))
 
 
-class NumericWindow:
+class _Window:
+    """What both kinds of window count the same way: records, missing ones, their ratio."""
+
+    _ring: _Ring
+    reference_missing_rate: float
+
+    @property
+    def records(self) -> int:
+        return self._ring.records
+
+    @property
+    def observed(self) -> int:
+        """Non-missing records in the window: what the statistic is computed over."""
+        return self._ring.records - self._ring.missing
+
+    def missing_ratio(self) -> float | None:
+        return self._ring.missing / self._ring.records if self._ring.records else None
+
+
+class NumericWindow(_Window):
     """Sliding-window PSI of a numeric value against a reference histogram.
 
     A value equal to a bin edge falls in the bin above it (``numpy.searchsorted(edges, v,
@@ -151,23 +170,11 @@ class NumericWindow:
             return None
         return psi(self._ring.counts, self._reference, self._epsilon)
 
-    @property
-    def records(self) -> int:
-        return self._ring.records
-
-    @property
-    def observed(self) -> int:
-        """Non-missing records in the window: what the statistic is computed over."""
-        return self._ring.records - self._ring.missing
-
-    def missing_ratio(self) -> float | None:
-        return self._ring.missing / self._ring.records if self._ring.records else None
-
     def unseen_ratio(self) -> float | None:
         return None
 
 
-class CategoricalWindow:
+class CategoricalWindow(_Window):
     """Sliding-window Jensen-Shannon distance of a categorical value against the reference
     category frequencies. Values arrive as level indices (the model's encoding)."""
 
@@ -202,17 +209,6 @@ class CategoricalWindow:
         if self._ring.records == self._ring.missing:
             return None
         return js_distance(self._ring.counts, self._reference)
-
-    @property
-    def records(self) -> int:
-        return self._ring.records
-
-    @property
-    def observed(self) -> int:
-        return self._ring.records - self._ring.missing
-
-    def missing_ratio(self) -> float | None:
-        return self._ring.missing / self._ring.records if self._ring.records else None
 
     def unseen_ratio(self) -> float | None:
         """Share of non-missing window records whose category the mapping could not place."""

@@ -18,11 +18,11 @@ import httpx
 
 from agent import __version__
 from agent.bundle.verify import is_safe_name
-from agent.errors import RegistryError, SizeLimitExceeded
+from agent.errors import RegistryError
 from agent.limits import Limits
 from agent.registry.config import RegistryConfig
 from agent.registry.index import IndexEntry
-from agent.registry.sources import TransportFailure, fetch_archive_bundle
+from agent.registry.sources import TransportFailure, fetch_archive_bundle, read_capped
 
 
 class HttpsSource:
@@ -57,25 +57,19 @@ class HttpsSource:
                     raise RegistryError(
                         f"registry {self.config.name}: HTTP {response.status_code} for {location}"
                     )
-                announced = response.headers.get("content-length")
-                if announced is not None and announced.isdigit() and int(announced) > max_bytes:
-                    raise SizeLimitExceeded(
-                        f"{location} is announced larger than {max_bytes} bytes"
-                    )
-                chunks: list[bytes] = []
-                received = 0
-                for chunk in response.iter_raw():
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise SizeLimitExceeded(f"{location} is larger than {max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise TransportFailure(f"registry {self.config.name}: download too slow")
-                    chunks.append(chunk)
+                body = read_capped(
+                    response.iter_raw(),
+                    response.headers.get("content-length"),
+                    what=location,
+                    max_bytes=max_bytes,
+                    deadline=deadline,
+                    too_slow=f"registry {self.config.name}: download too slow",
+                )
         except httpx.TransportError as exc:
             raise TransportFailure(
                 f"registry {self.config.name}: {exc.__class__.__name__} for {location}"
             ) from exc
-        return b"".join(chunks)
+        return body
 
     def fetch_bundle(self, entry: IndexEntry, limits: Limits) -> dict[str, bytes]:
         return fetch_archive_bundle(self, entry, limits)

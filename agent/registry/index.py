@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.bundle.manifest import SemVer, SemVerText, canonical_json
+from agent.bundle.manifest import SemVer, SemVerText, canonical_json, first_invalid_field
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import is_safe_name, verify_signature
 from agent.errors import ExpiredMetadata, RegistryError, RollbackError, SizeLimitExceeded
@@ -83,9 +83,7 @@ def parse_index(data: bytes) -> RegistryIndex:
     try:
         return RegistryIndex.model_validate_json(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "document"
-        raise RegistryError(f"{INDEX_FILE} is invalid at {where}: {first['type']}") from exc
+        raise RegistryError(f"{INDEX_FILE} is invalid {first_invalid_field(exc)}") from exc
 
 
 def verify_index(

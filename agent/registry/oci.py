@@ -47,7 +47,7 @@ from agent.limits import Limits
 from agent.registry.config import RegistryConfig
 from agent.registry.index import INDEX_FILE, INDEX_SIGNATURE_FILE, IndexEntry, RegistryIndex
 from agent.registry.index import parse_index as _parse_index
-from agent.registry.sources import TransportFailure
+from agent.registry.sources import TransportFailure, read_capped
 
 WASM_MEDIA_TYPE = "application/wasm"
 WASM_CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v0+json"
@@ -168,24 +168,19 @@ class _Registry:
                     raise TransportFailure(f"OCI registry {self.host}: HTTP {response.status_code}")
                 if response.status_code != 200:
                     raise RegistryError(f"OCI registry {self.host}: HTTP {response.status_code}")
-                announced = response.headers.get("Content-Length", "")
-                if announced.isdigit() and int(announced) > max_bytes:
-                    raise SizeLimitExceeded(
-                        f"OCI content is announced larger than {max_bytes} bytes"
-                    )
-                chunks, received = [], 0
-                for chunk in response.raw.stream(65536, decode_content=False):
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise SizeLimitExceeded(f"OCI content is larger than {max_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise TransportFailure(f"OCI registry {self.host}: download too slow")
-                    chunks.append(chunk)
+                body = read_capped(
+                    response.raw.stream(65536, decode_content=False),
+                    response.headers.get("Content-Length"),
+                    what="OCI content",
+                    max_bytes=max_bytes,
+                    deadline=deadline,
+                    too_slow=f"OCI registry {self.host}: download too slow",
+                )
         except requests.RequestException as exc:
             raise TransportFailure(f"OCI registry {self.host}: {exc.__class__.__name__}") from exc
         except ValueError as exc:  # oras: "Cannot respond to request for authentication"
             raise RegistryError(f"OCI registry {self.host}: authentication required") from exc
-        return b"".join(chunks)
+        return body
 
     def image_manifest(self, container: oras.container.Container) -> tuple[bytes, list[_Layer]]:
         url = f"{self.client.prefix}://{container.manifest_url()}"

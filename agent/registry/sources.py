@@ -14,13 +14,13 @@ import importlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 from urllib.parse import urlparse
 
 from agent.bundle.archive import read_bundle_archive_bytes
 from agent.bundle.verify import sha256_hex
-from agent.errors import DigestMismatch, RegistryError
+from agent.errors import DigestMismatch, RegistryError, SizeLimitExceeded
 from agent.limits import Limits
 from agent.registry.config import RegistryConfig
 from agent.registry.index import IndexEntry
@@ -40,6 +40,32 @@ SOURCES: dict[str, str] = {
 class TransportFailure(RegistryError):
     """A failure worth retrying: connection refused or reset, timeout, HTTP 5xx, an I/O
     error on a share. Not a refusal: nothing wrong was received."""
+
+
+def read_capped(
+    chunks: Iterable[bytes],
+    announced: str | None,
+    *,
+    what: str,
+    max_bytes: int,
+    deadline: float,
+    too_slow: str,
+) -> bytes:
+    """A download's body, refused past ``max_bytes`` (announced by Content-Length, or
+    actually sent: an endless stream) or once ``time.monotonic()`` passes ``deadline`` (a
+    server dripping bytes). Every network source reads through here."""
+    if announced is not None and announced.isdigit() and int(announced) > max_bytes:
+        raise SizeLimitExceeded(f"{what} is announced larger than {max_bytes} bytes")
+    parts: list[bytes] = []
+    received = 0
+    for chunk in chunks:
+        received += len(chunk)
+        if received > max_bytes:
+            raise SizeLimitExceeded(f"{what} is larger than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise TransportFailure(too_slow)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class RegistrySource(Protocol):
