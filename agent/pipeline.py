@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 from prometheus_client import CollectorRegistry
 
@@ -53,9 +54,12 @@ class ServedModel:
     def version(self) -> str:
         return self.bundle.manifest.version
 
+    @cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.bundle.manifest.outputs)
+
     def outputs(self, row: Sequence[float]) -> dict[str, float]:
-        names = [o.name for o in self.bundle.manifest.outputs]
-        return dict(zip(names, row, strict=True))
+        return dict(zip(self.output_names, row, strict=True))
 
 
 def raw_vector(manifest: BundleManifest, row: Sequence[float]) -> FeatureVector:
