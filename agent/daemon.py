@@ -99,7 +99,8 @@ class Daemon:
         http = self.config.http
         if not http.enabled:
             return None
-        app = create_app(self.pipeline, http)
+        app = create_app(self.pipeline, http, self.registry)
+        limits = self.pipeline.limits
         server_config = uvicorn.Config(
             app,
             host=http.host,
@@ -111,7 +112,10 @@ class Daemon:
             ssl_keyfile=str(http.tls_key) if http.tls_key else None,
             ssl_ca_certs=str(http.tls_client_ca) if http.tls_client_ca else None,
             ssl_cert_reqs=2 if http.tls_client_ca else 0,  # ssl.CERT_REQUIRED / CERT_NONE
-            timeout_graceful_shutdown=int(self.pipeline.limits.drain_timeout),
+            timeout_graceful_shutdown=int(limits.drain_timeout),
+            limit_concurrency=limits.http_connections_max,
+            timeout_keep_alive=max(1, round(limits.http_keep_alive_timeout)),
+            h11_max_incomplete_event_size=limits.http_header_max,
             server_header=False,
         )
         self._http = _OwnSignalsServer(server_config)

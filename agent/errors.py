@@ -64,10 +64,61 @@ class MappingError(AgentError):
     reason = "mapping"
 
 
+class NoPatient(RecordError):
+    """The input was read but holds no patient to score (a lone Condition, a
+    CapabilityStatement, an empty Bundle, an HL7 message without PID)."""
+
+    reason = "no_patient"
+
+
 class UnmappableRecord(AgentError):
-    """A valid record lacks data the mapping requires (a feature configured to refuse)."""
+    """One patient's record cannot be turned into the model's input faithfully. The
+    subclasses say why; ``feature`` names the (first) feature concerned."""
 
     reason = "unmappable"
+
+    def __init__(self, message: str, feature: str | None = None) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
+class MissingValue(UnmappableRecord):
+    """A feature configured to refuse has no usable value in the record."""
+
+    reason = "missing"
+
+
+class ImplausibleValue(UnmappableRecord):
+    """A value lies outside the feature's plausible range and the mapping says refuse
+    (a temperature in degF labelled Cel, a weight in grams labelled kg)."""
+
+    reason = "out_of_range"
+
+
+class UnconvertibleUnit(UnmappableRecord):
+    """A value carries a unit that cannot be converted to the model's unit."""
+
+    reason = "unit"
+
+
+class UnseenCategory(UnmappableRecord):
+    """A coded value is not among the levels the mapping lists, and the mapping refuses it."""
+
+    reason = "unseen_category"
+
+
+class TooMuchImputed(UnmappableRecord):
+    """More features would be imputed than the model's imputation budget allows: the score
+    would say more about the training medians than about the patient."""
+
+    reason = "too_much_imputed"
+
+
+class NoSubject(UnmappableRecord):
+    """Resources that name no patient, in an input that holds several: they cannot be
+    attributed, so they are refused rather than guessed."""
+
+    reason = "no_subject"
 
 
 class UnitError(MappingError):
@@ -166,3 +217,10 @@ class UnknownModel(AgentError):
     """A request names a model that this agent does not serve."""
 
     reason = "unknown_model"
+
+
+class InternalError(AgentError):
+    """An unexpected exception while handling a request: a bug, counted and logged with the
+    request id, answered without its message (which could quote a record)."""
+
+    reason = "internal"

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -24,22 +25,47 @@ from agent.audit import AuditLog
 from agent.bundle.manifest import BundleManifest, FeatureKind
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
-from agent.config import AgentConfig, ModelConfig
-from agent.errors import AgentError, RecordError, StoreError, UnknownModel
+from agent.errors import (
+    AgentError,
+    InternalError,
+    NoPatient,
+    RecordError,
+    RuntimeFault,
+    StoreError,
+    UnknownModel,
+    UnmappableRecord,
+)
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.monitor import Monitor
 from agent.records import parse_records
 from agent.runtime.model import WasmModel
 from agent.store import BundleStore
-from agent.types import FeatureValue, FeatureVector, IntakePath, Prediction, ScoreRequest
+from agent.types import (
+    FeatureValue,
+    FeatureVector,
+    IntakePath,
+    PatientOutcome,
+    PatientRecord,
+    Prediction,
+    Refusal,
+    ScoreRequest,
+    ScoreResult,
+)
+
+if TYPE_CHECKING:
+    # Types only: at run time the pipeline never imports agent.config, which composes the
+    # intake paths' config sections (``import agent.pipeline`` loads no agent.intake).
+    from agent.config import AgentConfig, CardThresholds, ModelConfig
+    from agent.dataplane import ModelView
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A verified bundle, its instantiated module and this site's mapping, swapped as one."""
+    """A verified bundle, its instantiated module and this site's mapping, swapped as one.
+    The pipeline's implementation of ``agent.dataplane.ModelView``."""
 
     config: ModelConfig
     bundle: VerifiedBundle
@@ -53,6 +79,37 @@ class ServedModel:
     @property
     def version(self) -> str:
         return self.bundle.manifest.version
+
+    @property
+    def digest(self) -> str:
+        return self.bundle.digest
+
+    @property
+    def signer_keyid(self) -> str:
+        return self.bundle.signer_keyid
+
+    @property
+    def manifest(self) -> BundleManifest:
+        return self.bundle.manifest
+
+    @property
+    def cards(self) -> CardThresholds:
+        return self.config.cards
+
+    @cached_property
+    def risk_output(self) -> str:
+        """The configured output, else the last probability output, else the first."""
+        if self.config.risk_output is not None:
+            return self.config.risk_output
+        outputs = self.bundle.manifest.outputs
+        probabilities = [o.name for o in outputs if o.kind.value == "probability"]
+        return probabilities[-1] if probabilities else outputs[0].name
+
+    @cached_property
+    def prefetch_codes(self) -> frozenset[str]:
+        # component codes and the panels that carry them: a FHIR server's code search
+        # matches the panel's own code, not its components'
+        return frozenset(c for f in self.mapping.features for c in (*f.codes, *f.panels))
 
     @cached_property
     def output_names(self) -> tuple[str, ...]:
@@ -182,77 +239,179 @@ class ScoringPipeline:
             self.config = config
             self._served = rebuilt
 
-    def served(self, name: str) -> ServedModel:
+    def served(self, name: str, version: str | None = None) -> ServedModel:
+        """The model serving ``name`` now (see ``DataPlane.model``)."""
         served = self._served.get(name)
         if served is None:
             if self.config.model(name) is None:
                 raise UnknownModel("no such model is served here")
             raise StoreError(f"model {name!r} has no verified bundle loaded yet")
+        if version is not None and version != served.version:
+            raise UnknownModel(f"version {version} of this model is not the one served")
         return served
+
+    def model(self, name: str, version: str | None = None) -> ModelView:
+        return self.served(name, version)
 
     def served_models(self) -> list[ServedModel]:
         return list(self._served.values())
 
-    def risk_output(self, name: str) -> str:
-        """The output that FHIR RiskAssessment and CDS Hooks cards report for ``name``."""
-        served = self.served(name)
-        if served.config.risk_output is not None:
-            return served.config.risk_output
-        probabilities = [
-            o.name for o in served.bundle.manifest.outputs if o.kind.value == "probability"
-        ]
-        return probabilities[-1] if probabilities else served.bundle.manifest.outputs[0].name
+    def models(self) -> list[ModelView]:
+        return list(self._served.values())
+
+    def readiness(self) -> dict[str, str | None]:
+        return {
+            m.name: None if m.name in self._served else "no verified bundle loaded yet"
+            for m in self.config.models
+        }
 
     @property
     def ready(self) -> bool:
         return all(m.name in self._served for m in self.config.models)
 
+    def status(self) -> Mapping[str, Any]:
+        return {
+            "site": self.config.site,
+            "ready": self.ready,
+            "configured": [m.name for m in self.config.models],
+            "act": {"psi": self.config.monitor.psi_act, "js": self.config.monitor.js_act},
+            "models": self.monitor.snapshot()["models"],
+        }
+
     # --- scoring --------------------------------------------------------------------------
-    def score(self, request: ScoreRequest) -> list[Prediction]:
-        """Score every patient record in ``request``; raise a typed ``AgentError`` on the
-        first record that cannot be parsed or mapped (nothing is scored then)."""
+    def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
+        """Score every patient record in ``request``, each on its own: one outcome per
+        patient, scored or refused with a reason (see ``agent.dataplane.DataPlane.score``).
+
+        ``model``: the view the caller took at the start of its request (it then finishes
+        on it even if a new version is swapped in meanwhile); by default the one serving."""
         started = time.perf_counter()
         served: ServedModel | None = None
         try:
-            served = self.served(request.model)
+            served = self._own(model) if model is not None else self.served(request.model)
             records = parse_records(
                 request.body, request.format, limits=self.limits, config=self.config.records
             )
+            if not records:
+                raise NoPatient("the input holds no patient to score")
             as_of = request.as_of or datetime.now(UTC)
-            vectors: list[FeatureVector] = [served.mapping.extract(r, as_of) for r in records]
-            mapped = time.perf_counter()
-            rows = served.runtime.predict([v.values for v in vectors])
-            inferred = time.perf_counter()
+            outcomes = self._outcomes(served, records, as_of, request.intake, started)
         except AgentError as exc:
             self.monitor.observe_error(self._label(request.model), request.intake, exc.reason)
             self._audit(request, served, [], started, exc.reason)
             raise
-        predictions = []
+        except Exception as exc:
+            raise self._internal(request, served, started, exc) from None
+        scored = [o.prediction.outputs for o in outcomes if o.prediction is not None]
+        verdict = "ok" if len(scored) == len(outcomes) else "partial" if scored else "refused"
+        self._audit(request, served, scored, started, verdict)
+        return ScoreResult(
+            model=served.name,
+            version=served.version,
+            bundle_digest=served.digest,
+            outcomes=tuple(outcomes),
+            as_of=as_of,
+        )
+
+    @staticmethod
+    def _own(model: ModelView) -> ServedModel:
+        if not isinstance(model, ServedModel):
+            raise UnknownModel("this model view was not made by this agent")
+        return model
+
+    def _outcomes(
+        self,
+        served: ServedModel,
+        records: Sequence[PatientRecord],
+        as_of: datetime,
+        intake: IntakePath,
+        started: float,
+    ) -> list[PatientOutcome]:
+        """Map each record alone, then score the mappable ones in one call."""
+        refusals: dict[int, Refusal] = {}
+        vectors: dict[int, FeatureVector] = {}
+        for index, record in enumerate(records):
+            if record.problem is not None:
+                refusals[index] = Refusal("no_subject", record.problem)
+                continue
+            try:
+                vectors[index] = served.mapping.extract(record, as_of)
+            except UnmappableRecord as exc:
+                refusals[index] = Refusal(exc.reason, str(exc), exc.feature)
+        mapped = time.perf_counter()
+        rows = self._predict(served, [v.values for v in vectors.values()])
+        inferred = time.perf_counter()
         per_record = 1.0 / max(len(vectors), 1)
-        for record, vector, row in zip(records, vectors, rows, strict=True):
+        predictions: dict[int, Prediction] = {}
+        for (index, vector), row in zip(vectors.items(), rows, strict=True):
+            if isinstance(row, Refusal):
+                refusals[index] = row
+                continue
             outputs = served.outputs(row)
             self.monitor.observe(
                 served.name,
                 served.version,
-                request.intake,
+                intake,
                 vector,
                 outputs,
                 mapping_seconds=(mapped - started) * per_record,
                 inference_seconds=(inferred - mapped) * per_record,
                 total_seconds=(time.perf_counter() - started) * per_record,
             )
-            predictions.append(
-                Prediction(
-                    model=served.name,
-                    version=served.version,
-                    bundle_digest=served.bundle.digest,
-                    outputs=outputs,
-                    vector=vector,
-                    label=record.label,
-                )
+            record = records[index]
+            predictions[index] = Prediction(
+                model=served.name,
+                version=served.version,
+                bundle_digest=served.digest,
+                outputs=outputs,
+                vector=vector,
+                label=record.label,
+                as_of=as_of,
+                subject=record.subject,
             )
-        self._audit(request, served, [p.outputs for p in predictions], started, "ok")
-        return predictions
+        for refusal in refusals.values():
+            self.monitor.observe_error(served.name, intake, refusal.reason)
+        return [
+            PatientOutcome(
+                reference=record.reference,
+                label=record.label,
+                prediction=predictions.get(index),
+                refusal=refusals.get(index),
+                subject=record.subject,
+            )
+            for index, record in enumerate(records)
+        ]
+
+    def _predict(
+        self, served: ServedModel, rows: Sequence[Sequence[float]]
+    ) -> list[Sequence[float] | Refusal]:
+        """One call for all rows; when it fails, row by row, so a row that traps the
+        module (or runs out of fuel) is refused alone."""
+        if not rows:
+            return []
+        try:
+            return list(served.runtime.predict(rows))
+        except RuntimeFault as exc:
+            if len(rows) == 1:
+                return [Refusal(exc.reason, str(exc))]
+        return [result for row in rows for result in self._predict(served, [row])]
+
+    def _internal(
+        self,
+        request: ScoreRequest,
+        served: ServedModel | None,
+        started: float,
+        exc: Exception,
+    ) -> InternalError:
+        """A bug: counted as ``internal``, logged once with the request id (the type only: a
+        message could quote a record), audited, and answered without its message."""
+        log.error(
+            "unexpected error while scoring",
+            extra={"error_type": type(exc).__name__, "request_id": request.request_id},
+        )
+        self.monitor.observe_error(self._label(request.model), request.intake, "internal")
+        self._audit(request, served, [], started, "internal")
+        return InternalError(f"unexpected error; request id {request.request_id}")
 
     def _audit(
         self,
@@ -277,35 +436,30 @@ class ScoringPipeline:
             outcome=outcome,
         )
 
-    def score_vector(
-        self,
-        model: str,
-        rows: Sequence[Sequence[float]],
-        intake: IntakePath,
-        version: str | None = None,
-        *,
-        served: ServedModel | None = None,
+    def score_vectors(
+        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
     ) -> list[Mapping[str, float]]:
-        """Score already-extracted feature rows (Open Inference Protocol, feature CSVs).
-
-        ``served``: the model the caller took at the start of its request (it then
-        finishes on it even if a new version is swapped in meanwhile); by default the one
-        serving now. ``version`` pins a version: UnknownModel if it is not that one."""
+        """Score already-extracted feature rows (Open Inference Protocol, feature CSVs) on
+        the model view the caller took at the start of its request."""
+        served = self._own(model)
         try:
-            served = served if served is not None else self.served(model)
-            if version is not None and version != served.version:
-                raise UnknownModel(f"version {version} of this model is not the one served")
-            width = len(served.bundle.manifest.inputs)
+            width = len(served.manifest.inputs)
             if any(len(row) != width for row in rows):
                 raise RecordError(f"each row needs {width} features in manifest order")
+            if any(math.isinf(value) for row in rows for value in row):
+                raise RecordError("feature values must be finite numbers (NaN means missing)")
             started = time.perf_counter()
             results = served.runtime.predict(rows)
             elapsed = time.perf_counter() - started
         except AgentError as exc:
-            self.monitor.observe_error(self._label(model), intake, exc.reason)
+            self.monitor.observe_error(served.name, intake, exc.reason)
             raise
+        except Exception as exc:
+            log.error("unexpected error while scoring rows",
+                      extra={"error_type": type(exc).__name__})
+            self.monitor.observe_error(served.name, intake, "internal")
+            raise InternalError("unexpected error while scoring rows") from None
         outputs: list[Mapping[str, float]] = [served.outputs(row) for row in results]
-        manifest = served.bundle.manifest
         per_row = elapsed / max(len(rows), 1)
         for row, out in zip(rows, outputs, strict=True):
             # raw vectors drift like mapped ones: a units mix-up upstream shows here too
@@ -313,7 +467,7 @@ class ScoringPipeline:
                 served.name,
                 served.version,
                 intake,
-                raw_vector(manifest, row),
+                raw_vector(served.manifest, row),
                 out,
                 mapping_seconds=0.0,
                 inference_seconds=per_row,

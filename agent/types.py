@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 
 class IntakePath(StrEnum):
@@ -43,6 +43,22 @@ class PatientRecord:
     encounters: Sequence[Mapping[str, Any]] = ()
     label: str = ""
     source: str = ""  # "fhir" or "hl7v2": where the facts came from
+    subject: Mapping[str, Any] | None = None  # a FHIR Reference to the patient (reference
+    # "Patient/7" or an identifier from PID-3), for the answer and RiskAssessment.subject
+    problem: str | None = None  # why this record cannot be scored although it was read
+    # (resources that name no patient among several): the pipeline refuses it as no_subject
+
+    @property
+    def reference(self) -> str:
+        """What the caller sent to name this patient: ``Patient/7``, or PID-3's identifier.
+        Echoed in answers so the caller can match outcomes; never logged."""
+        subject = self.subject or {}
+        if isinstance(subject.get("reference"), str):
+            return str(subject["reference"])
+        identifier = subject.get("identifier")
+        if isinstance(identifier, Mapping) and isinstance(identifier.get("value"), str):
+            return str(identifier["value"])
+        return self.label
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,55 @@ class Prediction:
     outputs: Mapping[str, float]
     vector: FeatureVector
     label: str = ""
+    as_of: datetime | None = None  # the clinical time the record was read as of
+    subject: Mapping[str, Any] | None = None  # FHIR Reference to the patient scored
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why one patient was not scored. ``reason`` is a slug from the one vocabulary
+    (docs/outcomes.md); ``detail`` names features, ranges, units and places, never a value;
+    ``feature`` is the (first) feature concerned, when there is one."""
+
+    reason: str
+    detail: str
+    feature: str | None = None
+
+
+@dataclass(frozen=True)
+class PatientOutcome:
+    """One patient record's outcome: scored (``prediction``) or refused (``refusal``)."""
+
+    reference: str  # the caller's name for the patient (see PatientRecord.reference)
+    label: str  # the caller-side correlation string of the record
+    prediction: Prediction | None = None
+    refusal: Refusal | None = None
+    subject: Mapping[str, Any] | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.prediction is not None
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The answer to one ``ScoreRequest``: the model that answered (taken once, at the
+    start) and one outcome per patient record, in input order. Never empty: an input
+    with no patient raises ``NoPatient`` instead."""
+
+    model: str
+    version: str
+    bundle_digest: str
+    outcomes: tuple[PatientOutcome, ...]
+    as_of: datetime
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        return [o.prediction for o in self.outcomes if o.prediction is not None]
+
+    @property
+    def refused(self) -> list[PatientOutcome]:
+        return [o for o in self.outcomes if o.prediction is None]
 
 
 @dataclass(frozen=True)
@@ -90,17 +155,3 @@ class ScoreRequest:
     request_id: str = ""
     explain: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-class Scorer(Protocol):
-    """What intake paths depend on: the scoring pipeline, passed in by constructor."""
-
-    def score(self, request: ScoreRequest) -> list[Prediction]: ...
-
-    def score_vector(
-        self,
-        model: str,
-        rows: Sequence[Sequence[float]],
-        intake: IntakePath,
-        version: str | None = None,
-    ) -> list[Mapping[str, float]]: ...

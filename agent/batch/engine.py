@@ -2,7 +2,7 @@
 
 A file is scored as a *job* in its own work folder: ``journal.json`` (see
 ``batch_journal``) and the part files the result lines go to. Records are scored in file
-order through the one ``Scorer``; every ``checkpoint_records`` records (or
+order through the data plane; every ``checkpoint_records`` records (or
 ``checkpoint_seconds``) the part files are fsync'd and then the journal is replaced to say
 how many records and bytes are committed. After a crash, ``run`` cuts the part files back
 to the journal's sizes and skips the committed records, so every record ends up with
@@ -36,10 +36,11 @@ from agent.batch.items import (
 from agent.batch.journal import JOURNAL_NAME, JobState, Journal
 from agent.batch.outputs import RunSummary, write_csv
 from agent.batch.scoring import RESULTS_PART, RISK_PART, ResultLines
+from agent.dataplane import DataPlane
 from agent.durable import atomic_output, truncate_to, write_atomic
 from agent.errors import AgentError
 from agent.limits import Limits
-from agent.types import IntakePath, Scorer
+from agent.types import IntakePath
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,10 @@ def utc_now() -> str:
 class BatchEngine:
     """Scores files into result files; one job at a time per engine (not thread-safe)."""
 
-    def __init__(self, scorer: Scorer, settings: BatchSettings) -> None:
-        self.scorer = scorer
+    def __init__(self, plane: DataPlane, settings: BatchSettings) -> None:
+        self.plane = plane
         self.settings = settings
-        self._lines = ResultLines(scorer, settings.intake, settings.caller, settings.as_of)
+        self._lines = ResultLines(plane, settings.intake, settings.caller, settings.as_of)
 
     # --- job lifecycle ----------------------------------------------------------------
     def begin(self, folder: Path, source: Path, name: str, stem: str, job_id: str) -> BatchJob:
@@ -151,7 +152,7 @@ class BatchEngine:
         """Score the job's remaining records. True when all are scored (the job is then
         ``publishing``); False when ``stop()`` turned true (state checkpointed, resumable).
         ``UnreadableFile`` means the whole file cannot be read: call ``fail``. A
-        ``MODEL_UNAVAILABLE`` error from the scorer propagates with the job left at its last
+        ``MODEL_UNAVAILABLE`` error from the data plane propagates with the job left at its last
         checkpoint: run it again once the model is served."""
         journal = job.journal
         if journal.state is not JobState.scoring:

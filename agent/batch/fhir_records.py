@@ -32,11 +32,11 @@ from agent.batch.items import (
     UnreadableFile,
 )
 from agent.batch.lines import BOM, read_lines
+from agent.errors import NoPatient
 from agent.limits import Limits
+from agent.records.grouping import NO_SUBJECT, entry_resource, reference_key, resource_key
 from agent.types import RecordFormat
 
-GROUPED_TYPES = frozenset({"Observation", "Encounter"})  # joined to a patient by subject
-NO_SUBJECT = "!no_subject"  # key of a grouped resource that names no patient
 INDEX_NAME = "ndjson-index.sqlite"
 _INDEX_SCHEMA = """
 CREATE TABLE rows (
@@ -48,33 +48,6 @@ CREATE TABLE complete (size INTEGER, mtime_ns INTEGER);
 """
 _INSERT_BATCH = 10_000  # index rows per executemany
 _BUNDLE_DEPTH_MAX = 2  # Bundles inside a Bundle opened this deep (the pipeline reads 3 levels)
-
-
-def reference_key(reference: str) -> str:
-    """``https://x/fhir/Patient/7/_history/2`` -> ``Patient/7``; other strings unchanged."""
-    head = reference.split("/_history/", 1)[0]
-    cut = head.rfind("Patient/")
-    return head[cut:] if cut > 0 and head[cut - 1] == "/" else head
-
-
-def resource_key(
-    resource: Mapping[str, Any], aliases: Mapping[str, str], full_url: str | None = None
-) -> str | None:
-    """The patient ``resource`` belongs to; ``NO_SUBJECT`` for an Observation or Encounter
-    that names none; None for types that are no part of a patient record."""
-    kind = resource.get("resourceType")
-    if kind == "Patient":
-        rid = resource.get("id")
-        return f"Patient/{rid}" if isinstance(rid, str) and rid else full_url or NO_SUBJECT
-    if kind not in GROUPED_TYPES:
-        return None
-    subject = resource.get("subject")
-    reference = subject.get("reference") if isinstance(subject, dict) else None
-    if not isinstance(reference, str) or not reference:
-        return NO_SUBJECT
-    return (
-        aliases.get(reference) or aliases.get(reference_key(reference)) or reference_key(reference)
-    )
 
 
 def _bundle_keys(entries: list[Any]) -> list[str | None]:
@@ -90,7 +63,7 @@ def _bundle_keys(entries: list[Any]) -> list[str | None]:
                 aliases[reference_key(full_url)] = key
     keys: list[str | None] = []
     for entry in entries:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
+        resource = entry_resource(entry)
         keys.append(resource_key(resource, aliases) if isinstance(resource, dict) else None)
     patients = {k for k in keys if k is not None and k != NO_SUBJECT}
     if len(patients) == 1:
@@ -136,7 +109,9 @@ def ndjson_items(stream: BinaryIO, context: ReadContext) -> Iterator[BatchItem]:
             "SELECT key, COUNT(*), MIN(line), MAX(line), MIN(offset) FROM rows"
             " GROUP BY key ORDER BY MIN(seq)"
         )
+        empty = True
         for key, count, first, last, offset in groups:
+            empty = False
             stream.seek(offset)  # so the caller's progress (stream.tell()) follows the groups
             lines = (first, last)
             if key.startswith("!"):
@@ -155,6 +130,8 @@ def ndjson_items(stream: BinaryIO, context: ReadContext) -> Iterator[BatchItem]:
                 yield RecordItem(
                     lines, _collection(_entries(stream, rows)), RecordFormat.fhir_json, key
                 )
+        if empty:  # nothing in the file belongs to a patient: the same answer as over HTTP
+            yield BadItem(None, NoPatient.reason, "the file holds no patient to score")
 
 
 def _entries(stream: BinaryIO, rows: Any) -> list[bytes]:
@@ -277,8 +254,9 @@ def document_items(data: bytes) -> Iterator[BatchItem]:
     for entry, key in zip(entries, keys, strict=True):
         if key is not None:
             groups.setdefault(key, []).append(_compact(entry))
-    if len(groups) == 1 and NO_SUBJECT not in groups:
-        yield RecordItem(None, data, RecordFormat.fhir_json, next(iter(groups)))
+    if not groups or (len(groups) == 1 and NO_SUBJECT not in groups):
+        # one patient, or none: the data plane answers for the whole document (no_patient)
+        yield RecordItem(None, data, RecordFormat.fhir_json, next(iter(groups), ""))
         return
     for key, own in groups.items():
         if key == NO_SUBJECT:

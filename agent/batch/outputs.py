@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from agent.batch.items import Lines
-from agent.outputs.prediction_json import prediction_json
-from agent.types import Prediction
+from agent.dataplane import ModelView
+from agent.outputs.prediction_json import outcome_json
+from agent.types import ScoreResult
 
 ERRORS_LISTED_MAX = 1000  # per-record errors named in a report; counts are always complete
 
@@ -42,30 +43,50 @@ def error_line(position: int, lines: Lines, label: str, reason: str, detail: str
     return _line({**_head(position, lines, label, "error"), "reason": reason, "detail": detail})
 
 
-def predictions_line(
-    position: int, lines: Lines, label: str, predictions: Sequence[Prediction]
-) -> bytes:
-    """A record's line: the prediction's fields inline when there is one (the usual case),
-    a ``predictions`` list when one record held several patients."""
-    bodies = [prediction_json(p) for p in predictions]
-    for body in bodies:
+def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) -> bytes:
+    """A record's line. One patient (the usual case): its outcome's fields inline, status
+    ``ok`` (scored) or ``error`` with the refusal's reason, detail and feature. Several
+    patients (an HL7 message with several PIDs): each outcome in ``predictions``, status
+    ``ok`` only when every one was scored, else ``error`` with the first refusal's reason."""
+    model = {
+        "model": result.model,
+        "version": result.version,
+        "bundle_digest": result.bundle_digest,
+    }
+    if len(result.outcomes) == 1:
+        [outcome] = result.outcomes
+        body = outcome_json(outcome)
         body.pop("record", None)
-    if len(predictions) == 1:
-        return _line({**_head(position, lines, predictions[0].label or label, "ok"), **bodies[0]})
-    for body, prediction in zip(bodies, predictions, strict=True):
-        body["label"] = prediction.label
-    return _line({**_head(position, lines, label, "ok"), "predictions": bodies})
+        status = "ok" if body.pop("status") == "scored" else "error"
+        return _line({**_head(position, lines, outcome.label or label, status), **model, **body})
+    bodies = []
+    for outcome in result.outcomes:
+        body = outcome_json(outcome)
+        body.pop("record", None)
+        bodies.append({"label": outcome.label, **model, **body})
+    refused = [o.refusal for o in result.outcomes if o.refusal is not None]
+    if not refused:
+        return _line({**_head(position, lines, label, "ok"), "predictions": bodies})
+    detail = f"{len(refused)} of {len(bodies)} patients not scored"
+    return _line(
+        {
+            **_head(position, lines, label, "error"),
+            "reason": refused[0].reason,
+            "detail": detail,
+            "predictions": bodies,
+        }
+    )
 
 
 def vector_line(
-    position: int,
-    lines: Lines,
-    label: str,
-    model: str,
-    version: str | None,
-    outputs: Mapping[str, float],
+    position: int, lines: Lines, label: str, model: ModelView, outputs: Mapping[str, float]
 ) -> bytes:
-    body = {"model": model, "version": version, "outputs": dict(outputs)}
+    body = {
+        "model": model.name,
+        "version": model.version,
+        "bundle_digest": model.digest,
+        "outputs": dict(outputs),
+    }
     return _line({**_head(position, lines, label, "ok"), **body})
 
 
@@ -75,10 +96,15 @@ def read_results(path: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(raw)
 
 
-def _predictions_of(line: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _outcomes_of(line: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The per-patient outcomes of a result line (a bad record has none)."""
     if "predictions" in line:
         return list(line["predictions"])
-    return [line] if line.get("status") == "ok" else []
+    return [line] if "outputs" in line or "patient" in line else []
+
+
+def _predictions_of(line: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [o for o in _outcomes_of(line) if "outputs" in o]
 
 
 @dataclass
@@ -124,7 +150,10 @@ class RunSummary:
         }
 
 
-CSV_HEAD = ("position", "first_line", "last_line", "label", "status", "reason", "model", "version")
+CSV_HEAD = (
+    "position", "first_line", "last_line", "label", "status", "reason", "feature",
+    "model", "version", "bundle_digest",
+)
 
 
 def _column(output: str) -> str:
@@ -142,23 +171,26 @@ def write_csv(results: Path, stream: BinaryIO, output_names: Sequence[str]) -> N
     for line in read_results(results):
         first, last = line["lines"] or ("", "")
         head = [line["position"], first, last]
-        if line["status"] != "ok":
-            blanks = [""] * (len(output_names) + 3)  # model, version, outputs, warnings
+        outcomes = _outcomes_of(line)
+        if not outcomes:  # a record that was not read: one row, no model
+            blanks = [""] * (len(output_names) + 5)  # feature to digest, outputs, warnings
             writer.writerow([*head, line["label"], "error", line["reason"], *blanks])
             continue
-        for prediction in _predictions_of(line):
-            outputs = prediction["outputs"]
+        for outcome in outcomes:
+            outputs = outcome.get("outputs") or {}
             warnings = ";".join(
-                f"{w['feature']}:{w['warning']}" for w in prediction.get("warnings", ())
+                f"{w['feature']}:{w['warning']}" for w in outcome.get("warnings", ())
             )
             writer.writerow(
                 [
                     *head,
-                    prediction.get("label", line["label"]),
-                    "ok",
-                    "",
-                    prediction["model"],
-                    prediction["version"] or "",
+                    outcome.get("label", line["label"]),
+                    "ok" if "outputs" in outcome else "error",
+                    outcome.get("reason", ""),
+                    outcome.get("feature", ""),
+                    outcome.get("model", ""),
+                    outcome.get("version") or "",
+                    outcome.get("bundle_digest") or "",
                     *(outputs.get(name, "") for name in output_names),
                     warnings,
                 ]

@@ -1,4 +1,4 @@
-"""Scoring a batch's records through the one ``Scorer`` into result lines.
+"""Scoring a batch's records through the data plane into result lines.
 
 Each record becomes exactly one line of ``results.ndjson.part`` (and a RiskAssessment per
 prediction in ``riskassessment.ndjson.part`` when asked): its predictions or why it failed.
@@ -9,18 +9,15 @@ model's state, not the record's fault, and it stops the job so the record is sco
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from datetime import datetime
 
 from agent.batch.items import BadItem, BatchItem, RecordItem, VectorItem
-from agent.batch.outputs import error_line, predictions_line, vector_line
+from agent.batch.outputs import error_line, outcomes_line, vector_line
+from agent.dataplane import DataPlane, ModelView
 from agent.errors import AgentError, RuntimeFault, StoreError, UnknownModel
 from agent.outputs.riskassessment import risk_assessment
-from agent.types import IntakePath, Prediction, Scorer, ScoreRequest
-
-log = logging.getLogger(__name__)
+from agent.types import IntakePath, ScoreRequest
 
 RESULTS_PART = "results.ndjson.part"
 RISK_PART = "riskassessment.ndjson.part"
@@ -33,40 +30,35 @@ Unit = list[tuple[int, BatchItem]]  # consecutive records with their 1-based pos
 Line = tuple[str, bytes]  # (part file, bytes to append)
 
 
-@runtime_checkable
-class NamesRiskOutput(Protocol):
-    """A scorer that knows which output a model's RiskAssessment reports (the pipeline)."""
-
-    def risk_output(self, name: str) -> str: ...
-
-
 class ResultLines:
     """The result lines of a unit of records (one record, or a batch of feature rows)."""
 
     def __init__(
-        self, scorer: Scorer, intake: IntakePath, caller: str, as_of: datetime | None
+        self, plane: DataPlane, intake: IntakePath, caller: str, as_of: datetime | None
     ) -> None:
-        self.scorer = scorer
+        self.plane = plane
         self.intake = intake
         self.caller = caller
         self.as_of = as_of
 
     def of(self, unit: Unit, model: str, job_id: str, risk: bool) -> Iterator[Line]:
         position, item = unit[0]
-        if isinstance(item, VectorItem):
-            rows = [(p, i) for p, i in unit if isinstance(i, VectorItem)]
-            yield from self._vectors(rows, model)
-        elif isinstance(item, BadItem):
+        if isinstance(item, BadItem):
             line = error_line(position, item.lines, item.label, item.reason, item.detail)
             yield RESULTS_PART, line
+            return
+        view = self.plane.model(model)  # MODEL_UNAVAILABLE stops the job, see above
+        if isinstance(item, VectorItem):
+            rows = [(p, i) for p, i in unit if isinstance(i, VectorItem)]
+            yield from self._vectors(rows, view)
         elif isinstance(item, RecordItem):
-            yield from self._record(position, item, model, f"{job_id}:{position}", risk)
+            yield from self._record(position, item, view, f"{job_id}:{position}", risk)
 
     def _record(
-        self, position: int, item: RecordItem, model: str, request_id: str, risk: bool
+        self, position: int, item: RecordItem, model: ModelView, request_id: str, risk: bool
     ) -> Iterator[Line]:
         request = ScoreRequest(
-            model=model,
+            model=model.name,
             body=item.body,
             format=item.format,
             intake=self.intake,
@@ -75,70 +67,33 @@ class ResultLines:
             request_id=request_id,
         )
         try:
-            predictions = self.scorer.score(request)
+            result = self.plane.score(request, model)
         except MODEL_UNAVAILABLE:
             raise
-        except AgentError as exc:
+        except AgentError as exc:  # counted by the data plane (bugs as ``internal``)
             yield RESULTS_PART, error_line(position, item.lines, item.label, exc.reason, str(exc))
             return
-        except Exception as exc:  # a bug scoring one record must not stop the file
-            log.error(
-                "scoring a record failed unexpectedly", extra={"error_type": type(exc).__name__}
-            )
-            detail = "unexpected error while scoring"
-            yield (
-                RESULTS_PART,
-                error_line(position, item.lines, item.label, "internal", detail),
-            )
-            return
-        if not predictions:
-            detail = "the record holds no patient to score"
-            yield RESULTS_PART, error_line(position, item.lines, item.label, "no_patient", detail)
-            return
-        yield (
-            RESULTS_PART,
-            predictions_line(position, item.lines, item.label, predictions),
-        )
+        yield RESULTS_PART, outcomes_line(position, item.lines, item.label, result)
         if risk:
-            occurrence = datetime.now(UTC).isoformat(timespec="seconds")
-            for prediction in predictions:
-                resource = risk_assessment(
-                    prediction, self._risk_output(prediction), occurrence=occurrence
-                )
+            for prediction in result.predictions:
+                resource = risk_assessment(prediction, model.risk_output)
                 yield RISK_PART, json.dumps(resource, separators=(",", ":")).encode() + b"\n"
 
-    def _risk_output(self, prediction: Prediction) -> str:
-        """The scorer's choice when it names one, else the model's last output."""
-        if isinstance(self.scorer, NamesRiskOutput):
-            try:
-                name = self.scorer.risk_output(prediction.model)
-            except AgentError:
-                name = ""
-            if name in prediction.outputs:
-                return name
-        return list(prediction.outputs)[-1]
-
-    def _vectors(self, rows: Sequence[tuple[int, VectorItem]], model: str) -> Iterator[Line]:
+    def _vectors(self, rows: Sequence[tuple[int, VectorItem]], model: ModelView) -> Iterator[Line]:
         """One call for the batch; if it fails, row by row so a bad row fails alone."""
         try:
-            results = self.scorer.score_vector(model, [i.row for _, i in rows], self.intake)
+            results = self.plane.score_vectors(model, [i.row for _, i in rows], self.intake)
             if len(results) != len(rows):
                 raise RuntimeFault("the scorer returned a wrong number of rows")
         except MODEL_UNAVAILABLE:
             raise
-        except Exception as exc:
+        except AgentError as exc:
             if len(rows) > 1:
                 for row in rows:
                     yield from self._vectors([row], model)
                 return
             position, item = rows[0]
-            reason = exc.reason if isinstance(exc, AgentError) else "internal"
-            detail = str(exc) if isinstance(exc, AgentError) else "unexpected error while scoring"
-            if not isinstance(exc, AgentError):
-                log.error(
-                    "scoring a row failed unexpectedly", extra={"error_type": type(exc).__name__}
-                )
-            yield RESULTS_PART, error_line(position, item.lines, item.label, reason, detail)
+            yield RESULTS_PART, error_line(position, item.lines, item.label, exc.reason, str(exc))
             return
         for (position, item), outputs in zip(rows, results, strict=True):
-            yield RESULTS_PART, vector_line(position, item.lines, item.label, model, None, outputs)
+            yield RESULTS_PART, vector_line(position, item.lines, item.label, model, outputs)

@@ -30,8 +30,9 @@ from agent.batch.engine import (
     output_name,
 )
 from agent.batch.items import UnreadableFile
+from agent.dataplane import DataPlane
 from agent.errors import ConfigError
-from agent.types import IntakePath, Scorer
+from agent.types import IntakePath
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -123,7 +124,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def score_files(
-    scorer: Scorer,
+    plane: DataPlane,
     settings: BatchSettings,
     inputs: Sequence[Path],
     outdir: Path,
@@ -133,7 +134,7 @@ def score_files(
     """Score each input into ``outdir``; a summary line per file on ``console``. Returns
     the exit code (0 all scored, 1 something failed)."""
     outdir.mkdir(parents=True, exist_ok=True)
-    engine = BatchEngine(scorer, settings)
+    engine = BatchEngine(plane, settings)
     bar = ProgressBar(console, enabled=not quiet and console.isatty())
     code = 0
     seen: Counter[str] = Counter()

@@ -182,7 +182,7 @@ def build_ack(
     header: MessageHeader | None,
     code: AckCode,
     *,
-    error: AckError | None = None,
+    errors: Sequence[AckError] = (),
     results: Sequence[ResultRow] = (),
     now: datetime | None = None,
     control_id: str | None = None,
@@ -192,6 +192,8 @@ def build_ack(
     MSH-3..6 swap the sender's and receiver's application and facility, MSA-2 echoes the
     incoming control id, MSH-11/12/18 echo processing id, version and character set. With
     no header (the input was not HL7), a minimal ACK with the default separators is built.
+    MSA-3 tells the first of ``errors``; each gets its own ERR segment (one per patient
+    not scored, in a message that held several).
     ``results`` become OBX segments after MSA (and ERR): not part of the standard ACK
     structure, which is why the listener makes them optional.
     """
@@ -212,15 +214,15 @@ def build_ack(
 
     segments = [reply_msh(h, message_type, now=now, control_id=control_id)]
     msa = ["MSA", code.value, h.control_id]
-    if error is not None:
+    if errors:
         # MSA-3 is 80 characters at most before v2.5; ERR-8 carries the whole detail after
-        text = f"{_OUTCOME_TEXT.get(code, 'error')}: {error.reason}"
-        if error.detail and version < "2.5":
-            text = f"{text}: {error.detail}"[:80]
+        first = errors[0]
+        text = f"{_OUTCOME_TEXT.get(code, 'error')}: {first.reason}"
+        if first.detail and version < "2.5":
+            text = f"{text}: {first.detail}"[:80]
         msa.append(esc(text))
     segments.append(fs.join(msa))
-    if error is not None:
-        segments.append(_err_segment(error, version, fs, comp, sub, esc))
+    segments += [_err_segment(e, version, fs, comp, sub, esc) for e in errors]
     segments += [obx_segment(h, i, row) for i, row in enumerate(results, start=1)]
     return "\r".join(segments).encode(CHARSET) + b"\r"
 

@@ -107,7 +107,8 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
     return SiteMapping(path=path, site=spec.site, model=manifest.name,
                        model_version=manifest.version,
                        features=tuple(compiled[f.name] for f in manifest.inputs),
-                       wanted_codes=frozenset(c for f in compiled.values() for c in f.codes))
+                       wanted_codes=frozenset(c for f in compiled.values() for c in f.codes),
+                       max_imputed=spec.imputation_budget(len(manifest.inputs)))
 
 
 def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: MappingSpec,
@@ -166,7 +167,9 @@ def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: Mapping
         site_unit=site_unit, model_unit=model.unit, site_conversion=site_conversion,
         molar_mass=spec.molar_mass, reduce=spec.reduce, window=spec.window_delta,
         fallback=fallback, levels=tuple(model.levels), categories=categories,
-        unseen=spec.unseen, low=model.min, high=model.max, unit_aliases=mapping.unit_aliases,
+        unseen=spec.unseen, low=spec.range[0] if spec.range else model.min,
+        high=spec.range[1] if spec.range else model.max, out_of_range=spec.out_of_range,
+        unit_aliases=mapping.unit_aliases,
     )
 
 

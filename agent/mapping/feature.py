@@ -14,11 +14,18 @@ from decimal import Decimal
 from statistics import fmean
 from typing import Any
 
-from agent.errors import UnitError, UnmappableRecord
+from agent.errors import (
+    ImplausibleValue,
+    MissingValue,
+    UnconvertibleUnit,
+    UnitError,
+    UnmappableRecord,
+    UnseenCategory,
+)
 from agent.mapping.facts import Fact, FactIndex, observation_time, parse_time, value_of
 from agent.mapping.fhirpath import Evaluator
-from agent.mapping.spec import PatientField, Reduction, ResourceKind, UnseenPolicy
-from agent.mapping.units import Conversion, conversion
+from agent.mapping.spec import PatientField, RangePolicy, Reduction, ResourceKind, UnseenPolicy
+from agent.mapping.units import Conversion, check_unit, conversion
 from agent.types import FeatureValue, PatientRecord
 
 
@@ -52,6 +59,7 @@ class CompiledFeature:
     unseen: UnseenPolicy
     low: float | None
     high: float | None
+    out_of_range: RangePolicy
     unit_aliases: Mapping[str, str]  # the site's unit texts -> UCUM (mmHg -> mm[Hg])
 
     # --- gathering ------------------------------------------------------------------------
@@ -82,7 +90,8 @@ class CompiledFeature:
             results = fhirpath(resource)
         except Exception:  # fhirpathpy raises bare Exception; its text may quote the data
             raise UnmappableRecord(
-                f"feature {self.name!r}: FHIRPath failed on a {resource.get('resourceType')}"
+                f"feature {self.name!r}: FHIRPath failed on a {resource.get('resourceType')}",
+                self.name,
             ) from None
         facts = []
         for item in results:
@@ -119,7 +128,12 @@ class CompiledFeature:
                 as_of: datetime) -> tuple[FeatureValue, str | None]:
         """This feature's value for ``record`` and a warning (None if there is nothing to
         say). UnmappableRecord when the mapping says refuse."""
-        facts = [f for f in self._facts(record, index, as_of) if _in_window(f, as_of, self.window)]
+        found = self._facts(record, index, as_of)
+        facts = [f for f in found if _in_window(f, as_of, self.window)]
+        if not facts and found and self.fallback is None:
+            raise MissingValue(
+                f"feature {self.name!r}: no value within the {_hours(self.window)} window "
+                "before the as-of time; values exist outside it", self.name)
         if len(facts) > 1:
             earliest = datetime.min.replace(tzinfo=as_of.tzinfo)  # untimed values sort first
             facts.sort(key=lambda f: f.time or earliest)
@@ -152,9 +166,10 @@ class CompiledFeature:
             try:
                 step = conversion(unit, self.model_unit, self.molar_mass)
             except UnitError:
-                raise UnmappableRecord(
-                    f"feature {self.name!r}: {_origin(fact)} carries a unit that "
-                    f"cannot be converted to {self.model_unit}") from None
+                raise UnconvertibleUnit(
+                    f"feature {self.name!r}: {_origin(fact)} carries {_named(fact.unit)}, "
+                    f"which cannot be converted to {self.model_unit}; if it is the site's "
+                    "spelling of a UCUM unit, add it to unit_aliases", self.name) from None
         return step(number), step.label
 
     def _categorical(self, facts: list[Fact]) -> FeatureValue:
@@ -165,20 +180,30 @@ class CompiledFeature:
         level = next((self.categories[x] for x in chosen.labels if x in self.categories), None)
         if level is None:
             if self.unseen is UnseenPolicy.refuse:
-                raise UnmappableRecord(
+                raise UnseenCategory(
                     f"feature {self.name!r}: {_origin(chosen)} carries a category "
-                    "the mapping does not list")
+                    "the mapping does not list", self.name)
             return self._missing(unseen=True)
         return self._value(float(level), self.levels[level], labelled, None)
 
     def _value(self, value: float, display: str | float, facts: list[Fact],
                label: str | None) -> FeatureValue:
-        out = (self.low is not None and value < self.low) or (
-            self.high is not None and value > self.high)
+        out = not self.categorical and (
+            (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high))
+        if out and self.out_of_range is RangePolicy.refuse:
+            raise ImplausibleValue(
+                f"feature {self.name!r}: value outside the plausible range "
+                f"{_bounds(self.low, self.high, self.model_unit)} (a wrong unit or a typo?); "
+                "the mapping says refuse", self.name)
+        if out and self.out_of_range is RangePolicy.clip:
+            value = min(max(value, self.low if self.low is not None else value),
+                        self.high if self.high is not None else value)
+            display = round(value, 6)
         return FeatureValue(
             name=self.name, value=value, display=display, source=self._source(facts),
             unit=None if self.categorical else self.model_unit, conversion=label,
-            out_of_range=bool(out) and not self.categorical)
+            out_of_range=bool(out))
 
     def _source(self, facts: list[Fact]) -> str:
         if self.patient is not None:
@@ -196,8 +221,8 @@ class CompiledFeature:
 
     def _missing(self, unseen: bool) -> FeatureValue:
         if self.fallback is None:
-            raise UnmappableRecord(f"feature {self.name!r}: no value in the record "
-                                   "and the mapping says refuse")
+            raise MissingValue(f"feature {self.name!r}: no value in the record "
+                               "and the mapping says refuse", self.name)
         return FeatureValue(name=self.name, value=self.fallback.value,
                             display=self.fallback.display, source=self.fallback.source,
                             unit=None if self.categorical else self.model_unit, imputed=True,
@@ -222,6 +247,29 @@ def _origin(fact: Fact) -> str:
     """``Observation http://loinc.org|8310-5`` or ``Patient.gender``: where, never what."""
     kind = _kind(fact)
     return fact.code if fact.code.startswith(f"{kind}.") else f"{kind} {fact.code}"
+
+
+def _named(unit: str | None) -> str:
+    """The unit a record carried, for a refusal: named when it is a UCUM unit (``'kg'``),
+    else only described, so free text in a unit field (which could be anything, patient
+    data included) never reaches an answer."""
+    if unit:
+        try:
+            check_unit(unit)
+        except UnitError:
+            return "a unit text that is not UCUM"
+        return f"unit {unit!r}"
+    return "no unit"
+
+
+def _bounds(low: float | None, high: float | None, unit: str | None) -> str:
+    span = f"[{'' if low is None else f'{low:g}'}, {'' if high is None else f'{high:g}'}]"
+    return f"{span} {unit}" if unit else span
+
+
+def _hours(window: timedelta | None) -> str:
+    hours = (window or timedelta(0)).total_seconds() / 3600
+    return f"{hours:g} h"
 
 
 def _in_window(fact: Fact, as_of: datetime, window: timedelta | None) -> bool:

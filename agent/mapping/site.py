@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.errors import UnmappableRecord
+from agent.errors import TooMuchImputed, UnmappableRecord
 from agent.mapping.facts import FactIndex
 from agent.mapping.feature import CompiledFeature
 from agent.types import FeatureVector, PatientRecord
@@ -23,6 +23,7 @@ class SiteMapping:
     model_version: str
     features: tuple[CompiledFeature, ...]  # in the model's input order
     wanted_codes: frozenset[str]  # every code any feature reads: all the index needs
+    max_imputed: int  # imputed features a patient may have before it is refused
 
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
@@ -30,10 +31,10 @@ class SiteMapping:
     def extract(self, record: PatientRecord, as_of: datetime) -> FeatureVector:
         """The model's input vector for ``record`` as at ``as_of`` (a naive time is UTC).
 
-        Look-back windows end at ``as_of``; values after it are ignored. Raises
-        UnmappableRecord when a feature configured to refuse has no usable value, or a value
-        carries a unit or category the mapping cannot read; it names every such feature
-        (``; ``-joined, in the model's order), so a sender learns all it must fix at once.
+        Look-back windows end at ``as_of``; values after it are ignored. Raises an
+        UnmappableRecord subclass (missing, out_of_range, unit, unseen_category,
+        too_much_imputed) naming every feature concerned (``; ``-joined, in the model's
+        order), so a sender learns all it must fix at once; ``feature`` is the first.
         Warnings name features only.
         """
         if as_of.tzinfo is None:
@@ -41,18 +42,26 @@ class SiteMapping:
         index = FactIndex(record.observations, self.wanted_codes)
         values = []
         warnings = []
-        refusals = []
+        refusals: list[UnmappableRecord] = []
         for feature in self.features:
             try:
                 value, warning = feature.extract(record, index, as_of)
             except UnmappableRecord as exc:
-                refusals.append(str(exc))
+                refusals.append(exc)
                 continue
             values.append(value)
             if warning is not None:
                 warnings.append(warning)
         if refusals:
-            raise UnmappableRecord("; ".join(refusals))
+            first = refusals[0]
+            raise type(first)("; ".join(str(r) for r in refusals), first.feature)
+        imputed = [v.name for v in values if v.imputed]
+        if len(imputed) > self.max_imputed:
+            raise TooMuchImputed(
+                f"{len(imputed)} of {len(values)} features would be imputed "
+                f"({', '.join(imputed)}); the model allows {self.max_imputed}",
+                imputed[0],
+            )
         return FeatureVector(
             values=tuple(0.0 if v.value is None else v.value for v in values),
             features=tuple(values),

@@ -44,6 +44,14 @@ class UnseenPolicy(Enum):
     missing = "missing"  # treat as missing: the missing policy decides
 
 
+class RangePolicy(Enum):
+    """What a value outside the feature's plausible range gets."""
+
+    refuse = "refuse"  # the patient is refused (out_of_range): a wrong unit, a typo
+    clip = "clip"  # clipped to the nearest bound, flagged in the answer
+    flag = "flag"  # scored as read, flagged in the answer
+
+
 class PatientField(Enum):
     age = "age"  # completed years from Patient.birthDate at the as-of time
     gender = "gender"  # Patient.gender
@@ -84,6 +92,10 @@ class FeatureSpec(_Strict):
     constant: float | str | None = None
     categories: dict[str, str] = Field(default_factory=dict)
     unseen: UnseenPolicy = UnseenPolicy.refuse
+    range: tuple[float, float] | None = None
+    """Plausible range in the model's unit, replacing the manifest's (narrow or widen it)."""
+    out_of_range: RangePolicy = RangePolicy.refuse
+    """What a value outside the plausible range gets."""
 
     @field_validator("window")
     @classmethod
@@ -108,6 +120,8 @@ class FeatureSpec(_Strict):
             raise ValueError("constant is used only with missing: constant")
         if self.window is not None and self.patient is not None:
             raise ValueError("window does not apply to patient fields")
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError("range must be [low, high] with low < high")
         return self
 
     @property
@@ -124,6 +138,25 @@ class MappingSpec(_Strict):
     systems: dict[str, str] = Field(default_factory=dict)
     unit_aliases: dict[str, str] = Field(default_factory=dict)
     features: dict[str, FeatureSpec]
+    max_imputed: int | float | None = Field(default=None, ge=0)
+    """How many features one patient may have imputed before it is refused
+    (``too_much_imputed``): a whole number is a count, a number below 1 a fraction of the
+    model's features. Default: half of them."""
+
+    @field_validator("max_imputed")
+    @classmethod
+    def _budget(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and value >= 1 and not value.is_integer():
+            raise ValueError("max_imputed is a count (a whole number) or a fraction below 1")
+        return value
+
+    def imputation_budget(self, features: int) -> int:
+        """The largest number of imputed features a patient may have."""
+        if self.max_imputed is None:
+            return features // 2
+        if isinstance(self.max_imputed, float) and self.max_imputed < 1:
+            return int(self.max_imputed * features)
+        return int(self.max_imputed)
 
     @field_validator("systems")
     @classmethod

@@ -1,10 +1,11 @@
-"""The agent's own JSON form of a prediction, used by HTTP answers and NDJSON results."""
+"""The agent's own JSON form of a prediction and of a patient's outcome, used by HTTP
+answers and NDJSON results alike."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agent.types import FeatureValue, FeatureVector, Prediction
+from agent.types import FeatureValue, FeatureVector, PatientOutcome, Prediction, Refusal
 
 
 def feature_warnings(vector: FeatureVector) -> list[dict[str, str]]:
@@ -54,3 +55,22 @@ def prediction_json(prediction: Prediction, *, explain: bool = False) -> dict[st
     if explain:
         body["explanation"] = explanation(prediction.vector)
     return body
+
+
+def refusal_json(refusal: Refusal) -> dict[str, Any]:
+    body: dict[str, Any] = {"reason": refusal.reason, "detail": refusal.detail}
+    if refusal.feature is not None:
+        body["feature"] = refusal.feature
+    return body
+
+
+def outcome_json(outcome: PatientOutcome, *, explain: bool = False) -> dict[str, Any]:
+    """One patient's outcome: ``status`` ``scored`` with the prediction's fields, or
+    ``refused`` with the reason, the feature concerned and a PHI-free detail. ``patient`` is
+    the caller's own reference, echoed so it can match outcomes to patients."""
+    head: dict[str, Any] = {"patient": outcome.reference or None}
+    if outcome.prediction is not None:
+        return {**head, "status": "scored", **prediction_json(outcome.prediction, explain=explain)}
+    if outcome.refusal is None:
+        raise ValueError("an outcome is either scored or refused")
+    return {**head, "status": "refused", **refusal_json(outcome.refusal)}

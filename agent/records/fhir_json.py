@@ -5,16 +5,15 @@ the input) so that errors can say where without saying what.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from agent.errors import FhirError
+from agent.jsontext import load_json
 from agent.limits import Limits
 from agent.records import fhir_essential, fhir_validate
 from agent.records.config import FhirValidation, RecordsConfig
-from agent.records.grouping import Located, group_by_patient
+from agent.records.grouping import Located, entry_resource, group_by_patient
 from agent.types import PatientRecord
 
 _MAX_BUNDLE_DEPTH = 3  # a Bundle inside a Bundle inside a Bundle, no deeper
@@ -55,36 +54,8 @@ def parse_fhir_ndjson(body: bytes, limits: Limits, config: RecordsConfig) -> lis
     return group_by_patient(found)
 
 
-class _NonFinite(ValueError):
-    """JSON has no NaN or Infinity; Python's parser accepts them unless told not to."""
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NonFinite
-    return value
-
-
-def _refuse_constant(_: str) -> Any:
-    raise _NonFinite
-
-
 def _load(text: bytes, where: str) -> Any:
-    try:
-        return json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
-    except _NonFinite:
-        raise FhirError(f"{where}: not valid JSON (a number is NaN or infinite)") from None
-    except json.JSONDecodeError as exc:
-        raise FhirError(
-            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
-    except UnicodeDecodeError:
-        raise FhirError(f"{where}: not valid UTF-8") from None
-    except RecursionError:
-        raise FhirError(f"{where}: JSON nested too deeply") from None
-    except ValueError:  # e.g. an integer longer than Python's digit limit
-        raise FhirError(f"{where}: not valid JSON (a number is out of range)") from None
+    return load_json(text, where, FhirError)
 
 
 def _walk(
@@ -108,7 +79,7 @@ def _walk(
             f"Bundle at {line}{name}: Bundles nested more than {_MAX_BUNDLE_DEPTH} deep")
     check.bundle_shell(doc, line + name)
     for index, entry in enumerate(doc.get("entry", [])):
-        resource = entry.get("resource")
-        if resource is not None:  # transaction-response and deleted entries carry none
+        resource = entry_resource(entry)
+        if resource is not None:  # GET/DELETE and transaction-response entries carry none
             _walk(resource, f"{name}.entry[{index}].resource", line, entry.get("fullUrl"),
                   out, depth + 1, limits, check)

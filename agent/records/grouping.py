@@ -1,20 +1,28 @@
-"""Group FHIR resources into one ``PatientRecord`` per patient.
+"""Group FHIR resources into one ``PatientRecord`` per patient: the one grouping rule, used
+by the records reader (HTTP, MLLP, CLI) and by the batch engine's streaming index alike.
 
 Observations and Encounters join the Patient their ``subject`` references (``Patient/id``,
 a Bundle ``fullUrl`` such as ``urn:uuid:...``, or an absolute URL ending in ``Patient/id``).
 A subject that resolves to no Patient in the input still forms its own record (patient None),
 so a Bundle of Observations without its Patient yields one record. A resource without a
-subject joins the only patient there is; with several patients it is refused rather than
-guessed. Other resource types are ignored.
+subject joins the only patient there is; with several patients it cannot be attributed and
+forms a record of its own that is refused (``no_subject``) rather than guessed. Other
+resource types, and Bundle entries that only ask (GET) or delete (DELETE), carry nothing
+about the patient and are ignored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import FhirError
 from agent.types import PatientRecord
+
+GROUPED_TYPES = frozenset({"Observation", "Encounter"})  # joined to a patient by subject
+NO_SUBJECT = "!no_subject"  # key of a grouped resource that names no patient
+_NO_DATA_METHODS = frozenset({"GET", "HEAD", "DELETE"})  # transaction entries without data
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,45 @@ class Located:
     full_url: str | None = None
 
 
+def entry_resource(entry: Any) -> Any:
+    """What a Bundle entry contributes (its ``resource``, as found: the caller checks its
+    shape), or None: no resource, or a transaction or batch request that reads or deletes
+    rather than states something."""
+    if not isinstance(entry, dict):
+        return None
+    request = entry.get("request")
+    if isinstance(request, dict) and str(request.get("method", "")).upper() in _NO_DATA_METHODS:
+        return None
+    return entry.get("resource")
+
+
+def reference_key(reference: str) -> str:
+    """``https://x/fhir/Patient/7/_history/2`` -> ``Patient/7``; other strings unchanged."""
+    head = reference.split("/_history/", 1)[0]
+    cut = head.rfind("Patient/")
+    return head[cut:] if cut > 0 and head[cut - 1] == "/" else head
+
+
+def resource_key(
+    resource: Mapping[str, Any], aliases: Mapping[str, str], full_url: str | None = None
+) -> str | None:
+    """The patient ``resource`` belongs to; ``NO_SUBJECT`` for an Observation or Encounter
+    that names none; None for types that are no part of a patient record."""
+    kind = resource.get("resourceType")
+    if kind == "Patient":
+        rid = resource.get("id")
+        return f"Patient/{rid}" if isinstance(rid, str) and rid else full_url or NO_SUBJECT
+    if kind not in GROUPED_TYPES:
+        return None
+    subject = resource.get("subject")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(reference, str) or not reference:
+        return NO_SUBJECT
+    return (
+        aliases.get(reference) or aliases.get(reference_key(reference)) or reference_key(reference)
+    )
+
+
 @dataclass
 class _Group:
     key: str
@@ -33,55 +80,56 @@ class _Group:
     observations: list[dict[str, Any]] = field(default_factory=list)
     encounters: list[dict[str, Any]] = field(default_factory=list)
 
+    def add(self, resource: dict[str, Any]) -> None:
+        kind = resource.get("resourceType")
+        (self.observations if kind == "Observation" else self.encounters).append(resource)
 
-def _relative(reference: str) -> str:
-    """``https://x/fhir/Patient/7/_history/2`` -> ``Patient/7``; other strings unchanged."""
-    head = reference.split("/_history/", 1)[0]
-    cut = head.rfind("Patient/")
-    return head[cut:] if cut > 0 and head[cut - 1] == "/" else head
+    def record(self) -> PatientRecord:
+        orphans = self.key == NO_SUBJECT
+        return PatientRecord(
+            patient=self.patient,
+            observations=tuple(self.observations),
+            encounters=tuple(self.encounters),
+            label="" if orphans else self.key,
+            source="fhir",
+            subject=None if orphans or not self.key else {"reference": self.key},
+            problem=(
+                "resources without a subject, in an input that holds several patients"
+                if orphans
+                else None
+            ),
+        )
 
 
 def group_by_patient(found: list[Located]) -> list[PatientRecord]:
     """One record per patient, in order of first appearance (see the module docstring)."""
     groups: dict[str, _Group] = {}
-    alias: dict[str, str] = {}
+    aliases: dict[str, str] = {}
+    for item in found:
+        if item.resource.get("resourceType") != "Patient":
+            continue
+        key = resource_key(item.resource, {}, item.full_url)
+        if key is None or key == NO_SUBJECT:
+            key = item.where
+        group = groups.setdefault(key, _Group(key))
+        if group.patient is not None:
+            raise FhirError(f"Patient at {item.where}: the same Patient appears twice")
+        group.patient = item.resource
+        if item.full_url:
+            aliases[item.full_url] = key
+            aliases[reference_key(item.full_url)] = key
     for item in found:
         if item.resource.get("resourceType") == "Patient":
-            key = f"Patient/{item.resource.get('id')}" if item.resource.get("id") else item.where
-            group = groups.setdefault(key, _Group(key))
-            if group.patient is not None:
-                raise FhirError(f"Patient at {item.where}: the same Patient appears twice")
-            group.patient = item.resource
-            alias[key] = key
-            if item.full_url:
-                alias[item.full_url] = key
-                alias[_relative(item.full_url)] = key
-
-    orphans: list[Located] = []
-    for item in found:
-        kind = item.resource.get("resourceType")
-        if kind not in ("Observation", "Encounter"):
             continue
-        reference = (item.resource.get("subject") or {}).get("reference")
-        if not reference:
-            orphans.append(item)
-            continue
-        key = alias.get(reference) or alias.get(_relative(reference)) or _relative(reference)
-        group = groups.setdefault(key, _Group(key))
-        (group.observations if kind == "Observation" else group.encounters).append(item.resource)
-
-    if orphans:
+        key = resource_key(item.resource, aliases)
+        if key is not None:
+            groups.setdefault(key, _Group(key)).add(item.resource)
+    orphans = groups.pop(NO_SUBJECT, None)
+    if orphans is not None:
         if len(groups) > 1:
-            raise FhirError(f"{orphans[0].resource.get('resourceType')} at {orphans[0].where}: "
-                            "no subject, and the input holds several patients")
-        group = next(iter(groups.values())) if groups else groups.setdefault("", _Group(""))
-        for item in orphans:
-            kind = item.resource.get("resourceType")
-            (group.observations if kind == "Observation" else group.encounters).append(
-                item.resource)
-
-    return [
-        PatientRecord(patient=g.patient, observations=tuple(g.observations),
-                      encounters=tuple(g.encounters), label=g.key, source="fhir")
-        for g in groups.values()
-    ]
+            groups[NO_SUBJECT] = orphans  # refused as a whole: cannot be attributed
+        else:
+            only = next(iter(groups.values())) if groups else groups.setdefault("", _Group(""))
+            for resource in (*orphans.observations, *orphans.encounters):
+                only.add(resource)
+    return [g.record() for g in groups.values()]

@@ -49,7 +49,9 @@ class _Patient:
 
 
 def message_to_records(message: Er7Message, config: RecordsConfig) -> list[PatientRecord]:
-    """One record per PID in the message (an ORU may carry several patients)."""
+    """One record per PID in the message (an ORU may carry several patients). Segments
+    before the first PID name no patient: refused as ``no_subject`` when the message has a
+    PID elsewhere; a message without any PID has no patient at all (``no_patient``)."""
     if message.message_type not in SUPPORTED_TYPES:
         raise Hl7Error("segment MSH #1, field MSH-9: message type not supported "
                        "(ADT^A01, ADT^A04, ADT^A08, ORU^R01)")
@@ -64,7 +66,7 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
         if segment.name not in ("PV1", "OBR", "OBX"):
             continue
         if not groups:
-            groups.append(_Patient())  # ORU's patient group is optional
+            groups.append(_Patient())  # segments before any PID: no patient to score
         group = groups[-1]
         subject = group.patient["id"] if group.patient else None
         if segment.name == "PV1":
@@ -76,12 +78,28 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
             group.observations.append(
                 _observation(segment, subject, encounter, order_time, config, zone))
     label = message.control_id
+    identified = [g for g in groups if g.patient is not None]
+    if not identified:
+        return []  # no PID: nobody to score (no_patient), whatever else the message holds
     return [
         PatientRecord(patient=g.patient, observations=tuple(g.observations),
                       encounters=tuple(g.encounters),
-                      label=label if len(groups) == 1 else f"{label}#{i}", source="hl7v2")
+                      label=label if len(groups) == 1 else f"{label}#{i}", source="hl7v2",
+                      subject=_subject(g.patient),
+                      problem=None if g.patient is not None else
+                      "OBX or PV1 segments before any PID: they name no patient")
         for i, g in enumerate(groups, start=1)
     ]
+
+
+def _subject(patient: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The patient as a FHIR Reference by its first PID-3 identifier (the MRN the sender
+    knows it by): what RiskAssessment.subject and the answer carry."""
+    identifiers = (patient or {}).get("identifier") or []
+    if not identifiers or not identifiers[0].get("value"):
+        return None
+    identifier = {k: v for k, v in identifiers[0].items() if k in ("system", "value")}
+    return {"identifier": identifier}
 
 
 def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:

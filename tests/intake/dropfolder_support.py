@@ -4,7 +4,7 @@
 numeric observation values), so a test can check that each output line belongs to its
 input record. Run as a script, this module is a drop folder process for the crash tests:
 
-    python dropfolder_support.py ROOT DELAY_SECONDS SETTLE_SECONDS
+    python -m tests.intake.dropfolder_support ROOT DELAY_SECONDS SETTLE_SECONDS
 
 It serves ``ROOT/{inbox,outbox,processed,failed,state}`` until SIGTERM.
 """
@@ -25,7 +25,8 @@ from agent.errors import FhirError, Hl7Error, RecordError
 from agent.intake.dropfolder.config import DropFolderConfig
 from agent.intake.dropfolder.folder import DropFolder
 from agent.limits import Limits
-from agent.types import FeatureVector, IntakePath, Prediction, RecordFormat, ScoreRequest
+from agent.types import FeatureVector, Prediction, RecordFormat, ScoreRequest
+from tests.support.plane import ScriptedPlane
 
 MODEL = "demo"
 
@@ -34,14 +35,15 @@ def risk_of(total: float) -> float:
     return round(1.0 / (1.0 + math.exp(-total / 100.0)), 6)
 
 
-class RecordScorer:
-    """Implements the ``Scorer`` protocol: risk = logistic(sum of observation values)."""
+class RecordScorer(ScriptedPlane):
+    """A scripted data plane: risk = logistic(sum of observation values)."""
 
     def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
         self.delay = delay
         self.calls = 0
 
-    def score(self, request: ScoreRequest) -> list[Prediction]:
+    def predict(self, request: ScoreRequest) -> list[Prediction]:
         self.calls += 1
         if self.delay:
             time.sleep(self.delay)
@@ -52,19 +54,10 @@ class RecordScorer:
         total = sum(values)
         outputs = {"risk": risk_of(total), "n_obs": float(len(values))}
         vector = FeatureVector(values=(total, float(len(values))), features=())
-        return [Prediction(MODEL, "1.0.0", "0" * 64, outputs, vector, label)]
+        subject = {"reference": label}
+        return [Prediction(MODEL, "1.0.0", "0" * 64, outputs, vector, label, subject=subject)]
 
-    def risk_output(self, name: str) -> str:
-        """Like the pipeline: the output a RiskAssessment reports."""
-        return "risk"
-
-    def score_vector(
-        self,
-        model: str,
-        rows: Sequence[Sequence[float]],
-        intake: IntakePath,
-        version: str | None = None,
-    ) -> list[Mapping[str, float]]:
+    def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[Mapping[str, float]]:
         self.calls += 1
         if self.delay:
             time.sleep(self.delay * len(rows))

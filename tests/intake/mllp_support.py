@@ -30,6 +30,7 @@ from agent.intake.mllp.config import MllpConfig
 from agent.intake.mllp.listener import MllpListener
 from agent.limits import Limits
 from agent.types import FeatureValue, FeatureVector, Prediction, ScoreRequest
+from tests.support.plane import ScriptedPlane
 
 SB, EB = b"\x0b", b"\x1c\x0d"
 
@@ -56,7 +57,7 @@ def message(
 
 
 @dataclass
-class RecordingScorer:
+class RecordingScorer(ScriptedPlane):
     """Parses the message with hl7apy, refuses what a real pipeline refuses (unparseable:
     bad_input; not ORU/ADT: unsupported_media_type; no OBX: unmappable) and returns one
     prediction. Records the control ids in the order it scored them."""
@@ -66,7 +67,10 @@ class RecordingScorer:
     requests: list[ScoreRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def score(self, request: ScoreRequest) -> list[Prediction]:
+    def __post_init__(self) -> None:
+        ScriptedPlane.__init__(self)
+
+    def predict(self, request: ScoreRequest) -> list[Prediction]:
         text = request.body.decode("latin-1")
         try:
             parsed = parse_message(text, find_groups=False)
@@ -100,9 +104,6 @@ class RecordingScorer:
                 vector=vector,
             )
         ]
-
-    def score_vector(self, *args: Any, **kwargs: Any) -> list[Any]:
-        raise NotImplementedError("the MLLP listener never scores raw vectors")
 
 
 @contextmanager

@@ -334,10 +334,10 @@ class CrashingScorer(RecordScorer):
         super().__init__()
         self.crash_at = crash_at
 
-    def score(self, request: Any) -> Any:
+    def predict(self, request: Any) -> Any:
         if self.calls + 1 == self.crash_at:
             raise Crash
-        return super().score(request)
+        return super().predict(request)
 
 
 @pytest.mark.parametrize("crash_at", [1, 2, 4, 7, 10])

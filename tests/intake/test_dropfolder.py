@@ -243,11 +243,11 @@ class LateModel(RecordScorer):
         super().__init__()
         self.unavailable_calls = unavailable_calls
 
-    def score(self, request: Any) -> Any:
+    def predict(self, request: Any) -> Any:
         if self.unavailable_calls > 0:
             self.unavailable_calls -= 1
             raise StoreError("model 'demo' has no verified bundle loaded yet")
-        return super().score(request)
+        return super().predict(request)
 
 
 def test_file_waits_while_the_model_cannot_score(tmp_path: Path) -> None:

@@ -17,14 +17,15 @@ import pytest
 
 from tests.intake.dropfolder_support import risk_of
 
-DRIVER = Path(__file__).with_name("dropfolder_support.py")
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 KILLS = 10
 
 
 def _start(root: Path, delay: float) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, str(DRIVER), str(root), str(delay), "0.05"],
+        [sys.executable, "-m", "tests.intake.dropfolder_support", str(root), str(delay), "0.05"],
+        cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )

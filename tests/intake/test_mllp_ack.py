@@ -11,7 +11,15 @@ from hl7apy.parser import parse_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import AgentError, Hl7Error, ModelDeadline, UnknownModel, UnsupportedMediaType
+from agent.errors import (
+    AgentError,
+    Hl7Error,
+    InternalError,
+    ModelDeadline,
+    NoPatient,
+    UnknownModel,
+    UnsupportedMediaType,
+)
 from agent.hl7.ack import (
     AckCode,
     AckCondition,
@@ -92,7 +100,7 @@ def test_custom_delimiters_and_non_ascii_bytes_round_trip() -> None:
     header = parse_header(raw.encode("utf-8"))
     assert header is not None and header.field_sep == "#"
     ack = build_ack(
-        header, AckCode.error, error=AckError("207", "Application internal error", "unmappable")
+        header, AckCode.error, errors=[AckError("207", "Application internal error", "unmappable")]
     )
     assert "Hôpital Saint-Éloi".encode() in ack  # echoed byte for byte
     text = ack.decode("utf-8")
@@ -109,7 +117,7 @@ def test_err_before_v25_uses_err_1() -> None:
     ack = build_ack(
         parse_header(message("O1", version="2.4")),
         AckCode.reject,
-        error=AckError("102", "Data type error", "bad_input"),
+        errors=[AckError("102", "Data type error", "bad_input")],
     )
     (err,) = segments(ack, "ERR")
     assert err == ["ERR", "^^^102&Data type error&HL70357"]
@@ -117,7 +125,10 @@ def test_err_before_v25_uses_err_1() -> None:
 
 def test_minimal_ack_without_header() -> None:
     ack = build_ack(
-        None, AckCode.reject, error=AckError("100", "Segment sequence error", "bad_input"), now=NOW
+        None,
+        AckCode.reject,
+        errors=[AckError("100", "Segment sequence error", "bad_input")],
+        now=NOW,
     )
     (msh,) = segments(ack, "MSH")
     assert msh[1:3] == ["|", "^~\\&"] and msh[9] == "ACK" and msh[12] == "2.5"
@@ -134,7 +145,7 @@ def test_acks_parse_with_hl7apy_and_python_hl7() -> None:
     header = parse_header(message("P1", version="2.5"))
     error = AckError("207", "Application internal error", "deadline")
     for code in (AckCode.accept, AckCode.error, AckCode.reject):
-        ack = build_ack(header, code, error=None if code is AckCode.accept else error)
+        ack = build_ack(header, code, errors=[] if code is AckCode.accept else [error])
         parsed = parse_message(ack.decode("latin-1"), find_groups=False)
         assert parsed.msa.msa_1.value == code.value
         assert parsed.msa.msa_2.value == "P1"
@@ -177,15 +188,13 @@ def test_error_mapping() -> None:
         (UnknownModel("x"), "AE", "207", "unknown_model"),
         (AgentError("x"), "AE", "207", "agent_error"),
         (ValueError("x"), "AR", "207", "internal"),
+        (InternalError("x"), "AR", "207", "internal"),
+        (NoPatient("x"), "AE", "100", "no_patient"),
     ]
     for exc, code, hl7_code, reason in cases:
         outcome = outcome_of_error(exc)
-        assert outcome.error is not None
-        assert (outcome.code.value, outcome.error.hl7_code, outcome.error.reason) == (
-            code,
-            hl7_code,
-            reason,
-        )
+        [error] = outcome.errors
+        assert (outcome.code.value, error.hl7_code, error.reason) == (code, hl7_code, reason)
 
 
 def test_results_only_on_aa_in_results_mode() -> None:
@@ -207,7 +216,9 @@ def test_results_only_on_aa_in_results_mode() -> None:
 def test_any_input_gets_a_well_formed_answer(raw: bytes) -> None:
     header = parse_header(raw)
     for code in AckCode:
-        ack = build_ack(header, code, error=AckError("100", "Segment sequence error", "bad_input"))
+        ack = build_ack(
+            header, code, errors=[AckError("100", "Segment sequence error", "bad_input")]
+        )
         lines = ack.split(b"\r")
         assert lines[0].startswith(b"MSH") and lines[1].startswith(b"MSA")
         assert (b"\x1c" not in ack and b"\x0b" not in ack) or (header is not None)

@@ -124,10 +124,10 @@ def test_unscorable_and_unreadable_messages(
     registry = pipeline.monitor.registry
     admission = ack_of(client.send_message(fixture_message("adt-a01-v25.hl7")))
     # An admission carries no vitals, which the demo mapping requires.
-    assert msa(admission)[1:4] == ["AE", "ADT0000417", "not scored: unmappable"]
+    assert msa(admission)[1:4] == ["AE", "ADT0000417", "not scored: missing"]
     assert (
         registry.get_sample_value(
-            "edge_agent_errors_total", {"model": MODEL, "intake": "mllp", "reason": "unmappable"}
+            "edge_agent_errors_total", {"model": MODEL, "intake": "mllp", "reason": "missing"}
         )
         >= 1
     )

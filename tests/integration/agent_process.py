@@ -82,6 +82,16 @@ def demo_root(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = No
     return config_path
 
 
+def flag_out_of_range(config_path: Path, feature: str) -> None:
+    """Make the copied demo mapping score ``feature`` outside its plausible range, flagged,
+    instead of refusing the patient: how a site watching a units mix-up as drift (rather
+    than refusing it patient by patient) configures it."""
+    mapping = config_path.parent / "mappings" / "demo-site.yaml"
+    document = yaml.safe_load(mapping.read_text())
+    document["features"][feature]["out_of_range"] = "flag"
+    mapping.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
 def start_agent(config_path: Path, ready_timeout: float = 60.0) -> AgentProcess:
     config = yaml.safe_load(config_path.read_text())
     http = config.get("http", {})

@@ -1,7 +1,9 @@
 """A model swap under a request in flight, made deterministic on the real process: an OIP
 request whose body arrives in two halves, with version 1.0.1 published and swapped in
-between them. The request must finish on the model it started with (it was a 404 before
-``score_vector`` took the caller's ``ServedModel``)."""
+between them. The edge guard reads the whole body before the route runs, so the route takes
+its model once the body is in (1.0.1 here) and answers with that model's own version and
+digest: one view of the model from start to end, never one version's outputs under another's
+name (it was a 404 before requests took their model once)."""
 
 from __future__ import annotations
 
@@ -57,7 +59,9 @@ def test_an_oip_request_in_flight_across_a_swap_finishes_on_its_model(tmp_path: 
     client_thread = threading.Thread(target=post)
     try:
         client_thread.start()
-        time.sleep(0.5)  # the request has taken its model and waits for the rest of its body
+        time.sleep(0.5)  # the request waits for the rest of its body
+        with agent.client() as client:
+            before = _served(client)
         registry = config_path_root(tmp_path) / "registry"
         publish_to(registry, wat_bundle(tmp_path / "b101", "1.0.1", DEMO_KEY), DEMO_KEY)
         with agent.client() as client:
@@ -65,12 +69,23 @@ def test_an_oip_request_in_flight_across_a_swap_finishes_on_its_model(tmp_path: 
             release.set()
             client_thread.join(30)
             after = client.post("/v2/models/deterioration/infer", json=oip_body([DEMO_VECTOR]))
+            swapped = _served(client)
     finally:
         release.set()
         client_thread.join(30)
         assert agent.stop() == 0, agent.log_text()
     (answer,) = answers
     assert answer.status_code == 200, answer.text
-    assert answer.json()["model_version"] == "1.0.0"
-    assert after.json()["model_version"] == "1.0.1"
+    assert before[0] == "1.0.0" and swapped[0] == "1.0.1" and before[1] != swapped[1]
+    assert _answered_by(answer) == swapped == _answered_by(after)
     assert answer.json()["outputs"] == after.json()["outputs"]  # same model file, re-signed
+
+
+def _served(client: httpx.Client) -> tuple[str, str]:
+    (model,) = client.get("/v1/models").json()["models"]
+    return model["version"], model["bundle_digest"]
+
+
+def _answered_by(response: httpx.Response) -> tuple[str, str]:
+    body = response.json()
+    return body["model_version"], body["parameters"]["bundle_digest"]

@@ -36,6 +36,7 @@ from tests.integration.agent_process import (
     REPO,
     AgentProcess,
     demo_root,
+    flag_out_of_range,
     free_port,
     start_agent,
 )
@@ -162,6 +163,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
     registry = tmp / "registry"
     shutil.copytree(REPO / "fixtures" / "registry", registry)
     config_path = demo_root(tmp, _config(registry))
+    flag_out_of_range(config_path, "body_temperature")  # the degF mix-up shows as drift
     mapping_path = config_path.parent / "mappings" / "demo-site.yaml"
     mapping = yaml.safe_load(mapping_path.read_text())
     mapping["features"]["sex"].update(unseen="missing", missing="median")
@@ -259,7 +261,7 @@ def test_traffic_reached_every_intake_and_error_cause(monitored: Monitored) -> N
     intakes = set(re.findall(r'edge_agent_predictions_total\{intake="(\w+)"', scrape.text))
     assert intakes == {"http", "oip", "cds_hooks", "mllp", "drop_folder"}
     reasons = set(re.findall(r'edge_agent_errors_total\{[^}]*reason="(\w+)"', scrape.text))
-    assert {"bad_input", "unmappable", "unknown_model"} <= reasons
+    assert {"bad_input", "missing", "unknown_model"} <= reasons
     assert re.search(
         r'edge_agent_bundle_verification_failures_total\{[^}]*reason="signature"', scrape.text
     )

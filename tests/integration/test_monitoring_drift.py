@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.monitor import MonitorConfig
-from tests.integration.agent_process import AgentProcess, demo_root, start_agent
+from tests.integration.agent_process import AgentProcess, demo_root, flag_out_of_range, start_agent
 from tests.integration.monitoring_records import (
     NDJSON,
     PREDICT,
@@ -44,7 +44,9 @@ def _small_window(config: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    process = start_agent(demo_root(tmp_path_factory.mktemp("drift"), _small_window))
+    config_path = demo_root(tmp_path_factory.mktemp("drift"), _small_window)
+    flag_out_of_range(config_path, "body_temperature")  # the degF mix-up shows as drift
+    process = start_agent(config_path)
     yield process
     assert process.stop() == 0, process.log_text()
 

@@ -7,11 +7,14 @@ with the agent logging at DEBUG. None of those strings may then appear in /metri
 page, the agent's log output, the audit log, any HTTP answer or MLLP ACK, or any file the drop
 folder writes (results, reports, error files, and whatever its state folder still holds).
 
-What the drop folder's results do carry is each record's label as the sender gave it: the
-Patient resource id (``Patient/<id>``) or the HL7 message control id (MSH-10), and a FHIR
-RiskAssessment's subject reference. That is right: they are the sender's own technical
-references, not demographics, and without them results could not be joined back to records.
-The test asserts they are there, so that this decision stays visible. The originals moved to
+What answers and the drop folder's results do carry is each patient's reference as the
+sender gave it: the Patient resource id (``Patient/<id>``) or, for HL7 v2, PID-3's identifier
+(the MRN), the HL7 message control id (MSH-10), and a FHIR RiskAssessment's subject. That is
+right: they go back only to the sender, which already holds them, and without them a caller
+could not tell which of several patients was scored and which refused. Everything else
+(names, address, birth date, values) stays forbidden there too, and the MRN is forbidden
+everywhere else (metrics, status page, logs, audit). The tests assert the references are
+there, so that this decision stays visible. The originals moved to
 processed/ and failed/ are the sender's files, kept as they came, and are not searched.
 """
 
@@ -118,6 +121,14 @@ def _leaks(text: str) -> list[str]:
     return [s for s in FORBIDDEN if s in text]
 
 
+OWN_REFERENCES = (IDENTITY.mrn, "998877665")  # PID-3: the sender's name for its patient
+
+
+def _leaks_to_sender(text: str) -> list[str]:
+    """What must not reach even the sender: all but its own reference to the patient."""
+    return [s for s in _leaks(text) if s not in OWN_REFERENCES]
+
+
 def test_every_surface_was_exercised(seen: Seen) -> None:
     """The traffic reached the agent and took each path it was meant to (else the absence of
     leaks below would prove little)."""
@@ -170,12 +181,18 @@ def test_no_patient_data_in_answers(seen: Seen, kind: str) -> None:
     reason, never a value; successful ones carry outputs, not inputs."""
     answers = [e for e in seen.exchanges if (e.status in {"200", "AA"}) == (kind == "success")]
     assert answers
-    assert {e.surface: _leaks(e.answer) for e in answers if _leaks(e.answer)} == {}
+    leaked = {e.surface: _leaks_to_sender(e.answer) for e in answers}
+    assert {surface: found for surface, found in leaked.items() if found} == {}
+
+
+def test_answers_name_each_patient_by_the_senders_own_reference(seen: Seen) -> None:
+    answers = {e.surface: e.answer for e in seen.exchanges}
+    assert IDENTITY.mrn in answers["http hl7"]  # PID-3, as the sender wrote it
 
 
 def test_no_patient_data_in_drop_folder_outputs(seen: Seen) -> None:
-    leaked = {p.name: _leaks(text) for p, text in seen.drop_outputs.items() if _leaks(text)}
-    assert leaked == {}
+    leaked = {p.name: _leaks_to_sender(text) for p, text in seen.drop_outputs.items()}
+    assert {name: found for name, found in leaked.items() if found} == {}
 
 
 def test_drop_folder_results_carry_the_senders_own_labels(seen: Seen) -> None:

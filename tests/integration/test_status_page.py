@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agent_process import AgentProcess, demo_root, start_agent
+from tests.integration.agent_process import AgentProcess, demo_root, flag_out_of_range, start_agent
 from tests.integration.monitoring_records import (
     NDJSON,
     PREDICT,
@@ -100,13 +100,21 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     def small_window(config: dict[str, Any]) -> None:
         config["monitor"] = {"window_records": WINDOW, "min_window_records": WINDOW // 2}
 
-    process = start_agent(demo_root(tmp_path_factory.mktemp("status"), small_window))
-    rows = reference_rows()
-    shifted = [celsius_read_as_fahrenheit(r) for r in rows[WINDOW : WINDOW + SHIFTED]]
-    with process.client() as client:
-        for batch in (rows[:WINDOW], shifted):
-            response = client.post(PREDICT, content=ndjson(batch), headers={"Content-Type": NDJSON})
-            assert response.status_code == 200, response.text
+    config_path = demo_root(tmp_path_factory.mktemp("status"), small_window)
+    flag_out_of_range(config_path, "body_temperature")  # the degF mix-up shows as drift
+    process = start_agent(config_path)
+    try:
+        rows = reference_rows()
+        shifted = [celsius_read_as_fahrenheit(r) for r in rows[WINDOW : WINDOW + SHIFTED]]
+        with process.client() as client:
+            for batch in (rows[:WINDOW], shifted):
+                response = client.post(
+                    PREDICT, content=ndjson(batch), headers={"Content-Type": NDJSON}
+                )
+                assert response.status_code == 200, response.text
+    except BaseException:
+        process.stop()  # never leave the agent running behind a failed setup
+        raise
     yield process
     assert process.stop() == 0, process.log_text()
 

@@ -14,7 +14,7 @@ import pytest
 from mapping_builders import MAPPINGS, ROOT
 
 from agent.bundle.manifest import BundleManifest
-from agent.errors import UnmappableRecord
+from agent.errors import ImplausibleValue, UnmappableRecord
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.records import parse_records
@@ -90,23 +90,25 @@ def test_spec_examples_at_the_demo_windows_refuse_naming_a_vital(demo: SiteMappi
     with pytest.raises(UnmappableRecord) as caught:
         demo.extract(_spec_collection(limits), datetime(1999, 7, 2, 12, tzinfo=UTC))
     assert str(caught.value) == (
-        "feature 'systolic_bp': no value in the record and the mapping says refuse; "
-        "feature 'spo2': no value in the record and the mapping says refuse")
+        "feature 'systolic_bp': no value within the 24 h window before the as-of time; "
+        "values exist outside it; "
+        "feature 'spo2': no value within the 24 h window before the as-of time; "
+        "values exist outside it")
 
 
-def test_synthea_encounter_scores_with_its_own_vitals(demo: SiteMapping, limits: Limits) -> None:
+def test_synthea_child_is_refused_by_the_adult_models_age_range(
+    demo: SiteMapping, limits: Limits
+) -> None:
     raw = (EXTERNAL / "fhir" / "synthea-covid-juvenile-trimmed.json").read_bytes()
     [record] = parse_records(raw, RecordFormat.fhir_json, limits=limits)
     # one hour after the encounter's vitals (2020-03-07T10:01:22-08:00)
-    vector = demo.extract(record, datetime(2020, 3, 7, 19, 1, 22, tzinfo=UTC))
-    features = _by_name(vector)
-    assert {n: features[n].value for n in SPEC_VITALS} == {
-        "heart_rate": 91.091, "respiratory_rate": 30.654, "body_temperature": 40.138,
-        "systolic_bp": 111.0, "spo2": 82.31}
-    assert features["age"].value == 4.0 and features["age"].out_of_range  # model is adults
-    assert vector.warnings == ("wbc: missing, imputed training median",
-                               "creatinine: missing, imputed training median",
-                               "age: value outside the model's range")
+    as_of = datetime(2020, 3, 7, 19, 1, 22, tzinfo=UTC)
+    with pytest.raises(ImplausibleValue) as caught:  # a 4-year-old, and the model is adults'
+        demo.extract(record, as_of)
+    assert caught.value.feature == "age"
+    assert str(caught.value) == (
+        "feature 'age': value outside the plausible range [18, 110] a "
+        "(a wrong unit or a typo?); the mapping says refuse")
 
 
 @pytest.mark.parametrize("name", ["reportstream-elr-oru-r01-v251.hl7",

@@ -15,7 +15,7 @@ import yaml
 from mapping_builders import AS_OF, FHIR, LOINC, MAPPINGS, UCUM, manifest_document
 
 from agent.bundle.manifest import BundleManifest
-from agent.errors import UnmappableRecord
+from agent.errors import ImplausibleValue, TooMuchImputed, UnmappableRecord
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.records import parse_records
@@ -44,8 +44,10 @@ def _mapping(tmp_path: Path, manifest: BundleManifest, top: dict[str, Any] | Non
         if "replace" in spec:
             features[name] = spec["replace"]
     path = tmp_path / "m.yaml"
+    # a budget as large as the model: these tests look at one feature at a time
+    top = {"max_imputed": 9, **(top or {})}
     path.write_text(yaml.safe_dump({"site": "t", "model": "deterioration",
-                                    "features": features, **(top or {})}))
+                                    "features": features, **top}))
     return load_mapping(path, manifest)
 
 
@@ -90,7 +92,8 @@ HEART = [(30, 70.0), (20, 80.0), (10, 90.0), (2, 100.0), (-1, 500.0)]  # -1: aft
 )
 def test_reductions_within_the_window(reduce: str, expected: float, count: int,
                                       tmp_path: Path, manifest: BundleManifest) -> None:
-    mapping = _mapping(tmp_path, manifest, heart_rate={"reduce": reduce})
+    # a count of heart rates is no heart rate: flag rather than refuse its range
+    mapping = _mapping(tmp_path, manifest, heart_rate={"reduce": reduce, "out_of_range": "flag"})
     record = _record(*[_obs("8867-4", v, hours=h) for h, v in HEART])
     value, vector = _feature(mapping, record, "heart_rate")
     assert value.value == expected
@@ -152,11 +155,48 @@ def test_categories_unseen_and_missing(tmp_path: Path, manifest: BundleManifest)
     assert _feature(constant, _record(patient={"resourceType": "Patient"}), "sex")[0].value == 0
 
 
-def test_out_of_range_is_flagged(tmp_path: Path, manifest: BundleManifest) -> None:
-    value, vector = _feature(_mapping(tmp_path, manifest),
-                             _record(_obs("8867-4", 400.0)), "heart_rate")
+def test_out_of_range_is_refused_by_default_naming_feature_range_and_unit(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    with pytest.raises(ImplausibleValue) as caught:
+        _mapping(tmp_path, manifest).extract(_record(_obs("8867-4", 400.0)), AS_OF)
+    assert caught.value.reason == "out_of_range" and caught.value.feature == "heart_rate"
+    assert str(caught.value) == (
+        "feature 'heart_rate': value outside the plausible range [20, 250] /min "
+        "(a wrong unit or a typo?); the mapping says refuse")
+    assert "400" not in str(caught.value)
+
+
+def test_out_of_range_flag_scores_as_read_and_clip_to_the_bound(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    flagged = _mapping(tmp_path, manifest, heart_rate={"out_of_range": "flag"})
+    value, vector = _feature(flagged, _record(_obs("8867-4", 400.0)), "heart_rate")
     assert value.out_of_range and value.value == 400.0
     assert "heart_rate: value outside the model's range" in vector.warnings
+    clipped = _mapping(tmp_path, manifest, heart_rate={"out_of_range": "clip"})
+    value, _ = _feature(clipped, _record(_obs("8867-4", 400.0)), "heart_rate")
+    assert value.out_of_range and value.value == 250.0
+
+
+def test_mapping_range_narrows_the_manifests(tmp_path: Path, manifest: BundleManifest) -> None:
+    narrowed = _mapping(tmp_path, manifest, heart_rate={"range": [30, 200]})
+    with pytest.raises(ImplausibleValue, match=r"range \[30, 200\] /min"):
+        narrowed.extract(_record(_obs("8867-4", 220.0)), AS_OF)
+    value, _ = _feature(_mapping(tmp_path, manifest), _record(_obs("8867-4", 220.0)), "heart_rate")
+    assert value.value == 220.0 and not value.out_of_range
+
+
+def test_imputation_budget_refuses_naming_the_imputed_features(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    default = _mapping(tmp_path, manifest, top={"max_imputed": None})
+    assert default.max_imputed == 4  # half of the model's 9 features
+    with pytest.raises(TooMuchImputed) as caught:
+        default.extract(_record(_obs("8867-4", 80.0)), AS_OF)
+    assert caught.value.reason == "too_much_imputed"
+    assert str(caught.value).startswith("6 of 9 features would be imputed (respiratory_rate, ")
+    assert _mapping(tmp_path, manifest, top={"max_imputed": 0.9}).max_imputed == 8
 
 
 def test_record_unit_is_converted_from_what_it_carries(tmp_path: Path,
@@ -179,16 +219,19 @@ def test_record_unit_that_cannot_be_read_is_refused(unit: str, tmp_path: Path,
     observation["valueQuantity"] = {"value": 38.6, "unit": unit}  # text only, no UCUM code
     with pytest.raises(UnmappableRecord) as caught:
         _mapping(tmp_path, manifest).extract(_record(observation), AS_OF)
-    assert str(caught.value) == ("feature 'body_temperature': Observation "
-                                 f"{LOINC}|8310-5 carries a unit that cannot be converted "
-                                 "to Cel")
+    named = "unit 'kg'" if unit == "kg" else "a unit text that is not UCUM"
+    assert caught.value.reason == "unit"
+    assert str(caught.value) == (
+        f"feature 'body_temperature': Observation {LOINC}|8310-5 carries {named}, which "
+        "cannot be converted to Cel; if it is the site's spelling of a UCUM unit, add it "
+        "to unit_aliases")
 
 
 def test_unit_aliases_name_the_sites_unit_texts(tmp_path: Path,
                                                 manifest: BundleManifest) -> None:
     observation = _obs("8480-6", 120.0)
     observation["valueQuantity"] = {"value": 120.0, "unit": "mmHg"}  # HL7 OBX-6 without UCUM
-    with pytest.raises(UnmappableRecord, match="carries a unit that cannot be converted"):
+    with pytest.raises(UnmappableRecord, match="add it to unit_aliases"):
         _mapping(tmp_path, manifest).extract(_record(observation), AS_OF)
     aliased = _mapping(tmp_path, manifest, top={"unit_aliases": {"mmHg": "mm[Hg]"}})
     value, _ = _feature(aliased, _record(observation), "systolic_bp")
@@ -214,7 +257,8 @@ def test_panel_components(tmp_path: Path, manifest: BundleManifest) -> None:
          "valueQuantity": {"value": 101, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]"}}])
     other_panel = _obs("99999-9", None, hours=0.5, component=panel["component"])
     alone = _obs("8480-6", 120.0, "mm[Hg]", hours=2)
-    mapping = _mapping(tmp_path, manifest, systolic_bp={"reduce": "count"})
+    mapping = _mapping(tmp_path, manifest,
+                       systolic_bp={"reduce": "count", "out_of_range": "flag"})
     value, _ = _feature(mapping, _record(panel, other_panel, alone), "systolic_bp")
     assert value.value == 2.0  # the foreign panel's component does not count
     latest, _ = _feature(_mapping(tmp_path, manifest), _record(panel, alone), "systolic_bp")

@@ -79,8 +79,22 @@ def test_subjectless_observation_with_two_patients_is_refused(limits: Limits) ->
     other["fullUrl"] = "urn:uuid:other"
     del bundle["entry"][3]["resource"]["subject"]
     bundle["entry"].append(other)
-    with pytest.raises(FhirError, match=r"Bundle\.entry\[3\]\.resource: no subject"):
-        _parse(bundle, limits)
+    first, second, orphans = _parse(bundle, limits)
+    assert first.problem is None and second.problem is None
+    assert orphans.problem is not None and "without a subject" in orphans.problem
+    assert len(orphans.observations) == 1 and orphans.subject is None
+
+
+def test_get_and_delete_transaction_entries_carry_nothing(limits: Limits) -> None:
+    bundle = _json("demo-patient-bundle.json")
+    bundle["type"] = "transaction"
+    for entry in bundle["entry"]:
+        entry["request"] = {"method": "PUT", "url": "x"}
+    observations = len(_parse(bundle, limits)[0].observations)
+    bundle["entry"][3]["request"] = {"method": "DELETE", "url": "Observation/1"}
+    bundle["entry"][4]["request"] = {"method": "GET", "url": "Observation/2"}
+    [record] = _parse(bundle, limits)
+    assert len(record.observations) == observations - 2
 
 
 def test_other_resource_types_are_accepted_and_ignored(limits: Limits) -> None:

@@ -36,11 +36,12 @@ from agent.batch.engine import (
 from agent.batch.items import UnreadableFile
 from agent.batch.journal import JobState, Journal
 from agent.batch.scoring import MODEL_UNAVAILABLE
+from agent.dataplane import DataPlane
 from agent.durable import move_durably, write_atomic
 from agent.errors import ConfigError
 from agent.intake.dropfolder.config import DropFolderConfig
 from agent.limits import Limits
-from agent.types import IntakePath, Scorer
+from agent.types import IntakePath
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,16 @@ class _InboxEvents(FileSystemEventHandler):
 
 
 class DropFolder:
-    """Watches ``config.inbox`` and scores what arrives through ``scorer``.
+    """Watches ``config.inbox`` and scores what arrives through ``plane``.
 
     ``start()`` returns at once; ``stop()`` finishes the record in hand, checkpoints the
     file and returns within ``limits.drain_timeout`` seconds (plus one record's scoring)."""
 
-    def __init__(self, config: DropFolderConfig, scorer: Scorer, limits: Limits) -> None:
+    def __init__(self, config: DropFolderConfig, plane: DataPlane, limits: Limits) -> None:
         self.config = config
         self.limits = limits
         self.engine = BatchEngine(
-            scorer,
+            plane,
             BatchSettings(
                 model=config.model or "",
                 intake=IntakePath.drop_folder,

@@ -1,107 +1,50 @@
-"""The HTTP intake: an ASGI app (Starlette) in front of the scoring pipeline.
+"""The HTTP intake: an ASGI app (Starlette) in front of the data plane.
 
-Routes: predict from FHIR or HL7 v2 (``/v1``), the Open Inference Protocol v2 for raw
-feature vectors (``/v2``), health, readiness and Prometheus metrics. Every route that scores
-builds a ``ScoreRequest`` and calls the pipeline; errors become FHIR OperationOutcomes (or
-OIP error bodies) with the status chosen in ``http_errors``.
+Routes: predict from FHIR or HL7 v2 (``/v1``, ``predict.py``), the Open Inference Protocol v2
+for raw feature vectors (``/v2``, ``oip.py``), CDS Hooks (``cds_hooks.py``), health,
+readiness, the model list, Prometheus metrics, the status page and the OpenAPI document.
+Every route sits behind the one guard (``guard.py``: request ids, auth, concurrency, body
+cap and deadline, content types) and knows the agent only as a ``DataPlane``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import logging
-import uuid
-from collections import Counter
-from datetime import UTC, datetime
-from typing import Any
+import re
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.errors import (
-    AgentError,
-    RecordError,
-    RequestTimeout,
-    RequestTooLarge,
-    UnsupportedMediaType,
-)
-from agent.intake.http.cds_hooks import CDS_ROUTES
+from agent.dataplane import DataPlane
+from agent.errors import AgentError, InternalError
+from agent.intake.http.cds_hooks import CDS_ROUTES, model_of_service
 from agent.intake.http.config import HttpConfig
-from agent.intake.http.errors import operation_outcome, outcome_for, status_for
+from agent.intake.http.errors import error_response
+from agent.intake.http.guard import GuardMiddleware
 from agent.intake.http.oip import OIP_ROUTES
 from agent.intake.http.openapi import document
+from agent.intake.http.predict import plane_of, predict
 from agent.intake.http.status_page import status_page
-from agent.limits import Limits
-from agent.outputs.prediction_json import prediction_json
-from agent.outputs.riskassessment import risk_assessment
-from agent.pipeline import ScoringPipeline
-from agent.types import IntakePath, RecordFormat, ScoreRequest
+from agent.types import IntakePath
 
 log = logging.getLogger(__name__)
 
-FHIR_JSON = "application/fhir+json"
-
-_MEDIA_TYPES: dict[str, RecordFormat] = {
-    "application/fhir+json": RecordFormat.fhir_json,
-    "application/json": RecordFormat.fhir_json,
-    "application/fhir+ndjson": RecordFormat.fhir_ndjson,
-    "application/ndjson": RecordFormat.fhir_ndjson,
-    "application/x-ndjson": RecordFormat.fhir_ndjson,
-    "x-application/hl7-v2+er7": RecordFormat.hl7v2,
-    "application/hl7-v2+er7": RecordFormat.hl7v2,
-    "application/hl7-v2": RecordFormat.hl7v2,
-}
+_ROUTE_MODEL = re.compile(r"^/(v1|v2)/models/([^/]+)|^/cds-services/([^/]+)")
 
 
-async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, refused past ``limits.http_body_max`` bytes without reading the
-    rest, or when it takes longer than ``limits.request_timeout`` to arrive."""
-    limit = limits.http_body_max
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"request body larger than {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(limits.request_timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLarge(f"request body larger than {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestTimeout(
-            f"request body not received within {limits.request_timeout:g} s"
-        ) from None
-    return b"".join(chunks)
-
-
-def record_format(content_type: str | None) -> RecordFormat:
-    media = (content_type or "").split(";")[0].strip().lower()
-    try:
-        return _MEDIA_TYPES[media]
-    except KeyError:
-        raise UnsupportedMediaType(
-            f"content type {media or '(none)'!r} is not accepted; use one of "
-            + ", ".join(sorted(_MEDIA_TYPES))
-        ) from None
-
-
-def _pipeline(request: Request) -> ScoringPipeline:
-    pipeline: ScoringPipeline = request.app.state.pipeline
-    return pipeline
-
-
-def _error_response(error: AgentError) -> JSONResponse:
-    return JSONResponse(outcome_for(error), status_code=status_for(error), media_type=FHIR_JSON)
+def route_of(path: str) -> tuple[str, IntakePath]:
+    """The model a path names (for counting; the data plane maps names it does not serve
+    to ``unknown``) and the intake path it speaks."""
+    match = _ROUTE_MODEL.match(path)
+    if match is None:
+        return "", IntakePath.http
+    if match[3] is not None:
+        return model_of_service(match[3]), IntakePath.cds_hooks
+    return match[2], IntakePath.oip if match[1] == "v2" else IntakePath.http
 
 
 async def healthz(request: Request) -> Response:
@@ -109,20 +52,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    pipeline = _pipeline(request)
-    models = {
-        m.name: m.name in {s.name for s in pipeline.served_models()} for m in pipeline.config.models
-    }
-    ready = all(models.values())
+    """200 when every configured model serves; else 503 saying which does not, and why."""
+    readiness = plane_of(request).readiness()
+    ready = all(reason is None for reason in readiness.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "models": models},
+        {
+            "status": "ready" if ready else "not ready",
+            "models": {name: reason is None for name, reason in readiness.items()},
+            "not_ready": {name: why for name, why in readiness.items() if why is not None},
+        },
         status_code=200 if ready else 503,
     )
-
-
-async def metrics(request: Request) -> Response:
-    registry = _pipeline(request).monitor.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:
@@ -131,14 +71,14 @@ async def openapi(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     models = []
-    for served in _pipeline(request).served_models():
-        manifest = served.bundle.manifest
+    for model in plane_of(request).models():
+        manifest = model.manifest
         models.append(
             {
-                "name": manifest.name,
-                "version": manifest.version,
-                "bundle_digest": served.bundle.digest,
-                "signer_keyid": served.bundle.signer_keyid,
+                "name": model.name,
+                "version": model.version,
+                "bundle_digest": model.digest,
+                "signer_keyid": model.signer_keyid,
                 "inputs": [
                     f.model_dump(mode="json", exclude_defaults=True) for f in manifest.inputs
                 ],
@@ -150,160 +90,28 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"models": models})
 
 
-def _wants_fhir(request: Request) -> bool:
-    if request.query_params.get("format") == "fhir":
-        return True
-    return FHIR_JSON in request.headers.get("accept", "")
+def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry) -> Starlette:
+    """The app; ``registry`` is what ``/metrics`` exposes (the daemon's)."""
 
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-def _as_of(request: Request) -> datetime | None:
-    text = request.query_params.get("as_of")
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise RecordError("as_of must be an ISO 8601 date-time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    def count(path: str, error: AgentError) -> None:
+        model, intake = route_of(path)
+        plane.count_refusal(model, intake, error)
 
-
-async def predict(request: Request) -> Response:
-    pipeline = _pipeline(request)
-    model = request.path_params["name"]
-    try:
-        fmt = record_format(request.headers.get("content-type"))
-        body = await read_body(request, pipeline.limits)
-        score_request = ScoreRequest(
-            model=model,
-            body=body,
-            format=fmt,
-            intake=IntakePath.http,
-            as_of=_as_of(request),
-            caller=request.state.caller,
-            request_id=request.state.request_id,
-            explain=request.query_params.get("explain") == "true",
+    def unexpected(request: Request, exc: Exception) -> Response:
+        """Last resort: a bug at the edge. Counted as ``internal``, logged once with the
+        request id (the type only: a message could quote a record), answered 500 with
+        that id so the line can be found."""
+        request_id = getattr(request.state, "request_id", "")
+        log.error(
+            "unhandled error", extra={"error_type": type(exc).__name__, "request_id": request_id}
         )
-    except AgentError as error:
-        pipeline.count_refusal(model, IntakePath.http, error)
-        return _error_response(error)
-    try:
-        if len(body) <= pipeline.limits.inline_score_max:
-            predictions = pipeline.score(score_request)
-        else:
-            predictions = await run_in_threadpool(pipeline.score, score_request)
-    except AgentError as error:  # already counted by the pipeline
-        return _error_response(error)
-    if _wants_fhir(request):
-        risk_output = pipeline.risk_output(score_request.model)
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        resources = [risk_assessment(p, risk_output, occurrence=now) for p in predictions]
-        body_out: dict[str, Any] = (
-            resources[0]
-            if len(resources) == 1
-            else {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": r} for r in resources],
-            }
-        )
-        return JSONResponse(body_out, media_type=FHIR_JSON)
-    first = predictions[0]
-    return JSONResponse(
-        {
-            "model": first.model,
-            "version": first.version,
-            "bundle_digest": first.bundle_digest,
-            "predictions": [prediction_json(p, explain=score_request.explain) for p in predictions],
-        }
-    )
+        error = InternalError(f"unexpected error; request id {request_id}")
+        count(request.url.path, error)
+        return error_response(request.url.path, error)
 
-
-class GuardMiddleware:
-    """Request ids, bearer-token authentication and a per-client concurrency bound.
-
-    Pure ASGI rather than Starlette's BaseHTTPMiddleware, which runs every request through
-    an extra task and memory streams: about 0.3 ms of CPU per request, 7 % of a FHIR
-    predict (measured by bench/, docs/benchmarks.md)."""
-
-    def __init__(self, app: ASGIApp, config: HttpConfig) -> None:
-        self.app = app
-        self._config = config
-        self._in_flight: Counter[str] = Counter()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        client = request.client.host if request.client else "unknown"
-        request.state.request_id = request_id
-        request.state.caller = client
-        open_paths = request.url.path in (
-            "/healthz",
-            "/readyz",
-            "/v2/health/live",
-            "/v2/health/ready",
-        )
-        if self._config.auth_required and not open_paths:
-            identity = self._authenticate(request)
-            if identity is None:
-                refusal = JSONResponse(
-                    operation_outcome("a valid bearer token is required", code="login"),
-                    status_code=401,
-                    media_type=FHIR_JSON,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await refusal(scope, receive, send)
-                return
-            request.state.caller = identity
-        if self._in_flight[client] >= self._config.max_concurrent_per_client:
-            throttled = JSONResponse(
-                operation_outcome(
-                    "too many concurrent requests from this client", code="throttled"
-                ),
-                status_code=429,
-                media_type=FHIR_JSON,
-            )
-            await throttled(scope, receive, send)
-            return
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["x-request-id"] = request_id
-            await send(message)
-
-        self._in_flight[client] += 1
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            self._in_flight[client] -= 1
-            if self._in_flight[client] <= 0:
-                del self._in_flight[client]
-
-    def _authenticate(self, request: Request) -> str | None:
-        """The caller's identity (a token fingerprint), or None. Compared in constant time."""
-        header = request.headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
-            return None
-        digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
-        for accepted in self._config.bearer_token_sha256:
-            if hmac.compare_digest(digest, accepted.lower()):
-                return f"token:{digest[:12]}"
-        return None
-
-
-def _unexpected(request: Request, exc: Exception) -> Response:
-    """Last resort: a bug. Log the type only (a message could quote a record), answer 500."""
-    log.error("unhandled error", extra={"error_type": type(exc).__name__})
-    return JSONResponse(
-        operation_outcome("internal error; the agent goes on serving", code="exception"),
-        status_code=500,
-        media_type=FHIR_JSON,
-    )
-
-
-def create_app(pipeline: ScoringPipeline, config: HttpConfig) -> Starlette:
     routes = [
         Route("/", status_page),
         Route("/openapi.json", openapi),
@@ -317,8 +125,10 @@ def create_app(pipeline: ScoringPipeline, config: HttpConfig) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(GuardMiddleware, config=config)],
-        exception_handlers={Exception: _unexpected},
+        middleware=[
+            Middleware(GuardMiddleware, config=config, limits=plane.limits, on_refusal=count)
+        ],
+        exception_handlers={Exception: unexpected},
     )
-    app.state.pipeline = pipeline
+    app.state.plane = plane
     return app

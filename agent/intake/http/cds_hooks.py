@@ -16,30 +16,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.config import CardThresholds
-from agent.errors import AgentError, RecordError
-from agent.intake.http.errors import status_for
-from agent.pipeline import ScoringPipeline, ServedModel
+from agent.dataplane import CardThresholdsView, ModelView
+from agent.errors import AgentError, RecordError, UnknownModel
+from agent.intake.http.errors import error_response
+from agent.intake.http.predict import plane_of
+from agent.jsontext import load_json
 from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest
 
 SUMMARY_MAX = 140
 
 
-def _pipeline(request: Request) -> ScoringPipeline:
-    pipeline: ScoringPipeline = request.app.state.pipeline
-    return pipeline
+_SERVICE_SUFFIX = "-risk"
 
 
 def service_id(model: str) -> str:
-    return f"{model}-risk"
+    return f"{model}{_SERVICE_SUFFIX}"
 
 
-def prefetch_templates(served: ServedModel) -> dict[str, str]:
+def model_of_service(service: str) -> str:
+    """The model a service id names (``deterioration-risk`` -> ``deterioration``)."""
+    return service.removesuffix(_SERVICE_SUFFIX)
+
+
+def prefetch_templates(model: ModelView) -> dict[str, str]:
     """Prefetch for exactly the observations this site's mapping reads."""
-    # component codes and the panels that carry them: a FHIR server's code search
-    # matches the panel's own code, not its components'
-    wanted = {c for f in served.mapping.features for c in (*f.codes, *f.panels)}
-    codes = ",".join(sorted(wanted))
+    codes = ",".join(sorted(model.prefetch_codes))
     templates = {"patient": "Patient/{{context.patientId}}"}
     if codes:
         templates["observations"] = (
@@ -50,15 +51,14 @@ def prefetch_templates(served: ServedModel) -> dict[str, str]:
 
 async def discovery(request: Request) -> Response:
     services = []
-    for served in _pipeline(request).served_models():
-        manifest = served.bundle.manifest
+    for model in plane_of(request).models():
         services.append(
             {
                 "hook": "patient-view",
-                "id": service_id(served.name),
-                "title": f"{manifest.name} {manifest.version}",
-                "description": manifest.description or f"Risk score from model {manifest.name}",
-                "prefetch": prefetch_templates(served),
+                "id": service_id(model.name),
+                "title": f"{model.name} {model.version}",
+                "description": model.manifest.description or f"Risk score from model {model.name}",
+                "prefetch": prefetch_templates(model),
             }
         )
     return JSONResponse({"services": services})
@@ -81,7 +81,9 @@ def _resources(prefetch: Any) -> list[dict[str, Any]]:
     return resources
 
 
-def card(prediction: Prediction, risk_output: str, thresholds: CardThresholds) -> dict[str, Any]:
+def card(
+    prediction: Prediction, risk_output: str, thresholds: CardThresholdsView
+) -> dict[str, Any]:
     risk = float(prediction.outputs[risk_output])
     indicator = (
         "critical"
@@ -104,22 +106,19 @@ def card(prediction: Prediction, risk_output: str, thresholds: CardThresholds) -
 
 
 async def call_service(request: Request) -> Response:
-    pipeline = _pipeline(request)
-    wanted = request.path_params["id"]
-    served = next((s for s in pipeline.served_models() if service_id(s.name) == wanted), None)
-    if served is None:
-        return JSONResponse({"error": "no such CDS service"}, status_code=404)
+    plane = plane_of(request)
+    name = model_of_service(request.path_params["id"])
     try:
-        try:
-            payload = json.loads(await request.body())
-        except ValueError:
-            raise RecordError("the body is not valid JSON") from None
+        model = plane.model(name)  # taken once: scored and answered by this version
+        if request.path_params["id"] != service_id(name):
+            raise UnknownModel("no such CDS service")
+        payload = load_json(await request.body(), "the body")
         if not isinstance(payload, dict) or not isinstance(payload.get("context"), dict):
             raise RecordError("a CDS Hooks request needs hook, hookInstance and context")
         resources = _resources(payload.get("prefetch") or {})
     except AgentError as error:
-        pipeline.count_refusal(served.name, IntakePath.cds_hooks, error)
-        return JSONResponse({"error": str(error)}, status_code=status_for(error))
+        plane.count_refusal(name, IntakePath.cds_hooks, error)
+        return error_response(request.url.path, error)
     if not resources:
         return JSONResponse(
             {"error": "prefetch with the patient and observations is required"},
@@ -131,7 +130,7 @@ async def call_service(request: Request) -> Response:
         "entry": [{"resource": r} for r in resources],
     }
     score_request = ScoreRequest(
-        model=served.name,
+        model=name,
         body=json.dumps(bundle).encode(),
         format=RecordFormat.fhir_json,
         intake=IntakePath.cds_hooks,
@@ -139,14 +138,23 @@ async def call_service(request: Request) -> Response:
         request_id=request.state.request_id,
     )
     try:
-        predictions = await run_in_threadpool(pipeline.score, score_request)
-    except AgentError as error:  # already counted by the pipeline
-        return JSONResponse({"error": str(error)}, status_code=status_for(error))
+        result = await run_in_threadpool(plane.score, score_request, model)
+    except AgentError as error:  # already counted by the data plane
+        return error_response(request.url.path, error)
     # the card is about the patient in context, whatever else the prefetch held
     subject = f"Patient/{payload['context'].get('patientId')}"
-    chosen = next((p for p in predictions if p.label == subject), predictions[0])
-    risk_output = pipeline.risk_output(served.name)
-    return JSONResponse({"cards": [card(chosen, risk_output, served.config.cards)]})
+    chosen = next((o for o in result.outcomes if o.reference == subject), result.outcomes[0])
+    if chosen.prediction is None or chosen.refusal is not None:
+        # not scored: a 422 saying why, never a card (the work was not done)
+        refusal = chosen.refusal
+        return JSONResponse(
+            {
+                "error": refusal.detail if refusal else "not scored",
+                "reason": refusal.reason if refusal else "internal",
+            },
+            status_code=422,
+        )
+    return JSONResponse({"cards": [card(chosen.prediction, model.risk_output, model.cards)]})
 
 
 CDS_ROUTES = [

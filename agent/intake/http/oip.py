@@ -7,7 +7,6 @@ manifest output. Errors use the protocol's ``{"error": ...}`` body.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -16,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.errors import AgentError, RecordError, UnknownModel
-from agent.intake.http.errors import status_for
-from agent.pipeline import ScoringPipeline, ServedModel
+from agent.dataplane import ModelView
+from agent.errors import AgentError, RecordError
+from agent.intake.http.errors import error_response, status_for
+from agent.intake.http.predict import plane_of
+from agent.jsontext import load_json
 from agent.types import IntakePath
 
 _NUMERIC = {
@@ -37,21 +38,8 @@ _NUMERIC = {
 }
 
 
-def _pipeline(request: Request) -> ScoringPipeline:
-    pipeline: ScoringPipeline = request.app.state.pipeline
-    return pipeline
-
-
-def _error(error: AgentError) -> JSONResponse:
-    return JSONResponse({"error": str(error)}, status_code=status_for(error))
-
-
-def _served(request: Request) -> ServedModel:
-    served = _pipeline(request).served(request.path_params["name"])
-    version = request.path_params.get("version")
-    if version is not None and version != served.version:
-        raise UnknownModel(f"version {version} is not the one served")
-    return served
+def _model(request: Request) -> ModelView:
+    return plane_of(request).model(request.path_params["name"], request.path_params.get("version"))
 
 
 async def live(request: Request) -> Response:
@@ -59,20 +47,20 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    is_ready = _pipeline(request).ready
+    is_ready = all(reason is None for reason in plane_of(request).readiness().values())
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 async def model_metadata(request: Request) -> Response:
     try:
-        served = _served(request)
+        model = _model(request)
     except AgentError as error:
-        return _error(error)
-    manifest = served.bundle.manifest
+        return error_response(request.url.path, error)
+    manifest = model.manifest
     return JSONResponse(
         {
-            "name": manifest.name,
-            "versions": [manifest.version],
+            "name": model.name,
+            "versions": [model.version],
             "platform": "edge-agent-wasm",
             "inputs": [
                 {"name": f.name, "datatype": "FP64", "shape": [-1]} for f in manifest.inputs
@@ -86,12 +74,12 @@ async def model_metadata(request: Request) -> Response:
 
 async def model_ready(request: Request) -> Response:
     try:
-        served = _served(request)
+        model = _model(request)
     except AgentError as error:  # unknown model or version: 404; not loaded yet: 503
         return JSONResponse(
             {"name": request.path_params["name"], "ready": False}, status_code=status_for(error)
         )
-    return JSONResponse({"name": served.name, "ready": True})
+    return JSONResponse({"name": model.name, "ready": True})
 
 
 def rows_from_inputs(inputs: Any, feature_names: list[str]) -> list[list[float]]:
@@ -139,7 +127,10 @@ def _flatten(data: Any, index: int) -> list[float]:
         if isinstance(item, list):
             stack.extend(reversed(item))
         elif isinstance(item, bool | int | float):
-            out.append(float(item))
+            number = float(item)
+            if math.isinf(number):
+                raise RecordError(f"inputs[{index}].data must hold finite numbers")
+            out.append(number)
         elif item is None:
             out.append(math.nan)
         else:
@@ -148,34 +139,26 @@ def _flatten(data: Any, index: int) -> list[float]:
 
 
 async def infer(request: Request) -> Response:
-    pipeline = _pipeline(request)
+    plane = plane_of(request)
     try:
-        served = _served(request)
-        try:
-            payload = await request.json()
-        except ValueError:
-            raise RecordError("the body is not valid JSON") from None
+        model = _model(request)  # taken once: scored and answered by this version
+        payload = load_json(await request.body(), "the body")
         if not isinstance(payload, dict):
             raise RecordError("the body must be a JSON object")
-        rows = rows_from_inputs(payload.get("inputs"), served.bundle.manifest.feature_names())
+        rows = rows_from_inputs(payload.get("inputs"), model.manifest.feature_names())
     except AgentError as error:
-        pipeline.count_refusal(request.path_params["name"], IntakePath.oip, error)
-        return _error(error)
+        plane.count_refusal(request.path_params["name"], IntakePath.oip, error)
+        return error_response(request.url.path, error)
     try:
-        # Scored by the model taken above, even if a new version is swapped in meanwhile.
-        results = await run_in_threadpool(
-            functools.partial(pipeline.score_vector, served=served),
-            served.name,
-            rows,
-            IntakePath.oip,
-        )
-    except AgentError as error:
-        return _error(error)
+        results = await run_in_threadpool(plane.score_vectors, model, rows, IntakePath.oip)
+    except AgentError as error:  # counted by the data plane
+        return error_response(request.url.path, error)
     wanted = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
-    names = [o.name for o in served.bundle.manifest.outputs if not wanted or o.name in wanted]
+    names = [o.name for o in model.manifest.outputs if not wanted or o.name in wanted]
     body: dict[str, Any] = {
-        "model_name": served.name,
-        "model_version": served.version,
+        "model_name": model.name,
+        "model_version": model.version,
+        "parameters": {"bundle_digest": model.digest},
         "outputs": [
             {
                 "name": n,

@@ -4,6 +4,7 @@ signers, counts, latency, drift per feature against its threshold — and no pat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from typing import Any
 
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from agent import __version__
-from agent.pipeline import ScoringPipeline
+from agent.intake.http.predict import plane_of
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
@@ -52,13 +53,13 @@ def _drift_rows(values: dict[str, Any], act: dict[str, float], missing: bool = T
     return "".join(rows)
 
 
-def render(pipeline: ScoringPipeline) -> str:
-    snapshot = pipeline.monitor.snapshot()["models"]
-    monitor = pipeline.config.monitor
-    act = {"psi": monitor.psi_act, "js": monitor.js_act}
+def render(status: Mapping[str, Any]) -> str:
+    """The page for a ``DataPlane.status()`` snapshot."""
+    snapshot = status["models"]
+    act = status["act"]
+    site = str(status["site"])
     sections = []
-    for model_config in pipeline.config.models:
-        name = model_config.name
+    for name in status["configured"]:
         entry = snapshot.get(name, {})
         latency = entry.get("latency_seconds", {})
         errors = entry.get("errors", {})
@@ -91,15 +92,14 @@ def render(pipeline: ScoringPipeline) -> str:
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>edge-agent status: {escape(pipeline.config.site)}</title>"
+        f"<title>edge-agent status: {escape(site)}</title>"
         f"<style>{_STYLE}</style></head><body>"
-        f"<h1>edge-agent {__version__} — site {escape(pipeline.config.site)}</h1>"
-        f"<p>ready: <b id='ready'>{'yes' if pipeline.ready else 'no'}</b> · "
+        f"<h1>edge-agent {__version__} — site {escape(site)}</h1>"
+        f"<p>ready: <b id='ready'>{'yes' if status['ready'] else 'no'}</b> · "
         "metrics at <a href='/metrics'>/metrics</a> · API at <a href='/openapi.json'>"
         "/openapi.json</a></p>" + "".join(sections) + "</body></html>"
     )
 
 
 async def status_page(request: Request) -> Response:
-    pipeline: ScoringPipeline = request.app.state.pipeline
-    return HTMLResponse(render(pipeline))
+    return HTMLResponse(render(plane_of(request).status()))

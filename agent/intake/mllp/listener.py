@@ -7,7 +7,7 @@ engines resend or stall a queue on a missing ACK. Messages on one connection are
 order; connections are served concurrently; scoring runs in a worker thread so the event loop
 keeps reading other connections. docs/mllp.md tells an interface analyst what to expect.
 
-The listener knows only the ``Scorer`` it is handed: it builds a ``ScoreRequest`` from the
+The listener knows only the ``DataPlane`` it is handed: it builds a ``ScoreRequest`` from the
 frame bytes and turns the outcome into acknowledgement codes, the one place where agent
 errors meet HL7 ACK codes. With ``results_to`` configured, it also spools an ORU^R01 per
 scored message before answering AA, and owns the sender that delivers them
@@ -25,7 +25,15 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from agent.errors import AgentError, ConfigError, RecordError, UnsupportedMediaType
+from agent.dataplane import DataPlane
+from agent.errors import (
+    AgentError,
+    ConfigError,
+    InternalError,
+    NoPatient,
+    RecordError,
+    UnsupportedMediaType,
+)
 from agent.hl7.ack import (
     AckCode,
     AckCondition,
@@ -43,7 +51,7 @@ from agent.intake.mllp.results import (
     SpoolFull,
 )
 from agent.limits import Limits
-from agent.types import IntakePath, Prediction, RecordFormat, Scorer, ScoreRequest
+from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest, ScoreResult
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +66,7 @@ class Outcome:
     """How one message ended, in HL7 terms: the original-mode code and, if any, the error."""
 
     code: AckCode  # AA, AE or AR
-    error: AckError | None = None
+    errors: tuple[AckError, ...] = ()  # the first is told in MSA-3; each has an ERR
     predictions: Sequence[Prediction] = ()
     internal: bool = False  # AR because of the agent, not the message (accept ack CE)
 
@@ -70,22 +78,47 @@ _PARTIAL_FRAME_GRACE = 5.0  # seconds (at most drain_timeout) a frame arriving o
 
 
 def outcome_of_error(exc: Exception) -> Outcome:
-    """The ACK for a failed scoring: AR when the message cannot be read (a record error:
-    unparseable, unsupported type), AE when it was read but could not be scored (unmappable,
-    unknown model, model trap, deadline...), AR with ``internal`` for an unexpected bug.
-    Agent errors' messages say where and why (segment and field, feature) and never carry
-    a value, so the interface team sees them in ERR-8; a bug's message is never sent."""
+    """The ACK for a message that was not scored at all: AR when it cannot be read (a record
+    error: unparseable, unsupported type), AE when it was read but could not be scored (no
+    patient in it, unknown model, model trap, deadline...), AR with ``internal`` for a bug
+    (the data plane's InternalError, or anything unexpected here). Agent errors' messages
+    say where and why (segment and field, feature) and never carry a value, so the interface
+    team sees them in ERR-8; a bug's message is never sent."""
     if isinstance(exc, UnsupportedMediaType):
         error = AckError("200", "Unsupported message type", exc.reason, str(exc))
-        return Outcome(AckCode.reject, error)
+        return Outcome(AckCode.reject, (error,))
+    if isinstance(exc, NoPatient):
+        error = AckError("100", "Segment sequence error", exc.reason, str(exc))
+        return Outcome(AckCode.error, (error,))
     if isinstance(exc, RecordError):
-        return Outcome(AckCode.reject, AckError("102", "Data type error", exc.reason, str(exc)))
-    if isinstance(exc, AgentError):
+        error = AckError("102", "Data type error", exc.reason, str(exc))
+        return Outcome(AckCode.reject, (error,))
+    if isinstance(exc, AgentError) and not isinstance(exc, InternalError):
         error = AckError("207", "Application internal error", exc.reason, str(exc))
-        return Outcome(AckCode.error, error)
-    return Outcome(
-        AckCode.reject, AckError("207", "Application internal error", "internal"), internal=True
+        return Outcome(AckCode.error, (error,))
+    error = AckError("207", "Application internal error", "internal")
+    return Outcome(AckCode.reject, (error,), internal=True)
+
+
+def outcome_of_result(result: ScoreResult) -> Outcome:
+    """AA only when every patient in the message was scored; otherwise AE with an ERR per
+    patient not scored (naming the patient by its PID-3 identifier when the message held
+    several, so the interface team knows which)."""
+    refused = result.refused
+    if not refused:
+        return Outcome(AckCode.accept, predictions=result.predictions)
+    several = len(result.outcomes) > 1
+    errors = tuple(
+        AckError(
+            "207",
+            "Application internal error",
+            o.refusal.reason if o.refusal else "internal",
+            (f"patient {o.reference}: " if several and o.reference else "")
+            + (o.refusal.detail if o.refusal else ""),
+        )
+        for o in refused
     )
+    return Outcome(AckCode.error, errors)
 
 
 def acknowledgements(
@@ -105,7 +138,7 @@ def acknowledgements(
             for i, p in enumerate(outcome.predictions, start=1)
             for name, value in p.outputs.items()
         ]
-    application = build_ack(header, outcome.code, error=outcome.error, results=results)
+    application = build_ack(header, outcome.code, errors=outcome.errors, results=results)
     if header is None or not header.enhanced_mode:
         return [application]
     acks = []
@@ -118,7 +151,7 @@ def acknowledgements(
             if outcome.internal
             else AckCode.commit_reject
         )
-        acks.append(build_ack(header, commit, error=None if accepted else outcome.error))
+        acks.append(build_ack(header, commit, errors=() if accepted else outcome.errors))
     if (header.application_ack or AckCondition.always).wants(outcome.code is AckCode.accept):
         acks.append(application)
     return acks
@@ -138,14 +171,14 @@ class _Connection:
 
 
 class MllpListener:
-    """Serves MLLP on ``config.host:config.port`` until ``stop``; scores with ``scorer``."""
+    """Serves MLLP on ``config.host:config.port`` until ``stop``; scores with ``plane``."""
 
-    def __init__(self, config: MllpConfig, scorer: Scorer, limits: Limits) -> None:
+    def __init__(self, config: MllpConfig, plane: DataPlane, limits: Limits) -> None:
         if not config.model:
             raise ConfigError("the MLLP listener needs a model to score with (mllp.model)")
         self._config = config
         self._model = config.model
-        self._scorer = scorer
+        self._plane = plane
         self._limits = limits
         self._max_bytes = config.max_message_bytes or limits.hl7_message_max
         self._networks = [ipaddress.ip_network(c, strict=False) for c in config.allowed_clients]
@@ -315,15 +348,15 @@ class MllpListener:
     async def _answer(self, frame: _Frame, peer: str) -> list[bytes]:
         header = parse_header(frame.content)
         if frame.oversize:
-            outcome = Outcome(AckCode.reject, _TOO_LARGE)
+            outcome = Outcome(AckCode.reject, (_TOO_LARGE,))
         elif header is None:
-            outcome = Outcome(AckCode.reject, _NOT_HL7)
+            outcome = Outcome(AckCode.reject, (_NOT_HL7,))
         else:
             outcome = await self._score(frame.content, peer)
-        if outcome.error is not None:
+        if outcome.errors:
             log.info(
                 "mllp message not accepted",
-                extra={"reason": outcome.error.reason, "status": outcome.code.value},
+                extra={"reason": outcome.errors[0].reason, "status": outcome.code.value},
             )
         return acknowledgements(header, outcome, self._config.ack_mode)
 
@@ -337,13 +370,19 @@ class MllpListener:
             request_id=uuid.uuid4().hex,
         )
         try:
-            predictions = await asyncio.to_thread(self._scorer.score, request)
+            result = await asyncio.to_thread(self._plane.score, request)
         except Exception as exc:
             if not isinstance(exc, AgentError):
                 log.error(
                     "mllp scoring failed unexpectedly", extra={"error_type": type(exc).__name__}
                 )
+                error = InternalError("unexpected error while scoring")
+                self._plane.count_refusal(self._model, IntakePath.mllp, error)
             return outcome_of_error(exc)
+        outcome = outcome_of_result(result)
+        if outcome.code is not AckCode.accept:
+            return outcome  # not spooled: the engine keeps (or resends) the message
+        predictions = result.predictions
         if self._spool is not None and self._sender is not None:
             try:
                 await asyncio.to_thread(
@@ -353,9 +392,9 @@ class MllpListener:
                 # AA promises the result is on its way; without it on disk, the sender
                 # should resend the message later instead.
                 log.error("mllp result not spooled", extra={"error_type": type(exc).__name__})
-                return Outcome(AckCode.error, _NOT_SPOOLED)
+                return Outcome(AckCode.error, (_NOT_SPOOLED,))
             self._sender.notify()
-        return Outcome(AckCode.accept, predictions=predictions)
+        return outcome
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self._config.tls_cert is None or self._config.tls_key is None:

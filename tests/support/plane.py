@@ -1,0 +1,99 @@
+"""A small scripted ``DataPlane`` for the intake paths' own tests (batch engine, drop folder,
+MLLP listener): the test decides what a record scores to, so it can check that each answer
+belongs to its input, without a compiled model. The real pipeline is exercised by the
+integration tests and the ``*_pipeline`` tests beside these.
+
+A subclass implements ``predict(request)`` (a list of predictions or a typed AgentError,
+as the pipeline raises for a request it cannot read) and, when it reads feature rows,
+``predict_rows(rows)``; this base wraps them in the protocol's shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.dataplane import ModelView
+from agent.errors import AgentError, InternalError, UnknownModel
+from agent.limits import Limits
+from agent.types import IntakePath, PatientOutcome, Prediction, ScoreRequest, ScoreResult
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    warning: float = 0.3
+    critical: float = 0.6
+
+
+@dataclass(frozen=True)
+class StubModel:
+    """A ``ModelView`` of a model that is not compiled (no manifest)."""
+
+    name: str
+    version: str = "1.0.0"
+    digest: str = "0" * 64
+    signer_keyid: str = "test"
+    risk_output: str = "risk"
+    cards: Thresholds = field(default_factory=Thresholds)
+    prefetch_codes: frozenset[str] = frozenset()
+
+    @property
+    def manifest(self) -> Any:
+        raise AttributeError("a scripted model has no manifest")
+
+
+class ScriptedPlane:
+    """Implements ``agent.dataplane.DataPlane`` around ``predict`` / ``predict_rows``."""
+
+    version = "1.0.0"
+    digest = "0" * 64
+
+    def __init__(self) -> None:
+        self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
+
+    def model(self, name: str, version: str | None = None) -> ModelView:
+        if version is not None and version != self.version:
+            raise UnknownModel("version not served")
+        return StubModel(name, self.version, self.digest)
+
+    def models(self) -> list[ModelView]:
+        return []
+
+    def readiness(self) -> dict[str, str | None]:
+        return {}
+
+    def status(self) -> Mapping[str, Any]:
+        return {}
+
+    def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
+        self.refusals.append((model, error.reason))
+
+    def predict(self, request: ScoreRequest) -> list[Prediction]:
+        raise NotImplementedError
+
+    def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[Mapping[str, float]]:
+        raise NotImplementedError
+
+    def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
+        view = model or self.model(request.model)
+        try:
+            predictions = self.predict(request)
+        except AgentError:
+            raise
+        except Exception as exc:  # as the pipeline does: a bug is an InternalError
+            raise InternalError("unexpected error") from exc
+        outcomes = tuple(
+            PatientOutcome(p.label, p.label, prediction=p, subject=p.subject) for p in predictions
+        )
+        return ScoreResult(view.name, view.version, view.digest, outcomes, datetime.now(UTC))
+
+    def score_vectors(
+        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
+    ) -> list[Mapping[str, float]]:
+        return self.predict_rows(rows)
