@@ -31,10 +31,12 @@ from agent.bundle.manifest import (
     OutputKind,
     Provenance,
     ReferenceStats,
+    SemVer,
     ValueReference,
+    check_model_name,
 )
-from agent.compiler.convert import to_onnx_model
-from agent.compiler.dataset import ReferenceData, load_reference, load_schema
+from agent.compiler.convert import load_model, model_feature_names, to_onnx_model
+from agent.compiler.dataset import ReferenceData, in_model_order, load_reference, load_schema
 from agent.compiler.emit import emit_module
 from agent.compiler.graph import lower
 from agent.compiler.reference import categorical_reference, numeric_reference
@@ -89,11 +91,21 @@ def build(
     scikit-learn estimator/pipeline or XGBoost/LightGBM estimator, see ``convert``) into
     the bundle directory ``out``; returns ``out``.
 
-    ``reference`` is the training reference CSV, its header naming the features in model
-    input order. Raises ``CompileError`` for anything that cannot be compiled faithfully.
+    ``reference`` is the training reference CSV, its header naming the features. If the
+    model knows its features by name (``feature_names_in_`` of an estimator fitted on a
+    DataFrame, or an ONNX graph with one input per feature), the header must name the
+    same features, in any order: the bundle reads them in the model's order. Otherwise
+    the header order is the model's input order. Raises ``CompileError`` for anything
+    that cannot be compiled faithfully; ``name`` and ``version`` are checked first, and
+    nothing is written to ``out`` unless the whole bundle is.
     """
+    check_identity(name, version)
     schema_spec = load_schema(Path(schema) if isinstance(schema, str | Path) else schema)
     data = load_reference(Path(reference), schema_spec)
+    model = load_model(model)
+    named = model_feature_names(model)
+    if named is not None:
+        data = in_model_order(data, *named)
     proto, source = to_onnx_model(model, len(data.features))
     compiled = compile_onnx(proto)
     if compiled.n_features != len(data.features):
@@ -102,8 +114,6 @@ def build(
             f"{len(data.features)} columns"
         )
     stats = _reference_stats(compiled, data)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     manifest = BundleManifest(
         name=name,
         version=version,
@@ -125,10 +135,25 @@ def build(
             )
         },
     )
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / MODEL_FILE, compiled.wasm)
     write_atomic(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
     (out_dir / SIGNATURE_FILE).unlink(missing_ok=True)
     return out_dir
+
+
+def check_identity(name: str, version: str) -> None:
+    """``CompileError`` in one line unless ``name`` is a valid model name and ``version``
+    a semantic version: checked before any compiling, so a typo costs nothing."""
+    try:
+        check_model_name(name)
+    except ValueError as exc:
+        raise CompileError(f"name {name!r}: {exc}") from None
+    try:
+        SemVer(version)
+    except ValueError as exc:
+        raise CompileError(f"version: {exc}") from None
 
 
 def _reference_stats(compiled: CompiledModel, data: ReferenceData) -> ReferenceStats:

@@ -1,12 +1,15 @@
-"""A trained model in any accepted form -> an ``onnx.ModelProto`` and its source tag.
+"""A trained model in any accepted form -> an ``onnx.ModelProto`` and its source tag, and
+the feature names the model itself knows.
 
 Accepted: an ``onnx.ModelProto``; a path to an ``.onnx`` file; a fitted XGBoost or
 LightGBM scikit-learn-API estimator (``XGBClassifier``, ``LGBMRegressor``...), converted by
 onnxmltools; a fitted scikit-learn HistGradientBoosting estimator, lowered by
 ``hist_gradient`` (skl2onnx 1.20 fails on it); any other fitted scikit-learn estimator or
 pipeline, converted by skl2onnx. The converters are imported lazily: they belong to the
-``[build]`` extra, which a hospital server never installs. Every input is declared float32
-``[None, n_features]`` and named ``X``.
+``[build]`` extra, which a hospital server never installs. Every input is declared float32:
+one input ``X`` ``[None, n_features]``, or, for a pipeline whose ``ColumnTransformer``
+selects DataFrame columns by name (skl2onnx finds them only as inputs of those names),
+one ``[None, 1]`` input per feature named after ``feature_names_in_``.
 """
 
 from __future__ import annotations
@@ -20,14 +23,54 @@ from agent.compiler.hist_gradient import hist_gradient_onnx, is_hist_gradient_bo
 from agent.errors import CompileError
 
 
+def load_model(model: Any) -> Any:
+    """A path to an ``.onnx`` file loaded; anything else as it is."""
+    if isinstance(model, str | Path):
+        try:
+            return onnx.load(str(model))
+        except OSError as exc:
+            raise CompileError(f"cannot read the ONNX file {Path(model).name!r}") from exc
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise CompileError(f"{Path(model).name!r} is not an ONNX model") from exc
+    return model
+
+
+def model_feature_names(model: Any) -> tuple[list[str], str] | None:
+    """The feature names ``model`` reads, in its input order, and where they come from:
+    a fitted estimator's ``feature_names_in_`` (set when it was fitted on a DataFrame),
+    or the inputs of an ONNX graph with one ``[N, 1]`` input per feature. None when the
+    model knows only a column count."""
+    if isinstance(model, onnx.ModelProto):
+        inputs = _graph_inputs(model)
+        if len(inputs) > 1 and all(_per_feature(i) for i in inputs):
+            return [i.name for i in inputs], "the ONNX graph's inputs"
+        return None
+    try:
+        names = getattr(model, "feature_names_in_", None)
+    except AttributeError:  # LightGBM raises when fitted without names
+        names = None
+    if names is None:
+        return None
+    return [str(n) for n in names], f"{type(model).__name__}.feature_names_in_"
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {init.name for init in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _per_feature(info: onnx.ValueInfoProto) -> bool:
+    dims = info.type.tensor_type.shape.dim
+    return len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value == 1
+
+
 def to_onnx_model(model: Any, n_features: int) -> tuple[onnx.ModelProto, str]:
     """``(proto, source)``; ``source`` is ``onnx``, ``xgboost``, ``lightgbm`` or
     ``sklearn`` (the manifest's provenance). Raises ``CompileError`` when the model reads a
     different number of features or no converter accepts it."""
+    model = load_model(model)
     if isinstance(model, onnx.ModelProto):
         return model, "onnx"
-    if isinstance(model, str | Path):
-        return onnx.load(str(model)), "onnx"
     if not (hasattr(model, "fit") and hasattr(model, "predict")):
         raise CompileError(f"cannot compile a {type(model).__name__}")
     expected = getattr(model, "n_features_in_", n_features)
@@ -47,15 +90,15 @@ def _onnxmltools(model: Any, library: str, n_features: int) -> onnx.ModelProto:
     import onnxmltools
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    convert = (
-        onnxmltools.convert_xgboost if library == "xgboost" else onnxmltools.convert_lightgbm
-    )
+    convert = onnxmltools.convert_xgboost if library == "xgboost" else onnxmltools.convert_lightgbm
     try:
         proto: onnx.ModelProto = convert(
             model, initial_types=[("X", FloatTensorType([None, n_features]))]
         )
     except Exception as exc:  # onnxmltools raises many types for unsupported models
-        raise CompileError(f"onnxmltools cannot convert {type(model).__name__}") from exc
+        raise CompileError(
+            f"onnxmltools cannot convert {type(model).__name__}: {_reason(exc)}"
+        ) from None
     return proto
 
 
@@ -63,10 +106,48 @@ def _skl2onnx(model: Any, n_features: int) -> onnx.ModelProto:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
+    if _selects_columns_by_name(model):
+        inputs = [(str(n), FloatTensorType([None, 1])) for n in model.feature_names_in_]
+    else:
+        inputs = [("X", FloatTensorType([None, n_features]))]
     try:
-        proto: onnx.ModelProto = to_onnx(
-            model, initial_types=[("X", FloatTensorType([None, n_features]))]
-        )
+        proto: onnx.ModelProto = to_onnx(model, initial_types=inputs)
     except Exception as exc:  # skl2onnx raises many types for unsupported estimators
-        raise CompileError(f"skl2onnx cannot convert {type(model).__name__}") from exc
+        raise CompileError(
+            f"skl2onnx cannot convert {describe_estimator(model)}: {_reason(exc)}"
+        ) from None
     return proto
+
+
+def _selects_columns_by_name(model: Any) -> bool:
+    """True when the step that sees the raw columns is a ColumnTransformer naming them."""
+    while type(model).__name__ == "Pipeline":
+        model = model.steps[0][1]
+    if type(model).__name__ != "ColumnTransformer":
+        return False
+    for _, _, columns in getattr(model, "transformers_", []):
+        listed = (
+            [columns]
+            if isinstance(columns, str)
+            else list(columns)
+            if hasattr(columns, "__iter__")
+            else []
+        )
+        if any(isinstance(c, str) for c in listed):
+            return True
+    return False
+
+
+def describe_estimator(model: Any) -> str:
+    """``Pipeline(StandardScaler, SVC)``: the estimator classes a data scientist wrote,
+    for errors that name what was passed rather than a converter's internals."""
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, list):
+        return f"{type(model).__name__}({', '.join(describe_estimator(s) for _, s in steps)})"
+    return type(model).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a converter's message, the part that says what it missed."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

@@ -1,7 +1,9 @@
 """ONNX graph -> ``Program``: walks the nodes in order, folds constant subgraphs and hands
 each remaining node to the lowering registered for its (domain, op type).
 
-The graph must have one float32 input ``[N, n_features]``. Any node whose inputs are all
+The graph's inputs are float32 (or integer) ``[N, k]`` tensors; the ABI row holds them
+side by side in graph order (one ``[N, 1]`` input per feature, as skl2onnx writes for a
+DataFrame pipeline, or one ``[N, n_features]`` input). Any node whose inputs are all
 constants is evaluated at compile time with ONNX's reference evaluator (shape tensors,
 class lists, reshaped initializers), so kernels only ever see per-row values and
 constant arrays. A node without a lowering raises ``CompileError`` naming its op type and
@@ -125,14 +127,19 @@ def lower(model: onnx.ModelProto) -> LoweredGraph:
     """Lower a whole model; raises ``CompileError`` on anything it cannot compile."""
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise CompileError(f"the graph must have exactly one input, found {len(inputs)}")
-    n_features = _input_width(inputs[0])
+    inputs = [(i.name, *_input_spec(i)) for i in graph.input if i.name not in initializers]
+    if not inputs:
+        raise CompileError("the graph has no input")
+    n_features = sum(width for _, width, _ in inputs)
     state = Lowering()
     for init in graph.initializer:
         state.consts[init.name] = numpy_helper.to_array(init)
-    x = state.new_value(inputs[0].name, n_features)
+    x = state.new_value("::row", n_features)
+    column = 0
+    for name, width, dtype in inputs:
+        # Each input is a view of its columns of the row: no copy per row.
+        state.values[name] = Value(name, x.cell(column), width, 2, dtype)
+        column += width
     table = _registry()
     opsets = {o.domain or "": o.version for o in model.opset_import}
     for node in fuse_bias(list(graph.node), state.consts, {o.name for o in graph.output}):
@@ -169,8 +176,11 @@ def fuse_bias(
     for node in nodes:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
-    producers = {node.output[0]: i for i, node in enumerate(nodes)
-                 if node.op_type == "MatMul" and (node.domain or "") in ("", "ai.onnx")}
+    producers = {
+        node.output[0]: i
+        for i, node in enumerate(nodes)
+        if node.op_type == "MatMul" and (node.domain or "") in ("", "ai.onnx")
+    }
     fused: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
     for j, node in enumerate(nodes):
@@ -182,27 +192,46 @@ def fuse_bias(
                 continue
             weights = consts.get(nodes[i].input[1])
             b = consts.get(bias)
-            if (weights is None or weights.ndim != 2 or b is None or not 1 <= b.ndim <= 2
-                    or b.size != weights.shape[1] or b.shape[-1] != weights.shape[1]):
+            if (
+                weights is None
+                or weights.ndim != 2
+                or b is None
+                or not 1 <= b.ndim <= 2
+                or b.size != weights.shape[1]
+                or b.shape[-1] != weights.shape[1]
+            ):
                 continue
-            fused[i] = helper.make_node("Gemm", [nodes[i].input[0], nodes[i].input[1], bias],
-                                        [node.output[0]], name=f"{nodes[i].name}+{node.name}")
+            fused[i] = helper.make_node(
+                "Gemm",
+                [nodes[i].input[0], nodes[i].input[1], bias],
+                [node.output[0]],
+                name=f"{nodes[i].name}+{node.name}",
+            )
             dropped.add(j)
             break
     return [fused.get(i, node) for i, node in enumerate(nodes) if i not in dropped]
 
 
-def _input_width(info: onnx.ValueInfoProto) -> int:
+_INTEGER_INPUTS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+
+
+def _input_spec(info: onnx.ValueInfoProto) -> tuple[int, DType]:
+    """Width and dtype of a graph input. ABI v1 feeds f32 cells: float32 inputs as they
+    are, integer inputs (category codes) as whole numbers (exact up to 2**24)."""
     tensor = info.type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
+    if tensor.elem_type == onnx.TensorProto.FLOAT:
+        dtype = DType.float
+    elif tensor.elem_type in _INTEGER_INPUTS:
+        dtype = DType.int
+    else:
         raise CompileError(
-            f"input {info.name!r} must be float32 (ABI v1 feeds f32), found "
+            f"input {info.name!r} must be float32 or integer (ABI v1 feeds f32), found "
             f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}"
         )
     dims = tensor.shape.dim
     if len(dims) != 2 or not dims[1].HasField("dim_value") or dims[1].dim_value < 1:
-        raise CompileError(f"input {info.name!r} must have shape [N, n_features], width fixed")
-    return int(dims[1].dim_value)
+        raise CompileError(f"input {info.name!r} must have shape [N, k], width fixed")
+    return int(dims[1].dim_value), dtype
 
 
 def _fold(state: Lowering, node: onnx.NodeProto, opsets: Mapping[str, int]) -> None:
@@ -213,8 +242,10 @@ def _fold(state: Lowering, node: onnx.NodeProto, opsets: Mapping[str, int]) -> N
     graph = helper.make_graph(
         [node],
         "fold",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-         for n, v in feeds.items()],
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+            for n, v in feeds.items()
+        ],
         [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output],
     )
     opset = [helper.make_opsetid(d, v) for d, v in opsets.items()]
