@@ -35,9 +35,15 @@ from agent.bundle.manifest import (
     ValueReference,
     check_model_name,
 )
-from agent.compiler.convert import load_model, model_feature_names, to_onnx_model
+from agent.compiler.convert import (
+    describe_estimator,
+    load_model,
+    model_feature_names,
+    to_onnx_model,
+)
 from agent.compiler.dataset import ReferenceData, in_model_order, load_reference, load_schema
 from agent.compiler.emit import emit_module
+from agent.compiler.fidelity import check_against_library
 from agent.compiler.graph import lower
 from agent.compiler.reference import categorical_reference, numeric_reference
 from agent.compiler.signature import Signature, signature
@@ -107,13 +113,22 @@ def build(
     if named is not None:
         data = in_model_order(data, *named)
     proto, source = to_onnx_model(model, len(data.features))
-    compiled = compile_onnx(proto)
+    try:
+        compiled = compile_onnx(proto)
+    except CompileError as exc:
+        if source == "onnx":
+            raise
+        raise CompileError(f"cannot compile {describe_estimator(model)}: {exc}") from None
     if compiled.n_features != len(data.features):
         raise CompileError(
             f"the model reads {compiled.n_features} features, the reference has "
             f"{len(data.features)} columns"
         )
-    stats = _reference_stats(compiled, data)
+    filled = _imputed(data)
+    predictions = _run(compiled, filled)
+    if source != "onnx":
+        check_against_library(model, filled, predictions, compiled.signature, named)
+    stats = _reference_stats(compiled, data, predictions)
     manifest = BundleManifest(
         name=name,
         version=version,
@@ -156,24 +171,42 @@ def check_identity(name: str, version: str) -> None:
         raise CompileError(f"version: {exc}") from None
 
 
-def _reference_stats(compiled: CompiledModel, data: ReferenceData) -> ReferenceStats:
-    """Feature statistics, and output statistics from the compiled module itself run on
-    the reference rows with missing values imputed by the reference median (what a site
-    mapping configured with ``median`` feeds the model)."""
-    features: dict[str, ValueReference] = {}
+def _imputed(data: ReferenceData) -> np.ndarray:
+    """The reference rows with missing values imputed by the reference median (the most
+    frequent level for a categorical feature): what a site mapping configured with
+    ``median`` feeds the model."""
     filled = data.matrix.copy()
     for j, feature in enumerate(data.features):
         column = data.matrix[:, j]
-        ref = (
+        present = column[~np.isnan(column)]
+        if present.size == 0:
+            fill = 0.0
+        elif feature.levels:
+            fill = float(np.argmax(np.bincount(present.astype(np.int64))))
+        else:
+            fill = float(np.median(present))
+        filled[np.isnan(column), j] = fill
+    return filled
+
+
+def _run(compiled: CompiledModel, rows: np.ndarray) -> np.ndarray:
+    runtime = WasmModel.load(compiled.wasm, limits=Limits())
+    return np.asarray(runtime.predict(rows.tolist()), dtype=np.float64)
+
+
+def _reference_stats(
+    compiled: CompiledModel, data: ReferenceData, predictions: np.ndarray
+) -> ReferenceStats:
+    """Feature statistics, and output statistics of the compiled module's ``predictions``
+    for the imputed reference rows."""
+    features: dict[str, ValueReference] = {}
+    for j, feature in enumerate(data.features):
+        column = data.matrix[:, j]
+        features[feature.name] = (
             categorical_reference(column, feature.levels)
             if feature.levels
             else numeric_reference(column)
         )
-        features[feature.name] = ref
-        fill = ref.median if ref.median is not None else _mode(ref)
-        filled[np.isnan(column), j] = fill
-    runtime = WasmModel.load(compiled.wasm, limits=Limits())
-    predictions = np.asarray(runtime.predict(filled.tolist()), dtype=np.float64)
     outputs: dict[str, ValueReference] = {}
     for k, spec in enumerate(compiled.signature.outputs):
         if spec.kind is OutputKind.label:
@@ -181,11 +214,6 @@ def _reference_stats(compiled: CompiledModel, data: ReferenceData) -> ReferenceS
         else:
             outputs[spec.name] = numeric_reference(predictions[:, k])
     return ReferenceStats(rows=int(data.matrix.shape[0]), features=features, outputs=outputs)
-
-
-def _mode(ref: ValueReference) -> float:
-    frequencies = list(ref.category_frequencies.values())
-    return float(int(np.argmax(frequencies))) if frequencies else 0.0
 
 
 def _default_creator() -> str:

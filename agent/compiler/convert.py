@@ -64,15 +64,65 @@ def _per_feature(info: onnx.ValueInfoProto) -> bool:
     return len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value == 1
 
 
+_NEIGHBOURS = (
+    "k-nearest neighbours compares each row with every training row (skl2onnx writes an "
+    "ONNX Scan over the training set), which the per-row compiler does not lower; a model "
+    "that summarises its training data (logistic regression, gradient boosting) compiles"
+)
+# Estimators refused by name, with the reason and what to do instead.
+UNSUPPORTED: dict[str, str] = {
+    "KNeighborsClassifier": _NEIGHBOURS,
+    "KNeighborsRegressor": _NEIGHBOURS,
+    "RadiusNeighborsClassifier": _NEIGHBOURS,
+    "RadiusNeighborsRegressor": _NEIGHBOURS,
+}
+
+
+def _refuse_known_unsupported(model: Any) -> None:
+    """``CompileError`` naming the first step of ``model`` that cannot be compiled
+    faithfully, before any converter runs (their own errors name ONNX internals)."""
+    for path, step in _steps(model, type(model).__name__):
+        name = type(step).__name__
+        if name in UNSUPPORTED:
+            raise CompileError(f"{path}: {name} is not supported: {UNSUPPORTED[name]}")
+        base = getattr(step, "estimator", None)
+        if name == "CalibratedClassifierCV" and type(base).__name__ == "Pipeline":
+            raise CompileError(
+                f"{path}: CalibratedClassifierCV over a Pipeline is not supported: skl2onnx "
+                "converts it without the pipeline's preprocessing (off by up to 0.55); "
+                "calibrate the last step instead, e.g. make_pipeline(StandardScaler(), "
+                "CalibratedClassifierCV(LogisticRegression()))"
+            )
+
+
+def _steps(model: Any, path: str) -> list[tuple[str, Any]]:
+    """``model`` and every estimator inside it (pipeline steps, column transformers,
+    calibrated and ensembled base estimators), each with a readable path."""
+    found = [(path, model)]
+    children: list[tuple[str, Any]] = []
+    if isinstance(getattr(model, "steps", None), list):
+        children = [(name, step) for name, step in model.steps]
+    elif type(model).__name__ == "ColumnTransformer":
+        children = [(name, t) for name, t, _ in getattr(model, "transformers_", [])]
+    elif getattr(model, "estimator", None) is not None:
+        children = [("estimator", model.estimator)]
+    for name, child in children:
+        if hasattr(child, "fit"):
+            found += _steps(child, f"{path}.{name}")
+    return found
+
+
 def to_onnx_model(model: Any, n_features: int) -> tuple[onnx.ModelProto, str]:
     """``(proto, source)``; ``source`` is ``onnx``, ``xgboost``, ``lightgbm`` or
     ``sklearn`` (the manifest's provenance). Raises ``CompileError`` when the model reads a
-    different number of features or no converter accepts it."""
+    different number of features, is a known unsupported estimator (``UNSUPPORTED``) or
+    no converter accepts it."""
     model = load_model(model)
     if isinstance(model, onnx.ModelProto):
         return model, "onnx"
     if not (hasattr(model, "fit") and hasattr(model, "predict")):
         raise CompileError(f"cannot compile a {type(model).__name__}")
+    _refuse_known_unsupported(model)
     expected = getattr(model, "n_features_in_", n_features)
     if expected != n_features:
         raise CompileError(

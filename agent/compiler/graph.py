@@ -63,8 +63,9 @@ class Lowering:
         rank: int = 2,
         dtype: DType = DType.float,
         classes: tuple[str, ...] | None = None,
+        dims: tuple[int, ...] | None = None,
     ) -> Value:
-        value = Value(name, self.program.slot(width), width, rank, dtype, classes)
+        value = Value(name, self.program.slot(width), width, rank, dtype, classes, dims)
         self.values[name] = value
         return value
 

@@ -1,0 +1,177 @@
+"""Estimators clinicians ask for (issue 17), each against onnxruntime (<= 1e-5, no label
+flips) and scikit-learn itself (<= 1e-5) on scikit-learn's bundled datasets; and the
+estimators that cannot be compiled faithfully, refused by name with the reason."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from skl2onnx import to_onnx
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from agent.compiler.build import build
+from agent.errors import CompileError
+from tests.compiler.compiler_helpers import label_indices, run_compiled, run_onnxruntime
+
+
+def _coded_iris() -> tuple[np.ndarray, np.ndarray]:
+    """Iris with two columns turned into codes: petal width in 3 bins, length in 5."""
+    x, y = load_iris(return_X_y=True)
+    x = x.copy()
+    x[:, 0] = np.digitize(x[:, 3], [0.5, 1.5])
+    x[:, 1] = np.digitize(x[:, 2], [2, 3.5, 4.5, 5.5])
+    return x, y
+
+
+DATA: dict[str, tuple[np.ndarray, np.ndarray]] = {
+    "breast_cancer": load_breast_cancer(return_X_y=True),
+    "iris": load_iris(return_X_y=True),
+    "wine": load_wine(return_X_y=True),
+    "coded_iris": _coded_iris(),
+}
+
+
+def _calibrated(base: Any, method: str, scaled: bool = True) -> Callable[[], Any]:
+    """Calibration of ``base``, after a StandardScaler for linear bases. Not for trees: a
+    feature scaled in f32 (ONNX) or f64 (scikit-learn) can land on either side of a
+    threshold, which is the scaling's doing, not the calibration's."""
+    if not scaled:
+        return lambda: CalibratedClassifierCV(base, method=method, cv=3)
+    return lambda: make_pipeline(
+        StandardScaler(), CalibratedClassifierCV(base, method=method, cv=3)
+    )
+
+
+CASES: dict[str, tuple[Callable[[], Any], str]] = {
+    "calibrated-sigmoid-logreg-binary": (
+        _calibrated(LogisticRegression(), "sigmoid"),
+        "breast_cancer",
+    ),
+    "calibrated-sigmoid-logreg-3-classes": (
+        _calibrated(LogisticRegression(max_iter=500), "sigmoid"),
+        "wine",
+    ),
+    "calibrated-sigmoid-forest-3-classes": (
+        _calibrated(RandomForestClassifier(n_estimators=5, random_state=0), "sigmoid", False),
+        "iris",
+    ),
+    "calibrated-isotonic-tree-binary": (
+        _calibrated(DecisionTreeClassifier(max_depth=3, random_state=0), "isotonic", False),
+        "breast_cancer",
+    ),
+    "column-transformer-one-hot-two-columns": (
+        lambda: make_pipeline(
+            ColumnTransformer(
+                [
+                    ("num", StandardScaler(), [2, 3]),
+                    ("cat", OneHotEncoder(handle_unknown="ignore"), [0, 1]),
+                ]
+            ),
+            LogisticRegression(max_iter=500),
+        ),
+        "coded_iris",
+    ),
+}
+
+
+def _fit(make: Callable[[], Any], dataset: str) -> tuple[Any, np.ndarray]:
+    x, y = DATA[dataset]
+    x = x.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence notes of small budgets
+        return make().fit(x, y), x
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_parity_with_onnxruntime_and_scikit_learn(case: str) -> None:
+    model, x = _fit(*CASES[case])
+    onx = to_onnx(model, x[:1])
+    ours, classes = run_compiled(onx, x)
+    label, probabilities = run_onnxruntime(onx, x)
+    assert (ours[:, 0] != label_indices(label, classes)).sum() == 0
+    assert np.abs(ours[:, 1:] - probabilities).max() <= 1e-5
+    assert np.abs(ours[:, 1:] - model.predict_proba(x)).max() <= 1e-5
+    predicted = model.predict(x).astype(str)
+    assert (np.asarray(classes)[ours[:, 0].astype(int)] != predicted).sum() == 0
+
+
+def _reference(tmp_path: Path, x: np.ndarray) -> Path:
+    path = tmp_path / "reference.csv"
+    header = ",".join(f"f{i}" for i in range(x.shape[1]))
+    np.savetxt(path, x, delimiter=",", header=header, comments="", fmt="%.9g")
+    return path
+
+
+def test_k_nearest_neighbours_is_refused_by_name(tmp_path: Path) -> None:
+    model, x = _fit(lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()), "iris")
+    with pytest.raises(CompileError) as caught:
+        build(
+            model,
+            reference=_reference(tmp_path, x),
+            name="knn",
+            version="1.0.0",
+            out=tmp_path / "bundle",
+        )
+    message = str(caught.value)
+    assert message.startswith(
+        "Pipeline.kneighborsclassifier: KNeighborsClassifier is not "
+        "supported: k-nearest neighbours compares each row"
+    )
+    assert "Scan" in message and not (tmp_path / "bundle").exists()
+
+
+def test_calibration_over_a_pipeline_is_refused_with_what_to_write_instead(
+    tmp_path: Path,
+) -> None:
+    model, x = _fit(
+        lambda: CalibratedClassifierCV(make_pipeline(StandardScaler(), LogisticRegression()), cv=3),
+        "breast_cancer",
+    )
+    with pytest.raises(
+        CompileError,
+        match=r"^CalibratedClassifierCV: CalibratedClassifierCV "
+        r"over a Pipeline is not supported: .* make_pipeline\(StandardScaler",
+    ):
+        build(
+            model,
+            reference=_reference(tmp_path, x),
+            name="c",
+            version="1.0.0",
+            out=tmp_path / "bundle",
+        )
+
+
+def test_a_conversion_that_differs_from_the_library_is_refused(tmp_path: Path) -> None:
+    """skl2onnx writes isotonic calibration as a nearest-threshold lookup; scikit-learn
+    interpolates. With a base of continuous scores the two differ, and onnxruntime agrees
+    with the graph, so only the library check catches it."""
+    model, x = _fit(
+        _calibrated(GradientBoostingClassifier(n_estimators=5, random_state=0), "isotonic"), "iris"
+    )
+    with pytest.raises(CompileError) as caught:
+        build(
+            model,
+            reference=_reference(tmp_path, x),
+            name="c",
+            version="1.0.0",
+            out=tmp_path / "bundle",
+        )
+    message = str(caught.value)
+    assert message.startswith(
+        "Pipeline(StandardScaler, CalibratedClassifierCV): the compiled "
+        "model differs from the library by up to 0."
+    )
+    assert not (tmp_path / "bundle").exists()
