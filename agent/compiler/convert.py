@@ -14,6 +14,7 @@ one ``[None, 1]`` input per feature named after ``feature_names_in_``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,12 @@ def _skl2onnx(model: Any, n_features: int) -> onnx.ModelProto:
     else:
         inputs = [("X", FloatTensorType([None, n_features]))]
     try:
-        proto: onnx.ModelProto = to_onnx(model, initial_types=inputs)
+        with warnings.catch_warnings():
+            # scikit-learn's deprecation notes on attributes skl2onnx reads (SVC's probA_
+            # in 1.9): the converter's business, not an error in the user's model
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            proto: onnx.ModelProto = to_onnx(model, initial_types=inputs)
     except Exception as exc:  # skl2onnx raises many types for unsupported estimators
         raise CompileError(
             f"skl2onnx cannot convert {describe_estimator(model)}: {_reason(exc)}"

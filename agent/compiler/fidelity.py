@@ -39,9 +39,16 @@ def check_against_library(
     ``TOLERANCE``. ``names`` are the model's feature names, if it was fitted on a frame."""
     x = _library_input(rows, names)
     kinds = [spec.kind for spec in signature.outputs]
+    classifier = bool(kinds) and kinds[0] is OutputKind.label
+    if classifier and not hasattr(model, "predict_proba"):
+        raise CompileError(
+            f"{describe_estimator(model)} has no predict_proba: its second output is decision "
+            "scores, which the bundle would publish as probabilities (for an SVC, fit "
+            "SVC(probability=True); otherwise wrap it in CalibratedClassifierCV)"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence and dtype notes of the library
-        if kinds and kinds[0] is OutputKind.label and hasattr(model, "predict_proba"):
+        if classifier:
             expected = np.asarray(model.predict_proba(x), dtype=np.float64)
             ours = predictions[:, 1:]
             scale = 1.0

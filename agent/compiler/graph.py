@@ -97,10 +97,18 @@ class LoweredGraph:
 
 
 def _registry() -> dict[tuple[str, str], LowerFn]:
-    from agent.compiler import elementwise, encoders, linear, tree_ensemble, trees, vectors
+    from agent.compiler import (
+        elementwise,
+        encoders,
+        linear,
+        svm,
+        tree_ensemble,
+        trees,
+        vectors,
+    )
 
     table: dict[tuple[str, str], LowerFn] = {}
-    for family in (elementwise, encoders, linear, tree_ensemble, trees, vectors):
+    for family in (elementwise, encoders, linear, svm, tree_ensemble, trees, vectors):
         table.update(family.LOWERINGS)
     return table
 

@@ -14,12 +14,13 @@ import pytest
 from skl2onnx import to_onnx
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier
 
 from agent.compiler.build import build
@@ -41,6 +42,7 @@ DATA: dict[str, tuple[np.ndarray, np.ndarray]] = {
     "iris": load_iris(return_X_y=True),
     "wine": load_wine(return_X_y=True),
     "coded_iris": _coded_iris(),
+    "diabetes": load_diabetes(return_X_y=True),
 }
 
 
@@ -72,6 +74,21 @@ CASES: dict[str, tuple[Callable[[], Any], str]] = {
         _calibrated(DecisionTreeClassifier(max_depth=3, random_state=0), "isotonic", False),
         "breast_cancer",
     ),
+    **{
+        f"svc-{kernel}-{dataset}": (
+            lambda kernel=kernel: make_pipeline(
+                StandardScaler(), SVC(kernel=kernel, probability=True, random_state=0)
+            ),
+            dataset,
+        )
+        for kernel, dataset in (
+            ("linear", "iris"),
+            ("rbf", "breast_cancer"),
+            ("rbf", "wine"),
+            ("poly", "breast_cancer"),
+            ("sigmoid", "iris"),
+        )
+    },
     "column-transformer-one-hot-two-columns": (
         lambda: make_pipeline(
             ColumnTransformer(
@@ -95,10 +112,16 @@ def _fit(make: Callable[[], Any], dataset: str) -> tuple[Any, np.ndarray]:
         return make().fit(x, y), x
 
 
+def _onnx(model: Any, x: np.ndarray) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # skl2onnx reads SVC.probA_ (1.9)
+        return to_onnx(model, x[:1])
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_onnxruntime_and_scikit_learn(case: str) -> None:
     model, x = _fit(*CASES[case])
-    onx = to_onnx(model, x[:1])
+    onx = _onnx(model, x)
     ours, classes = run_compiled(onx, x)
     label, probabilities = run_onnxruntime(onx, x)
     assert (ours[:, 0] != label_indices(label, classes)).sum() == 0
@@ -106,6 +129,19 @@ def test_parity_with_onnxruntime_and_scikit_learn(case: str) -> None:
     assert np.abs(ours[:, 1:] - model.predict_proba(x)).max() <= 1e-5
     predicted = model.predict(x).astype(str)
     assert (np.asarray(classes)[ours[:, 0].astype(int)] != predicted).sum() == 0
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf", "poly"])
+def test_support_vector_regression_parity(kernel: str) -> None:
+    model, x = _fit(lambda: make_pipeline(StandardScaler(), SVR(kernel=kernel, C=50.0)), "diabetes")
+    onx = _onnx(model, x)
+    ours, _ = run_compiled(onx, x)
+    (reference,) = run_onnxruntime(onx, x)
+    scale = float(np.abs(reference).max())  # scores around 150: relative to the scale
+    # The module sums kernels in f64 like libsvm; onnxruntime in f32, which with C=50
+    # (coefficients up to 50) drifts by ~1.5e-5 of the scale.
+    assert np.abs(ours[:, 0] - model.predict(x)).max() <= 1e-5 * scale
+    assert np.abs(ours[:, 0] - reference.reshape(-1)).max() <= 1e-4 * scale
 
 
 def _reference(tmp_path: Path, x: np.ndarray) -> Path:
@@ -175,3 +211,33 @@ def test_a_conversion_that_differs_from_the_library_is_refused(tmp_path: Path) -
         "model differs from the library by up to 0."
     )
     assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: make_pipeline(StandardScaler(), SVC()),
+            r"^cannot compile Pipeline\(StandardScaler, SVC\): SVMClassifier node '\w*': no "
+            r"probability estimates \(fit SVC\(probability=True\)\)$",
+        ),
+        (
+            lambda: make_pipeline(StandardScaler(), RidgeClassifier()),
+            r"^Pipeline\(StandardScaler, RidgeClassifier\) has no predict_proba: its second "
+            r"output is "
+            r"decision scores",
+        ),
+    ],
+)
+def test_classifiers_without_probabilities_are_refused(
+    tmp_path: Path, make: Callable[[], Any], message: str
+) -> None:
+    model, x = _fit(make, "wine")
+    with pytest.raises(CompileError, match=message):
+        build(
+            model,
+            reference=_reference(tmp_path, x),
+            name="s",
+            version="1.0.0",
+            out=tmp_path / "bundle",
+        )
