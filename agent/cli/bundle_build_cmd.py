@@ -25,14 +25,27 @@ from agent.limits import Limits
 def register(group: argparse._SubParsersAction[Any]) -> None:
     build = group.add_parser("build", help="compile an ONNX model into an unsigned bundle")
     build.add_argument("model", type=Path, help="the .onnx file")
-    build.add_argument("--reference", type=Path, required=True,
-                       help="training reference CSV; its header names the features in order")
+    build.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="training reference CSV; its header names the features in order",
+    )
     build.add_argument("--name", required=True, help="model name (lowercase, digits, . _ -)")
     build.add_argument("--version", required=True, help="semantic version X.Y.Z")
     build.add_argument("--schema", type=Path, help="YAML with units, ranges and levels")
     build.add_argument("--creator", help="who built it (default: the current user)")
     build.add_argument("--description", default="", help="one line about the model")
     build.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to write")
+    build.add_argument(
+        "--outputs",
+        action="append",
+        metavar="KIND[:classes=A,B][;names=N,..]",
+        help="what a graph output is, once per output in graph order: probability (one "
+        "column per class), class (one column, a class index) or score; e.g. "
+        "--outputs probability:classes=no,yes (default: inferred, hand-made graphs give "
+        "scores)",
+    )
     build.set_defaults(func=_build)
 
     predict = group.add_parser("predict", help="score a features CSV with a bundle's module")
@@ -54,6 +67,7 @@ def _build(args: argparse.Namespace) -> int:
         schema=args.schema,
         creator=args.creator,
         description=args.description,
+        outputs=args.outputs,
     )
     print(f"built {args.name} {args.version} -> {out} (unsigned)")
     return 0
@@ -71,8 +85,12 @@ def _predict(args: argparse.Namespace) -> int:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow([o.name for o in manifest.outputs])
     for values in predictions:
-        writer.writerow([_format(spec.kind, spec.classes, v)
-                         for spec, v in zip(manifest.outputs, values, strict=True)])
+        writer.writerow(
+            [
+                _format(spec.kind, spec.classes, v)
+                for spec, v in zip(manifest.outputs, values, strict=True)
+            ]
+        )
     if args.out is None:
         sys.stdout.write(text.getvalue())
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +46,13 @@ from agent.compiler.emit import emit_module
 from agent.compiler.fidelity import check_against_library
 from agent.compiler.graph import lower
 from agent.compiler.reference import categorical_reference, numeric_reference
-from agent.compiler.signature import Signature, signature
+from agent.compiler.signature import (
+    OutputDeclaration,
+    Signature,
+    declared_signature,
+    parse_declaration,
+    signature,
+)
 from agent.durable import write_atomic
 from agent.errors import CompileError
 from agent.limits import Limits
@@ -66,11 +72,17 @@ class CompiledModel:
     n_features: int
 
 
-def compile_onnx(model: onnx.ModelProto, *, max_batch: int = DEFAULT_MAX_BATCH) -> CompiledModel:
+def compile_onnx(
+    model: onnx.ModelProto,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    outputs: Sequence[OutputDeclaration] | None = None,
+) -> CompiledModel:
     """Lower and assemble an ONNX model into an ABI v1 module. ``max_batch`` is lowered for
-    very wide models so the input and output regions fit ``IO_REGION_BUDGET``."""
+    very wide models so the input and output regions fit ``IO_REGION_BUDGET``; ``outputs``
+    declares what the graph's outputs are (see ``signature``), else they are inferred."""
     graph = lower(model)
-    sig = signature(graph)
+    sig = signature(graph) if outputs is None else declared_signature(graph, outputs)
     row_bytes = 4 * (graph.n_features + len(sig.outputs))
     max_batch = max(1, min(max_batch, IO_REGION_BUDGET // row_bytes))
     wat = emit_module(graph.program, graph.input, sig.values, max_batch)
@@ -92,6 +104,7 @@ def build(
     creator: str | None = None,
     description: str = "",
     metrics: Mapping[str, float] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Path:
     """Compile ``model`` (an ``onnx.ModelProto``, a path to ``.onnx``, or a fitted
     scikit-learn estimator/pipeline or XGBoost/LightGBM estimator, see ``convert``) into
@@ -104,8 +117,13 @@ def build(
     the header order is the model's input order. Raises ``CompileError`` for anything
     that cannot be compiled faithfully; ``name`` and ``version`` are checked first, and
     nothing is written to ``out`` unless the whole bundle is.
+
+    ``outputs`` declares, for an ONNX model, what each graph output is, e.g.
+    ``["probability:classes=no,yes"]`` (see ``signature``); without it a hand-made graph's
+    outputs are scores named ``value_<i>``. Estimators declare their own outputs.
     """
     check_identity(name, version)
+    declared = None if outputs is None else [parse_declaration(text) for text in outputs]
     schema_spec = load_schema(Path(schema) if isinstance(schema, str | Path) else schema)
     data = load_reference(Path(reference), schema_spec)
     model = load_model(model)
@@ -113,8 +131,10 @@ def build(
     if named is not None:
         data = in_model_order(data, *named)
     proto, source = to_onnx_model(model, len(data.features))
+    if declared is not None and source != "onnx":
+        raise CompileError("outputs are declared only for ONNX models; estimators name their own")
     try:
-        compiled = compile_onnx(proto)
+        compiled = compile_onnx(proto, outputs=declared)
     except CompileError as exc:
         if source == "onnx":
             raise
