@@ -25,8 +25,8 @@ import yaml
 
 from agent.bundle.manifest import FeatureKind, InputFeature
 from agent.errors import CompileError
+from agent.local import MISSING_CELLS
 
-_MISSING = {"", "na", "nan", "null"}
 _SCHEMA_KEYS = {"unit", "min", "max", "levels"}
 # Converters rewrite feature names into identifiers (skl2onnx input names, LightGBM's
 # feature_name_): "mean radius" becomes "mean_radius". Names that agree once every other
@@ -138,7 +138,7 @@ def _feature(name: str, spec: Mapping[str, Any]) -> InputFeature:
 
 def _cell(feature: InputFeature, cell: str, line: int) -> float:
     text = cell.strip()
-    if text.lower() in _MISSING:
+    if text.lower() in MISSING_CELLS:
         return float("nan")
     if feature.levels:
         try:
