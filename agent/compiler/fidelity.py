@@ -43,8 +43,8 @@ def check_against_library(
     if classifier and not hasattr(model, "predict_proba"):
         raise CompileError(
             f"{describe_estimator(model)} has no predict_proba: its second output is decision "
-            "scores, which the bundle would publish as probabilities (for an SVC, fit "
-            "SVC(probability=True); otherwise wrap it in CalibratedClassifierCV)"
+            "scores, which the bundle would publish as probabilities; calibrate it, e.g. "
+            "CalibratedClassifierCV(SVC())"
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence and dtype notes of the library

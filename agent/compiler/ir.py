@@ -103,6 +103,9 @@ class Program:
     segments: list[tuple[int, bytes]] = field(default_factory=list)
     kernels: list[Kernel] = field(default_factory=list)
     helpers: set[str] = field(default_factory=set)
+    # slots holding raw decision scores (an SVM without probability estimates): aliases
+    # share the address, so a graph output at one of them is not a probability
+    decision_scores: set[int] = field(default_factory=set)
 
     def alloc(self, nbytes: int) -> int:
         addr = self.top

@@ -86,6 +86,11 @@ def declared_signature(graph: LoweredGraph, declared: Sequence[OutputDeclaration
         )
     specs: list[OutputSpec] = []
     for (name, value), declaration in zip(graph.outputs.items(), declared, strict=True):
+        if (
+            declaration.kind is OutputKind.probability
+            and value.addr in graph.program.decision_scores
+        ):
+            raise CompileError(f"graph output {name!r} is raw decision scores, not probabilities")
         if value.dtype is DType.string and value.classes is None:
             raise CompileError(f"graph output {name!r} holds text the ABI cannot carry")
         kind, classes = declaration.kind, list(declaration.classes)
@@ -133,6 +138,11 @@ def signature(graph: LoweredGraph) -> Signature:
             raise CompileError("the probability output does not have one column per class")
         if label.width != 1 or probabilities.dtype is not DType.float:
             raise CompileError("unsupported classifier outputs")
+        if probabilities.addr in graph.program.decision_scores:
+            raise CompileError(
+                "the classifier's second output is raw decision scores, not probabilities "
+                "(an SVM without probability estimates); declare the outputs if that is meant"
+            )
         specs = [OutputSpec(name="label", kind=OutputKind.label, classes=list(classes))]
         names = {f"probability_{_UNSAFE.sub('_', c)}" for c in classes}
         if len(names) != len(classes):

@@ -13,8 +13,11 @@ Per row, following ONNX Runtime's kernels in f32:
    coupled into class probabilities by libsvm's iterative ``multiclass_probability``
    (at most max(100, k) rounds, stopping when every error is below 0.005 / k).
 
-Refused: classifiers without probability estimates (their second output is raw pair
-scores, not probabilities), the liblinear layout without support vectors, one-class
+A classifier without probability estimates (``SVC()``, as ``CalibratedClassifierCV(SVC())``
+holds it) writes onnxruntime's raw decisions: ``[-s, s]`` for two classes, else one per
+class pair; these slots are marked so no signature publishes them as probabilities.
+
+Refused: the liblinear layout without support vectors, one-class
 regressors, non-integer polynomial degrees, post-transforms, and more than
 ``MAX_CLASSES`` classes (the coupling is unrolled per class pair).
 """
@@ -147,8 +150,9 @@ def _svm_classifier(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None
     prob_a = [float(v) for v in attrs.get("prob_a", [])]
     prob_b = [float(v) for v in attrs.get("prob_b", [])]
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    if len(prob_a) != len(pairs) or len(prob_b) != len(pairs):
-        raise fail(node.op_type, node.name, "no probability estimates (fit SVC(probability=True))")
+    has_proba = bool(prob_a or prob_b)
+    if has_proba and (len(prob_a) != len(pairs) or len(prob_b) != len(pairs)):
+        raise fail(node.op_type, node.name, "prob_a and prob_b need one value per class pair")
     if str(attrs.get("post_transform", "NONE")) != "NONE":
         raise fail(node.op_type, node.name, "only post_transform NONE is supported")
     n_vectors = sum(per_class)
@@ -162,11 +166,12 @@ def _svm_classifier(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None
     for e, (i, j) in enumerate(pairs):
         weights[e, start[i] : start[i + 1]] = coefs[j - 1, start[i] : start[i + 1]]
         weights[e, start[j] : start[j + 1]] = coefs[i, start[j] : start[j + 1]]
+    if not has_proba and k == 2 and coefficients.min() >= 0:
+        # onnxruntime then labels every row class 1, whatever the decision
+        raise fail(node.op_type, node.name, "binary SVM with only non-negative coefficients")
     decisions, compute = _decisions(state, node, attrs, x, weights, rho)
     label = state.new_value(node.output[0], 1, 1, DType.string if strings else DType.int, classes)
-    probabilities = state.new_value(node.output[1], k, 2, DType.float, classes)
     votes = state.program.slot(k)
-    scratch = state.program.alloc(8 * (2 * k * k + 2 * k))
     body = [compute]
     body += [f"(f32.store (i32.const {votes + CELL * c}) (f32.const 0))" for c in range(k)]
     for e, (i, j) in enumerate(pairs):
@@ -179,8 +184,23 @@ def _svm_classifier(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None
             f" (f32.const 1)))))"
         )
     body.append(argmax_body(votes, k, label.addr))
-    body.append(_coupling(decisions, pairs, prob_a, prob_b, k, scratch, probabilities))
-    state.program.helpers.add("exp")
+    if has_proba:
+        probabilities = state.new_value(node.output[1], k, 2, DType.float, classes)
+        scratch = state.program.alloc(8 * (2 * k * k + 2 * k))
+        body.append(_coupling(decisions, pairs, prob_a, prob_b, k, scratch, probabilities))
+        state.program.helpers.add("exp")
+    else:
+        # Raw decisions, as onnxruntime writes them: [-s, s] for two classes, else one per
+        # class pair. Marked so that no signature publishes them as probabilities.
+        width = 2 if k == 2 else len(pairs)
+        scores = state.new_value(node.output[1], width, 2)
+        state.program.decision_scores.add(scores.addr)
+        cells = [f"(f64.neg (f64.load (i32.const {decisions})))"] if k == 2 else []
+        cells += [f"(f64.load (i32.const {decisions + 8 * e}))" for e in range(len(pairs))]
+        body += [
+            f"(f32.store (i32.const {scores.cell(c)}) (f32.demote_f64 {cell}))"
+            for c, cell in enumerate(cells)
+        ]
     locals_ = " ".join((_DECISION_LOCALS, ARGMAX_LOCALS, _COUPLING_LOCALS))
     state.add_kernel(node, "\n".join(body), locals_)
 

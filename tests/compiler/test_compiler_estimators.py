@@ -23,8 +23,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier
 
-from agent.compiler.build import build
+from agent.compiler.build import build, compile_onnx
+from agent.compiler.signature import parse_declaration
 from agent.errors import CompileError
+from agent.limits import Limits
+from agent.runtime.model import WasmModel
 from tests.compiler.compiler_helpers import label_indices, run_compiled, run_onnxruntime
 
 
@@ -88,6 +91,10 @@ CASES: dict[str, tuple[Callable[[], Any], str]] = {
             ("poly", "breast_cancer"),
             ("sigmoid", "iris"),
         )
+    },
+    **{
+        f"calibrated-sigmoid-svc-{dataset}": (_calibrated(SVC(), "sigmoid"), dataset)
+        for dataset in ("breast_cancer", "iris", "wine")
     },
     "column-transformer-one-hot-two-columns": (
         lambda: make_pipeline(
@@ -218,8 +225,8 @@ def test_a_conversion_that_differs_from_the_library_is_refused(tmp_path: Path) -
     [
         (
             lambda: make_pipeline(StandardScaler(), SVC()),
-            r"^cannot compile Pipeline\(StandardScaler, SVC\): SVMClassifier node '\w*': no "
-            r"probability estimates \(fit SVC\(probability=True\)\)$",
+            r"^Pipeline\(StandardScaler, SVC\) has no predict_proba: its second output is "
+            r"decision scores, .* CalibratedClassifierCV\(SVC\(\)\)$",
         ),
         (
             lambda: make_pipeline(StandardScaler(), RidgeClassifier()),
@@ -241,3 +248,25 @@ def test_classifiers_without_probabilities_are_refused(
             version="1.0.0",
             out=tmp_path / "bundle",
         )
+
+
+def test_raw_svm_decisions_are_not_published_as_probabilities() -> None:
+    """An ONNX SVMClassifier without probability estimates outputs decisions ([-s, s] for
+    two classes): refused as a classifier output, compiled as declared scores, equal to
+    onnxruntime's. (With more classes skl2onnx computes a one-vs-rest score from them in
+    further nodes; only the library check of an estimator build catches that.)"""
+    model, x = _fit(lambda: make_pipeline(StandardScaler(), SVC()), "breast_cancer")
+    onx = _onnx(model, x)
+    with pytest.raises(CompileError, match="raw decision scores, not probabilities"):
+        compile_onnx(onx)
+    classes = ",".join(str(c) for c in model.classes_)
+    declared = [parse_declaration(f"class:classes={classes}"), parse_declaration("score")]
+    with pytest.raises(CompileError, match="raw decision scores, not probabilities"):
+        compile_onnx(
+            onx, outputs=[declared[0], parse_declaration(f"probability:classes={classes}")]
+        )
+    compiled = compile_onnx(onx, outputs=declared)
+    ours = np.asarray(WasmModel.load(compiled.wasm, limits=Limits()).predict(x.tolist()))
+    label, scores = run_onnxruntime(onx, x)
+    assert (ours[:, 0] != label_indices(label, [str(c) for c in model.classes_])).sum() == 0
+    assert np.abs(ours[:, 1:] - scores).max() <= 1e-4 * max(1.0, float(np.abs(scores).max()))
