@@ -21,6 +21,7 @@ from typing import Any
 import onnx
 
 from agent.compiler.hist_gradient import hist_gradient_onnx, is_hist_gradient_boosting
+from agent.compiler.isotonic import interpolate_isotonic
 from agent.errors import CompileError
 
 
@@ -172,6 +173,11 @@ def _skl2onnx(model: Any, n_features: int) -> onnx.ModelProto:
         raise CompileError(
             f"skl2onnx cannot convert {describe_estimator(model)}: {_reason(exc)}"
         ) from None
+    if any(
+        type(step).__name__ == "CalibratedClassifierCV" and step.method == "isotonic"
+        for _, step in _steps(model, "")
+    ):
+        proto = interpolate_isotonic(proto)
     return proto
 
 

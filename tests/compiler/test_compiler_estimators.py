@@ -23,6 +23,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier
 
+from agent.compiler import convert
 from agent.compiler.build import build, compile_onnx
 from agent.compiler.signature import parse_declaration
 from agent.errors import CompileError
@@ -73,6 +74,15 @@ CASES: dict[str, tuple[Callable[[], Any], str]] = {
         _calibrated(RandomForestClassifier(n_estimators=5, random_state=0), "sigmoid", False),
         "iris",
     ),
+    "calibrated-isotonic-logreg-binary": (
+        _calibrated(LogisticRegression(max_iter=1000), "isotonic"),
+        "breast_cancer",
+    ),
+    "calibrated-isotonic-boosting-3-classes": (
+        _calibrated(GradientBoostingClassifier(n_estimators=5, random_state=0), "isotonic", False),
+        "iris",
+    ),
+    "calibrated-isotonic-svc-3-classes": (_calibrated(SVC(), "isotonic"), "wine"),
     "calibrated-isotonic-tree-binary": (
         _calibrated(DecisionTreeClassifier(max_depth=3, random_state=0), "isotonic", False),
         "breast_cancer",
@@ -128,7 +138,7 @@ def _onnx(model: Any, x: np.ndarray) -> Any:
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_onnxruntime_and_scikit_learn(case: str) -> None:
     model, x = _fit(*CASES[case])
-    onx = _onnx(model, x)
+    onx, _ = convert.to_onnx_model(model, x.shape[1])  # with the isotonic rewrite
     ours, classes = run_compiled(onx, x)
     label, probabilities = run_onnxruntime(onx, x)
     assert (ours[:, 0] != label_indices(label, classes)).sum() == 0
@@ -197,12 +207,17 @@ def test_calibration_over_a_pipeline_is_refused_with_what_to_write_instead(
         )
 
 
-def test_a_conversion_that_differs_from_the_library_is_refused(tmp_path: Path) -> None:
+def test_a_conversion_that_differs_from_the_library_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """skl2onnx writes isotonic calibration as a nearest-threshold lookup; scikit-learn
     interpolates. With a base of continuous scores the two differ, and onnxruntime agrees
-    with the graph, so only the library check catches it."""
+    with the graph, so only the library check catches it: here with the compiler's own
+    rewrite to interpolation switched off."""
+    monkeypatch.setattr(convert, "interpolate_isotonic", lambda proto: proto)
     model, x = _fit(
-        _calibrated(GradientBoostingClassifier(n_estimators=5, random_state=0), "isotonic"), "iris"
+        _calibrated(GradientBoostingClassifier(n_estimators=5, random_state=0), "isotonic"),
+        "iris",
     )
     with pytest.raises(CompileError) as caught:
         build(
