@@ -39,9 +39,16 @@ from agent.compiler.convert import (
     describe_estimator,
     load_model,
     model_feature_names,
+    model_text_levels,
     to_onnx_model,
 )
-from agent.compiler.dataset import ReferenceData, in_model_order, load_reference, load_schema
+from agent.compiler.dataset import (
+    ReferenceData,
+    in_model_order,
+    load_reference,
+    load_schema,
+    with_levels,
+)
 from agent.compiler.emit import emit_module
 from agent.compiler.fidelity import check_against_library
 from agent.compiler.graph import lower
@@ -77,11 +84,13 @@ def compile_onnx(
     *,
     max_batch: int = DEFAULT_MAX_BATCH,
     outputs: Sequence[OutputDeclaration] | None = None,
+    input_levels: Sequence[Sequence[str]] | None = None,
 ) -> CompiledModel:
     """Lower and assemble an ONNX model into an ABI v1 module. ``max_batch`` is lowered for
     very wide models so the input and output regions fit ``IO_REGION_BUDGET``; ``outputs``
-    declares what the graph's outputs are (see ``signature``), else they are inferred."""
-    graph = lower(model)
+    declares what the graph's outputs are (see ``signature``), else they are inferred;
+    ``input_levels`` the levels of text inputs, per graph input (see ``graph.lower``)."""
+    graph = lower(model, input_levels)
     sig = signature(graph) if outputs is None else declared_signature(graph, outputs)
     row_bytes = 4 * (graph.n_features + len(sig.outputs))
     max_batch = max(1, min(max_batch, IO_REGION_BUDGET // row_bytes))
@@ -125,8 +134,9 @@ def build(
     check_identity(name, version)
     declared = None if outputs is None else [parse_declaration(text) for text in outputs]
     schema_spec = load_schema(Path(schema) if isinstance(schema, str | Path) else schema)
-    data = load_reference(Path(reference), schema_spec)
     model = load_model(model)
+    text = {} if isinstance(model, onnx.ModelProto) else model_text_levels(model)
+    data = load_reference(Path(reference), with_levels(schema_spec, text))
     named = model_feature_names(model)
     if named is not None:
         data = in_model_order(data, *named)
@@ -134,7 +144,9 @@ def build(
     if declared is not None and source != "onnx":
         raise CompileError("outputs are declared only for ONNX models; estimators name their own")
     try:
-        compiled = compile_onnx(proto, outputs=declared)
+        compiled = compile_onnx(
+            proto, outputs=declared, input_levels=[f.levels for f in data.features]
+        )
     except CompileError as exc:
         if source == "onnx":
             raise
@@ -147,7 +159,7 @@ def build(
     filled = _imputed(data)
     predictions = _run(compiled, filled)
     if source != "onnx":
-        check_against_library(model, filled, predictions, compiled.signature, named)
+        check_against_library(model, filled, predictions, compiled.signature, named, text)
     stats = _reference_stats(compiled, data, predictions)
     manifest = BundleManifest(
         name=name,

@@ -156,10 +156,14 @@ def _onnxmltools(model: Any, library: str, n_features: int) -> onnx.ModelProto:
 
 def _skl2onnx(model: Any, n_features: int) -> onnx.ModelProto:
     from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     if _selects_columns_by_name(model):
-        inputs = [(str(n), FloatTensorType([None, 1])) for n in model.feature_names_in_]
+        text = model_text_levels(model)
+        inputs = [
+            (str(n), StringTensorType([None, 1]) if n in text else FloatTensorType([None, 1]))
+            for n in model.feature_names_in_
+        ]
     else:
         inputs = [("X", FloatTensorType([None, n_features]))]
     try:
@@ -198,6 +202,32 @@ def _selects_columns_by_name(model: Any) -> bool:
         if any(isinstance(c, str) for c in listed):
             return True
     return False
+
+
+def model_text_levels(model: Any) -> dict[str, list[str]]:
+    """Text columns of a DataFrame pipeline and their levels: the ``categories_`` of each
+    ``OneHotEncoder`` that a ``ColumnTransformer`` (the first step) applies to named
+    string columns. The bundle takes them as the features' levels (a site mapping binds
+    its local categories to them) and feeds the module the level's index."""
+    while type(model).__name__ == "Pipeline":
+        model = model.steps[0][1]
+    levels: dict[str, list[str]] = {}
+    if type(model).__name__ != "ColumnTransformer":
+        return levels
+    for _, transformer, columns in getattr(model, "transformers_", []):
+        if type(transformer).__name__ != "OneHotEncoder" or isinstance(columns, str):
+            continue
+        for column, categories in zip(columns, transformer.categories_, strict=False):
+            values = list(categories)
+            if not isinstance(column, str) or not any(isinstance(v, str) for v in values):
+                continue
+            if not all(isinstance(v, str) for v in values):
+                raise CompileError(
+                    f"the OneHotEncoder's categories of {column!r} include a missing value; "
+                    "impute it before encoding (the bundle feeds missing text as missing)"
+                )
+            levels[column] = values
+    return levels
 
 
 def describe_estimator(model: Any) -> str:

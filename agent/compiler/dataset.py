@@ -91,6 +91,24 @@ def load_schema(schema: Path | Mapping[str, Any] | None) -> dict[str, dict[str, 
     return features
 
 
+def with_levels(
+    schema: Mapping[str, Mapping[str, Any]], levels: Mapping[str, list[str]]
+) -> dict[str, dict[str, Any]]:
+    """``schema`` with the model's own ``levels`` of its text features (a OneHotEncoder's
+    categories) added; a schema that gives other levels for one of them is refused."""
+    merged = {name: dict(spec) for name, spec in schema.items()}
+    for name, values in levels.items():
+        spec = merged.setdefault(name, {})
+        given = spec.get("levels")
+        if given is not None and set(map(str, given)) != set(values):
+            raise CompileError(
+                f"schema levels of {name!r} {list(given)} differ from the model's categories "
+                f"{values}"
+            )
+        spec.setdefault("levels", values)
+    return merged
+
+
 def load_reference(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> ReferenceData:
     raw = path.read_bytes()
     reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))

@@ -1,7 +1,8 @@
 """Categorical encoders of ai.onnx.ml on numeric codes: OneHotEncoder and LabelEncoder.
 
-Categorical features reach a module as level indices (see docs/abi.md), so only numeric
-categories are supported; string categories raise ``CompileError``.
+Categorical features reach a module as level indices (see docs/abi.md): numeric
+categories compare codes; string categories (``cats_strings``) apply only to a text graph
+input declared with its levels, whose cells hold the level index.
 """
 
 from __future__ import annotations
@@ -14,13 +15,24 @@ from agent.compiler.ir import CELL, DType, f32_literal, fail
 
 
 def _one_hot(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+    """Numeric categories compare the cell with each category; string categories apply to
+    a text input fed as a level index (``classes`` = its levels): each category becomes
+    its level's index, and a category that is no level never matches."""
     x = state.value(node, 0)
     if "cats_strings" in attrs:
-        raise fail(node.op_type, node.name, "string categories are not supported")
-    cats = [float(c) for c in attrs.get("cats_int64s", [])]
+        if x.dtype is not DType.string or x.classes is None:
+            raise fail(node.op_type, node.name, "string categories need a text input with levels")
+        levels = x.classes
+        names = [str(c) for c in attrs["cats_strings"]]
+        cats = [float(levels.index(c)) if c in levels else -1.0 for c in names]
+        # every level is a category: an unknown value cannot reach the module
+        known = set(levels) <= set(names)
+    else:
+        cats = [float(c) for c in attrs.get("cats_int64s", [])]
+        known = False
     if not cats:
         raise fail(node.op_type, node.name, "no categories")
-    if int(attrs.get("zeros", 1)) != 1:
+    if int(attrs.get("zeros", 1)) != 1 and not known:
         raise fail(node.op_type, node.name, "zeros=0 (fail on unknown categories) is not supported")
     # Output [N, C, K]: one block of K indicator cells per input cell.
     dims = (x.width, len(cats)) if x.rank == 2 else None

@@ -13,6 +13,7 @@ a model that scores differently from the one that was validated.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,13 @@ def check_against_library(
     predictions: np.ndarray,
     signature: Signature,
     names: tuple[list[str], str] | None,
+    text: Mapping[str, list[str]],
 ) -> None:
     """``CompileError`` unless ``predictions`` (the module's ABI outputs for ``rows``) match
     ``model.predict_proba`` (classifiers) or ``model.predict`` (regressors) within
-    ``TOLERANCE``. ``names`` are the model's feature names, if it was fitted on a frame."""
-    x = _library_input(rows, names)
+    ``TOLERANCE``. ``names`` are the model's feature names, if it was fitted on a frame;
+    ``text`` the levels of its text columns (``rows`` hold their level indices)."""
+    x = _library_input(rows, names, text)
     kinds = [spec.kind for spec in signature.outputs]
     classifier = bool(kinds) and kinds[0] is OutputKind.label
     if classifier and not hasattr(model, "predict_proba"):
@@ -71,10 +74,15 @@ def check_against_library(
         )
 
 
-def _library_input(rows: np.ndarray, names: tuple[list[str], str] | None) -> Any:
+def _library_input(
+    rows: np.ndarray, names: tuple[list[str], str] | None, text: Mapping[str, list[str]]
+) -> Any:
     x = rows.astype(np.float32)
     if names is None:
         return x
     import pandas as pd  # fitted on a DataFrame, so pandas is there
 
-    return pd.DataFrame(x, columns=names[0])
+    frame = pd.DataFrame(x, columns=names[0])
+    for column, levels in text.items():
+        frame[column] = [levels[int(i)] for i in rows[:, names[0].index(column)]]
+    return frame

@@ -13,7 +13,7 @@ name: the compiler never emits a module it cannot vouch for.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,22 +132,32 @@ def attributes(node: onnx.NodeProto) -> dict[str, Any]:
     return attrs
 
 
-def lower(model: onnx.ModelProto) -> LoweredGraph:
-    """Lower a whole model; raises ``CompileError`` on anything it cannot compile."""
+def lower(
+    model: onnx.ModelProto, input_levels: Sequence[Sequence[str]] | None = None
+) -> LoweredGraph:
+    """Lower a whole model; raises ``CompileError`` on anything it cannot compile.
+
+    ``input_levels`` gives, per graph input, the levels of a text input ``[N, 1]`` (a
+    DataFrame's string column): the ABI feeds its level index, and string categories
+    compare with it (``encoders``)."""
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
-    inputs = [(i.name, *_input_spec(i)) for i in graph.input if i.name not in initializers]
-    if not inputs:
+    infos = [i for i in graph.input if i.name not in initializers]
+    if not infos:
         raise CompileError("the graph has no input")
-    n_features = sum(width for _, width, _ in inputs)
+    levels = list(input_levels) if input_levels is not None else []
+    if len(levels) != len(infos):
+        levels = [()] * len(infos)
+    inputs = [(i.name, *_input_spec(i, tuple(lv))) for i, lv in zip(infos, levels, strict=True)]
+    n_features = sum(width for _, width, _, _ in inputs)
     state = Lowering()
     for init in graph.initializer:
         state.consts[init.name] = numpy_helper.to_array(init)
     x = state.new_value("::row", n_features)
     column = 0
-    for name, width, dtype in inputs:
+    for name, width, dtype, classes in inputs:
         # Each input is a view of its columns of the row: no copy per row.
-        state.values[name] = Value(name, x.cell(column), width, 2, dtype)
+        state.values[name] = Value(name, x.cell(column), width, 2, dtype, classes)
         column += width
     table = _registry()
     opsets = {o.domain or "": o.version for o in model.opset_import}
@@ -224,14 +234,25 @@ def fuse_bias(
 _INTEGER_INPUTS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
 
 
-def _input_spec(info: onnx.ValueInfoProto) -> tuple[int, DType]:
-    """Width and dtype of a graph input. ABI v1 feeds f32 cells: float32 inputs as they
-    are, integer inputs (category codes) as whole numbers (exact up to 2**24)."""
+def _input_spec(
+    info: onnx.ValueInfoProto, levels: tuple[str, ...]
+) -> tuple[int, DType, tuple[str, ...] | None]:
+    """Width, dtype and levels of a graph input. ABI v1 feeds f32 cells: float32 inputs
+    as they are, integer inputs (category codes) as whole numbers (exact up to 2**24),
+    a text input ``[N, 1]`` with ``levels`` as the level's index."""
     tensor = info.type.tensor_type
+    classes: tuple[str, ...] | None = None
     if tensor.elem_type == onnx.TensorProto.FLOAT:
         dtype = DType.float
     elif tensor.elem_type in _INTEGER_INPUTS:
         dtype = DType.int
+    elif tensor.elem_type == onnx.TensorProto.STRING and levels:
+        dtype, classes = DType.string, levels
+    elif tensor.elem_type == onnx.TensorProto.STRING:
+        raise CompileError(
+            f"input {info.name!r} is text: its levels must be known (a categorical feature "
+            "of the schema, or the OneHotEncoder's categories)"
+        )
     else:
         raise CompileError(
             f"input {info.name!r} must be float32 or integer (ABI v1 feeds f32), found "
@@ -240,7 +261,9 @@ def _input_spec(info: onnx.ValueInfoProto) -> tuple[int, DType]:
     dims = tensor.shape.dim
     if len(dims) != 2 or not dims[1].HasField("dim_value") or dims[1].dim_value < 1:
         raise CompileError(f"input {info.name!r} must have shape [N, k], width fixed")
-    return int(dims[1].dim_value), dtype
+    if classes is not None and dims[1].dim_value != 1:
+        raise CompileError(f"text input {info.name!r} must have shape [N, 1]")
+    return int(dims[1].dim_value), dtype, classes
 
 
 def _fold(state: Lowering, node: onnx.NodeProto, opsets: Mapping[str, int]) -> None:

@@ -201,3 +201,93 @@ def test_the_schema_must_name_reference_features(tmp_path: Path) -> None:
             out=tmp_path / "bundle",
             schema={"features": {"radius": {"unit": "mm"}}},
         )
+
+
+def _clinical_frame() -> tuple[pd.DataFrame, pd.Series]:
+    """breast_cancer's first columns plus two text columns derived from it, as a site's
+    export holds sex or ward: words, not codes."""
+    x, y = _frame()
+    x = x[x.columns[:4]].copy()
+    x["size"] = np.where(x["mean area"] > x["mean area"].median(), "large", "small")
+    x["texture"] = pd.cut(x["mean texture"], [0, 17, 21, 100], labels=["fine", "mid", "coarse"])
+    x["texture"] = x["texture"].astype(str)
+    return x, y
+
+
+def test_text_categories_take_the_encoders_categories_as_levels(tmp_path: Path) -> None:
+    x, y = _clinical_frame()
+    model = _fit(
+        make_pipeline(
+            ColumnTransformer(
+                [
+                    ("num", StandardScaler(), ["mean radius", "mean perimeter"]),
+                    ("cat", OneHotEncoder(handle_unknown="ignore"), ["size", "texture"]),
+                ]
+            ),
+            LogisticRegression(max_iter=500),
+        ),
+        x,
+        y,
+    )
+    x[list(reversed(x.columns))].to_csv(tmp_path / "reference.csv", index=False)
+    out = build(
+        model,
+        reference=tmp_path / "reference.csv",
+        name="bc",
+        version="1.0.0",
+        out=tmp_path / "bundle",
+    )
+    manifest = BundleManifest.model_validate_json((out / "manifest.json").read_bytes())
+    assert manifest.feature_names() == list(x.columns)
+    levels = {f.name: f.levels for f in manifest.inputs}
+    assert levels["size"] == ["large", "small"]
+    assert levels["texture"] == ["coarse", "fine", "mid"]
+    assert levels["mean radius"] == []
+    assert set(manifest.reference.features["texture"].category_frequencies) == {
+        "coarse",
+        "fine",
+        "mid",
+    }
+    import agent
+
+    result = agent.load(out).predict(x)
+    expected = model.predict_proba(x)
+    assert np.abs(result[["probability_0", "probability_1"]].to_numpy() - expected).max() <= 1e-5
+    assert (result["label"].to_numpy() != model.predict(x).astype(str)).sum() == 0
+    # onnxruntime on the same graph, fed the words
+    import onnxruntime as ort
+
+    onx, _ = to_onnx_model(model, 6)
+    session = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {
+        i.name: (
+            x[c].to_numpy(object) if i.type == "tensor(string)" else x[c].to_numpy(np.float32)
+        ).reshape(-1, 1)
+        for i, c in zip(session.get_inputs(), x.columns, strict=True)
+    }
+    _, probabilities = session.run(None, feeds)
+    reference = np.array([[row[0], row[1]] for row in probabilities])
+    got = result[["probability_0", "probability_1"]].to_numpy()
+    assert np.abs(got - reference).max() <= 1e-5
+
+
+def test_schema_levels_that_contradict_the_encoder_are_refused(tmp_path: Path) -> None:
+    x, y = _clinical_frame()
+    model = _fit(
+        make_pipeline(
+            ColumnTransformer([("cat", OneHotEncoder(), ["size"])], remainder="drop"),
+            LogisticRegression(),
+        ),
+        x,
+        y,
+    )
+    x.to_csv(tmp_path / "reference.csv", index=False)
+    with pytest.raises(CompileError, match=r"schema levels of 'size' \['big', 'small'\] differ"):
+        build(
+            model,
+            reference=tmp_path / "reference.csv",
+            name="bc",
+            version="1.0.0",
+            out=tmp_path / "bundle",
+            schema={"features": {"size": {"levels": ["big", "small"]}}},
+        )
