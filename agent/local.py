@@ -116,7 +116,13 @@ class LocalModel:
         return self._runtime.predict(rows) if rows else []
 
     def _encode_row(self, row: Sequence[object] | Mapping[str, object], where: str) -> list[float]:
-        values = [row[f.name] for f in self.manifest.inputs] if isinstance(row, Mapping) else row
+        if isinstance(row, Mapping):
+            absent = [f.name for f in self.manifest.inputs if f.name not in row]
+            if absent:
+                raise RecordError(f"{where} lacks features: {', '.join(absent)}")
+            values: Sequence[object] = [row[f.name] for f in self.manifest.inputs]
+        else:
+            values = row
         if len(values) != len(self.manifest.inputs):
             raise RecordError(
                 f"{where} has {len(values)} values, the model reads {len(self.manifest.inputs)}"
