@@ -14,6 +14,7 @@ one ``[None, 1]`` input per feature named after ``feature_names_in_``.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,11 @@ def _onnxmltools(model: Any, library: str, n_features: int) -> onnx.ModelProto:
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     convert = onnxmltools.convert_xgboost if library == "xgboost" else onnxmltools.convert_lightgbm
+    if library == "xgboost" and model.get_booster().feature_names is not None:
+        # onnxmltools reads splits by "f<index>" names only; the booster of a model fitted
+        # on a DataFrame carries the column names (the order is checked by name already)
+        model = copy.deepcopy(model)
+        model.get_booster().feature_names = None
     try:
         proto: onnx.ModelProto = convert(
             model, initial_types=[("X", FloatTensorType([None, n_features]))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -33,7 +34,7 @@ def _frame() -> tuple[pd.DataFrame, pd.Series]:
     return data.drop(columns="target").iloc[:, :8].astype(np.float32), data["target"]
 
 
-def _fit(model: LogisticRegression, x: pd.DataFrame, y: pd.Series) -> LogisticRegression:
+def _fit(model: Any, x: pd.DataFrame, y: pd.Series) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return model.fit(x, y)
@@ -291,3 +292,39 @@ def test_schema_levels_that_contradict_the_encoder_are_refused(tmp_path: Path) -
             out=tmp_path / "bundle",
             schema={"features": {"size": {"levels": ["big", "small"]}}},
         )
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm", "sklearn"])
+def test_boosters_fitted_on_a_frame_read_a_reordered_reference(
+    tmp_path: Path, library: str
+) -> None:
+    """XGBoost keeps the frame's column names in its booster (onnxmltools wants f0, f1...),
+    LightGBM rewrites them ("mean_radius"); both, and HistGradientBoosting, match the
+    library on the frame with missing values after a build from a reversed header."""
+    import xgboost
+    from lightgbm import LGBMClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x, y = _frame()
+    x.loc[::9, "mean texture"] = np.nan
+    model = {
+        "xgboost": lambda: xgboost.XGBClassifier(n_estimators=10, max_depth=3),
+        "lightgbm": lambda: LGBMClassifier(n_estimators=10, verbose=-1),
+        "sklearn": lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0),
+    }[library]()
+    _fit(model, x, y)
+    x[list(reversed(x.columns))].to_csv(tmp_path / "reference.csv", index=False)
+    out = build(
+        model,
+        reference=tmp_path / "reference.csv",
+        name="b",
+        version="1.0.0",
+        out=tmp_path / "bundle",
+    )
+    import agent
+
+    result = agent.load(out).predict(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = model.predict_proba(x)
+    assert np.abs(result[["probability_0", "probability_1"]].to_numpy() - expected).max() <= 1e-5
