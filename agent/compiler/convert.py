@@ -21,6 +21,7 @@ from typing import Any
 
 import onnx
 
+from agent.compiler import knn
 from agent.compiler.hist_gradient import hist_gradient_onnx, is_hist_gradient_boosting
 from agent.compiler.isotonic import interpolate_isotonic
 from agent.errors import CompileError
@@ -67,18 +68,16 @@ def _per_feature(info: onnx.ValueInfoProto) -> bool:
     return len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value == 1
 
 
-_NEIGHBOURS = (
-    "k-nearest neighbours compares each row with every training row (skl2onnx writes an "
-    "ONNX Scan over the training set), which the per-row compiler does not lower; a model "
-    "that summarises its training data (logistic regression, gradient boosting) compiles"
+_RADIUS = (
+    "radius neighbours compare each row with every training row within a radius (an ONNX "
+    "Scan), which the compiler does not lower; KNeighborsClassifier/Regressor compile"
 )
 # Estimators refused by name, with the reason and what to do instead.
 UNSUPPORTED: dict[str, str] = {
-    "KNeighborsClassifier": _NEIGHBOURS,
-    "KNeighborsRegressor": _NEIGHBOURS,
-    "RadiusNeighborsClassifier": _NEIGHBOURS,
-    "RadiusNeighborsRegressor": _NEIGHBOURS,
+    "RadiusNeighborsClassifier": _RADIUS,
+    "RadiusNeighborsRegressor": _RADIUS,
 }
+_NEIGHBOURS = ("KNeighborsClassifier", "KNeighborsRegressor")
 
 
 def _refuse_known_unsupported(model: Any) -> None:
@@ -88,6 +87,11 @@ def _refuse_known_unsupported(model: Any) -> None:
         name = type(step).__name__
         if name in UNSUPPORTED:
             raise CompileError(f"{path}: {name} is not supported: {UNSUPPORTED[name]}")
+        if name in _NEIGHBOURS:
+            try:
+                knn.check_supported(step)
+            except CompileError as exc:
+                raise CompileError(f"{path}: {exc}") from None
         base = getattr(step, "estimator", None)
         if name == "CalibratedClassifierCV" and type(base).__name__ == "Pipeline":
             raise CompileError(
@@ -161,7 +165,7 @@ def _onnxmltools(model: Any, library: str, n_features: int) -> onnx.ModelProto:
 
 
 def _skl2onnx(model: Any, n_features: int) -> onnx.ModelProto:
-    from skl2onnx import to_onnx
+    from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     if _selects_columns_by_name(model):
@@ -178,7 +182,11 @@ def _skl2onnx(model: Any, n_features: int) -> onnx.ModelProto:
             # in 1.9): the converter's business, not an error in the user's model
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            proto: onnx.ModelProto = to_onnx(model, initial_types=inputs)
+            proto: onnx.ModelProto = convert_sklearn(
+                model,
+                initial_types=inputs,
+                custom_conversion_functions=_custom_converters(),
+            )
     except Exception as exc:  # skl2onnx raises many types for unsupported estimators
         raise CompileError(
             f"skl2onnx cannot convert {describe_estimator(model)}: {_reason(exc)}"
@@ -189,6 +197,16 @@ def _skl2onnx(model: Any, n_features: int) -> onnx.ModelProto:
     ):
         proto = interpolate_isotonic(proto)
     return proto
+
+
+def _custom_converters() -> dict[type, Any]:
+    """skl2onnx converters this compiler supplies: k-NN as one node it lowers itself."""
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    return {
+        KNeighborsClassifier: knn.skl2onnx_converter,
+        KNeighborsRegressor: knn.skl2onnx_converter,
+    }
 
 
 def _selects_columns_by_name(model: Any) -> bool:

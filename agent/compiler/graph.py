@@ -100,6 +100,7 @@ def _registry() -> dict[tuple[str, str], LowerFn]:
     from agent.compiler import (
         elementwise,
         encoders,
+        knn,
         linear,
         svm,
         tree_ensemble,
@@ -108,7 +109,7 @@ def _registry() -> dict[tuple[str, str], LowerFn]:
     )
 
     table: dict[tuple[str, str], LowerFn] = {}
-    for family in (elementwise, encoders, linear, svm, tree_ensemble, trees, vectors):
+    for family in (elementwise, encoders, knn, linear, svm, tree_ensemble, trees, vectors):
         table.update(family.LOWERINGS)
     return table
 

@@ -17,13 +17,17 @@ from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import (
+    KNeighborsClassifier,
+    KNeighborsRegressor,
+    RadiusNeighborsClassifier,
+)
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier
 
-from agent.compiler import convert
+from agent.compiler import convert, knn
 from agent.compiler.build import build, compile_onnx
 from agent.compiler.signature import parse_declaration
 from agent.errors import CompileError
@@ -106,6 +110,17 @@ CASES: dict[str, tuple[Callable[[], Any], str]] = {
         f"calibrated-sigmoid-svc-{dataset}": (_calibrated(SVC(), "sigmoid"), dataset)
         for dataset in ("breast_cancer", "iris", "wine")
     },
+    **{
+        f"k-nearest-neighbours-{metric}-{dataset}": (
+            lambda p=p: make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=7, p=p)),
+            dataset,
+        )
+        for metric, p, dataset in (
+            ("euclidean", 2, "iris"),
+            ("euclidean", 2, "breast_cancer"),
+            ("manhattan", 1, "wine"),
+        )
+    },
     "column-transformer-one-hot-two-columns": (
         lambda: make_pipeline(
             ColumnTransformer(
@@ -138,9 +153,11 @@ def _onnx(model: Any, x: np.ndarray) -> Any:
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity_with_onnxruntime_and_scikit_learn(case: str) -> None:
     model, x = _fit(*CASES[case])
-    onx, _ = convert.to_onnx_model(model, x.shape[1])  # with the isotonic rewrite
+    onx, _ = convert.to_onnx_model(model, x.shape[1])  # the compiler's own conversions
     ours, classes = run_compiled(onx, x)
-    label, probabilities = run_onnxruntime(onx, x)
+    # onnxruntime cannot run the compiler's own k-NN node: it runs skl2onnx's graph
+    own = any(node.domain == knn.DOMAIN for node in onx.graph.node)
+    label, probabilities = run_onnxruntime(_onnx(model, x) if own else onx, x)
     assert (ours[:, 0] != label_indices(label, classes)).sum() == 0
     assert np.abs(ours[:, 1:] - probabilities).max() <= 1e-5
     assert np.abs(ours[:, 1:] - model.predict_proba(x)).max() <= 1e-5
@@ -168,9 +185,49 @@ def _reference(tmp_path: Path, x: np.ndarray) -> Path:
     return path
 
 
-def test_k_nearest_neighbours_is_refused_by_name(tmp_path: Path) -> None:
-    model, x = _fit(lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()), "iris")
-    with pytest.raises(CompileError) as caught:
+def test_k_nearest_neighbours_regression_parity() -> None:
+    model, x = _fit(lambda: KNeighborsRegressor(n_neighbors=5), "diabetes")
+    onx, _ = convert.to_onnx_model(model, x.shape[1])
+    ours, _ = run_compiled(onx, x)
+    (reference,) = run_onnxruntime(_onnx(model, x), x)
+    scale = float(np.abs(reference).max())
+    assert np.abs(ours[:, 0] - model.predict(x)).max() <= 1e-5 * scale
+    assert np.abs(ours[:, 0] - reference.reshape(-1)).max() <= 1e-5 * scale
+
+
+def test_a_missing_feature_gives_k_nearest_neighbours_nan_outputs() -> None:
+    model, x = _fit(lambda: KNeighborsClassifier(n_neighbors=3), "iris")
+    onx, _ = convert.to_onnx_model(model, x.shape[1])
+    rows = x[:2].copy()
+    rows[1, 2] = np.nan
+    ours, _ = run_compiled(onx, rows)
+    assert not np.isnan(ours[0]).any() and np.isnan(ours[1]).all()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: make_pipeline(StandardScaler(), RadiusNeighborsClassifier(radius=5.0)),
+            r"^Pipeline.radiusneighborsclassifier: RadiusNeighborsClassifier is not supported: "
+            r"radius neighbours .* KNeighborsClassifier/Regressor compile$",
+        ),
+        (
+            lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(weights="distance")),
+            r"^Pipeline.kneighborsclassifier: KNeighborsClassifier with weights='distance': "
+            r"only uniform weights are supported$",
+        ),
+        (
+            lambda: KNeighborsClassifier(metric="cosine"),
+            r"^KNeighborsClassifier: KNeighborsClassifier with metric 'cosine': only euclidean",
+        ),
+    ],
+)
+def test_neighbours_that_cannot_be_compiled_are_refused_by_name(
+    tmp_path: Path, make: Callable[[], Any], message: str
+) -> None:
+    model, x = _fit(make, "iris")
+    with pytest.raises(CompileError, match=message):
         build(
             model,
             reference=_reference(tmp_path, x),
@@ -178,12 +235,37 @@ def test_k_nearest_neighbours_is_refused_by_name(tmp_path: Path) -> None:
             version="1.0.0",
             out=tmp_path / "bundle",
         )
-    message = str(caught.value)
-    assert message.startswith(
-        "Pipeline.kneighborsclassifier: KNeighborsClassifier is not "
-        "supported: k-nearest neighbours compares each row"
-    )
-    assert "Scan" in message and not (tmp_path / "bundle").exists()
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_training_set_over_the_fuel_cap_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(knn, "FUEL_SHARE", 0.001)  # 5000 fuel units
+    model, x = _fit(lambda: KNeighborsClassifier(), "iris")
+    with pytest.raises(
+        CompileError, match=r"keeps 150 training rows of 4 features; .* at most 23 rows compile$"
+    ):
+        build(
+            model,
+            reference=_reference(tmp_path, x),
+            name="knn",
+            version="1.0.0",
+            out=tmp_path / "bundle",
+        )
+
+
+def test_the_largest_training_set_allowed_scores_within_the_default_fuel() -> None:
+    features, k = 10, 5
+    per_row = knn.FUEL_PER_VALUE * features + knn.FUEL_PER_ROW_AND_PICK * (k + 1)
+    rows = int(Limits().model_fuel_per_row * knn.FUEL_SHARE) // per_row
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(rows, features)).astype(np.float32)
+    model = KNeighborsClassifier(n_neighbors=k).fit(x, rng.integers(0, 2, rows))
+    onx, _ = convert.to_onnx_model(model, features)
+    runtime = WasmModel.load(compile_onnx(onx, max_batch=8).wasm, limits=Limits())
+    ours = np.asarray(runtime.predict(x[:8].tolist()))
+    assert np.abs(ours[:, 1:] - model.predict_proba(x[:8])).max() <= 1e-6
 
 
 def test_calibration_over_a_pipeline_is_refused_with_what_to_write_instead(
