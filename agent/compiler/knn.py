@@ -11,11 +11,13 @@ compare the module with scikit-learn and with onnxruntime running skl2onnx's own
 Per row the kernel computes, in f64 from the f32 row, the distance to every training row
 (squared euclidean, which ranks like euclidean, or manhattan), then picks the ``k``
 smallest in ``k`` passes, the lower index first among equal distances (as scikit-learn's
-heap keeps the first of equals), and votes: probabilities are the class counts / k and
-the label the first class with the most votes; a regressor averages the targets. Cost
+heap keeps the first of equals), and votes: probabilities are the class weights / their total
+and the label the first class with the most; a regressor takes the weighted mean. Cost
 per row: O(training rows x (features + k)), so the training set is capped by the fuel a
 prediction may use (``FUEL_SHARE`` of the default ``limits.model_fuel_per_row``: about
-10,000 rows of 10 features with k=5). Refused: distance weights, other metrics.
+10,000 rows of 10 features with k=5). Weights: uniform, or ``distance`` (1 / distance;
+neighbours at distance 0, if any, share the vote alone, as scikit-learn does).
+Refused: callable weights, other metrics.
 """
 
 from __future__ import annotations
@@ -59,10 +61,10 @@ def check_supported(model: Any) -> str:
             f"{type(model).__name__} with metric {model.metric!r}: only euclidean and "
             "manhattan distances are supported"
         )
-    if model.weights != "uniform":
+    if model.weights not in ("uniform", "distance"):
         raise CompileError(
-            f"{type(model).__name__} with weights={model.weights!r}: only uniform weights "
-            "are supported"
+            f"{type(model).__name__} with weights={model.weights!r}: only uniform and "
+            "distance weights are supported"
         )
     rows, features = model._fit_X.shape
     per_row = FUEL_PER_VALUE * features + FUEL_PER_ROW_AND_PICK * (model.n_neighbors + 1)
@@ -81,7 +83,12 @@ def skl2onnx_converter(scope: Any, operator: Any, container: Any) -> None:
     model = operator.raw_operator
     metric = check_supported(model)
     training = numpy_helper.from_array(np.asarray(model._fit_X, dtype=np.float64), "training")
-    attrs: dict[str, Any] = {"k": int(model.n_neighbors), "metric": metric, "training": training}
+    attrs: dict[str, Any] = {
+        "k": int(model.n_neighbors),
+        "metric": metric,
+        "weights": str(model.weights),
+        "training": training,
+    }
     outputs = [o.full_name for o in operator.outputs]
     if hasattr(model, "classes_"):
         classes = model.classes_
@@ -136,43 +143,71 @@ def _nearest_neighbours(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> 
   (local.set $j (i32.add (local.get $j) (i32.const 8)))
   (br_if $rows (i32.lt_u (local.get $j) (i32.const {8 * n}))))"""
     classifier = "labels" in attrs
+    weighted = str(attrs.get("weights", "uniform")) == "distance"
+    # The weight of a pick: 1, or 1 / distance ($best is squared for euclidean); a row at
+    # distance 0 from some neighbours gives them weight 1 and the others 0 (scikit-learn).
+    distance = (
+        "(f64.sqrt (local.get $best))"
+        if str(attrs.get("metric")) == "euclidean"
+        else "(local.get $best)"
+    )
+    weight = f"(f64.div (f64.const 1) {distance})" if weighted else "(f64.const 1)"
+    is_zero = "(f64.eq (local.get $best) (f64.const 0))" if weighted else "(i32.const 0)"
     if classifier:
         classes, strings = class_labels(node, dict(attrs))
         labels = [int(v) for v in attrs["labels"]]
         if len(labels) != n or not all(0 <= v < len(classes) for v in labels):
             raise fail(node.op_type, node.name, "a training label is not a class index")
-        owner = program.add_i32(np.asarray(labels) * CELL)
-        counts = program.slot(len(classes))
+        n_classes = len(classes)
+        owner = program.add_i32(np.asarray(labels) * 8)
+        sums = program.alloc(8 * n_classes)  # f64 weight per class
+        zeros = program.alloc(8 * n_classes)  # f64 count of zero-distance picks per class
         label = state.new_value(
             node.output[0], 1, 1, DType.string if strings else DType.int, classes
         )
-        probabilities = state.new_value(node.output[1], len(classes), 2, DType.float, classes)
+        probabilities = state.new_value(node.output[1], n_classes, 2, DType.float, classes)
         start = "\n".join(
-            f"(f32.store (i32.const {counts + CELL * c}) (f32.const 0))"
-            for c in range(len(classes))
+            f"(f64.store (i32.const {base + 8 * c}) (f64.const 0))"
+            for base in (sums, zeros)
+            for c in range(n_classes)
         )
-        vote = (
-            f"(local.set $c (i32.add (i32.const {counts}) (i32.load offset={owner} "
-            "(i32.shr_u (local.get $b) (i32.const 1)))))\n"
-            "(f32.store (local.get $c) (f32.add (f32.load (local.get $c)) (f32.const 1)))"
+        vote = f"""(local.set $c (i32.load offset={owner} (i32.shr_u (local.get $b) (i32.const 1))))
+(local.set $w {weight})
+(f64.store offset={sums} (local.get $c) (f64.add (f64.load offset={sums} (local.get $c))
+  (local.get $w)))
+(local.set $t (f64.add (local.get $t) (local.get $w)))
+(if {is_zero} (then
+  (f64.store offset={zeros} (local.get $c) (f64.add (f64.load offset={zeros} (local.get $c))
+    (f64.const 1)))
+  (local.set $z (f64.add (local.get $z) (f64.const 1)))))"""
+        share = "\n".join(
+            f"(f32.store (i32.const {probabilities.cell(c)}) (f32.demote_f64 (select "
+            f"(f64.div (f64.load (i32.const {zeros + 8 * c})) (local.get $z)) "
+            f"(f64.div (f64.load (i32.const {sums + 8 * c})) (local.get $t)) "
+            "(f64.gt (local.get $z) (f64.const 0)))))"
+            for c in range(n_classes)
         )
-        finish = argmax_body(counts, len(classes), label.addr) + "\n".join(
-            f"(f32.store (i32.const {probabilities.cell(c)}) (f32.div (f32.load (i32.const "
-            f"{counts + CELL * c})) (f32.const {k})))"
-            for c in range(len(classes))
-        )
+        finish = share + "\n" + argmax_body(probabilities.addr, n_classes, label.addr)
     else:
         targets = np.asarray(attrs.get("targets", []), dtype=np.float64)
         if targets.size != n:
             raise fail(node.op_type, node.name, "one target per training row is needed")
         values = program.add_data(targets.astype("<f8").tobytes())
         out = state.new_value(node.output[0], 1, 2)
-        start = "(local.set $t (f64.const 0))"
-        vote = f"(local.set $t (f64.add (local.get $t) (f64.load offset={values} (local.get $b))))"
+        start = "(local.set $y (f64.const 0)) (local.set $zy (f64.const 0))"
+        vote = f"""(local.set $w {weight})
+(local.set $y (f64.add (local.get $y) (f64.mul (local.get $w)
+  (f64.load offset={values} (local.get $b)))))
+(local.set $t (f64.add (local.get $t) (local.get $w)))
+(if {is_zero} (then
+  (local.set $zy (f64.add (local.get $zy) (f64.load offset={values} (local.get $b))))
+  (local.set $z (f64.add (local.get $z) (f64.const 1)))))"""
         finish = (
-            f"(f32.store (i32.const {out.addr}) (f32.demote_f64 (f64.div (local.get $t) "
-            f"(f64.const {k}))))"
+            f"(f32.store (i32.const {out.addr}) (f32.demote_f64 (select "
+            "(f64.div (local.get $zy) (local.get $z)) (f64.div (local.get $y) (local.get $t)) "
+            "(f64.gt (local.get $z) (f64.const 0)))))"
         )
+    start += "\n(local.set $t (f64.const 0)) (local.set $z (f64.const 0))"
     pick = f"""(local.set $r (i32.const 0))
 (loop $picks
   (local.set $best (f64.const inf))
@@ -191,7 +226,7 @@ def _nearest_neighbours(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> 
     locals_ = (
         "(local $p i32) (local $j i32) (local $f i32) (local $s f64) (local $d f64) "
         "(local $r i32) (local $b i32) (local $best f64) (local $c i32) (local $t f64) "
-        + ARGMAX_LOCALS
+        "(local $w f64) (local $z f64) (local $y f64) (local $zy f64) " + ARGMAX_LOCALS
     )
     # A missing feature makes every distance NaN: the outputs are NaN, as no neighbour is
     # nearer than another (scikit-learn refuses such a row).
