@@ -141,3 +141,29 @@ def test_a_frame_without_a_feature_is_refused_naming_it(
     bundle, frame, _ = fitted
     with pytest.raises(RecordError, match=r"^the DataFrame lacks columns: mean texture$"):
         agent.load(bundle).predict(frame.drop(columns="mean texture"))
+
+
+def test_load_and_rows_need_neither_numpy_nor_pandas_nor_onnx() -> None:
+    """A hospital server has no [build] extra: scoring rows with agent.load imports none of
+    the data-science stack (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]  # the interpreter imports this checkout's agent
+    demo = root / "fixtures" / "demo" / "build" / "deterioration"
+    script = (
+        "import sys, agent\n"
+        f"rows = agent.load({str(demo)!r}).predict([[86, 17, 36.3, 95, 96, 'NA', 139, 62, "
+        "'male']])\n"
+        "assert len(rows) == 1 and len(rows[0]) == 3, rows\n"
+        "print(sorted(m for m in ('numpy', 'pandas', 'onnx', 'sklearn') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert done.stdout.strip() == "[]"
