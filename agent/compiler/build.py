@@ -150,7 +150,10 @@ def build(
     except CompileError as exc:
         if source == "onnx":
             raise
-        raise CompileError(f"cannot compile {describe_estimator(model)}: {exc}") from None
+        raise CompileError(
+            f"cannot compile {describe_estimator(model)}: {exc} (supported estimators: "
+            "docs/compiler.md)"
+        ) from None
     if compiled.n_features != len(data.features):
         raise CompileError(
             f"the model reads {compiled.n_features} features, the reference has "

@@ -80,7 +80,15 @@ def load_schema(schema: Path | Mapping[str, Any] | None) -> dict[str, dict[str, 
     """``features: {name: {unit, min, max, levels}}`` from a YAML file or a mapping."""
     if schema is None:
         return {}
-    document = yaml.safe_load(schema.read_text("utf-8")) if isinstance(schema, Path) else schema
+    if isinstance(schema, Path):
+        try:
+            document = yaml.safe_load(schema.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CompileError(f"cannot read the schema {schema.name!r}") from exc
+        except yaml.YAMLError as exc:
+            raise CompileError(f"the schema {schema.name!r} is not valid YAML") from exc
+    else:
+        document = schema
     if not isinstance(document, Mapping) or not isinstance(document.get("features", {}), Mapping):
         raise CompileError("schema must be a mapping with a 'features' mapping")
     features: dict[str, dict[str, Any]] = {}
@@ -110,8 +118,12 @@ def with_levels(
 
 
 def load_reference(path: Path, schema: Mapping[str, Mapping[str, Any]]) -> ReferenceData:
-    raw = path.read_bytes()
-    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompileError(f"cannot read the reference CSV {path.name!r} as UTF-8") from exc
+    reader = csv.reader(io.StringIO(text))
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:

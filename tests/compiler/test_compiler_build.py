@@ -313,3 +313,28 @@ def test_cli_predict_refuses_a_swapped_module(tmp_path: Path) -> None:
         _cli(["predict", str(bundle), str(DEMO / "holdout.csv")])
     manifest = json.loads((source / "manifest.json").read_bytes())
     assert manifest["files"]["model.wasm"]["size"] == len(wasm)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--reference", "absent.csv"], "cannot read the reference CSV 'absent.csv' as UTF-8"),
+        (["--schema", "absent.yaml"], "cannot read the schema 'absent.yaml'"),
+        (["--name", "Bad Name"], "name 'Bad Name': model name must be lowercase"),
+    ],
+)
+def test_cli_build_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from agent.cli import main
+
+    options = {"--reference": str(DEMO / "reference.csv"), "--name": "m", "--version": "1.0.0"}
+    for key, value in zip(argv[::2], argv[1::2], strict=True):
+        options[key] = str(tmp_path / value) if value.endswith((".csv", ".yaml")) else value
+    command = ["bundle", "build", str(DEMO / "model.onnx"), "-o", str(tmp_path / "out")]
+    for key, value in options.items():
+        command += [key, value]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge-agent: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
