@@ -6,10 +6,17 @@ LightGBM scikit-learn-API estimator (``XGBClassifier``, ``LGBMRegressor``...), c
 onnxmltools; a fitted scikit-learn HistGradientBoosting estimator, lowered by
 ``hist_gradient`` (skl2onnx 1.20 fails on it); any other fitted scikit-learn estimator or
 pipeline, converted by skl2onnx. The converters are imported lazily: they belong to the
-``[build]`` extra, which a hospital server never installs. Every input is declared float32:
-one input ``X`` ``[None, n_features]``, or, for a pipeline whose ``ColumnTransformer``
-selects DataFrame columns by name (skl2onnx finds them only as inputs of those names),
-one ``[None, 1]`` input per feature named after ``feature_names_in_``.
+``[build]`` extra, which a hospital server never installs. Inputs are one float32 input
+``X`` ``[None, n_features]``, or, for a pipeline whose ``ColumnTransformer`` selects
+DataFrame columns by name (skl2onnx finds them only as inputs of those names), one
+``[None, 1]`` input per feature named after ``feature_names_in_``: text for the string
+columns a ``OneHotEncoder`` encodes (``model_text_levels``), float32 otherwise.
+
+Beyond converting: estimators known not to convert faithfully are refused by name first
+(``UNSUPPORTED``, calibration over a Pipeline, k-NN settings ``knn`` cannot compile);
+k-NN gets the compiler's own skl2onnx converter (``knn``); isotonic calibration is
+rewritten into interpolation (``isotonic``); converter errors keep their first line and
+name the estimator.
 """
 
 from __future__ import annotations
