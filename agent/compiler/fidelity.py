@@ -49,16 +49,19 @@ def check_against_library(
             "scores, which the bundle would publish as probabilities; calibrate it, e.g. "
             "CalibratedClassifierCV(SVC())"
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence and dtype notes of the library
-        if classifier:
-            expected = np.asarray(model.predict_proba(x), dtype=np.float64)
-            ours = predictions[:, 1:]
-            scale = 1.0
-        else:
-            expected = np.asarray(model.predict(x), dtype=np.float64).reshape(len(rows), -1)
-            ours = predictions
-            scale = max(float(np.abs(expected).max(initial=0.0)), 1.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence and dtype notes of the library
+            predict = model.predict_proba if classifier else model.predict
+            expected = np.asarray(predict(x), dtype=np.float64).reshape(len(rows), -1)
+    except Exception as exc:  # the library's own error, whatever its type
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CompileError(
+            f"{describe_estimator(model)} could not score the reference rows, so the bundle "
+            f"cannot be checked against it: {first}"
+        ) from None
+    ours = predictions[:, 1:] if classifier else predictions
+    scale = 1.0 if classifier else max(float(np.abs(expected).max(initial=0.0)), 1.0)
     if expected.shape != ours.shape:
         raise CompileError(
             f"{describe_estimator(model)}: the compiled outputs have shape {ours.shape}, "
