@@ -103,8 +103,9 @@ class LocalModel:
     def predict(self, data: Any) -> Any:
         """Score ``data``: a pandas DataFrame (columns named after the features, any order,
         extra columns ignored) gives a DataFrame with one column per output, the same
-        index, class labels as text; rows (sequences in the manifest's input order) give
-        one list of floats per row (a label as its class index). Raises ``RecordError``
+        index, class labels as text; rows (sequences in the manifest's input order, or
+        mappings by feature name) give one list of floats per row (a label as its class
+        index). Raises ``RecordError``
         naming the row and feature of a cell that cannot be read."""
         if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
             return self._predict_frame(data)
