@@ -1,8 +1,9 @@
 """Edge inference agent: signed WebAssembly model bundles scored next to the hospital's data.
 
-The public surface is deliberately small: the version, and ``build`` for a data scientist
+The public surface is deliberately small: the version, ``build`` for a data scientist
 who turns a fitted model into a bundle from Python (it imports the compiler lazily, so a
-hospital server without the ``[build]`` extra never loads onnx or scikit-learn).
+hospital server without the ``[build]`` extra never loads onnx or scikit-learn), and
+``load`` to score a bundle in process (``agent.load("build/sepsis").predict(frame)``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build"]
+__all__ = ["__version__", "build", "load"]
 
 
 def build(*args: Any, **kwargs: Any) -> Any:
@@ -19,3 +20,10 @@ def build(*args: Any, **kwargs: Any) -> Any:
     from agent.compiler.build import build as _build
 
     return _build(*args, **kwargs)
+
+
+def load(*args: Any, **kwargs: Any) -> Any:
+    """Load a bundle directory for scoring in process; see :func:`agent.local.load`."""
+    from agent.local import load as _load
+
+    return _load(*args, **kwargs)

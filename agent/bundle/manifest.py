@@ -66,6 +66,14 @@ def _check_semver(value: str) -> str:
     return value
 
 
+def check_model_name(value: str) -> str:
+    """``value`` if it is a valid model name (it becomes a folder name in the store and a
+    path segment in registries), else ``ValueError``."""
+    if not _NAME.match(value):
+        raise ValueError("model name must be lowercase letters, digits, '.', '_' or '-'")
+    return value
+
+
 SemVerText = Annotated[str, AfterValidator(_check_semver)]
 """A str field that must be MAJOR.MINOR.PATCH (manifests, registry indexes)."""
 
@@ -184,9 +192,7 @@ class BundleManifest(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("model name must be lowercase letters, digits, '.', '_' or '-'")
-        return value
+        return check_model_name(value)
 
     @field_validator("format_version")
     @classmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,14 +31,35 @@ from agent.bundle.manifest import (
     OutputKind,
     Provenance,
     ReferenceStats,
+    SemVer,
     ValueReference,
+    check_model_name,
 )
-from agent.compiler.convert import to_onnx_model
-from agent.compiler.dataset import ReferenceData, load_reference, load_schema
+from agent.compiler.convert import (
+    describe_estimator,
+    load_model,
+    model_feature_names,
+    model_text_levels,
+    to_onnx_model,
+)
+from agent.compiler.dataset import (
+    ReferenceData,
+    in_model_order,
+    load_reference,
+    load_schema,
+    with_levels,
+)
 from agent.compiler.emit import emit_module
+from agent.compiler.fidelity import check_against_library
 from agent.compiler.graph import lower
 from agent.compiler.reference import categorical_reference, numeric_reference
-from agent.compiler.signature import Signature, signature
+from agent.compiler.signature import (
+    OutputDeclaration,
+    Signature,
+    declared_signature,
+    parse_declaration,
+    signature,
+)
 from agent.durable import write_atomic
 from agent.errors import CompileError
 from agent.limits import Limits
@@ -58,11 +79,19 @@ class CompiledModel:
     n_features: int
 
 
-def compile_onnx(model: onnx.ModelProto, *, max_batch: int = DEFAULT_MAX_BATCH) -> CompiledModel:
+def compile_onnx(
+    model: onnx.ModelProto,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    outputs: Sequence[OutputDeclaration] | None = None,
+    input_levels: Sequence[Sequence[str]] | None = None,
+) -> CompiledModel:
     """Lower and assemble an ONNX model into an ABI v1 module. ``max_batch`` is lowered for
-    very wide models so the input and output regions fit ``IO_REGION_BUDGET``."""
-    graph = lower(model)
-    sig = signature(graph)
+    very wide models so the input and output regions fit ``IO_REGION_BUDGET``; ``outputs``
+    declares what the graph's outputs are (see ``signature``), else they are inferred;
+    ``input_levels`` the levels of text inputs, per graph input (see ``graph.lower``)."""
+    graph = lower(model, input_levels)
+    sig = signature(graph) if outputs is None else declared_signature(graph, outputs)
     row_bytes = 4 * (graph.n_features + len(sig.outputs))
     max_batch = max(1, min(max_batch, IO_REGION_BUDGET // row_bytes))
     wat = emit_module(graph.program, graph.input, sig.values, max_batch)
@@ -84,26 +113,57 @@ def build(
     creator: str | None = None,
     description: str = "",
     metrics: Mapping[str, float] | None = None,
+    outputs: Sequence[str] | None = None,
 ) -> Path:
     """Compile ``model`` (an ``onnx.ModelProto``, a path to ``.onnx``, or a fitted
     scikit-learn estimator/pipeline or XGBoost/LightGBM estimator, see ``convert``) into
     the bundle directory ``out``; returns ``out``.
 
-    ``reference`` is the training reference CSV, its header naming the features in model
-    input order. Raises ``CompileError`` for anything that cannot be compiled faithfully.
+    ``reference`` is the training reference CSV, its header naming the features. If the
+    model knows its features by name (``feature_names_in_`` of an estimator fitted on a
+    DataFrame, or an ONNX graph with one input per feature), the header must name the
+    same features, in any order: the bundle reads them in the model's order. Otherwise
+    the header order is the model's input order. Raises ``CompileError`` for anything
+    that cannot be compiled faithfully; ``name`` and ``version`` are checked first, and
+    nothing is written to ``out`` unless the whole bundle is.
+
+    ``outputs`` declares, for an ONNX model, what each graph output is, e.g.
+    ``["probability:classes=no,yes"]`` (see ``signature``); without it a hand-made graph's
+    outputs are scores named ``value_<i>``. Estimators declare their own outputs.
     """
+    check_identity(name, version)
+    declared = None if outputs is None else [parse_declaration(text) for text in outputs]
     schema_spec = load_schema(Path(schema) if isinstance(schema, str | Path) else schema)
-    data = load_reference(Path(reference), schema_spec)
+    model = load_model(model)
+    text = {} if isinstance(model, onnx.ModelProto) else model_text_levels(model)
+    data = load_reference(Path(reference), with_levels(schema_spec, text))
+    named = model_feature_names(model)
+    if named is not None:
+        data = in_model_order(data, *named)
     proto, source = to_onnx_model(model, len(data.features))
-    compiled = compile_onnx(proto)
+    if declared is not None and source != "onnx":
+        raise CompileError("outputs are declared only for ONNX models; estimators name their own")
+    try:
+        compiled = compile_onnx(
+            proto, outputs=declared, input_levels=[f.levels for f in data.features]
+        )
+    except CompileError as exc:
+        if source == "onnx":
+            raise
+        raise CompileError(
+            f"cannot compile {describe_estimator(model)}: {exc} (supported estimators: "
+            "docs/compiler.md)"
+        ) from None
     if compiled.n_features != len(data.features):
         raise CompileError(
             f"the model reads {compiled.n_features} features, the reference has "
             f"{len(data.features)} columns"
         )
-    stats = _reference_stats(compiled, data)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    filled = _imputed(data)
+    predictions = _run(compiled, filled)
+    if source != "onnx":
+        check_against_library(model, filled, predictions, compiled.signature, named, text)
+    stats = _reference_stats(compiled, data, predictions)
     manifest = BundleManifest(
         name=name,
         version=version,
@@ -125,30 +185,63 @@ def build(
             )
         },
     )
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / MODEL_FILE, compiled.wasm)
     write_atomic(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
     (out_dir / SIGNATURE_FILE).unlink(missing_ok=True)
     return out_dir
 
 
-def _reference_stats(compiled: CompiledModel, data: ReferenceData) -> ReferenceStats:
-    """Feature statistics, and output statistics from the compiled module itself run on
-    the reference rows with missing values imputed by the reference median (what a site
-    mapping configured with ``median`` feeds the model)."""
-    features: dict[str, ValueReference] = {}
+def check_identity(name: str, version: str) -> None:
+    """``CompileError`` in one line unless ``name`` is a valid model name and ``version``
+    a semantic version: checked before any compiling, so a typo costs nothing."""
+    try:
+        check_model_name(name)
+    except ValueError as exc:
+        raise CompileError(f"name {name!r}: {exc}") from None
+    try:
+        SemVer(version)
+    except ValueError as exc:
+        raise CompileError(f"version: {exc}") from None
+
+
+def _imputed(data: ReferenceData) -> np.ndarray:
+    """The reference rows with missing values imputed by the reference median (the most
+    frequent level for a categorical feature): what a site mapping configured with
+    ``median`` feeds the model."""
     filled = data.matrix.copy()
     for j, feature in enumerate(data.features):
         column = data.matrix[:, j]
-        ref = (
+        present = column[~np.isnan(column)]
+        if present.size == 0:
+            fill = 0.0
+        elif feature.levels:
+            fill = float(np.argmax(np.bincount(present.astype(np.int64))))
+        else:
+            fill = float(np.median(present))
+        filled[np.isnan(column), j] = fill
+    return filled
+
+
+def _run(compiled: CompiledModel, rows: np.ndarray) -> np.ndarray:
+    runtime = WasmModel.load(compiled.wasm, limits=Limits())
+    return np.asarray(runtime.predict(rows.tolist()), dtype=np.float64)
+
+
+def _reference_stats(
+    compiled: CompiledModel, data: ReferenceData, predictions: np.ndarray
+) -> ReferenceStats:
+    """Feature statistics, and output statistics of the compiled module's ``predictions``
+    for the imputed reference rows."""
+    features: dict[str, ValueReference] = {}
+    for j, feature in enumerate(data.features):
+        column = data.matrix[:, j]
+        features[feature.name] = (
             categorical_reference(column, feature.levels)
             if feature.levels
             else numeric_reference(column)
         )
-        features[feature.name] = ref
-        fill = ref.median if ref.median is not None else _mode(ref)
-        filled[np.isnan(column), j] = fill
-    runtime = WasmModel.load(compiled.wasm, limits=Limits())
-    predictions = np.asarray(runtime.predict(filled.tolist()), dtype=np.float64)
     outputs: dict[str, ValueReference] = {}
     for k, spec in enumerate(compiled.signature.outputs):
         if spec.kind is OutputKind.label:
@@ -156,11 +249,6 @@ def _reference_stats(compiled: CompiledModel, data: ReferenceData) -> ReferenceS
         else:
             outputs[spec.name] = numeric_reference(predictions[:, k])
     return ReferenceStats(rows=int(data.matrix.shape[0]), features=features, outputs=outputs)
-
-
-def _mode(ref: ValueReference) -> float:
-    frequencies = list(ref.category_frequencies.values())
-    return float(int(np.argmax(frequencies))) if frequencies else 0.0
 
 
 def _default_creator() -> str:

@@ -24,9 +24,14 @@ from agent.compiler.wat import SCALAR, VECTOR, VECTOR_LANES, Lanes, Operand, via
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
 _INT_TYPES = {
-    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
-    onnx.TensorProto.INT64, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16,
-    onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.UINT32,
+    onnx.TensorProto.UINT64,
 }
 
 Expr = Callable[[Lanes], str]
@@ -91,7 +96,7 @@ def _unary(make: Callable[[Lanes, str], str], helpers: tuple[str, ...] = ()) -> 
         if x.dtype is DType.string:
             raise fail(node.op_type, node.name, "string class labels cannot be computed on")
         state.program.helpers.update(helpers)
-        out = state.new_value(node.output[0], x.width, x.rank, x.dtype)
+        out = state.new_value(node.output[0], x.width, x.rank, x.dtype, dims=x.dims)
         _emit(state, node, out, lambda lanes: make(lanes, lanes.load(_row(x))), not helpers)
 
     return lower
@@ -114,10 +119,40 @@ def _binary(make: Callable[[Lanes, str, str], str], result: DType | None = None)
             value = make(lanes, lanes.load(a), lanes.load(b))
             return lanes.op("trunc", value) if truncate else value
 
-        out = state.new_value(node.output[0], width, rank, result or dtype)
+        out = state.new_value(
+            node.output[0], width, rank, result or dtype, dims=_dims(state, node, width)
+        )
         _emit(state, node, out, expr)
 
     return lower
+
+
+def _variadic(op: str) -> LowerFn:
+    """Sum, Min, Max of any number of inputs (ONNX lets them take one or more), folded
+    from the first input to the last."""
+
+    def lower(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+        operands, width, rank, dtype = _broadcast(state, node)
+
+        def expr(lanes: Lanes) -> str:
+            value = lanes.load(operands[0])
+            for operand in operands[1:]:
+                value = lanes.op(op, value, lanes.load(operand))
+            return value
+
+        out = state.new_value(node.output[0], width, rank, dtype, dims=_dims(state, node, width))
+        _emit(state, node, out, expr)
+
+    return lower
+
+
+def _dims(state: Lowering, node: onnx.NodeProto, width: int) -> tuple[int, ...] | None:
+    """The row shape of an element-wise result: that of an input row of its width."""
+    for name in node.input:
+        value = state.values.get(name)
+        if value is not None and value.width == width and value.dims is not None:
+            return value.dims
+    return None
 
 
 def _where(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -125,8 +160,14 @@ def _where(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     cond, a, b = operands
     kinds = [state.values[n].dtype for n in node.input[1:] if n in state.values]
     out = state.new_value(node.output[0], width, rank, kinds[0] if kinds else DType.float)
-    _emit(state, node, out, lambda lanes: lanes.select(
-        lanes.load(a), lanes.load(b), lanes.op("ne", lanes.load(cond), lanes.const(0.0))))
+    _emit(
+        state,
+        node,
+        out,
+        lambda lanes: lanes.select(
+            lanes.load(a), lanes.load(b), lanes.op("ne", lanes.load(cond), lanes.const(0.0))
+        ),
+    )
 
 
 def _clip(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -171,8 +212,12 @@ def _cast(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
         _emit(state, node, out, lambda lanes: lanes.op("trunc", lanes.load(_row(x))))
     elif to == onnx.TensorProto.BOOL:
         out = state.new_value(node.output[0], x.width, x.rank, DType.bool)
-        _emit(state, node, out, lambda lanes: lanes.flag(
-            lanes.op("ne", lanes.load(_row(x)), lanes.const(0.0))))
+        _emit(
+            state,
+            node,
+            out,
+            lambda lanes: lanes.flag(lanes.op("ne", lanes.load(_row(x)), lanes.const(0.0))),
+        )
     else:
         raise fail(node.op_type, node.name, f"cast to {onnx.TensorProto.DataType.Name(to)}")
 
@@ -197,16 +242,26 @@ def _scaler(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     offset = _per_feature(state, node, x, list(attrs.get("offset", [0.0])), "offset")
     scale = _per_feature(state, node, x, list(attrs.get("scale", [1.0])), "scale")
     out = state.new_value(node.output[0], x.width, x.rank)
-    _emit(state, node, out, lambda lanes: lanes.op(
-        "mul", lanes.op("sub", lanes.load(_row(x)), lanes.load(offset)), lanes.load(scale)))
+    _emit(
+        state,
+        node,
+        out,
+        lambda lanes: lanes.op(
+            "mul", lanes.op("sub", lanes.load(_row(x)), lanes.load(offset)), lanes.load(scale)
+        ),
+    )
 
 
 def _binarizer(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     x = state.value(node, 0)
     threshold = float(attrs.get("threshold", 0.0))
     out = state.new_value(node.output[0], x.width, x.rank)
-    _emit(state, node, out, lambda lanes: lanes.flag(
-        lanes.op("gt", lanes.load(_row(x)), lanes.const(threshold))))
+    _emit(
+        state,
+        node,
+        out,
+        lambda lanes: lanes.flag(lanes.op("gt", lanes.load(_row(x)), lanes.const(threshold))),
+    )
 
 
 def _imputer(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -238,8 +293,9 @@ def _compare(op: str) -> Callable[[Lanes, str, str], str]:
 
 
 def _logical(op: str) -> Callable[[Lanes, str, str], str]:
-    return lambda lanes, a, b: lanes.flag(lanes.logic(
-        op, lanes.op("ne", a, lanes.const(0.0)), lanes.op("ne", b, lanes.const(0.0))))
+    return lambda lanes, a, b: lanes.flag(
+        lanes.logic(op, lanes.op("ne", a, lanes.const(0.0)), lanes.op("ne", b, lanes.const(0.0)))
+    )
 
 
 LOWERINGS: dict[tuple[str, str], LowerFn] = {
@@ -259,8 +315,9 @@ LOWERINGS: dict[tuple[str, str], LowerFn] = {
     ("", "Sub"): _binary(_arith("sub")),
     ("", "Mul"): _binary(_arith("mul")),
     ("", "Div"): _binary(_arith("div")),
-    ("", "Min"): _binary(_arith("min")),
-    ("", "Max"): _binary(_arith("max")),
+    ("", "Min"): _variadic("min"),
+    ("", "Max"): _variadic("max"),
+    ("", "Sum"): _variadic("add"),
     ("", "Less"): _binary(_compare("lt"), DType.bool),
     ("", "LessOrEqual"): _binary(_compare("le"), DType.bool),
     ("", "Greater"): _binary(_compare("gt"), DType.bool),

@@ -30,9 +30,7 @@ def _data_string(blob: bytes) -> str:
     return "".join(f"\\{b:02x}" for b in blob)
 
 
-def emit_module(
-    program: Program, x: Value, outputs: Sequence[Value], max_batch: int
-) -> str:
+def emit_module(program: Program, x: Value, outputs: Sequence[Value], max_batch: int) -> str:
     """WAT text of the module: tile loop, kernels, helpers, data and the ABI exports."""
     n_features = x.width
     n_outputs = sum(v.width for v in outputs)
@@ -172,8 +170,10 @@ class _Schedule:
             key: program.alloc(TILE_ROWS * 16 * _vectors(value)) for key, value in saved.items()
         }
         self._buffers = [
-            (program.alloc(TILE_ROWS * 16 * _vectors(tile.x)),
-             program.alloc(TILE_ROWS * 16 * _vectors(tile.out)))
+            (
+                program.alloc(TILE_ROWS * 16 * _vectors(tile.x)),
+                program.alloc(TILE_ROWS * 16 * _vectors(tile.out)),
+            )
             for tile in self.tiles
         ]
 
@@ -186,8 +186,10 @@ class _Schedule:
 
     @staticmethod
     def _row(base: int, value: Value) -> str:
-        return (f"(i32.add (i32.const {base}) "
-                f"(i32.mul (local.get $t) (i32.const {16 * _vectors(value)})))")
+        return (
+            f"(i32.add (i32.const {base}) "
+            f"(i32.mul (local.get $t) (i32.const {16 * _vectors(value)})))"
+        )
 
     def save(self, value: Value) -> str:
         area = self._areas[(value.addr, value.width)]

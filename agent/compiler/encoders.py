@@ -1,7 +1,8 @@
 """Categorical encoders of ai.onnx.ml on numeric codes: OneHotEncoder and LabelEncoder.
 
-Categorical features reach a module as level indices (see docs/abi.md), so only numeric
-categories are supported; string categories raise ``CompileError``.
+Categorical features reach a module as level indices (see docs/abi.md): numeric
+categories compare codes; string categories (``cats_strings``) apply only to a text graph
+input declared with its levels, whose cells hold the level index.
 """
 
 from __future__ import annotations
@@ -14,23 +15,36 @@ from agent.compiler.ir import CELL, DType, f32_literal, fail
 
 
 def _one_hot(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+    """Numeric categories compare the cell with each category; string categories apply to
+    a text input fed as a level index (``classes`` = its levels): each category becomes
+    its level's index, and a category that is no level never matches."""
     x = state.value(node, 0)
     if "cats_strings" in attrs:
-        raise fail(node.op_type, node.name, "string categories are not supported")
-    cats = [float(c) for c in attrs.get("cats_int64s", [])]
+        if x.dtype is not DType.string or x.classes is None:
+            raise fail(node.op_type, node.name, "string categories need a text input with levels")
+        levels = x.classes
+        names = [str(c) for c in attrs["cats_strings"]]
+        cats = [float(levels.index(c)) if c in levels else -1.0 for c in names]
+        # every level is a category: an unknown value cannot reach the module
+        known = set(levels) <= set(names)
+    else:
+        cats = [float(c) for c in attrs.get("cats_int64s", [])]
+        known = False
     if not cats:
         raise fail(node.op_type, node.name, "no categories")
-    if int(attrs.get("zeros", 1)) != 1:
+    if int(attrs.get("zeros", 1)) != 1 and not known:
         raise fail(node.op_type, node.name, "zeros=0 (fail on unknown categories) is not supported")
     # Output [N, C, K]: one block of K indicator cells per input cell.
-    out = state.new_value(node.output[0], x.width * len(cats), x.rank + 1)
+    dims = (x.width, len(cats)) if x.rank == 2 else None
+    out = state.new_value(node.output[0], x.width * len(cats), x.rank + 1, dims=dims)
     lines = []
     for c in range(x.width):
         cell = f"(f32.load (i32.const {x.cell(c)}))"
         for k, category in enumerate(cats):
             hit = f"(f32.eq {cell} (f32.const {f32_literal(category)}))"
-            lines.append(f"(f32.store (i32.const {out.cell(c * len(cats) + k)}) "
-                         f"(f32.convert_i32_u {hit}))")
+            lines.append(
+                f"(f32.store (i32.const {out.cell(c * len(cats) + k)}) (f32.convert_i32_u {hit}))"
+            )
     state.add_kernel(node, "\n".join(lines))
 
 
@@ -43,12 +57,14 @@ def _label_encoder(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     if len(keys) != len(values) or not keys:
         raise fail(node.op_type, node.name, "keys and values differ in length")
     integer_values = "values_int64s" in attrs
-    default = float(attrs.get("default_int64", -1) if integer_values
-                    else attrs.get("default_float", -0.0))
+    default = float(
+        attrs.get("default_int64", -1) if integer_values else attrs.get("default_float", -0.0)
+    )
     table = np.column_stack([np.asarray(keys, np.float32), np.asarray(values, np.float32)])
     t_addr = state.program.add_f32(table.reshape(-1))
-    out = state.new_value(node.output[0], x.width, x.rank,
-                          DType.int if integer_values else DType.float)
+    out = state.new_value(
+        node.output[0], x.width, x.rank, DType.int if integer_values else DType.float
+    )
     body = []
     for c in range(x.width):
         body.append(f"""(local.set $v (f32.load (i32.const {x.cell(c)})))

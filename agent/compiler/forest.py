@@ -16,8 +16,14 @@ import onnx
 from agent.compiler.graph import Attrs
 from agent.compiler.ir import fail
 
-MODES = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4,
-         "BRANCH_NEQ": 5}
+MODES = {
+    "BRANCH_LEQ": 0,
+    "BRANCH_LT": 1,
+    "BRANCH_GTE": 2,
+    "BRANCH_GT": 3,
+    "BRANCH_EQ": 4,
+    "BRANCH_NEQ": 5,
+}
 LEAF = -1
 
 
@@ -118,12 +124,25 @@ def parse_forest(
             raise fail(node.op_type, node.name, f"tree {tree} has no node 0")
         roots.append(index[(tree, 0)])
     depth = _check_trees(node, roots, true_child, false_child, count)
-    return Forest(features, thresholds, modes, missing, true_child, false_child, leaf_weights,
-                  roots, depth, n_targets)
+    return Forest(
+        features,
+        thresholds,
+        modes,
+        missing,
+        true_child,
+        false_child,
+        leaf_weights,
+        roots,
+        depth,
+        n_targets,
+    )
 
 
 def _check_trees(
-    node: onnx.NodeProto, roots: list[int], true_child: list[int], false_child: list[int],
+    node: onnx.NodeProto,
+    roots: list[int],
+    true_child: list[int],
+    false_child: list[int],
     count: int,
 ) -> int:
     """Refuse shared or cyclic nodes; return the deepest root-to-leaf path (in branches)."""

@@ -1,7 +1,9 @@
 """ONNX graph -> ``Program``: walks the nodes in order, folds constant subgraphs and hands
 each remaining node to the lowering registered for its (domain, op type).
 
-The graph must have one float32 input ``[N, n_features]``. Any node whose inputs are all
+The graph's inputs are float32 (or integer) ``[N, k]`` tensors; the ABI row holds them
+side by side in graph order (one ``[N, 1]`` input per feature, as skl2onnx writes for a
+DataFrame pipeline, or one ``[N, n_features]`` input). Any node whose inputs are all
 constants is evaluated at compile time with ONNX's reference evaluator (shape tensors,
 class lists, reshaped initializers), so kernels only ever see per-row values and
 constant arrays. A node without a lowering raises ``CompileError`` naming its op type and
@@ -11,7 +13,7 @@ name: the compiler never emits a module it cannot vouch for.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +63,9 @@ class Lowering:
         rank: int = 2,
         dtype: DType = DType.float,
         classes: tuple[str, ...] | None = None,
+        dims: tuple[int, ...] | None = None,
     ) -> Value:
-        value = Value(name, self.program.slot(width), width, rank, dtype, classes)
+        value = Value(name, self.program.slot(width), width, rank, dtype, classes, dims)
         self.values[name] = value
         return value
 
@@ -94,10 +97,19 @@ class LoweredGraph:
 
 
 def _registry() -> dict[tuple[str, str], LowerFn]:
-    from agent.compiler import elementwise, encoders, linear, tree_ensemble, trees, vectors
+    from agent.compiler import (
+        elementwise,
+        encoders,
+        knn,
+        linear,
+        svm,
+        tree_ensemble,
+        trees,
+        vectors,
+    )
 
     table: dict[tuple[str, str], LowerFn] = {}
-    for family in (elementwise, encoders, linear, tree_ensemble, trees, vectors):
+    for family in (elementwise, encoders, knn, linear, svm, tree_ensemble, trees, vectors):
         table.update(family.LOWERINGS)
     return table
 
@@ -121,18 +133,33 @@ def attributes(node: onnx.NodeProto) -> dict[str, Any]:
     return attrs
 
 
-def lower(model: onnx.ModelProto) -> LoweredGraph:
-    """Lower a whole model; raises ``CompileError`` on anything it cannot compile."""
+def lower(
+    model: onnx.ModelProto, input_levels: Sequence[Sequence[str]] | None = None
+) -> LoweredGraph:
+    """Lower a whole model; raises ``CompileError`` on anything it cannot compile.
+
+    ``input_levels`` gives, per graph input, the levels of a text input ``[N, 1]`` (a
+    DataFrame's string column): the ABI feeds its level index, and string categories
+    compare with it (``encoders``)."""
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise CompileError(f"the graph must have exactly one input, found {len(inputs)}")
-    n_features = _input_width(inputs[0])
+    infos = [i for i in graph.input if i.name not in initializers]
+    if not infos:
+        raise CompileError("the graph has no input")
+    levels = list(input_levels) if input_levels is not None else []
+    if len(levels) != len(infos):
+        levels = [()] * len(infos)
+    inputs = [(i.name, *_input_spec(i, tuple(lv))) for i, lv in zip(infos, levels, strict=True)]
+    n_features = sum(width for _, width, _, _ in inputs)
     state = Lowering()
     for init in graph.initializer:
         state.consts[init.name] = numpy_helper.to_array(init)
-    x = state.new_value(inputs[0].name, n_features)
+    x = state.new_value("::row", n_features)
+    column = 0
+    for name, width, dtype, classes in inputs:
+        # Each input is a view of its columns of the row: no copy per row.
+        state.values[name] = Value(name, x.cell(column), width, 2, dtype, classes)
+        column += width
     table = _registry()
     opsets = {o.domain or "": o.version for o in model.opset_import}
     for node in fuse_bias(list(graph.node), state.consts, {o.name for o in graph.output}):
@@ -169,8 +196,11 @@ def fuse_bias(
     for node in nodes:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
-    producers = {node.output[0]: i for i, node in enumerate(nodes)
-                 if node.op_type == "MatMul" and (node.domain or "") in ("", "ai.onnx")}
+    producers = {
+        node.output[0]: i
+        for i, node in enumerate(nodes)
+        if node.op_type == "MatMul" and (node.domain or "") in ("", "ai.onnx")
+    }
     fused: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
     for j, node in enumerate(nodes):
@@ -182,27 +212,59 @@ def fuse_bias(
                 continue
             weights = consts.get(nodes[i].input[1])
             b = consts.get(bias)
-            if (weights is None or weights.ndim != 2 or b is None or not 1 <= b.ndim <= 2
-                    or b.size != weights.shape[1] or b.shape[-1] != weights.shape[1]):
+            if (
+                weights is None
+                or weights.ndim != 2
+                or b is None
+                or not 1 <= b.ndim <= 2
+                or b.size != weights.shape[1]
+                or b.shape[-1] != weights.shape[1]
+            ):
                 continue
-            fused[i] = helper.make_node("Gemm", [nodes[i].input[0], nodes[i].input[1], bias],
-                                        [node.output[0]], name=f"{nodes[i].name}+{node.name}")
+            fused[i] = helper.make_node(
+                "Gemm",
+                [nodes[i].input[0], nodes[i].input[1], bias],
+                [node.output[0]],
+                name=f"{nodes[i].name}+{node.name}",
+            )
             dropped.add(j)
             break
     return [fused.get(i, node) for i, node in enumerate(nodes) if i not in dropped]
 
 
-def _input_width(info: onnx.ValueInfoProto) -> int:
+_INTEGER_INPUTS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+
+
+def _input_spec(
+    info: onnx.ValueInfoProto, levels: tuple[str, ...]
+) -> tuple[int, DType, tuple[str, ...] | None]:
+    """Width, dtype and levels of a graph input. ABI v1 feeds f32 cells: float32 inputs
+    as they are, integer inputs (category codes) as whole numbers (exact up to 2**24),
+    a text input ``[N, 1]`` with ``levels`` as the level's index."""
     tensor = info.type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
+    classes: tuple[str, ...] | None = None
+    if tensor.elem_type == onnx.TensorProto.FLOAT:
+        dtype = DType.float
+    elif tensor.elem_type in _INTEGER_INPUTS:
+        dtype = DType.int
+    elif tensor.elem_type == onnx.TensorProto.STRING and levels:
+        dtype, classes = DType.string, levels
+    elif tensor.elem_type == onnx.TensorProto.STRING:
         raise CompileError(
-            f"input {info.name!r} must be float32 (ABI v1 feeds f32), found "
+            f"input {info.name!r} is text: its levels must be known (a categorical feature "
+            "of the schema, or the OneHotEncoder's categories)"
+        )
+    else:
+        raise CompileError(
+            f"input {info.name!r} must be float32 or integer (ABI v1 feeds f32), found "
             f"{onnx.TensorProto.DataType.Name(tensor.elem_type)}"
         )
     dims = tensor.shape.dim
     if len(dims) != 2 or not dims[1].HasField("dim_value") or dims[1].dim_value < 1:
-        raise CompileError(f"input {info.name!r} must have shape [N, n_features], width fixed")
-    return int(dims[1].dim_value)
+        raise CompileError(f"input {info.name!r} must have shape [N, k], width fixed")
+    if classes is not None and dims[1].dim_value != 1:
+        raise CompileError(f"text input {info.name!r} must have shape [N, 1]")
+    return int(dims[1].dim_value), dtype, classes
 
 
 def _fold(state: Lowering, node: onnx.NodeProto, opsets: Mapping[str, int]) -> None:
@@ -213,8 +275,10 @@ def _fold(state: Lowering, node: onnx.NodeProto, opsets: Mapping[str, int]) -> N
     graph = helper.make_graph(
         [node],
         "fold",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-         for n, v in feeds.items()],
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+            for n, v in feeds.items()
+        ],
         [helper.make_tensor_value_info(n, onnx.TensorProto.UNDEFINED, None) for n in node.output],
     )
     opset = [helper.make_opsetid(d, v) for d, v in opsets.items()]

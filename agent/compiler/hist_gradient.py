@@ -71,18 +71,25 @@ def hist_gradient_onnx(model: Any, n_features: int) -> onnx.ModelProto:
         if loss not in _IDENTITY_LOSSES:
             raise CompileError(f"{name} with loss {loss!r} has a link ONNX trees cannot express")
         node = helper.make_node(
-            "TreeEnsembleRegressor", ["X"], ["variable"], domain=ML_DOMAIN,
-            n_targets=1, aggregate_function="SUM", post_transform="NONE",
-            base_values=baseline, target_ids=attrs.pop("class_ids"),
+            "TreeEnsembleRegressor",
+            ["X"],
+            ["variable"],
+            domain=ML_DOMAIN,
+            n_targets=1,
+            aggregate_function="SUM",
+            post_transform="NONE",
+            base_values=baseline,
+            target_ids=attrs.pop("class_ids"),
             target_nodeids=attrs.pop("class_nodeids"),
             target_treeids=attrs.pop("class_treeids"),
-            target_weights=attrs.pop("class_weights"), **attrs,
+            target_weights=attrs.pop("class_weights"),
+            **attrs,
         )
         outputs = [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])]
     graph = helper.make_graph([node], name, [x], outputs)
     proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", _OPSET),
-                              helper.make_opsetid(ML_DOMAIN, _ML_OPSET)],
+        graph,
+        opset_imports=[helper.make_opsetid("", _OPSET), helper.make_opsetid(ML_DOMAIN, _ML_OPSET)],
     )
     onnx.checker.check_model(proto)
     return proto
@@ -102,9 +109,14 @@ def _classifier(
         labels = {"classlabels_strings": [str(c) for c in classes]}
         label_type = TensorProto.STRING
     node = helper.make_node(
-        "TreeEnsembleClassifier", ["X"], ["label", "probabilities"], domain=ML_DOMAIN,
-        post_transform="LOGISTIC" if binary else "SOFTMAX", base_values=baseline,
-        **labels, **attrs,
+        "TreeEnsembleClassifier",
+        ["X"],
+        ["label", "probabilities"],
+        domain=ML_DOMAIN,
+        post_transform="LOGISTIC" if binary else "SOFTMAX",
+        base_values=baseline,
+        **labels,
+        **attrs,
     )
     outputs = [
         helper.make_tensor_value_info("label", label_type, [None]),
@@ -116,11 +128,23 @@ def _classifier(
 def _forest_attributes(predictors: list[list[Any]]) -> dict[str, Any]:
     """Node and leaf-weight attributes, trees numbered iteration-major; the predictor's
     position within its iteration is its class (target) id."""
-    attrs: dict[str, Any] = {key: [] for key in (
-        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_modes", "nodes_values",
-        "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
-        "class_treeids", "class_nodeids", "class_ids", "class_weights",
-    )}
+    attrs: dict[str, Any] = {
+        key: []
+        for key in (
+            "nodes_treeids",
+            "nodes_nodeids",
+            "nodes_featureids",
+            "nodes_modes",
+            "nodes_values",
+            "nodes_truenodeids",
+            "nodes_falsenodeids",
+            "nodes_missing_value_tracks_true",
+            "class_treeids",
+            "class_nodeids",
+            "class_ids",
+            "class_weights",
+        )
+    }
     tree = 0
     for iteration in predictors:
         for class_id, predictor in enumerate(iteration):

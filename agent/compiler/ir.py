@@ -40,7 +40,9 @@ class Value:
 
     ``rank`` is the ONNX rank including the batch axis (1 for ``[N]``, 2 for ``[N, k]``).
     ``classes`` is set when the cells hold class *indices* into that list (a classifier's
-    label, a probability vector's columns): the ABI reports labels as indices.
+    label, a probability vector's columns): the ABI reports labels as indices. A value of
+    rank 3 or more (a one-hot block ``[N, columns, categories]``) records its row shape in
+    ``dims``, cells row-major, so a concatenation along its last axis can interleave.
     """
 
     name: str
@@ -49,9 +51,16 @@ class Value:
     rank: int = 2
     dtype: DType = DType.float
     classes: tuple[str, ...] | None = None
+    dims: tuple[int, ...] | None = None  # axes after the batch axis, kept for rank > 2
 
     def cell(self, index: int) -> int:
         return self.addr + CELL * index
+
+    def row_shape(self) -> tuple[int, ...] | None:
+        """The shape of one row (the axes after the batch axis), None if not known."""
+        if self.dims is not None:
+            return self.dims
+        return {1: (), 2: (self.width,)}.get(self.rank)
 
 
 TILE_ROWS = 4  # rows a tile kernel scores at once
@@ -94,6 +103,9 @@ class Program:
     segments: list[tuple[int, bytes]] = field(default_factory=list)
     kernels: list[Kernel] = field(default_factory=list)
     helpers: set[str] = field(default_factory=set)
+    # slots holding raw decision scores (an SVM without probability estimates): aliases
+    # share the address, so a graph output at one of them is not a probability
+    decision_scores: set[int] = field(default_factory=set)
 
     def alloc(self, nbytes: int) -> int:
         addr = self.top

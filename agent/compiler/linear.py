@@ -56,8 +56,9 @@ def dense_kernel(
     )
     out = state.new_value(node.output[0], n_out, 2)
     name = state.kernel_name(node)
-    source = (_function(name, layout, TILE_ROWS, _TILE_VECTORS)
-              + _function(f"{name}_row", layout, 1, _ROW_VECTORS))
+    source = _function(name, layout, TILE_ROWS, _TILE_VECTORS) + _function(
+        f"{name}_row", layout, 1, _ROW_VECTORS
+    )
     state.program.add_tile_kernel(name, source, x, out)
     return out
 
@@ -82,23 +83,33 @@ def _function(name: str, layout: _Layout, rows: int, vectors: int) -> str:
         accs = [[f"$a{t}_{k}" for k in range(count)] for t in range(rows)]
         init = "\n".join(
             f"(local.set {acc} (v128.load (i32.const {layout.bias + CELL * first + 16 * k})))"
-            for row in accs for k, acc in enumerate(row)
+            for row in accs
+            for k, acc in enumerate(row)
         )
         unroll = next(u for u in (8, 4, 2, 1) if layout.n_in % u == 0)
         steps = []
         for u in range(unroll):
-            steps += [f"(local.set $w{k} (v128.load offset={u * out_stride + 16 * k} "
-                      f"(local.get $w)))" for k in range(count)]
-            steps += [f"(local.set $x{t} (f32x4.splat (f32.load offset="
-                      f"{t * layout.in_stride + CELL * u} (local.get $p))))" for t in range(rows)]
-            steps += [f"(local.set {acc} (f32x4.add (local.get {acc}) "
-                      f"(f32x4.mul (local.get $x{t}) (local.get $w{k}))))"
-                      for t, row in enumerate(accs) for k, acc in enumerate(row)]
+            steps += [
+                f"(local.set $w{k} (v128.load offset={u * out_stride + 16 * k} (local.get $w)))"
+                for k in range(count)
+            ]
+            steps += [
+                f"(local.set $x{t} (f32x4.splat (f32.load offset="
+                f"{t * layout.in_stride + CELL * u} (local.get $p))))"
+                for t in range(rows)
+            ]
+            steps += [
+                f"(local.set {acc} (f32x4.add (local.get {acc}) "
+                f"(f32x4.mul (local.get $x{t}) (local.get $w{k}))))"
+                for t, row in enumerate(accs)
+                for k, acc in enumerate(row)
+            ]
         madds = "\n    ".join(steps)
         stores = "\n".join(
             f"(v128.store offset={t * out_stride + CELL * first + 16 * k} (local.get $out) "
             f"(local.get {acc}))"
-            for t, row in enumerate(accs) for k, acc in enumerate(row)
+            for t, row in enumerate(accs)
+            for k, acc in enumerate(row)
         )
         blocks.append(f"""{init}
 (local.set $w (i32.const {layout.table + CELL * first}))
@@ -155,9 +166,7 @@ def _gemm(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     dense_kernel(state, node, x, weights, bias)
 
 
-def _linear_weights(
-    node: onnx.NodeProto, attrs: Attrs, n_in: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _linear_weights(node: onnx.NodeProto, attrs: Attrs, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     coefficients = np.asarray(attrs.get("coefficients", []), dtype=np.float64)
     if coefficients.size == 0 or coefficients.size % n_in:
         raise fail(node.op_type, node.name, "coefficients do not match the input width")
@@ -187,9 +196,7 @@ def _linear_classifier(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> N
         raise fail(node.op_type, node.name, "one score per class is required")
     raw = _scores_node(node)
     scores = dense_kernel(state, raw, x, weights, intercepts)
-    label = state.new_value(
-        node.output[0], 1, 1, DType.string if strings else DType.int, classes
-    )
+    label = state.new_value(node.output[0], 1, 1, DType.string if strings else DType.int, classes)
     state.add_kernel(node, argmax_body(scores.addr, scores.width, label.addr), ARGMAX_LOCALS)
     probabilities = state.new_value(node.output[1], len(classes), 2, DType.float, classes)
     transform_kernel(state, node, post, scores.addr, probabilities.addr, len(classes))
@@ -202,8 +209,6 @@ def _scores_node(node: onnx.NodeProto) -> onnx.NodeProto:
     del raw.output[:]
     raw.output.append(f"{node.output[0]}::scores")
     return raw
-
-
 
 
 LOWERINGS: dict[tuple[str, str], LowerFn] = {

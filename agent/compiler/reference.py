@@ -42,8 +42,9 @@ def numeric_reference(values: np.ndarray) -> ValueReference:
         std=float(np.std(present)),
         min=float(np.min(present)),
         max=float(np.max(present)),
-        histogram=Histogram(edges=[float(e) for e in edges],
-                            fractions=[float(f) for f in fractions]),
+        histogram=Histogram(
+            edges=[float(e) for e in edges], fractions=[float(f) for f in fractions]
+        ),
     )
 
 
@@ -56,7 +57,5 @@ def categorical_reference(codes: np.ndarray, levels: Sequence[str]) -> ValueRefe
     return ValueReference(
         count=int(present.size),
         missing_rate=float((rows - present.size) / rows) if rows else 0.0,
-        category_frequencies={
-            level: float(counts[i] / total) for i, level in enumerate(levels)
-        },
+        category_frequencies={level: float(counts[i] / total) for i, level in enumerate(levels)},
     )

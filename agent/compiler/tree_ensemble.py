@@ -67,8 +67,10 @@ def regressor_attributes(node: onnx.NodeProto, attrs: Attrs) -> dict[str, Any]:
     missing = [int(v) for v in attrs.get("nodes_missing_value_tracks_true", [])] or [0] * count
     targets = [int(v) for v in attrs.get("leaf_targetids", [])]
     weights = _float32(node, attrs, "leaf_weights")
-    if not count or any(len(column) != count for column in
-                        (splits, modes, true_ids, true_leaf, false_ids, false_leaf, missing)):
+    if not count or any(
+        len(column) != count
+        for column in (splits, modes, true_ids, true_leaf, false_ids, false_leaf, missing)
+    ):
         raise fail(node.op_type, node.name, "node attributes are missing or of unequal length")
     if len(targets) != len(weights):
         raise fail(node.op_type, node.name, "leaf attributes are of unequal length")
@@ -77,11 +79,23 @@ def regressor_attributes(node: onnx.NodeProto, attrs: Attrs) -> dict[str, Any]:
     if any(not 0 <= m < len(_MODES) for m in modes):
         raise fail(node.op_type, node.name, "unknown node mode")
 
-    out: dict[str, list[Any]] = {key: [] for key in (
-        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_modes", "nodes_values",
-        "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
-        "target_treeids", "target_nodeids", "target_ids", "target_weights",
-    )}
+    out: dict[str, list[Any]] = {
+        key: []
+        for key in (
+            "nodes_treeids",
+            "nodes_nodeids",
+            "nodes_featureids",
+            "nodes_modes",
+            "nodes_values",
+            "nodes_truenodeids",
+            "nodes_falsenodeids",
+            "nodes_missing_value_tracks_true",
+            "target_treeids",
+            "target_nodeids",
+            "target_ids",
+            "target_weights",
+        )
+    }
     seen = [False] * count
     for tree, root in enumerate(int(v) for v in attrs.get("tree_roots", [])):
         queue: list[tuple[bool, int]] = [(False, root)]  # (is leaf, index); id = position
@@ -92,14 +106,21 @@ def regressor_attributes(node: onnx.NodeProto, attrs: Attrs) -> dict[str, Any]:
             out["nodes_treeids"].append(tree)
             out["nodes_nodeids"].append(nid)
             if is_leaf:
-                for key, value in (("nodes_featureids", 0), ("nodes_modes", "LEAF"),
-                                   ("nodes_values", 0.0), ("nodes_truenodeids", 0),
-                                   ("nodes_falsenodeids", 0),
-                                   ("nodes_missing_value_tracks_true", 0)):
+                for key, value in (
+                    ("nodes_featureids", 0),
+                    ("nodes_modes", "LEAF"),
+                    ("nodes_values", 0.0),
+                    ("nodes_truenodeids", 0),
+                    ("nodes_falsenodeids", 0),
+                    ("nodes_missing_value_tracks_true", 0),
+                ):
                     out[key].append(value)
-                for key, value in (("target_treeids", tree), ("target_nodeids", nid),
-                                   ("target_ids", targets[index]),
-                                   ("target_weights", weights[index])):
+                for key, value in (
+                    ("target_treeids", tree),
+                    ("target_nodeids", nid),
+                    ("target_ids", targets[index]),
+                    ("target_weights", weights[index]),
+                ):
                     out[key].append(value)
                 continue
             if seen[index]:

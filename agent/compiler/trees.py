@@ -93,17 +93,22 @@ def _unrolled(
     def branch(position: int) -> str:
         mode = forest.modes[position]
         if mode == LEAF:
-            return " ".join(
-                f"(local.set $s{t} ({combine} (local.get $s{t}) (f64.const {_f64_weight(w)})))"
-                for t, w in forest.leaf_weights.get(position, [])
-            ) or "(nop)"
+            return (
+                " ".join(
+                    f"(local.set $s{t} ({combine} (local.get $s{t}) (f64.const {_f64_weight(w)})))"
+                    for t, w in forest.leaf_weights.get(position, [])
+                )
+                or "(nop)"
+            )
         value = f"(f32.load (i32.const {x.cell(forest.features[position])}))"
         threshold = f32_literal(forest.thresholds[position])
         test = f"({_COMPARE[mode]} {value} (f32.const {threshold}))"
         if forest.missing_true[position]:
             test = f"(i32.or {test} (f32.ne {value} {value}))"
-        return (f"(if {test}\n(then {branch(forest.true_child[position])})\n"
-                f"(else {branch(forest.false_child[position])}))")
+        return (
+            f"(if {test}\n(then {branch(forest.true_child[position])})\n"
+            f"(else {branch(forest.false_child[position])}))"
+        )
 
     targets = range(forest.n_targets)
     locals_ = " ".join(f"(local $s{t} f64)" for t in targets)
@@ -151,11 +156,15 @@ def _table_walk(
             blob += struct.pack("<ifii", -1, 0.0, weights_addr + start, weights_addr + end)
             continue
         feature = forest.features[position]
-        field = feature if uniform is not None else (
-            feature | (mode << 24) | (int(forest.missing_true[position]) << 27)
+        field = (
+            feature
+            if uniform is not None
+            else (feature | (mode << 24) | (int(forest.missing_true[position]) << 27))
         )
         blob += struct.pack(
-            "<ifii", field, forest.thresholds[position],
+            "<ifii",
+            field,
+            forest.thresholds[position],
             nodes_addr + forest.true_child[position] * _NODE_BYTES,
             nodes_addr + forest.false_child[position] * _NODE_BYTES,
         )
@@ -192,8 +201,10 @@ def _table_walk(
   (local.set $t (i32.add (local.get $t) (i32.const 4)))
   (br_if $trees (i32.lt_u (local.get $t) (i32.const {len(forest.roots) * 4}))))
 """
-    locals_ = ("(local $t i32) (local $n i32) (local $f i32) (local $x f32) (local $p i32) "
-               "(local $e i32) (local $q i32) (local $m i32) (local $miss i32)")
+    locals_ = (
+        "(local $t i32) (local $n i32) (local $f i32) (local $x f32) (local $p i32) "
+        "(local $e i32) (local $q i32) (local $m i32) (local $miss i32)"
+    )
     state.add_kernel(node, body, locals_)
 
 
@@ -271,8 +282,15 @@ def _classifier(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
         score = state.program.slot(1)
         _finish_kernel(state, node, acc, score, len(forest.roots), (base or [0.0])[:1], "SUM")
         weights = np.asarray(floats(node, attrs, "class_weights"))
-        _binary_kernel(state, node, score, label.addr, probabilities.addr, post,
-                       all_positive=bool(np.all(weights >= 0)))
+        _binary_kernel(
+            state,
+            node,
+            score,
+            label.addr,
+            probabilities.addr,
+            post,
+            all_positive=bool(np.all(weights >= 0)),
+        )
         return
     if weight_classes != set(range(n_classes)) or (n_classes == 2 and len(base) == 2):
         raise fail(node.op_type, node.name, "this class/weight layout is not supported")

@@ -26,9 +26,18 @@ def _reshape(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     if shape is None:
         raise fail(node.op_type, node.name, "the target shape must be a constant")
     dims = [int(d) for d in shape.reshape(-1)]
-    if not dims or dims[0] not in (-1, 0) or len(dims) > 2 or int(np.prod(dims[1:])) != x.width:
+    row = dims[1:]
+    if row.count(-1) == 1:
+        known = int(np.prod([d for d in row if d != -1]))
+        row[row.index(-1)] = x.width // known if known and x.width % known == 0 else -1
+    if (
+        not dims
+        or dims[0] not in (-1, 0)
+        or any(d < 1 for d in row)
+        or int(np.prod(row)) != x.width
+    ):
         raise fail(node.op_type, node.name, f"shape {dims} does not keep one row per batch item")
-    state.alias(node.output[0], x, rank=len(dims))
+    state.alias(node.output[0], x, rank=len(dims), dims=tuple(row) if len(dims) > 2 else None)
 
 
 def _flatten(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -59,20 +68,36 @@ def _unsqueeze(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
 
 
 def _concat(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+    """Concatenation along any axis but the batch axis. Along the last axis of rows with
+    leading axes (skl2onnx joins one-hot blocks ``[N, 1, k]`` on axis -1) each part's
+    chunk for every leading index is copied in turn."""
     parts = [state.value(node, i) for i in range(len(node.input))]
+    shapes = [p.row_shape() for p in parts]
+    rank = parts[0].rank
+    axis = int(attrs.get("axis", 1))
+    axis = axis + rank if axis < 0 else axis
+    if axis < 1 or axis >= rank or any(p.rank != rank for p in parts) or None in shapes:
+        raise fail(node.op_type, node.name, f"axis {attrs.get('axis', 1)} would mix rows")
+    known = [s for s in shapes if s is not None]
+    lead, trail = known[0][: axis - 1], known[0][axis:]
+    if any(s[: axis - 1] != lead or s[axis:] != trail for s in known):
+        raise fail(node.op_type, node.name, "parts differ on an axis other than the joined one")
     for part in parts:
-        _feature_axis(node, part, int(attrs.get("axis", 1)))
         if part.dtype is DType.string:
             raise fail(node.op_type, node.name, "string labels cannot be concatenated")
     dtype = DType.float if any(p.dtype is DType.float for p in parts) else parts[0].dtype
-    out = state.new_value(node.output[0], sum(p.width for p in parts), 2, dtype)
+    row = (*lead, sum(s[axis - 1] for s in known), *trail)
+    width = int(np.prod(row))
+    out = state.new_value(node.output[0], width, rank, dtype, dims=row if rank > 2 else None)
     body, offset = [], 0
-    for part in parts:
-        body.append(
-            f"(memory.copy (i32.const {out.cell(offset)}) (i32.const {part.addr}) "
-            f"(i32.const {part.width * CELL}))"
-        )
-        offset += part.width
+    for i in range(int(np.prod(lead))):
+        for part in parts:
+            chunk = part.width // int(np.prod(lead))
+            body.append(
+                f"(memory.copy (i32.const {out.cell(offset)}) "
+                f"(i32.const {part.cell(i * chunk)}) (i32.const {chunk * CELL}))"
+            )
+            offset += chunk
     state.add_kernel(node, "\n".join(body))
 
 
@@ -83,6 +108,9 @@ def _array_feature_extractor(state: Lowering, node: onnx.NodeProto, attrs: Attrs
         index = state.value(node, 1)
         if index.width != 1 or index.dtype is not DType.int:
             raise fail(node.op_type, node.name, "a constant table must be indexed by one integer")
+        if table.dtype.kind == "f":
+            _lookup(state, node, table.reshape(-1), index)
+            return
         classes = tuple(_label_text(v) for v in table.reshape(-1))
         dtype = DType.string if table.dtype.kind in "OSU" else DType.int
         state.alias(node.output[0], index, dtype=dtype, classes=classes, rank=2)
@@ -100,6 +128,19 @@ def _array_feature_extractor(state: Lowering, node: onnx.NodeProto, attrs: Attrs
         for j, c in enumerate(columns)
     )
     state.add_kernel(node, body)
+
+
+def _lookup(state: Lowering, node: onnx.NodeProto, table: np.ndarray, index: Value) -> None:
+    """A float table indexed by a row value (isotonic calibration: the y of the nearest
+    x); an index outside the table gives NaN rather than a neighbouring cell."""
+    addr = state.program.add_f32(table.astype(np.float32))
+    out = state.new_value(node.output[0], 1, 2)
+    body = f"""(local.set $k (i32.trunc_sat_f32_u (f32.load (i32.const {index.addr}))))
+(f32.store (i32.const {out.addr}) (select
+  (f32.load offset={addr} (i32.shl (local.get $k) (i32.const 2)))
+  (f32.const nan)
+  (i32.lt_u (local.get $k) (i32.const {table.size}))))"""
+    state.add_kernel(node, body, "(local $k i32)")
 
 
 def _gather(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -165,15 +206,19 @@ def softmax_body(src: int, dst: int, width: int) -> str:
         )
         + cell_loop(
             width,
-            store_cell(dst, f"(f32.demote_f64 (f64.div (f64.promote_f32 "
-                       f"(f32.load offset={dst} (local.get $o))) (local.get $s)))"),
+            store_cell(
+                dst,
+                f"(f32.demote_f64 (f64.div (f64.promote_f32 "
+                f"(f32.load offset={dst} (local.get $o))) (local.get $s)))",
+            ),
         )
     )
 
 
-def argmax_body(src: int, width: int, dst: int, last: bool = False) -> str:
-    """Index (as f32) of the first (or last) maximum of ``width`` cells into cell ``dst``."""
-    better = "f32.ge" if last else "f32.gt"
+def argmax_body(src: int, width: int, dst: int, last: bool = False, minimum: bool = False) -> str:
+    """Index (as f32) of the first (or last) maximum (or ``minimum``) of ``width`` cells
+    into cell ``dst``."""
+    better = ("f32.le" if last else "f32.lt") if minimum else ("f32.ge" if last else "f32.gt")
     return (
         f"(local.set $m (f32.load (i32.const {src})))\n(local.set $k (i32.const 0))\n"
         + cell_loop(
@@ -189,13 +234,42 @@ def argmax_body(src: int, width: int, dst: int, last: bool = False) -> str:
 ARGMAX_LOCALS = "(local $o i32) (local $m f32) (local $k i32)"
 
 
-def _argmax(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+def _arg_extreme(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+    """ArgMax and ArgMin along the feature axis."""
     x = state.value(node, 0)
     _feature_axis(node, x, int(attrs.get("axis", 0)))
     rank = 2 if int(attrs.get("keepdims", 1)) else 1
     out = state.new_value(node.output[0], 1, rank, DType.int)
     last = bool(attrs.get("select_last_index", 0))
-    state.add_kernel(node, argmax_body(x.addr, x.width, out.addr, last), ARGMAX_LOCALS)
+    body = argmax_body(x.addr, x.width, out.addr, last, node.op_type == "ArgMin")
+    state.add_kernel(node, body, ARGMAX_LOCALS)
+
+
+def _reduce(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
+    """ReduceSum / ReduceMean / ReduceMax / ReduceMin over the feature axis of a row, in
+    f32 from the first cell to the last."""
+    x = state.value(node, 0)
+    axes = _axes(state, node, attrs)
+    if not axes and int(attrs.get("noop_with_empty_axes", 0)):
+        state.alias(node.output[0], x)
+        return
+    _feature_axis(node, x, axes[0] if len(axes) == 1 else 0)
+    keep = int(attrs.get("keepdims", 1))
+    out = state.new_value(node.output[0], 1, 2 if keep else 1, x.dtype)
+    op = {"ReduceSum": "add", "ReduceMean": "add", "ReduceMax": "max", "ReduceMin": "min"}[
+        node.op_type
+    ]
+    cell = Operand(x.addr, CELL).load()
+    start = "(f32.const 0)" if op == "add" else f"(f32.load (i32.const {x.addr}))"
+    total = "(local.get $n)"
+    if node.op_type == "ReduceMean":
+        total = f"(f32.div {total} (f32.const {f32_literal(float(x.width))}))"
+    body = (
+        f"(local.set $n {start})\n"
+        + cell_loop(x.width, f"(local.set $n (f32.{op} (local.get $n) {cell}))")
+        + f"(f32.store (i32.const {out.addr}) {total})\n"
+    )
+    state.add_kernel(node, body, "(local $o i32) (local $n f32)")
 
 
 def _normalizer(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -217,8 +291,11 @@ def _normalizer(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
         + cell_loop(x.width, f"(local.set $n {step})")
         + cell_loop(
             x.width,
-            store_cell(out.addr, f"(select {cell} (f32.div {cell} {divisor}) "
-                                 f"(f32.eq (local.get $n) (f32.const {f32_literal(0.0)})))"),
+            store_cell(
+                out.addr,
+                f"(select {cell} (f32.div {cell} {divisor}) "
+                f"(f32.eq (local.get $n) (f32.const {f32_literal(0.0)})))",
+            ),
         )
     )
     state.add_kernel(node, body, "(local $o i32) (local $n f32)")
@@ -231,7 +308,12 @@ LOWERINGS: dict[tuple[str, str], LowerFn] = {
     ("", "Unsqueeze"): _unsqueeze,
     ("", "Concat"): _concat,
     ("", "Softmax"): _softmax,
-    ("", "ArgMax"): _argmax,
+    ("", "ArgMax"): _arg_extreme,
+    ("", "ArgMin"): _arg_extreme,
+    ("", "ReduceSum"): _reduce,
+    ("", "ReduceMean"): _reduce,
+    ("", "ReduceMax"): _reduce,
+    ("", "ReduceMin"): _reduce,
     ("", "Gather"): _gather,
     (ML_DOMAIN, "ArrayFeatureExtractor"): _array_feature_extractor,
     (ML_DOMAIN, "ZipMap"): _zipmap,

@@ -110,4 +110,3 @@ def store_cell(out_addr: int, expr: str) -> str:
 def via_f64(helper: str, expr: str) -> str:
     """Apply an f64 math helper to an f32 expression, rounding back to f32."""
     return f"(f32.demote_f64 (call ${helper} (f64.promote_f32 {expr})))"
-

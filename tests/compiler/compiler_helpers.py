@@ -24,9 +24,16 @@ def run_compiled(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, lis
 def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    results = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    feeds, column = {}, 0
+    for info in session.get_inputs():  # the ABI row holds the graph's inputs side by side
+        width = int(info.shape[1])
+        dtype = np.int64 if info.type == "tensor(int64)" else np.float32
+        feeds[info.name] = x[:, column : column + width].astype(dtype)
+        column += width
+    results = session.run(None, feeds)
     arrays = []
     for result in results:
         if isinstance(result, list):  # ZipMap: a list of {class: probability}

@@ -26,8 +26,12 @@ from agent.runtime.model import WasmModel
 from tests.compiler.compiler_helpers import label_indices, run_compiled, run_onnxruntime
 
 DEMO = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
-SCHEMA = {"features": {"temp": {"unit": "Cel", "min": 30, "max": 43},
-                       "sex": {"levels": ["female", "male"]}}}
+SCHEMA = {
+    "features": {
+        "temp": {"unit": "Cel", "min": 30, "max": 43},
+        "sex": {"levels": ["female", "male"]},
+    }
+}
 
 
 def _dataset(tmp_path: Path, rows: int = 300) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -57,8 +61,16 @@ def test_build_from_sklearn_writes_a_complete_unsigned_bundle(tmp_path: Path) ->
     out = tmp_path / "bundle"
     out.mkdir()
     (out / "manifest.sig").write_bytes(b"stale")
-    result = build(model, reference=reference, name="fever", version="1.2.3", out=out,
-                   schema=SCHEMA, creator="tester", metrics={"auroc": 0.9})
+    result = build(
+        model,
+        reference=reference,
+        name="fever",
+        version="1.2.3",
+        out=out,
+        schema=SCHEMA,
+        creator="tester",
+        metrics={"auroc": 0.9},
+    )
     assert result == out
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.wasm"]
     manifest = _manifest(out)
@@ -70,8 +82,10 @@ def test_build_from_sklearn_writes_a_complete_unsigned_bundle(tmp_path: Path) ->
     assert [f.name for f in manifest.inputs] == ["temp", "age", "sex"]
     assert manifest.inputs[0].unit == "Cel" and manifest.inputs[2].levels == ["female", "male"]
     assert [(o.name, o.kind) for o in manifest.outputs] == [
-        ("label", OutputKind.label), ("probability_0", OutputKind.probability),
-        ("probability_1", OutputKind.probability)]
+        ("label", OutputKind.label),
+        ("probability_0", OutputKind.probability),
+        ("probability_1", OutputKind.probability),
+    ]
     assert manifest.outputs[0].classes == ["0", "1"] and manifest.outputs[2].class_label == "1"
     provenance = manifest.provenance
     assert provenance.source == "sklearn" and provenance.creator == "tester"
@@ -88,7 +102,8 @@ def test_build_from_sklearn_writes_a_complete_unsigned_bundle(tmp_path: Path) ->
     assert set(stats.outputs) == {"label", "probability_0", "probability_1"}
     assert stats.outputs["probability_1"].mean == pytest.approx(
         float(model.predict_proba(_imputed(x, stats.features["temp"].median))[:, 1].mean()),
-        abs=1e-5)
+        abs=1e-5,
+    )
 
 
 def _imputed(x: np.ndarray, median: float | None) -> np.ndarray:
@@ -106,8 +121,7 @@ def test_build_from_onnx_path_and_the_lazy_wrappers(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(to_onnx(model, x[:1].astype(np.float32)).SerializeToString())
     for entry, out in ((agent.build, tmp_path / "a"), (agent.bundle.build, tmp_path / "b")):
-        entry(path, reference=reference, name="age-model", version="0.1.0", out=out,
-              schema=SCHEMA)
+        entry(path, reference=reference, name="age-model", version="0.1.0", out=out, schema=SCHEMA)
         manifest = _manifest(out)
         assert manifest.provenance.source == "onnx"
         assert [(o.name, o.kind) for o in manifest.outputs] == [("value", OutputKind.score)]
@@ -117,14 +131,32 @@ def test_build_refuses_mismatched_or_bad_reference_data(tmp_path: Path) -> None:
     reference, x, y = _dataset(tmp_path)
     model = GradientBoostingClassifier(n_estimators=2, max_depth=2).fit(x[:, :2], y)
     with pytest.raises(CompileError, match="reads 2 features"):
-        build(model.fit(x[:, :2], y), reference=reference, name="m", version="1.0.0",
-              out=tmp_path / "o", schema={"features": {"sex": {"levels": ["female", "male"]}}})
+        build(
+            model.fit(x[:, :2], y),
+            reference=reference,
+            name="m",
+            version="1.0.0",
+            out=tmp_path / "o",
+            schema={"features": {"sex": {"levels": ["female", "male"]}}},
+        )
     with pytest.raises(CompileError, match=r"line 2: 'sex' holds a value not among its levels"):
-        build(model, reference=reference, name="m", version="1.0.0", out=tmp_path / "o",
-              schema={"features": {"sex": {"levels": ["f", "m"]}}})
+        build(
+            model,
+            reference=reference,
+            name="m",
+            version="1.0.0",
+            out=tmp_path / "o",
+            schema={"features": {"sex": {"levels": ["f", "m"]}}},
+        )
     with pytest.raises(CompileError, match="missing from the reference"):
-        build(model, reference=reference, name="m", version="1.0.0", out=tmp_path / "o",
-              schema={"features": {"weight": {"unit": "kg"}}})
+        build(
+            model,
+            reference=reference,
+            name="m",
+            version="1.0.0",
+            out=tmp_path / "o",
+            schema={"features": {"weight": {"unit": "kg"}}},
+        )
 
 
 def test_numeric_reference_histogram_convention() -> None:
@@ -144,8 +176,13 @@ def _demo_holdout() -> tuple[np.ndarray, np.ndarray]:
     manifest = _manifest(DEMO / "build" / "deterioration")
     with (DEMO / "holdout.csv").open(newline="") as handle:
         records = list(csv.DictReader(handle))
-    rows = [[float(f.levels.index(r[f.name])) if f.levels else float(r[f.name])
-             for f in manifest.inputs] for r in records]
+    rows = [
+        [
+            float(f.levels.index(r[f.name])) if f.levels else float(r[f.name])
+            for f in manifest.inputs
+        ]
+        for r in records
+    ]
     return np.asarray(rows), np.asarray([int(r["label"]) for r in records])
 
 
@@ -187,18 +224,38 @@ def _cli(argv: list[str]) -> int:
 
 def test_cli_build_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bundle"
-    assert _cli(["build", str(DEMO / "model.onnx"), "--reference", str(DEMO / "reference.csv"),
-                 "--schema", str(DEMO / "schema.yaml"), "--name", "deterioration",
-                 "--version", "1.0.1", "-o", str(out)]) == 0
+    assert (
+        _cli(
+            [
+                "build",
+                str(DEMO / "model.onnx"),
+                "--reference",
+                str(DEMO / "reference.csv"),
+                "--schema",
+                str(DEMO / "schema.yaml"),
+                "--name",
+                "deterioration",
+                "--version",
+                "1.0.1",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "unsigned" in capsys.readouterr().out
-    assert _cli(["predict", str(out), str(DEMO / "holdout.csv"), "-o",
-                 str(tmp_path / "p.csv")]) == 0
+    assert (
+        _cli(["predict", str(out), str(DEMO / "holdout.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    )
     with (tmp_path / "p.csv").open(newline="") as handle:
         predictions = list(csv.DictReader(handle))
     x, _ = _demo_holdout()
     _, probabilities = run_onnxruntime(onnx.load(str(DEMO / "model.onnx")), x)
     assert len(predictions) == 200 and set(predictions[0]) == {
-        "label", "probability_0", "probability_1"}
+        "label",
+        "probability_0",
+        "probability_1",
+    }
     got = np.array([float(p["probability_1"]) for p in predictions])
     assert np.abs(got - probabilities[:, 1]).max() <= 1e-5
     assert {p["label"] for p in predictions} <= {"0", "1"}
@@ -212,11 +269,36 @@ def test_the_edge_agent_entry_point_runs_build_and_predict(
     from agent.cli import main
 
     out = tmp_path / "bundle"
-    assert main(["bundle", "build", str(DEMO / "model.onnx"), "--reference",
-                 str(DEMO / "reference.csv"), "--name", "deterioration", "--version", "2.0.0",
-                 "--schema", str(DEMO / "schema.yaml"), "-o", str(out)]) == 0
-    assert main(["bundle", "predict", str(out), str(DEMO / "reference.csv")]) == 2
-    assert "'wbc' is missing or invalid" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "bundle",
+                "build",
+                str(DEMO / "model.onnx"),
+                "--reference",
+                str(DEMO / "reference.csv"),
+                "--name",
+                "deterioration",
+                "--version",
+                "2.0.0",
+                "--schema",
+                str(DEMO / "schema.yaml"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    # The reference has empty wbc cells: missing, which the demo's trees route.
+    assert main(["bundle", "predict", str(out), str(DEMO / "reference.csv")]) == 0
+    capsys.readouterr()
+    broken = tmp_path / "broken.csv"
+    lines = (DEMO / "reference.csv").read_text().splitlines()
+    broken.write_text("\n".join([lines[0], lines[1].replace("male", "unknown")]) + "\n")
+    assert main(["bundle", "predict", str(out), str(broken)]) == 2
+    assert capsys.readouterr().err == (
+        "edge-agent: error: features CSV line 2: 'sex' is not one of its levels\n"
+    )
 
 
 def test_cli_predict_refuses_a_swapped_module(tmp_path: Path) -> None:
@@ -231,3 +313,28 @@ def test_cli_predict_refuses_a_swapped_module(tmp_path: Path) -> None:
         _cli(["predict", str(bundle), str(DEMO / "holdout.csv")])
     manifest = json.loads((source / "manifest.json").read_bytes())
     assert manifest["files"]["model.wasm"]["size"] == len(wasm)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--reference", "absent.csv"], "cannot read the reference CSV 'absent.csv' as UTF-8"),
+        (["--schema", "absent.yaml"], "cannot read the schema 'absent.yaml'"),
+        (["--name", "Bad Name"], "name 'Bad Name': model name must be lowercase"),
+    ],
+)
+def test_cli_build_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from agent.cli import main
+
+    options = {"--reference": str(DEMO / "reference.csv"), "--name": "m", "--version": "1.0.0"}
+    for key, value in zip(argv[::2], argv[1::2], strict=True):
+        options[key] = str(tmp_path / value) if value.endswith((".csv", ".yaml")) else value
+    command = ["bundle", "build", str(DEMO / "model.onnx"), "-o", str(tmp_path / "out")]
+    for key, value in options.items():
+        command += [key, value]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"edge-agent: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,199 @@
+"""A bundle directory scored in a notebook or a script: ``agent.load(path).predict(data)``,
+and the cell encoding that ``edge-agent bundle predict`` shares with it.
+
+This is a data scientist's tool for checking a build, not a trust decision: ``model.wasm``
+is checked against the manifest's sha256 and size, the signature is not verified
+(``edge-agent bundle verify`` does that). The module runs in the same wasmtime sandbox
+the agent uses.
+
+Cells are encoded one way on every path here (``encode``): empty cells and ``NA``,
+``NaN``, ``null`` (any case), ``None``, a float NaN or pandas' ``NA`` are missing (NaN, which
+models that learnt a missing-value direction handle and others turn into NaN outputs); a
+categorical feature takes its level names; anything else must be a number. pandas is
+optional and imported only when a DataFrame is passed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.bundle.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    BundleManifest,
+    InputFeature,
+    OutputKind,
+)
+from agent.errors import BundleError, DigestMismatch, RecordError
+from agent.limits import Limits
+from agent.runtime.model import WasmModel
+
+MISSING_CELLS = frozenset({"", "na", "nan", "null"})  # compared after strip() and lower()
+
+
+def read_bundle(directory: Path, limits: Limits) -> tuple[BundleManifest, bytes]:
+    """The manifest and a module whose sha256 and size match it (``DigestMismatch``)."""
+    manifest_path = directory / MANIFEST_FILE
+    try:
+        if manifest_path.stat().st_size > limits.manifest_max:
+            raise BundleError(f"{MANIFEST_FILE} is larger than limits.manifest_max")
+        manifest = BundleManifest.model_validate_json(manifest_path.read_bytes())
+        wasm = (directory / MODEL_FILE).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read the bundle in {directory}") from exc
+    except ValueError as exc:
+        raise BundleError(f"{MANIFEST_FILE} is not a valid manifest") from exc
+    entry = manifest.files[MODEL_FILE]
+    if len(wasm) != entry.size or hashlib.sha256(wasm).hexdigest() != entry.sha256:
+        raise DigestMismatch(f"{MODEL_FILE} does not match the manifest's sha256/size")
+    return manifest, wasm
+
+
+def is_missing(value: object) -> bool:
+    if value is None or type(value).__name__ == "NAType":  # pandas.NA, without pandas
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() in MISSING_CELLS
+    try:
+        return math.isnan(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def encode(feature: InputFeature, value: object) -> float:
+    """``value`` as the module reads ``feature``: NaN when missing, the level's index for
+    a categorical feature, else the number. ``ValueError`` (whose message never holds the
+    value) when it is none of these."""
+    if is_missing(value):
+        return math.nan
+    if feature.levels:
+        text = value.strip() if isinstance(value, str) else _number_text(value)
+        if text not in feature.levels:
+            raise ValueError("not one of its levels")
+        return float(feature.levels.index(text))
+    if isinstance(value, bool):
+        raise ValueError("not a number")
+    try:
+        return float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError("not a number") from None
+
+
+def _number_text(value: object) -> str:
+    """A numeric level written as text: 1.0 -> "1" (a DataFrame holds codes as floats)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+class LocalModel:
+    """A bundle loaded for scoring in process; build with :func:`load`."""
+
+    def __init__(self, manifest: BundleManifest, runtime: WasmModel) -> None:
+        self.manifest = manifest
+        self._runtime = runtime
+
+    def predict(self, data: Any) -> Any:
+        """Score ``data``: a pandas DataFrame (columns named after the features, any order,
+        extra columns ignored) gives a DataFrame with one column per output, the same
+        index, class labels as text; rows (sequences in the manifest's input order, or
+        mappings by feature name) give one list of floats per row (a label as its class
+        index). Raises ``RecordError``
+        naming the row and feature of a cell that cannot be read."""
+        if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
+            return self._predict_frame(data)
+        return self.score([self._encode_row(row, f"row {i}") for i, row in enumerate(data)])
+
+    def score(self, rows: list[list[float]]) -> list[list[float]]:
+        """Score rows already encoded (floats in manifest input order, NaN for missing,
+        level indices), e.g. by ``read_features``."""
+        return self._runtime.predict(rows) if rows else []
+
+    def _encode_row(self, row: Sequence[object] | Mapping[str, object], where: str) -> list[float]:
+        if isinstance(row, Mapping):
+            absent = [f.name for f in self.manifest.inputs if f.name not in row]
+            if absent:
+                raise RecordError(f"{where} lacks features: {', '.join(absent)}")
+            values: Sequence[object] = [row[f.name] for f in self.manifest.inputs]
+        else:
+            values = row
+        if len(values) != len(self.manifest.inputs):
+            raise RecordError(
+                f"{where} has {len(values)} values, the model reads {len(self.manifest.inputs)}"
+            )
+        return encode_row(self.manifest.inputs, values, where)
+
+    def _predict_frame(self, frame: Any) -> Any:
+        import pandas as pd
+
+        absent = [f.name for f in self.manifest.inputs if f.name not in frame.columns]
+        if absent:
+            raise RecordError(f"the DataFrame lacks columns: {', '.join(absent)}")
+        columns = [frame[f.name].tolist() for f in self.manifest.inputs]
+        rows = [
+            encode_row(self.manifest.inputs, values, f"row {i}")
+            for i, values in enumerate(zip(*columns, strict=True))
+        ]
+        predictions = self.score(rows)
+        result: dict[str, list[Any]] = {}
+        for k, spec in enumerate(self.manifest.outputs):
+            values = [row[k] for row in predictions]
+            if spec.kind is OutputKind.label and spec.classes:
+                result[spec.name] = [label_text(spec.classes, v) for v in values]
+            else:
+                result[spec.name] = values
+        return pd.DataFrame(result, index=frame.index)
+
+
+def encode_row(
+    features: Sequence[InputFeature], values: Sequence[object], where: str
+) -> list[float]:
+    """One row of cells, in feature order, encoded; ``RecordError`` naming ``where`` and
+    the feature (never the value) for a cell that cannot be read."""
+    row = []
+    for feature, value in zip(features, values, strict=True):
+        try:
+            row.append(encode(feature, value))
+        except ValueError as exc:
+            raise RecordError(f"{where}: {feature.name!r} is {exc}") from None
+    return row
+
+
+def read_features(path: Path, manifest: BundleManifest) -> list[list[float]]:
+    """A features CSV as rows in manifest input order (``encode``). Extra columns are
+    ignored; a missing column or a cell that cannot be read is a ``RecordError`` naming the
+    line and feature."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        absent = [f.name for f in manifest.inputs if f.name not in header]
+        if absent:
+            raise RecordError(f"features CSV lacks columns: {', '.join(absent)}")
+        return [
+            encode_row(
+                manifest.inputs,
+                [record.get(f.name) for f in manifest.inputs],
+                f"features CSV line {line}",
+            )
+            for line, record in enumerate(reader, start=2)
+        ]
+
+
+def label_text(classes: Sequence[str], value: float) -> str | None:
+    """The class label of a label output's index; None when it is not a class index."""
+    return classes[int(value)] if value == value and 0 <= value < len(classes) else None
+
+
+def load(directory: Path | str, *, limits: Limits | None = None) -> LocalModel:
+    """Load the bundle in ``directory`` (``model.wasm`` checked against the manifest, the
+    signature not verified) into the wasmtime sandbox."""
+    limits = limits or Limits()
+    manifest, wasm = read_bundle(Path(directory), limits)
+    return LocalModel(manifest, WasmModel.load(wasm, limits=limits))
