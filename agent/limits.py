@@ -28,3 +28,5 @@ class Limits:
     # ones go to a worker thread so the loop keeps answering health checks meanwhile
     request_timeout: float = 10.0  # seconds for one HTTP request end to end
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM
+    log_repeat_interval: float = 10.0  # seconds: a warning a flood repeats (a refused
+    # connection, a failed accept) is logged at most this often, with the count held back
