@@ -37,19 +37,17 @@ def temp_name(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(target: Path, mode: int = 0o644, group: int | None = None) -> Iterator[BinaryIO]:
+def atomic_output(target: Path, mode: int = 0o644, exact: bool = False) -> Iterator[BinaryIO]:
     """Write ``target`` all or nothing: temp file in the same folder (created afresh with
-    ``mode``, less the umask), flush, fsync, ``os.replace``, fsync the folder. With
-    ``group``, the file is given to that group and gets exactly ``mode`` (the group was
-    asked for, so the umask does not take its read bit away). On an exception the temp
-    file is removed and ``target`` is left as it was."""
+    ``mode``, less the umask; ``exact``: ``mode`` itself, whatever the umask), flush,
+    fsync, ``os.replace``, fsync the folder. On an exception the temp file is removed and
+    ``target`` is left as it was."""
     temp = temp_name(target)
     try:
         temp.unlink(missing_ok=True)  # a crashed attempt's leftover keeps its old mode
         descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(descriptor, "wb") as stream:
-            if group is not None:
-                os.fchown(descriptor, -1, group)
+            if exact:
                 os.fchmod(descriptor, mode)
             yield stream
             stream.flush()
@@ -62,9 +60,9 @@ def atomic_output(target: Path, mode: int = 0o644, group: int | None = None) -> 
     fsync_dir(target.parent)
 
 
-def write_atomic(target: Path, data: bytes, mode: int = 0o644, group: int | None = None) -> None:
+def write_atomic(target: Path, data: bytes, mode: int = 0o644, exact: bool = False) -> None:
     """``data`` as the whole new content of ``target``, all or nothing (``atomic_output``)."""
-    with atomic_output(target, mode, group) as stream:
+    with atomic_output(target, mode, exact) as stream:
         stream.write(data)
 
 

@@ -78,14 +78,14 @@ class BatchSettings:
     checkpoint_seconds: float = 2.0  # ... and at least this often
     document_max: int = 64_000_000  # bytes: a single-document JSON file, read whole
     input_policy: InputPolicy = field(default_factory=InputPolicy)  # files it may read
-    output_group: int | None = None  # group id that may also read the result files
+    results_group_readable: bool = False  # result files 0640 (their group: the folder's)
     as_of: datetime | None = None  # look-back windows end here (historical files); None = now
 
     @property
     def output_mode(self) -> int:
         """Result files hold predictions about patients: readable by the agent's user
-        only (0600), or also by ``output_group`` (0640), whatever the umask."""
-        return 0o600 if self.output_group is None else 0o640
+        only (0600), or also by their group (0640), whatever the umask."""
+        return 0o640 if self.results_group_readable else 0o600
 
 
 @dataclass(frozen=True)
@@ -249,12 +249,12 @@ class BatchEngine:
         results = job.part(RESULTS_PART)
         summary = RunSummary.of(results)
         published: list[str] = []
-        modes = (self.settings.output_mode, self.settings.output_group)
+        mode = self.settings.output_mode
         for kind in (OutputKind.ndjson, OutputKind.csv, OutputKind.fhir):
             if kind not in job.outputs:
                 continue
             target = outdir / output_name(journal.stem, kind)
-            with atomic_output(target, *modes) as stream:
+            with atomic_output(target, mode, exact=True) as stream:
                 if kind is OutputKind.csv:
                     write_csv(results, stream, list(summary.output_names))
                 else:
@@ -270,7 +270,7 @@ class BatchEngine:
             "finished": journal.finished,
         }
         report = summary.report(about, published)
-        write_atomic(outdir / output_name(journal.stem, None), _json(report), *modes)
+        write_atomic(outdir / output_name(journal.stem, None), _json(report), mode, exact=True)
         return summary
 
     @staticmethod

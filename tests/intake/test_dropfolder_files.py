@@ -316,33 +316,42 @@ def test_file_changing_while_read_is_an_error_not_a_success(
 
 
 def test_result_files_are_private_or_group_readable(tmp_path: Path) -> None:
+    """Under a usual login umask (022, as outside systemd): results and reports 0600; with
+    ``results_group_readable`` and setgid folders (the Ansible role's layout), 0640 in the
+    folders' group, even under a 077 umask."""
     group = next(g for g in grp.getgrall() if g.gr_gid != os.getgid())
-    old = os.umask(0o022)  # a usual login umask, as outside systemd
-    try:
-        _check_result_modes(tmp_path, group)
-    finally:
-        os.umask(old)
-
-
-def _check_result_modes(tmp_path: Path, group: grp.struct_group) -> None:
-    for name, overrides, mode, gid in [
-        ("private", {}, 0o600, os.getgid()),
-        ("shared", {"results_group": group.gr_name}, 0o640, group.gr_gid),
+    for name, umask, overrides, mode, gid in [
+        ("private", 0o022, {}, 0o600, os.getgid()),
+        ("shared", 0o077, {"results_group_readable": True}, 0o640, group.gr_gid),
     ]:
         root = tmp_path / name
-        config = folder_config(root, settle_seconds=0.1, **overrides)
-        drop = DropFolder(config, RecordScorer(), Limits())
-        drop.start()
+        for folder in ("outbox", "failed"):
+            (root / folder).mkdir(parents=True)
+            if gid != os.getgid():
+                os.chown(root / folder, -1, gid)
+                (root / folder).chmod(0o2770)
+        old = os.umask(umask)
         try:
-            (root / "inbox/ok.hl7").write_text(hl7_message(1))
-            (root / "inbox/bad.bin").write_text("not a record\n")
-            wait_for(lambda r=root: _read_json(r / "outbox/ok.hl7.report.json"))  # type: ignore[misc]
-            wait_for(lambda r=root: _read_json(r / "failed/bad.bin.error.json"))  # type: ignore[misc]
+            _score_one_good_one_bad(root, overrides)
         finally:
-            drop.stop()
+            os.umask(old)
         written = [*(root / "outbox").iterdir(), root / "failed/bad.bin.error.json"]
         assert len(written) == 5
         for path in written:
             status = path.stat()
             assert (stat.S_IMODE(status.st_mode), status.st_gid) == (mode, gid), path.name
         assert stat.S_IMODE((root / "state/jobs").stat().st_mode) == 0o700
+
+
+def _score_one_good_one_bad(root: Path, overrides: dict[str, Any]) -> None:
+    drop = DropFolder(
+        folder_config(root, settle_seconds=0.1, **overrides), RecordScorer(), Limits()
+    )
+    drop.start()
+    try:
+        (root / "inbox/ok.hl7").write_text(hl7_message(1))
+        (root / "inbox/bad.bin").write_text("not a record\n")
+        wait_for(lambda: _read_json(root / "outbox/ok.hl7.report.json"))
+        wait_for(lambda: _read_json(root / "failed/bad.bin.error.json"))
+    finally:
+        drop.stop()

@@ -75,9 +75,11 @@ class DropFolderConfig(Section):
     the owner, only a regular file with one link that not every user may write is read:
     anything else goes to ``failed/`` unread (docs/drop-folder.md)."""
 
-    results_group: str | None = None
-    """Group that may read the result files and reports (they are then 0640 and belong to
-    it, e.g. the interface engine's group); None: they are 0600, the agent's user's only."""
+    results_group_readable: bool = False
+    """Result files and reports are 0640 instead of 0600: readable by their group, which
+    they take from their folder. Make ``outbox`` and ``failed`` setgid to the group that
+    collects results (the interface engine's), as the Ansible role does; a group named
+    here instead would need a ``chown`` that the unit's ``PrivateUsers=yes`` forbids."""
 
     document_max: int = Field(default=64_000_000, gt=0)
     """Bytes: largest single-document JSON file (a Bundle), which is read whole. NDJSON,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import grp
 import json
 import logging
 import os
@@ -103,7 +102,7 @@ class DropFolder:
                 checkpoint_seconds=config.checkpoint_seconds,
                 document_max=config.document_max,
                 input_policy=self.policy,
-                output_group=_group_id(config.results_group),
+                results_group_readable=config.results_group_readable,
             ),
         )
         self._jobs_root = config.state / "jobs"
@@ -368,13 +367,8 @@ class DropFolder:
             "started": journal.started,
             "failed": journal.finished,
         }
-        settings = self.engine.settings
-        write_atomic(
-            report_path,
-            json.dumps(report, indent=1).encode(),
-            settings.output_mode,
-            settings.output_group,
-        )
+        mode = self.engine.settings.output_mode
+        write_atomic(report_path, json.dumps(report, indent=1).encode(), mode, exact=True)
         log.warning(
             "drop folder file unreadable",
             extra={"job": journal.job_id, "reason": journal.failure_reason, "status": "failed"},
@@ -401,13 +395,3 @@ class DropFolder:
             with contextlib.suppress(FileNotFoundError, ValueError):
                 journals.append(Journal.load(folder))
         return journals
-
-
-def _group_id(name: str | None) -> int | None:
-    """The id of ``drop_folder.results_group``; ``ConfigError`` when no such group exists."""
-    if name is None:
-        return None
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise ConfigError("drop_folder.results_group names no group on this system") from None
