@@ -31,3 +31,5 @@ class Limits:
     http_keep_alive_timeout: float = 5.0  # seconds an idle HTTP connection is kept open
     http_header_max: int = 65_536  # bytes: an HTTP request's line and headers
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM
+    log_repeat_interval: float = 10.0  # seconds: a warning a flood repeats (a refused
+    # connection, a failed accept) is logged at most this often, with the count held back

@@ -7,9 +7,12 @@ written at all: only the exception's type).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,3 +75,60 @@ def configure(level: str, fmt: str) -> None:
     # uvicorn's access log would write request paths and client addresses per request;
     # the agent logs its own PHI-free request lines instead.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class ThrottledWarning:
+    """A warning that a flood repeats (a refused connection, a failed accept): logged at
+    most once per ``interval`` seconds, with ``count`` the occurrences since the last line,
+    so a client that opens thousands of connections cannot fill the disk or rotate the
+    useful lines away. Not thread-safe: use it from one thread (an event loop)."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._clock = clock
+        self._held = 0
+        self._next = float("-inf")
+
+    def __call__(self, **extra: Any) -> None:
+        self._held += 1
+        now = self._clock()
+        if now < self._next:
+            return
+        self._logger.warning(self._message, extra={**extra, "count": self._held})
+        self._held = 0
+        self._next = now + self._interval
+
+
+_ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's context message
+
+
+def throttle_accept_failures(loop: asyncio.AbstractEventLoop, interval: float) -> None:
+    """Route asyncio's report of a failed ``accept`` (out of file descriptors or memory;
+    asyncio retries every second, reporting each time) through a ``ThrottledWarning``;
+    every other report goes to the handler that was there before. Idempotent per loop."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "throttles_accept_failures", False):
+        return
+    warn = ThrottledWarning(
+        logging.getLogger("agent.listeners"), "accept failed: out of system resources", interval
+    )
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") == _ACCEPT_FAILED:
+            error = context.get("exception")
+            warn(error_type=type(error).__name__ if error is not None else "OSError")
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.throttles_accept_failures = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)

@@ -18,13 +18,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from agent.batch.config import OutputKind
 from agent.batch.formats import InputFormat, detect_format, read_items
+from agent.batch.inputs import FileIdentity, InputPolicy, SettledInput, open_input
 from agent.batch.items import (
     BatchItem,
     ReadContext,
@@ -77,7 +78,15 @@ class BatchSettings:
     checkpoint_records: int = 100  # commit at least every this many records
     checkpoint_seconds: float = 2.0  # ... and at least this often
     document_max: int = 64_000_000  # bytes: a single-document JSON file, read whole
+    input_policy: InputPolicy = field(default_factory=InputPolicy)  # files it may read
+    results_group_readable: bool = False  # result files 0640 (their group: the folder's)
     as_of: datetime | None = None  # look-back windows end here (historical files); None = now
+
+    @property
+    def output_mode(self) -> int:
+        """Result files hold predictions about patients: readable by the agent's user
+        only (0600), or also by their group (0640), whatever the umask."""
+        return 0o640 if self.results_group_readable else 0o600
 
 
 @dataclass(frozen=True)
@@ -123,8 +132,18 @@ class BatchEngine:
         self._lines = ResultLines(plane, settings.intake, settings.caller, settings.as_of)
 
     # --- job lifecycle ----------------------------------------------------------------
-    def begin(self, folder: Path, source: Path, name: str, stem: str, job_id: str) -> BatchJob:
-        """Start a job for ``source`` (already in place: the engine never moves inputs)."""
+    def begin(
+        self,
+        folder: Path,
+        source: Path,
+        name: str,
+        stem: str,
+        job_id: str,
+        expected: FileIdentity | None = None,
+    ) -> BatchJob:
+        """Start a job for ``source`` (already in place: the engine never moves inputs).
+        ``expected`` is the file a scan saw settle: ``run`` refuses any other, or this one
+        changed."""
         folder.mkdir(parents=True, exist_ok=True)
         journal = Journal(
             job_id=job_id,
@@ -134,6 +153,7 @@ class BatchEngine:
             model=self.settings.model,
             outputs=sorted(self.settings.outputs),
             started=utc_now(),
+            identity=asdict(expected) if expected is not None else None,
         )
         journal.save(folder)
         return BatchJob(folder, journal)
@@ -157,19 +177,34 @@ class BatchEngine:
         journal = job.journal
         if journal.state is not JobState.scoring:
             return journal.state is JobState.publishing
-        if journal.format is None:
-            journal.format = detect_format(job.input, self.settings.limits).value
-            journal.save(job.folder)
+        expected = FileIdentity(**journal.identity) if journal.identity is not None else None
+        with open_input(job.input, self.settings.input_policy, expected) as source:
+            if journal.identity is None or journal.format is None:
+                journal.identity = asdict(source.identity)
+                journal.format = detect_format(source, journal.name, self.settings.limits).value
+                journal.save(job.folder)
+            return self._score(job, source, InputFormat(journal.format), stop, progress)
+
+    def _score(
+        self,
+        job: BatchJob,
+        source: SettledInput,
+        fmt: InputFormat,
+        stop: Callable[[], bool],
+        progress: Callable[[Progress], None] | None,
+    ) -> bool:
+        """``run`` once the input is open and its format known."""
+        journal = job.journal
         risk = OutputKind.fhir in job.outputs
         parts = [RESULTS_PART] + ([RISK_PART] if risk else [])
         for part in parts:
             truncate_to(job.part(part), journal.sizes.get(part, 0))
-        total = os.stat(job.input).st_size
-        with open(job.input, "rb") as source, _Parts(job, parts) as sinks:
+        total = source.identity.size
+        with _Parts(job, parts) as sinks:
             context = ReadContext(
                 self.settings.limits, self.settings.document_max, job.folder, stop
             )
-            items = read_items(source, InputFormat(journal.format), context)
+            items = read_items(source, fmt, context)
             uncommitted, committed_at = 0, time.monotonic()
             try:
                 for unit in self._units(items, skip=journal.records_done):
@@ -194,6 +229,7 @@ class BatchEngine:
                         return False
             except ReadStopped:
                 return False
+            source.verify_unchanged()
             journal.state = JobState.publishing
             journal.finished = utc_now()
             sinks.commit(journal)
@@ -214,11 +250,12 @@ class BatchEngine:
         results = job.part(RESULTS_PART)
         summary = RunSummary.of(results)
         published: list[str] = []
+        mode = self.settings.output_mode
         for kind in (OutputKind.ndjson, OutputKind.csv, OutputKind.fhir):
             if kind not in job.outputs:
                 continue
             target = outdir / output_name(journal.stem, kind)
-            with atomic_output(target) as stream:
+            with atomic_output(target, mode, exact=True) as stream:
                 if kind is OutputKind.csv:
                     write_csv(results, stream, list(summary.output_names))
                 else:
@@ -234,7 +271,7 @@ class BatchEngine:
             "finished": journal.finished,
         }
         report = summary.report(about, published)
-        write_atomic(outdir / output_name(journal.stem, None), _json(report))
+        write_atomic(outdir / output_name(journal.stem, None), _json(report), mode, exact=True)
         return summary
 
     @staticmethod

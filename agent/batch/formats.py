@@ -19,9 +19,9 @@ from typing import BinaryIO
 
 from agent.batch.csv_rows import csv_items
 from agent.batch.fhir_records import document_items, ndjson_items
-from agent.batch.hl7_messages import clean_segment, hl7_items
+from agent.batch.hl7_messages import clean_segment, envelope_closed, hl7_items
 from agent.batch.items import BatchItem, ReadContext, UnreadableFile
-from agent.batch.lines import read_lines
+from agent.batch.lines import EOL, read_lines
 from agent.limits import Limits
 
 
@@ -40,33 +40,71 @@ _BY_SUFFIX = {
     ".hl7v2": InputFormat.hl7v2,
 }
 _HL7_START = re.compile(rb"(MSH|FHS|BHS)[^A-Za-z0-9\s]")
+_OPENING = 64  # bytes: enough of a file's start to tell JSON from HL7
+_TAIL = 4096  # bytes: a file's end read to find its end marker (a trailer segment is short)
 
 
-def detect_format(path: Path, limits: Limits) -> InputFormat:
-    """The format of ``path``; ``UnreadableFile("unknown_format")`` when none fits."""
-    known = _BY_SUFFIX.get(path.suffix.lower())
+def detect_format(stream: BinaryIO, name: str, limits: Limits) -> InputFormat:
+    """The format of the file ``name`` open as ``stream`` (left at its start);
+    ``UnreadableFile("unknown_format")`` when none fits. A first line longer than an NDJSON
+    line may be (``limits.http_body_max``) can only be one JSON document or HL7 whose first
+    message is too large: its opening bytes tell which, so a one-line document gets the
+    single-document limit (``document_max``), not the line limit."""
+    suffix = Path(name).suffix.lower()
+    known = _BY_SUFFIX.get(suffix)
     if known is not None:
         return known
-    with open(path, "rb") as stream:
-        first: list[bytes | None] = []
-        for _, line, _ in read_lines(stream, limits.http_body_max):
-            if line is None or clean_segment(line):
-                first.append(clean_segment(line) if line is not None else None)
-            if len(first) == 2:
-                break
-    head = first[0] if first else None
+    first: list[bytes | None] = []
+    for _, line, _ in read_lines(stream, limits.http_body_max):
+        if line is None or clean_segment(line):
+            first.append(clean_segment(line) if line is not None else None)
+        if len(first) == 2:
+            break
+    stream.seek(0)
+    if not first:
+        raise UnreadableFile("unknown_format", "the file is empty")
+    head = first[0]
     if head is None:
-        raise UnreadableFile("unknown_format", "the file is empty or its first line too long")
+        head = clean_segment(stream.read(_OPENING).lstrip())
+        stream.seek(0)
+        if head.startswith((b"{", b"[")):
+            return InputFormat.fhir_json
     if _HL7_START.match(head):
         return InputFormat.hl7v2
     if head.startswith(b"{"):
         several = len(first) == 2 and _is_json_object(head)
         return InputFormat.ndjson if several else InputFormat.fhir_json
-    if path.suffix.lower() == ".json" or head.startswith(b"["):
+    if suffix == ".json" or head.startswith(b"["):
         return InputFormat.fhir_json
-    if b"," in head:
+    if b"," in head and first[0] is not None:
         return InputFormat.features_csv
     raise UnreadableFile("unknown_format", "the file is not NDJSON, FHIR JSON, HL7 v2 or CSV")
+
+
+def end_seen(stream: BinaryIO, fmt: InputFormat, limits: Limits) -> bool:
+    """Whether the file open as ``stream`` shows the end its format promises: a JSON
+    document its closing bracket, an HL7 batch that opened with ``FHS``/``BHS`` its
+    ``FTS``/``BTS``. NDJSON, CSV and bare HL7 messages have no end marker (True). Reads
+    the head and the tail only; leaves ``stream`` at its start."""
+    size = os.fstat(stream.fileno()).st_size
+    tail = os.pread(stream.fileno(), _TAIL, max(0, size - _TAIL))
+    if fmt is InputFormat.fhir_json:
+        return tail.rstrip().endswith((b"}", b"]"))
+    if fmt is not InputFormat.hl7v2:
+        return True
+    first = next(
+        (
+            s
+            for _, line, _ in read_lines(stream, limits.hl7_message_max)
+            if line is not None and (s := clean_segment(line))
+        ),
+        b"",
+    )
+    stream.seek(0)
+    lines = [clean_segment(line) for line in EOL.split(tail)]
+    whole = lines[1:] if size > _TAIL else lines  # the first may be a cut-off segment
+    last = next((line for line in reversed(whole) if line), b"")
+    return envelope_closed(first, last)
 
 
 def _is_json_object(line: bytes) -> bool:

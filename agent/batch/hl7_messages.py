@@ -4,6 +4,8 @@ A batch is either wrapped (``FHS``/``BHS`` ... ``BTS``/``FTS``) or simply severa
 one after another; segments end in CR, LF or CRLF. Each message starts at its ``MSH``
 segment and becomes one record, re-joined with CR (the HL7 segment separator). Envelope
 segments are dropped. Segments before the first ``MSH`` are one bad record (``no_msh``).
+A file that opens a batch (``FHS`` or ``BHS``) must close it (``FTS`` or ``BTS`` last): one
+that does not is incomplete, its writer cut off or still at work, and fails whole.
 The label is the message control id (MSH-10), which the caller's interface engine knows.
 MLLP frame bytes left in a dump of an interface engine's traffic, and a BOM, are ignored.
 """
@@ -14,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from agent.batch.items import BadItem, BatchItem, RecordItem
+from agent.batch.items import BadItem, BatchItem, RecordItem, UnreadableFile
 from agent.batch.lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import RecordFormat
 
 _ENVELOPE = frozenset({b"FHS", b"BHS", b"BTS", b"FTS"})
+_CLOSING = {b"FHS": b"FTS", b"BHS": b"BTS"}  # the trailer a batch header promises
 _PADDING = b" \t\x0b\x1c\x00"  # blanks, and MLLP frame bytes a dump may keep
 
 
@@ -55,6 +58,14 @@ class _Message:
         return RecordItem(lines, body, RecordFormat.hl7v2, _control_id(self.segments[0]))
 
 
+def envelope_closed(first: bytes, last: bytes) -> bool:
+    """Whether a file whose first segment is ``first`` and last is ``last`` is whole: a
+    file opened by ``FHS`` ends with ``FTS``, one opened by ``BHS`` with ``BTS``; a file of
+    bare messages has no end marker and always counts as whole."""
+    closing = _CLOSING.get(first[:3])
+    return closing is None or last[:3] == closing
+
+
 def _control_id(msh: bytes) -> str:
     """MSH-10; the field separator is the byte right after ``MSH``."""
     fields = msh.split(msh[3:4]) if len(msh) > 3 else []
@@ -62,13 +73,17 @@ def _control_id(msh: bytes) -> str:
 
 
 def hl7_items(stream: BinaryIO, limits: Limits) -> Iterator[BatchItem]:
-    """Stream messages with memory bounded by one message (``limits.hl7_message_max``)."""
+    """Stream messages with memory bounded by one message (``limits.hl7_message_max``).
+    Raises ``UnreadableFile("incomplete")`` at the end of a batch left open."""
     message: _Message | None = None
+    first: bytes | None = None
+    tag = b""
     for number, line, _ in read_lines(stream, limits.hl7_message_max):
         segment = clean_segment(line) if line is not None else None
         if segment == b"":
             continue
         tag = segment[:3] if segment is not None else b""
+        first = tag if first is None else first
         if tag in _ENVELOPE or tag == b"MSH":
             if message is not None:
                 yield message.item()
@@ -80,3 +95,5 @@ def hl7_items(stream: BinaryIO, limits: Limits) -> Iterator[BatchItem]:
         message.add(number, segment, limits.hl7_message_max)
     if message is not None:
         yield message.item()
+    if first is not None and not envelope_closed(first, tag):
+        raise UnreadableFile("incomplete", "the HL7 batch header has no matching trailer")

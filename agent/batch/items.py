@@ -22,7 +22,7 @@ Lines = tuple[int, int] | None  # first and last line of the record; None for a 
 
 @dataclass(frozen=True)
 class RecordItem:
-    """A patient record for ``Scorer.score``."""
+    """A patient record for ``DataPlane.score``."""
 
     lines: Lines
     body: bytes
@@ -32,7 +32,7 @@ class RecordItem:
 
 @dataclass(frozen=True)
 class VectorItem:
-    """A row of already-extracted features for ``Scorer.score_vector``."""
+    """A row of already-extracted features for ``DataPlane.score_vectors``."""
 
     lines: Lines
     row: tuple[float, ...]

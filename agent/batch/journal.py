@@ -35,6 +35,7 @@ class Journal:
     outputs: list[str] = field(default_factory=list)  # output kinds chosen at the start
     state: JobState = JobState.scoring
     format: str | None = None  # set once detected
+    identity: dict[str, int] | None = None  # the input as first opened (FileIdentity fields)
     records_done: int = 0
     sizes: dict[str, int] = field(default_factory=dict)  # part file name -> committed bytes
     finished: str | None = None

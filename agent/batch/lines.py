@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-_EOL = re.compile(rb"\r\n|\r|\n")
+EOL = re.compile(rb"\r\n|\r|\n")
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark some exporters write first
 _CHUNK = 1 << 16  # bytes read per call
 
@@ -31,7 +31,7 @@ def read_lines(stream: BinaryIO, max_len: int) -> Iterator[tuple[int, bytes | No
         start += position
         pending_cr = False
         while True:
-            match = _EOL.search(data, position)
+            match = EOL.search(data, position)
             end = match.start() if match else len(data)
             if not too_long:
                 buffer += data[position:end]

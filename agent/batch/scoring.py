@@ -23,7 +23,7 @@ RESULTS_PART = "results.ndjson.part"
 RISK_PART = "riskassessment.ndjson.part"
 
 MODEL_UNAVAILABLE = (StoreError, UnknownModel)
-"""Scorer errors that are no fault of the record (the model is not installed or not served
+"""Data-plane errors that are no fault of the record (the model is not installed or not served
 now): they stop the job, which resumes from its last checkpoint, instead of failing records."""
 
 Unit = list[tuple[int, BatchItem]]  # consecutive records with their 1-based positions
@@ -84,7 +84,7 @@ class ResultLines:
         try:
             results = self.plane.score_vectors(model, [i.row for _, i in rows], self.intake)
             if len(results) != len(rows):
-                raise RuntimeFault("the scorer returned a wrong number of rows")
+                raise RuntimeFault("the data plane returned a wrong number of rows")
         except MODEL_UNAVAILABLE:
             raise
         except AgentError as exc:

@@ -142,7 +142,8 @@ def score_files(
         seen[source.name] += 1  # a/x.csv and b/x.csv: the second one's outputs are x.2.csv.*
         stem = numbered_stem(source.name, seen[source.name])
         with tempfile.TemporaryDirectory(prefix=".edge-agent-score-", dir=outdir) as work:
-            job = engine.begin(Path(work), source, source.name, stem, f"cli-{index}")
+            # the file named, through any symlink the user chose (the engine follows none)
+            job = engine.begin(Path(work), source.resolve(), source.name, stem, f"cli-{index}")
             try:
                 engine.run(job, progress=bar.update)
             except (UnreadableFile, OSError) as exc:

@@ -205,6 +205,7 @@ def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
         "path": "/var/log/edge-agent/audit.jsonl", "hmac_key_file": "secrets/audit-hmac.key"
     }
     assert config["limits"] == {"drain_timeout": 5.0}
+    assert config["drop_folder"]["results_group_readable"] is True  # 0640, setgid folders
     assert config["registries"][1]["ca_file"] == "tls/registry-ca.pem"
     secrets = ("agent.yaml", "secrets/audit-hmac.key", "tls/registry-ca.pem")
     for secret in (root / "etc/edge-agent" / name for name in secrets):

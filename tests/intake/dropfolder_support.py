@@ -1,4 +1,4 @@
-"""A small real Scorer for the drop folder and batch tests, and a driver process.
+"""A small scripted data plane for the drop folder and batch tests, and a driver process.
 
 ``RecordScorer`` computes its outputs from the record itself (the sum and count of the
 numeric observation values), so a test can check that each output line belongs to its

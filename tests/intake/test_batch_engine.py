@@ -292,7 +292,9 @@ def test_csv_and_fhir_outputs(tmp_path: Path) -> None:
 def test_format_detection(tmp_path: Path, name: str, content: str, expected: InputFormat) -> None:
     path = tmp_path / name
     path.write_text(content)
-    assert detect_format(path, Limits()) is expected
+    with path.open("rb") as stream:
+        assert detect_format(stream, name, Limits()) is expected
+        assert stream.tell() == 0  # left where the reader starts
 
 
 @pytest.mark.parametrize(
@@ -323,6 +325,18 @@ def test_document_over_its_limit_is_unreadable(tmp_path: Path) -> None:
     job = batch.begin(tmp_path / "work", source, source.name, source.name, "job")
     with pytest.raises(UnreadableFile, match="larger than allowed"):
         batch.run(job)
+
+
+@pytest.mark.parametrize("name", ["big.json", "big-export"])
+def test_one_line_document_past_the_line_limit_is_read_whole(tmp_path: Path, name: str) -> None:
+    """A document on one line longer than an NDJSON line may be is one document, read
+    under ``document_max``, not refused by the line limit (4 MB by default)."""
+    observations = [1.0] * 60_000
+    source = tmp_path / name
+    source.write_text(json.dumps(bundle("a", observations)))
+    assert source.stat().st_size > Limits().http_body_max
+    summary, _ = score_file(tmp_path, source)
+    assert (summary.records, summary.ok) == (1, 1)
 
 
 class Crash(BaseException):

@@ -199,7 +199,8 @@ def test_hl7_dump_with_mllp_frame_bytes(tmp_path: Path) -> None:
     )
     dump = tmp_path / "traffic.dat"
     dump.write_bytes(framed)
-    assert detect_format(dump, Limits()) is InputFormat.hl7v2
+    with dump.open("rb") as stream:
+        assert detect_format(stream, dump.name, Limits()) is InputFormat.hl7v2
 
 
 def test_ndjson_with_a_byte_order_mark(tmp_path: Path) -> None:

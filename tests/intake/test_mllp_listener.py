@@ -259,7 +259,8 @@ def test_stop_drains_the_message_in_flight_and_closes_idle_connections() -> None
 
 
 def test_clients_outside_the_allow_list_are_closed_unanswered() -> None:
-    with running_listener(RecordingScorer(), allowed_clients=["10.0.0.0/8"]) as (listener, _):
+    # 127.0.0.2 alone: a loopback allow-list needs no TLS, and 127.0.0.1 is outside it
+    with running_listener(RecordingScorer(), allowed_clients=["127.0.0.2"]) as (listener, _):
         with connect(listener.port) as sock:
             sock.sendall(frame(message("NO")))
             try:
@@ -292,7 +293,15 @@ def test_config_refuses_unsafe_or_incomplete_settings(tmp_path: Path) -> None:
         MllpConfig(tls_cert=tmp_path / "c.pem")
     with pytest.raises(ValidationError):
         MllpConfig(allowed_clients=["not-a-network"])
-    assert MllpConfig(enabled=True, model="m", host="0.0.0.0", allowed_clients=["10.1.0.0/16"])
+    cert, key = self_signed_cert(tmp_path)
+    assert MllpConfig(
+        enabled=True,
+        model="m",
+        host="0.0.0.0",
+        allowed_clients=["10.1.0.0/16"],
+        tls_cert=cert,
+        tls_key=key,
+    )
 
 
 def test_any_chunking_of_a_stream_gets_every_frame_answered_in_order() -> None:

@@ -5,7 +5,10 @@ fills up while results are written (nothing lost: the original is kept, with the
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agent_process import AgentProcess, start_agent
+from tests.integration.agent_process import REPO, AgentProcess, start_agent
 from tests.integration.reliability_support import (
     fill,
     recent_oru,
@@ -90,7 +93,9 @@ def test_kill_9_mid_batch_then_restart_gives_every_record_exactly_once(tmp_path:
     assert report["records"] == {"in": count, "ok": count, "failed": 0}
     assert not list(dirs["inbox"].iterdir()) and not list((dirs["state"] / "jobs").iterdir())
     assert sorted(p.name for p in dirs["outbox"].iterdir()) == [
-        "ward7.hl7.report.json", "ward7.hl7.results.csv", "ward7.hl7.results.ndjson"
+        "ward7.hl7.report.json",
+        "ward7.hl7.results.csv",
+        "ward7.hl7.results.ndjson",
     ]
 
 
@@ -135,10 +140,96 @@ def test_disk_full_while_writing_results_loses_nothing(tmp_path: Path, small_dis
         if not kept:  # it was failed: the operator drops it again
             in_failed.rename(small_disk / "inbox/full.hl7")
         wait_for(lambda: (small_disk / "processed/full.hl7").exists(), 60, "the file to score")
-        lines = [json.loads(line) for line in
-                 (small_disk / "outbox/full.hl7.results.ndjson").read_text().splitlines()]
+        lines = [
+            json.loads(line)
+            for line in (small_disk / "outbox/full.hl7.results.ndjson").read_text().splitlines()
+        ]
     finally:
         assert agent.stop() == 0, agent.log_text()
     assert [line["label"] for line in lines] == [f"ORU{i:07d}" for i in range(1, count + 1)]
     assert all(line["status"] == "ok" for line in lines)
     assert not list((small_disk / "state/jobs").iterdir())
+
+
+def _report(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def test_symlinks_to_a_fifo_and_a_root_only_file_are_refused_unread(tmp_path: Path) -> None:
+    """What a hostile sender can leave in the inbox: a symlink to a FIFO (an open would
+    wedge the folder, across restarts) and one to a file only the agent's user may read
+    (its records would be published). Each goes to failed/ with a report, unread; the
+    folder goes on scoring, and its results are private (0600) under a 022 umask."""
+    agent = start_agent(reliability_root(tmp_path))
+    dirs = _drop_dirs(agent)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    secret = tmp_path / "root-only.hl7"
+    secret.write_bytes(hl7_batch(1).replace(b"ORU0000001", b"SECRET0001"))
+    secret.chmod(0o600)
+    try:
+        (dirs["inbox"] / "wedge.hl7").symlink_to(fifo)
+        (dirs["inbox"] / "steal.hl7").symlink_to(secret)
+        for name in ("wedge.hl7", "steal.hl7"):
+            wait_for(lambda n=name: _report(dirs["failed"] / f"{n}.error.json"), 30, name)  # type: ignore[misc]
+            assert _report(dirs["failed"] / f"{name}.error.json")["reason"] == "not_regular"
+            assert (dirs["failed"] / name).is_symlink()
+        drop(dirs["inbox"], "next.hl7", hl7_batch(2))
+        wait_for(lambda: (dirs["processed"] / "next.hl7").exists(), 60, "the next file")
+    finally:
+        assert agent.stop() == 0, agent.log_text()
+    published = b"".join(p.read_bytes() for p in dirs["outbox"].iterdir())
+    assert b"SECRET0001" not in published
+    assert sorted(p.name for p in dirs["outbox"].iterdir()) == [
+        "next.hl7.report.json",
+        "next.hl7.results.csv",
+        "next.hl7.results.ndjson",
+    ]
+    for path in [*dirs["outbox"].iterdir(), *dirs["failed"].glob("*.error.json")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+def test_writer_pausing_mid_batch_loses_nothing(tmp_path: Path) -> None:
+    """The finding: a writer that pauses 3.5 s in the middle of a 200-message HL7 batch,
+    with the default 2 s settle time. The batch opened with FHS/BHS, so it waits for its
+    trailer and all 200 messages are scored."""
+    config = reliability_root(tmp_path, edit=lambda c: c["drop_folder"].update(settle_seconds=2.0))
+    agent = start_agent(config)
+    dirs = _drop_dirs(agent)
+    batch = hl7_batch(200)
+    half = batch.index(b"MSH|", len(batch) // 2)
+    try:
+        wait_for(dirs["inbox"].is_dir, 30, "the drop folder to start")
+        target = dirs["inbox"] / "ward7.hl7"
+        with target.open("wb") as stream:
+            stream.write(b"FHS|^~\\&|MON|H\rBHS|^~\\&|MON|H\r" + batch[:half])
+            stream.flush()
+            time.sleep(3.5)  # the writer's pause, as found
+            assert target.exists(), "taken before its trailer"
+            stream.write(batch[half:] + b"BTS|200\rFTS|1\r")
+        report = dirs["outbox"] / "ward7.hl7.report.json"
+        wait_for(lambda: _report(report), 60, "the batch to be scored")
+    finally:
+        assert agent.stop() == 0, agent.log_text()
+    assert _report(report)["records"] == {"in": 200, "ok": 200, "failed": 0}
+
+
+def test_one_line_json_document_over_4_mb_is_read_as_a_document(tmp_path: Path) -> None:
+    """A 5 MB Bundle on one line is one document under ``document_max`` (64 MB), not a
+    first NDJSON line over the 4 MB line limit."""
+    bundle = json.loads((REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes())
+    bundle["entry"].append(
+        {"resource": {"resourceType": "Basic", "id": "pad", "code": {"text": "x" * 5_000_000}}}
+    )
+    agent = start_agent(reliability_root(tmp_path))
+    dirs = _drop_dirs(agent)
+    try:
+        drop(dirs["inbox"], "big.json", json.dumps(bundle).encode())
+        wait_for(lambda: _report(dirs["outbox"] / "big.json.report.json"), 60, "the document")
+    finally:
+        assert agent.stop() == 0, agent.log_text()
+    assert _report(dirs["outbox"] / "big.json.report.json")["records"]["in"] == 1
+    assert not (dirs["failed"] / "big.json").exists()

@@ -64,6 +64,23 @@ class DropFolderConfig(Section):
     checkpoint_seconds: float = Field(default=2.0, gt=0)
     """... and at least this often (seconds): the work a crash can cost."""
 
+    incomplete_seconds: float = Field(default=300.0, gt=0)
+    """A file whose format promises an end it does not show yet (an HL7 batch opened by
+    ``FHS``/``BHS`` without its ``FTS``/``BTS``, a JSON document without its closing
+    bracket) waits for it, at most this long (seconds) unchanged; then it is taken and
+    fails as incomplete, with a report in ``failed/``."""
+
+    owners: tuple[int, ...] = ()
+    """User ids allowed to own inbox files (the senders); empty allows any owner. Whatever
+    the owner, only a regular file with one link that not every user may write is read:
+    anything else goes to ``failed/`` unread (docs/drop-folder.md)."""
+
+    results_group_readable: bool = False
+    """Result files and reports are 0640 instead of 0600: readable by their group, which
+    they take from their folder. Make ``outbox`` and ``failed`` setgid to the group that
+    collects results (the interface engine's), as the Ansible role does; a group named
+    here instead would need a ``chown`` that the unit's ``PrivateUsers=yes`` forbids."""
+
     document_max: int = Field(default=64_000_000, gt=0)
     """Bytes: largest single-document JSON file (a Bundle), which is read whole. NDJSON,
     HL7 and CSV files stream and have no size limit."""

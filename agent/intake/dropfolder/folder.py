@@ -1,8 +1,11 @@
 """The drop folder: files in, results out, originals moved to ``processed/`` or ``failed/``.
 
 A file is picked up from the inbox once it is complete: renamed into the inbox (seen by
-the watchdog observer), or unchanged in size and mtime for ``settle_seconds``. It is then
-*claimed* by a durable move into its own job folder under ``state/jobs/``, scored by the
+the watchdog observer), or unchanged in size and mtime for ``settle_seconds``; and, when its
+format has an end marker, showing it (``agent.batch.formats.end_seen``). It is then
+*claimed* by a rename into its own job folder under ``state/jobs/`` (private to the agent),
+opened there once with the checks of ``agent.batch.inputs`` (the very file the scan saw,
+regular, allowed; anything else goes to ``failed/`` unread, with a report), scored by the
 batch engine (``agent.batch.engine``) with checkpoints, its outputs published atomically
 to the outbox, and the original moved to ``processed/``. A job folder left by a crash or a
 stop is resumed on the next start, before any new file. One worker thread does all of it,
@@ -17,9 +20,11 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -33,6 +38,8 @@ from agent.batch.engine import (
     numbered_stem,
     output_name,
 )
+from agent.batch.formats import detect_format, end_seen
+from agent.batch.inputs import FileIdentity, InputPolicy, open_input
 from agent.batch.items import UnreadableFile
 from agent.batch.journal import JobState, Journal
 from agent.batch.scoring import MODEL_UNAVAILABLE
@@ -44,6 +51,17 @@ from agent.limits import Limits
 from agent.types import IntakePath
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Arrival:
+    """An inbox entry as the scans see it: unchanged ``since`` (monotonic seconds); whether
+    it shows its format's end (None: not looked at in this state yet)."""
+
+    identity: FileIdentity
+    regular: bool
+    since: float
+    ended: bool | None = None
 
 
 class _InboxEvents(FileSystemEventHandler):
@@ -70,6 +88,9 @@ class DropFolder:
     def __init__(self, config: DropFolderConfig, plane: DataPlane, limits: Limits) -> None:
         self.config = config
         self.limits = limits
+        self.policy = InputPolicy(
+            single_link=True, refuse_world_writable=True, owners=frozenset(config.owners)
+        )
         self.engine = BatchEngine(
             plane,
             BatchSettings(
@@ -81,6 +102,8 @@ class DropFolder:
                 checkpoint_records=config.checkpoint_records,
                 checkpoint_seconds=config.checkpoint_seconds,
                 document_max=config.document_max,
+                input_policy=self.policy,
+                results_group_readable=config.results_group_readable,
             ),
         )
         self._jobs_root = config.state / "jobs"
@@ -88,7 +111,7 @@ class DropFolder:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._renamed: set[str] = set()
-        self._seen: dict[str, tuple[tuple[int, int], float]] = {}  # name -> (size, mtime), since
+        self._seen: dict[str, _Arrival] = {}
         self._retry_at: dict[str, float] = {}  # job id -> monotonic time
         self._observer: BaseObserver | None = None
         self._worker: threading.Thread | None = None
@@ -102,9 +125,14 @@ class DropFolder:
             self.config.outbox,
             self.config.processed,
             self.config.failed,
-            self._jobs_root,
         ):
             folder.mkdir(parents=True, exist_ok=True)
+        self._jobs_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._jobs_root.chmod(0o700)  # claimed files, their results and indexes: the agent's
+        if self.config.inbox.stat().st_dev != self._jobs_root.stat().st_dev:
+            raise ConfigError(
+                "drop_folder.state must be on the inbox's filesystem: a claim is a rename"
+            )
         self._stopping.clear()
         observer = Observer()
         observer.schedule(_InboxEvents(self), str(self.config.inbox), recursive=False)
@@ -173,7 +201,9 @@ class DropFolder:
         return [f for f in folders if self._retry_at.get(f.name, 0.0) <= now]
 
     def _settled_files(self) -> list[str]:
-        """Inbox files ready to take, oldest first; also notes when to look again."""
+        """Inbox entries ready to take, oldest first; also notes when to look again. Every
+        entry but a folder is a candidate: one that is not a regular file settles like any
+        other and is then refused with a report, never followed or skipped in silence."""
         now = time.monotonic()
         ready: list[tuple[int, str]] = []
         present: set[str] = set()
@@ -183,31 +213,52 @@ class DropFolder:
                 if name.startswith(".") or name.endswith(self.config.ignore_suffixes):
                     continue
                 try:
-                    if not entry.is_file(follow_symlinks=False):
+                    if entry.is_dir(follow_symlinks=False):
                         continue
-                    stat = entry.stat(follow_symlinks=False)
+                    status = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
                 present.add(name)
-                signature = (stat.st_size, stat.st_mtime_ns)
+                identity = FileIdentity.of(status)
                 seen = self._seen.get(name)
-                if seen is None or seen[0] != signature:
-                    seen = self._seen[name] = (signature, now)
+                if seen is None or seen.identity != identity:
+                    seen = self._seen[name] = _Arrival(identity, stat.S_ISREG(status.st_mode), now)
                 with self._lock:
                     renamed = name in self._renamed
-                settled = now - seen[1] >= self.config.settle_seconds
-                if (renamed or settled) and self._retry_at.get(name, 0.0) <= now:
-                    ready.append((stat.st_mtime_ns, name))
+                unchanged = now - seen.since
+                if not (renamed or unchanged >= self.config.settle_seconds):
+                    continue
+                if seen.ended is None:
+                    seen.ended = not seen.regular or self._shows_end(name, seen.identity)
+                if (
+                    seen.ended or unchanged >= self.config.incomplete_seconds
+                ) and self._retry_at.get(name, 0.0) <= now:
+                    ready.append((status.st_mtime_ns, name))
         self._seen = {k: v for k, v in self._seen.items() if k in present}
         with self._lock:
             self._renamed &= present
         return [name for _, name in sorted(ready)]
 
+    def _shows_end(self, name: str, identity: FileIdentity) -> bool:
+        """Whether the settled file ``name`` shows its format's end. A file that cannot or
+        must not be opened counts as ended: it is taken, and refused with its reason."""
+        try:
+            with open_input(self.config.inbox / name, self.policy, identity) as stream:
+                fmt = detect_format(stream, name, self.limits)
+                return end_seen(stream, fmt, self.limits)
+        except FileNotFoundError:
+            return False  # gone meanwhile; the next scan forgets it
+        except (UnreadableFile, OSError):
+            return True
+
     def _next_wait(self) -> float:
-        """Sleep until the next unsettled file may have settled, at most one poll interval."""
+        """Sleep until the next unsettled file may have settled (or waited long enough for
+        its end), at most one poll interval."""
         now = time.monotonic()
+        settle, incomplete = self.config.settle_seconds, self.config.incomplete_seconds
         waits = [
-            since + self.config.settle_seconds - now + 0.01 for _, since in self._seen.values()
+            seen.since + (incomplete if seen.ended is False else settle) - now + 0.01
+            for seen in self._seen.values()
         ]
         pending = [w for w in waits if w > 0]
         return min([self.config.poll_interval, *pending])
@@ -226,12 +277,14 @@ class DropFolder:
             return
         with self._lock:
             self._renamed.discard(name)
-        self._seen.pop(name, None)
-        self._start_job(folder, name)
+        seen = self._seen.pop(name, None)
+        self._start_job(folder, name, seen.identity if seen is not None else None)
 
-    def _start_job(self, folder: Path, name: str) -> None:
+    def _start_job(self, folder: Path, name: str, expected: FileIdentity | None = None) -> None:
+        """Begin scoring the claimed ``name``; ``expected`` is the file the scan saw settle
+        (the claim was a rename, so the same inode), which the engine checks at open."""
         job = self.engine.begin(
-            folder, folder / "in" / name, name, self._free_stem(name), folder.name
+            folder, folder / "in" / name, name, self._free_stem(name), folder.name, expected
         )
         self._advance(job)
 
@@ -302,9 +355,9 @@ class DropFolder:
         journal = job.journal
         target = self.config.failed / journal.stem
         report_path = target.with_name(f"{journal.stem}.error.json")
-        if job.input.exists():
+        if os.path.lexists(job.input):  # a symlink refused unread is moved as it is
             move_durably(job.input, target)
-        elif report_path.exists() or not target.exists():
+        elif report_path.exists() or not os.path.lexists(target):
             return
         report = {
             "file": journal.name,
@@ -315,7 +368,8 @@ class DropFolder:
             "started": journal.started,
             "failed": journal.finished,
         }
-        write_atomic(report_path, json.dumps(report, indent=1).encode())
+        mode = self.engine.settings.output_mode
+        write_atomic(report_path, json.dumps(report, indent=1).encode(), mode, exact=True)
         log.warning(
             "drop folder file unreadable",
             extra={"job": journal.job_id, "reason": journal.failure_reason, "status": "failed"},
@@ -328,8 +382,8 @@ class DropFolder:
         number, candidate = 1, name
         while (
             candidate in taken
-            or (self.config.processed / candidate).exists()
-            or (self.config.failed / candidate).exists()
+            or os.path.lexists(self.config.processed / candidate)
+            or os.path.lexists(self.config.failed / candidate)
             or (self.config.outbox / output_name(candidate, None)).exists()
         ):
             number += 1

@@ -125,9 +125,18 @@ class MllpConfig(Section):
     max_connections: int = Field(default=32, ge=1)
     """Concurrent connections; one more is closed before it sends anything."""
 
+    max_connections_per_client: int = Field(default=8, ge=1)
+    """Concurrent connections from one client address; one more is closed before it sends
+    anything, so a single client (a misconfigured engine, or anyone on its host) cannot
+    hold every one of ``max_connections``. An interface engine needs one per channel."""
+
     idle_timeout: float = Field(default=600.0, gt=0)
-    """Seconds a connection may stay silent (or sit on an unfinished frame) before the
-    listener closes it."""
+    """Seconds a connection may go without completing a frame, counted from its start or
+    its last answer: silent, or dripping an unfinished frame however slowly (the deadline
+    does not restart on each byte). Then the listener closes it."""
+
+    handshake_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a TLS client has to finish its handshake before it is dropped."""
 
     tls_cert: ConfigPath | None = None
     """PEM certificate chain: serve MLLP over TLS."""
@@ -140,7 +149,9 @@ class MllpConfig(Section):
 
     allowed_clients: list[str] = Field(default_factory=list)
     """Client addresses or networks (``10.1.2.3``, ``10.1.0.0/16``) allowed to connect;
-    empty allows any. Others are closed before anything is read."""
+    empty allows any. Others are closed before anything is read. Any address beyond
+    loopback requires TLS (``tls_cert``), since an allow-list is no protection for the
+    messages on the wire."""
 
     results_to: ResultsDestination | None = None
     """Also send each scored message's results as an ORU^R01 to this MLLP destination (the
@@ -154,8 +165,12 @@ class MllpConfig(Section):
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("tls_client_ca needs tls_cert and tls_key")
-        for entry in self.allowed_clients:
-            ipaddress.ip_network(entry, strict=False)
+        networks = [ipaddress.ip_network(entry, strict=False) for entry in self.allowed_clients]
+        if self.tls_cert is None and not all(net.is_loopback for net in networks):
+            raise ValueError(
+                "allowed_clients beyond loopback requires TLS (tls_cert, tls_key): HL7 in"
+                " clear text must not cross the network"
+            )
         if not is_loopback(self.host) and not (self.allowed_clients or self.tls_client_ca):
             raise ValueError(
                 f"binding {self.host} (not loopback) requires allowed_clients or tls_client_ca"

@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import ssl
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ from agent.intake.mllp.results import (
     SpoolFull,
 )
 from agent.limits import Limits
+from agent.logs import ThrottledWarning, throttle_accept_failures
 from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest, ScoreResult
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,15 @@ class MllpListener:
         self._networks = [ipaddress.ip_network(c, strict=False) for c in config.allowed_clients]
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._per_client: Counter[str] = Counter()  # open connections by client address
+        interval = limits.log_repeat_interval
+        self._refused_full = ThrottledWarning(log, "mllp connection refused: too many", interval)
+        self._refused_client = ThrottledWarning(
+            log, "mllp connection refused: too many from one client", interval
+        )
+        self._refused_outside = ThrottledWarning(
+            log, "mllp connection refused: client not allowed", interval
+        )
         self._stopping = False
         self._spool: ResultSpool | None = None
         self._sender: ResultSender | None = None
@@ -210,11 +221,14 @@ class MllpListener:
                 raise ConfigError("mllp.results_to.spool cannot be used as a spool folder") from exc
             self._sender = ResultSender(destination, self._spool)
             self._addressing = destination.addressing
+        ssl_context = self._ssl_context()
+        throttle_accept_failures(asyncio.get_running_loop(), self._limits.log_repeat_interval)
         server = await asyncio.start_server(
             self._serve,
             host=self._config.host,
             port=self._config.port,
-            ssl=self._ssl_context(),
+            ssl=ssl_context,
+            ssl_handshake_timeout=self._config.handshake_timeout if ssl_context else None,
             limit=_READ_CHUNK,
         )
         self._server = server
@@ -268,6 +282,7 @@ class MllpListener:
             return
         conn = _Connection(task=task)
         self._connections.add(conn)
+        self._per_client[host] += 1
         try:
             async with contextlib.aclosing(self._frames(reader, conn)) as frames:
                 async for frame in frames:
@@ -282,26 +297,32 @@ class MllpListener:
             log.info("mllp connection ended", extra={"error_type": type(exc).__name__})
         finally:
             self._connections.discard(conn)
+            self._per_client[host] -= 1
+            if not self._per_client[host]:
+                del self._per_client[host]
             writer.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
 
     def _admitted(self, host: str) -> bool:
+        """Whether a new connection from ``host`` may be served: the client is allowed,
+        and neither the listener nor this client has all its connections open. Refusals
+        are logged at a bounded rate (a flood of them is counted, not logged each)."""
+        if self._networks:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                address = None
+            if address is None or not any(address in net for net in self._networks):
+                self._refused_outside()
+                return False
         if len(self._connections) >= self._config.max_connections:
-            log.warning(
-                "mllp connection refused: too many", extra={"count": len(self._connections)}
-            )
+            self._refused_full()
             return False
-        if not self._networks:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+        if self._per_client[host] >= self._config.max_connections_per_client:
+            self._refused_client()
             return False
-        if any(address in net for net in self._networks):
-            return True
-        log.warning("mllp connection refused: client not allowed")
-        return False
+        return True
 
     async def _frames(
         self, reader: asyncio.StreamReader, conn: _Connection
@@ -310,7 +331,11 @@ class MllpListener:
         end block and yielded as ``oversize`` with its head. Bytes before the start block
         (stray line feeds between frames) are ignored. Ends at EOF, on idle timeout, and when
         the listener stops once no complete frame is left and none is arriving
-        (``conn.partial`` tells ``stop`` a frame is arriving)."""
+        (``conn.partial`` tells ``stop`` a frame is arriving). The idle deadline runs from
+        the connection's start or its last frame's answer, not from its last byte: a
+        client dripping a frame a byte at a time is closed like a silent one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.idle_timeout
         buffer = bytearray()
         searched = 0  # bytes of ``buffer`` known to hold no end block
         head: bytes | None = None  # set while skipping an oversize frame
@@ -324,12 +349,13 @@ class MllpListener:
                 if head is not None:
                     yield _Frame(head, oversize=True)
                     head = None
-                    continue
-                message = _after_start_block(content)
-                if len(message) > self._max_bytes:
-                    yield _Frame(message[:_OVERSIZE_HEAD], oversize=True)
                 else:
-                    yield _Frame(message)
+                    message = _after_start_block(content)
+                    if len(message) > self._max_bytes:
+                        yield _Frame(message[:_OVERSIZE_HEAD], oversize=True)
+                    else:
+                        yield _Frame(message)
+                deadline = loop.time() + self._config.idle_timeout  # answered: a new idle
                 continue
             searched = max(0, len(buffer) - len(END_BLOCK) + 1)
             if head is None and len(buffer) > limit:
@@ -340,7 +366,10 @@ class MllpListener:
             conn.partial = head is not None or bool(buffer.strip(b"\r\n\t "))
             if self._stopping and not conn.partial:
                 return
-            chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), self._config.idle_timeout)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(reader.read(_READ_CHUNK), remaining)
             if not chunk:
                 return
             buffer += chunk
