@@ -28,3 +28,4 @@ class Limits:
     # ones go to a worker thread so the loop keeps answering health checks meanwhile
     request_timeout: float = 10.0  # seconds for one HTTP request end to end
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM
+    pull_timeout: float = 300.0  # seconds: an operator's `models pull`, end to end

@@ -115,7 +115,11 @@ async def readyz(request: Request) -> Response:
     }
     ready = all(models.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "models": models},
+        {
+            "status": "ready" if ready else "not ready",
+            "models": models,
+            "unavailable": pipeline.unavailable,
+        },
         status_code=200 if ready else 503,
     )
 
