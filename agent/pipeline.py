@@ -30,6 +30,7 @@ from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.monitor import Monitor
 from agent.records import parse_records
+from agent.runtime.cache import ModuleCache
 from agent.runtime.model import WasmModel
 from agent.store import BundleStore
 from agent.types import FeatureValue, FeatureVector, IntakePath, Prediction, ScoreRequest
@@ -211,10 +212,11 @@ class ScoringPipeline:
         return dict(self._unavailable)
 
     def _instantiate(self, model_config: ModelConfig, bundle: VerifiedBundle) -> ServedModel:
-        runtime = WasmModel.load(
-            bundle.files["model.wasm"], limits=self.limits, cache_dir=self.store.root / "cache"
-        )
-        mapping = load_mapping(model_config.mapping, bundle.manifest)
+        manifest = bundle.manifest
+        cache = ModuleCache(self.store.root / "cache", self.store.root / "state" / "compiled")
+        runtime = WasmModel.load(bundle.files["model.wasm"], limits=self.limits, cache=cache)
+        runtime.self_test(len(manifest.inputs), len(manifest.outputs), manifest.reference_row())
+        mapping = load_mapping(model_config.mapping, manifest)
         return ServedModel(model_config, bundle, runtime, mapping)
 
     def _servable(
