@@ -28,4 +28,5 @@ class Limits:
     # ones go to a worker thread so the loop keeps answering health checks meanwhile
     request_timeout: float = 10.0  # seconds for one HTTP request end to end
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM
+    archive_header_max: int = 65_536  # bytes: one tar extended header (PAX, GNU long name)
     pull_timeout: float = 300.0  # seconds: an operator's `models pull`, end to end
