@@ -204,3 +204,18 @@ def test_a_sparse_member_is_refused() -> None:
     info.type = tarfile.GNUTYPE_SPARSE
     with pytest.raises(BundleError):
         read_bundle_archive_bytes(_tar([(info, b"x" * 10)]), LIMITS)
+
+
+def test_a_chain_of_extended_headers_is_refused_not_a_crash() -> None:
+    """Each PAX header is read by recursing into the next: thousands in a row would
+    overflow the stack (RecursionError) unless refused as a bad archive."""
+    header = tarfile.TarInfo("PaxHeader")
+    header.type = tarfile.XHDTYPE
+    record = b"30 comment=aaaaaaaaaaaaaaaaaa\n"
+    header.size = len(record)
+    one = header.tobuf(tarfile.USTAR_FORMAT) + record.ljust(512, b"\0")
+    member = tarfile.TarInfo(MODEL_FILE)
+    member.size = 1
+    raw = one * 5000 + member.tobuf(tarfile.USTAR_FORMAT) + b"x".ljust(512, b"\0") + bytes(1024)
+    with pytest.raises(BundleError):
+        read_bundle_archive_bytes(gzip.compress(raw), LIMITS)
