@@ -282,7 +282,7 @@ class ScoringPipeline:
                     self.monitor.register_model(
                         served.bundle.manifest, served.bundle.digest, served.bundle.signer_keyid
                     )
-            for name in unavailable:
+            for name in previous.keys() - chosen.keys():  # unavailable, or no longer configured
                 self.monitor.unregister_model(name)
             if config is not None:
                 self.config = config
