@@ -9,10 +9,12 @@ with the same ``ModelOperations``, so both paths print the same thing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
 from agent.config import AgentConfig
+from agent.deadline import call_with_deadline
 from agent.errors import AgentError
 from agent.registry.updater import PullResult
 from agent.store import BundleStore
@@ -52,7 +55,11 @@ class Answer:
 
 class ModelOperations:
     """What an operator can do to the models; ``activate`` swaps a version into a running
-    pipeline (None when the agent is stopped and only the store changes)."""
+    pipeline (None when the agent is stopped and only the store changes).
+
+    ``config`` and ``trust`` are what the agent runs with now: the daemon hands a reloaded
+    pair to ``reconfigure``, so a rollback never brings back a bundle whose key a reload
+    revoked."""
 
     def __init__(
         self,
@@ -61,12 +68,18 @@ class ModelOperations:
         pull_once: Callable[[list[str]], list[PullResult]],
         activate: Callable[[VerifiedBundle], object] | None = None,
         served: Callable[[], dict[str, str]] | None = None,
+        trust: TrustStore | None = None,
     ) -> None:
         self.config = config
+        self.trust = trust if trust is not None else TrustStore(config.trust)
         self.store = store
         self._pull_once = pull_once
         self._activate = activate
         self._served = served
+
+    def reconfigure(self, config: AgentConfig, trust: TrustStore) -> None:
+        """Take a reloaded config and trust store (both replaced as one pair)."""
+        self.config, self.trust = config, trust
 
     def run(self, request: dict[str, Any]) -> Answer:
         command = request.get("command")
@@ -96,7 +109,16 @@ class ModelOperations:
         return Answer(True, lines)
 
     def pull(self, models: list[str]) -> Answer:
-        results = self._pull_once(models or [m.name for m in self.config.models])
+        """One pull now, answered within ``limits.pull_timeout`` even if a registry hangs
+        (the pull then finishes in the background)."""
+        wanted = models or [m.name for m in self.config.models]
+        timeout = self.config.resolved_limits.pull_timeout
+        try:
+            results = call_with_deadline(
+                lambda: self._pull_once(wanted), timeout, name="edge-agent-admin-pull"
+            )
+        except TimeoutError:
+            return Answer(False, [f"error: the pull did not finish within {timeout:g} s"])
         lines = []
         for result in results:
             version = f" {result.version}" if result.version else ""
@@ -109,8 +131,8 @@ class ModelOperations:
     def rollback(self, model: str, version: str | None) -> Answer:
         target = version or self.store.previous_version(model)
         # refuse a version that no longer verifies (changed at rest, key revoked)
-        trust = TrustStore(self.config.trust)
-        bundle = self.store.load(model, trust, self.config.resolved_limits, version=target)
+        config, trust = self.config, self.trust
+        bundle = self.store.load(model, trust, config.resolved_limits, version=target)
         if self._activate is not None:
             self._activate(bundle)  # instantiate first: a broken module changes nothing
         now = self.store.rollback(model, target)
@@ -154,7 +176,8 @@ class AdminServer:
             except ValueError:
                 answer = Answer(False, ["error: the request must be one JSON object"], error=True)
             else:
-                answer = await asyncio.to_thread(self._operations.run, request)
+                # a daemon thread, not the loop's executor: shutdown never waits on it
+                answer = await _in_daemon_thread(lambda: self._operations.run(request))
             writer.write(answer.to_json())
             await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -163,8 +186,30 @@ class AdminServer:
             writer.close()
 
 
-def ask_agent(path: Path, request: dict[str, Any], timeout: float = 120.0) -> Answer | None:
-    """The running agent's answer, or None when no agent listens on ``path``."""
+async def _in_daemon_thread(action: Callable[[], Answer]) -> Answer:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Answer] = loop.create_future()
+
+    def hand_over(answer: Answer) -> None:
+        if not future.done():
+            future.set_result(answer)
+
+    def run() -> None:
+        try:
+            answer = action()
+        except Exception:
+            log.exception("admin command crashed")
+            answer = Answer(False, ["error: the agent failed to carry out the command"])
+        with contextlib.suppress(RuntimeError):  # the loop closed: the agent stopped
+            loop.call_soon_threadsafe(hand_over, answer)
+
+    threading.Thread(target=run, name="edge-agent-admin", daemon=True).start()
+    return await future
+
+
+def ask_agent(path: Path, request: dict[str, Any], timeout: float = 330.0) -> Answer | None:
+    """The running agent's answer, or None when no agent listens on ``path``. The
+    default ``timeout`` outlasts the agent's own ``limits.pull_timeout`` default."""
     if not path.exists():
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -175,11 +220,14 @@ def ask_agent(path: Path, request: dict[str, Any], timeout: float = 120.0) -> An
             return None  # a stale socket file: the agent is not running
         sock.sendall((json.dumps(request) + "\n").encode())
         data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            return Answer(False, [f"error: the agent did not answer within {timeout:g} s"])
     reply = json.loads(data)
     lines = [str(x) for x in reply.get("lines", [])]
     return Answer(bool(reply.get("ok")), lines, bool(reply.get("error")))

@@ -105,6 +105,10 @@ class LimitsConfig(Section):
     drain_timeout: float | None = Field(default=None, gt=0)
     """Seconds to finish in-flight work on SIGTERM."""
 
+    pull_timeout: float | None = Field(default=None, gt=0)
+    """Seconds an operator's ``models pull`` may take before it is reported as timed out
+    (the pull itself goes on in the background, each read bounded by its registry)."""
+
     def apply(self) -> Limits:
         overrides = {k: v for k, v in self.model_dump().items() if v is not None}
         return dataclasses.replace(Limits(), **overrides)

@@ -1,9 +1,18 @@
 """The long-running agent: wires the parts together and alone owns the process signals.
 
-Start order: config -> pipeline (models already in the store) -> updater (first pull at
-once, in the background) -> intake paths -> READY=1. SIGHUP reloads the config and
-mappings (a broken new config is refused and the old one kept); the first SIGTERM/SIGINT
-drains in-flight work within ``limits.drain_timeout``, a second one forces the exit.
+Start order: config -> pipeline (models already in the store; a model whose active
+version no longer verifies falls back or is marked unavailable, it never stops the agent)
+-> admin socket and intake paths -> updater (first poll at once, in its own thread, every
+registry concurrently and each read bounded in time, so no registry holds the listeners
+down) -> READY=1.
+
+SIGHUP reloads all or nothing: the new config, its trust store and registry sources are
+built and the pipeline re-binds mappings and re-checks every served bundle's signer; only
+when all of that succeeds do the pipeline, the updater and the admin channel take the new
+config together. Otherwise the reload is refused and the running config stays whole.
+
+The first SIGTERM/SIGINT drains in-flight work within ``limits.drain_timeout`` (a pull
+still running is abandoned to its daemon thread), a second one forces the exit.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +30,19 @@ from prometheus_client import CollectorRegistry
 
 from agent import logs, systemd
 from agent.admin import AdminServer, ModelOperations, socket_path
+from agent.bundle.trust import TrustStore
 from agent.config import AgentConfig, load_config
-from agent.errors import AgentError
+from agent.errors import AgentError, ConfigError
 from agent.intake.dropfolder.folder import DropFolder
 from agent.intake.http.app import create_app
 from agent.intake.mllp.listener import MllpListener
 from agent.pipeline import ScoringPipeline
-from agent.registry.updater import PullResult, Updater, build_updater
+from agent.registry.sources import open_source
+from agent.registry.updater import PullResult, Updater, build_updater, pinned_registries
 
 log = logging.getLogger(__name__)
+
+_UPDATER_STOP_WAIT = 5.0  # seconds at most to let a pull finish at shutdown
 
 
 class _OwnSignalsServer(uvicorn.Server):
@@ -49,19 +63,19 @@ class Daemon:
         self.updater: Updater = build_updater(self.config, self.pipeline)
         self._stop = asyncio.Event()
         self._stopping = False
+        self._reload_lock = threading.Lock()
         self._http: _OwnSignalsServer | None = None
         self._mllp: MllpListener | None = None
         self._drop: DropFolder | None = None
-        self._admin = AdminServer(
-            socket_path(self.config),
-            ModelOperations(
-                self.config,
-                self.pipeline.store,
-                self._pull_now,
-                activate=self.pipeline.activate,
-                served=lambda: {s.name: s.version for s in self.pipeline.served_models()},
-            ),
+        self._operations = ModelOperations(
+            self.config,
+            self.pipeline.store,
+            self._pull_now,
+            activate=self.pipeline.activate,
+            served=lambda: {s.name: s.version for s in self.pipeline.served_models()},
+            trust=self.pipeline.trust,
         )
+        self._admin = AdminServer(socket_path(self.config), self._operations)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -69,11 +83,6 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
-        try:
-            await asyncio.to_thread(self.updater.pull_once)
-        except Exception:  # a bug in one pull must not keep the installed models from serving
-            log.exception("first pull crashed; serving the versions the store holds")
-        self.updater.start()
         await self._admin.start()
         http_task = await self._start_http()
         if self.config.mllp.enabled:
@@ -82,6 +91,7 @@ class Daemon:
         if self.config.drop_folder.enabled:
             self._drop = DropFolder(self.config.drop_folder, self.pipeline, self.pipeline.limits)
             self._drop.start()
+        self.updater.start(pull_now=True)  # after the listeners: no registry holds them down
 
         systemd.notify("READY=1")
         watchdog = asyncio.create_task(self._watchdog())
@@ -140,8 +150,11 @@ class Daemon:
             await self._mllp.stop()
         if self._drop is not None:
             await asyncio.to_thread(self._drop.stop)
-        await asyncio.to_thread(self.updater.stop)
         await self._admin.stop()
+        # a pull that hangs is abandoned (daemon thread); the drain bound holds
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.updater.stop, min(timeout, _UPDATER_STOP_WAIT)
+        )
 
     def _pull_now(self, models: list[str]) -> list[PullResult]:
         """An operator's ``models pull``: one pull of every model, reported for those asked."""
@@ -157,19 +170,45 @@ class Daemon:
         self._stop.set()
 
     def _on_reload_signal(self) -> None:
-        systemd.notify("RELOADING=1")
+        # off the event loop: re-checking bundles and instantiating fallbacks takes time
+        threading.Thread(target=self._reload, name="edge-agent-reload", daemon=True).start()
+
+    def _reload(self) -> None:
+        with self._reload_lock:
+            systemd.notify("RELOADING=1")
+            try:
+                self._apply(load_config(self.config_path))
+            except AgentError as error:
+                log.error(
+                    "reload refused; the running configuration is kept",
+                    extra={"reason": error.reason},
+                )
+                log.error(str(error))
+            except Exception:
+                log.exception("reload refused; the running configuration is kept")
+            else:
+                log.info("configuration reloaded")
+            systemd.notify("READY=1")
+
+    def _apply(self, new_config: AgentConfig) -> None:
+        """Everything that can fail is built first (trust store, registry sources, the
+        pipeline's mappings and trust checks); the updater and the admin channel switch
+        only once the pipeline has switched, so all parts run one config."""
+        if new_config.store != self.config.store:
+            raise ConfigError("store: a changed store takes effect only at a restart")
+        trust = TrustStore(new_config.trust)
+        sources = [open_source(registry) for registry in new_config.registries]
         try:
-            new_config = load_config(self.config_path)
-            self.pipeline.reconfigure(new_config)
-        except AgentError as error:
-            log.error(
-                "reload refused; the running configuration is kept", extra={"reason": error.reason}
-            )
-            log.error(str(error))
-        else:
-            self.config = new_config
-            log.info("configuration reloaded")
-        systemd.notify("READY=1")
+            self.pipeline.reconfigure(new_config, trust)
+        except BaseException:
+            for source in sources:
+                source.close()
+            raise
+        self.updater.reconfigure(
+            sources, trust, [m.name for m in new_config.models], pinned_registries(new_config)
+        )
+        self._operations.reconfigure(new_config, trust)
+        self.config = new_config
 
     async def _watchdog(self) -> None:
         interval = systemd.watchdog_interval()

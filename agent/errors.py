@@ -152,6 +152,13 @@ class AbiViolation(AgentError):
     reason = "abi"
 
 
+class ModuleMismatch(AbiViolation):
+    """A signed module does not do what its manifest declares (another number of inputs
+    or outputs, or no finite answer for the manifest's reference row): not activated."""
+
+    reason = "module_mismatch"
+
+
 class CompileError(AgentError):
     """A trained model cannot be compiled (unsupported operator, bad attribute...)."""
 

@@ -33,3 +33,5 @@ class Limits:
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM
     log_repeat_interval: float = 10.0  # seconds: a warning a flood repeats (a refused
     # connection, a failed accept) is logged at most this often, with the count held back
+    archive_header_max: int = 65_536  # bytes: one tar extended header (PAX, GNU long name)
+    pull_timeout: float = 300.0  # seconds: an operator's `models pull`, end to end

@@ -43,6 +43,7 @@ from sklearn.preprocessing import StandardScaler
 
 from agent.compiler.build import compile_onnx
 from agent.limits import Limits
+from agent.runtime.cache import ModuleCache
 from agent.runtime.model import WasmModel
 
 
@@ -139,11 +140,12 @@ def bench_model(
         a, o, s = (v / n * 1e6 for v in (agent_s, ort_s, skl_s))
         print(f"{name:<16} {measure:<22} {a:>10.2f} {o:>12.2f} {s:>10.2f} "
               f"{a / o:>10.2f} {a / s:>10.3f}")
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as folder:
+        cache = ModuleCache(Path(folder), Path(folder) / "digests")
         cold = per_call(lambda: WasmModel.load(compiled.wasm, limits=Limits()), 3, 3)
-        WasmModel.load(compiled.wasm, limits=Limits(), cache_dir=Path(cache))
+        WasmModel.load(compiled.wasm, limits=Limits(), cache=cache)
         cached = per_call(
-            lambda: WasmModel.load(compiled.wasm, limits=Limits(), cache_dir=Path(cache)),
+            lambda: WasmModel.load(compiled.wasm, limits=Limits(), cache=cache),
             20, 3)
         ort_load = per_call(
             lambda: ort.InferenceSession(onx.SerializeToString(), options,
@@ -161,10 +163,15 @@ _REPORT = ("status = open('/proc/self/status').read()\n"
 
 def _agent_script(cache_dir: Path | None) -> str:
     wasm = DEMO / "build" / "deterioration" / "model.wasm"
-    cache = f", cache_dir=Path({str(cache_dir)!r})" if cache_dir else ""
+    cache = (
+        f", cache=ModuleCache(Path({str(cache_dir)!r}), Path({str(cache_dir)!r}) / 'digests')"
+        if cache_dir
+        else ""
+    )
     return (
         "from pathlib import Path\n"
         "from agent.limits import Limits\n"
+        "from agent.runtime.cache import ModuleCache\n"
         "from agent.runtime.model import WasmModel\n"
         f"model = WasmModel.load(Path({str(wasm)!r}).read_bytes(), limits=Limits(){cache})\n"
         + _ROWS + "for row in rows:\n    model.predict([row])\n" + _REPORT

@@ -2,11 +2,14 @@
 
 Reading is where hostile *containers* are stopped (hostile *content* is ``verify``'s job):
 symlinks and hard links (which could point at ``/etc/shadow`` or at another bundle),
-device files and FIFOs, names that escape the bundle (``../``, absolute paths), duplicate
-names (two different bytes for one name: which one was verified?), too many members,
-oversized files, and more bytes in all than a download may have (a gzip bomb). Sizes are
-checked from headers before a byte is read, then enforced again while reading, because a
-header or ``stat`` can lie about a file that changes underneath.
+device files, FIFOs and sparse files, names that escape the bundle (``../``, absolute
+paths), duplicate names (two different bytes for one name: which one was verified?), too
+many members, oversized files, and more bytes in all than a download may have (a gzip
+bomb). Sizes are checked from headers before a byte is read, then enforced again while
+reading, because a header or ``stat`` can lie about a file that changes underneath.
+Extended headers (PAX records, GNU long names) over ``limits.archive_header_max`` are
+refused by their size field before tarfile reads them into memory: a small gzip can
+declare, and inflate to, a header of gigabytes.
 
 The archive form is deterministic: members sorted by name, mtime 0, uid/gid 0, no user
 names, mode 0644, gzip header mtime 0. The same bundle always gives the same archive
@@ -111,6 +114,30 @@ def read_bundle_archive(path: Path, limits: Limits) -> dict[str, bytes]:
     return read_bundle_archive_bytes(data, limits)
 
 
+_EXTENDED_HEADERS = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+_PLAIN_FILES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+
+def _bounded_tarinfo(header_max: int) -> type[tarfile.TarInfo]:
+    """A TarInfo that refuses an extended header over ``header_max`` bytes by its size
+    field, before tarfile allocates and parses it (SizeLimitExceeded)."""
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+            if self.type in _EXTENDED_HEADERS and self.size > header_max:
+                raise SizeLimitExceeded(f"archive extended header is over {header_max} bytes")
+            member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+            return member
+
+    return BoundedTarInfo
+
+
 def read_bundle_archive_bytes(data: bytes, limits: Limits) -> dict[str, bytes]:
     """Unpack an in-memory ``.tar.gz`` bundle into ``{name: bytes}`` (nothing touches disk).
 
@@ -121,7 +148,11 @@ def read_bundle_archive_bytes(data: bytes, limits: Limits) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     members = total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        with tarfile.open(
+            fileobj=io.BytesIO(data),
+            mode="r:gz",
+            tarinfo=_bounded_tarinfo(limits.archive_header_max),
+        ) as tar:
             for member in tar:
                 members += 1
                 if members > 2 * MAX_FILES:
@@ -129,7 +160,7 @@ def read_bundle_archive_bytes(data: bytes, limits: Limits) -> dict[str, bytes]:
                 name = member.name.removeprefix("./")
                 if member.isdir():
                     continue
-                if not member.isreg():
+                if member.type not in _PLAIN_FILES or member.sparse is not None:
                     raise BundleError(f"archive member {name!r} is not a regular file")
                 if not is_safe_name(name):
                     raise BundleError(f"archive member name {name!r} is not allowed")
@@ -144,7 +175,8 @@ def read_bundle_archive_bytes(data: bytes, limits: Limits) -> dict[str, bytes]:
                 if handle is None:  # pragma: no cover - isreg() members always have data
                     raise BundleError(f"archive member {name!r} has no data")
                 files[name] = handle.read()  # exactly member.size bytes, checked above
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, RecursionError) as exc:
+        # RecursionError: a chain of thousands of extended headers, each naming the next
         raise BundleError("bundle archive is not a valid .tar.gz") from exc
     return files
 

@@ -220,6 +220,29 @@ class BundleManifest(_Strict):
     def feature_names(self) -> list[str]:
         return [f.name for f in self.inputs]
 
+    def reference_row(self) -> list[float]:
+        """A typical input in manifest order, from the training reference: each numeric
+        feature's median (else mean, else the middle of its valid range, else 0), each
+        categorical feature's most frequent level index (else 0). The row a module must
+        score before it is activated."""
+        row = []
+        for feature in self.inputs:
+            ref = self.reference.features.get(feature.name)
+            if feature.kind is FeatureKind.categorical:
+                frequencies = ref.category_frequencies if ref is not None else {}
+                known = {lv: f for lv, f in frequencies.items() if lv in feature.levels}
+                top = max(known, key=known.__getitem__) if known else feature.levels[0]
+                row.append(float(feature.levels.index(top)))
+                continue
+            middle = (
+                (feature.min + feature.max) / 2
+                if feature.min is not None and feature.max is not None
+                else None
+            )
+            candidates = (ref.median, ref.mean) if ref is not None else ()
+            row.append(next((v for v in (*candidates, middle) if v is not None), 0.0))
+        return row
+
     def canonical_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json"))
 

@@ -16,7 +16,7 @@ from agent.admin import ModelOperations, ask_agent, socket_path
 from agent.bundle.trust import TrustStore
 from agent.config import AgentConfig, load_config
 from agent.registry.sources import open_source
-from agent.registry.updater import PullResult, Updater
+from agent.registry.updater import PullResult, Updater, pinned_registries
 from agent.store import BundleStore
 
 
@@ -53,7 +53,10 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     request = args.request(args)
-    answer = ask_agent(socket_path(config), request)
+    # the agent answers a pull within its pull_timeout; allow for the answer to travel
+    answer = ask_agent(
+        socket_path(config), request, timeout=config.resolved_limits.pull_timeout + 30
+    )
     if answer is None:
         answer = _offline(config).run(request)
     for line in answer.lines:
@@ -75,7 +78,7 @@ def _offline(config: AgentConfig) -> ModelOperations:
                 config.resolved_limits,
                 models,
                 lambda _name, _bundle: None,
-                registry_of={m.name: m.registry for m in config.models if m.registry},
+                registry_of=pinned_registries(config),
             )
             return updater.pull_once()
         finally:

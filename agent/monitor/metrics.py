@@ -210,6 +210,13 @@ class AgentMetrics:
             ["model", "version", "keyid"],
             namespace=ns, registry=registry,
         )
+        self.model_deactivations = Counter(
+            "model_deactivations",
+            "Model versions taken out of service because they no longer verify or load "
+            "(signer revoked or removed, file changed at rest, module broken), by reason.",
+            ["model", "reason"],
+            namespace=ns, registry=registry,
+        )
         self.bundle_pulls = Counter(
             "bundle_pulls",
             "Bundle pull attempts from a registry.",

@@ -143,6 +143,21 @@ class Monitor:
                 model=manifest.name, version=manifest.version, keyid=keyid
             ).set(1)
 
+    def unregister_model(self, name: str) -> None:
+        """``name`` serves no version any more (none verifies): drop its active-version
+        series and drift windows, so /metrics does not claim a version that is not served."""
+        with self._lock:
+            old = self._states.pop(name, None)
+            if old is not None:
+                self._metrics.model_active.remove(name, old.version, old.keyid)
+
+    def observe_deactivation(self, model: str, reason: str) -> None:
+        """Count a version taken out of service (at start, at a reload, at a load);
+        ``reason`` is the error's slug (``untrusted_key``, ``digest_mismatch``, ...)."""
+        with self._lock:
+            slug = reason if reason in self._reasons else OTHER_REASON
+            self._metrics.model_deactivations.labels(self._model_label(model), slug).inc()
+
     def observe(
         self,
         model: str,

@@ -81,6 +81,20 @@ class _Refused(Exception):
         self.error = error
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What a reload may change, swapped as one: a pull takes it once at its start."""
+
+    sources: tuple[RegistrySource, ...]
+    trust: TrustStore
+    models: tuple[str, ...]
+    registry_of: dict[str, str]
+
+    def serves(self, source: RegistrySource, model: str) -> bool:
+        pinned = self.registry_of.get(model)
+        return pinned is None or pinned == source.config.name
+
+
 class Updater:
     """Pulls ``models`` from ``sources``; ``start``/``stop`` run it in a background thread.
 
@@ -102,62 +116,86 @@ class Updater:
         registry_of: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._sources = list(sources)
+        self._settings = _Settings(tuple(sources), trust, tuple(models), dict(registry_of or {}))
         self._store = store
-        self._trust = trust
         self._limits = limits
-        self._models = list(models)
         self._on_installed = on_installed
         self._on_result = on_result
-        self._registry_of = dict(registry_of or {})
         self._clock = clock
         self._pull_lock = threading.Lock()
-        self._stop_event = threading.Event()
+        self._settings_lock = threading.Lock()
+        self._retired: list[RegistrySource] = []
+        self._stopping = False
+        self._repoll = False
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def reconfigure(
+        self,
+        sources: Sequence[RegistrySource],
+        trust: TrustStore,
+        models: Sequence[str],
+        registry_of: Mapping[str, str] | None = None,
+    ) -> None:
+        """Take a reloaded config (SIGHUP) at once: the next pull, which the poller starts
+        right away, uses these sources, keys and models. A pull already running finishes
+        with what it started with; the replaced sources are closed once it has."""
+        with self._settings_lock:
+            old = self._settings
+            self._settings = _Settings(
+                tuple(sources), trust, tuple(models), dict(registry_of or {})
+            )
+            self._retired.extend(s for s in old.sources if s not in sources)
+            self._repoll = True
+        self._wake.set()
 
     # --- one pull ---------------------------------------------------------------------
     def pull_once(self) -> list[PullResult]:
         """Pull every model from every source once; one result per model."""
-        results, _ = self._pull(self._sources)
+        results, _ = self._pull(None)
         return results
 
-    def _serves(self, source: RegistrySource, model: str) -> bool:
-        pinned = self._registry_of.get(model)
-        return pinned is None or pinned == source.config.name
-
-    def _pull(self, sources: Sequence[RegistrySource]) -> tuple[list[PullResult], set[str]]:
-        """Pull from ``sources``; return the results and the names of sources that failed."""
+    def _pull(self, names: set[str] | None) -> tuple[list[PullResult], set[str]]:
+        """Pull from the sources named ``names`` (None: all); return the results and the
+        names of sources that failed. Registries are asked concurrently, each bounded by
+        its own timeout, so one that does not answer delays no other."""
         with self._pull_lock:
+            with self._settings_lock:
+                settings = self._settings
+                retired, self._retired = self._retired, []
+            for source in retired:
+                source.close()
+            sources = [s for s in settings.sources if names is None or s.config.name in names]
             offers: dict[str, list[tuple[RegistrySource, IndexEntry]]] = {}
             errors: dict[str, AgentError] = {}
             failed: set[str] = set()
-            for source in sources:
-                try:
-                    index = self._fetch_index(source)
-                except OSError as exc:  # the store could not record the index version
-                    log.exception("registry state write failed")
-                    errors[source.config.name] = StoreError(str(exc))
+            for source, fetched in self._fetch_indexes(sources, settings.trust):
+                if isinstance(fetched, OSError):  # the store could not record the version
+                    log.error("registry state write failed", exc_info=fetched)
+                    errors[source.config.name] = StoreError(str(fetched))
                     failed.add(source.config.name)
                     continue
-                except AgentError as exc:
+                if isinstance(fetched, AgentError):
                     log.warning(
                         "registry index refused or unreachable",
-                        extra={"registry": source.config.name, "reason": exc.reason},
+                        extra={"registry": source.config.name, "reason": fetched.reason},
                     )
-                    errors[source.config.name] = exc
-                    if not isinstance(exc, BundleError):
+                    errors[source.config.name] = fetched
+                    if not isinstance(fetched, BundleError):
                         failed.add(source.config.name)
                     continue
-                for model in self._models:
-                    entry = index.latest(model)
-                    if entry is not None and self._serves(source, model):
+                for model in settings.models:
+                    entry = fetched.latest(model)
+                    if entry is not None and settings.serves(source, model):
                         offers.setdefault(model, []).append((source, entry))
             results = []
-            for model in self._models:
-                relevant = [s for s in sources if self._serves(s, model)]
+            for model in settings.models:
+                relevant = [s for s in sources if settings.serves(s, model)]
                 if not relevant:
                     continue
-                result = self._pull_model(model, offers.get(model, []), relevant, errors)
+                result = self._pull_model(
+                    model, offers.get(model, []), relevant, errors, settings.trust
+                )
                 if result.outcome == "failed" and result.registry is not None:
                     failed.add(result.registry)
                 results.append(result)
@@ -165,14 +203,45 @@ class Updater:
             self._report(result)
         return results, failed
 
-    def _fetch_index(self, source: RegistrySource) -> RegistryIndex:
+    def _fetch_indexes(
+        self, sources: Sequence[RegistrySource], trust: TrustStore
+    ) -> list[tuple[RegistrySource, RegistryIndex | AgentError | OSError]]:
+        """Every source's verified index (or why not), fetched concurrently on daemon
+        threads, so a registry that hangs never holds the process at exit."""
+        answers: list[RegistryIndex | BaseException | None] = [None] * len(sources)
+
+        def fetch(slot: int, source: RegistrySource) -> None:
+            try:
+                answers[slot] = self._fetch_index(source, trust)
+            except BaseException as exc:  # handed to the pulling thread below
+                answers[slot] = exc
+
+        threads = [
+            threading.Thread(
+                target=fetch, args=(slot, source), name="edge-agent-index", daemon=True
+            )
+            for slot, source in enumerate(sources)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        fetched: list[tuple[RegistrySource, RegistryIndex | AgentError | OSError]] = []
+        for source, answer in zip(sources, answers, strict=True):
+            if isinstance(answer, RegistryIndex | AgentError | OSError):
+                fetched.append((source, answer))
+            elif isinstance(answer, BaseException):
+                raise answer
+        return fetched
+
+    def _fetch_index(self, source: RegistrySource, trust: TrustStore) -> RegistryIndex:
         config = source.config
         index_bytes = self._fetch(source, INDEX_FILE, self._limits.registry_index_max)
         signature = self._fetch(source, INDEX_SIGNATURE_FILE, SIGNATURE_DOCUMENT_MAX)
         index = verify_index(
             index_bytes,
             signature,
-            self._trust,
+            trust,
             now=self._clock(),
             min_version=self._store.last_index_version(config.name),
             limits=self._limits,
@@ -194,6 +263,7 @@ class Updater:
         offers: list[tuple[RegistrySource, IndexEntry]],
         relevant: list[RegistrySource],
         errors: Mapping[str, AgentError],
+        trust: TrustStore,
     ) -> PullResult:
         if not offers:
             for source in relevant:
@@ -209,7 +279,7 @@ class Updater:
         if highest is not None and entry.semver <= SemVer(highest):
             return PullResult(model, registry, "up_to_date", version=highest)
         try:
-            verified = self._download(source, model, entry)
+            verified = self._download(source, model, entry, trust)
             self._store.install(verified)
             try:
                 self._on_installed(model, verified)
@@ -229,7 +299,9 @@ class Updater:
             return PullResult(model, registry, "failed", StoreError.reason, entry.version)
         return PullResult(model, registry, "installed", version=entry.version)
 
-    def _download(self, source: RegistrySource, model: str, entry: IndexEntry) -> VerifiedBundle:
+    def _download(
+        self, source: RegistrySource, model: str, entry: IndexEntry, trust: TrustStore
+    ) -> VerifiedBundle:
         """Fetch, check against the index, unpack and verify one bundle.
 
         Stops: endless or oversized downloads (the cap is the size the signed index
@@ -249,7 +321,7 @@ class Updater:
             retries=config.retries,
             delay=config.retry_delay,
         )
-        verified = verify_bundle(files, self._trust, limits=self._limits)
+        verified = verify_bundle(files, trust, limits=self._limits)
         manifest = verified.manifest
         if (
             verified.digest != entry.manifest_sha256
@@ -282,41 +354,60 @@ class Updater:
     def start(self, *, pull_now: bool = False) -> None:
         """Poll in a daemon thread: each registry at its ``poll_interval``, its wait
         doubling after each failed poll up to ``backoff_max``. The first poll comes at once
-        with ``pull_now``, else one interval after ``start``."""
-        if self._thread is not None or not self._sources:
+        with ``pull_now``, else one interval after ``start``; after a ``reconfigure``, every
+        registry is polled at once."""
+        if self._thread is not None:
             return
-        self._stop_event.clear()
+        self._stopping = False
         self._thread = threading.Thread(
             target=self._run, args=(pull_now,), name="edge-agent-updater", daemon=True
         )
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop polling; a pull in progress finishes (or times out) first."""
-        self._stop_event.set()
+        """Stop polling within ``timeout`` seconds: a pull in progress is abandoned to its
+        daemon thread (every read it makes is bounded by its registry's timeout)."""
+        self._stopping = True
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("a registry pull was still running at shutdown; abandoned")
             self._thread = None
 
     def _run(self, pull_now: bool) -> None:
-        now = time.monotonic()
-        due = {
-            s.config.name: now + (0 if pull_now else s.config.poll_interval) for s in self._sources
-        }
-        failures = dict.fromkeys(due, 0)
-        while True:
-            wait = max(0.0, min(due.values()) - time.monotonic())
-            if self._stop_event.wait(wait):
-                return
+        due: dict[str, float] = {}
+        failures: dict[str, int] = {}
+        first = pull_now
+        while not self._stopping:
+            with self._settings_lock:
+                sources = self._settings.sources
+                repoll, self._repoll = self._repoll, False
             now = time.monotonic()
-            ready = [s for s in self._sources if due[s.config.name] <= now]
+            names = {s.config.name for s in sources}
+            for source in sources:
+                name = source.config.name
+                if repoll or name not in due:
+                    due[name] = now if (repoll or first) else now + source.config.poll_interval
+                    failures.setdefault(name, 0)
+            for gone in set(due) - names:
+                del due[gone], failures[gone]
+            first = False
+            wait = max(0.0, min(due.values()) - now) if due else None
+            if self._wake.wait(wait):
+                self._wake.clear()
+                continue
+            now = time.monotonic()
+            ready = {name for name, when in due.items() if when <= now}
             try:
                 _, failed = self._pull(ready)
             except Exception:  # a bug must not end polling for good
                 log.exception("pull crashed")
-                failed = {s.config.name for s in ready}
-            for source in ready:
+                failed = ready
+            for source in sources:
                 name = source.config.name
+                if name not in ready:
+                    continue
                 failures[name] = failures[name] + 1 if name in failed else 0
                 delay = poll_delay(source.config, failures[name])
                 due[name] = time.monotonic() + delay * (1 + random.random() / 10)
@@ -389,5 +480,10 @@ def build_updater(config: AgentConfig, pipeline: _Pipeline) -> Updater:
         [m.name for m in config.models],
         lambda _name, bundle: pipeline.activate(bundle),
         on_result=count,
-        registry_of={m.name: m.registry for m in config.models if m.registry is not None},
+        registry_of=pinned_registries(config),
     )
+
+
+def pinned_registries(config: AgentConfig) -> dict[str, str]:
+    """Model name -> the one registry it is pulled from, for the models that name one."""
+    return {m.name: m.registry for m in config.models if m.registry is not None}

@@ -23,20 +23,27 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 import struct
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import wasmtime
 
-from agent.errors import AbiViolation, ModelDeadline, ModelTrap, RecordError
+from agent.errors import (
+    AbiViolation,
+    ModelDeadline,
+    ModelTrap,
+    ModuleMismatch,
+    RecordError,
+    RuntimeFault,
+)
 from agent.limits import Limits
 from agent.runtime import abi
-from agent.runtime.cache import load_or_compile
+from agent.runtime.cache import ModuleCache, load_or_compile
 from agent.runtime.calls import FuelSetter, PredictCall, fast_calls, public_calls
 from agent.runtime.engine import shared_engine
 
@@ -95,10 +102,10 @@ class WasmModel:
         wasm: bytes,
         *,
         limits: Limits,
-        cache_dir: Path | None = None,
+        cache: ModuleCache | None = None,
         fast_path: bool = True,
     ) -> WasmModel:
-        """Compile (or fetch from ``cache_dir``) and validate a module against ABI v1.
+        """Compile (or fetch from ``cache``) and validate a module against ABI v1.
 
         Raises ``AbiViolation`` naming the broken rule: the module is not valid wasm, is
         larger than ``limits.wasm_module_max``, imports anything, lacks or mistypes an
@@ -108,7 +115,7 @@ class WasmModel:
         if len(wasm) > limits.wasm_module_max:
             raise AbiViolation("module is larger than limits.wasm_module_max")
         try:
-            module = load_or_compile(shared_engine(), wasm, cache_dir)
+            module = load_or_compile(shared_engine(), wasm, cache)
         except wasmtime.WasmtimeError as exc:
             raise AbiViolation("module is not valid WebAssembly") from exc
         check_module(module)
@@ -126,6 +133,26 @@ class WasmModel:
     @property
     def max_batch(self) -> int:
         return self._shape.max_batch
+
+    def self_test(self, n_features: int, n_outputs: int, row: Sequence[float]) -> None:
+        """Refuse a module that does not do what its bundle declares, before it serves.
+
+        Stops: a validly signed bundle whose module reads another number of features or
+        writes another number of outputs than its manifest lists (every request would
+        fail while readiness said ready), and one that traps, runs out of fuel or answers
+        with a non-finite value on ``row``, a typical input (the manifest's reference
+        medians). Raises ``ModuleMismatch``."""
+        if (self.n_features, self.n_outputs) != (n_features, n_outputs):
+            raise ModuleMismatch(
+                f"module has {self.n_features} inputs and {self.n_outputs} outputs, "
+                f"its manifest declares {n_features} and {n_outputs}"
+            )
+        try:
+            answers = self.predict([row])
+        except (RuntimeFault, RecordError) as exc:
+            raise ModuleMismatch(f"module fails on its reference row ({exc.reason})") from exc
+        if len(answers) != 1 or not all(math.isfinite(v) for v in answers[0]):
+            raise ModuleMismatch("module gives no finite answer for its reference row")
 
     def predict(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
         """Score rows (each ``n_features`` long, in manifest input order); returns one list

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -158,3 +159,63 @@ def test_directory_larger_in_total_than_the_cap_is_refused(tmp_path: Path) -> No
     directory = write_dir({f"part{i}.bin": bytes(400) for i in range(4)}, tmp_path / "b")
     with pytest.raises(SizeLimitExceeded, match="bundle is larger"):
         read_bundle_dir(directory, Limits(bundle_download_max=1000))
+
+
+def _inflating_pax_archive(size: int, kind: bytes = tarfile.XHDTYPE) -> bytes:
+    """A .tar.gz whose first header is an extended header (PAX, or GNU long name) of
+    ``size`` bytes, all present (one record, then zeros): about size/1000 on the wire."""
+    header = tarfile.TarInfo("PaxHeader")
+    header.type = kind
+    header.size = size
+    record = b"30 comment=aaaaaaaaaaaaaaaaaa\n"
+    member = tarfile.TarInfo(MODEL_FILE)
+    member.size = 1
+    raw = (
+        header.tobuf(tarfile.USTAR_FORMAT)
+        + record
+        + bytes(size - len(record) + (-size % 512))
+        + member.tobuf(tarfile.USTAR_FORMAT)
+        + b"x".ljust(512, b"\0")
+        + bytes(1024)
+    )
+    return gzip.compress(raw, 9)
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_an_oversized_extended_header_is_refused_by_its_size_field(kind: bytes) -> None:
+    with pytest.raises(SizeLimitExceeded, match="extended header"):
+        read_bundle_archive_bytes(
+            _inflating_pax_archive(LIMITS.archive_header_max + 1, kind), LIMITS
+        )
+
+
+def test_a_small_pax_header_is_still_read() -> None:
+    info = tarfile.TarInfo(MODEL_FILE)
+    info.pax_headers = {"comment": "a" * 1000}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    assert read_bundle_archive_bytes(raw.getvalue(), LIMITS) == {MODEL_FILE: b"x"}
+
+
+def test_a_sparse_member_is_refused() -> None:
+    info = tarfile.TarInfo(MODEL_FILE)
+    info.type = tarfile.GNUTYPE_SPARSE
+    with pytest.raises(BundleError):
+        read_bundle_archive_bytes(_tar([(info, b"x" * 10)]), LIMITS)
+
+
+def test_a_chain_of_extended_headers_is_refused_not_a_crash() -> None:
+    """Each PAX header is read by recursing into the next: thousands in a row would
+    overflow the stack (RecursionError) unless refused as a bad archive."""
+    header = tarfile.TarInfo("PaxHeader")
+    header.type = tarfile.XHDTYPE
+    record = b"30 comment=aaaaaaaaaaaaaaaaaa\n"
+    header.size = len(record)
+    one = header.tobuf(tarfile.USTAR_FORMAT) + record.ljust(512, b"\0")
+    member = tarfile.TarInfo(MODEL_FILE)
+    member.size = 1
+    raw = one * 5000 + member.tobuf(tarfile.USTAR_FORMAT) + b"x".ljust(512, b"\0") + bytes(1024)
+    with pytest.raises(BundleError):
+        read_bundle_archive_bytes(gzip.compress(raw), LIMITS)

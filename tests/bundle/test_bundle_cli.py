@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -86,3 +91,52 @@ def test_inspect_shows_an_unsigned_bundle_and_mismatches(
 def test_sign_wants_a_directory(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     with pytest.raises(AgentError, match="directory"):
         bundle_cli("sign", str(tmp_path / "b.tar.gz"), "--key", str(keys[0]))
+
+
+@pytest.mark.integration
+def test_bundle_verify_refuses_an_inflating_pax_header_without_allocating_it(
+    tmp_path: Path,
+) -> None:
+    """A 300 MB PAX header (about 300 kB of gzip) made `bundle verify` allocate it whole
+    before refusing; the real CLI process must refuse it from the header's size field."""
+    size = 300_000_000
+    archive = tmp_path / "bomb.tar.gz"
+    header = tarfile.TarInfo("PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = size
+    record = b"30 comment=aaaaaaaaaaaaaaaaaa\n"
+    with gzip.open(archive, "wb", compresslevel=9) as out:
+        out.write(header.tobuf(tarfile.USTAR_FORMAT) + record)
+        left = size - len(record) + (-size % 512)
+        zeros = bytes(1 << 20)
+        while left > 0:
+            out.write(zeros[: min(left, len(zeros))])
+            left -= len(zeros)
+        member = tarfile.TarInfo(MODEL_FILE)
+        member.size = 1
+        out.write(member.tobuf(tarfile.USTAR_FORMAT) + b"x".ljust(512, b"\0") + bytes(1024))
+    public = Path(__file__).resolve().parents[2] / "fixtures/keys/demo-publisher.pub"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "bundle",
+            "verify",
+            str(archive),
+            "--trust",
+            str(public),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    _, status, usage = os.wait4(process.pid, 0)  # the peak RSS of this child alone
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.stderr is not None and process.stdout is not None
+    stderr = process.stderr.read().decode()
+    process.stdout.close()
+    process.stderr.close()
+    assert process.returncode != 0
+    assert "extended header" in stderr, stderr
+    assert usage.ru_maxrss < 150 * 1024, f"peak RSS {usage.ru_maxrss // 1024} MB"

@@ -92,7 +92,11 @@ def flag_out_of_range(config_path: Path, feature: str) -> None:
     mapping.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def start_agent(config_path: Path, ready_timeout: float = 60.0) -> AgentProcess:
+def start_agent(
+    config_path: Path, ready_timeout: float = 60.0, up_path: str = "/readyz"
+) -> AgentProcess:
+    """Start the agent and wait until ``up_path`` answers 200 (``/healthz`` for an agent
+    expected to come up with a model unavailable)."""
     config = yaml.safe_load(config_path.read_text())
     http = config.get("http", {})
     base_url = f"http://{http.get('host', '127.0.0.1')}:{http['port']}"
@@ -113,7 +117,7 @@ def start_agent(config_path: Path, ready_timeout: float = 60.0) -> AgentProcess:
             agent.stop()
             raise RuntimeError(f"agent exited with {process.returncode}:\n{agent.log_text()}")
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{base_url}{up_path}", timeout=1.0).status_code == 200:
                 return agent
         except httpx.TransportError:
             pass

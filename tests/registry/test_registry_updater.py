@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -351,3 +353,31 @@ def test_pipeline_crash_is_a_failure_and_the_version_is_retried(harness: Harness
     assert (result.outcome, result.reason) == ("failed", "internal")
     assert harness.store.versions("sepsis") == []
     assert _only(harness.updater().pull_once()).outcome == "installed"
+
+
+def test_reconfigure_takes_new_keys_sources_and_models_at_the_next_pull(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """What SIGHUP hands the updater: a pull after ``reconfigure`` verifies with the new
+    trust store against the new sources; the replaced source is closed."""
+    other_key = Ed25519PrivateKey.generate()
+    second = tmp_path / "second"
+    bundle = write_dir(signed_bundle(other_key, version="2.0.0"), tmp_path / "b-other")
+    publish(bundle, second.as_uri(), other_key)
+    updater = harness.updater()
+    assert _only(updater.pull_once()).outcome == "failed"  # the harness registry is empty
+    source = open_source(RegistryConfig(name="second", url=second.as_uri(), retries=0))
+    updater.reconfigure(
+        [source], TrustStore.of(harness.key.public_key(), other_key.public_key()), ["sepsis"]
+    )
+    result = _only(updater.pull_once())
+    assert (result.registry, result.outcome, result.version) == ("second", "installed", "2.0.0")
+
+
+def test_a_fifo_in_a_file_registry_is_refused_at_once(harness: Harness) -> None:
+    harness.folder.mkdir()
+    os.mkfifo(harness.folder / INDEX_FILE)
+    started = time.monotonic()
+    result = _only(harness.updater(timeout=30.0).pull_once())
+    assert (result.outcome, result.reason) == ("failed", "registry")
+    assert time.monotonic() - started < 5

@@ -59,7 +59,7 @@ async def readyz(request: Request) -> Response:
         {
             "status": "ready" if ready else "not ready",
             "models": {name: reason is None for name, reason in readiness.items()},
-            "not_ready": {name: why for name, why in readiness.items() if why is not None},
+            "unavailable": {name: why for name, why in readiness.items() if why is not None},
         },
         status_code=200 if ready else 503,
     )
