@@ -166,3 +166,10 @@ class UnknownModel(AgentError):
     """A request names a model that this agent does not serve."""
 
     reason = "unknown_model"
+
+
+class OutcomesError(AgentError):
+    """A labelled-outcomes file for validation is malformed. Messages name a line and a
+    column, never a value (the file holds patient identifiers)."""
+
+    reason = "outcomes"
