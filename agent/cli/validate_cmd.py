@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         type=Path,
         required=True,
         metavar="CSV",
-        help="labelled moments: columns patient, as_of, label (0/1), optional group columns",
+        help="moments to score: columns patient, as_of, label (0/1; without it the site "
+        "mapping's outcome section reads it from the records), optional group columns",
     )
     parser.add_argument(
         "--out", "-o", type=Path, required=True, metavar="DIR", help="where the report goes"
@@ -48,6 +49,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from agent.cli.score_cmd import serving_pipeline
     from agent.config import load_config
+    from agent.errors import OutcomesError
+    from agent.validation.derived_labels import Labeler, describe, record_labeler
     from agent.validation.history import patient_histories
     from agent.validation.outcomes_csv import read_outcomes
     from agent.validation.report_files import write_report
@@ -68,12 +71,23 @@ def _validate(args: argparse.Namespace) -> int:
         ),
         training_metrics=served.bundle.manifest.provenance.metrics,
     )
+    labeler: Labeler | None = None
+    label_source = "the outcomes file"
+    if not outcomes.labelled:
+        outcome = served.mapping.outcome
+        if outcome is None:
+            raise OutcomesError(
+                "the outcomes file has no label column, and the site mapping no outcome "
+                "section to read labels from the records"
+            )
+        labeler = record_labeler(outcome, config.resolved_limits, config.records)
+        label_source = describe(outcome)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edge-agent-validate-", dir=args.out) as scratch:
         histories = patient_histories(
             args.records, config.resolved_limits, config.drop_folder.document_max, Path(scratch)
         )
-        report = validate(pipeline, under_test, outcomes, histories)
+        report = validate(pipeline, under_test, outcomes, histories, labeler, label_source)
     written = write_report(report, args.out)
     counts = report["counts"]
     refused = sum(counts["refused"].values())

@@ -3,7 +3,8 @@
 Header: ``patient`` (the Patient's id, ``Patient/<id>``, or an identifier value such as
 the medical record number HL7 PID-3 carries), ``as_of`` (ISO 8601; the time the model
 would have scored; a time without an offset is UTC), ``label`` (1 the outcome happened,
-0 it did not); any further column is a group (a ward, a site, a period) the report breaks
+0 it did not; without this column the site mapping's ``outcome:`` section derives it from
+the records); any further column is a group (a ward, a site, a period) the report breaks
 the figures down by. Errors name the line and the column, never a value: the file holds
 identifiers.
 """
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from agent.errors import OutcomesError
 
-REQUIRED = ("patient", "as_of", "label")
+REQUIRED = ("patient", "as_of")
+LABEL = "label"
+KNOWN = (*REQUIRED, LABEL)
 MISSING_GROUP = "(not recorded)"  # the group of a row whose group cell is empty
 
 
@@ -29,7 +32,7 @@ class Outcome:
     line: int
     patient: str
     as_of: datetime
-    label: int
+    label: int | None  # None: to be derived from the records
     groups: Mapping[str, str]  # group column -> this row's value
 
 
@@ -39,6 +42,7 @@ class OutcomeTable:
 
     by_patient: Mapping[str, list[Outcome]]
     group_columns: tuple[str, ...]
+    labelled: bool  # whether the file has a label column
 
     @property
     def rows(self) -> int:
@@ -69,7 +73,7 @@ def read_outcomes(path: Path) -> OutcomeTable:
                 raise OutcomesError(f"outcomes header lacks column(s): {', '.join(missing)}")
             if len(set(header)) != len(header):
                 raise OutcomesError("outcomes header names a column twice")
-            groups = tuple(name for name in header if name not in REQUIRED)
+            groups = tuple(name for name in header if name not in KNOWN)
             by_patient: dict[str, list[Outcome]] = {}
             seen: dict[tuple[str, datetime], int] = {}
             for cells in reader:
@@ -86,7 +90,7 @@ def read_outcomes(path: Path) -> OutcomeTable:
             raise OutcomesError(f"outcomes line {reader.line_num}: not UTF-8 CSV") from exc
     if not by_patient:
         raise OutcomesError("the outcomes file has no rows")
-    return OutcomeTable(by_patient, groups)
+    return OutcomeTable(by_patient, groups, LABEL in header)
 
 
 def _row(line: int, header: list[str], cells: list[str], groups: tuple[str, ...]) -> Outcome:
@@ -98,12 +102,13 @@ def _row(line: int, header: list[str], cells: list[str], groups: tuple[str, ...]
     as_of = parse_moment(values["as_of"])
     if as_of is None:
         raise OutcomesError(f"outcomes line {line}: column as_of is not an ISO 8601 time")
-    if values["label"] not in ("0", "1"):
+    label = values.get(LABEL)
+    if label is not None and label not in ("0", "1"):
         raise OutcomesError(f"outcomes line {line}: column label is not 0 or 1")
     return Outcome(
         line=line,
         patient=values["patient"],
         as_of=as_of,
-        label=int(values["label"]),
+        label=None if label is None else int(label),
         groups={name: values[name] or MISSING_GROUP for name in groups},
     )

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.errors import AgentError
 from agent.types import Scorer
+from agent.validation.derived_labels import Labeler
 from agent.validation.history import PatientHistory
 from agent.validation.metrics import LEVEL
 from agent.validation.outcomes_csv import Outcome, OutcomeTable
@@ -49,11 +51,14 @@ def validate(
     model: ModelUnderTest,
     outcomes: OutcomeTable,
     histories: Iterable[PatientHistory],
+    labeler: Labeler | None = None,
+    label_source: str = "the outcomes file",
 ) -> dict[str, Any]:
     """Score every outcome row's patient as of its time and return the report (JSON-ready).
 
-    Histories stream through once (memory holds the outcome rows and their scores, not the
-    records)."""
+    Rows without a label take ``labeler``'s, read from the patient's record (a scored row
+    whose label cannot be read is refused with the error's reason). Histories stream
+    through once (memory holds the outcome rows and their scores, not the records)."""
     results: dict[str, list[Result]] = {}
     owner: dict[str, int] = {}  # outcome key -> the patient number that claimed it
     ambiguous: set[str] = set()
@@ -70,7 +75,7 @@ def validate(
                 ambiguous.add(key)
                 continue
             results[key] = [
-                (outcome, *_score(scorer, model, history, outcome, number))
+                (outcome, *_score(scorer, model, history, outcome, number, labeler))
                 for outcome in outcomes.by_patient[key]
             ]
     refused: Counter[str] = Counter()
@@ -95,11 +100,16 @@ def validate(
     }
     period = {"first": min(days), "last": max(days)} if days else None
     sample = [scored for _, scored, _ in kept if scored is not None]
-    return _report(model, outcomes, sample, counts, period)
+    return _report(model, outcomes, sample, counts, period, label_source)
 
 
 def _score(
-    scorer: Scorer, model: ModelUnderTest, history: PatientHistory, outcome: Outcome, number: int
+    scorer: Scorer,
+    model: ModelUnderTest,
+    history: PatientHistory,
+    outcome: Outcome,
+    number: int,
+    labeler: Labeler | None,
 ) -> tuple[Labelled | None, str | None]:
     """One outcome row through the pipeline: its labelled score, or the refusal reason."""
     if history.refused is not None:
@@ -107,12 +117,20 @@ def _score(
     outputs, reason = score_one(scorer, model.name, history.body, history.format, outcome.as_of)
     if outputs is None:
         return None, reason
+    label = outcome.label
+    if label is None:
+        if labeler is None:
+            raise ValueError("an unlabelled outcome row needs a labeler")
+        try:
+            label = labeler(history, outcome.as_of)
+        except AgentError as exc:
+            return None, exc.reason
     groups = {
         SEX: sex_group(history.gender),
         AGE: age_group(history.birth_date, outcome.as_of.date()),
         **outcome.groups,
     }
-    return Labelled(float(outputs[model.risk_output]), outcome.label, number, groups), None
+    return Labelled(float(outputs[model.risk_output]), label, number, groups), None
 
 
 def _report(
@@ -121,6 +139,7 @@ def _report(
     sample: Sequence[Labelled],
     counts: Mapping[str, Any],
     period: Mapping[str, str] | None,
+    label_source: str,
 ) -> dict[str, Any]:
     overall = summarize(sample, model.thresholds, curves=True)
     return {
@@ -134,6 +153,7 @@ def _report(
             "thresholds": {name: value for name, value in model.thresholds},
         },
         "method": {
+            "labels": label_source,
             "confidence_level": LEVEL,
             "auroc_interval": "DeLong (fast midrank algorithm), normal approximation",
             "brier_interval": "normal approximation to the mean squared error",
