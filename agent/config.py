@@ -16,9 +16,9 @@ from pydantic import Field, ValidationError, model_validator
 from agent.bundle.trust import TrustConfig
 from agent.configbase import ConfigPath, Section
 from agent.errors import ConfigError
-from agent.intake.dropfolder import DropFolderConfig
-from agent.intake.http_config import HttpConfig
-from agent.intake.mllp import MllpConfig
+from agent.intake.dropfolder.config import DropFolderConfig
+from agent.intake.http.config import HttpConfig
+from agent.intake.mllp.config import MllpConfig
 from agent.limits import Limits
 from agent.monitor.config import MonitorConfig
 from agent.records.config import RecordsConfig

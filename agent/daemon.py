@@ -22,9 +22,9 @@ from agent import logs, systemd
 from agent.admin import AdminServer, ModelOperations, socket_path
 from agent.config import AgentConfig, load_config
 from agent.errors import AgentError
-from agent.intake.dropfolder import DropFolder
-from agent.intake.http import create_app
-from agent.intake.mllp import MllpListener
+from agent.intake.dropfolder.folder import DropFolder
+from agent.intake.http.app import create_app
+from agent.intake.mllp.listener import MllpListener
 from agent.pipeline import ScoringPipeline
 from agent.registry.updater import PullResult, Updater, build_updater
 

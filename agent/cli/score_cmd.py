@@ -21,16 +21,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from agent.errors import ConfigError
-from agent.intake.batch import (
+from agent.batch.config import OutputKind
+from agent.batch.engine import (
     BatchEngine,
     BatchSettings,
-    OutputKind,
     Progress,
     numbered_stem,
     output_name,
 )
-from agent.intake.batch_items import UnreadableFile
+from agent.batch.items import UnreadableFile
+from agent.errors import ConfigError
 from agent.types import IntakePath, Scorer
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.errors import Hl7Error
+from agent.hl7.er7 import Er7Message, Segment
 from agent.records.config import RecordsConfig
-from agent.records.er7 import Er7Message, Segment
 from agent.records.hl7_tables import (
     ACT_CODE,
     GENDER,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from agent.errors import Hl7Error
+from agent.hl7.er7 import read_message, split_batch
 from agent.limits import Limits
 from agent.records.config import RecordsConfig
-from agent.records.er7 import read_message, split_batch
 from agent.records.hl7_fhir import message_to_records
 from agent.types import PatientRecord
 

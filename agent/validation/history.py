@@ -1,6 +1,6 @@
 """A site's record history, one patient at a time, cut exactly as the drop folder cuts it.
 
-The batch readers (``agent.intake.batch_formats``) group FHIR NDJSON exports and Bundles
+The batch readers (``agent.batch.formats``) group FHIR NDJSON exports and Bundles
 into one record per patient, so validation scores for each patient what the live path
 would group for it. Each patient also carries every name an outcomes file may use for it
 (``Patient/<id>``, the bare id, each ``Patient.identifier`` value) and the sex and birth
@@ -17,10 +17,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from agent.batch.fhir_records import flat_entries
+from agent.batch.formats import InputFormat, detect_format, read_items
+from agent.batch.items import BadItem, ReadContext, RecordItem
 from agent.errors import ConfigError
-from agent.intake.batch_fhir import flat_entries
-from agent.intake.batch_formats import InputFormat, detect_format, read_items
-from agent.intake.batch_items import BadItem, ReadContext, RecordItem
 from agent.limits import Limits
 from agent.mapping.facts import parse_time
 from agent.types import RecordFormat

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import FhirError, Hl7Error, RecordError
-from agent.intake.dropfolder import DropFolder, DropFolderConfig
+from agent.intake.dropfolder.config import DropFolderConfig
+from agent.intake.dropfolder.folder import DropFolder
 from agent.limits import Limits
 from agent.types import FeatureVector, IntakePath, Prediction, RecordFormat, ScoreRequest
 

@@ -26,7 +26,8 @@ from cryptography.x509.oid import NameOID
 from hl7apy.parser import parse_message
 
 from agent.errors import Hl7Error, UnmappableRecord, UnsupportedMediaType
-from agent.intake.mllp import MllpConfig, MllpListener
+from agent.intake.mllp.config import MllpConfig
+from agent.intake.mllp.listener import MllpListener
 from agent.limits import Limits
 from agent.types import FeatureValue, FeatureVector, Prediction, ScoreRequest
 
@@ -92,8 +93,11 @@ class RecordingScorer:
         )
         return [
             Prediction(
-                model=request.model, version="1.2.0", bundle_digest="d" * 64,
-                outputs={"risk": 0.125, "risk|untreated": 0.5}, vector=vector,
+                model=request.model,
+                version="1.2.0",
+                bundle_digest="d" * 64,
+                outputs={"risk": 0.125, "risk|untreated": 0.5},
+                vector=vector,
             )
         ]
 
@@ -166,19 +170,28 @@ def self_signed_cert(folder: Path, name: str = "mllp") -> tuple[Path, Path]:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -186,10 +199,13 @@ class Destination:
     """An interface engine's inbound MLLP channel: an asyncio server in its own thread that
     records each message and answers with python-hl7's ``create_ack`` (code ``code``)."""
 
-
     def __init__(
-        self, code: str = "AA", port: int = 0, misaddress: int = 0,
-        tls: ssl.SSLContext | None = None, one_per_connection: str = "",
+        self,
+        code: str = "AA",
+        port: int = 0,
+        misaddress: int = 0,
+        tls: ssl.SSLContext | None = None,
+        one_per_connection: str = "",
     ) -> None:
         self.code = code
         # "close": close after each ACK, as some engines do; "drop": keep the connection
@@ -217,7 +233,9 @@ class Destination:
                     self.misaddress -= 1
                     body = body.replace(body.split(b"|")[9], b"NOPE", 1)
                 ack = hl7.parse(body.decode("latin-1")).create_ack(
-                    self.code, message_id=f"ACK{len(self.received)}", application="EHR",
+                    self.code,
+                    message_id=f"ACK{len(self.received)}",
+                    application="EHR",
                     facility="HOSP",
                 )
                 writer.write(SB + str(ack).encode("latin-1") + EB)
@@ -238,8 +256,7 @@ class Destination:
         self._thread.start()
 
         async def start() -> asyncio.Server:
-            return await asyncio.start_server(
-                self._serve, "127.0.0.1", self._port, ssl=self._tls)
+            return await asyncio.start_server(self._serve, "127.0.0.1", self._port, ssl=self._tls)
 
         self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from agent.intake.batch import BatchEngine, BatchSettings, OutputKind
-from agent.intake.batch_formats import InputFormat, detect_format
-from agent.intake.batch_items import UnreadableFile
-from agent.intake.batch_outputs import RunSummary
-from agent.intake.batch_scoring import RESULTS_PART
+from agent.batch.config import OutputKind
+from agent.batch.engine import BatchEngine, BatchSettings
+from agent.batch.formats import InputFormat, detect_format
+from agent.batch.items import UnreadableFile
+from agent.batch.outputs import RunSummary
+from agent.batch.scoring import RESULTS_PART
 from agent.limits import Limits
 from agent.types import IntakePath
 from tests.intake.dropfolder_support import RecordScorer, risk_of

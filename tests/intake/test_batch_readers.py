@@ -14,13 +14,14 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.intake import batch_lines
-from agent.intake.batch import BatchEngine, BatchSettings, OutputKind
-from agent.intake.batch_fhir import INDEX_NAME, document_items
-from agent.intake.batch_formats import InputFormat, detect_format
-from agent.intake.batch_hl7 import hl7_items
-from agent.intake.batch_items import BadItem, RecordItem
-from agent.intake.batch_lines import BOM, read_lines
+from agent.batch import lines as batch_lines
+from agent.batch.config import OutputKind
+from agent.batch.engine import BatchEngine, BatchSettings
+from agent.batch.fhir_records import INDEX_NAME, document_items
+from agent.batch.formats import InputFormat, detect_format
+from agent.batch.hl7_messages import hl7_items
+from agent.batch.items import BadItem, RecordItem
+from agent.batch.lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import IntakePath, RecordFormat
 from tests.intake.dropfolder_support import RecordScorer

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.batch.config import OutputKind
+from agent.batch.engine import BatchSettings, Progress
 from agent.cli import main
 from agent.cli.score_cmd import ProgressBar, score_files
-from agent.intake.batch import BatchSettings, OutputKind, Progress
 from agent.limits import Limits
 from agent.types import IntakePath
 from tests.intake.dropfolder_demo import demo_config

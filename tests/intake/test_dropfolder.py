@@ -14,7 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from agent.errors import StoreError
-from agent.intake.dropfolder import DropFolder, DropFolderConfig
+from agent.intake.dropfolder.config import DropFolderConfig
+from agent.intake.dropfolder.folder import DropFolder
 from agent.limits import Limits
 from tests.intake.dropfolder_support import RecordScorer, folder_config, risk_of
 

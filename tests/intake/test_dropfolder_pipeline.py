@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
-from agent.intake.dropfolder import DropFolder
+from agent.intake.dropfolder.folder import DropFolder
 from agent.pipeline import ScoringPipeline
 from tests.intake.dropfolder_demo import REPO, demo_config, shifted_to_now
 

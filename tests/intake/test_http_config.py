@@ -3,7 +3,7 @@ import hashlib
 import pytest
 from pydantic import ValidationError
 
-from agent.intake.http_config import HttpConfig
+from agent.intake.http.config import HttpConfig
 
 
 def test_loopback_needs_nothing() -> None:

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.intake.http import GuardMiddleware
-from agent.intake.http_config import HttpConfig
+from agent.intake.http.app import GuardMiddleware
+from agent.intake.http.config import HttpConfig
 
 TOKEN = "bench-test-token"
 pytestmark = pytest.mark.anyio
@@ -60,8 +60,10 @@ async def test_request_id_is_echoed_or_made_and_caller_is_the_client() -> None:
         given = await client.get("/whoami", headers={"x-request-id": "abc-123"})
         made = await client.get("/whoami")
     assert given.headers["x-request-id"] == "abc-123" == given.json()["id"]
-    assert len(made.headers["x-request-id"]) == 32 and made.json()["id"] == made.headers[
-        "x-request-id"]
+    assert (
+        len(made.headers["x-request-id"]) == 32
+        and made.json()["id"] == made.headers["x-request-id"]
+    )
     assert given.json()["caller"] == "127.0.0.1"
 
 

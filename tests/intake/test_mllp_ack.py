@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import AgentError, Hl7Error, ModelDeadline, UnknownModel, UnsupportedMediaType
-from agent.intake.hl7_ack import (
+from agent.hl7.ack import (
     AckCode,
     AckCondition,
     AckError,
@@ -21,7 +21,8 @@ from agent.intake.hl7_ack import (
     escape,
     parse_header,
 )
-from agent.intake.mllp import AckMode, Outcome, acknowledgements, outcome_of_error
+from agent.intake.mllp.config import AckMode
+from agent.intake.mllp.listener import Outcome, acknowledgements, outcome_of_error
 from agent.types import FeatureVector, Prediction
 from tests.intake.mllp_support import message, msa, segments
 
@@ -42,8 +43,17 @@ def test_header_fields() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"garbage", b"MSH", b"MSH|", b"MSHa^~\\&|x", b"MSH|^~|too-short-encoding",
-     b"PID|1||x\rMSH|^~\\&|A", b"\x00\xff" * 100, b"MSH|^|~\\&|x"],
+    [
+        b"",
+        b"garbage",
+        b"MSH",
+        b"MSH|",
+        b"MSHa^~\\&|x",
+        b"MSH|^~|too-short-encoding",
+        b"PID|1||x\rMSH|^~\\&|A",
+        b"\x00\xff" * 100,
+        b"MSH|^|~\\&|x",
+    ],
 )
 def test_no_usable_header(raw: bytes) -> None:
     assert parse_header(raw) is None
@@ -61,8 +71,18 @@ def test_ack_swaps_addresses_and_echoes() -> None:
     header = parse_header(message("C1", version="2.3"))
     ack = build_ack(header, AckCode.accept, now=NOW, control_id="ACK1")
     (msh,) = segments(ack, "MSH")
-    assert msh[3:13] == ["EDGE", "ICU", "LAB", "HOSP", "20261130120000+0000", "", "ACK^R01",
-                         "ACK1", "P", "2.3"]
+    assert msh[3:13] == [
+        "EDGE",
+        "ICU",
+        "LAB",
+        "HOSP",
+        "20261130120000+0000",
+        "",
+        "ACK^R01",
+        "ACK1",
+        "P",
+        "2.3",
+    ]
     assert msa(ack) == ["MSA", "AA", "C1"]
     assert ack.endswith(b"\r")
 
@@ -71,8 +91,9 @@ def test_custom_delimiters_and_non_ascii_bytes_round_trip() -> None:
     raw = "MSH#*~\\&#LAB#Hôpital Saint-Éloi#EDGE#ICU#2026##ORU*R01#C9#P#2.5######UNICODE UTF-8\r"
     header = parse_header(raw.encode("utf-8"))
     assert header is not None and header.field_sep == "#"
-    ack = build_ack(header, AckCode.error, error=AckError("207", "Application internal error",
-                                                          "unmappable"))
+    ack = build_ack(
+        header, AckCode.error, error=AckError("207", "Application internal error", "unmappable")
+    )
     assert "Hôpital Saint-Éloi".encode() in ack  # echoed byte for byte
     text = ack.decode("utf-8")
     assert "#ACK*R01*ACK#" in text and "#UNICODE UTF-8\r" in text
@@ -85,15 +106,19 @@ def test_escaping() -> None:
 
 
 def test_err_before_v25_uses_err_1() -> None:
-    ack = build_ack(parse_header(message("O1", version="2.4")), AckCode.reject,
-                    error=AckError("102", "Data type error", "bad_input"))
+    ack = build_ack(
+        parse_header(message("O1", version="2.4")),
+        AckCode.reject,
+        error=AckError("102", "Data type error", "bad_input"),
+    )
     (err,) = segments(ack, "ERR")
     assert err == ["ERR", "^^^102&Data type error&HL70357"]
 
 
 def test_minimal_ack_without_header() -> None:
-    ack = build_ack(None, AckCode.reject, error=AckError("100", "Segment sequence error",
-                                                         "bad_input"), now=NOW)
+    ack = build_ack(
+        None, AckCode.reject, error=AckError("100", "Segment sequence error", "bad_input"), now=NOW
+    )
     (msh,) = segments(ack, "MSH")
     assert msh[1:3] == ["|", "^~\\&"] and msh[9] == "ACK" and msh[12] == "2.5"
     assert msa(ack)[1:3] == ["AR", ""]
@@ -137,8 +162,9 @@ def _prediction() -> Prediction:
         ("ER", "AL", outcome_of_error(ModelDeadline("x")), ["AE"]),
     ],
 )
-def test_enhanced_mode_matrix(accept: str, application: str, outcome: Outcome,
-                              codes: list[str]) -> None:
+def test_enhanced_mode_matrix(
+    accept: str, application: str, outcome: Outcome, codes: list[str]
+) -> None:
     header = parse_header(message("E", accept_ack=accept, application_ack=application))
     acks = acknowledgements(header, outcome, AckMode.results)
     assert [msa(a)[1] for a in acks] == codes
@@ -156,7 +182,10 @@ def test_error_mapping() -> None:
         outcome = outcome_of_error(exc)
         assert outcome.error is not None
         assert (outcome.code.value, outcome.error.hl7_code, outcome.error.reason) == (
-            code, hl7_code, reason)
+            code,
+            hl7_code,
+            reason,
+        )
 
 
 def test_results_only_on_aa_in_results_mode() -> None:
@@ -169,8 +198,12 @@ def test_results_only_on_aa_in_results_mode() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=400) | st.builds(
-    lambda a, b: b"MSH" + a + b"|^~\\&|" + b, st.binary(max_size=3), st.binary(max_size=300)))
+@given(
+    st.binary(max_size=400)
+    | st.builds(
+        lambda a, b: b"MSH" + a + b"|^~\\&|" + b, st.binary(max_size=3), st.binary(max_size=300)
+    )
+)
 def test_any_input_gets_a_well_formed_answer(raw: bytes) -> None:
     header = parse_header(raw)
     for code in AckCode:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.intake.mllp import MllpConfig
+from agent.intake.mllp.config import MllpConfig
 from agent.limits import Limits
 from agent.types import IntakePath, RecordFormat
 from tests.intake.mllp_support import (
@@ -47,7 +47,9 @@ def test_python_hl7_mllp_send_gets_an_ack_per_message(tmp_path: Path) -> None:
         mllp_send = Path(sys.executable).parent / "mllp_send"
         result = subprocess.run(
             [str(mllp_send), "--file", str(batch), "--port", str(listener.port), "127.0.0.1"],
-            capture_output=True, timeout=60, check=True,
+            capture_output=True,
+            timeout=60,
+            check=True,
         )
     acks = [line for line in result.stdout.split(b"\n") if line.strip()]
     assert len(acks) == 3
@@ -57,15 +59,19 @@ def test_python_hl7_mllp_send_gets_an_ack_per_message(tmp_path: Path) -> None:
     assert scorer.scored == ["C0", "C1", "C2"]
     request = scorer.requests[0]
     assert (request.model, request.format, request.intake) == (
-        "sepsis", RecordFormat.hl7v2, IntakePath.mllp)
+        "sepsis",
+        RecordFormat.hl7v2,
+        IntakePath.mllp,
+    )
     assert request.body == message("C0").rstrip(b"\r")  # mllp_send strips the last CR
     assert request.caller == "mllp:127.0.0.1"
 
 
 def test_python_hl7_client_garbage_then_valid_on_one_connection() -> None:
-    with running_listener(RecordingScorer()) as (listener, _), hl7.client.MLLPClient(
-        "127.0.0.1", listener.port
-    ) as client:
+    with (
+        running_listener(RecordingScorer()) as (listener, _),
+        hl7.client.MLLPClient("127.0.0.1", listener.port) as client,
+    ):
         rejected = client.send_message(b"this is not HL7 at all")
         accepted = client.send_message(message("OK1"))
     ack = rejected.strip(SB + EB)
@@ -108,10 +114,18 @@ def test_plain_ack_mode_carries_no_results() -> None:
     ("body", "code", "text", "reason"),
     [
         (message("E1", obx=False), "AE", "not scored: unmappable", "unmappable"),
-        (message("E2", kind="ORM^O01^ORM_O01"), "AR", "rejected: unsupported_media_type",
-         "unsupported_media_type"),
-        (b"MSH|^~\\&|X|Y|EDGE|ICU|2026||ORU^R01|E3|P|2.5\rPID|1\rOBX|1|NM|x||notanumber",
-         "AR", "rejected: internal", "internal"),  # the scorer fails unexpectedly
+        (
+            message("E2", kind="ORM^O01^ORM_O01"),
+            "AR",
+            "rejected: unsupported_media_type",
+            "unsupported_media_type",
+        ),
+        (
+            b"MSH|^~\\&|X|Y|EDGE|ICU|2026||ORU^R01|E3|P|2.5\rPID|1\rOBX|1|NM|x||notanumber",
+            "AR",
+            "rejected: internal",
+            "internal",
+        ),  # the scorer fails unexpectedly
     ],
 )
 def test_scoring_failures_are_answered_and_the_connection_stays(
@@ -163,9 +177,9 @@ def test_pipelined_messages_are_answered_in_order() -> None:
     with running_listener(scorer) as (listener, _):
         sock, pending = connect(listener.port), bytearray()
         # Later messages are faster to score: order must still hold.
-        sock.sendall(b"\r\n".join(
-            frame(message(c, delay=0.02 if i < 3 else 0.0)) for i, c in enumerate(ids)
-        ))
+        sock.sendall(
+            b"\r\n".join(frame(message(c, delay=0.02 if i < 3 else 0.0)) for i, c in enumerate(ids))
+        )
         answered = [msa(read_frame(sock, pending))[2] for _ in ids]
         sock.close()
     assert answered == ids
@@ -212,9 +226,7 @@ def test_own_asyncio_client_with_enhanced_mode() -> None:
         ):
             writer.write(frame(body))
             await writer.drain()
-            answers.append(
-                [(await reader.readuntil(EB))[1:-2] for _ in range(count)]
-            )
+            answers.append([(await reader.readuntil(EB))[1:-2] for _ in range(count)])
         writer.close()
         await writer.wait_closed()
         return answers
@@ -261,8 +273,10 @@ def test_mllp_over_tls(tmp_path: Path) -> None:
     cert, key = self_signed_cert(tmp_path)
     with running_listener(RecordingScorer(), tls_cert=cert, tls_key=key) as (listener, _):
         context = ssl.create_default_context(cafile=str(cert))
-        with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as raw, \
-                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        with (
+            socket.create_connection(("127.0.0.1", listener.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+        ):
             pending = bytearray()
             sock.sendall(frame(message("TLS1")))
             ack = read_frame(sock, pending)  # type: ignore[arg-type]
@@ -317,7 +331,8 @@ def test_any_chunking_of_a_stream_gets_every_frame_answered_in_order() -> None:
 
 def test_connection_cap_and_idle_timeout() -> None:
     with running_listener(RecordingScorer(), max_connections=1, idle_timeout=0.3) as (
-        listener, _,
+        listener,
+        _,
     ):
         first, pending = connect(listener.port), bytearray()
         first.sendall(frame(message("FIRST")))

@@ -47,15 +47,21 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> ScoringPipeline:
     shutil.copytree(REPO / "fixtures" / "demo" / "build" / MODEL, bundle)
     sign_bundle_dir(bundle, key)
     public = key.public_key()
-    config = AgentConfig.model_validate({
-        "store": {"root": str(tmp / "store")},
-        "trust": {"keys": [{
-            "id": key_id(public),
-            "public_key": base64.b64encode(raw_public_bytes(public)).decode(),
-        }]},
-        "models": [{"name": MODEL, "mapping": str(REPO / "config/mappings/demo-site.yaml")}],
-        "http": {"enabled": False},
-    })
+    config = AgentConfig.model_validate(
+        {
+            "store": {"root": str(tmp / "store")},
+            "trust": {
+                "keys": [
+                    {
+                        "id": key_id(public),
+                        "public_key": base64.b64encode(raw_public_bytes(public)).decode(),
+                    }
+                ]
+            },
+            "models": [{"name": MODEL, "mapping": str(REPO / "config/mappings/demo-site.yaml")}],
+            "http": {"enabled": False},
+        }
+    )
     store = BundleStore(config.store.root)
     verified = verify_bundle(
         read_bundle_dir(bundle, Limits()), TrustStore(config.trust), limits=Limits()
@@ -78,9 +84,10 @@ def fixture_message(name: str, *, original_mode: bool = True) -> bytes:
 
 @pytest.fixture
 def client(pipeline: ScoringPipeline) -> Iterator[hl7.client.MLLPClient]:
-    with running_listener(pipeline, model=MODEL) as (listener, _), hl7.client.MLLPClient(
-        "127.0.0.1", listener.port
-    ) as mllp:
+    with (
+        running_listener(pipeline, model=MODEL) as (listener, _),
+        hl7.client.MLLPClient("127.0.0.1", listener.port) as mllp,
+    ):
         yield mllp
 
 
@@ -101,8 +108,7 @@ def test_oru_is_scored_and_the_results_come_back(
     assert results["probability_0"] + results["probability_1"] == pytest.approx(1.0, abs=1e-5)
     assert b"SYN-000417" not in ack and b"Testpatient" not in ack
     assert registry.get_sample_value("edge_agent_predictions_total", labels) == before + 1
-    assert registry.get_sample_value(
-        "edge_agent_drift_window_records", {"model": MODEL}) >= 1
+    assert registry.get_sample_value("edge_agent_drift_window_records", {"model": MODEL}) >= 1
     drift = pipeline.monitor.snapshot()["models"][MODEL]["features"]
     assert set(drift) == {f.name for f in pipeline.served(MODEL).bundle.manifest.inputs}
 
@@ -119,9 +125,12 @@ def test_unscorable_and_unreadable_messages(
     admission = ack_of(client.send_message(fixture_message("adt-a01-v25.hl7")))
     # An admission carries no vitals, which the demo mapping requires.
     assert msa(admission)[1:4] == ["AE", "ADT0000417", "not scored: unmappable"]
-    assert registry.get_sample_value(
-        "edge_agent_errors_total", {"model": MODEL, "intake": "mllp", "reason": "unmappable"}
-    ) >= 1
+    assert (
+        registry.get_sample_value(
+            "edge_agent_errors_total", {"model": MODEL, "intake": "mllp", "reason": "unmappable"}
+        )
+        >= 1
+    )
     malformed = ack_of(client.send_message(fixture_message("malformed-obx-value.hl7")))
     assert msa(malformed)[1:4] == ["AR", "BAD0000001", "rejected: bad_input"]
     assert b"SECRET" not in malformed
@@ -132,10 +141,15 @@ def test_unscorable_and_unreadable_messages(
 def test_results_go_to_the_destination_as_the_ack_has_them(
     pipeline: ScoringPipeline, tmp_path: Path
 ) -> None:
-    with Destination("AA") as dest, running_listener(
-        pipeline, model=MODEL,
-        results_to={"host": "127.0.0.1", "port": dest.port, "spool": tmp_path / "spool"},
-    ) as (listener, _), hl7.client.MLLPClient("127.0.0.1", listener.port) as client:
+    with (
+        Destination("AA") as dest,
+        running_listener(
+            pipeline,
+            model=MODEL,
+            results_to={"host": "127.0.0.1", "port": dest.port, "spool": tmp_path / "spool"},
+        ) as (listener, _),
+        hl7.client.MLLPClient("127.0.0.1", listener.port) as client,
+    ):
         ack = ack_of(client.send_message(fixture_message("oru-r01-v25.hl7")))
         wait_for(lambda: len(dest.received) == 1)
     (oru,) = dest.received
@@ -148,7 +162,9 @@ def test_results_go_to_the_destination_as_the_ack_has_them(
     assert (obr[2], obr[3]) == ("ORD-VS-1", "FIL-VS-1")
     digest = pipeline.served(MODEL).bundle.digest
     assert [n[3] for n in segments(oru, "NTE")] == [
-        "source message control id ORU0000417", f"model {MODEL} 1.0.0 bundle sha256:{digest}"]
+        "source message control id ORU0000417",
+        f"model {MODEL} 1.0.0 bundle sha256:{digest}",
+    ]
     for phi in (b"Testpatient", b"19540722", b"Sample Street", b"V000417", b"Attending"):
         assert phi not in oru
     parse_message(oru.decode("latin-1"), find_groups=True)

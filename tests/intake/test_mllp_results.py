@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from agent.config import load_config
 from agent.durable import temp_name
 from agent.errors import ConfigError, Hl7Error
-from agent.intake.hl7_result import build_result_message
-from agent.intake.mllp import MllpConfig
-from agent.intake.mllp_results import ResultsDestination, ResultSender, ResultSpool
+from agent.hl7.oru import build_result_message
+from agent.intake.mllp.config import MllpConfig, ResultsDestination
+from agent.intake.mllp.results import ResultSender, ResultSpool
 from agent.limits import Limits
 from agent.types import FeatureVector, Prediction
 from tests.intake.mllp_support import (
@@ -41,8 +41,15 @@ from tests.intake.mllp_support import (
 
 
 def results_to(spool: Path, port: int, **extra: Any) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": port, "spool": spool,
-            "retry_initial": 0.05, "retry_max": 0.2, "ack_timeout": 2, **extra}
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "spool": spool,
+        "retry_initial": 0.05,
+        "retry_max": 0.2,
+        "ack_timeout": 2,
+        **extra,
+    }
 
 
 def send(port: int, *control_ids: str) -> list[bytes]:
@@ -63,16 +70,22 @@ def spooled(spool: Path) -> list[Path]:
 
 def test_results_reach_an_accepting_destination_in_order_as_oru(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    with Destination("AA") as dest, running_listener(
-        RecordingScorer(), results_to=results_to(spool, dest.port)
-    ) as (listener, _):
+    with (
+        Destination("AA") as dest,
+        running_listener(RecordingScorer(), results_to=results_to(spool, dest.port)) as (
+            listener,
+            _,
+        ),
+    ):
         acks = send(listener.port, "C1", "C2", "C3")
         wait_for(lambda: len(dest.received) == 3)
         wait_for(lambda: spooled(spool) == [])
     assert [msa(a)[1:3] for a in acks] == [["AA", "C1"], ["AA", "C2"], ["AA", "C3"]]
     assert [m.split(b"\r")[3].split(b"|")[3] for m in dest.received] == [
-        b"source message control id C1", b"source message control id C2",
-        b"source message control id C3"]
+        b"source message control id C1",
+        b"source message control id C2",
+        b"source message control id C3",
+    ]
     oru = dest.received[0]
     parsed = parse_message(oru.decode("latin-1"), find_groups=True)
     assert parsed.msh.msh_9.to_er7() == "ORU^R01^ORU_R01"
@@ -86,9 +99,12 @@ def test_results_reach_an_accepting_destination_in_order_as_oru(tmp_path: Path) 
     notes = [n.nte_3.to_er7() for n in order.children if n.name == "NTE"]
     assert notes == ["source message control id C1", f"model sepsis 1.2.0 bundle sha256:{'d' * 64}"]
     observations = [o.obx for o in order.children if o.name == "ORU_R01_OBSERVATION"]
-    assert [(o.obx_3.obx_3_1.to_er7(), o.obx_5.to_er7(), o.obx_17.to_er7()) for o in observations
-            ] == [("risk", "0.125", "sepsis^sepsis 1.2.0^L"),
-                  ("risk\\F\\untreated", "0.5", "sepsis^sepsis 1.2.0^L")]
+    assert [
+        (o.obx_3.obx_3_1.to_er7(), o.obx_5.to_er7(), o.obx_17.to_er7()) for o in observations
+    ] == [
+        ("risk", "0.125", "sepsis^sepsis 1.2.0^L"),
+        ("risk\\F\\untreated", "0.5", "sepsis^sepsis 1.2.0^L"),
+    ]
     assert b"Doe" not in oru and b"19500101" not in oru  # only PID-3 leaves
 
 
@@ -96,9 +112,13 @@ def test_a_refused_result_moves_to_rejected_with_its_ack_and_is_not_retried(
     tmp_path: Path,
 ) -> None:
     spool = tmp_path / "spool"
-    with Destination("AE") as dest, running_listener(
-        RecordingScorer(), results_to=results_to(spool, dest.port)
-    ) as (listener, _):
+    with (
+        Destination("AE") as dest,
+        running_listener(RecordingScorer(), results_to=results_to(spool, dest.port)) as (
+            listener,
+            _,
+        ),
+    ):
         send(listener.port, "R1")
         wait_for(lambda: len(list((spool / "rejected").glob("*.ack"))) == 1)
         time.sleep(0.3)  # a retry would have happened by now
@@ -114,9 +134,7 @@ def test_results_wait_for_a_destination_that_is_down_then_arrive_once_in_order(
     tmp_path: Path,
 ) -> None:
     spool, port = tmp_path / "spool", free_port()
-    with running_listener(RecordingScorer(), results_to=results_to(spool, port)) as (
-        listener, _
-    ):
+    with running_listener(RecordingScorer(), results_to=results_to(spool, port)) as (listener, _):
         acks = send(listener.port, "D1", "D2", "D3")
         assert [msa(a)[1] for a in acks] == ["AA"] * 3  # durable in the spool, then AA
         time.sleep(0.4)  # several failed attempts
@@ -124,21 +142,27 @@ def test_results_wait_for_a_destination_that_is_down_then_arrive_once_in_order(
         with Destination("AA", port=port) as dest:
             wait_for(lambda: spooled(spool) == [])
             time.sleep(0.3)  # nothing more comes
-    assert [m.split(b"\r")[3].split(b"|")[3][-2:] for m in dest.received] == [
-        b"D1", b"D2", b"D3"]
+    assert [m.split(b"\r")[3].split(b"|")[3][-2:] for m in dest.received] == [b"D1", b"D2", b"D3"]
     assert len(set(dest.control_ids())) == 3
 
 
 def prediction() -> Prediction:
-    return Prediction(model="sepsis", version="1.2.0", bundle_digest="e" * 64,
-                      outputs={"risk": 0.25}, vector=FeatureVector(values=(), features=()))
+    return Prediction(
+        model="sepsis",
+        version="1.2.0",
+        bundle_digest="e" * 64,
+        outputs={"risk": 0.25},
+        vector=FeatureVector(values=(), features=()),
+    )
 
 
 def test_the_spool_survives_a_restart_of_the_sender_and_keeps_order(tmp_path: Path) -> None:
     folder, port = tmp_path / "spool", free_port()
     spool = ResultSpool(folder)
-    sent = [build_result_message(message(f"S{i}"), [prediction()], control_id=f"OUT{i}")
-            for i in range(3)]
+    sent = [
+        build_result_message(message(f"S{i}"), [prediction()], control_id=f"OUT{i}")
+        for i in range(3)
+    ]
     for oru in sent[:2]:
         spool.add(oru)
     temp_name(folder / "000000000009.hl7").write_bytes(b"half a write")  # a crash mid-write
@@ -160,7 +184,10 @@ def test_the_spool_survives_a_restart_of_the_sender_and_keeps_order(tmp_path: Pa
     assert not list(folder.glob(".*"))
     reopened.add(sent[2])
     assert [p.name for p in spooled(folder)] == [
-        "000000000001.hl7", "000000000002.hl7", "000000000003.hl7"]
+        "000000000001.hl7",
+        "000000000002.hl7",
+        "000000000003.hl7",
+    ]
     with Destination("AA", port=port) as dest:
         up = asyncio.run(run(reopened, lambda: not spooled(folder), 10))
     assert dest.control_ids() == ["OUT0", "OUT1", "OUT2"]
@@ -182,9 +209,13 @@ def test_result_message_copies_only_identifiers_and_order_numbers() -> None:
     (obr,) = segments(oru, "OBR")
     assert (obr[2], obr[3], obr[4], obr[25]) == ("PL-7^LAB", "FI-9^LAB", "sepsis^sepsis^L", "F")
     assert [n[3] for n in segments(oru, "NTE")] == [
-        "source message control id V23", f"model sepsis 1.2.0 bundle sha256:{'e' * 64}"]
+        "source message control id V23",
+        f"model sepsis 1.2.0 bundle sha256:{'e' * 64}",
+    ]
     assert [(o[1], o[4], o[5]) for o in segments(oru, "OBX")] == [
-        ("1", "1", "0.25"), ("2", "2", "0.25")]  # OBX-4: the prediction
+        ("1", "1", "0.25"),
+        ("2", "2", "0.25"),
+    ]  # OBX-4: the prediction
     for value in (b"Doe", b"19500101", b"Main", b"OLD", b"38.5"):
         assert value not in oru
     parse_message(oru.decode("latin-1"), find_groups=True)
@@ -208,9 +239,13 @@ def test_a_result_that_could_not_be_filed_safely_is_not_built(pids: bytes, words
 def test_a_batch_of_patients_is_acknowledged_but_sends_no_result(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     body = message("B1").replace(b"PID|", b"PID|2||OTHER^^^HOSP^MR\rPID|", 1)
-    with Destination("AA") as dest, running_listener(
-        RecordingScorer(), results_to=results_to(spool, dest.port)
-    ) as (listener, _):
+    with (
+        Destination("AA") as dest,
+        running_listener(RecordingScorer(), results_to=results_to(spool, dest.port)) as (
+            listener,
+            _,
+        ),
+    ):
         sock, pending = connect(listener.port), bytearray()
         sock.sendall(SB + body + EB)
         ack = read_frame(sock, pending)
@@ -243,13 +278,18 @@ def test_an_answer_that_is_not_the_messages_ack_is_retried(tmp_path: Path) -> No
 def test_config_of_the_destination() -> None:
     base: dict[str, Any] = {"host": "10.1.2.3", "port": 6661, "spool": "spool"}
     assert ResultsDestination(**base).tls is False  # the hospital LAN without TLS is allowed
-    bads: list[dict[str, Any]] = [{"tls_ca": "ca.pem"}, {"tls": True, "tls_cert": "c.pem"},
-             {"retry_initial": 5, "retry_max": 1}, {"colour": "blue"}]
+    bads: list[dict[str, Any]] = [
+        {"tls_ca": "ca.pem"},
+        {"tls": True, "tls_cert": "c.pem"},
+        {"retry_initial": 5, "retry_max": 1},
+        {"colour": "blue"},
+    ]
     for bad in bads:
         with pytest.raises(ValidationError):
             ResultsDestination(**base, **bad)
     config = MllpConfig.model_validate(
-        {"enabled": True, "model": "m", "results_to": {**base, "tls": True}})
+        {"enabled": True, "model": "m", "results_to": {**base, "tls": True}}
+    )
     assert config.results_to is not None and config.results_to.port == 6661
 
 
@@ -301,20 +341,26 @@ def test_results_over_tls_verified_against_the_configured_ca(tmp_path: Path) -> 
         return sender
 
     with Destination("AA", tls=server) as dest:
-        untrusted = asyncio.run(run(ResultsDestination(
-            **results_to(folder, dest.port, tls=True, tls_ca=other)), 0.3))
+        untrusted = asyncio.run(
+            run(ResultsDestination(**results_to(folder, dest.port, tls=True, tls_ca=other)), 0.3)
+        )
         assert (untrusted.counts.sent, dest.received) == (0, [])  # refused to talk
-        trusted = asyncio.run(run(ResultsDestination(
-            **results_to(folder, dest.port, tls=True, tls_ca=cert)), 10))
+        trusted = asyncio.run(
+            run(ResultsDestination(**results_to(folder, dest.port, tls=True, tls_ca=cert)), 10)
+        )
     assert untrusted.counts.retried >= 1 and trusted.counts.sent == 1
     assert dest.control_ids() == ["OUT-T"]
 
 
 def test_a_result_that_cannot_be_spooled_gets_ae_so_the_sender_resends(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    with Destination("AA") as dest, running_listener(
-        RecordingScorer(), results_to=results_to(spool, dest.port)
-    ) as (listener, _):
+    with (
+        Destination("AA") as dest,
+        running_listener(RecordingScorer(), results_to=results_to(spool, dest.port)) as (
+            listener,
+            _,
+        ),
+    ):
         (spool / "rejected").rmdir()
         spool.rmdir()
         spool.write_bytes(b"")  # the spool folder is gone: no result can be written
@@ -356,14 +402,24 @@ def test_a_full_spool_answers_ae_until_results_leave(tmp_path: Path) -> None:
 
 def test_destination_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     config = MllpConfig.model_validate(
-        {"enabled": True, "model": "m", "results_to": {
-            "host": "127.0.0.1", "port": 6661, "spool": "spool", "tls": True,
-            "tls_ca": "certs/engine.pem"}},
+        {
+            "enabled": True,
+            "model": "m",
+            "results_to": {
+                "host": "127.0.0.1",
+                "port": 6661,
+                "spool": "spool",
+                "tls": True,
+                "tls_ca": "certs/engine.pem",
+            },
+        },
         context={"base_dir": tmp_path},
     )
     assert config.results_to is not None
     assert (config.results_to.spool, config.results_to.tls_ca) == (
-        tmp_path / "spool", tmp_path / "certs" / "engine.pem")
+        tmp_path / "spool",
+        tmp_path / "certs" / "engine.pem",
+    )
 
 
 @pytest.mark.parametrize("mode", ["close", "drop"])
@@ -373,8 +429,9 @@ def test_a_destination_closing_after_each_ack_costs_no_retry(tmp_path: Path, mod
     for i in range(3):
         spool.add(build_result_message(message(f"K{i}"), [prediction()], control_id=f"OUT{i}"))
     with Destination("AA", one_per_connection=mode) as dest:
-        destination = ResultsDestination(**results_to(folder, dest.port, retry_initial=5,
-                                                      retry_max=5))
+        destination = ResultsDestination(
+            **results_to(folder, dest.port, retry_initial=5, retry_max=5)
+        )
 
         async def run() -> ResultSender:
             sender = ResultSender(destination, spool)
@@ -418,11 +475,17 @@ mllp:
 
 def test_the_site_may_address_the_result_message(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    addressing = {"sending_application": "EDGE-AI^1.2.3.4^ISO", "receiving_application": "EPIC",
-                  "receiving_facility": "MAIN"}
-    with Destination("AA") as dest, running_listener(
-        RecordingScorer(), results_to=results_to(spool, dest.port, **addressing)
-    ) as (listener, _):
+    addressing = {
+        "sending_application": "EDGE-AI^1.2.3.4^ISO",
+        "receiving_application": "EPIC",
+        "receiving_facility": "MAIN",
+    }
+    with (
+        Destination("AA") as dest,
+        running_listener(
+            RecordingScorer(), results_to=results_to(spool, dest.port, **addressing)
+        ) as (listener, _),
+    ):
         send(listener.port, "AD1")
         wait_for(lambda: len(dest.received) == 1)
     (msh,) = segments(dest.received[0], "MSH")

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from agent.errors import RecordError
-from agent.intake.oip import rows_from_inputs
+from agent.intake.http.oip import rows_from_inputs
 
 FEATURES = ["a", "b", "c"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hl7apy.parser import get_message_info, parse_segment
 
+from agent.hl7.er7 import read_message, split_batch
 from agent.limits import Limits
 from agent.records import parse_records
-from agent.records.er7 import read_message, split_batch
 from agent.types import RecordFormat
 
 HL7 = Path(__file__).resolve().parents[2] / "fixtures" / "hl7"

@@ -114,18 +114,29 @@ def parse_header(message: bytes) -> MessageHeader | None:
 
     if name != "MSH":  # BHS/FHS: addresses as MSH-3..6, control id in field 11
         return MessageHeader(
-            segment=name, field_sep=field_sep, encoding=encoding,
-            sending_application=get(3), sending_facility=get(4),
-            receiving_application=get(5), receiving_facility=get(6),
+            segment=name,
+            field_sep=field_sep,
+            encoding=encoding,
+            sending_application=get(3),
+            sending_facility=get(4),
+            receiving_application=get(5),
+            receiving_facility=get(6),
             control_id=get(11),
         )
     return MessageHeader(
-        segment=name, field_sep=field_sep, encoding=encoding,
-        sending_application=get(3), sending_facility=get(4),
-        receiving_application=get(5), receiving_facility=get(6),
-        message_type=get(9), control_id=get(10), processing_id=get(11),
+        segment=name,
+        field_sep=field_sep,
+        encoding=encoding,
+        sending_application=get(3),
+        sending_facility=get(4),
+        receiving_application=get(5),
+        receiving_facility=get(6),
+        message_type=get(9),
+        control_id=get(10),
+        processing_id=get(11),
         version=get(12).split(encoding[0])[0],
-        accept_ack=_condition(get(15)), application_ack=_condition(get(16)),
+        accept_ack=_condition(get(15)),
+        application_ack=_condition(get(16)),
         charset=get(18),
     )
 
@@ -232,12 +243,18 @@ def reply_msh(
     set echoed."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S+0000")
     msh = [
-        "MSH", header.encoding,
-        header.receiving_application, header.receiving_facility,
-        header.sending_application, header.sending_facility,
-        stamp, "", message_type,
+        "MSH",
+        header.encoding,
+        header.receiving_application,
+        header.receiving_facility,
+        header.sending_application,
+        header.sending_facility,
+        stamp,
+        "",
+        message_type,
         control_id if control_id is not None else uuid.uuid4().hex[:20],
-        header.processing_id or "P", reply_version(header),
+        header.processing_id or "P",
+        reply_version(header),
     ]
     if header.charset:
         msh += ["", "", "", "", "", header.charset]
@@ -253,15 +270,28 @@ def obx_segment(header: MessageHeader, set_id: int, row: ResultRow, stamp: str =
     def esc(text: str) -> str:
         return escape(text, fs, header.encoding)
 
-    return fs.join([
-        "OBX", str(set_id), "NM",
-        comp.join((esc(row.output), esc(row.output), "L")),
-        str(row.prediction),
-        _number(row.value),
-        "", "", "", "", "", "F",
-        "", "", stamp, "", "",
-        comp.join((esc(row.model), esc(f"{row.model} {row.version}"), "L")),
-    ])
+    return fs.join(
+        [
+            "OBX",
+            str(set_id),
+            "NM",
+            comp.join((esc(row.output), esc(row.output), "L")),
+            str(row.prediction),
+            _number(row.value),
+            "",
+            "",
+            "",
+            "",
+            "",
+            "F",
+            "",
+            "",
+            stamp,
+            "",
+            "",
+            comp.join((esc(row.model), esc(f"{row.model} {row.version}"), "L")),
+        ]
+    )
 
 
 def parse_ack(message: bytes) -> tuple[str, str] | None:

@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
-from agent.intake.batch_items import (
+from agent.batch.items import (
     BadItem,
     BatchItem,
     ReadContext,
@@ -31,7 +31,7 @@ from agent.intake.batch_items import (
     RecordItem,
     UnreadableFile,
 )
-from agent.intake.batch_lines import BOM, read_lines
+from agent.batch.lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import RecordFormat
 

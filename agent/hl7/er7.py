@@ -34,7 +34,11 @@ from agent.errors import Hl7Error
 _SEGMENT_NAME = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 # Fields the conversion reads: where the version's definition says required, they must be there.
 _READ_FIELDS: dict[str, tuple[int, ...]] = {
-    "MSH": (9, 10, 12), "PID": (3,), "PV1": (2,), "OBR": (4, 7), "OBX": (2, 3, 11),
+    "MSH": (9, 10, 12),
+    "PID": (3,),
+    "PV1": (2,),
+    "OBR": (4, 7),
+    "OBX": (2, 3, 11),
 }
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8")
 
@@ -88,8 +92,14 @@ class Encoding:
             if end < 0:
                 raise Hl7Error(f"{where}: unterminated escape sequence")
             code = text[i + 1 : end]
-            simple = {"F": self.field, "S": self.component, "T": self.subcomponent,
-                      "R": self.repetition, "E": esc, ".br": "\n"}
+            simple = {
+                "F": self.field,
+                "S": self.component,
+                "T": self.subcomponent,
+                "R": self.repetition,
+                "E": esc,
+                ".br": "\n",
+            }
             if code in simple:
                 out.append(simple[code])
             elif code.startswith("X") and len(code) % 2 == 1:
@@ -123,8 +133,10 @@ class Segment:
     def components(self, raw: str, number: int) -> list[str]:
         """Components of one repetition, first subcomponent of each, unescaped."""
         enc = self.encoding
-        return [enc.unescape(c.split(enc.subcomponent, 1)[0], self.where(number, i + 1))
-                for i, c in enumerate(raw.split(enc.component))]
+        return [
+            enc.unescape(c.split(enc.subcomponent, 1)[0], self.where(number, i + 1))
+            for i, c in enumerate(raw.split(enc.component))
+        ]
 
     def first(self, number: int) -> list[str]:
         """Components of the first repetition ([] when the field is empty)."""
@@ -181,9 +193,13 @@ def read_message(text: str) -> Er7Message:
         check_version(version)
     except UnsupportedVersion:
         raise Hl7Error("segment MSH #1, field MSH-12: HL7 version not supported") from None
-    enc = Encoding(field=encoding_chars["FIELD"], component=encoding_chars["COMPONENT"],
-                   repetition=encoding_chars["REPETITION"], escape=encoding_chars["ESCAPE"],
-                   subcomponent=encoding_chars["SUBCOMPONENT"])
+    enc = Encoding(
+        field=encoding_chars["FIELD"],
+        component=encoding_chars["COMPONENT"],
+        repetition=encoding_chars["REPETITION"],
+        escape=encoding_chars["ESCAPE"],
+        subcomponent=encoding_chars["SUBCOMPONENT"],
+    )
     segments: list[Segment] = []
     for position, line in enumerate(text.split("\r"), start=1):
         name = line[:3]
@@ -197,8 +213,13 @@ def read_message(text: str) -> Er7Message:
         segments.append(segment)
     msh = segments[0]
     kind = (msh.value(9, 1), msh.value(9, 2))
-    return Er7Message(version=version, structure=structure or "_".join(kind),
-                      message_type=kind, control_id=msh.value(10), segments=tuple(segments))
+    return Er7Message(
+        version=version,
+        structure=structure or "_".join(kind),
+        message_type=kind,
+        control_id=msh.value(10),
+        segments=tuple(segments),
+    )
 
 
 def _check_segment(segment: Segment, version: str) -> None:
@@ -206,8 +227,7 @@ def _check_segment(segment: Segment, version: str) -> None:
         return  # site-defined segments: allowed by the standard, ignored by the agent
     spec = segment_spec(segment.name, version)
     if spec is None:
-        raise Hl7Error(f"segment {segment.name} #{segment.position}: "
-                       f"not defined in HL7 v{version}")
+        raise Hl7Error(f"segment {segment.name} #{segment.position}: not defined in HL7 v{version}")
     read = _READ_FIELDS.get(segment.name, ())
     for number, field in spec.items():
         if segment.name == "MSH" and number <= 2:

@@ -24,13 +24,9 @@ import ssl
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
-from pydantic import Field, model_validator
-
-from agent.configbase import ConfigPath, Section, is_loopback
 from agent.errors import AgentError, ConfigError, RecordError, UnsupportedMediaType
-from agent.intake.hl7_ack import (
+from agent.hl7.ack import (
     AckCode,
     AckCondition,
     AckError,
@@ -39,9 +35,9 @@ from agent.intake.hl7_ack import (
     build_ack,
     parse_header,
 )
-from agent.intake.hl7_result import ResultAddressing, build_result_message
-from agent.intake.mllp_results import (
-    ResultsDestination,
+from agent.hl7.oru import ResultAddressing, build_result_message
+from agent.intake.mllp.config import AckMode, MllpConfig
+from agent.intake.mllp.results import (
     ResultSender,
     ResultSpool,
     SpoolFull,
@@ -55,76 +51,6 @@ START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 _READ_CHUNK = 65536  # bytes per read from the socket
 _OVERSIZE_HEAD = 8192  # bytes of an oversize frame kept to address its AR
-
-
-class AckMode(StrEnum):
-    results = "results"
-    """AA carries each prediction's outputs as OBX segments after MSA (non-standard in an
-    ACK, accepted by the usual interface engines)."""
-
-    plain = "plain"
-    """AA is a standard ACK (MSH, MSA): the results go only to metrics and the audit log."""
-
-
-class MllpConfig(Section):
-    enabled: bool = False
-    """Listen for HL7 v2 over MLLP."""
-
-    host: str = "127.0.0.1"
-    """Address to bind."""
-
-    port: int = Field(default=2575, ge=0, le=65535)
-    """TCP port (2575 is the IANA port for HL7 over MLLP; 0 picks a free port, for tests)."""
-
-    model: str | None = None
-    """The model every message on this listener is scored with (required when enabled)."""
-
-    ack_mode: AckMode = AckMode.results
-    """What an AA carries: ``results`` (OBX segments with the outputs) or ``plain``."""
-
-    max_message_bytes: int | None = Field(default=None, gt=0)
-    """Bytes in one frame; None uses ``limits.hl7_message_max``. A larger frame gets AR."""
-
-    max_connections: int = Field(default=32, ge=1)
-    """Concurrent connections; one more is closed before it sends anything."""
-
-    idle_timeout: float = Field(default=600.0, gt=0)
-    """Seconds a connection may stay silent (or sit on an unfinished frame) before the
-    listener closes it."""
-
-    tls_cert: ConfigPath | None = None
-    """PEM certificate chain: serve MLLP over TLS."""
-
-    tls_key: ConfigPath | None = None
-    """PEM private key of ``tls_cert``."""
-
-    tls_client_ca: ConfigPath | None = None
-    """CA bundle to require and verify client certificates against (mutual TLS)."""
-
-    allowed_clients: list[str] = Field(default_factory=list)
-    """Client addresses or networks (``10.1.2.3``, ``10.1.0.0/16``) allowed to connect;
-    empty allows any. Others are closed before anything is read."""
-
-    results_to: ResultsDestination | None = None
-    """Also send each scored message's results as an ORU^R01 to this MLLP destination (the
-    interface engine), through a durable spool; None sends none (docs/mllp.md)."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MllpConfig:
-        if self.enabled and not self.model:
-            raise ValueError("an enabled MLLP listener needs the model to score with")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ValueError("tls_client_ca needs tls_cert and tls_key")
-        for entry in self.allowed_clients:
-            ipaddress.ip_network(entry, strict=False)
-        if not is_loopback(self.host) and not (self.allowed_clients or self.tls_client_ca):
-            raise ValueError(
-                f"binding {self.host} (not loopback) requires allowed_clients or tls_client_ca"
-            )
-        return self
-
 
 
 @dataclass(frozen=True)
@@ -186,8 +112,10 @@ def acknowledgements(
     accepted = outcome.code is not AckCode.reject
     if (header.accept_ack or AckCondition.always).wants(accepted):
         commit = (
-            AckCode.commit_accept if accepted
-            else AckCode.commit_error if outcome.internal
+            AckCode.commit_accept
+            if accepted
+            else AckCode.commit_error
+            if outcome.internal
             else AckCode.commit_reject
         )
         acks.append(build_ack(header, commit, error=None if accepted else outcome.error))
@@ -412,8 +340,9 @@ class MllpListener:
             predictions = await asyncio.to_thread(self._scorer.score, request)
         except Exception as exc:
             if not isinstance(exc, AgentError):
-                log.error("mllp scoring failed unexpectedly",
-                          extra={"error_type": type(exc).__name__})
+                log.error(
+                    "mllp scoring failed unexpectedly", extra={"error_type": type(exc).__name__}
+                )
             return outcome_of_error(exc)
         if self._spool is not None and self._sender is not None:
             try:
@@ -453,8 +382,7 @@ def _spool_result(
     try:
         result = build_result_message(message, predictions, addressing=addressing)
     except RecordError as exc:
-        log.warning("mllp result not sent",
-                    extra={"reason": exc.reason, "outcome": "not_built"})
+        log.warning("mllp result not sent", extra={"reason": exc.reason, "outcome": "not_built"})
         return
     spool.add(result)
 

@@ -26,18 +26,14 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, model_validator
-
-from agent.configbase import ConfigPath, Section
 from agent.durable import fsync_dir, temp_name, write_atomic
-from agent.intake.hl7_ack import parse_ack, parse_header
-from agent.intake.hl7_result import ResultAddressing
+from agent.hl7.ack import parse_ack, parse_header
+from agent.intake.mllp.config import ResultsDestination
 
 log = logging.getLogger(__name__)
 
@@ -46,82 +42,7 @@ END_BLOCK = b"\x1c\x0d"
 _SUFFIX = ".hl7"
 _QUEUED = "[0-9]*" + _SUFFIX  # sequence-numbered messages (durable's temp files start with a dot)
 _ACCEPTED = frozenset({"AA", "CA"})
-_NOT_IN_ADDRESS = re.compile(r"[|~\\&\x00-\x1f]")  # "^" separates components, allowed
 _MAX_ACK_BYTES = 1_000_000  # an ACK larger than this is not one
-
-
-class ResultsDestination(Section):
-    """Where ORU^R01 result messages go: the interface engine's inbound MLLP channel."""
-
-    host: str
-    """The destination's address (the interface engine, usually on the hospital LAN)."""
-
-    port: int = Field(ge=1, le=65535)
-    """The destination's TCP port."""
-
-    spool: ConfigPath
-    """Folder holding results not yet accepted (created 0700 if missing); ``rejected/``
-    inside it keeps the ones the destination refused, each with its ACK."""
-
-    tls: bool = False
-    """Speak MLLP over TLS (1.2 or later), verifying the destination's certificate and name."""
-
-    tls_ca: ConfigPath | None = None
-    """CA bundle to verify the destination's certificate against; none uses the system's."""
-
-    tls_cert: ConfigPath | None = None
-    """PEM client certificate chain, for a destination that requires mutual TLS."""
-
-    tls_key: ConfigPath | None = None
-    """PEM private key of ``tls_cert``."""
-
-    sending_application: str | None = None
-    """MSH-3 of the result messages (``^`` separates components); None: the application
-    the incoming message addressed (its MSH-5)."""
-
-    sending_facility: str | None = None
-    """MSH-4; None: the incoming MSH-6."""
-
-    receiving_application: str | None = None
-    """MSH-5 (the application that files the results, e.g. the EHR); None: the incoming
-    message's sender (its MSH-3)."""
-
-    receiving_facility: str | None = None
-    """MSH-6; None: the incoming MSH-4."""
-
-    spool_max_messages: int = Field(default=100_000, ge=1)
-    """Results the spool may hold; with it full (the destination down for long), new
-    messages are answered AE, so they stay with the interface engine."""
-
-    ack_timeout: float = Field(default=30.0, gt=0)
-    """Seconds to wait for the connection and then for each ACK before trying again."""
-
-    retry_initial: float = Field(default=1.0, gt=0)
-    """Seconds before the first retry after a transport failure; doubled on each failure."""
-
-    retry_max: float = Field(default=60.0, gt=0)
-    """Cap of the retry delay, in seconds."""
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ResultsDestination:
-        if (self.tls_ca or self.tls_cert) and not self.tls:
-            raise ValueError("tls_ca and tls_cert need tls: true")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together")
-        if self.retry_max < self.retry_initial:
-            raise ValueError("retry_max must be at least retry_initial")
-        for key, value in self.addressing.__dict__.items():
-            if value is not None and _NOT_IN_ADDRESS.search(value):
-                raise ValueError(f"{key} may not hold HL7 delimiters other than ^ or line breaks")
-        return self
-
-    @property
-    def addressing(self) -> ResultAddressing:
-        """MSH-3..6 as configured, for ``build_result_message``."""
-        return ResultAddressing(
-            self.sending_application, self.sending_facility,
-            self.receiving_application, self.receiving_facility,
-        )
 
 
 class SpoolFull(Exception):
@@ -216,8 +137,10 @@ class ResultSender:
         self._stopping = False
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="mllp-results")
-        log.info("mllp results sender started",
-                 extra={"count": len(self._spool.pending()), "outcome": "pending"})
+        log.info(
+            "mllp results sender started",
+            extra={"count": len(self._spool.pending()), "outcome": "pending"},
+        )
 
     def notify(self) -> None:
         """A message was spooled: send it without waiting for the next poll."""
@@ -289,8 +212,10 @@ class ResultSender:
         else:
             await asyncio.to_thread(self._spool.refused, path, ack)
             self.counts.rejected += 1
-            log.warning("mllp result refused by the destination",
-                        extra={"outcome": "rejected", "status": code})
+            log.warning(
+                "mllp result refused by the destination",
+                extra={"outcome": "rejected", "status": code},
+            )
 
     async def _exchange(self, message: bytes) -> bytes:
         """Send one framed message and read one framed reply, within ``ack_timeout`` each.
@@ -310,8 +235,10 @@ class ResultSender:
         try:
             self._stream = await asyncio.wait_for(
                 asyncio.open_connection(
-                    self._destination.host, self._destination.port,
-                    ssl=self._ssl_context(), limit=_MAX_ACK_BYTES,
+                    self._destination.host,
+                    self._destination.port,
+                    ssl=self._ssl_context(),
+                    limit=_MAX_ACK_BYTES,
                 ),
                 self._destination.ack_timeout,
             )

@@ -17,11 +17,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-from agent.intake.batch_csv import csv_items
-from agent.intake.batch_fhir import document_items, ndjson_items
-from agent.intake.batch_hl7 import clean_segment, hl7_items
-from agent.intake.batch_items import BatchItem, ReadContext, UnreadableFile
-from agent.intake.batch_lines import read_lines
+from agent.batch.csv_rows import csv_items
+from agent.batch.fhir_records import document_items, ndjson_items
+from agent.batch.hl7_messages import clean_segment, hl7_items
+from agent.batch.items import BatchItem, ReadContext, UnreadableFile
+from agent.batch.lines import read_lines
 from agent.limits import Limits
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from agent.intake.batch_items import BadItem, BatchItem, RecordItem
-from agent.intake.batch_lines import BOM, read_lines
+from agent.batch.items import BadItem, BatchItem, RecordItem
+from agent.batch.lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import RecordFormat
 

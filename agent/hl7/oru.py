@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from agent.errors import Hl7Error
-from agent.intake.hl7_ack import (
+from agent.hl7.ack import (
     CHARSET,
     MessageHeader,
     ResultRow,

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from agent.config import CardThresholds
 from agent.errors import AgentError, RecordError
-from agent.intake.http_errors import status_for
+from agent.intake.http.errors import status_for
 from agent.pipeline import ScoringPipeline, ServedModel
 from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest
 

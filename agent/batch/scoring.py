@@ -14,9 +14,9 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from agent.batch.items import BadItem, BatchItem, RecordItem, VectorItem
+from agent.batch.outputs import error_line, predictions_line, vector_line
 from agent.errors import AgentError, RuntimeFault, StoreError, UnknownModel
-from agent.intake.batch_items import BadItem, BatchItem, RecordItem, VectorItem
-from agent.intake.batch_outputs import error_line, predictions_line, vector_line
 from agent.outputs.riskassessment import risk_assessment
 from agent.types import IntakePath, Prediction, Scorer, ScoreRequest
 

@@ -34,12 +34,12 @@ from agent.errors import (
     RequestTooLarge,
     UnsupportedMediaType,
 )
-from agent.intake.cds_hooks import CDS_ROUTES
-from agent.intake.http_config import HttpConfig
-from agent.intake.http_errors import operation_outcome, outcome_for, status_for
-from agent.intake.oip import OIP_ROUTES
-from agent.intake.openapi import document
-from agent.intake.status_page import status_page
+from agent.intake.http.cds_hooks import CDS_ROUTES
+from agent.intake.http.config import HttpConfig
+from agent.intake.http.errors import operation_outcome, outcome_for, status_for
+from agent.intake.http.oip import OIP_ROUTES
+from agent.intake.http.openapi import document
+from agent.intake.http.status_page import status_page
 from agent.limits import Limits
 from agent.outputs.prediction_json import prediction_json
 from agent.outputs.riskassessment import risk_assessment

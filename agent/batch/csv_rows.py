@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from agent.intake.batch_items import BadItem, BatchItem, UnreadableFile, VectorItem
+from agent.batch.items import BadItem, BatchItem, UnreadableFile, VectorItem
 
 LABEL_COLUMN = "label"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.intake.batch_items import Lines
+from agent.batch.items import Lines
 from agent.outputs.prediction_json import prediction_json
 from agent.types import Prediction
 

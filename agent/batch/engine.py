@@ -20,14 +20,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-from agent.durable import atomic_output, truncate_to, write_atomic
-from agent.errors import AgentError
-from agent.intake.batch_formats import InputFormat, detect_format, read_items
-from agent.intake.batch_items import (
+from agent.batch.config import OutputKind
+from agent.batch.formats import InputFormat, detect_format, read_items
+from agent.batch.items import (
     BatchItem,
     ReadContext,
     ReadStopped,
@@ -35,21 +33,15 @@ from agent.intake.batch_items import (
     VectorItem,
     never,
 )
-from agent.intake.batch_journal import JOURNAL_NAME, JobState, Journal
-from agent.intake.batch_outputs import RunSummary, write_csv
-from agent.intake.batch_scoring import RESULTS_PART, RISK_PART, ResultLines
+from agent.batch.journal import JOURNAL_NAME, JobState, Journal
+from agent.batch.outputs import RunSummary, write_csv
+from agent.batch.scoring import RESULTS_PART, RISK_PART, ResultLines
+from agent.durable import atomic_output, truncate_to, write_atomic
+from agent.errors import AgentError
 from agent.limits import Limits
 from agent.types import IntakePath, Scorer
 
 log = logging.getLogger(__name__)
-
-
-class OutputKind(StrEnum):
-    """The output files a batch can publish (the run report is always written)."""
-
-    ndjson = "ndjson"  # <stem>.results.ndjson: one line per input record
-    csv = "csv"  # <stem>.results.csv: one row per prediction or failed record
-    fhir = "fhir"  # <stem>.riskassessment.ndjson: a FHIR RiskAssessment per prediction
 
 
 def output_name(stem: str, kind: OutputKind | None) -> str:

@@ -55,4 +55,3 @@ class HttpConfig(Section):
     @property
     def auth_required(self) -> bool:
         return bool(self.bearer_token_sha256)
-

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.errors import AgentError, RecordError, UnknownModel
-from agent.intake.http_errors import status_for
+from agent.intake.http.errors import status_for
 from agent.pipeline import ScoringPipeline, ServedModel
 from agent.types import IntakePath
 
