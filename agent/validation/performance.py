@@ -71,8 +71,8 @@ def summarize(
         figures["reliability"] = [asdict(b) for b in reliability_curve(scores, labels)]
         figures["distribution"] = {
             "bins": HISTOGRAM_BINS,
-            "outcome": _histogram([s for s, y in zip(scores, labels, strict=True) if y == 1]),
-            "no_outcome": _histogram([s for s, y in zip(scores, labels, strict=True) if y == 0]),
+            "outcome": _histogram([item for item in sample if item.label == 1]),
+            "no_outcome": _histogram([item for item in sample if item.label == 0]),
         }
     return figures
 
@@ -85,10 +85,13 @@ def _thin(points: list[tuple[float, float]], most: int) -> list[list[float]]:
     return [list(points[i]) for i in picks]
 
 
-def _histogram(scores: Sequence[float]) -> list[float]:
-    """The share of ``scores`` in each of ``HISTOGRAM_BINS`` equal bins over [0, 1]
-    (shares, not counts, so that no bar stands for a countable few)."""
+def _histogram(group: Sequence[Labelled]) -> list[float] | None:
+    """The share of the group's scores in each of ``HISTOGRAM_BINS`` equal bins over
+    [0, 1]; None for a group of fewer than ``PATIENTS_MIN`` patients, whose bars would
+    show where a countable few scored."""
+    if len({item.patient for item in group}) < PATIENTS_MIN:
+        return None
     counts = [0] * HISTOGRAM_BINS
-    for score in scores:
-        counts[min(max(int(score * HISTOGRAM_BINS), 0), HISTOGRAM_BINS - 1)] += 1
-    return [c / len(scores) if scores else 0.0 for c in counts]
+    for item in group:
+        counts[min(max(int(item.score * HISTOGRAM_BINS), 0), HISTOGRAM_BINS - 1)] += 1
+    return [c / len(group) for c in counts]

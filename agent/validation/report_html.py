@@ -143,19 +143,22 @@ def _discrimination(overall: Mapping[str, Any]) -> str:
     )
     distribution = overall["distribution"]
     bins = distribution["bins"]
-
-    def bars(shares: Sequence[float]) -> list[tuple[float, float]]:
-        return [(i / bins, share) for i, share in enumerate(shares)]
-
+    groups = [
+        Series(label, [(i / bins, share) for i, share in enumerate(shares)], colour)
+        for label, shares, colour in (
+            ("had the outcome", distribution["outcome"], ORANGE),
+            ("did not", distribution["no_outcome"], BLUE),
+        )
+        if shares is not None
+    ]
     histogram = bar_chart(
-        "Risk scores by outcome",
-        "Predicted risk (bins of 0.1)",
-        "Share of the group",
-        [
-            Series("had the outcome", bars(distribution["outcome"]), ORANGE),
-            Series("did not", bars(distribution["no_outcome"]), BLUE),
-        ],
+        "Risk scores by outcome", "Predicted risk (bins of 0.1)", "Share of the group", groups
     )
+    if len(groups) < 2:
+        histogram += (
+            '<p class="note">An outcome group of fewer than the minimum of patients is not '
+            "drawn.</p>"
+        )
     return (
         "<h2>Does it tell apart who has the outcome?</h2>"
         f"<p><strong>AUROC {_estimate(overall['auroc'])}</strong>: the chance that a patient "

@@ -2,8 +2,11 @@
 calibration says, each as a status a dashboard can test and a sentence a clinician reads.
 
 A training figure is judged against the local 95 % interval: outside it, the difference is
-more than chance at this site's sample size. Which training figure is which is read from
-its name in the manifest (``holdout_auroc``, ``val_brier``, ``training_prevalence``...).
+more than chance at this site's sample size. Nothing is judged on fewer than
+``OUTCOMES_MIN`` moments with the outcome or without it: intervals from a handful of
+events are approximations too rough to call a difference. Which training figure is which
+is read from its name in the manifest (``holdout_auroc``, ``val_brier``,
+``training_prevalence``...).
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ WORSE = "worse"
 BETTER = "better"
 DIFFERENT = "different"
 NOT_COMPARED = "not_compared"
+OUTCOMES_MIN = 10  # moments with, and without, the outcome before anything is judged
+
+
+def _judgeable(overall: Mapping[str, Any]) -> bool:
+    if overall.get("suppressed"):
+        return False
+    positives = int(overall["positives"])
+    return min(positives, int(overall["scored"]) - positives) >= OUTCOMES_MIN
 
 
 def _kind(name: str) -> str | None:
@@ -50,7 +61,13 @@ def compare_with_training(
     for name, reference in training.items():
         kind = _kind(name)
         local = overall.get(kind) if kind and not overall.get("suppressed") else None
-        if kind == "auprc":
+        if kind is not None and not _judgeable(overall):
+            text = (
+                f"Not judged: fewer than {OUTCOMES_MIN} scored moments with the outcome or "
+                "without it."
+            )
+            verdicts.append(_verdict(name, reference, local, NOT_COMPARED, text))
+        elif kind == "auprc":
             text = (
                 "Shown for reference: average precision moves with how common the outcome is, "
                 "so the model is judged here by AUROC and calibration instead."
@@ -90,7 +107,7 @@ def _judge(name: str, kind: str, reference: float, local: Mapping[str, Any]) -> 
 
 def calibration_verdicts(overall: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What the calibration intercept (ideal 0) and slope (ideal 1) say, when fitted."""
-    if overall.get("suppressed"):
+    if not _judgeable(overall):
         return []
     verdicts = []
     intercept = overall.get("calibration_intercept")

@@ -79,8 +79,10 @@ def test_the_demo_ward_export_validates_with_its_committed_outcomes(
     assert overall["auroc"]["low"] is None  # one positive: no interval, and no verdict on it
     assert report["model"]["risk_output"] == "probability_1"
     assert report["training_metrics"]["holdout_auroc"] == 0.8386
-    auroc = next(v for v in report["verdicts"] if v["figure"] == "holdout_auroc")
-    assert auroc["status"] == "not_compared"
+    # one outcome: nothing judged, and its score not drawn
+    assert {v["status"] for v in report["verdicts"]} == {"not_compared"}
+    assert overall["distribution"]["outcome"] is None
+    assert overall["distribution"]["no_outcome"] is not None
     ward = next(d for d in report["subgroups"] if d["dimension"] == "ward")
     assert [(g["group"], g["patients"]) for g in ward["groups"]] == [("ward A", 20), ("ward B", 20)]
     html = (tmp_path / "report.html").read_text()

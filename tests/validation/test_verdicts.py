@@ -9,7 +9,7 @@ from agent.validation.verdicts import calibration_verdicts, compare_with_trainin
 
 
 def _overall(**figures: Any) -> dict[str, Any]:
-    return {"suppressed": False, **figures}
+    return {"suppressed": False, "scored": 200, "positives": 20, **figures}
 
 
 def _interval(value: float, low: float, high: float) -> dict[str, float]:
@@ -51,6 +51,17 @@ def test_suppressed_or_intervalless_figures_are_not_compared() -> None:
     alone = _overall(auroc={"value": 1.0, "low": None, "high": None})
     assert compare_with_training({"auc": 0.8}, alone)[0]["status"] == "not_compared"
     assert calibration_verdicts({"suppressed": True}) == []
+
+
+def test_nothing_is_judged_on_fewer_than_ten_outcomes() -> None:
+    overall = {
+        **_overall(auroc=_interval(0.70, 0.65, 0.75), calibration_slope=_interval(2, 1.5, 2.5)),
+        "positives": 9,
+    }
+    (verdict,) = compare_with_training({"holdout_auroc": 0.9, "holdout_accuracy": 0.9}, overall)[:1]
+    assert verdict["status"] == "not_compared" and "fewer than 10" in verdict["text"]
+    assert calibration_verdicts(overall) == []
+    assert calibration_verdicts({**overall, "positives": 191}) == []  # 9 without the outcome
 
 
 def test_calibration_verdicts_say_which_way_the_risks_are_off() -> None:
