@@ -25,12 +25,8 @@ from agent.limits import Limits
 def register(group: argparse._SubParsersAction[Any]) -> None:
     build = group.add_parser("build", help="compile an ONNX model into an unsigned bundle")
     build.add_argument("model", type=Path, help="the .onnx file")
-    build.add_argument(
-        "--reference",
-        type=Path,
-        required=True,
-        help="training reference CSV; its header names the features in order",
-    )
+    build.add_argument("--reference", type=Path, required=True,
+                       help="training reference CSV; its header names the features in order")
     build.add_argument("--name", required=True, help="model name (lowercase, digits, . _ -)")
     build.add_argument("--version", required=True, help="semantic version X.Y.Z")
     build.add_argument("--schema", type=Path, help="YAML with units, ranges and levels")
@@ -75,12 +71,8 @@ def _predict(args: argparse.Namespace) -> int:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow([o.name for o in manifest.outputs])
     for values in predictions:
-        writer.writerow(
-            [
-                _format(spec.kind, spec.classes, v)
-                for spec, v in zip(manifest.outputs, values, strict=True)
-            ]
-        )
+        writer.writerow([_format(spec.kind, spec.classes, v)
+                         for spec, v in zip(manifest.outputs, values, strict=True)])
     if args.out is None:
         sys.stdout.write(text.getvalue())
     else:
