@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import binomtest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -145,3 +147,24 @@ def test_midranks_and_wilson_interval() -> None:
     estimate = proportion(5, 40)
     wilson = binomtest(5, 40).proportion_ci(confidence_level=0.95, method="wilson")
     assert (estimate.low, estimate.high) == pytest.approx((wilson.low, wilson.high), abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([i / 20 for i in range(21)]), st.integers(0, 1)),
+        min_size=2,
+        max_size=60,
+    ).filter(lambda rows: len({y for _, y in rows}) == 2)
+)
+def test_any_small_sample_with_ties_agrees_with_scikit_learn(rows: list[tuple[float, int]]) -> None:
+    scores, labels = [s for s, _ in rows], [y for _, y in rows]
+    delong = auroc_delong(scores, labels)
+    assert delong is not None
+    assert delong.value == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert average_precision(scores, labels) == pytest.approx(
+        average_precision_score(labels, scores), abs=1e-12
+    )
+    assert brier(scores, labels).value == pytest.approx(brier_score_loss(labels, scores), abs=1e-12)
+    if delong.low is not None and delong.high is not None:
+        assert 0.0 <= delong.low <= delong.value <= delong.high <= 1.0
