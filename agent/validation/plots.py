@@ -13,6 +13,7 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 28, 48  # px of margin around the plot ar
 BLUE = "#1f5fa8"
 ORANGE = "#c9541a"
 GREY = "#888888"
+_SHARE_LIMITS = (0.1, 0.25, 0.5, 1.0)  # y axis tops for shares: ticks at fifths stay round
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def bar_chart(title: str, x_label: str, y_label: str, series: Sequence[Series]) 
     """Side-by-side bars over equal bins of [0, 1]: each series' points are
     ``(bin start, height)``; heights are shares (0 to 1)."""
     top = max((h for item in series for _, h in item.points), default=0.0)
-    y_top = max(0.1, min(1.0, (int(top * 10) + 1) / 10))
+    y_top = next(limit for limit in _SHARE_LIMITS if top <= limit)
     parts = _frame(title, x_label, y_label, 1.0, y_top)
     bins = max((len(item.points) for item in series), default=1)
     slot = (WIDTH - _LEFT - _RIGHT) / bins
