@@ -46,7 +46,7 @@ def render(report: Mapping[str, Any]) -> str:
     model = report["model"]
     title = f"Does {model['name']} {model['version']} work here?"
     period = report["period"]
-    when = f"{period['first']} to {period['last']}" if period else "no moment scored"
+    when = f"{period['first']} to {period['last']}" if period else "dates not shown"
     body = [
         f"<h1>{escape(title)}</h1>",
         f'<p class="sub">Local validation on this site\'s own history ({escape(when)}), scored '

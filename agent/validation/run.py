@@ -98,7 +98,9 @@ def validate(
         "records_without_outcome": without_outcome,
         "unreadable_records": dict(sorted(unreadable.items())),
     }
-    period = {"first": min(days), "last": max(days)} if days else None
+    # the dates of a handful of patients' moments would say more than an aggregate
+    patients = len({item.patient for _, item, _ in kept if item is not None})
+    period = {"first": min(days), "last": max(days)} if patients >= PATIENTS_MIN else None
     sample = [scored for _, scored, _ in kept if scored is not None]
     return _report(model, outcomes, sample, counts, period, label_source)
 

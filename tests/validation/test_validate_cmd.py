@@ -204,6 +204,7 @@ def test_fewer_than_ten_patients_show_no_figure(demo: Path, tmp_path: Path) -> N
     report = run(demo, outcomes, tmp_path / "report", export)
     assert report["counts"]["scored"] == 9
     assert report["overall"] == {"suppressed": True, "reason": "fewer than 10 patients"}
+    assert report["period"] is None
     assert report["verdicts"][0]["status"] == "not_compared"
     assert all(g["suppressed"] for d in report["subgroups"][:2] for g in d["groups"])
     assert "Too few patients" in (tmp_path / "report" / "report.html").read_text()
