@@ -231,3 +231,10 @@ class InternalError(AgentError):
     request id, answered without its message (which could quote a record)."""
 
     reason = "internal"
+
+
+class OutcomesError(AgentError):
+    """A labelled-outcomes file for validation is malformed. Messages name a line and a
+    column, never a value (the file holds patient identifiers)."""
+
+    reason = "outcomes"

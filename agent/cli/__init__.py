@@ -24,6 +24,7 @@ _GROUPS: dict[str, str] = {
     "keys": "agent.cli.keys_cmd",
     "models": "agent.cli.models_cmd",
     "mapping": "agent.cli.mapping_cmd",
+    "validate": "agent.cli.validate_cmd",
 }
 
 

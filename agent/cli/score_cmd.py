@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from agent.batch.config import OutputKind
 from agent.batch.engine import (
@@ -33,6 +33,10 @@ from agent.batch.items import UnreadableFile
 from agent.dataplane import DataPlane
 from agent.errors import ConfigError
 from agent.types import IntakePath
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.pipeline import ScoringPipeline
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -91,24 +95,9 @@ def _moment(text: str) -> datetime:
 
 def _score(args: argparse.Namespace) -> int:
     from agent.config import load_config
-    from agent.pipeline import ScoringPipeline
 
     config = load_config(args.config)
-    model = args.model or config.drop_folder.model
-    if model is None and len(config.models) == 1:
-        model = config.models[0].name
-    if model is None:
-        raise ConfigError("name the model to score with: --model NAME")
-    missing = [str(p) for p in args.inputs if not p.is_file()]
-    if missing:
-        raise ConfigError(f"no such input file: {', '.join(missing)}")
-    pipeline = ScoringPipeline.from_config(config)
-    if not pipeline.ready:
-        # nothing installed yet (the agent never ran here): pull once, as `serve` would
-        from agent.registry.updater import build_updater
-
-        build_updater(config, pipeline).pull_once()
-    pipeline.served(model)  # fail fast when the model is unknown or not installed
+    pipeline, model = serving_pipeline(config, args.model, args.inputs)
     settings = BatchSettings(
         model=model,
         intake=IntakePath.cli,
@@ -121,6 +110,32 @@ def _score(args: argparse.Namespace) -> int:
         as_of=args.as_of,
     )
     return score_files(pipeline, settings, args.inputs, args.output_dir, sys.stderr, args.quiet)
+
+
+def serving_pipeline(
+    config: AgentConfig, model: str | None, inputs: Sequence[Path]
+) -> tuple[ScoringPipeline, str]:
+    """The pipeline a one-shot command scores with, and the model it scores: ``model``, else
+    the drop folder's, else the only one configured. ConfigError when no model is named or
+    an input file is missing; the store is pulled once when nothing is installed yet."""
+    from agent.pipeline import ScoringPipeline
+
+    model = model or config.drop_folder.model
+    if model is None and len(config.models) == 1:
+        model = config.models[0].name
+    if model is None:
+        raise ConfigError("name the model to score with: --model NAME")
+    missing = [str(p) for p in inputs if not p.is_file()]
+    if missing:
+        raise ConfigError(f"no such input file: {', '.join(missing)}")
+    pipeline = ScoringPipeline.from_config(config)
+    if not pipeline.ready:
+        # nothing installed yet (the agent never ran here): pull once, as `serve` would
+        from agent.registry.updater import build_updater
+
+        build_updater(config, pipeline).pull_once()
+    pipeline.served(model)  # fail fast when the model is unknown or not installed
+    return pipeline, model
 
 
 def score_files(

@@ -21,6 +21,7 @@ from agent.bundle.manifest import BundleManifest, FeatureKind, InputFeature
 from agent.errors import MappingError, UnitError
 from agent.mapping.feature import CompiledFeature, Fallback
 from agent.mapping.fhirpath import compile_fhirpath
+from agent.mapping.outcome import CompiledOutcome
 from agent.mapping.site import SiteMapping
 from agent.mapping.spec import (
     FeatureSpec,
@@ -28,6 +29,7 @@ from agent.mapping.spec import (
     MissingPolicy,
     PatientField,
     Reduction,
+    parse_window,
 )
 from agent.mapping.units import IDENTITY, check_unit, conversion
 from agent.yamlfile import KeyPath as Path_
@@ -103,12 +105,19 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
             built = _compile(name, feature_spec, inputs[name], spec, manifest, problems)
             if built is not None:
                 compiled[name] = built
+    outcome = None
+    if spec.outcome is not None:
+        codes = _codes(spec.outcome.codes, "codes", spec, problems, None,
+                       lambda *keys: ("outcome", *keys))
+        outcome = CompiledOutcome(frozenset(codes), spec.outcome.deceased,
+                                  parse_window(spec.outcome.horizon))
     problems.check()
     return SiteMapping(path=path, site=spec.site, model=manifest.name,
                        model_version=manifest.version,
                        features=tuple(compiled[f.name] for f in manifest.inputs),
                        wanted_codes=frozenset(c for f in compiled.values() for c in f.codes),
-                       max_imputed=spec.imputation_budget(len(manifest.inputs)))
+                       max_imputed=spec.imputation_budget(len(manifest.inputs)),
+                       outcome=outcome)
 
 
 def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: MappingSpec,
@@ -173,7 +182,7 @@ def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: Mapping
     )
 
 
-def _codes(texts: list[str], key: str, mapping: MappingSpec, problems: _Problems, name: str,
+def _codes(texts: list[str], key: str, mapping: MappingSpec, problems: _Problems, name: str | None,
            at: Callable[..., Path_]) -> list[str]:
     out = []
     for i, text in enumerate(texts):

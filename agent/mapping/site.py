@@ -10,6 +10,7 @@ from pathlib import Path
 from agent.errors import TooMuchImputed, UnmappableRecord
 from agent.mapping.facts import FactIndex
 from agent.mapping.feature import CompiledFeature
+from agent.mapping.outcome import CompiledOutcome
 from agent.types import FeatureVector, PatientRecord
 
 
@@ -24,6 +25,7 @@ class SiteMapping:
     features: tuple[CompiledFeature, ...]  # in the model's input order
     wanted_codes: frozenset[str]  # every code any feature reads: all the index needs
     max_imputed: int  # imputed features a patient may have before it is refused
+    outcome: CompiledOutcome | None = None  # the ``outcome:`` section, for validation only
 
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]

@@ -129,6 +129,28 @@ class FeatureSpec(_Strict):
         return parse_window(self.window) if self.window is not None else None
 
 
+class OutcomeSpec(_Strict):
+    """How ``edge-agent validate`` reads the outcome from records (docs/validation.md): it
+    happened when, after the scored time and within ``horizon`` of it, an Observation or
+    an Encounter carries one of ``codes``, or (with ``deceased``) the patient died."""
+
+    codes: list[str] = Field(default_factory=list)
+    deceased: bool = False
+    horizon: str
+
+    @field_validator("horizon")
+    @classmethod
+    def _horizon(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @model_validator(mode="after")
+    def _some_event(self) -> OutcomeSpec:
+        if not self.codes and not self.deceased:
+            raise ValueError("give codes, deceased: true, or both")
+        return self
+
+
 class MappingSpec(_Strict):
     """A whole mapping file: one site, one model."""
 
@@ -138,6 +160,7 @@ class MappingSpec(_Strict):
     systems: dict[str, str] = Field(default_factory=dict)
     unit_aliases: dict[str, str] = Field(default_factory=dict)
     features: dict[str, FeatureSpec]
+    outcome: OutcomeSpec | None = None  # only validation reads it; serving ignores it
     max_imputed: int | float | None = Field(default=None, ge=0)
     """How many features one patient may have imputed before it is refused
     (``too_much_imputed``): a whole number is a count, a number below 1 a fraction of the
