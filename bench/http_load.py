@@ -101,5 +101,10 @@ def concurrent(target: Target, clients: int, per_client: int, deadline_s: float)
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    return Throughput(clients, sum(counts), sum(failures), elapsed,
-                      [seconds for own in latencies for seconds in own])
+    return Throughput(
+        clients,
+        sum(counts),
+        sum(failures),
+        elapsed,
+        [seconds for own in latencies for seconds in own],
+    )

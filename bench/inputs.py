@@ -20,8 +20,9 @@ def demo_bundle() -> bytes:
     body = BUNDLE_PATH.read_bytes()
     kinds = [e["resource"]["resourceType"] for e in json.loads(body)["entry"]]
     if kinds.count("Observation") != OBSERVATIONS or kinds.count("Patient") != 1:
-        raise ValueError(f"{BUNDLE_PATH.name} no longer holds 1 Patient and "
-                         f"{OBSERVATIONS} Observations")
+        raise ValueError(
+            f"{BUNDLE_PATH.name} no longer holds 1 Patient and {OBSERVATIONS} Observations"
+        )
     return body
 
 
@@ -37,8 +38,7 @@ def patient_bundles(count: int, shift: timedelta = timedelta(0)) -> list[bytes]:
                 resource[key] = (datetime.fromisoformat(resource[key]) + shift).isoformat()
     text = json.dumps(document, separators=(",", ":"))
     patient_id = document["entry"][0]["resource"]["id"]
-    return [text.replace(patient_id, f"{patient_id[:-6]}{i:06d}").encode()
-            for i in range(count)]
+    return [text.replace(patient_id, f"{patient_id[:-6]}{i:06d}").encode() for i in range(count)]
 
 
 def oru_30_obx() -> bytes:

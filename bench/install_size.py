@@ -81,8 +81,18 @@ def measure(name: str, arguments: list[str], build: bool) -> InstallSize | None:
         if not build:
             return None
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", *arguments], check=True)
+        subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *arguments,
+            ],
+            check=True,
+        )
         done.touch()
     site = _site_packages(venv)
     entries = [p for p in site.iterdir() if not p.name.startswith(_TOOLING)]
@@ -104,7 +114,10 @@ def largest_packages(name: str, count: int) -> list[dict[str, int | str]]:
     if not (venv / ".installed").exists():
         return []
     site = _site_packages(venv)
-    sizes = [(p.name, _du(p)) for p in site.iterdir()
-             if p.is_dir() and not p.name.startswith(_TOOLING) and not p.name.endswith("-info")]
+    sizes = [
+        (p.name, _du(p))
+        for p in site.iterdir()
+        if p.is_dir() and not p.name.startswith(_TOOLING) and not p.name.endswith("-info")
+    ]
     sizes.sort(key=lambda item: -item[1])
     return [{"name": entry, "bytes": size} for entry, size in sizes[:count]]

@@ -9,8 +9,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("wasmtime", "starlette", "uvicorn", "fhir.resources", "pydantic", "hl7apy",
-            "scikit-learn", "numpy", "scipy", "onnxruntime")
+PACKAGES = (
+    "wasmtime",
+    "starlette",
+    "uvicorn",
+    "fhir.resources",
+    "pydantic",
+    "hl7apy",
+    "scikit-learn",
+    "numpy",
+    "scipy",
+    "onnxruntime",
+)
 
 
 def _proc_field(path: str, key: str) -> str | None:

@@ -59,8 +59,9 @@ def agent_pipeline(config_path: Path) -> ScoringPipeline:
     return pipeline
 
 
-def run_micro(pipeline: ScoringPipeline, essential: ScoringPipeline, peer: PeerModel,
-              calls: int) -> list[MicroResult]:
+def run_micro(
+    pipeline: ScoringPipeline, essential: ScoringPipeline, peer: PeerModel, calls: int
+) -> list[MicroResult]:
     """Every micro-benchmark with ``calls`` calls per repeat (fewer for the slow ones);
     ``essential`` is the same pipeline configured with essential FHIR validation."""
     from fhir.resources.R4B.bundle import Bundle
@@ -72,9 +73,15 @@ def run_micro(pipeline: ScoringPipeline, essential: ScoringPipeline, peer: PeerM
     document = json.loads(body)
     skl, ort = sklearn_predictor(peer), onnxruntime_predictor()
     row = features(document, AS_OF, peer.medians, FEATURES)
-    request = ScoreRequest(model="deterioration", body=body, format=RecordFormat.fhir_json,
-                           intake=IntakePath.http, as_of=AS_OF, caller="bench",
-                           request_id="bench")
+    request = ScoreRequest(
+        model="deterioration",
+        body=body,
+        format=RecordFormat.fhir_json,
+        intake=IntakePath.http,
+        as_of=AS_OF,
+        caller="bench",
+        request_id="bench",
+    )
 
     def cpu(fn: Callable[[], object], scale: float = 1.0) -> float:
         return cpu_per_call(fn, max(int(calls * scale), 1))
@@ -86,34 +93,69 @@ def run_micro(pipeline: ScoringPipeline, essential: ScoringPipeline, peer: PeerM
     skl_predict, ort_predict = cpu(lambda: skl([row]), 0.1), cpu(lambda: ort([row]))
     light = essential.config.records
     return [
-        MicroResult("json.loads of the 30-observation bundle", cpu(lambda: json.loads(body)),
-                    None, None, "the floor every FHIR path pays"),
-        MicroResult("FHIR parse + validation (R4B)",
-                    cpu(lambda: parse_records(body, RecordFormat.fhir_json, limits=limits), 0.1),
-                    cpu(validate_peer, 0.1), None,
-                    "agent: records.parse_records (json, each resource, grouping); "
-                    "peer: json.loads + Bundle.model_validate"),
-        MicroResult("FHIR parse + essential validation",
-                    cpu(lambda: parse_records(body, RecordFormat.fhir_json, limits=limits,
-                                              config=light), 0.1),
-                    None, None, "agent with records.fhir_validation: essential (no models)"),
-        MicroResult("map 30 observations to 9 features",
-                    cpu(lambda: served.mapping.extract(record, AS_OF)),
-                    cpu(lambda: features(document, AS_OF, peer.medians, FEATURES)), None,
-                    "agent: SiteMapping.extract (units, windows, provenance); peer: dict walk"),
-        MicroResult("HL7 v2 ORU^R01 (30 OBX) parse + map",
-                    cpu(lambda: served.mapping.extract(
-                        parse_records(oru, RecordFormat.hl7v2, limits=limits)[0], AS_OF), 0.1),
-                    None, None, "the peers speak no HL7 v2"),
-        MicroResult("predict one row", cpu(lambda: served.runtime.predict([row])),
-                    skl_predict, ort_predict,
-                    "agent: WasmModel.predict; peers: predict_proba / InferenceSession.run"),
-        MicroResult("whole request in process (parse, map, predict)",
-                    cpu(lambda: pipeline.score(request), 0.1),
-                    peer_score + skl_predict, peer_score + ort_predict,
-                    "agent: ScoringPipeline.score with monitor and audit log"),
-        MicroResult("whole request in process, essential validation",
-                    cpu(lambda: essential.score(request), 0.1),
-                    peer_score + skl_predict, peer_score + ort_predict,
-                    "the same with records.fhir_validation: essential"),
+        MicroResult(
+            "json.loads of the 30-observation bundle",
+            cpu(lambda: json.loads(body)),
+            None,
+            None,
+            "the floor every FHIR path pays",
+        ),
+        MicroResult(
+            "FHIR parse + validation (R4B)",
+            cpu(lambda: parse_records(body, RecordFormat.fhir_json, limits=limits), 0.1),
+            cpu(validate_peer, 0.1),
+            None,
+            "agent: records.parse_records (json, each resource, grouping); "
+            "peer: json.loads + Bundle.model_validate",
+        ),
+        MicroResult(
+            "FHIR parse + essential validation",
+            cpu(
+                lambda: parse_records(body, RecordFormat.fhir_json, limits=limits, config=light),
+                0.1,
+            ),
+            None,
+            None,
+            "agent with records.fhir_validation: essential (no models)",
+        ),
+        MicroResult(
+            "map 30 observations to 9 features",
+            cpu(lambda: served.mapping.extract(record, AS_OF)),
+            cpu(lambda: features(document, AS_OF, peer.medians, FEATURES)),
+            None,
+            "agent: SiteMapping.extract (units, windows, provenance); peer: dict walk",
+        ),
+        MicroResult(
+            "HL7 v2 ORU^R01 (30 OBX) parse + map",
+            cpu(
+                lambda: served.mapping.extract(
+                    parse_records(oru, RecordFormat.hl7v2, limits=limits)[0], AS_OF
+                ),
+                0.1,
+            ),
+            None,
+            None,
+            "the peers speak no HL7 v2",
+        ),
+        MicroResult(
+            "predict one row",
+            cpu(lambda: served.runtime.predict([row])),
+            skl_predict,
+            ort_predict,
+            "agent: WasmModel.predict; peers: predict_proba / InferenceSession.run",
+        ),
+        MicroResult(
+            "whole request in process (parse, map, predict)",
+            cpu(lambda: pipeline.score(request), 0.1),
+            peer_score + skl_predict,
+            peer_score + ort_predict,
+            "agent: ScoringPipeline.score with monitor and audit log",
+        ),
+        MicroResult(
+            "whole request in process, essential validation",
+            cpu(lambda: essential.score(request), 0.1),
+            peer_score + skl_predict,
+            peer_score + ort_predict,
+            "the same with records.fhir_validation: essential",
+        ),
     ]

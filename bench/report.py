@@ -19,8 +19,12 @@ GOAL_INSTALL = 1 / 5
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-            *("| " + " | ".join(row) + " |" for row in rows), ""]
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -51,27 +55,63 @@ def _goals(r: dict[str, Any]) -> list[list[str]]:
         spread = f" (rounds {min(agent['p99_ms_rounds']):.1f} to {max(agent['p99_ms_rounds']):.1f})"
         rss = ratio(agent["rss_bytes"], skl["rss_bytes"])
         rows += [
-            [name, "requests/s vs sklearn service (wall clock)", f">= {GOAL_RPS:g}x", _x(rps),
-             _verdict(rps is not None and rps >= GOAL_RPS,
-                      _short(rps))],
-            [name, "requests per server CPU-second vs sklearn service", f">= {GOAL_RPS:g}x",
-             _x(capacity), _verdict(capacity is not None and capacity >= GOAL_RPS,
-                                    _short(capacity))],
-            [name, "p99 latency, sequential", f"< {GOAL_P99_MS:g} ms", f"{p99:.2f} ms{spread}",
-             _verdict(p99 < GOAL_P99_MS, f"{p99 - GOAL_P99_MS:.1f} ms over")],
-            [name, "RSS after warm-up vs sklearn service", "<= 0.33x", _x(rss),
-             _verdict(rss is not None and rss <= GOAL_RSS,
-                      f"{rss / GOAL_RSS:.1f}x the goal" if rss else "")],
+            [
+                name,
+                "requests/s vs sklearn service (wall clock)",
+                f">= {GOAL_RPS:g}x",
+                _x(rps),
+                _verdict(rps is not None and rps >= GOAL_RPS, _short(rps)),
+            ],
+            [
+                name,
+                "requests per server CPU-second vs sklearn service",
+                f">= {GOAL_RPS:g}x",
+                _x(capacity),
+                _verdict(capacity is not None and capacity >= GOAL_RPS, _short(capacity)),
+            ],
+            [
+                name,
+                "p99 latency, sequential",
+                f"< {GOAL_P99_MS:g} ms",
+                f"{p99:.2f} ms{spread}",
+                _verdict(p99 < GOAL_P99_MS, f"{p99 - GOAL_P99_MS:.1f} ms over"),
+            ],
+            [
+                name,
+                "RSS after warm-up vs sklearn service",
+                "<= 0.33x",
+                _x(rss),
+                _verdict(
+                    rss is not None and rss <= GOAL_RSS,
+                    f"{rss / GOAL_RSS:.1f}x the goal" if rss else "",
+                ),
+            ],
         ]
     install = _by(r["install"])
     if "agent" in install and "sklearn service" in install:
         size = ratio(install["agent"]["bytes"], install["sklearn service"]["bytes"])
-        rows.append(["agent (either)", "install size vs sklearn service", "<= 0.20x", _x(size),
-                     _verdict(size is not None and size <= GOAL_INSTALL,
-                              f"{size / GOAL_INSTALL:.1f}x the goal" if size else "")])
+        rows.append(
+            [
+                "agent (either)",
+                "install size vs sklearn service",
+                "<= 0.20x",
+                _x(size),
+                _verdict(
+                    size is not None and size <= GOAL_INSTALL,
+                    f"{size / GOAL_INSTALL:.1f}x the goal" if size else "",
+                ),
+            ]
+        )
     else:
-        rows.append(["agent (either)", "install size vs sklearn service", "<= 0.20x",
-                     "not measured", "(quick mode reuses cached virtualenvs only)"])
+        rows.append(
+            [
+                "agent (either)",
+                "install size vs sklearn service",
+                "<= 0.20x",
+                "not measured",
+                "(quick mode reuses cached virtualenvs only)",
+            ]
+        )
     return rows
 
 
@@ -79,8 +119,11 @@ def _short(measured: float | None) -> str:
     """How far a ratio is below the requests/s goal, in the goal's terms."""
     if not measured:
         return ""
-    return f"{GOAL_RPS / measured:.1f}x short" if measured < GOAL_RPS / 1.1 else (
-        f"{1 - measured / GOAL_RPS:.0%} short")
+    return (
+        f"{GOAL_RPS / measured:.1f}x short"
+        if measured < GOAL_RPS / 1.1
+        else (f"{1 - measured / GOAL_RPS:.0%} short")
+    )
 
 
 def _verdict(met: bool, miss: str) -> str:
@@ -93,8 +136,11 @@ def render(r: dict[str, Any]) -> str:
     skl = http["sklearn service"]
     out = ["# Benchmarks: the agent against the usual deployment of the same model", ""]
     if r["mode"] == "quick":
-        out += ["> **Quick mode**: every benchmark ran briefly to check the suite; the figures",
-                "> below mean nothing.", ""]
+        out += [
+            "> **Quick mode**: every benchmark ran briefly to check the suite; the figures",
+            "> below mean nothing.",
+            "",
+        ]
     out += [
         "Generated by `.venv/bin/python -m bench.run` (source: `bench/`, raw values in",
         "`bench/results.json`), run from the repository root; `--quick` runs everything briefly",
@@ -137,17 +183,22 @@ def render(r: dict[str, Any]) -> str:
         "",
         "## Machine",
         "",
-        *_table(["", ""], [
-            ["CPU", f"{m['cpu']} ({m['arch']})"],
-            ["cores", str(m["cores"])],
-            ["RAM", f"{m['ram_gib']} GiB"],
-            ["OS", m["os"]],
-            ["Python", m["python"]],
-            ["packages", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
-            ["load average (1 min) at start / end",
-             f"{m['load_average_1m']} / {m.get('load_average_1m_end', '-')} "
-             "(the machine is shared: other work ran beside this benchmark)"],
-        ]),
+        *_table(
+            ["", ""],
+            [
+                ["CPU", f"{m['cpu']} ({m['arch']})"],
+                ["cores", str(m["cores"])],
+                ["RAM", f"{m['ram_gib']} GiB"],
+                ["OS", m["os"]],
+                ["Python", m["python"]],
+                ["packages", ", ".join(f"{k} {v}" for k, v in m["packages"].items())],
+                [
+                    "load average (1 min) at start / end",
+                    f"{m['load_average_1m']} / {m.get('load_average_1m_end', '-')} "
+                    "(the machine is shared: other work ran beside this benchmark)",
+                ],
+            ],
+        ),
         "## Goals",
         "",
         "`agent` is the demo config as shipped (`records.fhir_validation: full`, the default);",
@@ -158,23 +209,46 @@ def render(r: dict[str, Any]) -> str:
         *_table(["agent", "goal", "target", "measured", "verdict"], _goals(r)),
         "## HTTP: one 30-observation FHIR Bundle per request",
         "",
-        *_table(["contender", "p50 ms", "p99 ms", "mean ms",
-                 f"requests/s ({r['settings']['clients']} clients)", "vs sklearn service",
-                 "server CPU ms / request", "requests / CPU-second", "vs sklearn service",
-                 "RSS MiB", "cold start s", "cold start CPU s"],
-                [[c["contender"], _num(c["p50_ms"]), _num(c["p99_ms"]), _num(c["mean_ms"]),
-                  _num(c["requests_per_s"], 0),
-                  _x(ratio(c["requests_per_s"], skl["requests_per_s"])),
-                  _num(c["server_cpu_ms_per_request"]),
-                  _num(ratio(1e3, c["server_cpu_ms_per_request"]), 0),
-                  _x(ratio(skl["server_cpu_ms_per_request"], c["server_cpu_ms_per_request"])),
-                  _num(c["rss_bytes"] / MIB, 0), _num(c["cold_start_s"]),
-                  _num(c["cold_start_cpu_s"])]
-                 for c in r["http"]]),
+        *_table(
+            [
+                "contender",
+                "p50 ms",
+                "p99 ms",
+                "mean ms",
+                f"requests/s ({r['settings']['clients']} clients)",
+                "vs sklearn service",
+                "server CPU ms / request",
+                "requests / CPU-second",
+                "vs sklearn service",
+                "RSS MiB",
+                "cold start s",
+                "cold start CPU s",
+            ],
+            [
+                [
+                    c["contender"],
+                    _num(c["p50_ms"]),
+                    _num(c["p99_ms"]),
+                    _num(c["mean_ms"]),
+                    _num(c["requests_per_s"], 0),
+                    _x(ratio(c["requests_per_s"], skl["requests_per_s"])),
+                    _num(c["server_cpu_ms_per_request"]),
+                    _num(ratio(1e3, c["server_cpu_ms_per_request"]), 0),
+                    _x(ratio(skl["server_cpu_ms_per_request"], c["server_cpu_ms_per_request"])),
+                    _num(c["rss_bytes"] / MIB, 0),
+                    _num(c["cold_start_s"]),
+                    _num(c["cold_start_cpu_s"]),
+                ]
+                for c in r["http"]
+            ],
+        ),
         f"Under load ({r['settings']['clients']} clients at once on the one server core), "
-        "p50 / p99: " + "; ".join(
+        "p50 / p99: "
+        + "; ".join(
             f"{c['contender']} {c['loaded_p50_ms']:.2f} / {c['loaded_p99_ms']:.2f} ms"
-            for c in r["http"]) + ". A single-core server serves them one after another,",
+            for c in r["http"]
+        )
+        + ". A single-core server serves them one after another,",
         "so these are about the client count times the service time.",
         "",
         "Server CPU is the server process's user + system time (/proc/PID/stat, all threads)",
@@ -188,8 +262,10 @@ def render(r: dict[str, Any]) -> str:
         "compiled-module cache on disk); its very first start, with an empty store (pull from",
         "the file registry, signature checks, wasm compile), took",
         f"{r['agent_first_start_s']:.2f} s ({r['agent_first_start_cpu_s']:.2f} s of CPU).",
-        "RSS is VmRSS after the warm-up requests; after all the HTTP rounds it was " + "; ".join(
-            f"{c['contender']} {c['rss_bytes_after_rounds'] / MIB:.0f} MiB" for c in r["http"])
+        "RSS is VmRSS after the warm-up requests; after all the HTTP rounds it was "
+        + "; ".join(
+            f"{c['contender']} {c['rss_bytes_after_rounds'] / MIB:.0f} MiB" for c in r["http"]
+        )
         + ".",
         "The agent on the same patient as HL7 v2 (ORU^R01, 30 OBX): p50",
         f"{r['agent_hl7_http']['p50_ms']:.2f} ms, p99 {r['agent_hl7_http']['p99_ms']:.2f} ms",
@@ -209,13 +285,29 @@ def render(r: dict[str, Any]) -> str:
         "Median over 5 repeats of the mean CPU time (the measuring thread's) per call, the same",
         "inputs; microseconds.",
         "",
-        *_table(["measure", "agent", "sklearn service", "onnxruntime service",
-                 "agent / sklearn", "agent / onnxruntime", "what"],
-                [[x["measure"], _num(x["agent"] * 1e6, 1),
-                  _num(x["sklearn"] * 1e6 if x["sklearn"] is not None else None, 1),
-                  _num(x["onnxruntime"] * 1e6 if x["onnxruntime"] is not None else None, 1),
-                  _x(ratio(x["agent"], x["sklearn"])), _x(ratio(x["agent"], x["onnxruntime"])),
-                  x["note"]] for x in r["micro"]]),
+        *_table(
+            [
+                "measure",
+                "agent",
+                "sklearn service",
+                "onnxruntime service",
+                "agent / sklearn",
+                "agent / onnxruntime",
+                "what",
+            ],
+            [
+                [
+                    x["measure"],
+                    _num(x["agent"] * 1e6, 1),
+                    _num(x["sklearn"] * 1e6 if x["sklearn"] is not None else None, 1),
+                    _num(x["onnxruntime"] * 1e6 if x["onnxruntime"] is not None else None, 1),
+                    _x(ratio(x["agent"], x["sklearn"])),
+                    _x(ratio(x["agent"], x["onnxruntime"])),
+                    x["note"],
+                ]
+                for x in r["micro"]
+            ],
+        ),
         "## Runtime micro-benchmarks (bench/runtime_bench.py)",
         "",
         "The runtime engineer's benchmark, run in the same session (its own models: scikit-",
@@ -236,23 +328,46 @@ def _batch(r: dict[str, Any]) -> list[str]:
     rows = _by(r["batch"])
     base = rows["sklearn service"]["records"] / rows["sklearn service"]["seconds"]
     base_cpu = ratio(rows["sklearn service"]["records"], rows["sklearn service"]["cpu_seconds"])
-    lines = _table(["contender", "records", "seconds", "records/s", "vs sklearn service",
-                    "CPU seconds", "records / CPU-second", "vs sklearn service", "how"],
-                   [[b["contender"], str(b["records"]), _num(b["seconds"]),
-                     _num(b["records"] / b["seconds"], 0),
-                     _x(ratio(b["records"] / b["seconds"], base)), _num(b["cpu_seconds"]),
-                     _num(ratio(b["records"], b["cpu_seconds"]), 0),
-                     _x(ratio(ratio(b["records"], b["cpu_seconds"]), base_cpu)), b["how"]]
-                    for b in r["batch"]])
+    lines = _table(
+        [
+            "contender",
+            "records",
+            "seconds",
+            "records/s",
+            "vs sklearn service",
+            "CPU seconds",
+            "records / CPU-second",
+            "vs sklearn service",
+            "how",
+        ],
+        [
+            [
+                b["contender"],
+                str(b["records"]),
+                _num(b["seconds"]),
+                _num(b["records"] / b["seconds"], 0),
+                _x(ratio(b["records"] / b["seconds"], base)),
+                _num(b["cpu_seconds"]),
+                _num(ratio(b["records"], b["cpu_seconds"]), 0),
+                _x(ratio(ratio(b["records"], b["cpu_seconds"]), base_cpu)),
+                b["how"],
+            ]
+            for b in r["batch"]
+        ],
+    )
     return [
         *lines,
         "The agent's figure runs from the rename of one NDJSON file (one Bundle per line, times",
         "shifted so that *now* falls where `as_of` does) into the running agent's inbox to its",
         "run report in the outbox: parsing, validation, mapping, scoring, the fsync'd journal",
         "and three output files. The peers' figure is a bare in-process loop writing nothing,",
-        "their most favourable case. RSS after the batch: " + "; ".join(
+        "their most favourable case. RSS after the batch: "
+        + "; ".join(
             f"{b['contender']} {b['rss_after_bytes'] / MIB:.0f} MiB"
-            for b in r["batch"] if "rss_after_bytes" in b) + ".",
+            for b in r["batch"]
+            if "rss_after_bytes" in b
+        )
+        + ".",
         "",
     ]
 
@@ -261,18 +376,31 @@ def _install(r: dict[str, Any]) -> list[str]:
     if not r["install"]:
         return ["Not measured: quick mode only reuses virtualenvs a full run has cached.", ""]
     skl = _by(r["install"]).get("sklearn service")
-    lines = _table(["contender", "site-packages MiB", "distributions", "vs sklearn service"],
-                   [[s["contender"], _num(s["bytes"] / MIB, 1), str(s["packages"]),
-                     _x(ratio(s["bytes"], skl["bytes"] if skl else None))]
-                    for s in r["install"]])
+    lines = _table(
+        ["contender", "site-packages MiB", "distributions", "vs sklearn service"],
+        [
+            [
+                s["contender"],
+                _num(s["bytes"] / MIB, 1),
+                str(s["packages"]),
+                _x(ratio(s["bytes"], skl["bytes"] if skl else None)),
+            ]
+            for s in r["install"]
+        ],
+    )
     lines += [
         "A fresh virtualenv each: `pip install <repo>` for the agent (its runtime",
         "dependencies, no compiler extras), exactly the imported packages for each peer, at this",
         "virtualenv's versions; pip and setuptools are not counted.",
     ]
     if r["install_largest_agent"]:
-        lines += ["The agent's largest: " + ", ".join(
-            f"{p['name']} {p['bytes'] / MIB:.0f} MiB" for p in r["install_largest_agent"]) + "."]
+        lines += [
+            "The agent's largest: "
+            + ", ".join(
+                f"{p['name']} {p['bytes'] / MIB:.0f} MiB" for p in r["install_largest_agent"]
+            )
+            + "."
+        ]
     return [*lines, ""]
 
 
@@ -281,8 +409,10 @@ def _memory(r: dict[str, Any]) -> list[str]:
         "RSS of a fresh interpreter after one import (each includes what it imports), to show",
         "where the servers' memory comes from:",
         "",
-        *_table(["import", "RSS MiB"], [[m["import"], _num(m["rss_bytes"] / MIB, 1)]
-                                        for m in r["memory_imports"]]),
+        *_table(
+            ["import", "RSS MiB"],
+            [[m["import"], _num(m["rss_bytes"] / MIB, 1)] for m in r["memory_imports"]],
+        ),
     ]
 
 
@@ -309,8 +439,10 @@ def _why_throughput(micro: dict[str, Any], http: dict[str, Any]) -> list[str]:
     fast = http["agent, essential validation"]
 
     def ratios(row: dict[str, Any]) -> tuple[float, float]:
-        return (ratio(row["requests_per_s"], skl["requests_per_s"]) or 0.0,
-                ratio(skl["server_cpu_ms_per_request"], row["server_cpu_ms_per_request"]) or 0.0)
+        return (
+            ratio(row["requests_per_s"], skl["requests_per_s"]) or 0.0,
+            ratio(skl["server_cpu_ms_per_request"], row["server_cpu_ms_per_request"]) or 0.0,
+        )
 
     rps, capacity = ratios(agent)
     fast_rps, fast_capacity = ratios(fast)

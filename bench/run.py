@@ -95,21 +95,37 @@ def _answers(target: Target) -> bool:
 
 def _start_agent(config: Path, logs: Path, label: str) -> tuple[Server, Target]:
     port = yaml.safe_load(config.read_text())["http"]["port"]
-    target = Target(f"http://127.0.0.1:{port}/v1/models/deterioration/predict?as_of={AS_OF_TEXT}",
-                    demo_bundle(), FHIR)
+    target = Target(
+        f"http://127.0.0.1:{port}/v1/models/deterioration/predict?as_of={AS_OF_TEXT}",
+        demo_bundle(),
+        FHIR,
+    )
     argv = python_argv("-m", "agent.cli", "serve", "--config", str(config))
-    server = start_server(label, argv, config.parent, lambda: _answers(target),
-                          logs / f"{label.replace(' ', '-')}.log")
+    server = start_server(
+        label,
+        argv,
+        config.parent,
+        lambda: _answers(target),
+        logs / f"{label.replace(' ', '-')}.log",
+    )
     return server, target
 
 
 def _start_peer(engine: str, model: Path, logs: Path) -> tuple[Server, Target]:
     port = free_port()
     target = Target(f"http://127.0.0.1:{port}/predict?as_of={AS_OF_TEXT}", demo_bundle(), FHIR)
-    argv = python_argv("-m", "bench.peers.sklearn_service", "--engine", engine, "--port", str(port),
-                       *(["--model", str(model)] if engine == "sklearn" else []))
-    server = start_server(f"{engine} service", argv, REPO, lambda: _answers(target),
-                          logs / f"{engine}.log")
+    argv = python_argv(
+        "-m",
+        "bench.peers.sklearn_service",
+        "--engine",
+        engine,
+        "--port",
+        str(port),
+        *(["--model", str(model)] if engine == "sklearn" else []),
+    )
+    server = start_server(
+        f"{engine} service", argv, REPO, lambda: _answers(target), logs / f"{engine}.log"
+    )
     return server, target
 
 
@@ -118,13 +134,13 @@ def _measure_http(contenders: list[Contender], settings: Settings) -> None:
         sequential(contender.target, settings.warmup, settings.phase_deadline)
         contender.rss_after_warmup = contender.server.rss_bytes()
     for round_ in range(settings.rounds):
-        order = contenders[round_ % len(contenders):] + contenders[:round_ % len(contenders)]
+        order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
         for contender in order:
             cpu = contender.server.cpu_seconds()
-            latencies = sequential(contender.target, settings.sequential,
-                                   settings.phase_deadline)
-            load = concurrent(contender.target, settings.clients, settings.per_client,
-                              settings.phase_deadline)
+            latencies = sequential(contender.target, settings.sequential, settings.phase_deadline)
+            load = concurrent(
+                contender.target, settings.clients, settings.per_client, settings.phase_deadline
+            )
             if load.failures:
                 raise RuntimeError(f"{contender.name}: {load.failures} failed requests")
             contender.cpu_seconds += contender.server.cpu_seconds() - cpu
@@ -163,8 +179,14 @@ def _runtime_bench(quick: bool) -> str:
     """bench/runtime_bench.py's own table (the runtime engineer's benchmark), verbatim."""
     script = REPO / "bench" / "runtime_bench.py"
     argv = [sys.executable, str(script), *(["--quick"] if quick else [])]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        argv,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     return done.stdout
 
 
@@ -187,11 +209,19 @@ def _drop_batch(name: str, server: Server, config: Path, count: int) -> dict[str
     drop = yaml.safe_load(config.read_text())["drop_folder"]
     cpu = server.cpu_seconds()
     seconds = batch.drop_folder_seconds(
-        (config.parent / drop["inbox"]).resolve(), (config.parent / drop["outbox"]).resolve(),
-        count, timeout=max(60.0, count * 0.1))
-    return {"contender": name, "records": count, "seconds": seconds,
-            "cpu_seconds": server.cpu_seconds() - cpu, "rss_after_bytes": server.rss_bytes(),
-            "how": "drop folder, NDJSON file, outputs written"}
+        (config.parent / drop["inbox"]).resolve(),
+        (config.parent / drop["outbox"]).resolve(),
+        count,
+        timeout=max(60.0, count * 0.1),
+    )
+    return {
+        "contender": name,
+        "records": count,
+        "seconds": seconds,
+        "cpu_seconds": server.cpu_seconds() - cpu,
+        "rss_after_bytes": server.rss_bytes(),
+        "how": "drop folder, NDJSON file, outputs written",
+    }
 
 
 def _peer_batches(peer: PeerModel, count: int) -> list[dict[str, Any]]:
@@ -201,8 +231,15 @@ def _peer_batches(peer: PeerModel, count: int) -> list[dict[str, Any]]:
         ("onnxruntime service", onnxruntime_predictor(), "in-process loop, one session.run"),
     ):
         elapsed = batch.peer_loop_seconds(peer.medians, predict, count)
-        rows.append({"contender": name, "records": count, "seconds": elapsed.wall,
-                     "cpu_seconds": elapsed.cpu, "how": how})
+        rows.append(
+            {
+                "contender": name,
+                "records": count,
+                "seconds": elapsed.wall,
+                "cpu_seconds": elapsed.cpu,
+                "how": how,
+            }
+        )
     return rows
 
 
@@ -243,11 +280,14 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         _measure_http(contenders, settings)
         results["http"] = _http_rows(contenders, settings)
         hl7 = Target(agent.target.url, oru_30_obx(), HL7)
-        hl7_latencies = sequential(hl7, settings.sequential * settings.rounds,
-                                   settings.phase_deadline)
-        results["agent_hl7_http"] = {"p50_ms": percentile(hl7_latencies, 50) * 1e3,
-                                     "p99_ms": percentile(hl7_latencies, 99) * 1e3,
-                                     "requests": len(hl7_latencies)}
+        hl7_latencies = sequential(
+            hl7, settings.sequential * settings.rounds, settings.phase_deadline
+        )
+        results["agent_hl7_http"] = {
+            "p50_ms": percentile(hl7_latencies, 50) * 1e3,
+            "p99_ms": percentile(hl7_latencies, 99) * 1e3,
+            "requests": len(hl7_latencies),
+        }
         results["batch"] = [
             _drop_batch(AGENT, agent.server, shipped, settings.batch_records),
             _drop_batch(ESSENTIAL, contenders[1].server, essential, settings.batch_records),
@@ -269,18 +309,23 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="agent vs sklearn/onnxruntime services")
-    parser.add_argument("--quick", action="store_true",
-                        help="every benchmark briefly, to check the suite runs (CI)")
-    parser.add_argument("--json", type=Path, help="results file (default: bench/results.json; "
-                        "quick: a temp folder)")
-    parser.add_argument("--markdown", type=Path, help="report (default: docs/benchmarks.md; "
-                        "quick: a temp folder)")
+    parser.add_argument(
+        "--quick", action="store_true", help="every benchmark briefly, to check the suite runs (CI)"
+    )
+    parser.add_argument(
+        "--json", type=Path, help="results file (default: bench/results.json; quick: a temp folder)"
+    )
+    parser.add_argument(
+        "--markdown", type=Path, help="report (default: docs/benchmarks.md; quick: a temp folder)"
+    )
     args = parser.parse_args(argv)
     default_dir = (Path(tempfile.gettempdir()) / "edge-agent-bench-quick") if args.quick else None
-    json_path = args.json or (default_dir / "results.json" if default_dir
-                              else REPO / "bench" / "results.json")
-    markdown_path = args.markdown or (default_dir / "benchmarks.md" if default_dir
-                                      else REPO / "docs" / "benchmarks.md")
+    json_path = args.json or (
+        default_dir / "results.json" if default_dir else REPO / "bench" / "results.json"
+    )
+    markdown_path = args.markdown or (
+        default_dir / "benchmarks.md" if default_dir else REPO / "docs" / "benchmarks.md"
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as workdir:
         results = run(args.quick, Path(workdir))

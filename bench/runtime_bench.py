@@ -83,16 +83,23 @@ def main() -> None:
         warnings.simplefilter("ignore")
         models = {
             "GB 100x depth 3": GradientBoostingClassifier(
-                n_estimators=100, max_depth=3, random_state=0).fit(x, y),
-            "MLP 64-32": make_pipeline(StandardScaler(), MLPClassifier(
-                hidden_layer_sizes=(64, 32), max_iter=300, random_state=0)).fit(x, y),
+                n_estimators=100, max_depth=3, random_state=0
+            ).fit(x, y),
+            "MLP 64-32": make_pipeline(
+                StandardScaler(),
+                MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=300, random_state=0),
+            ).fit(x, y),
         }
 
-    print(f"machine: {cpu_name()}, {platform.machine()}, Python {platform.python_version()}, "
-          f"wasmtime {version('wasmtime')}, onnxruntime {version('onnxruntime')}, "
-          f"scikit-learn {version('scikit-learn')}")
-    header = (f"{'model':<16} {'measure':<22} {'agent':>10} {'onnxruntime':>12} "
-              f"{'sklearn':>10} {'agent/ort':>10} {'agent/skl':>10}")
+    print(
+        f"machine: {cpu_name()}, {platform.machine()}, Python {platform.python_version()}, "
+        f"wasmtime {version('wasmtime')}, onnxruntime {version('onnxruntime')}, "
+        f"scikit-learn {version('scikit-learn')}"
+    )
+    header = (
+        f"{'model':<16} {'measure':<22} {'agent':>10} {'onnxruntime':>12} "
+        f"{'sklearn':>10} {'agent/ort':>10} {'agent/skl':>10}"
+    )
     print(header)
     print("-" * len(header))
     for name, model in models.items():
@@ -110,8 +117,9 @@ def bench_model(
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(onx.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        onx.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     feed = session.get_inputs()[0].name
     row_list = [x[0].tolist()]
     row_np = x[:1]
@@ -138,27 +146,37 @@ def bench_model(
     }
     for measure, (agent_s, ort_s, skl_s, n) in rows.items():
         a, o, s = (v / n * 1e6 for v in (agent_s, ort_s, skl_s))
-        print(f"{name:<16} {measure:<22} {a:>10.2f} {o:>12.2f} {s:>10.2f} "
-              f"{a / o:>10.2f} {a / s:>10.3f}")
+        print(
+            f"{name:<16} {measure:<22} {a:>10.2f} {o:>12.2f} {s:>10.2f} "
+            f"{a / o:>10.2f} {a / s:>10.3f}"
+        )
     with tempfile.TemporaryDirectory() as folder:
         cache = ModuleCache(Path(folder), Path(folder) / "digests")
         cold = per_call(lambda: WasmModel.load(compiled.wasm, limits=Limits()), 3, 3)
         WasmModel.load(compiled.wasm, limits=Limits(), cache=cache)
         cached = per_call(
-            lambda: WasmModel.load(compiled.wasm, limits=Limits(), cache=cache),
-            20, 3)
+            lambda: WasmModel.load(compiled.wasm, limits=Limits(), cache=cache), 20, 3
+        )
         ort_load = per_call(
-            lambda: ort.InferenceSession(onx.SerializeToString(), options,
-                                         providers=["CPUExecutionProvider"]), 3, 3)
-    print(f"{name:<16} {'load (ms)':<22} {cached * 1e3:>10.2f} {ort_load * 1e3:>12.2f} "
-          f"{'-':>10} {cached / ort_load:>10.2f} {'-':>10}   "
-          f"(agent uncached compile: {cold * 1e3:.1f} ms; module {len(compiled.wasm)} B)")
+            lambda: ort.InferenceSession(
+                onx.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            ),
+            3,
+            3,
+        )
+    print(
+        f"{name:<16} {'load (ms)':<22} {cached * 1e3:>10.2f} {ort_load * 1e3:>12.2f} "
+        f"{'-':>10} {cached / ort_load:>10.2f} {'-':>10}   "
+        f"(agent uncached compile: {cold * 1e3:.1f} ms; module {len(compiled.wasm)} B)"
+    )
 
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 _ROWS = "rows = [[float((7 * i + j) % 13) for j in range(9)] for i in range(1000)]\n"
-_REPORT = ("status = open('/proc/self/status').read()\n"
-           "print(*(status.split(k + ':')[1].split()[0] for k in ('VmRSS', 'VmHWM')))\n")
+_REPORT = (
+    "status = open('/proc/self/status').read()\n"
+    "print(*(status.split(k + ':')[1].split()[0] for k in ('VmRSS', 'VmHWM')))\n"
+)
 
 
 def _agent_script(cache_dir: Path | None) -> str:
@@ -174,7 +192,9 @@ def _agent_script(cache_dir: Path | None) -> str:
         "from agent.runtime.cache import ModuleCache\n"
         "from agent.runtime.model import WasmModel\n"
         f"model = WasmModel.load(Path({str(wasm)!r}).read_bytes(), limits=Limits(){cache})\n"
-        + _ROWS + "for row in rows:\n    model.predict([row])\n" + _REPORT
+        + _ROWS
+        + "for row in rows:\n    model.predict([row])\n"
+        + _REPORT
     )
 
 
@@ -185,16 +205,20 @@ _ORT_SCRIPT = (
     "options.intra_op_num_threads = 1\n"
     "options.inter_op_num_threads = 1\n"
     f"session = ort.InferenceSession({str(DEMO / 'model.onnx')!r}, options,"
-    " providers=['CPUExecutionProvider'])\n"
-    + _ROWS + "for row in rows:\n"
+    " providers=['CPUExecutionProvider'])\n" + _ROWS + "for row in rows:\n"
     "    session.run(None, {'X': np.asarray([row], dtype=np.float32)})\n" + _REPORT
 )
 
 
 def serving_rss(script: str) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MiB of a fresh interpreter running ``script``."""
-    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     rss, peak = (int(v) / 1024 for v in done.stdout.split()[-2:])
     return rss, peak
 
@@ -211,13 +235,17 @@ def bench_rss() -> None:
             "agent, cached module": _agent_script(Path(cache)),
             "onnxruntime": _ORT_SCRIPT,
         }
-        print(f"\n{'demo model served by':<22} {'RSS (MiB)':>10} {'peak (MiB)':>11} "
-              f"{'/ onnxruntime':>14}")
+        print(
+            f"\n{'demo model served by':<22} {'RSS (MiB)':>10} {'peak (MiB)':>11} "
+            f"{'/ onnxruntime':>14}"
+        )
         results = {}
         for name, script in scripts.items():
             samples = [serving_rss(script) for _ in range(3)]
-            results[name] = (statistics.median(s[0] for s in samples),
-                             statistics.median(s[1] for s in samples))
+            results[name] = (
+                statistics.median(s[0] for s in samples),
+                statistics.median(s[1] for s in samples),
+            )
     ort_rss = results["onnxruntime"][0]
     for name, (rss, peak) in results.items():
         print(f"{name:<22} {rss:>10.1f} {peak:>11.1f} {rss / ort_rss:>14.2f}")

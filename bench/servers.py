@@ -77,28 +77,39 @@ class Server:
             self.log.close()
 
 
-def start_server(name: str, argv: Sequence[str], cwd: Path, probe: Callable[[], bool],
-                 log_path: Path, timeout: float = 90.0) -> Server:
+def start_server(
+    name: str,
+    argv: Sequence[str],
+    cwd: Path,
+    probe: Callable[[], bool],
+    log_path: Path,
+    timeout: float = 90.0,
+) -> Server:
     """Spawn ``argv`` pinned to the server core and wait until ``probe()`` is true."""
     log = log_path.open("wb")
     started = time.perf_counter()
-    process = subprocess.Popen(list(argv), cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=_pin_server)
+    process = subprocess.Popen(
+        list(argv), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_pin_server
+    )
     server = Server(name, process, 0.0, log, log_path)
     deadline = started + timeout
     while time.perf_counter() < deadline:
         if process.poll() is not None:
             log.close()
-            raise RuntimeError(f"{name} exited with {process.returncode}: "
-                               f"{log_path.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"{name} exited with {process.returncode}: "
+                f"{log_path.read_text(errors='replace')[-2000:]}"
+            )
         if probe():
             server.cold_start = time.perf_counter() - started
             server.cold_start_cpu = server.cpu_seconds()
             return server
         time.sleep(0.01)
     server.stop()
-    raise RuntimeError(f"{name} gave no good answer within {timeout} s: "
-                       f"{log_path.read_text(errors='replace')[-2000:]}")
+    raise RuntimeError(
+        f"{name} gave no good answer within {timeout} s: "
+        f"{log_path.read_text(errors='replace')[-2000:]}"
+    )
 
 
 def python_argv(*args: str) -> list[str]:

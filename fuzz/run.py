@@ -41,7 +41,9 @@ def run_target(name: str, seconds: int, workdir: Path, max_len: int) -> dict[str
     started = time.monotonic()
     result = subprocess.run(
         [
-            sys.executable, str(HERE / "harness.py"), name,
+            sys.executable,
+            str(HERE / "harness.py"),
+            name,
             f"-max_total_time={seconds}",
             "-timeout=10",  # one input running longer than this is a hang: reported
             "-rss_limit_mb=2048",
@@ -50,7 +52,10 @@ def run_target(name: str, seconds: int, workdir: Path, max_len: int) -> dict[str
             "-print_final_stats=1",
             str(corpus),
         ],
-        capture_output=True, text=True, timeout=seconds + 300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 300,
+        check=False,
     )
     output = result.stdout + result.stderr
     done = _DONE.search(output)
@@ -80,10 +85,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help=f"of {', '.join(TARGETS)} (default: all)")
     parser.add_argument("--seconds", type=int, default=60, help="time per target")
-    parser.add_argument("--workdir", type=Path, default=HERE / ".work",
-                        help="corpora and crash files (default fuzz/.work)")
-    parser.add_argument("--max-len", type=int, default=65536,
-                        help="largest input libFuzzer generates, bytes")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=HERE / ".work",
+        help="corpora and crash files (default fuzz/.work)",
+    )
+    parser.add_argument(
+        "--max-len", type=int, default=65536, help="largest input libFuzzer generates, bytes"
+    )
     args = parser.parse_args()
     unknown = set(args.targets) - set(TARGETS)
     if unknown:

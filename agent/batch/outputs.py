@@ -151,8 +151,16 @@ class RunSummary:
 
 
 CSV_HEAD = (
-    "position", "first_line", "last_line", "label", "status", "reason", "feature",
-    "model", "version", "bundle_digest",
+    "position",
+    "first_line",
+    "last_line",
+    "label",
+    "status",
+    "reason",
+    "feature",
+    "model",
+    "version",
+    "bundle_digest",
 )
 
 

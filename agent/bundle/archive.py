@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.bundle.verify import MAX_FILES, check_total, file_limit, is_safe_name
-from agent.durable import write_atomic
 from agent.errors import BundleError, SizeLimitExceeded
 from agent.limits import Limits
 
@@ -199,10 +198,3 @@ def archive_bytes(files: Mapping[str, bytes]) -> bytes:
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(files[name]))
     return raw.getvalue()
-
-
-def write_bundle_archive(files: Mapping[str, bytes], out_path: Path) -> Path:
-    """Write the deterministic archive atomically (``agent.durable``)."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_path, archive_bytes(files))
-    return out_path

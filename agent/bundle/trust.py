@@ -112,7 +112,3 @@ class TrustStore:
         served bundle: one signed by a key revoked or removed since is taken out of service."""
         key = self._keys.get(keyid)
         return key is not None and not key.revoked
-
-    def keyids(self) -> list[str]:
-        """Ids of the keys that are trusted and not revoked."""
-        return [keyid for keyid, k in self._keys.items() if not k.revoked]

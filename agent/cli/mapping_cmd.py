@@ -25,9 +25,13 @@ from agent.outputs.prediction_json import explanation
 from agent.records.config import RecordsConfig
 from agent.types import FeatureVector, RecordFormat
 
-_SUFFIX_FORMATS = {".json": RecordFormat.fhir_json, ".ndjson": RecordFormat.fhir_ndjson,
-                   ".hl7": RecordFormat.hl7v2, ".er7": RecordFormat.hl7v2,
-                   ".txt": RecordFormat.hl7v2}
+_SUFFIX_FORMATS = {
+    ".json": RecordFormat.fhir_json,
+    ".ndjson": RecordFormat.fhir_ndjson,
+    ".hl7": RecordFormat.hl7v2,
+    ".er7": RecordFormat.hl7v2,
+    ".txt": RecordFormat.hl7v2,
+}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -50,10 +54,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     explain.add_argument("--model", help="with --config: the model to explain for")
     explain.add_argument("--mapping", type=Path, help="the site mapping YAML")
     explain.add_argument("--bundle", type=Path, help="bundle directory")
-    explain.add_argument("--as-of", type=_instant, default=None,
-                         help="ISO 8601 time the look-back windows end at (default: now)")
-    explain.add_argument("--format", choices=[f.value for f in RecordFormat],
-                         help="record format (default: from the file suffix)")
+    explain.add_argument(
+        "--as-of",
+        type=_instant,
+        default=None,
+        help="ISO 8601 time the look-back windows end at (default: now)",
+    )
+    explain.add_argument(
+        "--format",
+        choices=[f.value for f in RecordFormat],
+        help="record format (default: from the file suffix)",
+    )
     explain.add_argument("--json", action="store_true", help="print JSON instead of a table")
     explain.set_defaults(func=_explain)
 
@@ -85,8 +96,10 @@ def _check(args: argparse.Namespace) -> int:
     except MappingError as exc:  # UnitError too
         print(exc)
         return 1
-    print(f"OK: {args.mapping} binds all {len(mapping.features)} inputs of "
-          f"{manifest.name} {manifest.version} for site {mapping.site}")
+    print(
+        f"OK: {args.mapping} binds all {len(mapping.features)} inputs of "
+        f"{manifest.name} {manifest.version} for site {mapping.site}"
+    )
     return 0
 
 
@@ -133,8 +146,7 @@ def _explain(args: argparse.Namespace) -> int:
         except UnmappableRecord as exc:
             results.append((record.label, str(exc)))
     if args.json:
-        print(json.dumps([_as_json(label, result, as_of) for label, result in results],
-                         indent=2))
+        print(json.dumps([_as_json(label, result, as_of) for label, result in results], indent=2))
     else:
         for label, result in results:
             print(_as_table(label, result, as_of))
@@ -159,12 +171,22 @@ def _as_table(label: str, result: FeatureVector | str, as_of: datetime) -> str:
         return f"{head}\n  refused: {result}\n"
     rows = [("feature", "value", "unit", "source", "conversion", "flags")]
     for f in result.features:
-        flags = [name for name, on in (("imputed", f.imputed), ("out-of-range", f.out_of_range),
-                                       ("unseen-category", f.unseen_category)) if on]
-        rows.append((f.name, str(f.display), f.unit or "", f.source, f.conversion or "",
-                     ",".join(flags)))
+        flags = [
+            name
+            for name, on in (
+                ("imputed", f.imputed),
+                ("out-of-range", f.out_of_range),
+                ("unseen-category", f.unseen_category),
+            )
+            if on
+        ]
+        rows.append(
+            (f.name, str(f.display), f.unit or "", f.source, f.conversion or "", ",".join(flags))
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [head] + ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
-                      .rstrip() for row in rows]
+    lines = [head] + [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines += [f"  warning: {w}" for w in result.warnings]
     return "\n".join(lines) + "\n"

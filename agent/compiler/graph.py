@@ -53,9 +53,6 @@ class Lowering:
         name = node.input[index] if index < len(node.input) else ""
         return self.consts.get(name)
 
-    def is_const(self, node: onnx.NodeProto, index: int) -> bool:
-        return index < len(node.input) and node.input[index] in self.consts
-
     def new_value(
         self,
         name: str,
@@ -112,11 +109,6 @@ def _registry() -> dict[tuple[str, str], LowerFn]:
     for family in (elementwise, encoders, knn, linear, svm, tree_ensemble, trees, vectors):
         table.update(family.LOWERINGS)
     return table
-
-
-def supported_ops() -> list[str]:
-    """``domain:OpType`` of every operator the compiler lowers (docs and tests use it)."""
-    return sorted(f"{domain or 'ai.onnx'}:{op}" for domain, op in _registry())
 
 
 def attributes(node: onnx.NodeProto) -> dict[str, Any]:

@@ -46,16 +46,19 @@ class _Problems:
         self.lines = lines
         self.items: list[tuple[int, str, bool]] = []
 
-    def add(self, path: Path_, message: str, feature: str | None = None,
-            unit: bool = False) -> None:
+    def add(
+        self, path: Path_, message: str, feature: str | None = None, unit: bool = False
+    ) -> None:
         where = f"feature {feature!r}: " if feature else ""
         self.items.append((line_of(self.lines, path), where + message, unit))
 
     def check(self) -> None:
         if not self.items:
             return
-        text = "\n".join(f"{self.filename}:{line}: {message}"
-                         for line, message, _ in sorted(self.items, key=lambda i: i[0]))
+        text = "\n".join(
+            f"{self.filename}:{line}: {message}"
+            for line, message, _ in sorted(self.items, key=lambda i: i[0])
+        )
         if all(unit for _, _, unit in self.items):
             raise UnitError(text)
         raise MappingError(text)
@@ -87,8 +90,9 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
         problems.check()
         raise  # unreachable: check() raised
     if spec.model != manifest.name:
-        problems.add(("model",), f"mapping is for model {spec.model!r}, "
-                                 f"the bundle is {manifest.name!r}")
+        problems.add(
+            ("model",), f"mapping is for model {spec.model!r}, the bundle is {manifest.name!r}"
+        )
     inputs = {f.name: f for f in manifest.inputs}
     for name in inputs.keys() - spec.features.keys():
         problems.add(("features",), "model input is not mapped", name)
@@ -107,21 +111,32 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
                 compiled[name] = built
     outcome = None
     if spec.outcome is not None:
-        codes = _codes(spec.outcome.codes, "codes", spec, problems, None,
-                       lambda *keys: ("outcome", *keys))
-        outcome = CompiledOutcome(frozenset(codes), spec.outcome.deceased,
-                                  parse_window(spec.outcome.horizon))
+        codes = _codes(
+            spec.outcome.codes, "codes", spec, problems, None, lambda *keys: ("outcome", *keys)
+        )
+        outcome = CompiledOutcome(
+            frozenset(codes), spec.outcome.deceased, parse_window(spec.outcome.horizon)
+        )
     problems.check()
-    return SiteMapping(path=path, site=spec.site, model=manifest.name,
-                       model_version=manifest.version,
-                       features=tuple(compiled[f.name] for f in manifest.inputs),
-                       wanted_codes=frozenset(c for f in compiled.values() for c in f.codes),
-                       max_imputed=spec.imputation_budget(len(manifest.inputs)),
-                       outcome=outcome)
+    return SiteMapping(
+        path=path,
+        site=spec.site,
+        model=manifest.name,
+        features=tuple(compiled[f.name] for f in manifest.inputs),
+        wanted_codes=frozenset(c for f in compiled.values() for c in f.codes),
+        max_imputed=spec.imputation_budget(len(manifest.inputs)),
+        outcome=outcome,
+    )
 
 
-def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: MappingSpec,
-             manifest: BundleManifest, problems: _Problems) -> CompiledFeature | None:
+def _compile(
+    name: str,
+    spec: FeatureSpec,
+    model: InputFeature,
+    mapping: MappingSpec,
+    manifest: BundleManifest,
+    problems: _Problems,
+) -> CompiledFeature | None:
     """One feature; problems go to ``problems`` and the result is then None."""
     before = len(problems.items)
 
@@ -147,12 +162,16 @@ def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: Mapping
         if spec.unit or spec.molar_mass:
             problems.add(at("unit"), "a categorical feature has no unit", name)
         if not spec.categories:
-            problems.add(at(), f"categories must map site values to the levels {model.levels}",
-                         name)
+            problems.add(
+                at(), f"categories must map site values to the levels {model.levels}", name
+            )
         for local, level in spec.categories.items():
             if level not in model.levels:
-                problems.add(at("categories", local), f"{level!r} is not a level of the model "
-                             f"({', '.join(model.levels)})", name)
+                problems.add(
+                    at("categories", local),
+                    f"{level!r} is not a level of the model ({', '.join(model.levels)})",
+                    name,
+                )
             else:
                 categories[local] = model.levels.index(level)
     elif spec.categories:
@@ -171,19 +190,38 @@ def _compile(name: str, spec: FeatureSpec, model: InputFeature, mapping: Mapping
     if len(problems.items) > before:
         return None
     return CompiledFeature(
-        name=name, categorical=categorical, codes=tuple(codes), panels=frozenset(panels),
-        patient=spec.patient, fhirpath=evaluator, resource=spec.resource,
-        site_unit=site_unit, model_unit=model.unit, site_conversion=site_conversion,
-        molar_mass=spec.molar_mass, reduce=spec.reduce, window=spec.window_delta,
-        fallback=fallback, levels=tuple(model.levels), categories=categories,
-        unseen=spec.unseen, low=spec.range[0] if spec.range else model.min,
-        high=spec.range[1] if spec.range else model.max, out_of_range=spec.out_of_range,
+        name=name,
+        categorical=categorical,
+        codes=tuple(codes),
+        panels=frozenset(panels),
+        patient=spec.patient,
+        fhirpath=evaluator,
+        resource=spec.resource,
+        site_unit=site_unit,
+        model_unit=model.unit,
+        site_conversion=site_conversion,
+        molar_mass=spec.molar_mass,
+        reduce=spec.reduce,
+        window=spec.window_delta,
+        fallback=fallback,
+        levels=tuple(model.levels),
+        categories=categories,
+        unseen=spec.unseen,
+        low=spec.range[0] if spec.range else model.min,
+        high=spec.range[1] if spec.range else model.max,
+        out_of_range=spec.out_of_range,
         unit_aliases=mapping.unit_aliases,
     )
 
 
-def _codes(texts: list[str], key: str, mapping: MappingSpec, problems: _Problems, name: str | None,
-           at: Callable[..., Path_]) -> list[str]:
+def _codes(
+    texts: list[str],
+    key: str,
+    mapping: MappingSpec,
+    problems: _Problems,
+    name: str | None,
+    at: Callable[..., Path_],
+) -> list[str]:
     out = []
     for i, text in enumerate(texts):
         try:
@@ -195,8 +233,9 @@ def _codes(texts: list[str], key: str, mapping: MappingSpec, problems: _Problems
     return out
 
 
-def _units(spec: FeatureSpec, model: InputFeature, problems: _Problems, name: str,
-           at: Callable[..., Path_]) -> tuple[str | None, Any]:
+def _units(
+    spec: FeatureSpec, model: InputFeature, problems: _Problems, name: str, at: Callable[..., Path_]
+) -> tuple[str | None, Any]:
     """The site unit and its conversion to the model unit (age: years to the model unit)."""
     if model.kind is FeatureKind.categorical or spec.reduce is Reduction.count:
         return None, IDENTITY
@@ -217,8 +256,14 @@ def _units(spec: FeatureSpec, model: InputFeature, problems: _Problems, name: st
         return None, IDENTITY
 
 
-def _fallback(spec: FeatureSpec, model: InputFeature, manifest: BundleManifest,
-              problems: _Problems, name: str, at: Callable[..., Path_]) -> Fallback | None:
+def _fallback(
+    spec: FeatureSpec,
+    model: InputFeature,
+    manifest: BundleManifest,
+    problems: _Problems,
+    name: str,
+    at: Callable[..., Path_],
+) -> Fallback | None:
     categorical = model.kind is FeatureKind.categorical
     if spec.missing is MissingPolicy.refuse:
         return None
@@ -238,11 +283,15 @@ def _fallback(spec: FeatureSpec, model: InputFeature, manifest: BundleManifest,
         known = {k: v for k, v in reference.category_frequencies.items() if k in model.levels}
         if known:
             level = max(known, key=lambda k: known[k])
-            return Fallback(float(model.levels.index(level)), level,
-                            "imputed most frequent training level")
+            return Fallback(
+                float(model.levels.index(level)), level, "imputed most frequent training level"
+            )
     if reference is None or reference.median is None:
-        problems.add(at("missing"), "missing: median, but the bundle has no training median "
-                     "for this input", name)
+        problems.add(
+            at("missing"),
+            "missing: median, but the bundle has no training median for this input",
+            name,
+        )
         return None
     if categorical:
         index = round(reference.median)

@@ -61,14 +61,18 @@ def observation_time(observation: Mapping[str, Any]) -> datetime | None:
 def value_of(element: Mapping[str, Any]) -> tuple[float | None, str | None, tuple[str, ...]] | None:
     """(number, unit, labels) of an Observation or component value; None when it has none."""
     quantity = element.get("valueQuantity")
-    if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float | Decimal) \
-            and not isinstance(quantity.get("value"), bool):
+    if (
+        isinstance(quantity, dict)
+        and isinstance(quantity.get("value"), int | float | Decimal)
+        and not isinstance(quantity.get("value"), bool)
+    ):
         code = quantity.get("code")
         system = quantity.get("system")
         unit = code if code and system in (None, UCUM) else quantity.get("unit")
         return float(quantity["value"]), unit, ()
     if isinstance(element.get("valueInteger"), int) and not isinstance(
-            element.get("valueInteger"), bool):
+        element.get("valueInteger"), bool
+    ):
         return float(element["valueInteger"]), None, (str(element["valueInteger"]),)
     concept = element.get("valueCodeableConcept")
     if isinstance(concept, dict):
@@ -84,8 +88,11 @@ def value_of(element: Mapping[str, Any]) -> tuple[float | None, str | None, tupl
 def _codes(concept: Any) -> list[str]:
     if not isinstance(concept, dict):
         return []
-    return [f"{c.get('system', '')}|{c['code']}" for c in concept.get("coding", [])
-            if isinstance(c, dict) and c.get("code")]
+    return [
+        f"{c.get('system', '')}|{c['code']}"
+        for c in concept.get("coding", [])
+        if isinstance(c, dict) and c.get("code")
+    ]
 
 
 class FactIndex:
@@ -117,9 +124,14 @@ class FactIndex:
             if components:
                 self._components(observation, components, frozenset(own), time, wanted)
 
-    def _components(self, observation: Mapping[str, Any], components: Any,
-                    panel: frozenset[str], time: datetime | None,
-                    wanted: frozenset[str]) -> None:
+    def _components(
+        self,
+        observation: Mapping[str, Any],
+        components: Any,
+        panel: frozenset[str],
+        time: datetime | None,
+        wanted: frozenset[str],
+    ) -> None:
         for slot, component in enumerate(components):
             hits = [code for code in _codes(component.get("code")) if code in wanted]
             value = value_of(component) if hits else None
@@ -127,7 +139,8 @@ class FactIndex:
                 continue
             for code in hits:
                 self.components.setdefault(code, []).append(
-                    (panel, Fact(time, *value, code, observation, slot)))
+                    (panel, Fact(time, *value, code, observation, slot))
+                )
 
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:
         """Facts coded with any of ``codes``: top-level Observations, and components inside

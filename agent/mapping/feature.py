@@ -71,21 +71,31 @@ class CompiledFeature:
             if self.fhirpath is None:
                 return facts
             firsts = {id(f.resource): f for f in reversed(facts)}
-            return [g for f in firsts.values()
-                    for g in self._evaluate(self.fhirpath, f.resource, f.time, f.code)]
+            return [
+                g
+                for f in firsts.values()
+                for g in self._evaluate(self.fhirpath, f.resource, f.time, f.code)
+            ]
         if self.fhirpath is None:
             return []
         if self.resource is ResourceKind.Patient:
             patient = record.patient
             return self._evaluate(self.fhirpath, patient, as_of, "fhirpath") if patient else []
         if self.resource is ResourceKind.Encounter:
-            return [g for e in record.encounters
-                    for g in self._evaluate(self.fhirpath, e, _encounter_time(e), "fhirpath")]
-        return [g for o in index.observations
-                for g in self._evaluate(self.fhirpath, o, observation_time(o), "fhirpath")]
+            return [
+                g
+                for e in record.encounters
+                for g in self._evaluate(self.fhirpath, e, _encounter_time(e), "fhirpath")
+            ]
+        return [
+            g
+            for o in index.observations
+            for g in self._evaluate(self.fhirpath, o, observation_time(o), "fhirpath")
+        ]
 
-    def _evaluate(self, fhirpath: Evaluator, resource: Mapping[str, Any],
-                  time: datetime | None, code: str) -> list[Fact]:
+    def _evaluate(
+        self, fhirpath: Evaluator, resource: Mapping[str, Any], time: datetime | None, code: str
+    ) -> list[Fact]:
         try:
             results = fhirpath(resource)
         except Exception:  # fhirpathpy raises bare Exception; its text may quote the data
@@ -96,15 +106,15 @@ class CompiledFeature:
         facts = []
         for item in results:
             if isinstance(item, bool):
-                facts.append(Fact(time, None, None, ("true" if item else "false",), code,
-                                  resource))
+                facts.append(Fact(time, None, None, ("true" if item else "false",), code, resource))
             elif isinstance(item, int | float | Decimal):
                 facts.append(Fact(time, float(item), None, (), code, resource))
             elif isinstance(item, str):
                 facts.append(Fact(time, None, None, (item,), code, resource))
             elif isinstance(item, dict):
                 value = value_of({"valueQuantity": item}) or value_of(
-                    {"valueCodeableConcept": item})
+                    {"valueCodeableConcept": item}
+                )
                 if value is not None:
                     facts.append(Fact(time, *value, code, resource))
         return facts
@@ -115,8 +125,11 @@ class CompiledFeature:
             return []
         if self.patient is PatientField.gender:
             gender = patient.get("gender")
-            return [Fact(as_of, None, None, (gender,), "Patient.gender", patient)] \
-                if isinstance(gender, str) else []
+            return (
+                [Fact(as_of, None, None, (gender,), "Patient.gender", patient)]
+                if isinstance(gender, str)
+                else []
+            )
         born = parse_time(patient.get("birthDate"))
         if born is None:
             return []
@@ -124,8 +137,9 @@ class CompiledFeature:
         return [Fact(as_of, float(years), "a", (), "Patient.birthDate", patient)]
 
     # --- one value --------------------------------------------------------------------------
-    def extract(self, record: PatientRecord, index: FactIndex,
-                as_of: datetime) -> tuple[FeatureValue, str | None]:
+    def extract(
+        self, record: PatientRecord, index: FactIndex, as_of: datetime
+    ) -> tuple[FeatureValue, str | None]:
         """This feature's value for ``record`` and a warning (None if there is nothing to
         say). UnmappableRecord when the mapping says refuse."""
         found = self._facts(record, index, as_of)
@@ -133,7 +147,9 @@ class CompiledFeature:
         if not facts and found and self.fallback is None:
             raise MissingValue(
                 f"feature {self.name!r}: no value within the {_hours(self.window)} window "
-                "before the as-of time; values exist outside it", self.name)
+                "before the as-of time; values exist outside it",
+                self.name,
+            )
         if len(facts) > 1:
             earliest = datetime.min.replace(tzinfo=as_of.tzinfo)  # untimed values sort first
             facts.sort(key=lambda f: f.time or earliest)
@@ -146,8 +162,10 @@ class CompiledFeature:
         if value.imputed:
             why = "category not among the mapped levels" if value.unseen_category else "missing"
             return value, f"{self.name}: {why}, {value.source}"
-        return value, f"{self.name}: value outside the model's range" if value.out_of_range \
-            else None
+        return (
+            value,
+            f"{self.name}: value outside the model's range" if value.out_of_range else None,
+        )
 
     def _numeric(self, facts: list[Fact]) -> FeatureValue:
         numbers = [(f, *self._convert(f, f.number)) for f in facts if f.number is not None]
@@ -155,8 +173,9 @@ class CompiledFeature:
             return self._missing(unseen=False)
         reduced = _REDUCE[self.reduce]([v for _, v, _ in numbers])
         labels = sorted({label for _, _, label in numbers if label})
-        return self._value(reduced, round(reduced, 6), [f for f, _, _ in numbers],
-                           "; ".join(labels) or None)
+        return self._value(
+            reduced, round(reduced, 6), [f for f, _, _ in numbers], "; ".join(labels) or None
+        )
 
     def _convert(self, fact: Fact, number: float) -> tuple[float, str | None]:
         unit = self.unit_aliases.get(fact.unit, fact.unit) if fact.unit else None
@@ -169,7 +188,9 @@ class CompiledFeature:
                 raise UnconvertibleUnit(
                     f"feature {self.name!r}: {_origin(fact)} carries {_named(fact.unit)}, "
                     f"which cannot be converted to {self.model_unit}; if it is the site's "
-                    "spelling of a UCUM unit, add it to unit_aliases", self.name) from None
+                    "spelling of a UCUM unit, add it to unit_aliases",
+                    self.name,
+                ) from None
         return step(number), step.label
 
     def _categorical(self, facts: list[Fact]) -> FeatureValue:
@@ -182,35 +203,48 @@ class CompiledFeature:
             if self.unseen is UnseenPolicy.refuse:
                 raise UnseenCategory(
                     f"feature {self.name!r}: {_origin(chosen)} carries a category "
-                    "the mapping does not list", self.name)
+                    "the mapping does not list",
+                    self.name,
+                )
             return self._missing(unseen=True)
         return self._value(float(level), self.levels[level], labelled, None)
 
-    def _value(self, value: float, display: str | float, facts: list[Fact],
-               label: str | None) -> FeatureValue:
+    def _value(
+        self, value: float, display: str | float, facts: list[Fact], label: str | None
+    ) -> FeatureValue:
         out = not self.categorical and (
             (self.low is not None and value < self.low)
-            or (self.high is not None and value > self.high))
+            or (self.high is not None and value > self.high)
+        )
         if out and self.out_of_range is RangePolicy.refuse:
             raise ImplausibleValue(
                 f"feature {self.name!r}: value outside the plausible range "
                 f"{_bounds(self.low, self.high, self.model_unit)} (a wrong unit or a typo?); "
-                "the mapping says refuse", self.name)
+                "the mapping says refuse",
+                self.name,
+            )
         if out and self.out_of_range is RangePolicy.clip:
-            value = min(max(value, self.low if self.low is not None else value),
-                        self.high if self.high is not None else value)
+            value = min(
+                max(value, self.low if self.low is not None else value),
+                self.high if self.high is not None else value,
+            )
             display = round(value, 6)
         return FeatureValue(
-            name=self.name, value=value, display=display, source=self._source(facts),
-            unit=None if self.categorical else self.model_unit, conversion=label,
-            out_of_range=bool(out))
+            name=self.name,
+            value=value,
+            display=display,
+            source=self._source(facts),
+            unit=None if self.categorical else self.model_unit,
+            conversion=label,
+            out_of_range=bool(out),
+        )
 
     def _source(self, facts: list[Fact]) -> str:
         if self.patient is not None:
-            return "Patient.gender" if self.patient is PatientField.gender else \
-                "Patient.birthDate"
-        codes = ", ".join(dict.fromkeys(f.code for f in facts)) or ", ".join(self.codes) \
-            or "fhirpath"
+            return "Patient.gender" if self.patient is PatientField.gender else "Patient.birthDate"
+        codes = (
+            ", ".join(dict.fromkeys(f.code for f in facts)) or ", ".join(self.codes) or "fhirpath"
+        )
         if not facts:
             kind = self.resource.value
         elif all(f.slot >= 0 for f in facts):
@@ -221,12 +255,19 @@ class CompiledFeature:
 
     def _missing(self, unseen: bool) -> FeatureValue:
         if self.fallback is None:
-            raise MissingValue(f"feature {self.name!r}: no value in the record "
-                               "and the mapping says refuse", self.name)
-        return FeatureValue(name=self.name, value=self.fallback.value,
-                            display=self.fallback.display, source=self.fallback.source,
-                            unit=None if self.categorical else self.model_unit, imputed=True,
-                            unseen_category=unseen)
+            raise MissingValue(
+                f"feature {self.name!r}: no value in the record and the mapping says refuse",
+                self.name,
+            )
+        return FeatureValue(
+            name=self.name,
+            value=self.fallback.value,
+            display=self.fallback.display,
+            source=self.fallback.source,
+            unit=None if self.categorical else self.model_unit,
+            imputed=True,
+            unseen_category=unseen,
+        )
 
 
 _REDUCE: dict[Reduction, Callable[[list[float]], float]] = {

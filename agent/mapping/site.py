@@ -21,7 +21,6 @@ class SiteMapping:
     path: Path
     site: str
     model: str
-    model_version: str
     features: tuple[CompiledFeature, ...]  # in the model's input order
     wanted_codes: frozenset[str]  # every code any feature reads: all the index needs
     max_imputed: int  # imputed features a patient may have before it is refused

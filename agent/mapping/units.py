@@ -87,7 +87,8 @@ def conversion(source: str, target: str, molar_mass: float | None = None) -> Con
     except pint.DimensionalityError:
         if molar_mass is None:
             mixed = ("[substance]" in str(src.dimensionality)) != (
-                "[substance]" in str(dst.dimensionality))
+                "[substance]" in str(dst.dimensionality)
+            )
             hint = " (a mass <-> substance conversion needs molar_mass)" if mixed else ""
             raise UnitError(f"{source} cannot be converted to {target}{hint}") from None
         try:

@@ -26,9 +26,23 @@ NAMESPACE = "edge_agent"
 # 50 us .. 10 s: a small model scores in well under a millisecond, a large FHIR Bundle with
 # many look-back reductions may take seconds; the request deadline is 10 s.
 LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005,
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 Target = Literal["feature", "output"]
@@ -160,98 +174,115 @@ class AgentMetrics:
             "Time to score one record, by stage: mapping (record to feature vector), "
             "inference (the wasm call), total (end to end).",
             ["model", "version", "intake", "stage"],
-            namespace=ns, registry=registry, buckets=LATENCY_BUCKETS,
+            namespace=ns,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
         )
         self.requests = Counter(
             "requests",
             "Scoring attempts: one per prediction returned plus one per error.",
             ["model", "intake"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.predictions = Counter(
             "predictions",
             "Predictions returned, by the model version that made them.",
             ["model", "version", "intake"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.errors = Counter(
             "errors",
             "Scoring attempts that failed, by cause (the error's reason slug).",
             ["model", "intake", "reason"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.feature_missing = Counter(
             "feature_missing",
             "Scored records whose source lacked the feature (whether or not it was imputed).",
             ["model", "feature"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.feature_imputed = Counter(
             "feature_imputed",
             "Scored records in which the mapping imputed the feature.",
             ["model", "feature"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.feature_out_of_range = Counter(
             "feature_out_of_range",
             "Scored records in which the feature fell outside the manifest's valid range.",
             ["model", "feature"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.feature_unseen_category = Counter(
             "feature_unseen_category",
             "Scored records in which a category could not be mapped to a model level.",
             ["model", "feature"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.model_active = Gauge(
             "model_active_info",
             "The bundle version serving each model (1), with the id of the key that signed it.",
             ["model", "version", "keyid"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.model_deactivations = Counter(
             "model_deactivations",
             "Model versions taken out of service because they no longer verify or load "
             "(signer revoked or removed, file changed at rest, module broken), by reason.",
             ["model", "reason"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.bundle_pulls = Counter(
             "bundle_pulls",
             "Bundle pull attempts from a registry.",
             ["model", "registry"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.bundle_updates = Counter(
             "bundle_updates",
             "Pulls that installed a new, verified bundle version.",
             ["model", "registry"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.bundle_last_success = Gauge(
             "bundle_last_successful_pull_timestamp_seconds",
             "Unix time of the last pull that completed (new version or already current).",
             ["model", "registry"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.bundle_pull_failures = Counter(
             "bundle_pull_failures",
             "Pulls that failed to fetch (registry unreachable, bad answer), by reason.",
             ["model", "registry", "reason"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.bundle_verification_failures = Counter(
             "bundle_verification_failures",
             "Pulled bundles refused by verification (signature, key, digest, rollback, "
             "expiry, size), by reason.",
             ["model", "registry", "reason"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         self.build_info = Gauge(
             "build_info",
             "The agent's version (1).",
             ["version"],
-            namespace=ns, registry=registry,
+            namespace=ns,
+            registry=registry,
         )
         registry.register(DriftCollector(drift))

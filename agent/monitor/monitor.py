@@ -298,14 +298,19 @@ class Monitor:
             if not ref.category_frequencies:
                 return None
             return CategoricalWindow(
-                levels, ref.category_frequencies, size=size,
+                levels,
+                ref.category_frequencies,
+                size=size,
                 reference_missing_rate=ref.missing_rate,
             )
         if ref.histogram is None:
             return None
         return NumericWindow(
-            ref.histogram.edges, ref.histogram.fractions, size=size,
-            epsilon=self._config.psi_epsilon, reference_missing_rate=ref.missing_rate,
+            ref.histogram.edges,
+            ref.histogram.fractions,
+            size=size,
+            epsilon=self._config.psi_epsilon,
+            reference_missing_rate=ref.missing_rate,
         )
 
     def _series(self, name: str, version: str, intake: IntakePath) -> _Series:
@@ -371,9 +376,7 @@ class Monitor:
         windows: list[WindowReading] = []
         with self._lock:
             for name, state in self._states.items():
-                windows.append(
-                    WindowReading(name, min(state.records, self._config.window_records))
-                )
+                windows.append(WindowReading(name, min(state.records, self._config.window_records)))
                 groups: tuple[tuple[Target, dict[str, DriftWindow]], ...] = (
                     ("feature", state.features),
                     ("output", state.outputs),
@@ -405,6 +408,5 @@ def _quantiles(samples: Iterable[float]) -> dict[str, float | None]:
         return {"p50": None, "p95": None, "p99": None}
     last = len(ordered) - 1
     return {
-        f"p{q}": ordered[min(last, max(0, round(q / 100 * len(ordered)) - 1))]
-        for q in (50, 95, 99)
+        f"p{q}": ordered[min(last, max(0, round(q / 100 * len(ordered)) - 1))] for q in (50, 95, 99)
     }

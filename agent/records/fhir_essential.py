@@ -48,8 +48,10 @@ from agent.records.fhir_r4 import (
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _MONTH = r"(0[1-9]|1[0-2])"
 _DAY = r"(0[1-9]|[1-2][0-9]|3[0-1])"
-_TIME = (r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
-         r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))")
+_TIME = (
+    r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
+    r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+)
 _ID = re.compile(r"[A-Za-z0-9\-\.]{1,64}").fullmatch
 _CODE = re.compile(r"[^\s]+(\s[^\s]+)*").fullmatch
 _URI = re.compile(r"\S*").fullmatch
@@ -60,18 +62,41 @@ _INSTANT = re.compile(f"{_YEAR}-{_MONTH}-{_DAY}T{_TIME}").fullmatch
 
 _INTEGER_MAX = 2**31 - 1  # FHIR integer is 32-bit signed
 # R4 Observation.value[x] / Observation.component.value[x] and Observation.effective[x].
-_VALUE_KEYS = frozenset({
-    "valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
-    "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod"})
-_EFFECTIVE_KEYS = frozenset({
-    "effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant"})
+_VALUE_KEYS = frozenset(
+    {
+        "valueQuantity",
+        "valueCodeableConcept",
+        "valueString",
+        "valueBoolean",
+        "valueInteger",
+        "valueRange",
+        "valueRatio",
+        "valueSampledData",
+        "valueTime",
+        "valueDateTime",
+        "valuePeriod",
+    }
+)
+_EFFECTIVE_KEYS = frozenset(
+    {"effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant"}
+)
 
 _DATATYPE = "value does not match the FHIR datatype"
 _PATIENT, _OBSERVATION, _COMPONENT, _ENCOUNTER = (
-    ELEMENTS[name] for name in ("Patient", "Observation", "ObservationComponent", "Encounter"))
+    ELEMENTS[name] for name in ("Patient", "Observation", "ObservationComponent", "Encounter")
+)
 _BUNDLE, _ENTRY, _CONCEPT, _CODING, _QUANTITY, _REFERENCE, _PERIOD = (
-    ELEMENTS[name] for name in ("Bundle", "BundleEntry", "CodeableConcept", "Coding", "Quantity",
-                                "Reference", "Period"))
+    ELEMENTS[name]
+    for name in (
+        "Bundle",
+        "BundleEntry",
+        "CodeableConcept",
+        "Coding",
+        "Quantity",
+        "Reference",
+        "Period",
+    )
+)
 
 
 class _Invalid(Exception):
@@ -120,6 +145,7 @@ def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:
 
 
 # --- resources ----------------------------------------------------------------------------
+
 
 def _patient(patient: dict[str, Any]) -> None:
     _known(patient, _PATIENT)
@@ -176,6 +202,7 @@ _CHECKS = {"Patient": _patient, "Observation": _observation, "Encounter": _encou
 
 
 # --- datatypes ----------------------------------------------------------------------------
+
 
 def _value(element: dict[str, Any], path: str) -> None:
     """value[x] of an Observation or component: at most one; the kinds mapping reads."""
@@ -287,14 +314,18 @@ def _text(value: Any, path: str, match: Any) -> None:
 def _is_string(value: Any) -> bool:
     """FHIR string: non-empty, no whitespace but space, CR, LF and tab. ``isprintable`` is a
     fast exact answer for most text (it refuses every whitespace character but space)."""
-    return isinstance(value, str) and bool(value) and (
-        value.isprintable() or _STRING(value) is not None)
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and (value.isprintable() or _STRING(value) is not None)
+    )
 
 
 def _is_uri(value: Any) -> bool:
     """FHIR uri: no whitespace at all (``\\S*``); fast path as in ``_is_string``."""
     return isinstance(value, str) and (
-        (value.isprintable() and " " not in value) or _URI(value) is not None)
+        (value.isprintable() and " " not in value) or _URI(value) is not None
+    )
 
 
 def _kind_fault(value: Any) -> str:

@@ -30,16 +30,18 @@ class _Validator(NamedTuple):
 # Neither module imports fhir.resources at import time; ``full`` loads it on first use.
 _VALIDATORS = {
     FhirValidation.full: _Validator(fhir_validate.validate, fhir_validate.validate_bundle_shell),
-    FhirValidation.essential: _Validator(fhir_essential.validate,
-                                         fhir_essential.validate_bundle_shell),
+    FhirValidation.essential: _Validator(
+        fhir_essential.validate, fhir_essential.validate_bundle_shell
+    ),
 }
 
 
 def parse_fhir_json(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
     """One JSON document: a resource or a Bundle, validated as ``config.fhir_validation`` says."""
     found: list[Located] = []
-    _walk(_load(body, "body"), None, "", None, found, 0, limits,
-          _VALIDATORS[config.fhir_validation])
+    _walk(
+        _load(body, "body"), None, "", None, found, 0, limits, _VALIDATORS[config.fhir_validation]
+    )
     return group_by_patient(found)
 
 
@@ -49,8 +51,16 @@ def parse_fhir_ndjson(body: bytes, limits: Limits, config: RecordsConfig) -> lis
     check = _VALIDATORS[config.fhir_validation]
     for number, line in enumerate(body.splitlines(), start=1):
         if line.strip():
-            _walk(_load(line, f"line {number}"), None, f"line {number}: ", None, found, 0,
-                  limits, check)
+            _walk(
+                _load(line, f"line {number}"),
+                None,
+                f"line {number}: ",
+                None,
+                found,
+                0,
+                limits,
+                check,
+            )
     return group_by_patient(found)
 
 
@@ -59,8 +69,14 @@ def _load(text: bytes, where: str) -> Any:
 
 
 def _walk(
-    doc: Any, path: str | None, line: str, full_url: str | None, out: list[Located], depth: int,
-    limits: Limits, check: _Validator,
+    doc: Any,
+    path: str | None,
+    line: str,
+    full_url: str | None,
+    out: list[Located],
+    depth: int,
+    limits: Limits,
+    check: _Validator,
 ) -> None:
     """Collect the resources of ``doc``; ``path`` is its place (None at the top), ``line`` the
     NDJSON line prefix."""
@@ -76,10 +92,19 @@ def _walk(
         return
     if depth >= _MAX_BUNDLE_DEPTH:
         raise FhirError(
-            f"Bundle at {line}{name}: Bundles nested more than {_MAX_BUNDLE_DEPTH} deep")
+            f"Bundle at {line}{name}: Bundles nested more than {_MAX_BUNDLE_DEPTH} deep"
+        )
     check.bundle_shell(doc, line + name)
     for index, entry in enumerate(doc.get("entry", [])):
         resource = entry_resource(entry)
         if resource is not None:  # GET/DELETE and transaction-response entries carry none
-            _walk(resource, f"{name}.entry[{index}].resource", line, entry.get("fullUrl"),
-                  out, depth + 1, limits, check)
+            _walk(
+                resource,
+                f"{name}.entry[{index}].resource",
+                line,
+                entry.get("fullUrl"),
+                out,
+                depth + 1,
+                limits,
+                check,
+            )

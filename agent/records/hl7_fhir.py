@@ -53,8 +53,10 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
     before the first PID name no patient: refused as ``no_subject`` when the message has a
     PID elsewhere; a message without any PID has no patient at all (``no_patient``)."""
     if message.message_type not in SUPPORTED_TYPES:
-        raise Hl7Error("segment MSH #1, field MSH-9: message type not supported "
-                       "(ADT^A01, ADT^A04, ADT^A08, ORU^R01)")
+        raise Hl7Error(
+            "segment MSH #1, field MSH-9: message type not supported "
+            "(ADT^A01, ADT^A04, ADT^A08, ORU^R01)"
+        )
     zone = ZoneInfo(config.hl7_timezone)
     groups: list[_Patient] = []
     order_time: str | None = None
@@ -76,18 +78,24 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
         else:
             encounter = group.encounters[-1]["id"] if group.encounters else None
             group.observations.append(
-                _observation(segment, subject, encounter, order_time, config, zone))
+                _observation(segment, subject, encounter, order_time, config, zone)
+            )
     label = message.control_id
     identified = [g for g in groups if g.patient is not None]
     if not identified:
         return []  # no PID: nobody to score (no_patient), whatever else the message holds
     return [
-        PatientRecord(patient=g.patient, observations=tuple(g.observations),
-                      encounters=tuple(g.encounters),
-                      label=label if len(groups) == 1 else f"{label}#{i}", source="hl7v2",
-                      subject=_subject(g.patient),
-                      problem=None if g.patient is not None else
-                      "OBX or PV1 segments before any PID: they name no patient")
+        PatientRecord(
+            patient=g.patient,
+            observations=tuple(g.observations),
+            encounters=tuple(g.encounters),
+            label=label if len(groups) == 1 else f"{label}#{i}",
+            source="hl7v2",
+            subject=_subject(g.patient),
+            problem=None
+            if g.patient is not None
+            else "OBX or PV1 segments before any PID: they name no patient",
+        )
         for i, g in enumerate(groups, start=1)
     ]
 
@@ -120,8 +128,17 @@ def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:
             _checked(segment, number, int(parts["y"]), int(parts["mo"]), int(parts["d"]))
         return date
     micro = int((parts["f"] or ".0")[1:].ljust(6, "0"))
-    local = _checked(segment, number, int(parts["y"]), int(parts["mo"]), int(parts["d"]),
-                     int(parts["h"]), int(parts["mi"] or 0), int(parts["s"] or 0), micro)
+    local = _checked(
+        segment,
+        number,
+        int(parts["y"]),
+        int(parts["mo"]),
+        int(parts["d"]),
+        int(parts["h"]),
+        int(parts["mi"] or 0),
+        int(parts["s"] or 0),
+        micro,
+    )
     if parts["tz"]:
         sign = 1 if parts["tz"][0] == "+" else -1
         hours, minutes = int(parts["tz"][1:3]), int(parts["tz"][3:5])
@@ -131,16 +148,26 @@ def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:
     return local.replace(tzinfo=zone).isoformat()
 
 
-def _checked(segment: Segment, number: int, year: int, month: int, day: int, hour: int = 0,
-             minute: int = 0, second: int = 0, micro: int = 0) -> datetime:
+def _checked(
+    segment: Segment,
+    number: int,
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+    micro: int = 0,
+) -> datetime:
     try:
         return datetime(year, month, day, hour, minute, second, micro)
     except ValueError:
         raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time") from None
 
 
-def _codeable(segment: Segment, number: int, comps: list[str],
-              config: RecordsConfig) -> dict[str, Any]:
+def _codeable(
+    segment: Segment, number: int, comps: list[str], config: RecordsConfig
+) -> dict[str, Any]:
     """CE/CWE/CNE -> CodeableConcept: the primary (1-3) and alternate (4-6) codings."""
     codings = []
     for code_at, display_at, system_at in ((0, 1, 2), (3, 4, 5)):
@@ -174,8 +201,11 @@ def _patient(segment: Segment, resource_id: str, zone: ZoneInfo) -> dict[str, An
             continue
         identifier: dict[str, Any] = {"value": cx[0]}
         if len(cx) > 4 and cx[4]:
-            identifier["type"] = {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": cx[4]}]}
+            identifier["type"] = {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": cx[4]}
+                ]
+            }
         if len(cx) > 3 and cx[3]:
             identifier["assigner"] = {"display": cx[3]}
         identifiers.append(identifier)
@@ -211,16 +241,22 @@ def _patient(segment: Segment, resource_id: str, zone: ZoneInfo) -> dict[str, An
     return patient
 
 
-def _encounter(segment: Segment, resource_id: str, subject: str | None,
-               zone: ZoneInfo) -> dict[str, Any]:
+def _encounter(
+    segment: Segment, resource_id: str, subject: str | None, zone: ZoneInfo
+) -> dict[str, Any]:
     patient_class = segment.value(2)
     code, display = PATIENT_CLASS.get(patient_class, (None, None))
     encounter: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": resource_id,
-        "class": ({"system": ACT_CODE, "code": code, "display": display} if code else
-                  {"system": "http://terminology.hl7.org/CodeSystem/v2-0004",
-                   "code": patient_class or "U"}),
+        "class": (
+            {"system": ACT_CODE, "code": code, "display": display}
+            if code
+            else {
+                "system": "http://terminology.hl7.org/CodeSystem/v2-0004",
+                "code": patient_class or "U",
+            }
+        ),
     }
     if subject:
         encounter["subject"] = {"reference": f"Patient/{subject}"}
@@ -237,9 +273,14 @@ def _encounter(segment: Segment, resource_id: str, subject: str | None,
     return encounter
 
 
-def _observation(segment: Segment, subject: str | None, encounter: str | None,
-                 order_time: str | None, config: RecordsConfig,
-                 zone: ZoneInfo) -> dict[str, Any]:
+def _observation(
+    segment: Segment,
+    subject: str | None,
+    encounter: str | None,
+    order_time: str | None,
+    config: RecordsConfig,
+    zone: ZoneInfo,
+) -> dict[str, Any]:
     status = segment.value(11)
     if status not in OBSERVATION_STATUS:
         raise Hl7Error(f"{segment.where(11)}: result status not in HL7 table 0085")
@@ -284,8 +325,9 @@ def _value(segment: Segment, config: RecordsConfig, zone: ZoneInfo) -> dict[str,
     if kind in ("ST", "TX", "FT"):
         return {"valueString": "\n".join(segment.components(r, 5)[0] for r in reps)}
     if kind in ("CE", "CWE", "CNE", "CF"):
-        return {"valueCodeableConcept": _codeable(segment, 5, segment.components(reps[0], 5),
-                                                  config)}
+        return {
+            "valueCodeableConcept": _codeable(segment, 5, segment.components(reps[0], 5), config)
+        }
     if kind in ("DT", "DTM", "TS"):
         return {"valueDateTime": _datetime(segment, 5, zone)}
     return _unsupported()

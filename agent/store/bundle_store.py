@@ -66,8 +66,6 @@ def _semver(version: str) -> SemVer:
         raise StoreError("not a semantic version MAJOR.MINOR.PATCH") from exc
 
 
-
-
 class BundleStore:
     """The on-disk store. Safe to share between threads and processes (see module doc)."""
 
@@ -187,9 +185,7 @@ class BundleStore:
                 raise
             fsync_dir(target.parent)
             if highest is None or version > SemVer(highest):
-                _write(
-                    self.root / "state" / "highest" / name, f"{version}\n".encode("ascii")
-                )
+                _write(self.root / "state" / "highest" / name, f"{version}\n".encode("ascii"))
         log.info("bundle installed", extra={"model": name, "version": str(version)})
         return target
 
@@ -257,11 +253,6 @@ class BundleStore:
                 highest.unlink(missing_ok=True)
             else:
                 _write(highest, f"{_semver(floor)}\n".encode("ascii"))
-
-    def prune(self, name: str) -> list[str]:
-        """Remove all but the newest ``keep_versions`` versions, never the active one."""
-        with self._locked():
-            return self._prune_locked(name)
 
     def _prune_locked(self, name: str) -> list[str]:
         active = self.active_version(name)

@@ -31,12 +31,6 @@ class Estimate:
     low: float | None = None
     high: float | None = None
 
-    def excludes(self, reference: float) -> bool:
-        """Whether ``reference`` lies outside the interval (False without an interval)."""
-        if self.low is None or self.high is None:
-            return False
-        return reference < self.low or reference > self.high
-
 
 def midranks(values: Sequence[float]) -> list[float]:
     """1-based ranks of ``values`` with tied values given the mean of their ranks."""
@@ -60,12 +54,6 @@ def _split(scores: Sequence[float], labels: Sequence[int]) -> tuple[list[float],
     positives = [s for s, y in zip(scores, labels, strict=True) if y == 1]
     negatives = [s for s, y in zip(scores, labels, strict=True) if y != 1]
     return positives, negatives
-
-
-def auroc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """Area under the ROC curve; None unless both outcomes occur."""
-    interval = auroc_delong(scores, labels)
-    return interval.value if interval is not None else None
 
 
 def auroc_delong(

@@ -40,8 +40,9 @@ def _loinc(concept: dict[str, Any]) -> str | None:
     return None
 
 
-def features(bundle: dict[str, Any], as_of: datetime, medians: dict[str, float],
-             order: tuple[str, ...]) -> list[float]:
+def features(
+    bundle: dict[str, Any], as_of: datetime, medians: dict[str, float], order: tuple[str, ...]
+) -> list[float]:
     """The model's input row (in ``order``) for a one-patient Bundle as at ``as_of``."""
     latest: dict[str, tuple[datetime, float]] = {}
     patient: dict[str, Any] | None = None
@@ -67,9 +68,7 @@ def features(bundle: dict[str, Any], as_of: datetime, medians: dict[str, float],
         raise Unmappable("the bundle has no Patient with birthDate and gender")
     born = date.fromisoformat(patient["birthDate"])
     day = as_of.date()
-    values = {
-        name: found[1] for name, found in latest.items()
-    } | {
+    values = {name: found[1] for name, found in latest.items()} | {
         "age": float(day.year - born.year - ((day.month, day.day) < (born.month, born.day))),
         "sex": 1.0 if patient["gender"] == "male" else 0.0,
     }

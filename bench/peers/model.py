@@ -20,8 +20,15 @@ REPO = Path(__file__).resolve().parents[2]
 ONNX_MODEL = REPO / "fixtures" / "demo" / "model.onnx"
 REFERENCE = REPO / "fixtures" / "demo" / "reference.csv"
 FEATURES: tuple[str, ...] = (
-    "heart_rate", "respiratory_rate", "body_temperature", "systolic_bp", "spo2",
-    "wbc", "creatinine", "age", "sex",
+    "heart_rate",
+    "respiratory_rate",
+    "body_temperature",
+    "systolic_bp",
+    "spo2",
+    "wbc",
+    "creatinine",
+    "age",
+    "sex",
 )  # fixtures/demo/train.py's FEATURES (checked in fit_demo_model)
 
 
@@ -37,8 +44,9 @@ class PeerModel:
 def reference_medians() -> dict[str, float]:
     """Per-feature medians of the reference data, missing labs left out: the values
     train.py imputes (sex, a category, gets its level index)."""
-    columns = np.genfromtxt(REFERENCE, delimiter=",", skip_header=1, dtype=float,
-                            usecols=range(len(FEATURES) - 1))
+    columns = np.genfromtxt(
+        REFERENCE, delimiter=",", skip_header=1, dtype=float, usecols=range(len(FEATURES) - 1)
+    )
     medians = np.nanmedian(columns, axis=0)
     return {**dict(zip(FEATURES, map(float, medians), strict=False)), "sex": 0.0}
 
@@ -86,10 +94,20 @@ def check_parity(model: PeerModel) -> float:
     """Largest |p_sklearn - p_onnxruntime| over the holdout; the refit must match the ONNX."""
     import onnxruntime as ort
 
-    rows = np.loadtxt(REPO / "fixtures" / "demo" / "holdout.csv", delimiter=",", skiprows=1,
-                      usecols=range(len(FEATURES) - 1), dtype=np.float32)
-    sexes = np.loadtxt(REPO / "fixtures" / "demo" / "holdout.csv", delimiter=",", skiprows=1,
-                       usecols=[len(FEATURES) - 1], dtype=str)
+    rows = np.loadtxt(
+        REPO / "fixtures" / "demo" / "holdout.csv",
+        delimiter=",",
+        skiprows=1,
+        usecols=range(len(FEATURES) - 1),
+        dtype=np.float32,
+    )
+    sexes = np.loadtxt(
+        REPO / "fixtures" / "demo" / "holdout.csv",
+        delimiter=",",
+        skiprows=1,
+        usecols=[len(FEATURES) - 1],
+        dtype=str,
+    )
     x = np.column_stack([rows, (sexes == "male").astype(np.float32)]).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -84,8 +84,9 @@ def create_app(medians: dict[str, float], predict: Predictor) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[Route("/predict", predict_route, methods=["POST"]),
-                             Route("/healthz", healthz)])
+    return Starlette(
+        routes=[Route("/predict", predict_route, methods=["POST"]), Route("/healthz", healthz)]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -102,8 +103,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         medians, predict = model.medians, sklearn_predictor(model)
     else:
         medians, predict = reference_medians(), onnxruntime_predictor()
-    uvicorn.run(create_app(medians, predict), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(medians, predict),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,15 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
 
     assert {row["contender"] for row in results["http"]} == CONTENDERS
     for row in results["http"]:
-        for key in ("p50_ms", "p99_ms", "loaded_p50_ms", "loaded_p99_ms", "requests_per_s",
-                    "rss_bytes", "cold_start_s"):
+        for key in (
+            "p50_ms",
+            "p99_ms",
+            "loaded_p50_ms",
+            "loaded_p99_ms",
+            "requests_per_s",
+            "rss_bytes",
+            "cold_start_s",
+        ):
             assert _positive(row[key]), (row["contender"], key)
         assert row["p50_ms"] <= row["p99_ms"]
         assert row["server_cpu_ms_per_request"] >= 0  # clock ticks: may round to 0 when quick
@@ -44,8 +51,10 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert _positive(results["agent_hl7_http"]["p50_ms"])
 
     assert {row["contender"] for row in results["batch"]} == CONTENDERS
-    assert all(_positive(row["seconds"]) and row["records"] > 0 and row["cpu_seconds"] >= 0
-               for row in results["batch"])
+    assert all(
+        _positive(row["seconds"]) and row["records"] > 0 and row["cpu_seconds"] >= 0
+        for row in results["batch"]
+    )
     measures = {m["measure"]: m for m in results["micro"]}
     assert "map 30 observations to 9 features" in measures
     assert all(_positive(m["agent"]) for m in measures.values())
@@ -56,6 +65,13 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     report = report_path.read_text()
     assert report.startswith("# Benchmarks")
     assert "Quick mode" in report
-    for heading in ("## Machine", "## Goals", "## HTTP", "## Batch", "## Install size",
-                    "## In-process micro-benchmarks", "## Runtime micro-benchmarks"):
+    for heading in (
+        "## Machine",
+        "## Goals",
+        "## HTTP",
+        "## Batch",
+        "## Install size",
+        "## In-process micro-benchmarks",
+        "## Runtime micro-benchmarks",
+    ):
         assert heading in report

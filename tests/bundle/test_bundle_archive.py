@@ -17,7 +17,6 @@ from agent.bundle.archive import (
     read_bundle,
     read_bundle_archive_bytes,
     read_bundle_dir,
-    write_bundle_archive,
 )
 from agent.bundle.manifest import MODEL_FILE
 from agent.bundle.trust import TrustStore
@@ -48,7 +47,8 @@ def test_directory_and_archive_round_trip(
     files = signed_bundle(publisher_key)
     directory = write_dir(files, tmp_path / "bundle")
     assert read_bundle(directory, LIMITS) == files
-    archive = write_bundle_archive(files, tmp_path / "bundle.tar.gz")
+    archive = tmp_path / "bundle.tar.gz"
+    archive.write_bytes(archive_bytes(files))
     assert read_bundle(archive, LIMITS) == files
     verify_bundle(read_bundle(archive, LIMITS), trust, limits=LIMITS)
 

@@ -125,8 +125,16 @@ def test_bundle_verify_refuses_an_inflating_pax_header_without_allocating_it(
         "sys.stderr.buffer.write(err)\n"
         "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)\n"
     )
-    verify = [sys.executable, "-m", "agent.cli", "bundle", "verify", str(archive),
-              "--trust", str(public)]
+    verify = [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "bundle",
+        "verify",
+        str(archive),
+        "--trust",
+        str(public),
+    ]
     result = subprocess.run(
         [sys.executable, "-c", measure, *verify], capture_output=True, cwd=tmp_path, timeout=120
     )

@@ -50,26 +50,48 @@ DATA = {
 }
 
 CLASSIFIERS: dict[str, tuple[Callable[[], Any], str, str]] = {
-    "hgb-binary": (lambda: HistGradientBoostingClassifier(max_iter=10, max_depth=3,
-                                                          random_state=0), "binary", "sklearn"),
-    "hgb-multiclass": (lambda: HistGradientBoostingClassifier(max_iter=6, max_depth=3,
-                                                              random_state=0), "wine", "sklearn"),
-    "xgb-binary": (lambda: xgboost.XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1),
-                   "binary", "xgboost"),
-    "xgb-multiclass": (lambda: xgboost.XGBClassifier(n_estimators=6, max_depth=3, n_jobs=1),
-                       "multiclass", "xgboost"),
-    "lgbm-binary": (lambda: lightgbm.LGBMClassifier(n_estimators=10, num_leaves=8, n_jobs=1,
-                                                    verbose=-1), "binary", "lightgbm"),
-    "lgbm-multiclass": (lambda: lightgbm.LGBMClassifier(n_estimators=6, num_leaves=8, n_jobs=1,
-                                                        verbose=-1), "wine", "lightgbm"),
+    "hgb-binary": (
+        lambda: HistGradientBoostingClassifier(max_iter=10, max_depth=3, random_state=0),
+        "binary",
+        "sklearn",
+    ),
+    "hgb-multiclass": (
+        lambda: HistGradientBoostingClassifier(max_iter=6, max_depth=3, random_state=0),
+        "wine",
+        "sklearn",
+    ),
+    "xgb-binary": (
+        lambda: xgboost.XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1),
+        "binary",
+        "xgboost",
+    ),
+    "xgb-multiclass": (
+        lambda: xgboost.XGBClassifier(n_estimators=6, max_depth=3, n_jobs=1),
+        "multiclass",
+        "xgboost",
+    ),
+    "lgbm-binary": (
+        lambda: lightgbm.LGBMClassifier(n_estimators=10, num_leaves=8, n_jobs=1, verbose=-1),
+        "binary",
+        "lightgbm",
+    ),
+    "lgbm-multiclass": (
+        lambda: lightgbm.LGBMClassifier(n_estimators=6, num_leaves=8, n_jobs=1, verbose=-1),
+        "wine",
+        "lightgbm",
+    ),
 }
 
 REGRESSORS: dict[str, tuple[Callable[[], Any], str]] = {
-    "hgb": (lambda: HistGradientBoostingRegressor(max_iter=10, max_depth=3, random_state=0),
-            "sklearn"),
+    "hgb": (
+        lambda: HistGradientBoostingRegressor(max_iter=10, max_depth=3, random_state=0),
+        "sklearn",
+    ),
     "xgb": (lambda: xgboost.XGBRegressor(n_estimators=10, max_depth=3, n_jobs=1), "xgboost"),
-    "lgbm": (lambda: lightgbm.LGBMRegressor(n_estimators=10, num_leaves=8, n_jobs=1,
-                                            verbose=-1), "lightgbm"),
+    "lgbm": (
+        lambda: lightgbm.LGBMRegressor(n_estimators=10, num_leaves=8, n_jobs=1, verbose=-1),
+        "lightgbm",
+    ),
 }
 
 
@@ -137,8 +159,7 @@ def test_hist_gradient_refuses_categorical_splits_and_log_links() -> None:
     x, y = DATA["multiclass"]
     x = x.astype(np.float32).copy()
     x[:, 0] = np.digitize(x[:, 0], [5, 6])
-    categorical = _fit(HistGradientBoostingClassifier(max_iter=2, categorical_features=[0]),
-                       x, y)
+    categorical = _fit(HistGradientBoostingClassifier(max_iter=2, categorical_features=[0]), x, y)
     with pytest.raises(CompileError, match="categorical features"):
         to_onnx_model(categorical, 4)
     poisson = _fit(HistGradientBoostingRegressor(max_iter=2, loss="poisson"), x, y)
@@ -148,24 +169,35 @@ def test_hist_gradient_refuses_categorical_splits_and_log_links() -> None:
 
 def test_build_accepts_a_fitted_lightgbm_estimator(tmp_path: Path) -> None:
     reference, x, y = _dataset(tmp_path)
-    model = _fit(lightgbm.LGBMClassifier(n_estimators=5, num_leaves=4, n_jobs=1, verbose=-1),
-                 x.astype(np.float32), y)
-    out = build(model, reference=reference, name="fever", version="1.0.0",
-                out=tmp_path / "bundle", schema={"features": {"sex": {"levels":
-                                                                       ["female", "male"]}}})
+    model = _fit(
+        lightgbm.LGBMClassifier(n_estimators=5, num_leaves=4, n_jobs=1, verbose=-1),
+        x.astype(np.float32),
+        y,
+    )
+    out = build(
+        model,
+        reference=reference,
+        name="fever",
+        version="1.0.0",
+        out=tmp_path / "bundle",
+        schema={"features": {"sex": {"levels": ["female", "male"]}}},
+    )
     manifest = _manifest(out)
     assert manifest.provenance.source == "lightgbm"
     assert [o.name for o in manifest.outputs] == ["label", "probability_0", "probability_1"]
 
 
-def _tree_ensemble(models: list[Any], n_features: int, aggregate: int,
-                   post_transform: int = 0) -> onnx.ModelProto:
+def _tree_ensemble(
+    models: list[Any], n_features: int, aggregate: int, post_transform: int = 0
+) -> onnx.ModelProto:
     """An ai.onnx.ml opset 5 ``TreeEnsemble`` written with onnx.helper from fitted
     scikit-learn trees: the trees of ``models[k]`` feed target ``k``; a GradientBoosting
     model's trees are scaled by its learning rate and its initial prediction added by an
     ``Add`` node, as converters do."""
-    nodes: dict[str, list[Any]] = {key: [] for key in (
-        "features", "splits", "modes", "true", "true_leaf", "false", "false_leaf")}
+    nodes: dict[str, list[Any]] = {
+        key: []
+        for key in ("features", "splits", "modes", "true", "true_leaf", "false", "false_leaf")
+    }
     roots: list[int] = []
     leaf_targets: list[int] = []
     leaf_weights: list[float] = []
@@ -187,8 +219,10 @@ def _tree_ensemble(models: list[Any], n_features: int, aggregate: int,
                 nodes["features"].append(int(tree.feature[i]))
                 nodes["splits"].append(f32_at_most(float(tree.threshold[i])))
                 nodes["modes"].append(0)  # BRANCH_LEQ
-                for side, child in (("true", tree.children_left[i]),
-                                    ("false", tree.children_right[i])):
+                for side, child in (
+                    ("true", tree.children_left[i]),
+                    ("false", tree.children_right[i]),
+                ):
                     is_leaf = child in leaf_position
                     nodes[side].append(leaf_position[child] if is_leaf else position[child])
                     nodes[f"{side}_leaf"].append(int(is_leaf))
@@ -196,27 +230,42 @@ def _tree_ensemble(models: list[Any], n_features: int, aggregate: int,
                 leaf_targets.append(target)
                 leaf_weights.append(float(tree.value[i].reshape(-1)[0]) * scale)
     ensemble = helper.make_node(
-        "TreeEnsemble", ["X"], ["raw"], domain="ai.onnx.ml", name="ensemble",
-        n_targets=len(models), aggregate_function=aggregate, post_transform=post_transform,
-        tree_roots=roots, nodes_featureids=nodes["features"],
-        nodes_splits=helper.make_tensor("splits", TensorProto.FLOAT, [len(nodes["splits"])],
-                                        nodes["splits"]),
-        nodes_modes=helper.make_tensor("modes", TensorProto.UINT8, [len(nodes["modes"])],
-                                       nodes["modes"]),
-        nodes_truenodeids=nodes["true"], nodes_trueleafs=nodes["true_leaf"],
-        nodes_falsenodeids=nodes["false"], nodes_falseleafs=nodes["false_leaf"],
+        "TreeEnsemble",
+        ["X"],
+        ["raw"],
+        domain="ai.onnx.ml",
+        name="ensemble",
+        n_targets=len(models),
+        aggregate_function=aggregate,
+        post_transform=post_transform,
+        tree_roots=roots,
+        nodes_featureids=nodes["features"],
+        nodes_splits=helper.make_tensor(
+            "splits", TensorProto.FLOAT, [len(nodes["splits"])], nodes["splits"]
+        ),
+        nodes_modes=helper.make_tensor(
+            "modes", TensorProto.UINT8, [len(nodes["modes"])], nodes["modes"]
+        ),
+        nodes_truenodeids=nodes["true"],
+        nodes_trueleafs=nodes["true_leaf"],
+        nodes_falsenodeids=nodes["false"],
+        nodes_falseleafs=nodes["false_leaf"],
         leaf_targetids=leaf_targets,
-        leaf_weights=helper.make_tensor("weights", TensorProto.FLOAT, [len(leaf_weights)],
-                                        leaf_weights),
+        leaf_weights=helper.make_tensor(
+            "weights", TensorProto.FLOAT, [len(leaf_weights)], leaf_weights
+        ),
     )
     add = helper.make_node("Add", ["raw", "base"], ["Y"])
     graph = helper.make_graph(
-        [ensemble, add], "g",
+        [ensemble, add],
+        "g",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, n_features])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, len(models)])],
-        initializer=[onnx.numpy_helper.from_array(base, "base")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
-                                                    helper.make_opsetid("ai.onnx.ml", 5)])
+        initializer=[onnx.numpy_helper.from_array(base, "base")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
+    )
     onnx.checker.check_model(model)
     return model
 
@@ -225,10 +274,12 @@ def _tree_ensemble(models: list[Any], n_features: int, aggregate: int,
 def test_the_opset_5_tree_ensemble_matches_onnxruntime(aggregate: int) -> None:
     x, y = DATA["regression"]
     x = _with_missing(x)
-    boosted = _fit(GradientBoostingRegressor(n_estimators=8, max_depth=3, random_state=0),
-                   np.nan_to_num(x), y)
-    forest = _fit(RandomForestRegressor(n_estimators=4, max_depth=4, random_state=0),
-                  np.nan_to_num(x), y)
+    boosted = _fit(
+        GradientBoostingRegressor(n_estimators=8, max_depth=3, random_state=0), np.nan_to_num(x), y
+    )
+    forest = _fit(
+        RandomForestRegressor(n_estimators=4, max_depth=4, random_state=0), np.nan_to_num(x), y
+    )
     model = _tree_ensemble([boosted, forest], x.shape[1], aggregate)
     ours, _ = run_compiled(model, x)
     (reference,) = run_onnxruntime(model, x)
@@ -243,8 +294,11 @@ def test_the_opset_5_tree_ensemble_matches_onnxruntime(aggregate: int) -> None:
 
 def test_the_opset_5_tree_ensemble_refuses_what_it_cannot_honour() -> None:
     x, y = DATA["regression"]
-    boosted = _fit(GradientBoostingRegressor(n_estimators=2, max_depth=2, random_state=0),
-                   x.astype(np.float32), y)
+    boosted = _fit(
+        GradientBoostingRegressor(n_estimators=2, max_depth=2, random_state=0),
+        x.astype(np.float32),
+        y,
+    )
     with pytest.raises(CompileError, match="post_transform SOFTMAX "):
         compile_onnx(_tree_ensemble([boosted], x.shape[1], 1, post_transform=1))
     member = _tree_ensemble([boosted], x.shape[1], 1)

@@ -53,36 +53,83 @@ DATA = {
 }
 
 CLASSIFIERS: dict[str, tuple[Callable[[], Any], str]] = {
-    "gb-binary": (lambda: GradientBoostingClassifier(n_estimators=15, max_depth=3,
-                                                     random_state=0), "breast_cancer"),
-    "gb-multiclass": (lambda: GradientBoostingClassifier(n_estimators=8, max_depth=2,
-                                                         random_state=0), "iris"),
-    "rf-binary": (lambda: RandomForestClassifier(n_estimators=7, max_depth=6,
-                                                 random_state=0), "breast_cancer"),
-    "rf-multiclass": (lambda: RandomForestClassifier(n_estimators=7, max_depth=5,
-                                                     random_state=0), "wine"),
-    "extra-trees": (lambda: ExtraTreesClassifier(n_estimators=5, max_depth=5,
-                                                 random_state=0), "iris"),
+    "gb-binary": (
+        lambda: GradientBoostingClassifier(n_estimators=15, max_depth=3, random_state=0),
+        "breast_cancer",
+    ),
+    "gb-multiclass": (
+        lambda: GradientBoostingClassifier(n_estimators=8, max_depth=2, random_state=0),
+        "iris",
+    ),
+    "rf-binary": (
+        lambda: RandomForestClassifier(n_estimators=7, max_depth=6, random_state=0),
+        "breast_cancer",
+    ),
+    "rf-multiclass": (
+        lambda: RandomForestClassifier(n_estimators=7, max_depth=5, random_state=0),
+        "wine",
+    ),
+    "extra-trees": (
+        lambda: ExtraTreesClassifier(n_estimators=5, max_depth=5, random_state=0),
+        "iris",
+    ),
     "decision-tree": (lambda: DecisionTreeClassifier(max_depth=5, random_state=0), "wine"),
-    "logreg-binary-scaled": (lambda: make_pipeline(StandardScaler(), LogisticRegression()),
-                             "breast_cancer"),
-    "logreg-minmax": (lambda: make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=500)),
-                      "iris"),
-    "logreg-multinomial": (lambda: make_pipeline(StandardScaler(),
-                                                 LogisticRegression(max_iter=500)), "wine"),
-    "mlp-relu": (lambda: make_pipeline(StandardScaler(), MLPClassifier(
-        hidden_layer_sizes=(16, 8), max_iter=200, random_state=0)), "breast_cancer"),
-    "mlp-tanh-multiclass": (lambda: make_pipeline(StandardScaler(), MLPClassifier(
-        hidden_layer_sizes=(8,), activation="tanh", max_iter=300, random_state=0)), "iris"),
-    "mlp-logistic": (lambda: make_pipeline(StandardScaler(), MLPClassifier(
-        hidden_layer_sizes=(8,), activation="logistic", max_iter=300, random_state=0)), "wine"),
-    "normalizer-imputer-binarizer": (lambda: make_pipeline(
-        SimpleImputer(), Normalizer(norm="l2"), Binarizer(threshold=0.01),
-        DecisionTreeClassifier(max_depth=4, random_state=0)), "breast_cancer"),
-    "column-transformer-one-hot": (lambda: make_pipeline(ColumnTransformer([
-        ("num", StandardScaler(), [0, 2, 3]),
-        ("cat", OneHotEncoder(handle_unknown="ignore"), [1]),
-    ]), LogisticRegression(max_iter=300)), "coded"),
+    "logreg-binary-scaled": (
+        lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+        "breast_cancer",
+    ),
+    "logreg-minmax": (
+        lambda: make_pipeline(MinMaxScaler(), LogisticRegression(max_iter=500)),
+        "iris",
+    ),
+    "logreg-multinomial": (
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+        "wine",
+    ),
+    "mlp-relu": (
+        lambda: make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=200, random_state=0),
+        ),
+        "breast_cancer",
+    ),
+    "mlp-tanh-multiclass": (
+        lambda: make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(8,), activation="tanh", max_iter=300, random_state=0),
+        ),
+        "iris",
+    ),
+    "mlp-logistic": (
+        lambda: make_pipeline(
+            StandardScaler(),
+            MLPClassifier(
+                hidden_layer_sizes=(8,), activation="logistic", max_iter=300, random_state=0
+            ),
+        ),
+        "wine",
+    ),
+    "normalizer-imputer-binarizer": (
+        lambda: make_pipeline(
+            SimpleImputer(),
+            Normalizer(norm="l2"),
+            Binarizer(threshold=0.01),
+            DecisionTreeClassifier(max_depth=4, random_state=0),
+        ),
+        "breast_cancer",
+    ),
+    "column-transformer-one-hot": (
+        lambda: make_pipeline(
+            ColumnTransformer(
+                [
+                    ("num", StandardScaler(), [0, 2, 3]),
+                    ("cat", OneHotEncoder(handle_unknown="ignore"), [1]),
+                ]
+            ),
+            LogisticRegression(max_iter=300),
+        ),
+        "coded",
+    ),
 }
 
 REGRESSORS: dict[str, Callable[[], Any]] = {
@@ -91,8 +138,9 @@ REGRESSORS: dict[str, Callable[[], Any]] = {
     "decision-tree": lambda: DecisionTreeRegressor(max_depth=5, random_state=0),
     "linear": lambda: LinearRegression(),
     "ridge-scaled": lambda: make_pipeline(StandardScaler(), Ridge()),
-    "mlp": lambda: make_pipeline(StandardScaler(), MLPRegressor(
-        hidden_layer_sizes=(16,), max_iter=200, random_state=0)),
+    "mlp": lambda: make_pipeline(
+        StandardScaler(), MLPRegressor(hidden_layer_sizes=(16,), max_iter=200, random_state=0)
+    ),
 }
 
 
@@ -102,13 +150,20 @@ def _fit(estimator: Any, x: np.ndarray, y: np.ndarray) -> Any:
         return estimator.fit(x.astype(np.float32), y)
 
 
-TREE_CASES = ["gb-binary", "gb-multiclass", "rf-binary", "rf-multiclass", "extra-trees",
-              "decision-tree"]
+TREE_CASES = [
+    "gb-binary",
+    "gb-multiclass",
+    "rf-binary",
+    "rf-multiclass",
+    "extra-trees",
+    "decision-tree",
+]
 
 
 @pytest.mark.parametrize("case", TREE_CASES)
-def test_tree_classifier_parity_with_the_table_layout(case: str, monkeypatch: pytest.MonkeyPatch
-                                                      ) -> None:
+def test_tree_classifier_parity_with_the_table_layout(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(trees, "UNROLL_MAX_NODES", 0)
     test_classifier_parity(case)
 
@@ -124,13 +179,16 @@ def test_classifier_parity(case: str) -> None:
     assert (ours[:, 0] != label_indices(label, classes)).sum() == 0
     assert np.abs(ours[:, 1:] - probabilities).max() <= 1e-5
     assert np.abs(ours[:, 1:] - model.predict_proba(x.astype(np.float32))).max() <= 1e-4
-    assert (np.asarray(classes)[ours[:, 0].astype(int)] != model.predict(
-        x.astype(np.float32)).astype(str)).sum() == 0
+    assert (
+        np.asarray(classes)[ours[:, 0].astype(int)]
+        != model.predict(x.astype(np.float32)).astype(str)
+    ).sum() == 0
 
 
 @pytest.mark.parametrize("case", ["gb", "rf", "decision-tree"])
-def test_tree_regressor_parity_with_the_table_layout(case: str, monkeypatch: pytest.MonkeyPatch
-                                                     ) -> None:
+def test_tree_regressor_parity_with_the_table_layout(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(trees, "UNROLL_MAX_NODES", 0)
     test_regressor_parity(case)
 

@@ -37,9 +37,12 @@ def _skip_connection_model() -> onnx.ModelProto:
         helper.make_node("Concat", ["d2", "s", "d1"], ["Y"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "skip", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, WIDTH])],
+        nodes,
+        "skip",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, WIDTH])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 3 + 2 * WIDTH])],
-        initializer=inits)
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -52,8 +55,7 @@ def runtime() -> WasmModel:
 
 
 @pytest.mark.parametrize("rows", [1, 2, TILE_ROWS - 1, TILE_ROWS, TILE_ROWS + 1, 9, 64, 150])
-def test_values_live_across_tile_kernels_match_onnxruntime(runtime: WasmModel, rows: int
-                                                           ) -> None:
+def test_values_live_across_tile_kernels_match_onnxruntime(runtime: WasmModel, rows: int) -> None:
     x = np.random.default_rng(rows).normal(size=(rows, WIDTH)).astype(np.float32)
     ours = np.asarray(runtime.predict(x.tolist()), dtype=np.float64)
     (reference,) = run_onnxruntime(MODEL, x)
@@ -71,22 +73,32 @@ def test_full_tiles_and_single_rows_give_identical_bits(runtime: WasmModel) -> N
 
 def _dense_then_add(bias_shape: tuple[int, ...], extra_use: bool) -> onnx.ModelProto:
     rng = np.random.default_rng(1)
-    inits = [numpy_helper.from_array(rng.normal(size=(WIDTH, 5)).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.normal(size=bias_shape).astype(np.float32), "B")]
-    nodes = [helper.make_node("MatMul", ["X", "W"], ["m"]),
-             helper.make_node("Add", ["B", "m"], ["a"])]
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(WIDTH, 5)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.normal(size=bias_shape).astype(np.float32), "B"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["m"]),
+        helper.make_node("Add", ["B", "m"], ["a"]),
+    ]
     out = "a"
     if extra_use:  # the product is read twice: it must stay its own value
         nodes.append(helper.make_node("Mul", ["m", "a"], ["y"]))
         out = "y"
     graph = helper.make_graph(
-        nodes, "dense", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, WIDTH])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None, 5])], initializer=inits)
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, WIDTH])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [None, 5])],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize(("bias_shape", "extra_use", "fused"), [
-    ((5,), False, True), ((1, 5), False, True), ((1,), False, False), ((5,), True, False)])
+@pytest.mark.parametrize(
+    ("bias_shape", "extra_use", "fused"),
+    [((5,), False, True), ((1, 5), False, True), ((1,), False, False), ((5,), True, False)],
+)
 def test_matmul_add_becomes_one_gemm_only_when_nothing_else_reads_the_product(
     bias_shape: tuple[int, ...], extra_use: bool, fused: bool
 ) -> None:

@@ -20,10 +20,23 @@ THRESHOLDS = [-1.0, 0.0, 0.5, 2.0]
 
 @st.composite
 def forests(draw: st.DrawFn) -> onnx.ModelProto:
-    columns: dict[str, list[object]] = {k: [] for k in (
-        "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
-        "nodes_truenodeids", "nodes_falsenodeids", "nodes_missing_value_tracks_true",
-        "target_treeids", "target_nodeids", "target_ids", "target_weights")}
+    columns: dict[str, list[object]] = {
+        k: []
+        for k in (
+            "nodes_treeids",
+            "nodes_nodeids",
+            "nodes_featureids",
+            "nodes_values",
+            "nodes_modes",
+            "nodes_truenodeids",
+            "nodes_falsenodeids",
+            "nodes_missing_value_tracks_true",
+            "target_treeids",
+            "target_nodeids",
+            "target_ids",
+            "target_weights",
+        )
+    }
     n_targets = draw(st.integers(1, 2))
     for tree in range(draw(st.integers(1, 4))):
         counter = [0]
@@ -32,9 +45,16 @@ def forests(draw: st.DrawFn) -> onnx.ModelProto:
             nid = counter[0]
             counter[0] += 1
             position = len(columns["nodes_nodeids"])
-            for key in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values",
-                        "nodes_modes", "nodes_truenodeids", "nodes_falsenodeids",
-                        "nodes_missing_value_tracks_true"):
+            for key in (
+                "nodes_treeids",
+                "nodes_nodeids",
+                "nodes_featureids",
+                "nodes_values",
+                "nodes_modes",
+                "nodes_truenodeids",
+                "nodes_falsenodeids",
+                "nodes_missing_value_tracks_true",
+            ):
                 columns[key].append(0)
             columns["nodes_treeids"][position] = tree
             columns["nodes_nodeids"][position] = nid
@@ -56,16 +76,24 @@ def forests(draw: st.DrawFn) -> onnx.ModelProto:
 
         grow(3)
     node = helper.make_node(
-        "TreeEnsembleRegressor", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=n_targets,
+        "TreeEnsembleRegressor",
+        ["X"],
+        ["Y"],
+        domain="ai.onnx.ml",
+        n_targets=n_targets,
         aggregate_function=draw(st.sampled_from(["SUM", "AVERAGE", "MIN", "MAX"])),
-        base_values=[0.5] * n_targets, **columns,
+        base_values=[0.5] * n_targets,
+        **columns,
     )
     graph = helper.make_graph(
-        [node], "forest", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
+        [node],
+        "forest",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, n_targets])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("ai.onnx.ml", 3)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
     model.ir_version = 8
     return model
 
@@ -76,8 +104,11 @@ GRID = np.array(np.meshgrid(VALUES, VALUES, VALUES)).reshape(3, -1).T.astype(np.
 
 
 @pytest.mark.parametrize("layout", ["unrolled", "table"])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(model=forests())
 def test_random_forests_match_onnxruntime(
     model: onnx.ModelProto, layout: str, monkeypatch: pytest.MonkeyPatch

@@ -25,8 +25,11 @@ def test_missing_out_of_range_and_unseen_are_flagged() -> None:
     assert flags["body_temperature"].out_of_range
     assert flags["wbc"].value is None
     assert flags["sex"].unseen_category
-    assert not any(f.out_of_range or f.unseen_category for f in flags.values()
-                   if f.name not in ("body_temperature", "sex"))
+    assert not any(
+        f.out_of_range or f.unseen_category
+        for f in flags.values()
+        if f.name not in ("body_temperature", "sex")
+    )
 
 
 def test_raw_rows_fill_the_drift_windows() -> None:
@@ -34,8 +37,17 @@ def test_raw_rows_fill_the_drift_windows() -> None:
     monitor = Monitor(registry, MonitorConfig(), models=["deterioration"])
     monitor.register_model(MANIFEST, "d" * 64, "k" * 16)
     for _ in range(3):
-        monitor.observe("deterioration", "1.0.0", IntakePath.oip, raw_vector(MANIFEST, ROW),
-                        {"probability_1": 0.1}, 0.0, 1e-5, 1e-5)
+        monitor.observe(
+            "deterioration",
+            "1.0.0",
+            IntakePath.oip,
+            raw_vector(MANIFEST, ROW),
+            {"probability_1": 0.1},
+            0.0,
+            1e-5,
+            1e-5,
+        )
     window = registry.get_sample_value(
-        "edge_agent_drift_window_records", {"model": "deterioration"})
+        "edge_agent_drift_window_records", {"model": "deterioration"}
+    )
     assert window == 3

@@ -79,7 +79,11 @@ def test_playbook_syntax() -> None:
     assert ANSIBLE_PLAYBOOK is not None
     result = subprocess.run(
         [ANSIBLE_PLAYBOOK, "--syntax-check", "site.yml"],
-        cwd=ANSIBLE_DIR, env=_ansible_env(), capture_output=True, text=True, timeout=120,
+        cwd=ANSIBLE_DIR,
+        env=_ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -95,7 +99,12 @@ def test_role_is_lint_clean() -> None:
     env["PATH"] = str(Path(ANSIBLE_LINT).parent) + os.pathsep + env.get("PATH", "")
     result = subprocess.run(
         [ANSIBLE_LINT, "--offline", "--profile", "production"],
-        cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ANSIBLE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -109,14 +118,16 @@ class Applied:
     first_run: str
 
 
-def _play(
-    inventory: Path, extra_vars: Path, *more_vars: str
-) -> subprocess.CompletedProcess[str]:
+def _play(inventory: Path, extra_vars: Path, *more_vars: str) -> subprocess.CompletedProcess[str]:
     assert ANSIBLE_PLAYBOOK is not None
     more = [arg for value in more_vars for arg in ("-e", value)]
     return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"@{extra_vars}", *more, "site.yml"],
-        cwd=ANSIBLE_DIR, env=_ansible_env(), capture_output=True, text=True, timeout=600,
+        cwd=ANSIBLE_DIR,
+        env=_ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
         check=False,
     )
 
@@ -138,49 +149,69 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
     wheelhouse = root / "opt/edge-agent/wheelhouse" / VERSION
     subprocess.run(
         [str(REPO / "deploy" / "build-wheelhouse.sh"), str(wheelhouse)],
-        env={**os.environ, "PYTHON": sys.executable}, check=True, capture_output=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        check=True,
+        capture_output=True,
         timeout=300,
     )
     key_file = (REPO / "config" / DEMO_KEY["public_key_file"]).resolve()
     mapping_file = REPO / "config" / DEMO["models"][0]["mapping"]
 
     inventory = work / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"edge_agents": {"hosts": {"localhost": {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": _interpreter_of(ANSIBLE_PLAYBOOK),
-        "ansible_become": False,  # everything goes under a temp root the test owns
-    }}}}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "edge_agents": {
+                    "hosts": {
+                        "localhost": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": _interpreter_of(ANSIBLE_PLAYBOOK),
+                            # everything goes under a temp root the test owns
+                            "ansible_become": False,
+                        }
+                    }
+                }
+            }
+        )
+    )
     extra_vars = work / "vars.yml"
     group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
-    extra_vars.write_text(yaml.safe_dump({
-        "edge_agent_root": str(root),
-        "edge_agent_version": VERSION,
-        "edge_agent_wheelhouse_src": "",
-        "edge_agent_user": subprocess.run(
-            ["id", "-un"], capture_output=True, text=True, check=True
-        ).stdout.strip(),
-        "edge_agent_group": group.strip(),
-        "edge_agent_site": "ci",
-        "edge_agent_trusted_keys": [
-            {"id": DEMO_KEY["id"], "src": str(key_file), "comment": "demo publisher"}
-        ],
-        "edge_agent_models": [
-            {"name": DEMO_MODEL, "registry": "demo", "mapping_src": str(mapping_file)}
-        ],
-        "edge_agent_drop_folder_enabled": True,
-        "edge_agent_drop_folder_extra": {"model": DEMO_MODEL},
-        "edge_agent_drop_group": group.strip(),
-        "edge_agent_ip_address_allow": ["10.20.0.0/16"],
-        "edge_agent_read_write_paths": ["/srv/share/edge-agent-drop"],
-        "edge_agent_audit_hmac_key": "00" * 32,
-        "edge_agent_registries": [
-            {"name": "demo", "url": DEMO_REGISTRY},
-            {"name": "hospital", "url": "https://registry.invalid/models",
-             "ca_file": "tls/registry-ca.pem"},
-        ],
-        "edge_agent_config_files": [{"dest": "tls/registry-ca.pem", "content": "(a CA)\n"}],
-        "edge_agent_config_extra": {"limits": {"drain_timeout": 5.0}},
-    }))
+    extra_vars.write_text(
+        yaml.safe_dump(
+            {
+                "edge_agent_root": str(root),
+                "edge_agent_version": VERSION,
+                "edge_agent_wheelhouse_src": "",
+                "edge_agent_user": subprocess.run(
+                    ["id", "-un"], capture_output=True, text=True, check=True
+                ).stdout.strip(),
+                "edge_agent_group": group.strip(),
+                "edge_agent_site": "ci",
+                "edge_agent_trusted_keys": [
+                    {"id": DEMO_KEY["id"], "src": str(key_file), "comment": "demo publisher"}
+                ],
+                "edge_agent_models": [
+                    {"name": DEMO_MODEL, "registry": "demo", "mapping_src": str(mapping_file)}
+                ],
+                "edge_agent_drop_folder_enabled": True,
+                "edge_agent_drop_folder_extra": {"model": DEMO_MODEL},
+                "edge_agent_drop_group": group.strip(),
+                "edge_agent_ip_address_allow": ["10.20.0.0/16"],
+                "edge_agent_read_write_paths": ["/srv/share/edge-agent-drop"],
+                "edge_agent_audit_hmac_key": "00" * 32,
+                "edge_agent_registries": [
+                    {"name": "demo", "url": DEMO_REGISTRY},
+                    {
+                        "name": "hospital",
+                        "url": "https://registry.invalid/models",
+                        "ca_file": "tls/registry-ca.pem",
+                    },
+                ],
+                "edge_agent_config_files": [{"dest": "tls/registry-ca.pem", "content": "(a CA)\n"}],
+                "edge_agent_config_extra": {"limits": {"drain_timeout": 5.0}},
+            }
+        )
+    )
 
     result = _play(inventory, extra_vars)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
@@ -202,7 +233,8 @@ def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
         {"name": DEMO_MODEL, "registry": "demo", "mapping": f"mappings/{DEMO_MODEL}.yaml"}
     ]
     assert config["audit"] == {
-        "path": "/var/log/edge-agent/audit.jsonl", "hmac_key_file": "secrets/audit-hmac.key"
+        "path": "/var/log/edge-agent/audit.jsonl",
+        "hmac_key_file": "secrets/audit-hmac.key",
     }
     assert config["limits"] == {"drain_timeout": 5.0}
     assert config["drop_folder"]["results_group_readable"] is True  # 0640, setgid folders
@@ -237,7 +269,10 @@ def test_installed_unit_and_site_drop_in_verify(applied: Applied, tmp_path: Path
 
     result = subprocess.run(
         ["systemd-analyze", "verify", str(tmp_path / "edge-agent.service")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert result.returncode == 0, result.stderr
@@ -250,7 +285,10 @@ def test_laid_down_config_passes_the_agents_own_check(applied: Applied) -> None:
     binary = applied.root / "opt/edge-agent/current/bin/edge-agent"
     result = subprocess.run(
         [str(binary), "config", "check", str(applied.root / "etc/edge-agent/agent.yaml")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -269,21 +307,38 @@ def running_agent(applied: Applied, tmp_path: Path) -> Iterator[str]:
     etc = applied.root / "etc/edge-agent"
     port = _free_port()
     config = tmp_path / "agent.yaml"
-    config.write_text(yaml.safe_dump({
-        "store": {"root": str(tmp_path / "store")},
-        "trust": {"keys": [{"id": applied.keyid,
-                            "public_key_file": str(etc / f"keys/{applied.keyid}.pub")}]},
-        "registries": [{"name": "demo", "url": DEMO_REGISTRY}],
-        "models": [{"name": DEMO_MODEL, "registry": "demo",
-                    "mapping": str(etc / f"mappings/{DEMO_MODEL}.yaml")}],
-        "http": {"port": port},
-        "logging": {"format": "json"},
-        "limits": {"drain_timeout": 5.0},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"root": str(tmp_path / "store")},
+                "trust": {
+                    "keys": [
+                        {
+                            "id": applied.keyid,
+                            "public_key_file": str(etc / f"keys/{applied.keyid}.pub"),
+                        }
+                    ]
+                },
+                "registries": [{"name": "demo", "url": DEMO_REGISTRY}],
+                "models": [
+                    {
+                        "name": DEMO_MODEL,
+                        "registry": "demo",
+                        "mapping": str(etc / f"mappings/{DEMO_MODEL}.yaml"),
+                    }
+                ],
+                "http": {"port": port},
+                "logging": {"format": "json"},
+                "limits": {"drain_timeout": 5.0},
+            }
+        )
+    )
     binary = applied.root / "opt/edge-agent/current/bin/edge-agent"
     process = subprocess.Popen(
         [str(binary), "serve", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -354,12 +409,16 @@ def test_failed_health_check_rolls_back_to_the_previous_release(
     current.unlink()
     current.symlink_to("venvs/0.0.9")
     check = tmp_path / "health.yml"
-    check.write_text(yaml.safe_dump({
-        "edge_agent_health_check": True,
-        "edge_agent_http_port": _free_port(),  # nothing listens there
-        "edge_agent_health_retries": 2,
-        "edge_agent_health_delay": 1,
-    }))
+    check.write_text(
+        yaml.safe_dump(
+            {
+                "edge_agent_health_check": True,
+                "edge_agent_http_port": _free_port(),  # nothing listens there
+                "edge_agent_health_retries": 2,
+                "edge_agent_health_delay": 1,
+            }
+        )
+    )
     result = _play(applied.inventory, applied.extra_vars, f"@{check}")
 
     assert result.returncode != 0
@@ -384,8 +443,10 @@ def test_uninstall_keeps_the_data_unless_purged(applied: Applied) -> None:
     assert all((root / path).is_dir() for path in kept)
 
     purged = _play(
-        applied.inventory, applied.extra_vars,
-        "edge_agent_state=absent", '{"edge_agent_purge_data": true}',
+        applied.inventory,
+        applied.extra_vars,
+        "edge_agent_state=absent",
+        '{"edge_agent_purge_data": true}',
     )
 
     assert purged.returncode == 0, purged.stdout[-4000:]

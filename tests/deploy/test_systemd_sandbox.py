@@ -19,16 +19,42 @@ import pytest
 from deploy_unit_file import UNIT, unit_settings
 
 # The [Service] settings that shape the sandbox (not the paths, user or lifecycle).
-SANDBOX_KEYS = frozenset({
-    "NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities", "UMask",
-    "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateIPC",
-    "PrivateMounts", "PrivateUsers", "ProtectHostname", "ProtectClock", "ProtectKernelTunables",
-    "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectProc",
-    "ProcSubset", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
-    "RemoveIPC", "MemoryDenyWriteExecute", "RestrictAddressFamilies",
-    "SystemCallArchitectures", "SystemCallFilter", "SystemCallErrorNumber", "MemoryMax",
-    "TasksMax", "LimitNOFILE",
-})
+SANDBOX_KEYS = frozenset(
+    {
+        "NoNewPrivileges",
+        "CapabilityBoundingSet",
+        "AmbientCapabilities",
+        "UMask",
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateIPC",
+        "PrivateMounts",
+        "PrivateUsers",
+        "ProtectHostname",
+        "ProtectClock",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectProc",
+        "ProcSubset",
+        "RestrictNamespaces",
+        "RestrictRealtime",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+        "RemoveIPC",
+        "MemoryDenyWriteExecute",
+        "RestrictAddressFamilies",
+        "SystemCallArchitectures",
+        "SystemCallFilter",
+        "SystemCallErrorNumber",
+        "MemoryMax",
+        "TasksMax",
+        "LimitNOFILE",
+    }
+)
 
 CORE_WORK = """
 import socket, wasmtime

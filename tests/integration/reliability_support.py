@@ -60,15 +60,17 @@ def recent_oru() -> bytes:
 def oip_body(rows: list[list[float]]) -> dict[str, Any]:
     return {
         "inputs": [
-            {"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP32",
-             "data": [value for row in rows for value in row]}
+            {
+                "name": "input",
+                "shape": [len(rows), len(rows[0])],
+                "datatype": "FP32",
+                "data": [value for row in rows for value in row],
+            }
         ]
     }
 
 
-def reliability_root(
-    tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None
-) -> Path:
+def reliability_root(tmp_path: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """The demo config in ``tmp_path`` with free ports, its own copy of the demo registry
     (``<root>/registry``), a drop folder that takes files at once, and ``edit`` applied
     last. Returns the config path."""
@@ -91,9 +93,7 @@ def config_path_root(tmp_path: Path) -> Path:
     return tmp_path / "demo"
 
 
-def wat_bundle(
-    dest: Path, version: str, key_path: Path, wat: str | None = None
-) -> Path:
+def wat_bundle(dest: Path, version: str, key_path: Path, wat: str | None = None) -> Path:
     """A copy of the demo bundle as ``version`` (its model.wasm replaced by the module
     ``wat`` compiles to, when given), manifest rewritten canonically and signed with
     ``key_path``. The digests in the manifest are recomputed, so the bundle is valid."""
@@ -167,7 +167,8 @@ def small_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
     mountpoint.mkdir(parents=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")

@@ -83,8 +83,10 @@ def test_sighup_with_a_changed_mapping_takes_effect_without_dropping_requests(
         median = _wbc(client)
         assert median != 42.0
         text = mapping_path.read_text()
-        wbc_median = "unit: 10*3/uL                         # same number as the model's 10*9/L\n" \
+        wbc_median = (
+            "unit: 10*3/uL                         # same number as the model's 10*9/L\n"
             "    window: 72h\n    missing: median"
+        )
         assert wbc_median in text
         with Traffic(agent.base_url) as traffic:
             wait_for(lambda: len(traffic.statuses) >= 5, 10, "traffic to flow")
@@ -115,9 +117,7 @@ def test_sighup_with_a_broken_config_is_refused_and_the_old_one_serves(
         agent.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         mapping_path.write_text(mapping_path.read_text().replace("reduce: latest", "reduce: often"))
         agent.process.send_signal(signal.SIGHUP)
-        wait_for(
-            lambda: agent.log_text().count("reload refused") >= 2, 10, "the second refusal"
-        )
+        wait_for(lambda: agent.log_text().count("reload refused") >= 2, 10, "the second refusal")
         wait_for(lambda: len(traffic.statuses) >= 10, 10, "traffic after the refusals")
         assert client.post(PREDICT, content=PATIENT_BUNDLE, headers=FHIR).status_code == 200
     log = agent.log_text()

@@ -59,8 +59,13 @@ def _spec_collection() -> bytes:
     observations = [json.loads((EXTERNAL / "fhir" / n).read_bytes()) for n in SPEC_OBSERVATIONS]
     for observation in observations:
         observation["subject"] = {"reference": "Patient/f001"}
-    return json.dumps({"resourceType": "Bundle", "type": "collection",
-                       "entry": [{"resource": r} for r in [patient, *observations]]}).encode()
+    return json.dumps(
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": r} for r in [patient, *observations]],
+        }
+    ).encode()
 
 
 def _onnxruntime_probability(vector: list[float]) -> float:
@@ -78,72 +83,113 @@ def _diagnostics(response: object) -> str:
 def test_synthea_child_is_refused_by_the_adult_model_naming_age(agent: AgentProcess) -> None:
     body = (EXTERNAL / "fhir" / "synthea-covid-juvenile-trimmed.json").read_bytes()
     with agent.client() as client:  # an hour after the encounter's vitals
-        response = client.post(f"{PREDICT}?as_of=2020-03-07T19:01:22Z&explain=true",
-                               content=body, headers=FHIR_JSON)
+        response = client.post(
+            f"{PREDICT}?as_of=2020-03-07T19:01:22Z&explain=true", content=body, headers=FHIR_JSON
+        )
     assert response.status_code == 422, response.text
     [issue] = response.json()["issue"]
     assert issue["details"]["text"] == "out_of_range" and issue["expression"] == ["age"]
     assert issue["diagnostics"].endswith(
         "feature 'age': value outside the plausible range [18, 110] a "
-        "(a wrong unit or a typo?); the mapping says refuse")
+        "(a wrong unit or a typo?); the mapping says refuse"
+    )
 
 
 def test_spec_examples_score_with_their_printed_values(wide_agent: AgentProcess) -> None:
     with wide_agent.client() as client:
-        response = client.post(f"{PREDICT}?as_of=2015-01-01T00:00:00Z&explain=true",
-                               content=_spec_collection(), headers=FHIR_JSON)
+        response = client.post(
+            f"{PREDICT}?as_of=2015-01-01T00:00:00Z&explain=true",
+            content=_spec_collection(),
+            headers=FHIR_JSON,
+        )
     assert response.status_code == 200, response.text
     prediction = response.json()["predictions"][0]
     values = {f["feature"]: f["model_value"] for f in prediction["explanation"]}
-    assert values == {"heart_rate": 44.0, "respiratory_rate": 26.0, "body_temperature": 36.5,
-                      "systolic_bp": 107.0, "spo2": 95.0, "wbc": 8.0, "creatinine": 93.0,
-                      "age": 70.0, "sex": 1.0}
+    assert values == {
+        "heart_rate": 44.0,
+        "respiratory_rate": 26.0,
+        "body_temperature": 36.5,
+        "systolic_bp": 107.0,
+        "spo2": 95.0,
+        "wbc": 8.0,
+        "creatinine": 93.0,
+        "age": 70.0,
+        "sex": 1.0,
+    }
     assert [(w["feature"], w["warning"]) for w in prediction["warnings"]] == [
-        ("wbc", "imputed"), ("creatinine", "imputed")]
+        ("wbc", "imputed"),
+        ("creatinine", "imputed"),
+    ]
     assert prediction["outputs"]["probability_1"] == pytest.approx(
-        _onnxruntime_probability(list(values.values())), abs=1e-5)
+        _onnxruntime_probability(list(values.values())), abs=1e-5
+    )
 
 
 def test_spec_examples_at_the_demo_windows_get_422_naming_the_vital(agent: AgentProcess) -> None:
     with agent.client() as client:  # the day of the 1999 examples: BP (2012) is not yet
-        response = client.post(f"{PREDICT}?as_of=1999-07-02T12:00:00Z",
-                               content=_spec_collection(), headers=FHIR_JSON)
+        response = client.post(
+            f"{PREDICT}?as_of=1999-07-02T12:00:00Z", content=_spec_collection(), headers=FHIR_JSON
+        )
     assert response.status_code == 422
     assert _diagnostics(response) == (
         "patient Patient/f001: "
         "feature 'systolic_bp': no value within the 24 h window before the as-of time; "
         "values exist outside it; "
         "feature 'spo2': no value within the 24 h window before the as-of time; "
-        "values exist outside it")
+        "values exist outside it"
+    )
 
 
-@pytest.mark.parametrize("name", ["reportstream-elr-oru-r01-v251.hl7",
-                                  "hl7-goja-adt-a01-v24.hl7", "jute-example-adt-a01-v23.hl7"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "reportstream-elr-oru-r01-v251.hl7",
+        "hl7-goja-adt-a01-v24.hl7",
+        "jute-example-adt-a01-v23.hl7",
+    ],
+)
 def test_hl7_without_vitals_gets_422_naming_the_feature(agent: AgentProcess, name: str) -> None:
     with agent.client() as client:
-        response = client.post(f"{PREDICT}?as_of=2021-12-17T18:00:00Z",
-                               content=(EXTERNAL / "hl7" / name).read_bytes(), headers=ER7)
+        response = client.post(
+            f"{PREDICT}?as_of=2021-12-17T18:00:00Z",
+            content=(EXTERNAL / "hl7" / name).read_bytes(),
+            headers=ER7,
+        )
     assert response.status_code == 422
     assert _diagnostics(response).split(": ", 1)[1] == "; ".join(
         f"feature {name!r}: no value in the record and the mapping says refuse"
-        for name in ("heart_rate", "respiratory_rate", "body_temperature", "systolic_bp",
-                     "spo2"))
+        for name in ("heart_rate", "respiratory_rate", "body_temperature", "systolic_bp", "spo2")
+    )
 
 
-@pytest.mark.parametrize(("path", "headers", "expected"), [
-    ("hl7/hl7-v251-standard-pmu-b01.hl7", ER7,
-     "segment MSH #1, field MSH-9: message type not supported"),
-    ("hl7/jute-example-oru-r01-v23.hl7", ER7,
-     "segment OBR #5, field OBR-3: field does not repeat in v2.3"),
-    ("fhir/dstu2/patient-example.json", FHIR_JSON,
-     "Patient at resource.contact[0].name.family: expected a string"),
-])
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [
+        (
+            "hl7/hl7-v251-standard-pmu-b01.hl7",
+            ER7,
+            "segment MSH #1, field MSH-9: message type not supported",
+        ),
+        (
+            "hl7/jute-example-oru-r01-v23.hl7",
+            ER7,
+            "segment OBR #5, field OBR-3: field does not repeat in v2.3",
+        ),
+        (
+            "fhir/dstu2/patient-example.json",
+            FHIR_JSON,
+            "Patient at resource.contact[0].name.family: expected a string",
+        ),
+    ],
+)
 def test_unsupported_or_invalid_input_gets_400_saying_where(
-        agent: AgentProcess, path: str, headers: dict[str, str], expected: str) -> None:
+    agent: AgentProcess, path: str, headers: dict[str, str], expected: str
+) -> None:
     raw = (EXTERNAL / path).read_bytes()
     with agent.client() as client:
-        response = client.post(f"{PREDICT}?as_of=2021-12-17T18:00:00Z", content=raw,
-                               headers=headers)
+        response = client.post(
+            f"{PREDICT}?as_of=2021-12-17T18:00:00Z", content=raw, headers=headers
+        )
         assert client.get("/healthz").status_code == 200
     assert response.status_code == 400
     diagnostics = _diagnostics(response)
@@ -156,18 +202,30 @@ def _mllp_port(agent: AgentProcess) -> int:
     return int(yaml.safe_load(agent.config_path.read_text())["mllp"]["port"])
 
 
-@pytest.mark.parametrize(("name", "msa", "detail"), [
-    ("hl7-goja-adt-a01-v24.hl7", b"MSA|AE|934576120110613083617|not scored: missing: ",
-     b"heart_rate"),
-    ("jute-example-adt-a01-v23.hl7", b"MSA|AE|00000000012988788|not scored: missing: ",
-     b"heart_rate"),
-    ("jute-example-oru-r01-v23.hl7", b"MSA|AR|Q335939501T337311002|rejected: bad_input: ",
-     b"OBR"),
-    ("hl7-v251-standard-pmu-b01.hl7", b"MSA|AR|MSGID002|rejected: bad_input\r",
-     b"MSH-9"),
-])
+@pytest.mark.parametrize(
+    ("name", "msa", "detail"),
+    [
+        (
+            "hl7-goja-adt-a01-v24.hl7",
+            b"MSA|AE|934576120110613083617|not scored: missing: ",
+            b"heart_rate",
+        ),
+        (
+            "jute-example-adt-a01-v23.hl7",
+            b"MSA|AE|00000000012988788|not scored: missing: ",
+            b"heart_rate",
+        ),
+        (
+            "jute-example-oru-r01-v23.hl7",
+            b"MSA|AR|Q335939501T337311002|rejected: bad_input: ",
+            b"OBR",
+        ),
+        ("hl7-v251-standard-pmu-b01.hl7", b"MSA|AR|MSGID002|rejected: bad_input\r", b"MSH-9"),
+    ],
+)
 def test_hl7_over_mllp_is_acknowledged_with_the_reason(
-        agent: AgentProcess, name: str, msa: bytes, detail: bytes) -> None:
+    agent: AgentProcess, name: str, msa: bytes, detail: bytes
+) -> None:
     """Over MLLP the ACK says AE/AR, the reason's category and the where and why (feature,
     segment, field): in MSA-3 before v2.5 (80 characters), in ERR-8 from v2.5 on."""
     ack = mllp_send("127.0.0.1", _mllp_port(agent), (EXTERNAL / "hl7" / name).read_bytes())
@@ -188,10 +246,16 @@ def test_elr_that_asks_for_no_ack_gets_none(agent: AgentProcess) -> None:
 
 
 def test_fixtures_are_the_files_sources_md_lists() -> None:
-    listed = set(re.findall(r"^\| (fhir/\S+|hl7/\S+) \|",
-                            (EXTERNAL / "SOURCES.md").read_text(), re.MULTILINE))
-    present = {str(p.relative_to(EXTERNAL)) for p in EXTERNAL.rglob("*") if p.is_file()
-               and p.suffix in {".json", ".hl7"}}
+    listed = set(
+        re.findall(
+            r"^\| (fhir/\S+|hl7/\S+) \|", (EXTERNAL / "SOURCES.md").read_text(), re.MULTILINE
+        )
+    )
+    present = {
+        str(p.relative_to(EXTERNAL))
+        for p in EXTERNAL.rglob("*")
+        if p.is_file() and p.suffix in {".json", ".hl7"}
+    }
     assert listed == present
 
 

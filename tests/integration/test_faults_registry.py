@@ -44,9 +44,9 @@ def _quick_polls(config: dict[str, Any]) -> None:
 
 def _failures(client: httpx.Client, reason: str) -> float:
     text = client.get("/metrics").text
-    return metric(
-        text, "edge_agent_bundle_pull_failures_total", reason=reason
-    ) + metric(text, "edge_agent_bundle_verification_failures_total", reason=reason)
+    return metric(text, "edge_agent_bundle_pull_failures_total", reason=reason) + metric(
+        text, "edge_agent_bundle_verification_failures_total", reason=reason
+    )
 
 
 def _still_serving(client: httpx.Client) -> None:

@@ -33,9 +33,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_an_oip_request_in_flight_across_a_swap_finishes_on_its_model(tmp_path: Path) -> None:
-    config = reliability_root(
-        tmp_path, edit=lambda c: c["registries"][0].update(poll_interval=1.0)
-    )
+    config = reliability_root(tmp_path, edit=lambda c: c["registries"][0].update(poll_interval=1.0))
     agent = start_agent(config)
     body = json.dumps(oip_body([DEMO_VECTOR])).encode()
     release = threading.Event()

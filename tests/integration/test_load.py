@@ -145,9 +145,7 @@ def _p(values: list[float], q: float) -> float:
 
 
 def test_sustained_mixed_traffic_with_a_model_swap(tmp_path: Path) -> None:
-    config = reliability_root(
-        tmp_path, edit=lambda c: c["registries"][0].update(poll_interval=1.0)
-    )
+    config = reliability_root(tmp_path, edit=lambda c: c["registries"][0].update(poll_interval=1.0))
     registry = config_path_root(tmp_path) / "registry"
     next_bundle = wat_bundle(tmp_path / "b101", "1.0.1", DEMO_KEY)
     mllp_port = yaml.safe_load(config.read_text())["mllp"]["port"]

@@ -46,14 +46,24 @@ def _schemathesis(agent: AgentProcess, folder: Path, examples: int, config: str)
     config_file = folder / "schemathesis.toml"
     config_file.write_text(config)
     command = [
-        str(SCHEMATHESIS), "--config-file", str(config_file), "--no-color",
-        "run", f"{agent.base_url}/openapi.json",
-        "--checks", "not_a_server_error",
-        "--max-examples", str(examples),
-        "--seed", "20260315",
-        "--workers", "2",
-        "--generation-database", "none",
-        "--request-timeout", "10",
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(config_file),
+        "--no-color",
+        "run",
+        f"{agent.base_url}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        str(examples),
+        "--seed",
+        "20260315",
+        "--workers",
+        "2",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "10",
     ]
     result = subprocess.run(
         command, cwd=folder, capture_output=True, text=True, timeout=180, check=False

@@ -37,11 +37,17 @@ def manifest_document() -> dict[str, Any]:
     features: dict[str, Any] = {n: {"count": 1000, "median": m} for n, *_, m in NUMERIC}
     features["sex"] = {"count": 1000, "category_frequencies": {"female": 0.47, "male": 0.53}}
     return {
-        "name": "deterioration", "version": "1.0.0", "abi_version": 1, "inputs": inputs,
+        "name": "deterioration",
+        "version": "1.0.0",
+        "abi_version": 1,
+        "inputs": inputs,
         "outputs": [{"name": "p_deterioration", "kind": "probability"}],
         "reference": {"rows": 1000, "features": features},
-        "provenance": {"training_data_sha256": "0" * 64, "creator": "tests",
-                       "created": "2026-01-01T00:00:00Z"},
+        "provenance": {
+            "training_data_sha256": "0" * 64,
+            "creator": "tests",
+            "created": "2026-01-01T00:00:00Z",
+        },
         "files": {"model.wasm": {"sha256": "0" * 64, "size": 0}},
     }
 
@@ -61,8 +67,15 @@ CODES = {
     "wbc": ("6690-2", "LAB-LEUKO", "Leukocytes"),
     "creatinine": ("14682-9", "LAB-KREA", "Creatinine"),
 }
-UNITS = {"heart_rate": "/min", "respiratory_rate": "/min", "body_temperature": "Cel",
-         "systolic_bp": "mm[Hg]", "spo2": "%", "wbc": "10*3/uL", "creatinine": "umol/L"}
+UNITS = {
+    "heart_rate": "/min",
+    "respiratory_rate": "/min",
+    "body_temperature": "Cel",
+    "systolic_bp": "mm[Hg]",
+    "spo2": "%",
+    "wbc": "10*3/uL",
+    "creatinine": "umol/L",
+}
 LOCAL_UNITS = {**UNITS, "body_temperature": "[degF]", "creatinine": "mg/dL"}
 PANEL = ("85354-9", "VS-RR")
 
@@ -88,13 +101,13 @@ class Facts:
         return self.as_of - timedelta(hours=hours)
 
 
-def fhir_resources(facts: Facts, local: bool = False,
-                   other_units: bool = False) -> list[dict[str, Any]]:
+def fhir_resources(
+    facts: Facts, local: bool = False, other_units: bool = False
+) -> list[dict[str, Any]]:
     """Patient + Observations; systolic BP inside a blood-pressure panel. ``local``: the
     local site's codes, units and sex extension; ``other_units``: LOINC codes but
     temperature in [degF] and creatinine in mg/dL (LOINC 2160-0)."""
-    patient: dict[str, Any] = {"resourceType": "Patient", "id": "p1",
-                               "birthDate": facts.birth_date}
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": "p1", "birthDate": facts.birth_date}
     if local:
         sex = {"female": "W", "male": "M"}.get(facts.gender, "D")
         patient["extension"] = [{"url": LOCAL_SEX, "valueCode": sex}]
@@ -109,18 +122,29 @@ def fhir_resources(facts: Facts, local: bool = False,
             code = "2160-0"
         for i, (hours, value) in enumerate(values):
             number = to_local(feature, value) if local or other_units else value
-            quantity = {"value": number, "unit": units[feature], "system": UCUM,
-                        "code": units[feature]}
+            quantity = {
+                "value": number,
+                "unit": units[feature],
+                "system": UCUM,
+                "code": units[feature],
+            }
             observation: dict[str, Any] = {
-                "resourceType": "Observation", "id": f"{feature.replace('_', '-')}-{i}",
-                "status": "final", "subject": {"reference": "Patient/p1"},
-                "effectiveDateTime": facts.at(hours).isoformat()}
+                "resourceType": "Observation",
+                "id": f"{feature.replace('_', '-')}-{i}",
+                "status": "final",
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": facts.at(hours).isoformat(),
+            }
             if feature == "systolic_bp":
-                observation["code"] = {"coding": [{"system": system,
-                                                   "code": PANEL[1 if local else 0]}]}
-                observation["component"] = [{"code": {"coding": [{"system": system,
-                                                                  "code": code}]},
-                                             "valueQuantity": quantity}]
+                observation["code"] = {
+                    "coding": [{"system": system, "code": PANEL[1 if local else 0]}]
+                }
+                observation["component"] = [
+                    {
+                        "code": {"coding": [{"system": system, "code": code}]},
+                        "valueQuantity": quantity,
+                    }
+                ]
             else:
                 observation["code"] = {"coding": [{"system": system, "code": code}]}
                 observation["valueQuantity"] = quantity
@@ -129,10 +153,11 @@ def fhir_resources(facts: Facts, local: bool = False,
 
 
 def fhir_bundle(facts: Facts, local: bool = False, other_units: bool = False) -> bytes:
-    entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r}
-               for r in fhir_resources(facts, local, other_units)]
-    return json.dumps({"resourceType": "Bundle", "type": "collection",
-                       "entry": entries}).encode()
+    entries = [
+        {"fullUrl": f"urn:uuid:{r['id']}", "resource": r}
+        for r in fhir_resources(facts, local, other_units)
+    ]
+    return json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}).encode()
 
 
 def fhir_ndjson(facts: Facts) -> bytes:
@@ -143,6 +168,7 @@ def hl7_oru(facts: Facts, local: bool = False) -> bytes:
     """ORU^R01 v2.5: PID, one OBR, one OBX per value (systolic as a plain OBX). ``local``:
     the local site's feed — codes in table 99OBS, temperature in the unit text "°F",
     creatinine in mg/dL."""
+
     def ts(hours: float) -> str:
         return facts.at(hours).strftime("%Y%m%d%H%M%S") + "+0000"
 

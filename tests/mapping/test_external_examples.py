@@ -29,8 +29,13 @@ SPEC_OBSERVATIONS = [
     "observation-example-satO2.json",
 ]
 # Values as printed in the examples' narratives, in the model's units.
-SPEC_VITALS = {"heart_rate": 44.0, "respiratory_rate": 26.0, "body_temperature": 36.5,
-               "systolic_bp": 107.0, "spo2": 95.0}
+SPEC_VITALS = {
+    "heart_rate": 44.0,
+    "respiratory_rate": 26.0,
+    "body_temperature": 36.5,
+    "systolic_bp": 107.0,
+    "spo2": 95.0,
+}
 
 
 def _spec_collection(limits: Limits) -> PatientRecord:
@@ -43,8 +48,11 @@ def _spec_collection(limits: Limits) -> PatientRecord:
     observations = [json.loads((EXTERNAL / "fhir" / n).read_bytes()) for n in SPEC_OBSERVATIONS]
     for observation in observations:
         observation["subject"] = {"reference": "Patient/f001"}
-    bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": r} for r in [patient, *observations]]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in [patient, *observations]],
+    }
     [record] = parse_records(json.dumps(bundle).encode(), RecordFormat.fhir_json, limits=limits)
     return record
 
@@ -63,8 +71,9 @@ def demo(manifest: BundleManifest) -> SiteMapping:
     return load_mapping(MAPPINGS / "demo-site.yaml", manifest)
 
 
-def test_spec_examples_give_the_printed_values(manifest: BundleManifest, tmp_path: Path,
-                                               limits: Limits) -> None:
+def test_spec_examples_give_the_printed_values(
+    manifest: BundleManifest, tmp_path: Path, limits: Limits
+) -> None:
     """The examples were measured years apart (1999, 2012, 2014); the demo site's look-back
     windows (24 h / 72 h) are widened in a copy of its mapping, every other line unchanged,
     so that one as-of sees them all."""
@@ -80,12 +89,15 @@ def test_spec_examples_give_the_printed_values(manifest: BundleManifest, tmp_pat
     assert features["age"].value == 70.0  # born 1944-11-17
     assert features["sex"].display == "male"
     assert features["wbc"].imputed and features["creatinine"].imputed
-    assert vector.warnings == ("wbc: missing, imputed training median",
-                               "creatinine: missing, imputed training median")
+    assert vector.warnings == (
+        "wbc: missing, imputed training median",
+        "creatinine: missing, imputed training median",
+    )
 
 
-def test_spec_examples_at_the_demo_windows_refuse_naming_a_vital(demo: SiteMapping,
-                                                                 limits: Limits) -> None:
+def test_spec_examples_at_the_demo_windows_refuse_naming_a_vital(
+    demo: SiteMapping, limits: Limits
+) -> None:
     """On the day of the 1999 examples, the 2012 BP and 2014 SpO2 are in the future."""
     with pytest.raises(UnmappableRecord) as caught:
         demo.extract(_spec_collection(limits), datetime(1999, 7, 2, 12, tzinfo=UTC))
@@ -93,7 +105,8 @@ def test_spec_examples_at_the_demo_windows_refuse_naming_a_vital(demo: SiteMappi
         "feature 'systolic_bp': no value within the 24 h window before the as-of time; "
         "values exist outside it; "
         "feature 'spo2': no value within the 24 h window before the as-of time; "
-        "values exist outside it")
+        "values exist outside it"
+    )
 
 
 def test_synthea_child_is_refused_by_the_adult_models_age_range(
@@ -108,17 +121,20 @@ def test_synthea_child_is_refused_by_the_adult_models_age_range(
     assert caught.value.feature == "age"
     assert str(caught.value) == (
         "feature 'age': value outside the plausible range [18, 110] a "
-        "(a wrong unit or a typo?); the mapping says refuse")
+        "(a wrong unit or a typo?); the mapping says refuse"
+    )
 
 
-@pytest.mark.parametrize("name", ["reportstream-elr-oru-r01-v251.hl7",
-                                  "hl7-goja-adt-a01-v24.hl7"])
-def test_hl7_without_vitals_is_refused_naming_the_feature(name: str, demo: SiteMapping,
-                                                          limits: Limits) -> None:
-    [record] = parse_records((EXTERNAL / "hl7" / name).read_bytes(), RecordFormat.hl7v2,
-                             limits=limits)
+@pytest.mark.parametrize("name", ["reportstream-elr-oru-r01-v251.hl7", "hl7-goja-adt-a01-v24.hl7"])
+def test_hl7_without_vitals_is_refused_naming_the_feature(
+    name: str, demo: SiteMapping, limits: Limits
+) -> None:
+    [record] = parse_records(
+        (EXTERNAL / "hl7" / name).read_bytes(), RecordFormat.hl7v2, limits=limits
+    )
     with pytest.raises(UnmappableRecord) as caught:
         demo.extract(record, datetime(2021, 12, 17, 18, tzinfo=UTC))
     assert str(caught.value) == "; ".join(  # every vital, each named once
         f"feature {name!r}: no value in the record and the mapping says refuse"
-        for name in SPEC_VITALS)
+        for name in SPEC_VITALS
+    )

@@ -22,63 +22,108 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def test_check_ok(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["mapping", "check", str(MAPPINGS / "demo-site.yaml"),
-                 "--bundle", str(bundle)]) == 0
+    assert (
+        main(["mapping", "check", str(MAPPINGS / "demo-site.yaml"), "--bundle", str(bundle)]) == 0
+    )
     assert capsys.readouterr().out.startswith("OK: ")
 
 
-def test_check_prints_errors_with_file_and_line(bundle: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_prints_errors_with_file_and_line(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = tmp_path / "broken.yaml"
-    broken.write_text((MAPPINGS / "local-site.yaml").read_text()
-                      .replace('unit: "[degF]"', "unit: degF"))
+    broken.write_text(
+        (MAPPINGS / "local-site.yaml").read_text().replace('unit: "[degF]"', "unit: degF")
+    )
     assert main(["mapping", "check", str(broken), "--bundle", str(bundle)]) == 1
-    line = next(i for i, t in enumerate(broken.read_text().splitlines(), 1)
-                if "unit: degF" in t)
+    line = next(i for i, t in enumerate(broken.read_text().splitlines(), 1) if "unit: degF" in t)
     assert capsys.readouterr().out == (
-        f"{broken}:{line}: feature 'body_temperature': 'degF' is not a valid UCUM unit\n")
+        f"{broken}:{line}: feature 'body_temperature': 'degF' is not a valid UCUM unit\n"
+    )
 
 
 def test_check_without_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["mapping", "check", str(MAPPINGS / "demo-site.yaml"),
-                 "--bundle", str(tmp_path)]) == 2
+    assert (
+        main(["mapping", "check", str(MAPPINGS / "demo-site.yaml"), "--bundle", str(tmp_path)]) == 2
+    )
     assert "manifest.json: cannot read" in capsys.readouterr().err
 
 
 def test_explain_table(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["mapping", "explain", "--mapping", str(MAPPINGS / "demo-site.yaml"),
-                 "--bundle", str(bundle), "--as-of", AS_OF,
-                 str(FHIR / "vitals-only-bundle.json")]) == 0
+    assert (
+        main(
+            [
+                "mapping",
+                "explain",
+                "--mapping",
+                str(MAPPINGS / "demo-site.yaml"),
+                "--bundle",
+                str(bundle),
+                "--as-of",
+                AS_OF,
+                str(FHIR / "vitals-only-bundle.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wbc               8.1" in out and "imputed training median" in out
     assert "warning: creatinine: missing, imputed training median" in out
 
 
 def test_explain_json_from_hl7(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["mapping", "explain", "--mapping", str(MAPPINGS / "demo-site.yaml"),
-                 "--bundle", str(bundle), "--as-of", AS_OF, "--json",
-                 str(HL7 / "oru-r01-v25.hl7")]) == 0
+    assert (
+        main(
+            [
+                "mapping",
+                "explain",
+                "--mapping",
+                str(MAPPINGS / "demo-site.yaml"),
+                "--bundle",
+                str(bundle),
+                "--as-of",
+                AS_OF,
+                "--json",
+                str(HL7 / "oru-r01-v25.hl7"),
+            ]
+        )
+        == 0
+    )
     [result] = json.loads(capsys.readouterr().out)
     assert result["record"] == "ORU0000417"
     assert result["values"] == [104.0, 24.0, 38.6, 98.0, 92.0, 14.2, 132.0, 71.0, 0.0]
     assert result["features"][6]["source"].startswith("Observation http://loinc.org|14682-9")
 
 
-def test_explain_reports_a_refused_record(bundle: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["mapping", "explain", "--mapping", str(MAPPINGS / "demo-site.yaml"),
-                 "--bundle", str(bundle), "--as-of", AS_OF,
-                 str(HL7 / "adt-a01-v25.hl7")]) == 1
+def test_explain_reports_a_refused_record(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "mapping",
+                "explain",
+                "--mapping",
+                str(MAPPINGS / "demo-site.yaml"),
+                "--bundle",
+                str(bundle),
+                "--as-of",
+                AS_OF,
+                str(HL7 / "adt-a01-v25.hl7"),
+            ]
+        )
+        == 1
+    )
     assert "refused: feature 'heart_rate': no value" in capsys.readouterr().out
 
 
 DEMO_BUNDLE = MAPPINGS.parents[1] / "fixtures" / "demo" / "build" / "deterioration"
 
 
-@pytest.mark.skipif(not (DEMO_BUNDLE / "manifest.json").exists(),
-                    reason="the demo bundle has not been built")
+@pytest.mark.skipif(
+    not (DEMO_BUNDLE / "manifest.json").exists(), reason="the demo bundle has not been built"
+)
 @pytest.mark.parametrize("name", ["demo-site.yaml", "local-site.yaml"])
-def test_shipped_mappings_fit_the_real_demo_bundle(name: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_shipped_mappings_fit_the_real_demo_bundle(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["mapping", "check", str(MAPPINGS / name), "--bundle", str(DEMO_BUNDLE)]) == 0
     assert capsys.readouterr().out.startswith("OK: ")

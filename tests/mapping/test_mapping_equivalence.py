@@ -39,9 +39,15 @@ LIMITS = Limits()
 LOCAL_HL7 = RecordsConfig(hl7_coding_systems={"99OBS": LOCAL_SYSTEM})
 
 # value ranges in tenths, in the model's units
-RANGES = {"heart_rate": (300, 1800), "respiratory_rate": (60, 400),
-          "body_temperature": (340, 420), "systolic_bp": (600, 2200), "spo2": (700, 1000),
-          "wbc": (5, 400), "creatinine": (300, 9000)}
+RANGES = {
+    "heart_rate": (300, 1800),
+    "respiratory_rate": (60, 400),
+    "body_temperature": (340, 420),
+    "systolic_bp": (600, 2200),
+    "spo2": (700, 1000),
+    "wbc": (5, 400),
+    "creatinine": (300, 9000),
+}
 
 
 @st.composite
@@ -49,22 +55,35 @@ def clinical_facts(draw: st.DrawFn) -> Facts:
     """One to four vital signs per feature at distinct minutes in the last 26 hours (the
     windows are 24 h: now and then all fall outside and the record is refused), and zero to
     three labs in the last 80 hours (72 h windows; none: imputed)."""
-    facts = Facts(as_of=AS_OF, gender=draw(st.sampled_from(["female", "male"])),
-                  birth_date=draw(st.dates(min_value=AS_OF.date().replace(year=1920),
-                                           max_value=AS_OF.date().replace(year=2000))
-                                  ).isoformat())
+    facts = Facts(
+        as_of=AS_OF,
+        gender=draw(st.sampled_from(["female", "male"])),
+        birth_date=draw(
+            st.dates(
+                min_value=AS_OF.date().replace(year=1920), max_value=AS_OF.date().replace(year=2000)
+            )
+        ).isoformat(),
+    )
     for feature, (low, high) in RANGES.items():
         lab = feature in ("wbc", "creatinine")
-        minutes = draw(st.lists(st.integers(1, (80 if lab else 26) * 60), min_size=0 if lab else 1,
-                                max_size=3 if lab else 4, unique=True))
-        values = draw(st.lists(st.integers(low, high), min_size=len(minutes),
-                               max_size=len(minutes)))
+        minutes = draw(
+            st.lists(
+                st.integers(1, (80 if lab else 26) * 60),
+                min_size=0 if lab else 1,
+                max_size=3 if lab else 4,
+                unique=True,
+            )
+        )
+        values = draw(
+            st.lists(st.integers(low, high), min_size=len(minutes), max_size=len(minutes))
+        )
         facts.values[feature] = [(m / 60, v / 10) for m, v in zip(minutes, values, strict=True)]
     return facts
 
 
-def _outcome(mapping: SiteMapping, body: bytes, fmt: RecordFormat,
-             config: RecordsConfig | None = None) -> FeatureVector | str:
+def _outcome(
+    mapping: SiteMapping, body: bytes, fmt: RecordFormat, config: RecordsConfig | None = None
+) -> FeatureVector | str:
     [record] = parse_records(body, fmt, limits=LIMITS, config=config)
     try:
         return mapping.extract(record, AS_OF)
@@ -113,16 +132,19 @@ def test_units_the_records_carry_are_converted(facts: Facts) -> None:
 def test_local_codes_and_units_agree_with_loinc(facts: Facts) -> None:
     """The local site's FHIR facade and its HL7 feed, through its own mapping."""
     reference = _outcome(DEMO, fhir_bundle(facts), RecordFormat.fhir_json)
-    for local in (_outcome(LOCAL, fhir_bundle(facts, local=True), RecordFormat.fhir_json),
-                  _outcome(LOCAL, hl7_oru(facts, local=True), RecordFormat.hl7v2,
-                           LOCAL_HL7)):
+    for local in (
+        _outcome(LOCAL, fhir_bundle(facts, local=True), RecordFormat.fhir_json),
+        _outcome(LOCAL, hl7_oru(facts, local=True), RecordFormat.hl7v2, LOCAL_HL7),
+    ):
         _same(reference, local, exact=False)
 
 
 def test_fixtures_agree() -> None:
     """The shipped fixtures carry the same facts in their three shapes."""
-    demo = _outcome(DEMO, (FHIR / "demo-patient-bundle.json").read_bytes(),
-                    RecordFormat.fhir_json)
+    demo = _outcome(DEMO, (FHIR / "demo-patient-bundle.json").read_bytes(), RecordFormat.fhir_json)
     _same(demo, _outcome(DEMO, (HL7 / "oru-r01-v25.hl7").read_bytes(), RecordFormat.hl7v2))
-    _same(demo, _outcome(LOCAL, (FHIR / "local-site-bundle.json").read_bytes(),
-                         RecordFormat.fhir_json), exact=False)
+    _same(
+        demo,
+        _outcome(LOCAL, (FHIR / "local-site-bundle.json").read_bytes(), RecordFormat.fhir_json),
+        exact=False,
+    )

@@ -29,16 +29,27 @@ BASE: dict[str, dict[str, Any]] = {
     "systolic_bp": {"codes": ["loinc|8480-6"], "panel": ["loinc|85354-9"], "missing": "median"},
     "spo2": {"codes": ["loinc|59408-5"], "missing": "median"},
     "wbc": {"codes": ["loinc|6690-2"], "unit": "10*3/uL", "missing": "median"},
-    "creatinine": {"codes": ["loinc|14682-9", "loinc|2160-0"], "molar_mass": 113.12,
-                   "missing": "median"},
+    "creatinine": {
+        "codes": ["loinc|14682-9", "loinc|2160-0"],
+        "molar_mass": 113.12,
+        "missing": "median",
+    },
     "age": {"patient": "age", "missing": "median"},
-    "sex": {"patient": "gender", "categories": {"female": "female", "male": "male"},
-            "missing": "median", "unseen": "missing"},
+    "sex": {
+        "patient": "gender",
+        "categories": {"female": "female", "male": "male"},
+        "missing": "median",
+        "unseen": "missing",
+    },
 }
 
 
-def _mapping(tmp_path: Path, manifest: BundleManifest, top: dict[str, Any] | None = None,
-             **changes: dict[str, Any]) -> SiteMapping:
+def _mapping(
+    tmp_path: Path,
+    manifest: BundleManifest,
+    top: dict[str, Any] | None = None,
+    **changes: dict[str, Any],
+) -> SiteMapping:
     features = {name: {**spec, **changes.get(name, {})} for name, spec in BASE.items()}
     for name, spec in changes.items():
         if "replace" in spec:
@@ -46,15 +57,24 @@ def _mapping(tmp_path: Path, manifest: BundleManifest, top: dict[str, Any] | Non
     path = tmp_path / "m.yaml"
     # a budget as large as the model: these tests look at one feature at a time
     top = {"max_imputed": 9, **(top or {})}
-    path.write_text(yaml.safe_dump({"site": "t", "model": "deterioration",
-                                    "features": features, **top}))
+    path.write_text(
+        yaml.safe_dump({"site": "t", "model": "deterioration", "features": features, **top})
+    )
     return load_mapping(path, manifest)
 
 
-def _obs(code: str, value: float | None, unit: str | None = "/min", hours: float | None = 1.0,
-         **extra: Any) -> dict[str, Any]:
-    observation: dict[str, Any] = {"resourceType": "Observation", "status": "final",
-                                   "code": {"coding": [{"system": LOINC, "code": code}]}}
+def _obs(
+    code: str,
+    value: float | None,
+    unit: str | None = "/min",
+    hours: float | None = 1.0,
+    **extra: Any,
+) -> dict[str, Any]:
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+    }
     if hours is not None:
         observation["effectiveDateTime"] = _iso(hours)
     if value is not None:
@@ -70,8 +90,7 @@ def _iso(hours: float) -> str:
     return (AS_OF - timedelta(hours=hours)).isoformat()
 
 
-def _record(*observations: dict[str, Any], patient: dict[str, Any] | None = None
-            ) -> PatientRecord:
+def _record(*observations: dict[str, Any], patient: dict[str, Any] | None = None) -> PatientRecord:
     if patient is None:
         patient = {"resourceType": "Patient", "birthDate": "1954-07-22", "gender": "female"}
     return PatientRecord(patient=patient, observations=observations)
@@ -87,11 +106,18 @@ HEART = [(30, 70.0), (20, 80.0), (10, 90.0), (2, 100.0), (-1, 500.0)]  # -1: aft
 
 @pytest.mark.parametrize(
     ("reduce", "expected", "count"),
-    [("latest", 100.0, 3), ("first", 80.0, 3), ("mean", 90.0, 3), ("min", 80.0, 3),
-     ("max", 100.0, 3), ("count", 3.0, 3)],
+    [
+        ("latest", 100.0, 3),
+        ("first", 80.0, 3),
+        ("mean", 90.0, 3),
+        ("min", 80.0, 3),
+        ("max", 100.0, 3),
+        ("count", 3.0, 3),
+    ],
 )
-def test_reductions_within_the_window(reduce: str, expected: float, count: int,
-                                      tmp_path: Path, manifest: BundleManifest) -> None:
+def test_reductions_within_the_window(
+    reduce: str, expected: float, count: int, tmp_path: Path, manifest: BundleManifest
+) -> None:
     # a count of heart rates is no heart rate: flag rather than refuse its range
     mapping = _mapping(tmp_path, manifest, heart_rate={"reduce": reduce, "out_of_range": "flag"})
     record = _record(*[_obs("8867-4", v, hours=h) for h, v in HEART])
@@ -102,10 +128,12 @@ def test_reductions_within_the_window(reduce: str, expected: float, count: int,
     assert not [w for w in vector.warnings if w.startswith("heart_rate") and reduce != "count"]
 
 
-@pytest.mark.parametrize(("window", "expected"), [("90min", 100.0), ("11h", 95.0),
-                                                  ("2d", 85.0), (None, 85.0)])
-def test_window_lengths(window: str | None, expected: float, tmp_path: Path,
-                        manifest: BundleManifest) -> None:
+@pytest.mark.parametrize(
+    ("window", "expected"), [("90min", 100.0), ("11h", 95.0), ("2d", 85.0), (None, 85.0)]
+)
+def test_window_lengths(
+    window: str | None, expected: float, tmp_path: Path, manifest: BundleManifest
+) -> None:
     mapping = _mapping(tmp_path, manifest, heart_rate={"reduce": "mean", "window": window})
     record = _record(*[_obs("8867-4", v, hours=h) for h, v in HEART])
     if window == "90min":
@@ -114,8 +142,9 @@ def test_window_lengths(window: str | None, expected: float, tmp_path: Path,
     assert _feature(mapping, record, "heart_rate")[0].value == expected
 
 
-def test_untimed_values_count_only_without_a_window(tmp_path: Path,
-                                                    manifest: BundleManifest) -> None:
+def test_untimed_values_count_only_without_a_window(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
     record = _record(_obs("8867-4", 77.0, hours=None))
     windowed = _mapping(tmp_path, manifest)
     assert _feature(windowed, record, "heart_rate")[0].imputed
@@ -130,9 +159,10 @@ def test_missing_policies(tmp_path: Path, manifest: BundleManifest) -> None:
     assert "heart_rate: missing, imputed training median" in vector.warnings
     constant, _ = _feature(
         _mapping(tmp_path, manifest, heart_rate={"missing": "constant", "constant": 70}),
-        empty, "heart_rate")
-    assert (constant.value, constant.imputed, constant.source) == (70.0, True,
-                                                                   "imputed constant")
+        empty,
+        "heart_rate",
+    )
+    assert (constant.value, constant.imputed, constant.source) == (70.0, True, "imputed constant")
     refusing = _mapping(tmp_path, manifest, heart_rate={"missing": "refuse"})
     with pytest.raises(UnmappableRecord, match="feature 'heart_rate': no value"):
         refusing.extract(empty, AS_OF)
@@ -145,9 +175,15 @@ def test_categories_unseen_and_missing(tmp_path: Path, manifest: BundleManifest)
     other = _record(patient={"resourceType": "Patient", "gender": "other"})
     value, vector = _feature(mapping, other, "sex")
     assert (value.value, value.display, value.unseen_category, value.imputed) == (
-        1.0, "male", True, True)  # most frequent training level
-    assert "sex: category not among the mapped levels, imputed most frequent training level" \
+        1.0,
+        "male",
+        True,
+        True,
+    )  # most frequent training level
+    assert (
+        "sex: category not among the mapped levels, imputed most frequent training level"
         in vector.warnings
+    )
     refusing = _mapping(tmp_path, manifest, sex={"unseen": "refuse"})
     with pytest.raises(UnmappableRecord, match=r"feature 'sex': Patient\.gender carries a cat"):
         refusing.extract(other, AS_OF)
@@ -163,7 +199,8 @@ def test_out_of_range_is_refused_by_default_naming_feature_range_and_unit(
     assert caught.value.reason == "out_of_range" and caught.value.feature == "heart_rate"
     assert str(caught.value) == (
         "feature 'heart_rate': value outside the plausible range [20, 250] /min "
-        "(a wrong unit or a typo?); the mapping says refuse")
+        "(a wrong unit or a typo?); the mapping says refuse"
+    )
     assert "400" not in str(caught.value)
 
 
@@ -199,8 +236,9 @@ def test_imputation_budget_refuses_naming_the_imputed_features(
     assert _mapping(tmp_path, manifest, top={"max_imputed": 0.9}).max_imputed == 8
 
 
-def test_record_unit_is_converted_from_what_it_carries(tmp_path: Path,
-                                                       manifest: BundleManifest) -> None:
+def test_record_unit_is_converted_from_what_it_carries(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
     mapping = _mapping(tmp_path, manifest)
     value, _ = _feature(mapping, _record(_obs("8310-5", 101.48, "[degF]")), "body_temperature")
     assert value.value == pytest.approx(38.6) and value.conversion == "[degF] -> Cel"
@@ -213,8 +251,9 @@ def test_record_unit_is_converted_from_what_it_carries(tmp_path: Path,
 
 
 @pytest.mark.parametrize("unit", ["kg", "SECRET-unit", "°F"])
-def test_record_unit_that_cannot_be_read_is_refused(unit: str, tmp_path: Path,
-                                                    manifest: BundleManifest) -> None:
+def test_record_unit_that_cannot_be_read_is_refused(
+    unit: str, tmp_path: Path, manifest: BundleManifest
+) -> None:
     observation = _obs("8310-5", 38.6)
     observation["valueQuantity"] = {"value": 38.6, "unit": unit}  # text only, no UCUM code
     with pytest.raises(UnmappableRecord) as caught:
@@ -224,11 +263,11 @@ def test_record_unit_that_cannot_be_read_is_refused(unit: str, tmp_path: Path,
     assert str(caught.value) == (
         f"feature 'body_temperature': Observation {LOINC}|8310-5 carries {named}, which "
         "cannot be converted to Cel; if it is the site's spelling of a UCUM unit, add it "
-        "to unit_aliases")
+        "to unit_aliases"
+    )
 
 
-def test_unit_aliases_name_the_sites_unit_texts(tmp_path: Path,
-                                                manifest: BundleManifest) -> None:
+def test_unit_aliases_name_the_sites_unit_texts(tmp_path: Path, manifest: BundleManifest) -> None:
     observation = _obs("8480-6", 120.0)
     observation["valueQuantity"] = {"value": 120.0, "unit": "mmHg"}  # HL7 OBX-6 without UCUM
     with pytest.raises(UnmappableRecord, match="add it to unit_aliases"):
@@ -239,26 +278,37 @@ def test_unit_aliases_name_the_sites_unit_texts(tmp_path: Path,
     fahrenheit = _obs("8310-5", 101.48)
     fahrenheit["valueQuantity"] = {"value": 101.48, "unit": "°F"}
     aliased = _mapping(tmp_path, manifest, top={"unit_aliases": {"°F": "[degF]"}})
-    assert _feature(aliased, _record(fahrenheit), "body_temperature")[0].value == \
-        pytest.approx(38.6)
+    assert _feature(aliased, _record(fahrenheit), "body_temperature")[0].value == pytest.approx(
+        38.6
+    )
 
 
-def test_void_statuses_and_values_without_value_are_skipped(tmp_path: Path,
-                                                            manifest: BundleManifest) -> None:
-    record = _record(_obs("8867-4", 90.0, hours=3), _obs("8867-4", 300.0, hours=1,
-                                                          status="entered-in-error"),
-                     _obs("8867-4", None, hours=0.5))
+def test_void_statuses_and_values_without_value_are_skipped(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    record = _record(
+        _obs("8867-4", 90.0, hours=3),
+        _obs("8867-4", 300.0, hours=1, status="entered-in-error"),
+        _obs("8867-4", None, hours=0.5),
+    )
     assert _feature(_mapping(tmp_path, manifest), record, "heart_rate")[0].value == 90.0
 
 
 def test_panel_components(tmp_path: Path, manifest: BundleManifest) -> None:
-    panel = _obs("85354-9", None, hours=1, component=[
-        {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
-         "valueQuantity": {"value": 101, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]"}}])
+    panel = _obs(
+        "85354-9",
+        None,
+        hours=1,
+        component=[
+            {
+                "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                "valueQuantity": {"value": 101, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]"},
+            }
+        ],
+    )
     other_panel = _obs("99999-9", None, hours=0.5, component=panel["component"])
     alone = _obs("8480-6", 120.0, "mm[Hg]", hours=2)
-    mapping = _mapping(tmp_path, manifest,
-                       systolic_bp={"reduce": "count", "out_of_range": "flag"})
+    mapping = _mapping(tmp_path, manifest, systolic_bp={"reduce": "count", "out_of_range": "flag"})
     value, _ = _feature(mapping, _record(panel, other_panel, alone), "systolic_bp")
     assert value.value == 2.0  # the foreign panel's component does not count
     latest, _ = _feature(_mapping(tmp_path, manifest), _record(panel, alone), "systolic_bp")
@@ -271,12 +321,22 @@ def test_panel_components(tmp_path: Path, manifest: BundleManifest) -> None:
 def test_fhirpath_with_and_without_codes(tmp_path: Path, manifest: BundleManifest) -> None:
     oral = _obs("8310-5", 37.0, "Cel", hours=2, method={"text": "oral"})
     rectal = _obs("8310-5", 38.0, "Cel", hours=1, method={"text": "rectal"})
-    narrowed = _mapping(tmp_path, manifest, body_temperature={
-        "fhirpath": "Observation.where(method.text = 'oral').value"})
+    narrowed = _mapping(
+        tmp_path,
+        manifest,
+        body_temperature={"fhirpath": "Observation.where(method.text = 'oral').value"},
+    )
     assert _feature(narrowed, _record(oral, rectal), "body_temperature")[0].value == 37.0
-    free = _mapping(tmp_path, manifest, heart_rate={"replace": {
-        "fhirpath": "Observation.where(code.coding.code = '8867-4').value.value",
-        "missing": "median"}})
+    free = _mapping(
+        tmp_path,
+        manifest,
+        heart_rate={
+            "replace": {
+                "fhirpath": "Observation.where(code.coding.code = '8867-4').value.value",
+                "missing": "median",
+            }
+        },
+    )
     value, _ = _feature(free, _record(_obs("8867-4", 88.0)), "heart_rate")
     assert value.value == 88.0 and value.source == "Observation fhirpath (latest of 1)"
 
@@ -298,8 +358,9 @@ def test_naive_as_of_is_utc(tmp_path: Path, manifest: BundleManifest) -> None:
 
 def test_demo_fixture_vector(manifest: BundleManifest) -> None:
     mapping = load_mapping(MAPPINGS / "demo-site.yaml", manifest)
-    [record] = parse_records((FHIR / "demo-patient-bundle.json").read_bytes(),
-                             RecordFormat.fhir_json, limits=Limits())
+    [record] = parse_records(
+        (FHIR / "demo-patient-bundle.json").read_bytes(), RecordFormat.fhir_json, limits=Limits()
+    )
     vector = mapping.extract(record, AS_OF)
     assert vector.values == (104.0, 24.0, 38.6, 98.0, 92.0, 14.2, 132.0, 71.0, 0.0)
     assert vector.warnings == ()
@@ -314,13 +375,16 @@ def test_thirty_features_from_thirty_observations_is_fast(tmp_path: Path) -> Non
     document["inputs"] = [{"name": f"f{i}", "kind": "numeric"} for i in range(30)]
     document["reference"]["features"] = {}
     manifest = BundleManifest.model_validate(document)
-    features = {f"f{i}": {"codes": [f"loinc|{codes[i % 6]}"], "reduce": reductions[i // 6],
-                          "window": "24h"} for i in range(30)}
+    features = {
+        f"f{i}": {"codes": [f"loinc|{codes[i % 6]}"], "reduce": reductions[i // 6], "window": "24h"}
+        for i in range(30)
+    }
     path = tmp_path / "wide.yaml"
     path.write_text(json.dumps({"site": "t", "model": "deterioration", "features": features}))
     mapping = load_mapping(path, manifest)
-    [record] = parse_records((FHIR / "demo-patient-bundle.json").read_bytes(),
-                             RecordFormat.fhir_json, limits=Limits())
+    [record] = parse_records(
+        (FHIR / "demo-patient-bundle.json").read_bytes(), RecordFormat.fhir_json, limits=Limits()
+    )
     timings = []
     for _ in range(200):
         start = time.perf_counter()

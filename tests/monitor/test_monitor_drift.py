@@ -61,15 +61,15 @@ def test_window_forgets_what_slid_out() -> None:
 
 
 def test_value_on_an_edge_falls_in_the_bin_above() -> None:
-    window = NumericWindow([1.0, 2.0], [0.0, 0.0, 1.0], size=4, epsilon=1e-4,
-                           reference_missing_rate=0)
+    window = NumericWindow(
+        [1.0, 2.0], [0.0, 0.0, 1.0], size=4, epsilon=1e-4, reference_missing_rate=0
+    )
     window.add(2.0)
     assert window.value() == pytest.approx(0.0)
 
 
 def test_categorical_window_counts_unseen_apart() -> None:
-    window = CategoricalWindow(["a", "b"], {"a": 0.5, "b": 0.5}, size=10,
-                               reference_missing_rate=0)
+    window = CategoricalWindow(["a", "b"], {"a": 0.5, "b": 0.5}, size=10, reference_missing_rate=0)
     for level in (0.0, 1.0, 0.0, 1.0):
         window.add(level)
     window.add(None, unseen=True)
@@ -126,16 +126,19 @@ def test_category_shift_and_unseen_categories(
     feed(monitor, records(samples))
     for i in range(100):
         row: dict[str, float | None] = {
-            "temperature": 37.0, "heart_rate": 80.0, "age": 50.0 + i % 10, "sex": None
+            "temperature": 37.0,
+            "heart_rate": 80.0,
+            "age": 50.0 + i % 10,
+            "sex": None,
         }
         vec = vector(row, unseen_category={"sex": True})
         monitor.observe("sepsis", "1.0.0", IntakePath.mllp, vec, {"risk": 0.2}, 1e-4, 1e-4, 3e-4)
     assert drift(registry, "sex", "feature_drift_js_distance") > 0.1
     labels = {"model": "sepsis", "feature": "sex"}
     assert registry.get_sample_value(
-        "edge_agent_feature_window_unseen_category_ratio", labels) == pytest.approx(0.2)
-    assert registry.get_sample_value(
-        "edge_agent_feature_unseen_category_total", labels) == 100
+        "edge_agent_feature_window_unseen_category_ratio", labels
+    ) == pytest.approx(0.2)
+    assert registry.get_sample_value("edge_agent_feature_unseen_category_total", labels) == 100
     # An unseen category is data that arrived, not missing data.
     assert registry.get_sample_value("edge_agent_feature_missing_total", labels) is None
 
@@ -149,13 +152,23 @@ def test_missing_and_imputed_values_leave_the_distribution(
     for vec, outputs in rows[200:]:
         values = {f.name: f.value for f in vec.features}
         values["temperature"] = 37.0  # the training median, imputed by the mapping
-        monitor.observe("sepsis", "1.0.0", IntakePath.http,
-                        vector(values, imputed={"temperature": True}), outputs, 0, 0, 0)
+        monitor.observe(
+            "sepsis",
+            "1.0.0",
+            IntakePath.http,
+            vector(values, imputed={"temperature": True}),
+            outputs,
+            0,
+            0,
+            0,
+        )
     labels = {"model": "sepsis", "feature": "temperature"}
     assert registry.get_sample_value(
-        "edge_agent_feature_window_missing_ratio", labels) == pytest.approx(100 / 300)
+        "edge_agent_feature_window_missing_ratio", labels
+    ) == pytest.approx(100 / 300)
     assert registry.get_sample_value(
-        "edge_agent_feature_reference_missing_ratio", labels) == pytest.approx(0.02)
+        "edge_agent_feature_reference_missing_ratio", labels
+    ) == pytest.approx(0.02)
     assert registry.get_sample_value("edge_agent_feature_imputed_total", labels) == 100
     assert registry.get_sample_value("edge_agent_feature_missing_total", labels) == 100
     # 100 imputed medians did not pile up in the median's bin.
@@ -181,21 +194,33 @@ def test_only_the_active_version_feeds_the_windows(
     for vec, outputs in records(population(14).sample(200)):
         monitor.observe("sepsis", "0.9.0", IntakePath.http, vec, outputs, 0, 0, 0)
     assert registry.get_sample_value("edge_agent_drift_window_records", {"model": "sepsis"}) == 0
-    assert registry.get_sample_value(
-        "edge_agent_predictions_total", {"model": "sepsis", "version": "0.9.0", "intake": "http"}
-    ) == 200
+    assert (
+        registry.get_sample_value(
+            "edge_agent_predictions_total",
+            {"model": "sepsis", "version": "0.9.0", "intake": "http"},
+        )
+        == 200
+    )
 
 
 def test_class_output_drift_uses_js_over_class_frequencies(
     registry: CollectorRegistry, population: Callable[[int], Population]
 ) -> None:
     base = build_manifest()
-    manifest = base.model_copy(update={
-        "outputs": [OutputSpec(name="label", kind=OutputKind.label, classes=["no", "yes"])],
-        "reference": base.reference.model_copy(update={"outputs": {
-            "label": ValueReference(count=1000, category_frequencies={"no": 0.9, "yes": 0.1})
-        }}),
-    })
+    manifest = base.model_copy(
+        update={
+            "outputs": [OutputSpec(name="label", kind=OutputKind.label, classes=["no", "yes"])],
+            "reference": base.reference.model_copy(
+                update={
+                    "outputs": {
+                        "label": ValueReference(
+                            count=1000, category_frequencies={"no": 0.9, "yes": 0.1}
+                        )
+                    }
+                }
+            ),
+        }
+    )
     monitor = Monitor(registry, MonitorConfig(window_records=200, min_window_records=50))
     monitor.register_model(manifest, "c" * 64, "k")
     for vec, _ in records(population(15).sample(200)):

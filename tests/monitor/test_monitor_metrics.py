@@ -19,7 +19,15 @@ from agent.types import IntakePath
 from tests.monitor.monitor_reference import Population, build_manifest, records
 
 ALLOWED_LABELS = {
-    "model", "version", "feature", "output", "intake", "reason", "stage", "registry", "keyid",
+    "model",
+    "version",
+    "feature",
+    "output",
+    "intake",
+    "reason",
+    "stage",
+    "registry",
+    "keyid",
 }
 
 
@@ -60,14 +68,23 @@ def test_latency_by_stage_and_counts(
         labels = {**base, "stage": stage}
         assert registry.get_sample_value("edge_agent_request_duration_seconds_count", labels) == 10
         assert registry.get_sample_value(
-            "edge_agent_request_duration_seconds_sum", labels) == pytest.approx(10 * seconds)
+            "edge_agent_request_duration_seconds_sum", labels
+        ) == pytest.approx(10 * seconds)
     # The smallest bucket catches sub-millisecond WebAssembly calls.
-    assert registry.get_sample_value(
-        "edge_agent_request_duration_seconds_bucket",
-        {**base, "stage": "inference", "le": "0.0001"}) == 10
+    assert (
+        registry.get_sample_value(
+            "edge_agent_request_duration_seconds_bucket",
+            {**base, "stage": "inference", "le": "0.0001"},
+        )
+        == 10
+    )
     assert registry.get_sample_value("edge_agent_predictions_total", base) == 10
-    assert registry.get_sample_value(
-        "edge_agent_requests_total", {"model": "sepsis", "intake": "drop_folder"}) == 10
+    assert (
+        registry.get_sample_value(
+            "edge_agent_requests_total", {"model": "sepsis", "intake": "drop_folder"}
+        )
+        == 10
+    )
     latency = monitor.snapshot()["models"]["sepsis"]["latency_seconds"]
     assert latency == {"p50": 4e-4, "p95": 4e-4, "p99": 4e-4}
 
@@ -80,14 +97,30 @@ def test_callers_cannot_mint_label_values(registry: CollectorRegistry) -> None:
     text = exposition(registry)
     assert "DROP" not in text and "12345" not in text
     errors = {"intake": "http"}
-    assert registry.get_sample_value(
-        "edge_agent_errors_total", {**errors, "model": "unknown", "reason": "bad_input"}) == 1
-    assert registry.get_sample_value(
-        "edge_agent_errors_total", {**errors, "model": "sepsis", "reason": "other"}) == 1
-    assert registry.get_sample_value(
-        "edge_agent_errors_total", {**errors, "model": "sepsis", "reason": "internal"}) == 1
-    assert registry.get_sample_value(
-        "edge_agent_requests_total", {"model": "sepsis", "intake": "http"}) == 2
+    assert (
+        registry.get_sample_value(
+            "edge_agent_errors_total", {**errors, "model": "unknown", "reason": "bad_input"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "edge_agent_errors_total", {**errors, "model": "sepsis", "reason": "other"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "edge_agent_errors_total", {**errors, "model": "sepsis", "reason": "internal"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "edge_agent_requests_total", {"model": "sepsis", "intake": "http"}
+        )
+        == 2
+    )
     assert monitor.snapshot()["models"]["sepsis"]["errors"] == {"internal": 1, "other": 1}
 
 
@@ -97,16 +130,22 @@ def test_swap_replaces_the_active_version_series(
     feed(monitor, population(3), 150, IntakePath.http)
     monitor.register_model(build_manifest("1.1.0"), "b" * 64, "publisher-2027")
     active = [
-        s for f in text_string_to_metric_families(exposition(registry))
-        if f.name == "edge_agent_model_active_info" for s in f.samples
+        s
+        for f in text_string_to_metric_families(exposition(registry))
+        if f.name == "edge_agent_model_active_info"
+        for s in f.samples
     ]
     assert [(s.labels, s.value) for s in active] == [
         ({"model": "sepsis", "version": "1.1.0", "keyid": "publisher-2027"}, 1.0)
     ]
     # The new version starts from an empty window, against its own reference.
     assert registry.get_sample_value("edge_agent_drift_window_records", {"model": "sepsis"}) == 0
-    assert registry.get_sample_value(
-        "edge_agent_feature_drift_psi", {"model": "sepsis", "feature": "age"}) is None
+    assert (
+        registry.get_sample_value(
+            "edge_agent_feature_drift_psi", {"model": "sepsis", "feature": "age"}
+        )
+        is None
+    )
     assert monitor.snapshot()["models"]["sepsis"]["version"] == "1.1.0"
 
 
@@ -118,14 +157,30 @@ def test_pull_outcomes(monitor: Monitor, registry: CollectorRegistry) -> None:
     labels = {"model": "sepsis", "registry": "central"}
     assert registry.get_sample_value("edge_agent_bundle_pulls_total", labels) == 4
     assert registry.get_sample_value("edge_agent_bundle_updates_total", labels) == 1
-    assert registry.get_sample_value(
-        "edge_agent_bundle_last_successful_pull_timestamp_seconds", labels) > 1.7e9
-    assert registry.get_sample_value(
-        "edge_agent_bundle_verification_failures_total", {**labels, "reason": "rollback"}) == 1
-    assert registry.get_sample_value(
-        "edge_agent_bundle_verification_failures_total", {**labels, "reason": "expired"}) == 1
-    assert registry.get_sample_value(
-        "edge_agent_bundle_pull_failures_total", {**labels, "reason": "registry"}) == 1
+    assert (
+        registry.get_sample_value(
+            "edge_agent_bundle_last_successful_pull_timestamp_seconds", labels
+        )
+        > 1.7e9
+    )
+    assert (
+        registry.get_sample_value(
+            "edge_agent_bundle_verification_failures_total", {**labels, "reason": "rollback"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "edge_agent_bundle_verification_failures_total", {**labels, "reason": "expired"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "edge_agent_bundle_pull_failures_total", {**labels, "reason": "registry"}
+        )
+        == 1
+    )
     with pytest.raises(ValueError):
         monitor.observe_pull("sepsis", "central", "exploded")  # type: ignore[arg-type]
 
@@ -151,8 +206,12 @@ def test_concurrent_observers_lose_nothing(
     for t in threads:
         t.join()
     assert all(s for s in scrapes)
-    assert registry.get_sample_value(
-        "edge_agent_requests_total", {"model": "sepsis", "intake": "http"}) == 1600
+    assert (
+        registry.get_sample_value(
+            "edge_agent_requests_total", {"model": "sepsis", "intake": "http"}
+        )
+        == 1600
+    )
     assert monitor.snapshot()["models"]["sepsis"]["predictions"] == 800
     assert registry.get_sample_value("edge_agent_drift_window_records", {"model": "sepsis"}) == 500
 
@@ -168,8 +227,11 @@ def test_promtool_finds_no_lint_problem(
     monitor.observe_pull("sepsis", "central", "updated")
     monitor.observe_pull("sepsis", "central", "failed", "signature")
     result = subprocess.run(
-        [promtool, "check", "metrics"], input=generate_latest(registry),
-        capture_output=True, timeout=30, check=False,
+        [promtool, "check", "metrics"],
+        input=generate_latest(registry),
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.decode().strip() == "", result.stdout.decode()

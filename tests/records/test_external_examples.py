@@ -25,15 +25,19 @@ SPEC_OBSERVATIONS = [
 
 @pytest.mark.parametrize("name", SPEC_OBSERVATIONS)
 def test_spec_vital_signs_example_parses_as_one_observation(name: str, limits: Limits) -> None:
-    [record] = parse_records((EXTERNAL / "fhir" / name).read_bytes(), RecordFormat.fhir_json,
-                             limits=limits)
+    [record] = parse_records(
+        (EXTERNAL / "fhir" / name).read_bytes(), RecordFormat.fhir_json, limits=limits
+    )
     assert record.patient is None and len(record.observations) == 1
     assert record.observations[0]["subject"] == {"reference": "Patient/example"}
 
 
 def test_spec_patient_example_parses(limits: Limits) -> None:
-    [record] = parse_records((EXTERNAL / "fhir" / "patient-example-f001-pieter.json").read_bytes(),
-                             RecordFormat.fhir_json, limits=limits)
+    [record] = parse_records(
+        (EXTERNAL / "fhir" / "patient-example-f001-pieter.json").read_bytes(),
+        RecordFormat.fhir_json,
+        limits=limits,
+    )
     assert record.patient is not None and record.patient["gender"] == "male"
     assert record.observations == ()
 
@@ -42,12 +46,16 @@ def test_spec_examples_of_different_patients_stay_apart(limits: Limits) -> None:
     """The Observation examples are about Patient/example, the Patient example is f001: in
     one collection they are two patients, not one."""
     names = ["patient-example-f001-pieter.json", *SPEC_OBSERVATIONS]
-    bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": json.loads((EXTERNAL / "fhir" / n).read_bytes())}
-                        for n in names]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": json.loads((EXTERNAL / "fhir" / n).read_bytes())} for n in names],
+    }
     records = parse_records(json.dumps(bundle).encode(), RecordFormat.fhir_json, limits=limits)
     assert sorted((r.label, r.patient is not None, len(r.observations)) for r in records) == [
-        ("Patient/example", False, 5), ("Patient/f001", True, 0)]
+        ("Patient/example", False, 5),
+        ("Patient/f001", True, 0),
+    ]
 
 
 def test_dstu2_patient_is_refused_naming_the_elements(limits: Limits) -> None:
@@ -76,8 +84,12 @@ def test_public_elr_oru_parses_coded_and_numeric_results(limits: Limits) -> None
     assert record.patient is not None and record.patient["gender"] == "female"
     coded, age = record.observations
     assert coded["valueCodeableConcept"]["coding"][0]["system"] == "http://snomed.info/sct"
-    assert age["valueQuantity"] == {"value": 18.0, "unit": "year",
-                                    "system": "http://unitsofmeasure.org", "code": "a"}
+    assert age["valueQuantity"] == {
+        "value": 18.0,
+        "unit": "year",
+        "system": "http://unitsofmeasure.org",
+        "code": "a",
+    }
 
 
 def test_public_adt_a01_parses_patient_only(limits: Limits) -> None:
@@ -96,8 +108,7 @@ def test_standard_pmu_b01_is_refused_as_unsupported_message_type(limits: Limits)
     assert "PMU" not in message and "HIPPOCRATES" not in message
 
 
-def test_adt_with_next_of_kin_diagnoses_and_procedures_parses_patient_only(
-        limits: Limits) -> None:
+def test_adt_with_next_of_kin_diagnoses_and_procedures_parses_patient_only(limits: Limits) -> None:
     raw = (EXTERNAL / "hl7" / "jute-example-adt-a01-v23.hl7").read_bytes()
     [record] = parse_records(raw, RecordFormat.hl7v2, limits=limits)
     assert record.patient is not None and record.patient["birthDate"] == "1933-09-10"

@@ -15,14 +15,16 @@ from agent.records import parse_records
 from agent.types import RecordFormat
 
 HL7 = Path(__file__).resolve().parents[2] / "fixtures" / "hl7"
-TRICKY = "\r".join([
-    "MSH|^~\\&|LAB|HOSP|EDGE|HOSP|20260315120000+0000||ORU^R01^ORU_R01|C9|P|2.6",
-    "PID|1||A1^^^H&1.2.3&ISO^MR~B2^^^X^PI||O\\T\\Brien^Pat^^^^^L~Alias^^^^^^A||19700101|M",
-    "OBR|1|||24323-8^Panel^LN|||202603151000",
-    "OBX|1|ST|X^Note^L||a\\F\\b\\S\\c\\R\\d\\E\\e||||||F",
-    "OBX|2|CWE|Y^Coded^L^^^^^^Original text||C1^One^L~C2^Two^L||||||F",
-    "OBX|3|NM|8867-4^^LN||72|/min^^UCUM|||||F|||20260315110000",
-])
+TRICKY = "\r".join(
+    [
+        "MSH|^~\\&|LAB|HOSP|EDGE|HOSP|20260315120000+0000||ORU^R01^ORU_R01|C9|P|2.6",
+        "PID|1||A1^^^H&1.2.3&ISO^MR~B2^^^X^PI||O\\T\\Brien^Pat^^^^^L~Alias^^^^^^A||19700101|M",
+        "OBR|1|||24323-8^Panel^LN|||202603151000",
+        "OBX|1|ST|X^Note^L||a\\F\\b\\S\\c\\R\\d\\E\\e||||||F",
+        "OBX|2|CWE|Y^Coded^L^^^^^^Original text||C1^One^L~C2^Two^L||||||F",
+        "OBX|3|NM|8867-4^^LN||72|/min^^UCUM|||||F|||20260315110000",
+    ]
+)
 
 
 def _messages() -> list[str]:
@@ -39,8 +41,9 @@ def test_same_fields_as_hl7apy(message: str) -> None:
     for segment in ours.segments:
         if segment.name == "MSH":
             continue
-        reference = parse_segment(lines[segment.position - 1], version=version,
-                                  encoding_chars=encoding)
+        reference = parse_segment(
+            lines[segment.position - 1], version=version, encoding_chars=encoding
+        )
         by_number: dict[int, list[object]] = {}
         for field in reference.children:
             by_number.setdefault(int(field.name.rsplit("_", 1)[1]), []).append(field)
@@ -68,5 +71,8 @@ def test_tricky_message_converts() -> None:
     assert note["valueString"] == "a|b^c~d\\e"
     assert coded["code"]["text"] == "Original text"
     assert coded["valueCodeableConcept"]["coding"][0] == {
-        "code": "C1", "system": "urn:hl7v2-local:L", "display": "One"}
+        "code": "C1",
+        "system": "urn:hl7v2-local:L",
+        "display": "One",
+    }
     assert number["valueQuantity"]["value"] == 72

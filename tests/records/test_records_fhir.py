@@ -26,8 +26,9 @@ def _parse(doc: Any, limits: Limits) -> list[Any]:
 
 
 def test_demo_bundle_is_one_patient_with_thirty_observations(limits: Limits) -> None:
-    [record] = parse_records((FHIR / "demo-patient-bundle.json").read_bytes(),
-                             RecordFormat.fhir_json, limits=limits)
+    [record] = parse_records(
+        (FHIR / "demo-patient-bundle.json").read_bytes(), RecordFormat.fhir_json, limits=limits
+    )
     assert record.patient is not None and record.patient["gender"] == "female"
     assert len(record.observations) == 30
     assert record.source == "fhir"
@@ -52,15 +53,17 @@ def test_subject_by_relative_and_absolute_reference(limits: Limits) -> None:
     patient_id = bundle["entry"][0]["resource"]["id"]
     bundle["entry"][1]["resource"]["subject"] = {"reference": f"Patient/{patient_id}"}
     bundle["entry"][2]["resource"]["subject"] = {
-        "reference": f"https://ehr.example.org/fhir/Patient/{patient_id}/_history/3"}
+        "reference": f"https://ehr.example.org/fhir/Patient/{patient_id}/_history/3"
+    }
     bundle["type"] = "searchset"
     [record] = _parse(bundle, limits)
     assert len(record.observations) == 30
 
 
 def test_ndjson_groups_across_lines_and_bundles(limits: Limits) -> None:
-    records = parse_records((FHIR / "multi-patient.ndjson").read_bytes(),
-                            RecordFormat.fhir_ndjson, limits=limits)
+    records = parse_records(
+        (FHIR / "multi-patient.ndjson").read_bytes(), RecordFormat.fhir_ndjson, limits=limits
+    )
     assert [r.patient["birthDate"] for r in records] == ["1954-07-22", "1988-01-30"]
     assert [len(r.observations) for r in records] == [3, 3]
 
@@ -99,8 +102,15 @@ def test_get_and_delete_transaction_entries_carry_nothing(limits: Limits) -> Non
 
 def test_other_resource_types_are_accepted_and_ignored(limits: Limits) -> None:
     bundle = _json("demo-patient-bundle.json")
-    bundle["entry"].append({"resource": {"resourceType": "Condition", "id": "c1",
-                                         "subject": {"reference": "Patient/x"}}})
+    bundle["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "id": "c1",
+                "subject": {"reference": "Patient/x"},
+            }
+        }
+    )
     [record] = _parse(bundle, limits)
     assert len(record.observations) == 30
 
@@ -108,10 +118,14 @@ def test_other_resource_types_are_accepted_and_ignored(limits: Limits) -> None:
 @pytest.mark.parametrize(
     ("mutate", "where"),
     [
-        (lambda r: r["valueQuantity"].update(value="SECRET-7731"),
-         r"Observation at Bundle\.entry\[1\]\.resource\.valueQuantity\.value"),
-        (lambda r: r.update(effectiveDateTime="SECRET-7731"),
-         r"Bundle\.entry\[1\]\.resource\.effectiveDateTime"),
+        (
+            lambda r: r["valueQuantity"].update(value="SECRET-7731"),
+            r"Observation at Bundle\.entry\[1\]\.resource\.valueQuantity\.value",
+        ),
+        (
+            lambda r: r.update(effectiveDateTime="SECRET-7731"),
+            r"Bundle\.entry\[1\]\.resource\.effectiveDateTime",
+        ),
         (lambda r: r.update(status="SECRET-7731"), r"Bundle\.entry\[1\]\.resource\.status"),
         (lambda r: r.update(SECRET_7731="x"), r"Bundle\.entry\[1\]\.resource\.SECRET_7731"),
         (lambda r: r.update(resourceType="SECRET-7731"), r"not a FHIR R4 resource type"),
@@ -133,8 +147,9 @@ def test_invalid_resource_errors_name_the_place_not_the_value(
 
 def test_invalid_fixture(limits: Limits) -> None:
     with pytest.raises(FhirError) as caught:
-        parse_records((FHIR / "invalid-observation.json").read_bytes(), RecordFormat.fhir_json,
-                      limits=limits)
+        parse_records(
+            (FHIR / "invalid-observation.json").read_bytes(), RecordFormat.fhir_json, limits=limits
+        )
     assert "resource.valueQuantity.value" in str(caught.value)
     assert "SECRET" not in str(caught.value)
 

@@ -42,24 +42,46 @@ def test_oru_r01_v25(limits: Limits) -> None:
     _assert_valid_r4(record)
     assert record.label == "ORU0000417" and record.source == "hl7v2"
     assert record.patient == {
-        "resourceType": "Patient", "id": "pid-1",
-        "identifier": [{"value": "SYN-000417", "assigner": {"display": "GENERAL_HOSP"},
-                        "type": {"coding": [{
-                            "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
-                            "code": "MR"}]}}],
-        "name": [{"use": "official", "family": "Testpatient", "given": ["Avery", "Quinn"],
-                  "prefix": ["Ms."]}],
-        "birthDate": "1954-07-22", "gender": "female",
+        "resourceType": "Patient",
+        "id": "pid-1",
+        "identifier": [
+            {
+                "value": "SYN-000417",
+                "assigner": {"display": "GENERAL_HOSP"},
+                "type": {
+                    "coding": [
+                        {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+                    ]
+                },
+            }
+        ],
+        "name": [
+            {
+                "use": "official",
+                "family": "Testpatient",
+                "given": ["Avery", "Quinn"],
+                "prefix": ["Ms."],
+            }
+        ],
+        "birthDate": "1954-07-22",
+        "gender": "female",
     }
     [encounter] = record.encounters
     assert encounter["class"]["code"] == "IMP"
     assert encounter["period"] == {"start": "2026-03-13T14:30:00+00:00"}
-    heart_rates = [o for o in record.observations
-                   if o["code"]["coding"][0] == {"code": "8867-4", "system": "http://loinc.org",
-                                                 "display": "Heart rate"}]
+    heart_rates = [
+        o
+        for o in record.observations
+        if o["code"]["coding"][0]
+        == {"code": "8867-4", "system": "http://loinc.org", "display": "Heart rate"}
+    ]
     assert [o["valueQuantity"]["value"] for o in heart_rates] == [88, 92, 96, 99, 101, 104]
     assert heart_rates[-1]["valueQuantity"] == {
-        "value": 104.0, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+        "value": 104.0,
+        "unit": "/min",
+        "system": "http://unitsofmeasure.org",
+        "code": "/min",
+    }
     assert heart_rates[-1]["effectiveDateTime"] == "2026-03-15T11:00:00+00:00"
     assert heart_rates[-1]["status"] == "final"
     assert heart_rates[-1]["subject"] == {"reference": "Patient/pid-1"}
@@ -75,8 +97,9 @@ def test_adt_a01_with_pv1_and_obx(limits: Limits) -> None:
 
 def test_v23_local_codes_units_and_escapes(limits: Limits) -> None:
     config = RecordsConfig(hl7_coding_systems={"L": "http://hospital.example.org/codes"})
-    [record] = parse_records((HL7 / "oru-r01-v23.hl7").read_bytes(), RecordFormat.hl7v2,
-                             limits=limits, config=config)
+    [record] = parse_records(
+        (HL7 / "oru-r01-v23.hl7").read_bytes(), RecordFormat.hl7v2, limits=limits, config=config
+    )
     _assert_valid_r4(record)
     creatinine, wbc, comment = record.observations
     assert creatinine["code"]["coding"][0]["system"] == "http://hospital.example.org/codes"
@@ -91,8 +114,9 @@ def test_v23_local_codes_units_and_escapes(limits: Limits) -> None:
 
 def test_default_local_system_and_timezone(limits: Limits) -> None:
     config = RecordsConfig(hl7_timezone="Europe/Berlin")
-    [record] = parse_records((HL7 / "oru-r01-v23.hl7").read_bytes(), RecordFormat.hl7v2,
-                             limits=limits, config=config)
+    [record] = parse_records(
+        (HL7 / "oru-r01-v23.hl7").read_bytes(), RecordFormat.hl7v2, limits=limits, config=config
+    )
     assert record.observations[0]["code"]["coding"][0]["system"] == "urn:hl7v2-local:L"
     assert record.observations[0]["effectiveDateTime"] == "2026-03-15T09:30:00+01:00"
 
@@ -106,12 +130,14 @@ def test_batch_yields_one_record_per_message(limits: Limits) -> None:
 @pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8"])
 @pytest.mark.parametrize("kind", ["ADT^A01", "ADT^A04", "ADT^A08", "ORU^R01"])
 def test_versions_and_types(version: str, kind: str, limits: Limits) -> None:
-    text = "\r".join([
-        MSH.replace("ORU^R01^ORU_R01", kind).replace("|2.5", f"|{version}"),
-        "PID|1||123^^^H^MR||Doe^Jo||19700101|M",
-        "PV1|1|O",
-        "OBX|1|NM|8867-4^Heart rate^LN||72|/min^^UCUM|||||F|||20260315110000",
-    ])
+    text = "\r".join(
+        [
+            MSH.replace("ORU^R01^ORU_R01", kind).replace("|2.5", f"|{version}"),
+            "PID|1||123^^^H^MR||Doe^Jo||19700101|M",
+            "PV1|1|O",
+            "OBX|1|NM|8867-4^Heart rate^LN||72|/min^^UCUM|||||F|||20260315110000",
+        ]
+    )
     [record] = _parse(text, limits)
     _assert_valid_r4(record)
     assert record.observations[0]["valueQuantity"]["value"] == 72
@@ -119,20 +145,26 @@ def test_versions_and_types(version: str, kind: str, limits: Limits) -> None:
 
 
 def test_value_types(limits: Limits) -> None:
-    text = "\r".join([
-        MSH, "PID|1||123^^^H^MR||Doe^Jo||19700101|M",
-        "OBX|1|SN|2160-0^Creatinine^LN||<^0.3|mg/dL|||||F",
-        "OBX|2|CWE|LA-1^Culture^LN||260385009^Negative^SCT||||||F",
-        "OBX|3|ED|PDF^Report^L||^application^pdf^Base64^AAAA||||||F",
-        "OBX|4|SN|X^Ratio^L||^1^:^128||||||C",
-        "OBX|5|DTM|X^When^L||20260314||||||F",
-    ])
+    text = "\r".join(
+        [
+            MSH,
+            "PID|1||123^^^H^MR||Doe^Jo||19700101|M",
+            "OBX|1|SN|2160-0^Creatinine^LN||<^0.3|mg/dL|||||F",
+            "OBX|2|CWE|LA-1^Culture^LN||260385009^Negative^SCT||||||F",
+            "OBX|3|ED|PDF^Report^L||^application^pdf^Base64^AAAA||||||F",
+            "OBX|4|SN|X^Ratio^L||^1^:^128||||||C",
+            "OBX|5|DTM|X^When^L||20260314||||||F",
+        ]
+    )
     [record] = _parse(text, limits)
     _assert_valid_r4(record)
     sn, cwe, ed, ratio, dtm = record.observations
     assert sn["valueQuantity"] == {"value": 0.3, "comparator": "<", "unit": "mg/dL"}
     assert cwe["valueCodeableConcept"]["coding"][0] == {
-        "code": "260385009", "system": "http://snomed.info/sct", "display": "Negative"}
+        "code": "260385009",
+        "system": "http://snomed.info/sct",
+        "display": "Negative",
+    }
     assert ed["dataAbsentReason"]["coding"][0]["code"] == "unsupported"
     assert ratio["dataAbsentReason"]["coding"][0]["code"] == "unsupported"
     assert ratio["status"] == "corrected"
@@ -145,8 +177,10 @@ SECRET = "SECRET-5521"
 @pytest.mark.parametrize(
     ("segments", "where"),
     [
-        (["PID|1||1^^^H^MR||X||19700101|M",
-          f"OBX|1|NM|8867-4^HR^LN||{SECRET}|/min|||||F"], r"segment OBX #3, field OBX-5"),
+        (
+            ["PID|1||1^^^H^MR||X||19700101|M", f"OBX|1|NM|8867-4^HR^LN||{SECRET}|/min|||||F"],
+            r"segment OBX #3, field OBX-5",
+        ),
         ([f"OBX|1|NM|8867-4^HR^LN||80|/min|||||F|||{SECRET}"], r"segment OBX #2, field OBX-14"),
         ([f"OBX|1|NM|8867-4^HR^LN||80|/min|||||{SECRET}"], r"segment OBX #2, field OBX-11"),
         (["OBX|1|NM|8867-4^HR^LN||80|/min|||||"], r"segment OBX #2, field OBX-11: required"),

@@ -13,7 +13,7 @@ import pytest
 from bundle_factory import signed_bundle, write_dir
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.bundle.archive import write_bundle_archive
+from agent.bundle.archive import archive_bytes
 from agent.bundle.manifest import canonical_json
 from agent.bundle.signing import sign_manifest
 from agent.bundle.trust import TrustStore
@@ -274,7 +274,8 @@ def test_publish_same_version_with_other_content_is_refused(harness: Harness) ->
 
 
 def test_publish_an_archive_and_refuse_https_targets(harness: Harness) -> None:
-    archive = write_bundle_archive(signed_bundle(harness.key), harness.tmp / "b.tar.gz")
+    archive = harness.tmp / "b.tar.gz"
+    archive.write_bytes(archive_bytes(signed_bundle(harness.key)))
     entry = publish(archive, harness.url, harness.key)
     assert (harness.folder / entry.location).stat().st_size == entry.size
     with pytest.raises(RegistryError, match="file://"):

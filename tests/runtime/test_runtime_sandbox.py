@@ -120,8 +120,10 @@ def test_concurrent_callers_get_their_own_answers(model: WasmModel) -> None:
 
 
 WASI_IMPORT = GOOD.replace(
-    "(module", '(module (import "wasi_snapshot_preview1" "fd_write" '
-    "(func (param i32 i32 i32 i32) (result i32)))", 1,
+    "(module",
+    '(module (import "wasi_snapshot_preview1" "fd_write" '
+    "(func (param i32 i32 i32 i32) (result i32)))",
+    1,
 )
 HOST_IMPORT = GOOD.replace("(module", '(module (import "env" "leak" (func (param i32)))', 1)
 
@@ -133,18 +135,39 @@ HOST_IMPORT = GOOD.replace("(module", '(module (import "env" "leak" (func (param
         (HOST_IMPORT, "imports nothing.*env.leak"),
         (GOOD.replace('(export "edge_predict")', ""), "exports edge_predict"),
         (GOOD.replace('(memory (export "memory") 1)', "(memory 1)"), "exports memory"),
-        (GOOD.replace('(func (export "edge_max_batch") (result i32) i32.const 8)',
-                      '(func (export "edge_max_batch") (result i64) i64.const 8)'),
-         "exports edge_max_batch.*type"),
-        (GOOD.replace("(func (export \"edge_abi_version\") (result i32) i32.const 1)",
-                      "(func (export \"edge_abi_version\") (result i32) i32.const 2)"),
-         "edge_abi_version"),
+        (
+            GOOD.replace(
+                '(func (export "edge_max_batch") (result i32) i32.const 8)',
+                '(func (export "edge_max_batch") (result i64) i64.const 8)',
+            ),
+            "exports edge_max_batch.*type",
+        ),
+        (
+            GOOD.replace(
+                '(func (export "edge_abi_version") (result i32) i32.const 1)',
+                '(func (export "edge_abi_version") (result i32) i32.const 2)',
+            ),
+            "edge_abi_version",
+        ),
         (GOOD.replace("i32.const 1024)\n", "i32.const 65534)\n", 1), "output region"),
-        (GOOD.replace('(export "edge_n_features") (result i32) i32.const 2',
-                      '(export "edge_n_features") (result i32) i32.const 0'), "n_features"),
+        (
+            GOOD.replace(
+                '(export "edge_n_features") (result i32) i32.const 2',
+                '(export "edge_n_features") (result i32) i32.const 0',
+            ),
+            "n_features",
+        ),
     ],
-    ids=["wasi-import", "host-import", "missing-export", "missing-memory", "mistyped-export",
-         "wrong-abi-version", "output-outside-memory", "zero-features"],
+    ids=[
+        "wasi-import",
+        "host-import",
+        "missing-export",
+        "missing-memory",
+        "mistyped-export",
+        "wrong-abi-version",
+        "output-outside-memory",
+        "zero-features",
+    ],
 )
 def test_non_conforming_modules_are_refused(wat: str, rule: str) -> None:
     with pytest.raises(AbiViolation, match=rule):
@@ -152,9 +175,7 @@ def test_non_conforming_modules_are_refused(wat: str, rule: str) -> None:
 
 
 def test_a_start_function_that_never_ends_is_refused() -> None:
-    looping = GOOD.replace(
-        "(module", "(module (func $start (loop $l (br $l))) (start $start)", 1
-    )
+    looping = GOOD.replace("(module", "(module (func $start (loop $l (br $l))) (start $start)", 1)
     with pytest.raises(AbiViolation, match="instantiate"):
         load(looping)
 

@@ -35,6 +35,7 @@ from agent.errors import (
     RecordError,
     UnsupportedMediaType,
 )
+from agent.hl7 import framing
 from agent.hl7.ack import (
     AckCode,
     AckCondition,
@@ -44,6 +45,7 @@ from agent.hl7.ack import (
     build_ack,
     parse_header,
 )
+from agent.hl7.framing import END_BLOCK, START_BLOCK, unframe
 from agent.hl7.oru import ResultAddressing, build_result_message
 from agent.intake.mllp.config import AckMode, MllpConfig
 from agent.intake.mllp.results import (
@@ -57,8 +59,6 @@ from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest, Scor
 
 log = logging.getLogger(__name__)
 
-START_BLOCK = b"\x0b"
-END_BLOCK = b"\x1c\x0d"
 _READ_CHUNK = 65536  # bytes per read from the socket
 _OVERSIZE_HEAD = 8192  # bytes of an oversize frame kept to address its AR
 
@@ -288,7 +288,7 @@ class MllpListener:
                 async for frame in frames:
                     conn.busy = True
                     for ack in await self._answer(frame, host):
-                        writer.write(START_BLOCK + ack + END_BLOCK)
+                        writer.write(framing.frame(ack))
                     await writer.drain()
                     conn.busy = False
         except asyncio.CancelledError:
@@ -350,7 +350,7 @@ class MllpListener:
                     yield _Frame(head, oversize=True)
                     head = None
                 else:
-                    message = _after_start_block(content)
+                    message = unframe(content)
                     if len(message) > self._max_bytes:
                         yield _Frame(message[:_OVERSIZE_HEAD], oversize=True)
                     else:
@@ -359,7 +359,7 @@ class MllpListener:
                 continue
             searched = max(0, len(buffer) - len(END_BLOCK) + 1)
             if head is None and len(buffer) > limit:
-                head = _after_start_block(bytes(buffer[:_OVERSIZE_HEAD]))
+                head = unframe(bytes(buffer[:_OVERSIZE_HEAD]))
             if head is not None:
                 del buffer[: max(0, len(buffer) - 1)]  # keep a byte: 0x1C may end the chunk
                 searched = 0
@@ -459,10 +459,3 @@ def _cancel_if_unfinished(conn: _Connection) -> None:
     """End of the grace a frame arriving at stop had: drop it if it is still arriving."""
     if conn.partial and not conn.busy:
         conn.task.cancel()
-
-
-def _after_start_block(content: bytes) -> bytes:
-    """The message inside a frame: what follows the first start block; when there is none,
-    the whole content (answered with AR unless it happens to be HL7)."""
-    start = content.find(START_BLOCK)
-    return content[start + 1 :] if start >= 0 else content.lstrip(b"\r\n\t ")

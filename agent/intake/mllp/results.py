@@ -33,12 +33,11 @@ from pathlib import Path
 
 from agent.durable import fsync_dir, temp_name, write_atomic
 from agent.hl7.ack import parse_ack, parse_header
+from agent.hl7.framing import END_BLOCK, frame, unframe
 from agent.intake.mllp.config import ResultsDestination
 
 log = logging.getLogger(__name__)
 
-START_BLOCK = b"\x0b"
-END_BLOCK = b"\x1c\x0d"
 _SUFFIX = ".hl7"
 _QUEUED = "[0-9]*" + _SUFFIX  # sequence-numbered messages (durable's temp files start with a dot)
 _ACCEPTED = frozenset({"AA", "CA"})
@@ -273,7 +272,7 @@ async def _round_trip(
     connection that ends before any byte of the reply fails as ``closed``."""
     reader, writer = stream
     try:
-        writer.write(START_BLOCK + message + END_BLOCK)
+        writer.write(frame(message))
         await asyncio.wait_for(writer.drain(), timeout)
         return await asyncio.wait_for(_read_frame(reader), timeout)
     except TimeoutError as exc:
@@ -290,9 +289,7 @@ async def _round_trip(
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     """The next MLLP frame's content (bytes before its start block are skipped)."""
-    data = await reader.readuntil(END_BLOCK)
-    start = data.find(START_BLOCK)
-    return data[start + 1 : -len(END_BLOCK)] if start >= 0 else data[: -len(END_BLOCK)]
+    return unframe(await reader.readuntil(END_BLOCK))
 
 
 def _sequence(path: Path) -> int:

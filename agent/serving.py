@@ -1,0 +1,313 @@
+"""The set of models a pipeline serves, and how it changes: load from the store at start,
+activate a pulled bundle, reload (SIGHUP) with a new config and trust store, fall back
+when an active version fails verification. Scoring lives in ``agent.pipeline``, which
+builds on this class.
+
+Security-relevant: a model is served only after its bundle verified under the current
+trust store, its module ran once on the manifest's reference row, and the site mapping
+loaded against its schema; a version whose signer is revoked is taken out of service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from agent.bundle.manifest import BundleManifest, SemVer
+from agent.bundle.trust import TrustStore
+from agent.bundle.verify import VerifiedBundle
+from agent.errors import AgentError, StoreError, UnknownModel, UntrustedKey
+from agent.limits import Limits
+from agent.mapping import SiteMapping, load_mapping
+from agent.monitor import Monitor
+from agent.runtime.cache import ModuleCache
+from agent.runtime.model import WasmModel
+from agent.store import BundleStore
+
+if TYPE_CHECKING:
+    # Types only: at run time nothing here imports agent.config, which composes the
+    # intake paths' config sections (``import agent.pipeline`` loads no agent.intake).
+    from agent.config import AgentConfig, CardThresholds, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A verified bundle, its instantiated module and this site's mapping, swapped as one.
+    The pipeline's implementation of ``agent.dataplane.ModelView``."""
+
+    config: ModelConfig
+    bundle: VerifiedBundle
+    runtime: WasmModel
+    mapping: SiteMapping
+
+    @property
+    def name(self) -> str:
+        return self.bundle.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.manifest.version
+
+    @property
+    def digest(self) -> str:
+        return self.bundle.digest
+
+    @property
+    def signer_keyid(self) -> str:
+        return self.bundle.signer_keyid
+
+    @property
+    def manifest(self) -> BundleManifest:
+        return self.bundle.manifest
+
+    @property
+    def cards(self) -> CardThresholds:
+        return self.config.cards
+
+    @cached_property
+    def risk_output(self) -> str:
+        """The configured output, else the last probability output, else the first."""
+        if self.config.risk_output is not None:
+            return self.config.risk_output
+        outputs = self.bundle.manifest.outputs
+        probabilities = [o.name for o in outputs if o.kind.value == "probability"]
+        return probabilities[-1] if probabilities else outputs[0].name
+
+    @cached_property
+    def prefetch_codes(self) -> frozenset[str]:
+        # component codes and the panels that carry them: a FHIR server's code search
+        # matches the panel's own code, not its components'
+        return frozenset(c for f in self.mapping.features for c in (*f.codes, *f.panels))
+
+    @cached_property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.bundle.manifest.outputs)
+
+    def outputs(self, row: Sequence[float]) -> dict[str, float]:
+        return dict(zip(self.output_names, row, strict=True))
+
+
+class ServedModels:
+    """What is served, per configured model, and the one way it changes (thread-safe)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: BundleStore,
+        trust: TrustStore,
+        monitor: Monitor,
+    ) -> None:
+        self.config = config
+        self.limits: Limits = config.resolved_limits
+        self.store = store
+        self.trust = trust
+        self.monitor = monitor
+        self._served: dict[str, ServedModel] = {}
+        self._unavailable: dict[str, str] = {}
+        self._swap_lock = threading.Lock()
+        # serialises what changes the served set (load, activate, reload), never scoring
+        self._lifecycle_lock = threading.RLock()
+
+    # --- model lifecycle ------------------------------------------------------------------
+    def load_installed(self) -> None:
+        """Serve each configured model from the store, degrading instead of dying: a model
+        whose active version fails verification or loading (signer revoked, a file changed
+        at rest, a broken module) serves the newest other installed version that passes,
+        or is marked unavailable alone (``unavailable`` says why) while the others serve."""
+        with self._lifecycle_lock:
+            chosen: dict[str, ServedModel] = {}
+            unavailable: dict[str, str] = {}
+            for model_config in self.config.models:
+                outcome = self._servable(model_config, self.trust)
+                if isinstance(outcome, str):
+                    unavailable[model_config.name] = outcome
+                else:
+                    chosen[model_config.name] = outcome
+            self._commit(chosen, unavailable)
+
+    def activate(self, bundle: VerifiedBundle) -> ServedModel:
+        """Instantiate ``bundle`` with this site's mapping, then swap it in atomically.
+
+        Everything that can fail (signer still trusted, module validation, mapping against
+        the new schema) happens before the swap, so a bad bundle leaves the serving model
+        untouched. The signer is checked against today's trust store: a bundle verified
+        before a reload revoked its key is refused (UntrustedKey)."""
+        with self._lifecycle_lock:
+            model_config = self.config.model(bundle.manifest.name)
+            if model_config is None:
+                raise UnknownModel(f"model {bundle.manifest.name!r} is not configured here")
+            if not self.trust.trusts(bundle.signer_keyid):
+                raise UntrustedKey(f"signing key {bundle.signer_keyid} is no longer trusted")
+            served = self._instantiate(model_config, bundle)
+            unavailable = {k: v for k, v in self._unavailable.items() if k != served.name}
+            self._commit({**self._served, served.name: served}, unavailable)
+            return served
+
+    def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
+        """Apply a reloaded config (SIGHUP) and its trust store, all or nothing.
+
+        First every served model whose signer is still trusted is re-bound to its mapping
+        file; a broken mapping raises and changes nothing. Then a model whose signer is now
+        revoked or removed is taken out of service (logged, counted) and the newest
+        installed version that verifies under ``trust`` serves instead, or none; a model
+        not served before (not installed, or signed by a key only now added) is loaded.
+        Limits and listeners change only on restart."""
+        trust = trust if trust is not None else self.trust
+        with self._lifecycle_lock:
+            kept: dict[str, ServedModel] = {}
+            for model_config in config.models:
+                served = self._served.get(model_config.name)
+                if served is not None and trust.trusts(served.bundle.signer_keyid):
+                    mapping = load_mapping(model_config.mapping, served.bundle.manifest)
+                    kept[served.name] = ServedModel(
+                        model_config, served.bundle, served.runtime, mapping
+                    )
+            chosen = dict(kept)
+            unavailable: dict[str, str] = {}
+            for model_config in config.models:
+                name = model_config.name
+                if name in kept:
+                    continue
+                served = self._served.get(name)
+                serving = served.version if served is not None else None
+                outcome = self._servable(model_config, trust, serving)
+                if isinstance(outcome, str):
+                    unavailable[name] = outcome
+                else:
+                    chosen[name] = outcome
+            self._commit(chosen, unavailable, config=config, trust=trust)
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Configured models that serve nothing, each with why (PHI-free: versions and
+        error slugs only), for ``/readyz``."""
+        return dict(self._unavailable)
+
+    def _instantiate(self, model_config: ModelConfig, bundle: VerifiedBundle) -> ServedModel:
+        manifest = bundle.manifest
+        cache = ModuleCache(self.store.root / "cache", self.store.root / "state" / "compiled")
+        runtime = WasmModel.load(bundle.model_bytes, limits=self.limits, cache=cache)
+        runtime.self_test(len(manifest.inputs), len(manifest.outputs), manifest.reference_row())
+        mapping = load_mapping(model_config.mapping, manifest)
+        return ServedModel(model_config, bundle, runtime, mapping)
+
+    def _servable(
+        self, model_config: ModelConfig, trust: TrustStore, serving: str | None = None
+    ) -> ServedModel | str:
+        """The model to serve for ``model_config``: the store's active version, or, when
+        it fails verification or loading, the newest installed version below it that
+        passes, then the newest above it. Returns why nothing can serve otherwise.
+        The version ``serving`` now (default: the active one) failing is a deactivation:
+        logged and counted."""
+        name = model_config.name
+        installed = self.store.versions(name)
+        if not installed:
+            log.info("model not installed yet", extra={"model": name})
+            return "not installed"
+        try:
+            active = self.store.active_version(name)
+        except StoreError:
+            active = None
+        below = [v for v in installed if active is None or SemVer(v) < SemVer(active)]
+        above = [v for v in installed if active is not None and SemVer(v) > SemVer(active)]
+        order = ([active] if active in installed else []) + below[::-1] + above[::-1]
+        refused: list[str] = []
+        for version in order:
+            try:
+                bundle = self.store.load(name, trust, self.limits, version=version)
+                served = self._instantiate(model_config, bundle)
+            except AgentError as error:
+                refused.append(f"{version}: {error.reason}")
+                if version == (serving or active):
+                    self._deactivated(name, version, error.reason)
+                else:
+                    log.info(
+                        "installed version refused",
+                        extra={"model": name, "version": version, "reason": error.reason},
+                    )
+                continue
+            return served
+        return "no installed version can serve (" + ", ".join(refused) + ")"
+
+    def _deactivated(self, name: str, version: str, reason: str) -> None:
+        log.warning(
+            "model version deactivated",
+            extra={"model": name, "version": version, "reason": reason},
+        )
+        self.monitor.observe_deactivation(name, reason)
+
+    def _commit(
+        self,
+        chosen: dict[str, ServedModel],
+        unavailable: dict[str, str],
+        *,
+        config: AgentConfig | None = None,
+        trust: TrustStore | None = None,
+    ) -> None:
+        """Swap in ``chosen`` (and a reloaded config and trust store) at once; make each
+        version that now serves the store's active one (a fallback stays across restarts)."""
+        with self._swap_lock:
+            previous, was_unavailable = self._served, self._unavailable
+            # metrics first: whoever sees the new version served also sees it in /metrics
+            for served in chosen.values():
+                if previous.get(served.name) is not served:
+                    self.monitor.register_model(
+                        served.bundle.manifest, served.bundle.digest, served.bundle.signer_keyid
+                    )
+            for name in previous.keys() - chosen.keys():  # unavailable, or no longer configured
+                self.monitor.unregister_model(name)
+            if config is not None:
+                self.config = config
+            if trust is not None:
+                self.trust = trust
+            self._served = chosen
+            self._unavailable = unavailable
+        for served in chosen.values():
+            old = previous.get(served.name)
+            if old is not None and old.bundle is served.bundle:
+                continue
+            self._make_active(served)
+            log.info(
+                "model active",
+                extra={
+                    "model": served.name,
+                    "version": served.version,
+                    "digest": served.bundle.digest,
+                },
+            )
+        for name, reason in unavailable.items():
+            if was_unavailable.get(name) != reason:
+                log.warning("model unavailable", extra={"model": name, "reason": reason})
+
+    def _make_active(self, served: ServedModel) -> None:
+        """Point the store's active version at the version that now serves (a fallback,
+        a rollback), so ``models list`` and the next start agree with what serves."""
+        try:
+            active = self.store.active_version(served.name)
+        except StoreError:
+            active = None
+        if active is None or active == served.version:
+            return
+        if served.version not in self.store.versions(served.name):
+            return
+        try:
+            self.store.activate(served.name, served.version)
+        except (OSError, AgentError):
+            log.exception("could not record the fallback as active", extra={"model": served.name})
+
+    def served(self, name: str, version: str | None = None) -> ServedModel:
+        """The model serving ``name`` now (see ``DataPlane.model``)."""
+        served = self._served.get(name)
+        if served is None:
+            if self.config.model(name) is None:
+                raise UnknownModel("no such model is served here")
+            raise StoreError(f"model {name!r} has no verified bundle loaded yet")
+        if version is not None and version != served.version:
+            raise UnknownModel(f"version {version} of this model is not the one served")
+        return served
