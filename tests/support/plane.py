@@ -50,12 +50,14 @@ class ScriptedPlane:
     version = "1.0.0"
     digest = "0" * 64
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
         self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
+        self.requests: list[ScoreRequest] = []  # what reached score(), in order
+        self._limits = limits or Limits()
 
     @property
     def limits(self) -> Limits:
-        return Limits()
+        return self._limits
 
     def model(self, name: str, version: str | None = None) -> ModelView:
         if version is not None and version != self.version:
@@ -82,6 +84,7 @@ class ScriptedPlane:
 
     def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
         view = model or self.model(request.model)
+        self.requests.append(request)
         try:
             predictions = self.predict(request)
         except AgentError:
