@@ -82,7 +82,7 @@ async def _stalled(first: bytes) -> AsyncIterator[bytes]:
 async def test_oversize_body_is_413_before_anything_is_parsed(
     path: str, media: str, _body: bytes
 ) -> None:
-    plane = Plane(LIMITS)
+    plane = Plane(LIMITS, keep_requests=True)
     async with _client(plane) as client:
         declared = await client.post(path, content=b"x" * 2_000, headers={"Content-Type": media})
 
@@ -101,7 +101,7 @@ async def test_oversize_body_is_413_before_anything_is_parsed(
 async def test_stalled_body_is_408_before_anything_is_parsed(
     path: str, media: str, _body: bytes
 ) -> None:
-    plane = Plane(LIMITS)
+    plane = Plane(LIMITS, keep_requests=True)
     async with _client(plane) as client:
         response = await client.post(
             path, content=_stalled(b'{"resourceType":'), headers={"Content-Type": media}
@@ -112,7 +112,7 @@ async def test_stalled_body_is_408_before_anything_is_parsed(
 
 @pytest.mark.parametrize("path", ["/v2/models/demo/infer", "/v2/models/demo/versions/1.0.0/infer"])
 async def test_oip_infer_is_guarded_too(path: str) -> None:
-    plane = Plane(LIMITS)
+    plane = Plane(LIMITS, keep_requests=True)
     async with _client(plane) as client:
         oversize = await client.post(path, content=b"[" * 2_000)
         stalled = await client.post(path, content=_stalled(b'{"inputs":'))
@@ -123,7 +123,7 @@ async def test_oip_infer_is_guarded_too(path: str) -> None:
 
 @pytest.mark.parametrize(("path", "media", "body"), ROUTES)
 async def test_a_good_body_reaches_the_data_plane_once(path: str, media: str, body: bytes) -> None:
-    plane = Plane(LIMITS)
+    plane = Plane(LIMITS, keep_requests=True)
     async with _client(plane) as client:
         response = await client.post(path, content=body, headers={"Content-Type": media})
     assert response.status_code == 200, response.text
@@ -132,7 +132,7 @@ async def test_a_good_body_reaches_the_data_plane_once(path: str, media: str, bo
 
 
 async def test_a_wrong_media_type_is_415_before_the_body_is_read() -> None:
-    plane = Plane(LIMITS)
+    plane = Plane(LIMITS, keep_requests=True)
     async with _client(plane) as client:
         response = await client.post(
             ROUTES[0][0], content=b"{}", headers={"Content-Type": "text/plain"}
@@ -141,7 +141,7 @@ async def test_a_wrong_media_type_is_415_before_the_body_is_read() -> None:
 
 
 async def test_a_request_id_that_is_not_a_short_token_is_replaced() -> None:
-    async with _client(Plane(LIMITS)) as client:
+    async with _client(Plane(LIMITS, keep_requests=True)) as client:
         kept = await client.get("/healthz", headers={"X-Request-Id": "abc-123.x_Y"})
         long = await client.get("/healthz", headers={"X-Request-Id": "a" * 65})
         text = await client.get("/healthz", headers={"X-Request-Id": "Jane Doe MRN 4711"})

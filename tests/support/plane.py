@@ -18,7 +18,15 @@ from typing import Any
 from agent.dataplane import ModelView
 from agent.errors import AgentError, InternalError, UnknownModel
 from agent.limits import Limits
-from agent.types import IntakePath, PatientOutcome, Prediction, ScoreRequest, ScoreResult
+from agent.types import (
+    IntakePath,
+    OutcomeReceipt,
+    OutcomeReport,
+    PatientOutcome,
+    Prediction,
+    ScoreRequest,
+    ScoreResult,
+)
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,10 @@ class ScriptedPlane:
     version = "1.0.0"
     digest = "0" * 64
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, *, keep_requests: bool = False) -> None:
         self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
-        self.requests: list[ScoreRequest] = []  # what reached score(), in order
+        self.requests: list[ScoreRequest] = []  # what reached score(), when kept
+        self._keep_requests = keep_requests  # off by default: batch tests score thousands
         self._limits = limits or Limits()
 
     @property
@@ -73,6 +82,9 @@ class ScriptedPlane:
     def status(self) -> Mapping[str, Any]:
         return {}
 
+    def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
+        return OutcomeReceipt(len(reports), 0)
+
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         self.refusals.append((model, error.reason))
 
@@ -84,7 +96,8 @@ class ScriptedPlane:
 
     def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
         view = model or self.model(request.model)
-        self.requests.append(request)
+        if self._keep_requests:
+            self.requests.append(request)
         try:
             predictions = self.predict(request)
         except AgentError:
