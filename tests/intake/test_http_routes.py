@@ -149,3 +149,37 @@ async def test_a_request_id_that_is_not_a_short_token_is_replaced() -> None:
     for response in (long, text):
         new: Any = response.headers["x-request-id"]
         assert len(new) == 32 and new.isalnum()
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "media"),
+    [
+        ("/healthz", 200, "application/json"),
+        ("/readyz", 200, "application/json"),
+        ("/v2/health/live", 200, "application/json"),
+        ("/v2/health/ready", 200, "application/json"),
+        ("/v1/models", 200, "application/json"),
+        ("/cds-services", 200, "application/json"),
+        ("/openapi.json", 200, "application/json"),
+        ("/metrics", 200, "text/plain"),
+        ("/", 200, "text/html"),
+        ("/v2/models/demo/ready", 200, "application/json"),
+        ("/v2/models/demo/versions/9.9.9/ready", 404, "application/json"),
+    ],
+)
+async def test_every_get_route_answers_in_process(path: str, status: int, media: str) -> None:
+    async with _client(Plane(LIMITS)) as client:
+        response = await client.get(path)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(media)
+    assert response.headers["x-request-id"]
+
+
+async def test_outcomes_route_reaches_the_data_plane_and_refuses_bad_entries() -> None:
+    async with _client(Plane(LIMITS)) as client:
+        good = await client.post(
+            "/v1/models/demo/outcomes", json={"outcomes": [{"patient": "Patient/p1", "label": 1}]}
+        )
+        bad = await client.post("/v1/models/demo/outcomes", json={"outcomes": [{"label": 1}]})
+    assert good.json() == {"received": 1, "joined": 0}
+    assert bad.status_code == 400 and "outcomes[0].patient" in bad.text

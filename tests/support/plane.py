@@ -80,7 +80,13 @@ class ScriptedPlane:
         return {}
 
     def status(self) -> Mapping[str, Any]:
-        return {}
+        return {
+            "site": "test",
+            "ready": True,
+            "configured": [],
+            "act": {"psi": 0.25, "js": 0.1},
+            "models": {},
+        }
 
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
         return OutcomeReceipt(len(reports), 0)
