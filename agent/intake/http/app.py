@@ -86,6 +86,7 @@ async def list_models(request: Request) -> Response:
                 "outputs": [
                     o.model_dump(mode="json", exclude_defaults=True) for o in manifest.outputs
                 ],
+                "metrics": dict(manifest.provenance.metrics),  # the publisher's own figures
             }
         )
     return JSONResponse({"models": models})
