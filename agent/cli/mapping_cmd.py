@@ -140,7 +140,8 @@ def _explain(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.input}: cannot read ({exc.strerror})") from None
     as_of = args.as_of or datetime.now(UTC)
     results: list[tuple[str, FeatureVector | str]] = []
-    for record in parse_records(body, fmt, limits=Limits(), config=records_config):
+    records = parse_records(body, fmt, limits=Limits(), config=records_config, reach=mapping.reach)
+    for record in records:
         try:
             results.append((record.label, mapping.extract(record, as_of)))
         except UnmappableRecord as exc:

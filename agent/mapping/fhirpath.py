@@ -10,6 +10,7 @@ resource it is given; every call here gets a deep copy.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,6 +40,29 @@ def _check_syntax(expression: str) -> None:
     parser.removeErrorListeners()
     parser.addErrorListener(listener)
     parser.entireExpression()  # type: ignore[no-untyped-call]
+
+
+# Functions that reach elements an expression does not name (any child, any descendant, a
+# contained or referenced resource): where one is used, the resource is validated whole.
+_REACH_ANYTHING = frozenset({"children", "descendants", "resolve"})
+_NAME = re.compile(r"`?([A-Za-z_][A-Za-z0-9_]*)`?").fullmatch
+
+
+def reached_names(expression: str) -> frozenset[str] | None:
+    """Every name ``expression`` uses (elements, functions, types: over-approximating what
+    it reads is safe), or None when it can reach elements it does not name.
+
+    An element of a resource is reached only by naming it (``Patient.extension.value``) or
+    through a function in ``_REACH_ANYTHING``; so validating each named element with its whole
+    subtree covers everything the expression can read (``agent.types.ElementReach``)."""
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    names = set()
+    for token in lexer.getAllTokens():
+        match = _NAME(token.text)
+        if match is not None:
+            names.add(match.group(1))
+    return None if names & _REACH_ANYTHING else frozenset(names)
 
 
 def compile_fhirpath(expression: str, resource_type: str) -> Evaluator:
