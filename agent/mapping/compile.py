@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from agent.bundle.manifest import BundleManifest, FeatureKind, InputFeature
 from agent.errors import MappingError, UnitError
+from agent.mapping.facts import WantedCodes
 from agent.mapping.feature import CompiledFeature, Fallback
 from agent.mapping.fhirpath import compile_fhirpath, reached_names
 from agent.mapping.outcome import CompiledOutcome
@@ -124,7 +125,7 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
         site=spec.site,
         model=manifest.name,
         features=tuple(compiled[f.name] for f in manifest.inputs),
-        wanted_codes=frozenset(c for f in compiled.values() for c in f.codes),
+        wanted_codes=WantedCodes(frozenset(c for f in compiled.values() for c in f.codes)),
         max_imputed=spec.imputation_budget(len(manifest.inputs)),
         outcome=outcome,
         reach=_reach(spec),

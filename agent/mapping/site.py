@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.errors import TooMuchImputed, UnmappableRecord
-from agent.mapping.facts import FactIndex
+from agent.mapping.facts import FactIndex, WantedCodes
 from agent.mapping.feature import CompiledFeature
 from agent.mapping.outcome import CompiledOutcome
 from agent.types import ElementReach, FeatureVector, PatientRecord
@@ -22,7 +22,7 @@ class SiteMapping:
     site: str
     model: str
     features: tuple[CompiledFeature, ...]  # in the model's input order
-    wanted_codes: frozenset[str]  # every code any feature reads: all the index needs
+    wanted_codes: WantedCodes  # every code any feature reads: all the index needs
     max_imputed: int  # imputed features a patient may have before it is refused
     outcome: CompiledOutcome | None = None  # the ``outcome:`` section, for validation only
     reach: ElementReach = field(default_factory=ElementReach)  # what FHIRPath can read
