@@ -1,5 +1,6 @@
-"""``essential`` FHIR validation: exactly the elements the agent reads, by FHIR R4's rules for
-their datatypes, without the pydantic models (about a tenth of their cost; docs/records.md).
+"""``essential`` FHIR validation (the default): exactly the elements the agent reads, by FHIR
+R4's rules for their datatypes, without the pydantic models (about a tenth of their cost;
+docs/records.md).
 
 Checked, and nothing else (docs/records.md says what that trades):
 
@@ -16,7 +17,10 @@ Checked, and nothing else (docs/records.md says what that trades):
   Encounter, Bundle, entry, CodeableConcept, Coding, Quantity, Reference or Period holds only
   elements R4 defines for it, so a misspelt ``valueQuantity`` cannot hide a value from
   mapping (which would impute it). The *contents* of elements the agent does not read
-  (``category``, ``meta``, ``extension``, ``contained``, ...) are not checked.
+  (``category``, ``meta``, ``extension``, ``contained``, ...) are not checked;
+- and every element the served mapping's FHIRPath features can reach (``reach``, derived
+  when the mapping loads), with its whole subtree, by the rules of its R4 datatypes
+  (``fhir_datatypes``): so nothing a feature reads escapes the checks.
 
 A CodeableConcept is an object whose ``coding[]`` are objects with ``system`` (uri) and
 ``code`` (code), and whose ``text`` is a string. A Quantity is an object whose ``value`` is a
@@ -104,24 +108,23 @@ def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = 
     resource_type = check_resource_type(resource, where)
     if resource_type not in DEEP_TYPES:
         return
+    names = reach.of(resource_type) if reach is not None else frozenset()
+    keys = reached_keys(resource_type, names) if names is None or names else frozenset()
     try:
         _CHECKS[resource_type](resource)
-        names = reach.of(resource_type) if reach is not None else frozenset()
-        if names is None or names:
-            keys = reached_keys(resource_type, names)
-            check_elements(resource, resource_type, keys)
+        check_elements(resource, resource_type, keys)
     except Invalid as bad:
         raise FhirError(f"{resource_type} at {where}{bad.path}: {bad.why}") from None
-    if names is None or names:
-        _contained(resource, where, keys)
+    if "contained" in keys:
+        _contained(resource, where)
 
 
-def _contained(resource: dict[str, Any], where: str, keys: frozenset[str]) -> None:
+def _contained(resource: dict[str, Any], where: str) -> None:
     """Contained resources FHIRPath can reach may be of any type: the R4B models validate
     them (imported only here, so only for a mapping that reaches them and input that has
     them), then these checks."""
     contained = resource.get("contained")
-    if "contained" not in keys or not contained:
+    if not contained:
         return
     if not isinstance(contained, list):
         raise FhirError(f"{resource['resourceType']} at {where}.contained: expected an array")
