@@ -174,7 +174,11 @@ class ScoringPipeline(ServedModels):
         try:
             served = self._own(model) if model is not None else self.served(request.model)
             records = parse_records(
-                request.body, request.format, limits=self.limits, config=self.config.records
+                request.body,
+                request.format,
+                limits=self.limits,
+                config=self.config.records,
+                reach=served.mapping.reach,
             )
             if not records:
                 raise NoPatient("the input holds no patient to score")

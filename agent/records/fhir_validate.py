@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from agent.errors import FhirError
 from agent.records import fhir_essential
 from agent.records.fhir_r4 import DEEP_TYPES, check_resource_type, element_name
+from agent.types import ElementReach
 
 # pydantic error type -> PHI-free wording
 _WORDING: dict[str, str] = {
@@ -76,20 +77,32 @@ def describe(exc: ValidationError, where: str) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def validate(resource: dict[str, Any], where: str) -> None:
+def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = None) -> None:
     """Raise FhirError naming ``where`` and the element path if ``resource`` is not valid R4.
 
     ``where`` names the place in the input (``Bundle.entry[3].resource``), never a value.
     Types outside ``DEEP_TYPES`` are only checked to be R4 resource types: the agent does not
     read them and validating every Condition of a large export would cost for nothing.
+    ``reach``: what the mapping's FHIRPath reads, checked by the ``essential`` rules too.
     """
     resource_type = check_resource_type(resource, where)
     if resource_type in DEEP_TYPES:
-        try:
-            model_class(resource_type).model_validate(resource)
-        except ValidationError as exc:
-            raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
+        _model_validate(resource, resource_type, where)
+    fhir_essential.validate(resource, where, reach)
+
+
+def validate_whole(resource: dict[str, Any], where: str) -> None:
+    """A resource of any type validated in full by its R4B model, then the ``essential``
+    checks: for a contained resource a mapping's FHIRPath can reach (its type is open)."""
+    _model_validate(resource, check_resource_type(resource, where), where)
     fhir_essential.validate(resource, where)
+
+
+def _model_validate(resource: dict[str, Any], resource_type: str, where: str) -> None:
+    try:
+        model_class(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
 
 
 def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:

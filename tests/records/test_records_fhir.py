@@ -10,7 +10,8 @@ import pytest
 
 from agent.errors import FhirError, RecordError, UnsupportedMediaType
 from agent.limits import Limits
-from agent.records import parse_records
+from agent.records import RecordsConfig, parse_records
+from agent.records.config import FhirValidation
 from agent.types import RecordFormat
 
 FHIR = Path(__file__).resolve().parents[2] / "fixtures" / "fhir"
@@ -145,12 +146,23 @@ def test_invalid_resource_errors_name_the_place_not_the_value(
     assert caught.value.__cause__ is None
 
 
-def test_invalid_fixture(limits: Limits) -> None:
+@pytest.mark.parametrize(
+    ("mode", "names"),
+    [
+        # essential stops at the first fault; full reports up to three, the models' first
+        (FhirValidation.essential, "resource.effectiveDateTime"),
+        (FhirValidation.full, "resource.valueQuantity.value"),
+    ],
+)
+def test_invalid_fixture(mode: FhirValidation, names: str, limits: Limits) -> None:
     with pytest.raises(FhirError) as caught:
         parse_records(
-            (FHIR / "invalid-observation.json").read_bytes(), RecordFormat.fhir_json, limits=limits
+            (FHIR / "invalid-observation.json").read_bytes(),
+            RecordFormat.fhir_json,
+            limits=limits,
+            config=RecordsConfig(fhir_validation=mode),
         )
-    assert "resource.valueQuantity.value" in str(caught.value)
+    assert names in str(caught.value)
     assert "SECRET" not in str(caught.value)
 
 

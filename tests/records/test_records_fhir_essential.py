@@ -52,8 +52,8 @@ def _bp_entry(bundle: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def test_default_is_full_and_unknown_mode_refused() -> None:
-    assert RecordsConfig().fhir_validation is FhirValidation.full
+def test_default_is_essential_and_unknown_mode_refused() -> None:
+    assert RecordsConfig().fhir_validation is FhirValidation.essential
     with pytest.raises(ValueError, match="fhir_validation"):
         RecordsConfig(fhir_validation="none")  # type: ignore[arg-type]
 
