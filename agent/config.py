@@ -105,6 +105,13 @@ class LimitsConfig(Section):
     drain_timeout: float | None = Field(default=None, gt=0)
     """Seconds to finish in-flight work on SIGTERM."""
 
+    http_connections_max: int | None = Field(default=None, gt=0)
+    """HTTP connections open at once, TLS handshakes included."""
+
+    http_idle_timeout: float | None = Field(default=None, gt=0)
+    """Seconds an HTTP connection may go without starting a request (TLS handshake
+    included)."""
+
     pull_timeout: float | None = Field(default=None, gt=0)
     """Seconds an operator's ``models pull`` may take before it is reported as timed out
     (the pull itself goes on in the background, each read bounded by its registry)."""
