@@ -22,7 +22,10 @@ TLS state is allocated:
 * a connection must have a request in progress within ``limits.http_idle_timeout`` of its
   accept (TLS handshake included) and of each earlier request's start, else it is closed:
   a slow sender of headers is bounded like an idle one;
-* TLS is started by the agent (``loop.start_tls``) with that same bound on the handshake.
+* TLS is started by the agent (``loop.start_tls``) with that same bound on the handshake,
+  and at most ``limits.http_tls_handshakes_max`` handshakes run at once (the oldest is
+  closed for a new one): asyncio gives each TLS connection a 256 KiB read buffer from its
+  start, so connections that never finish a handshake must not reach the full cap.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class _Connection(asyncio.Protocol):
         if tls is None:
             self._start(raw)
         else:
+            self._gate.handshaking(self)
             loop = asyncio.get_running_loop()
             self._handshake = loop.create_task(self._start_tls(raw, tls))
 
@@ -138,6 +142,8 @@ class _Connection(asyncio.Protocol):
             transport.abort()
             self._end()  # no connection_lost reaches us for a handshake that failed
             return
+        finally:
+            self._gate.handshake_over(self)
         if secure is None or transport.is_closing():
             self._end()
             return
@@ -179,13 +185,18 @@ class ConnectionGate:
         self.idle_timeout = limits.http_idle_timeout
         self.inner_protocol = inner_protocol
         self._max = limits.http_connections_max
+        self._handshakes_max = limits.http_tls_handshakes_max
         self._open: dict[_Connection, None] = {}  # in accept order, oldest first
+        self._handshaking: dict[_Connection, None] = {}  # in TLS handshake, oldest first
         interval = limits.log_repeat_interval
         self._evicted = ThrottledWarning(
             log, "http connection closed: connections full, oldest idle one", interval
         )
         self._refused = ThrottledWarning(
             log, "http connection refused: every connection has a request in progress", interval
+        )
+        self._handshake_evicted = ThrottledWarning(
+            log, "http connection closed: TLS handshakes full, oldest one", interval
         )
         self._idle_closed = ThrottledWarning(
             log, "http connection closed: no request within the idle timeout", interval
@@ -209,8 +220,22 @@ class ConnectionGate:
         self._open[connection] = None
         return True
 
+    def handshaking(self, connection: _Connection) -> None:
+        """``connection`` begins its TLS handshake; past ``http_tls_handshakes_max`` the
+        oldest one in handshake is closed (each holds a 256 KiB TLS read buffer)."""
+        if len(self._handshaking) >= self._handshakes_max:
+            oldest = next(iter(self._handshaking))
+            self._handshake_evicted()
+            self.handshake_over(oldest)
+            oldest.close()
+        self._handshaking[connection] = None
+
+    def handshake_over(self, connection: _Connection) -> None:
+        self._handshaking.pop(connection, None)
+
     def release(self, connection: _Connection) -> None:
         self._open.pop(connection, None)
+        self._handshaking.pop(connection, None)
 
     def note_idle_close(self) -> None:
         self._idle_closed()
