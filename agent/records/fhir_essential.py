@@ -40,8 +40,8 @@ from agent.records.fhir_r4 import (
     DEEP_TYPES,
     ELEMENTS,
     REQUIRED_CODES,
+    UNKNOWN_ELEMENT,
     check_resource_type,
-    element_name,
 )
 
 # FHIR R4 primitive datatypes (https://hl7.org/fhir/R4/datatypes.html), as regular expressions.
@@ -359,8 +359,7 @@ def _known(element: dict[str, Any], names: frozenset[str]) -> None:
     """Every key is an element of this structure: a misspelt ``valueQuantity`` or ``code``
     would otherwise hide a value from mapping, which would then impute it."""
     if not names.issuperset(element):
-        unknown = next(key for key in element if key not in names)
-        raise _Invalid(f".{element_name(unknown)}", "element is not defined for this resource type")
+        raise _Invalid("", UNKNOWN_ELEMENT)  # the key is input: its parent is named instead
 
 
 def _object(value: Any, path: str) -> dict[str, Any]:
