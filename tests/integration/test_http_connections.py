@@ -138,3 +138,35 @@ def test_tls_connections_that_never_handshake_are_capped_and_cut(tmp_path: Path)
         assert closed == FLOOD // 2
     finally:
         assert agent.stop() == 0, agent.log_text()
+
+
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_at_the_idle_deadline(
+    tmp_path: Path,
+) -> None:
+    agent = start_agent(demo_root(tmp_path, _limits))
+    try:
+        port = int(agent.base_url.rsplit(":", 1)[1])
+        head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            started = time.monotonic()
+            closed_after = None
+            for byte in head:  # one byte every 0.2 s: 40 s for the whole head
+                try:
+                    sock.sendall(bytes([byte]))
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_after = time.monotonic() - started
+                    break
+                sock.settimeout(0.2)
+                try:
+                    if sock.recv(1) == b"":
+                        closed_after = time.monotonic() - started
+                        break
+                except TimeoutError:
+                    continue
+                except ConnectionResetError:
+                    closed_after = time.monotonic() - started
+                    break
+        # before: no deadline before a first request, the head trickled on for 40 s
+        assert closed_after is not None and closed_after < IDLE * 2 + 1.5, closed_after
+    finally:
+        assert agent.stop() == 0, agent.log_text()
