@@ -46,7 +46,8 @@ from agent.registry.updater import PullResult, Updater, build_updater, pinned_re
 log = logging.getLogger(__name__)
 
 _UPDATER_STOP_WAIT = 5.0  # seconds at most to let a pull finish at shutdown
-_CANCEL_GRACE = 0.5  # seconds a cancelled task gets to end, even at the drain bound
+_CANCEL_GRACE = 0.5  # seconds cancelled work gets to end, even at the drain bound
+_THREAD_EXIT = 0.1  # seconds an idle worker thread gets to end once told to
 
 
 class Daemon:
@@ -159,6 +160,7 @@ class Daemon:
         await loop.run_in_executor(
             None, self.updater.stop, min(_left(loop, deadline), _UPDATER_STOP_WAIT)
         )
+        deadline = max(deadline, loop.time() + _CANCEL_GRACE)  # the grace, once, at most
         self.drain_deadline = time.monotonic() + _left(loop, deadline)
         self.abandoned = await _cancel_the_rest(loop, deadline)
 
@@ -231,8 +233,8 @@ def _left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
 
 async def _cancel_the_rest(loop: asyncio.AbstractEventLoop, deadline: float) -> int:
     """Cancels every task still running (a request being scored, a connection) and shuts
-    the default executor down, waiting for both until ``deadline`` (at least
-    ``_CANCEL_GRACE``); how many tasks, plus the executor, did not finish. A task scoring
+    the default executor down, waiting for both until ``deadline``; how many tasks, plus
+    the executor, did not finish. A task scoring
     in a worker thread does not end on cancel: the thread computes on, out of reach."""
     current = asyncio.current_task()
     rest = [task for task in asyncio.all_tasks() if task is not current]
@@ -240,11 +242,9 @@ async def _cancel_the_rest(loop: asyncio.AbstractEventLoop, deadline: float) -> 
         task.cancel()
     pending: set[asyncio.Task[object]] = set()
     if rest:
-        _, pending = await asyncio.wait(rest, timeout=max(_left(loop, deadline), _CANCEL_GRACE))
+        _, pending = await asyncio.wait(rest, timeout=_left(loop, deadline))
     try:
-        await asyncio.wait_for(
-            loop.shutdown_default_executor(), max(_left(loop, deadline), _CANCEL_GRACE)
-        )
+        await asyncio.wait_for(loop.shutdown_default_executor(), _left(loop, deadline))
     except TimeoutError:
         return len(pending) + 1
     return len(pending)
@@ -262,7 +262,7 @@ def serve(config_path: Path) -> int:
             _exit_abandoning(daemon.abandoned, code)
     # the runner's close told idle worker threads (Starlette's thread pool) to end; a busy
     # one ends only with its computation, and the interpreter would wait for it at exit
-    busy = _threads_left_at(max(daemon.drain_deadline, time.monotonic() + _CANCEL_GRACE))
+    busy = _threads_left_at(max(daemon.drain_deadline, time.monotonic() + _THREAD_EXIT))
     if busy:
         _exit_abandoning(busy, code)
     return code
