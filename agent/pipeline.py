@@ -33,6 +33,7 @@ from agent.errors import (
     UnmappableRecord,
 )
 from agent.monitor import Monitor
+from agent.monitor.metrics import AuditMetrics
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.serving import ServedModel, ServedModels
@@ -112,15 +113,15 @@ class ScoringPipeline(ServedModels):
         cls, config: AgentConfig, registry: CollectorRegistry | None = None
     ) -> ScoringPipeline:
         """Build the pipeline and load every model already installed in the store."""
-        monitor = Monitor(
-            registry if registry is not None else CollectorRegistry(),
-            config.monitor,
-            models=[m.name for m in config.models],
-        )
+        registry = registry if registry is not None else CollectorRegistry()
+        monitor = Monitor(registry, config.monitor, models=[m.name for m in config.models])
         audit = None
         if config.audit.path is not None and config.audit.hmac_key_file is not None:
             audit = AuditLog.from_files(
-                config.audit.path, config.audit.hmac_key_file, config.audit.max_bytes
+                config.audit.path,
+                config.audit.hmac_key_file,
+                config.audit.retention(),
+                AuditMetrics(registry),
             )
         store = BundleStore.from_config(config.store)
         performance = None

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
-from agent.records.fhir_r4 import element_name
+from agent.records.fhir_r4 import UNKNOWN_ELEMENT
 from agent.records.r4_structures import STRUCTURES
 
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
@@ -40,7 +40,6 @@ _BASE64 = re.compile(r"(\s*([0-9a-zA-Z\+/=]){4}\s*)+").fullmatch
 
 INTEGER_MAX = 2**31 - 1  # FHIR integer is 32-bit signed
 DATATYPE = "value does not match the FHIR datatype"
-UNKNOWN = "element is not defined for this resource type"
 
 
 class Invalid(Exception):
@@ -206,7 +205,7 @@ def check_structure(value: Any, type_name: str, path: str) -> None:
     seen: set[str] = set()
     for key in value:
         if key not in fields and key != "fhir_comments" and not _extends_primitive(key, fields):
-            raise Invalid(f"{path}.{element_name(key)}", UNKNOWN)
+            raise Invalid(path, UNKNOWN_ELEMENT)  # the key is input: its parent is named
         _element(value, key, fields, seen, path)
     for key, (_, _, required, _) in fields.items():
         if required and key not in value and f"_{key}" not in value:
@@ -272,7 +271,7 @@ def _primitive_extension(value: Any, many: bool, path: str) -> None:
                 raise Invalid("", "expected an object")
             for key in item:
                 if key not in ("id", "extension", "fhir_comments"):
-                    raise Invalid(f".{element_name(key)}", UNKNOWN)
+                    raise Invalid("", UNKNOWN_ELEMENT)  # the key is input: not quoted
             if "id" in item and not is_string(item["id"]):
                 raise Invalid(".id", kind_fault(item["id"]))
             if "extension" in item:

@@ -58,8 +58,8 @@ from agent.records.fhir_r4 import (
     DEEP_TYPES,
     ELEMENTS,
     REQUIRED_CODES,
+    UNKNOWN_ELEMENT,
     check_resource_type,
-    element_name,
 )
 from agent.types import ElementReach
 
@@ -328,8 +328,7 @@ def _known(element: dict[str, Any], names: frozenset[str]) -> None:
     """Every key is an element of this structure: a misspelt ``valueQuantity`` or ``code``
     would otherwise hide a value from mapping, which would then impute it."""
     if not names.issuperset(element):
-        unknown = next(key for key in element if key not in names)
-        raise Invalid(f".{element_name(unknown)}", "element is not defined for this resource type")
+        raise Invalid("", UNKNOWN_ELEMENT)  # the key is input: its parent is named instead
 
 
 def _object(value: Any, path: str) -> dict[str, Any]:

@@ -5,7 +5,8 @@ so that ``full`` refuses everything ``essential`` refuses.
 
 fhir.resources 8 defaults to R5, so everything here goes through ``fhir.resources.R4B``.
 Pydantic's messages quote the offending input; a record's values must never reach an error,
-so messages are rebuilt from the error *type* and *location* only.
+so messages are rebuilt from the error *type* and *location* only, and an unknown key (the
+last part of an ``extra_forbidden`` location: input, not schema) is left out of the path.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from pydantic import ValidationError
 
 from agent.errors import FhirError
 from agent.records import fhir_essential
-from agent.records.fhir_r4 import DEEP_TYPES, check_resource_type, element_name
+from agent.records.fhir_r4 import DEEP_TYPES, UNKNOWN_ELEMENT, check_resource_type, element_name
 from agent.types import ElementReach
 
 # pydantic error type -> PHI-free wording
 _WORDING: dict[str, str] = {
     "missing": "required element is missing",
-    "extra_forbidden": "element is not defined for this resource type",
+    "extra_forbidden": UNKNOWN_ELEMENT,
     "value_error": "value does not match the FHIR datatype",
     "string_type": "expected a string",
     "int_type": "expected an integer",
@@ -71,6 +72,8 @@ def describe(exc: ValidationError, where: str) -> str:
     for error in exc.errors()[:3]:
         loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
         if loc[-1:] == ("root",):  # fhir.resources' validators report at a synthetic "root"
+            loc = loc[:-1]
+        if error["type"] == "extra_forbidden":  # the last part is the input's unknown key
             loc = loc[:-1]
         parts.append(f"{where}{_path(loc)}: {_WORDING.get(error['type'], error['type'])}")
     more = exc.error_count() - len(parts)
