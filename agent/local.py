@@ -29,6 +29,8 @@ from agent.bundle.manifest import (
     InputFeature,
     OutputKind,
 )
+from agent.bundle.verify import file_limit, is_safe_name
+from agent.contributions import NOT_AVAILABLE, Explainer, load_explainer
 from agent.errors import BundleError, DigestMismatch, RecordError
 from agent.limits import Limits
 from agent.runtime.model import WasmModel
@@ -36,22 +38,30 @@ from agent.runtime.model import WasmModel
 MISSING_CELLS = frozenset({"", "na", "nan", "null"})  # compared after strip() and lower()
 
 
-def read_bundle(directory: Path, limits: Limits) -> tuple[BundleManifest, bytes]:
-    """The manifest and a module whose sha256 and size match it (``DigestMismatch``)."""
+def read_bundle(directory: Path, limits: Limits) -> tuple[BundleManifest, dict[str, bytes]]:
+    """The manifest and every file it lists (``model.wasm``, ``explain.json`` when built),
+    each matching its sha256 and size (``DigestMismatch``)."""
     manifest_path = directory / MANIFEST_FILE
     try:
         if manifest_path.stat().st_size > limits.manifest_max:
             raise BundleError(f"{MANIFEST_FILE} is larger than limits.manifest_max")
         manifest = BundleManifest.model_validate_json(manifest_path.read_bytes())
-        wasm = (directory / MODEL_FILE).read_bytes()
     except OSError as exc:
         raise BundleError(f"cannot read the bundle in {directory}") from exc
     except ValueError as exc:
         raise BundleError(f"{MANIFEST_FILE} is not a valid manifest") from exc
-    entry = manifest.files[MODEL_FILE]
-    if len(wasm) != entry.size or hashlib.sha256(wasm).hexdigest() != entry.sha256:
-        raise DigestMismatch(f"{MODEL_FILE} does not match the manifest's sha256/size")
-    return manifest, wasm
+    files: dict[str, bytes] = {}
+    for name, entry in manifest.files.items():
+        if not is_safe_name(name) or entry.size > file_limit(name, limits):
+            raise BundleError(f"{MANIFEST_FILE} lists a file it may not: {name!r}")
+        try:
+            content = (directory / name).read_bytes()
+        except OSError as exc:
+            raise BundleError(f"cannot read {name} in {directory}") from exc
+        if len(content) != entry.size or hashlib.sha256(content).hexdigest() != entry.sha256:
+            raise DigestMismatch(f"{name} does not match the manifest's sha256/size")
+        files[name] = content
+    return manifest, files
 
 
 def is_missing(value: object) -> bool:
@@ -96,9 +106,12 @@ def _number_text(value: object) -> str:
 class LocalModel:
     """A bundle loaded for scoring in process; build with :func:`load`."""
 
-    def __init__(self, manifest: BundleManifest, runtime: WasmModel) -> None:
+    def __init__(
+        self, manifest: BundleManifest, runtime: WasmModel, explainer: Explainer | None = None
+    ) -> None:
         self.manifest = manifest
         self._runtime = runtime
+        self._explainer = explainer
 
     def predict(self, data: Any) -> Any:
         """Score ``data``: a pandas DataFrame (columns named after the features, any order,
@@ -107,14 +120,49 @@ class LocalModel:
         mappings by feature name) give one list of floats per row (a label as its class
         index). Raises ``RecordError``
         naming the row and feature of a cell that cannot be read."""
-        if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
+        if _is_frame(data):
             return self._predict_frame(data)
-        return self.score([self._encode_row(row, f"row {i}") for i, row in enumerate(data)])
+        return self.score(self._rows(data))
+
+    def explain(self, data: Any) -> Any:
+        """Each feature's contribution to the explained output (docs/explain.md), for the
+        same inputs as ``predict``: a DataFrame gives a DataFrame with a column
+        ``contribution_<feature>`` per feature and ``contribution_base``, on the frame's
+        index; rows give one ``Contributions`` per row. A bundle without
+        contribution data raises ``BundleError`` saying so."""
+        if self._explainer is None:
+            raise BundleError(NOT_AVAILABLE)
+        frame = _is_frame(data)
+        rows = self._frame_rows(data) if frame else self._rows(data)
+        explained = [self._explainer.contributions(row) for row in rows]
+        if not frame:
+            return explained
+        import pandas as pd
+
+        columns: dict[str, list[float]] = {
+            f"contribution_{name}": [c.values[j][1] for c in explained]
+            for j, name in enumerate(self.manifest.feature_names())
+        }
+        columns["contribution_base"] = [c.base for c in explained]
+        return pd.DataFrame(columns, index=data.index)
 
     def score(self, rows: list[list[float]]) -> list[list[float]]:
         """Score rows already encoded (floats in manifest input order, NaN for missing,
         level indices), e.g. by ``read_features``."""
         return self._runtime.predict(rows) if rows else []
+
+    def _rows(self, data: Any) -> list[list[float]]:
+        return [self._encode_row(row, f"row {i}") for i, row in enumerate(data)]
+
+    def _frame_rows(self, frame: Any) -> list[list[float]]:
+        absent = [f.name for f in self.manifest.inputs if f.name not in frame.columns]
+        if absent:
+            raise RecordError(f"the DataFrame lacks columns: {', '.join(absent)}")
+        columns = [frame[f.name].tolist() for f in self.manifest.inputs]
+        return [
+            encode_row(self.manifest.inputs, values, f"row {i}")
+            for i, values in enumerate(zip(*columns, strict=True))
+        ]
 
     def _encode_row(self, row: Sequence[object] | Mapping[str, object], where: str) -> list[float]:
         if isinstance(row, Mapping):
@@ -133,15 +181,7 @@ class LocalModel:
     def _predict_frame(self, frame: Any) -> Any:
         import pandas as pd
 
-        absent = [f.name for f in self.manifest.inputs if f.name not in frame.columns]
-        if absent:
-            raise RecordError(f"the DataFrame lacks columns: {', '.join(absent)}")
-        columns = [frame[f.name].tolist() for f in self.manifest.inputs]
-        rows = [
-            encode_row(self.manifest.inputs, values, f"row {i}")
-            for i, values in enumerate(zip(*columns, strict=True))
-        ]
-        predictions = self.score(rows)
+        predictions = self.score(self._frame_rows(frame))
         result: dict[str, list[Any]] = {}
         for k, spec in enumerate(self.manifest.outputs):
             values = [row[k] for row in predictions]
@@ -150,6 +190,11 @@ class LocalModel:
             else:
                 result[spec.name] = values
         return pd.DataFrame(result, index=frame.index)
+
+
+def _is_frame(data: Any) -> bool:
+    """A pandas DataFrame, recognised without importing pandas."""
+    return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
 
 
 def encode_row(
@@ -195,5 +240,9 @@ def load(directory: Path | str, *, limits: Limits | None = None) -> LocalModel:
     """Load the bundle in ``directory`` (``model.wasm`` checked against the manifest, the
     signature not verified) into the wasmtime sandbox."""
     limits = limits or Limits()
-    manifest, wasm = read_bundle(Path(directory), limits)
-    return LocalModel(manifest, WasmModel.load(wasm, limits=limits))
+    manifest, files = read_bundle(Path(directory), limits)
+    return LocalModel(
+        manifest,
+        WasmModel.load(files[MODEL_FILE], limits=limits),
+        load_explainer(files, manifest, limits),
+    )

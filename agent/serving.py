@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from agent.bundle.manifest import BundleManifest, SemVer
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
+from agent.contributions import Explainer, load_explainer, unavailable
 from agent.errors import AgentError, StoreError, UnknownModel, UntrustedKey
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
@@ -27,6 +28,7 @@ from agent.monitor import Monitor
 from agent.runtime.cache import ModuleCache
 from agent.runtime.model import WasmModel
 from agent.store import BundleStore
+from agent.types import Contributions
 
 if TYPE_CHECKING:
     # Types only: at run time nothing here imports agent.config, which composes the
@@ -45,6 +47,7 @@ class ServedModel:
     bundle: VerifiedBundle
     runtime: WasmModel
     mapping: SiteMapping
+    explainer: Explainer | None = None  # from the bundle's explain.json, when it has one
 
     @property
     def name(self) -> str:
@@ -91,6 +94,11 @@ class ServedModel:
 
     def outputs(self, row: Sequence[float]) -> dict[str, float]:
         return dict(zip(self.output_names, row, strict=True))
+
+    def contributions(self, row: Sequence[float]) -> Contributions:
+        """How much each feature of ``row`` moved the explained output, or why this
+        model cannot say."""
+        return unavailable() if self.explainer is None else self.explainer.contributions(row)
 
 
 class ServedModels:
@@ -195,7 +203,8 @@ class ServedModels:
         runtime = WasmModel.load(bundle.model_bytes, limits=self.limits, cache=cache)
         runtime.self_test(len(manifest.inputs), len(manifest.outputs), manifest.reference_row())
         mapping = load_mapping(model_config.mapping, manifest)
-        return ServedModel(model_config, bundle, runtime, mapping)
+        explainer = load_explainer(bundle.files, manifest, self.limits)
+        return ServedModel(model_config, bundle, runtime, mapping, explainer)
 
     def _servable(
         self, model_config: ModelConfig, trust: TrustStore, serving: str | None = None

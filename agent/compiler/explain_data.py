@@ -1,0 +1,249 @@
+"""What a bundle needs to explain its predictions (``explain.json``, see
+``agent.bundle.explain``), read from the fitted estimator, and checked before it is written.
+
+Exact and cheap contributions exist for two families, and only they get the file:
+
+* tree ensembles of scikit-learn (decision trees, random and extra forests, gradient
+  boosting, HistGradientBoosting): each tree's nodes with their training covers
+  (``weighted_n_node_samples``, HistGradientBoosting's ``count``), for TreeSHAP. A forest's
+  leaves carry the 1/n of its average, boosting's the learning rate, and boosting's initial
+  score is the ``offset``; a forest or tree classifier is explained in probability, boosting
+  in log-odds;
+* linear models (``LogisticRegression`` in log-odds, linear regressors in value), bare or
+  after ``StandardScaler`` steps, which fold into the coefficients: ``coef / scale``.
+
+Classifiers must be binary and regressors single-output (one risk output). Anything else
+(calibration, SVMs, k-NN, MLPs, XGBoost and LightGBM, ONNX input, multi-class) gets no file
+and ``unavailable_reason`` says why; the agent then answers that contributions are not
+available. Covers and thresholds come from the estimator because ONNX tree nodes carry no
+covers.
+
+``check_identity`` runs the agent's own pure-Python explainer on the reference rows: base
+plus contributions, through the link, must give the compiled module's output, or the build
+fails (a file the compiler cannot vouch for is never written).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from agent.bundle.explain import ExplainDocument, LinearModel, Space, TreeModel, TreeNodes
+from agent.bundle.manifest import OutputKind, OutputSpec
+from agent.contributions import Explainer, logistic
+from agent.errors import CompileError
+
+_FORESTS = {
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+    "ExtraTreesClassifier",
+    "ExtraTreesRegressor",
+}
+_SINGLE_TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor"}
+_BOOSTING = {"GradientBoostingClassifier", "GradientBoostingRegressor"}
+_HIST = {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
+_LINEAR_CLASSIFIERS = {"LogisticRegression", "LogisticRegressionCV"}
+_LINEAR_REGRESSORS = {
+    "LinearRegression",
+    "Ridge",
+    "RidgeCV",
+    "Lasso",
+    "LassoCV",
+    "ElasticNet",
+    "ElasticNetCV",
+    "BayesianRidge",
+    "HuberRegressor",
+}
+IDENTITY_TOLERANCE = 1e-4  # the library check's bound: the module computes in float32
+_CHECK_ROWS = 256  # reference rows the identity is checked on
+
+
+def explain_document(
+    model: Any, outputs: Sequence[OutputSpec], reference: np.ndarray
+) -> ExplainDocument | str:
+    """The explain document for a fitted estimator whose module has ``outputs``, or why
+    there is none. ``reference`` holds the imputed reference rows, in model input order."""
+    scalers: list[Any] = []
+    estimator = model
+    if isinstance(getattr(model, "steps", None), list):
+        *before, (_, estimator) = model.steps
+        scalers = [step for _, step in before]
+    name = type(estimator).__name__
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None and len(classes) != 2:
+        return f"{name} has {len(classes)} classes; contributions explain binary classifiers"
+    output = _explained_output(outputs, classifier=classes is not None)
+    if output is None:
+        return "the model has no single risk output to explain"
+    if name in _LINEAR_CLASSIFIERS | _LINEAR_REGRESSORS:
+        if not all(type(s).__name__ == "StandardScaler" for s in scalers):
+            return "contributions of a linear model follow only StandardScaler steps"
+        space: Space = "log-odds" if name in _LINEAR_CLASSIFIERS else "value"
+        linear = _linear(estimator, scalers, reference)
+        if linear is None:
+            return f"{name} has more than one output"
+        return ExplainDocument(output=output, space=space, model=linear)
+    if scalers:
+        return f"contributions of {name} are computed for the bare estimator, not a pipeline"
+    trees = _trees(estimator, name, reference)
+    if trees is None:
+        return f"contributions are not available for {name}"
+    if isinstance(trees, str):
+        return trees
+    if classes is None:
+        space = "value"
+    else:  # boosting sums margins; a forest or a tree averages probabilities
+        space = "log-odds" if name in _BOOSTING | _HIST else "probability"
+    return ExplainDocument(output=output, space=space, model=trees)
+
+
+def _explained_output(outputs: Sequence[OutputSpec], *, classifier: bool) -> str | None:
+    """A binary classifier's last probability (the positive class, as the agent's risk
+    output defaults to), a regressor's one score."""
+    kind = OutputKind.probability if classifier else OutputKind.score
+    candidates = [o.name for o in outputs if o.kind is kind]
+    if classifier and len(candidates) == 2:
+        return candidates[-1]
+    return candidates[0] if not classifier and len(candidates) == 1 else None
+
+
+def _linear(estimator: Any, scalers: Sequence[Any], reference: np.ndarray) -> LinearModel | None:
+    coef = np.asarray(estimator.coef_, dtype=np.float64)
+    if coef.ndim == 2 and coef.shape[0] != 1:
+        return None
+    coef = coef.reshape(-1)
+    intercept = float(np.asarray(estimator.intercept_, dtype=np.float64).reshape(-1)[0])
+    for scaler in reversed(scalers):  # x' = (x - mean) / scale, innermost last
+        mean = np.asarray(
+            scaler.mean_ if scaler.mean_ is not None else np.zeros_like(coef), np.float64
+        )
+        scale = np.asarray(
+            scaler.scale_ if scaler.scale_ is not None else np.ones_like(coef), np.float64
+        )
+        coef = coef / scale
+        intercept -= float(np.dot(coef, mean))
+    return LinearModel(
+        intercept=intercept,
+        coefficients=[float(c) for c in coef],
+        means=[float(m) for m in reference.mean(axis=0)],
+    )
+
+
+def _trees(estimator: Any, name: str, reference: np.ndarray) -> TreeModel | str | None:
+    classifier = hasattr(estimator, "classes_")
+    if name in _SINGLE_TREES:
+        return TreeModel(trees=[_sklearn_tree(estimator.tree_, 1.0, classifier=classifier)])
+    if name in _FORESTS:
+        weight = 1.0 / len(estimator.estimators_)
+        return TreeModel(
+            trees=[
+                _sklearn_tree(e.tree_, weight, classifier=classifier) for e in estimator.estimators_
+            ]
+        )
+    if name in _BOOSTING:
+        rate = float(estimator.learning_rate)
+        stages = [row[0] for row in estimator.estimators_]
+        rows = reference[:_CHECK_ROWS]
+        with warnings.catch_warnings():
+            # "X does not have valid feature names": the rows are in the model's order
+            warnings.simplefilter("ignore", UserWarning)
+            raw = estimator.decision_function(rows) if classifier else estimator.predict(rows)
+        sums = rate * np.sum([s.predict(rows) for s in stages], axis=0)
+        offsets = np.asarray(raw, np.float64).reshape(-1) - sums
+        if np.ptp(offsets) > 1e-9 * max(1.0, float(np.abs(offsets).max())):
+            return f"{name}'s init estimator does not give a constant initial score"
+        return TreeModel(
+            offset=float(offsets.mean()),
+            trees=[_sklearn_tree(s.tree_, rate, classifier=False) for s in stages],
+        )
+    if name in _HIST:
+        predictors = estimator._predictors
+        if any(len(per_iteration) != 1 for per_iteration in predictors):
+            return f"{name} has more than one tree per iteration"
+        if any(p[0].nodes["is_categorical"].any() for p in predictors):
+            return f"{name} has categorical splits"
+        return TreeModel(
+            offset=float(np.asarray(estimator._baseline_prediction).reshape(-1)[0]),
+            trees=[_hist_tree(p[0].nodes) for p in predictors],
+        )
+    return None
+
+
+def _sklearn_tree(tree: Any, weight: float, *, classifier: bool) -> TreeNodes:
+    """A scikit-learn ``Tree``: a classifier's leaf value is its fraction of the positive
+    class (scikit-learn >= 1.4 stores fractions), a regressor's its value; times ``weight``."""
+    leaf = tree.children_left == -1
+    values = tree.value[:, 0, 1] if classifier else tree.value[:, 0, 0]
+    missing = getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=bool))
+    return TreeNodes(
+        feature=[-1 if is_leaf else int(f) for f, is_leaf in zip(tree.feature, leaf, strict=True)],
+        threshold=[
+            0.0 if is_leaf else _finite(t) for t, is_leaf in zip(tree.threshold, leaf, strict=True)
+        ],
+        left=[int(c) for c in tree.children_left],
+        right=[int(c) for c in tree.children_right],
+        missing_left=[bool(m) for m in missing],
+        cover=[float(c) for c in tree.weighted_n_node_samples],
+        value=[
+            float(v) * weight if is_leaf else 0.0 for v, is_leaf in zip(values, leaf, strict=True)
+        ],
+    )
+
+
+def _hist_tree(nodes: np.ndarray) -> TreeNodes:
+    """A HistGradientBoosting predictor's nodes (leaf values already shrunk by the
+    learning rate)."""
+    leaf = nodes["is_leaf"].astype(bool)
+    return TreeNodes(
+        feature=[
+            -1 if is_leaf else int(f) for f, is_leaf in zip(nodes["feature_idx"], leaf, strict=True)
+        ],
+        threshold=[
+            0.0 if is_leaf else _finite(t)
+            for t, is_leaf in zip(nodes["num_threshold"], leaf, strict=True)
+        ],
+        left=[-1 if is_leaf else int(c) for c, is_leaf in zip(nodes["left"], leaf, strict=True)],
+        right=[-1 if is_leaf else int(c) for c, is_leaf in zip(nodes["right"], leaf, strict=True)],
+        missing_left=[bool(m) for m in nodes["missing_go_to_left"]],
+        cover=[float(c) for c in nodes["count"]],
+        value=[
+            float(v) if is_leaf else 0.0 for v, is_leaf in zip(nodes["value"], leaf, strict=True)
+        ],
+    )
+
+
+def _finite(threshold: float) -> float:
+    """A threshold JSON can hold: HistGradientBoosting splits "every value left, missing
+    right" at +inf, which the largest double stands for (every finite input is <= it)."""
+    return max(-sys.float_info.max, min(float(threshold), sys.float_info.max))
+
+
+def check_adds_up(
+    document: ExplainDocument,
+    features: Sequence[str],
+    output_index: int,
+    rows: np.ndarray,
+    predictions: np.ndarray,
+) -> None:
+    """``CompileError`` unless base plus contributions, through the link, is the module's
+    output (``predictions[:, output_index]``) on the first reference rows."""
+    explainer = Explainer(document, features)
+    worst = 0.0
+    for row, predicted in zip(
+        rows[:_CHECK_ROWS], predictions[:_CHECK_ROWS, output_index], strict=True
+    ):
+        explained = explainer.contributions([float(x) for x in row])
+        total = explained.base + math.fsum(v for _, v in explained.values)
+        if document.space == "log-odds":
+            total = logistic(total)
+        worst = max(worst, abs(total - float(predicted)) / max(1.0, abs(float(predicted))))
+    if not worst <= IDENTITY_TOLERANCE:
+        raise CompileError(
+            f"internal error: contributions do not add up to the module's output "
+            f"(off by {worst:.2g} on the reference rows)"
+        )
