@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from agent.contributions import NOT_AVAILABLE, Explainer, load_explainer
 from agent.errors import BundleError, DigestMismatch, RecordError
 from agent.limits import Limits
 from agent.runtime.model import WasmModel
+from agent.types import Contributions
 
 MISSING_CELLS = frozenset({"", "na", "nan", "null"})  # compared after strip() and lower()
 
@@ -130,21 +132,28 @@ class LocalModel:
         ``contribution_<feature>`` per feature and ``contribution_base``, on the frame's
         index; rows give one ``Contributions`` per row. A bundle without
         contribution data raises ``BundleError`` saying so."""
-        if self._explainer is None:
-            raise BundleError(NOT_AVAILABLE)
-        frame = _is_frame(data)
-        rows = self._frame_rows(data) if frame else self._rows(data)
-        explained = [self._explainer.contributions(row) for row in rows]
-        if not frame:
-            return explained
+        if not _is_frame(data):
+            return self._explain_rows(self._rows(data))
         import pandas as pd
 
-        columns: dict[str, list[float]] = {
-            f"contribution_{name}": [c.values[j][1] for c in explained]
-            for j, name in enumerate(self.manifest.feature_names())
-        }
-        columns["contribution_base"] = [c.base for c in explained]
-        return pd.DataFrame(columns, index=data.index)
+        explained = self._explain_rows(self._frame_rows(data))
+        return pd.DataFrame(contribution_columns(self.manifest, explained), index=data.index)
+
+    def _explain_rows(self, rows: Sequence[Sequence[float]]) -> list[Contributions]:
+        if self._explainer is None:
+            raise BundleError(NOT_AVAILABLE)
+        return [self._explainer.contributions(row) for row in rows]
+
+    def score_file(
+        self, features: Path, out: Path | None = None, *, contributions: bool = False
+    ) -> str:
+        """Score a features file (CSV, or Parquet by suffix) into ``out`` (CSV or Parquet by
+        suffix), one column per output and, with ``contributions``, ``contribution_<feature>``
+        and ``contribution_base``; with no ``out``, returns the CSV text (what
+        ``edge-agent bundle predict`` prints)."""
+        rows = read_features(features, self.manifest)
+        explained = self._explain_rows(rows) if contributions else None
+        return write_columns(result_columns(self.manifest, self.score(rows), explained), out)
 
     def score(self, rows: list[list[float]]) -> list[list[float]]:
         """Score rows already encoded (floats in manifest input order, NaN for missing,
@@ -181,15 +190,8 @@ class LocalModel:
     def _predict_frame(self, frame: Any) -> Any:
         import pandas as pd
 
-        predictions = self.score(self._frame_rows(frame))
-        result: dict[str, list[Any]] = {}
-        for k, spec in enumerate(self.manifest.outputs):
-            values = [row[k] for row in predictions]
-            if spec.kind is OutputKind.label and spec.classes:
-                result[spec.name] = [label_text(spec.classes, v) for v in values]
-            else:
-                result[spec.name] = values
-        return pd.DataFrame(result, index=frame.index)
+        columns = result_columns(self.manifest, self.score(self._frame_rows(frame)))
+        return pd.DataFrame(columns, index=frame.index)
 
 
 def _is_frame(data: Any) -> bool:
@@ -212,9 +214,11 @@ def encode_row(
 
 
 def read_features(path: Path, manifest: BundleManifest) -> list[list[float]]:
-    """A features CSV as rows in manifest input order (``encode``). Extra columns are
-    ignored; a missing column or a cell that cannot be read is a ``RecordError`` naming the
-    line and feature."""
+    """A features file (CSV, or Parquet by its ``.parquet`` suffix) as rows in manifest
+    input order (``encode``). Extra columns are ignored; a missing column or a cell that
+    cannot be read is a ``RecordError`` naming the line (CSV) or row (Parquet) and feature."""
+    if is_parquet(path):
+        return _read_parquet(path, manifest)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
@@ -229,6 +233,93 @@ def read_features(path: Path, manifest: BundleManifest) -> list[list[float]]:
             )
             for line, record in enumerate(reader, start=2)
         ]
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def _pyarrow_parquet() -> Any:
+    """``pyarrow.parquet``, or a ``RecordError`` saying how to get it: Parquet support is
+    the optional ``[parquet]`` extra, imported only when a Parquet file is named."""
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise RecordError(
+            "Parquet needs pyarrow: pip install 'edge-inference-agent[parquet]' (or use CSV)"
+        ) from None
+    return pyarrow.parquet
+
+
+def _read_parquet(path: Path, manifest: BundleManifest) -> list[list[float]]:
+    parquet = _pyarrow_parquet()
+    try:
+        names = set(parquet.read_schema(path).names)
+        absent = [f.name for f in manifest.inputs if f.name not in names]
+        if absent:
+            raise RecordError(f"features Parquet lacks columns: {', '.join(absent)}")
+        table = parquet.read_table(path, columns=manifest.feature_names())
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise RecordError(f"cannot read {path.name} as Parquet") from exc
+    columns = [table.column(f.name).to_pylist() for f in manifest.inputs]
+    return [
+        encode_row(manifest.inputs, values, f"features Parquet row {i}")
+        for i, values in enumerate(zip(*columns, strict=True))
+    ]
+
+
+Cell = str | float | None
+
+
+def result_columns(
+    manifest: BundleManifest,
+    predictions: Sequence[Sequence[float]],
+    explained: Sequence[Contributions] | None = None,
+) -> dict[str, list[Cell]]:
+    """The result table: one column per output (a label as its class text), then, when
+    ``explained``, ``contribution_<feature>`` per feature and ``contribution_base``."""
+    columns: dict[str, list[Cell]] = {}
+    for k, spec in enumerate(manifest.outputs):
+        values = [row[k] for row in predictions]
+        if spec.kind is OutputKind.label and spec.classes:
+            columns[spec.name] = [label_text(spec.classes, v) for v in values]
+        else:
+            columns[spec.name] = list(values)
+    if explained is not None:
+        columns.update(contribution_columns(manifest, explained))
+    return columns
+
+
+def contribution_columns(
+    manifest: BundleManifest, explained: Sequence[Contributions]
+) -> dict[str, list[Cell]]:
+    """``contribution_<feature>`` per feature, then ``contribution_base``."""
+    columns: dict[str, list[Cell]] = {
+        f"contribution_{name}": [c.values[j][1] for c in explained]
+        for j, name in enumerate(manifest.feature_names())
+    }
+    columns["contribution_base"] = [c.base for c in explained]
+    return columns
+
+
+def write_columns(columns: Mapping[str, Sequence[Cell]], out: Path | None) -> str:
+    """``columns`` written to ``out`` as Parquet (by its suffix) or CSV; with no ``out``,
+    the CSV text is returned instead (numbers to 9 significant digits, NaN as ``nan``)."""
+    if out is not None and is_parquet(out):
+        parquet = _pyarrow_parquet()
+        import pyarrow
+
+        parquet.write_table(pyarrow.table({k: list(v) for k, v in columns.items()}), out)
+        return ""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(list(columns))
+    for row in zip(*columns.values(), strict=True):
+        writer.writerow(["" if v is None else v if isinstance(v, str) else f"{v:.9g}" for v in row])
+    if out is not None:
+        out.write_text(text.getvalue(), encoding="utf-8")
+        return ""
+    return text.getvalue()
 
 
 def label_text(classes: Sequence[str], value: float) -> str | None:
