@@ -1,16 +1,17 @@
 """A bundle directory scored in a notebook or a script: ``agent.load(path).predict(data)``,
-and the cell encoding that ``edge-agent bundle predict`` shares with it.
+and the file reading and writing that ``edge-agent bundle predict`` shares with it.
 
 This is a data scientist's tool for checking a build, not a trust decision: ``model.wasm``
 is checked against the manifest's sha256 and size, the signature is not verified
 (``edge-agent bundle verify`` does that). The module runs in the same wasmtime sandbox
 the agent uses.
 
-Cells are encoded one way on every path here (``encode``): empty cells and ``NA``,
-``NaN``, ``null`` (any case), ``None``, a float NaN or pandas' ``NA`` are missing (NaN, which
-models that learnt a missing-value direction handle and others turn into NaN outputs); a
-categorical feature takes its level names; anything else must be a number. pandas is
-optional and imported only when a DataFrame is passed.
+Cells are read as on every path of the agent (``agent.cells``): empty cells and ``NA``,
+``NaN``, ``null`` (any case), ``None``, a float NaN or pandas' ``NA`` are missing, and here
+become NaN for the module (models that learnt a missing-value direction handle it, others
+give NaN outputs); a categorical feature takes its level names; anything else must be a
+finite number. pandas is optional and imported only when a DataFrame is passed; pyarrow
+(the ``[parquet]`` extra) only when a Parquet file is named.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,15 @@ from agent.bundle.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     BundleManifest,
-    InputFeature,
     OutputKind,
 )
 from agent.bundle.verify import file_limit, is_safe_name
+from agent.cells import encode_row, label_text
 from agent.contributions import NOT_AVAILABLE, Explainer, load_explainer
 from agent.errors import BundleError, DigestMismatch, RecordError
 from agent.limits import Limits
 from agent.runtime.model import WasmModel
 from agent.types import Contributions
-
-MISSING_CELLS = frozenset({"", "na", "nan", "null"})  # compared after strip() and lower()
 
 
 def read_bundle(directory: Path, limits: Limits) -> tuple[BundleManifest, dict[str, bytes]]:
@@ -64,45 +62,6 @@ def read_bundle(directory: Path, limits: Limits) -> tuple[BundleManifest, dict[s
             raise DigestMismatch(f"{name} does not match the manifest's sha256/size")
         files[name] = content
     return manifest, files
-
-
-def is_missing(value: object) -> bool:
-    if value is None or type(value).__name__ == "NAType":  # pandas.NA, without pandas
-        return True
-    if isinstance(value, str):
-        return value.strip().lower() in MISSING_CELLS
-    try:
-        return math.isnan(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-
-
-def encode(feature: InputFeature, value: object) -> float:
-    """``value`` as the module reads ``feature``: NaN when missing, the level's index for
-    a categorical feature, else the number. ``ValueError`` (whose message never holds the
-    value) when it is none of these."""
-    if is_missing(value):
-        return math.nan
-    if feature.levels:
-        text = value.strip() if isinstance(value, str) else _number_text(value)
-        if text not in feature.levels:
-            raise ValueError("not one of its levels")
-        return float(feature.levels.index(text))
-    if isinstance(value, bool):
-        raise ValueError("not a number")
-    try:
-        return float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError("not a number") from None
-
-
-def _number_text(value: object) -> str:
-    """A numeric level written as text: 1.0 -> "1" (a DataFrame holds codes as floats)."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(value)
-    return str(int(number)) if number.is_integer() else str(number)
 
 
 class LocalModel:
@@ -199,23 +158,9 @@ def _is_frame(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
 
 
-def encode_row(
-    features: Sequence[InputFeature], values: Sequence[object], where: str
-) -> list[float]:
-    """One row of cells, in feature order, encoded; ``RecordError`` naming ``where`` and
-    the feature (never the value) for a cell that cannot be read."""
-    row = []
-    for feature, value in zip(features, values, strict=True):
-        try:
-            row.append(encode(feature, value))
-        except ValueError as exc:
-            raise RecordError(f"{where}: {feature.name!r} is {exc}") from None
-    return row
-
-
 def read_features(path: Path, manifest: BundleManifest) -> list[list[float]]:
     """A features file (CSV, or Parquet by its ``.parquet`` suffix) as rows in manifest
-    input order (``encode``). Extra columns are ignored; a missing column or a cell that
+    input order (``agent.cells``). Extra columns are ignored; a missing column or a cell that
     cannot be read is a ``RecordError`` naming the line (CSV) or row (Parquet) and feature."""
     if is_parquet(path):
         return _read_parquet(path, manifest)
@@ -320,11 +265,6 @@ def write_columns(columns: Mapping[str, Sequence[Cell]], out: Path | None) -> st
         out.write_text(text.getvalue(), encoding="utf-8")
         return ""
     return text.getvalue()
-
-
-def label_text(classes: Sequence[str], value: float) -> str | None:
-    """The class label of a label output's index; None when it is not a class index."""
-    return classes[int(value)] if value == value and 0 <= value < len(classes) else None
 
 
 def load(directory: Path | str, *, limits: Limits | None = None) -> LocalModel:

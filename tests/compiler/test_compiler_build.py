@@ -141,7 +141,7 @@ def test_build_refuses_mismatched_or_bad_reference_data(tmp_path: Path) -> None:
             out=tmp_path / "o",
             schema={"features": {"sex": {"levels": ["female", "male"]}}},
         )
-    with pytest.raises(CompileError, match=r"line 2: 'sex' holds a value not among its levels"):
+    with pytest.raises(CompileError, match=r"line 2: 'sex' is not one of its levels"):
         build(
             model,
             reference=reference,

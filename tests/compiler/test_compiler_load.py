@@ -120,7 +120,7 @@ def test_rows_in_give_rows_of_floats_out(fitted: tuple[Path, pd.DataFrame, objec
     ("rows", "message"),
     [
         ([[14.0, 20.0, 0.1, "medium"]], r"^row 0: 'size' is not one of its levels$"),
-        ([[14.0, "twenty", 0.1, "large"]], r"^row 0: 'mean texture' is not a number$"),
+        ([[14.0, "twenty", 0.1, "large"]], r"^row 0: 'mean texture' is not a finite number$"),
         ([[14.0, 20.0, 0.1]], r"^row 0 has 3 values, the model reads 4$"),
         (
             [{"mean radius": 14.0, "size": "large"}],
