@@ -4,8 +4,9 @@
 Exact and cheap contributions exist for two families, and only they get the file:
 
 * tree ensembles of scikit-learn (decision trees, random and extra forests, gradient
-  boosting, HistGradientBoosting): each tree's nodes with their training covers
-  (``weighted_n_node_samples``, HistGradientBoosting's ``count``), for TreeSHAP. A forest's
+  boosting, HistGradientBoosting) and XGBoost (binary logistic, squared error): each
+  tree's nodes with their training covers (``weighted_n_node_samples``,
+  HistGradientBoosting's ``count``, XGBoost's ``sum_hessian``), for TreeSHAP. A forest's
   leaves carry the 1/n of its average, boosting's the learning rate, and boosting's initial
   score is the ``offset``; a forest or tree classifier is explained in probability, boosting
   in log-odds;
@@ -13,7 +14,7 @@ Exact and cheap contributions exist for two families, and only they get the file
   after ``StandardScaler`` steps, which fold into the coefficients: ``coef / scale``.
 
 Classifiers must be binary and regressors single-output (one risk output). Anything else
-(calibration, SVMs, k-NN, MLPs, XGBoost and LightGBM, ONNX input, multi-class) gets no file
+(calibration, SVMs, k-NN, MLPs, LightGBM, ONNX input, multi-class) gets no file
 and ``unavailable_reason`` says why; the agent then answers that contributions are not
 available. Covers and thresholds come from the estimator because ONNX tree nodes carry no
 covers.
@@ -25,10 +26,11 @@ fails (a file the compiler cannot vouch for is never written).
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,8 @@ _FORESTS = {
 _SINGLE_TREES = {"DecisionTreeClassifier", "DecisionTreeRegressor"}
 _BOOSTING = {"GradientBoostingClassifier", "GradientBoostingRegressor"}
 _HIST = {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
+_XGBOOST = {"XGBClassifier", "XGBRegressor"}
+_XGBOOST_OBJECTIVES = ("binary:logistic", "reg:squarederror")
 _LINEAR_CLASSIFIERS = {"LogisticRegression", "LogisticRegressionCV"}
 _LINEAR_REGRESSORS = {
     "LinearRegression",
@@ -98,7 +102,7 @@ def explain_document(
     if classes is None:
         space = "value"
     else:  # boosting sums margins; a forest or a tree averages probabilities
-        space = "log-odds" if name in _BOOSTING | _HIST else "probability"
+        space = "log-odds" if name in _BOOSTING | _HIST | _XGBOOST else "probability"
     return ExplainDocument(output=output, space=space, model=trees)
 
 
@@ -171,49 +175,101 @@ def _trees(estimator: Any, name: str, reference: np.ndarray) -> TreeModel | str 
             offset=float(np.asarray(estimator._baseline_prediction).reshape(-1)[0]),
             trees=[_hist_tree(p[0].nodes) for p in predictors],
         )
+    if name in _XGBOOST:
+        return _xgboost(estimator)
     return None
+
+
+def _xgboost(estimator: Any) -> TreeModel | str:
+    """An XGBoost gbtree model from its exact JSON form (``save_raw("json")``): covers are
+    the nodes' ``sum_hessian``, the offset the margin of ``base_score``. XGBoost sends a row
+    left when ``x < split`` (float32): for float32 inputs that is ``x <= `` the next float32
+    below ``split``, which is the threshold written here."""
+    learner = json.loads(bytes(estimator.get_booster().save_raw("json")))["learner"]
+    objective = learner["objective"]["name"]
+    if objective not in _XGBOOST_OBJECTIVES or learner["gradient_booster"]["name"] != "gbtree":
+        return f"contributions are not available for XGBoost objective {objective}"
+    base = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
+    offset = math.log(base / (1 - base)) if objective == "binary:logistic" else base
+    trees = learner["gradient_booster"]["model"]["trees"]
+    if any(kind != 0 for tree in trees for kind in tree["split_type"]):
+        return "contributions are not available for XGBoost categorical splits"
+    return TreeModel(offset=offset, trees=[_xgboost_tree(tree) for tree in trees])
+
+
+def _xgboost_tree(tree: dict[str, Any]) -> TreeNodes:
+    below = np.nextafter(np.asarray(tree["split_conditions"], np.float32), np.float32(-np.inf))
+    return _nodes(
+        leaf=np.asarray(tree["left_children"]) == -1,
+        feature=tree["split_indices"],
+        threshold=below,
+        left=tree["left_children"],
+        right=tree["right_children"],
+        missing_left=tree["default_left"],
+        cover=tree["sum_hessian"],
+        value=tree["split_conditions"],  # a leaf's value, in XGBoost's JSON
+    )
 
 
 def _sklearn_tree(tree: Any, weight: float, *, classifier: bool) -> TreeNodes:
     """A scikit-learn ``Tree``: a classifier's leaf value is its fraction of the positive
     class (scikit-learn >= 1.4 stores fractions), a regressor's its value; times ``weight``."""
-    leaf = tree.children_left == -1
     values = tree.value[:, 0, 1] if classifier else tree.value[:, 0, 0]
-    missing = getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=bool))
-    return TreeNodes(
-        feature=[-1 if is_leaf else int(f) for f, is_leaf in zip(tree.feature, leaf, strict=True)],
-        threshold=[
-            0.0 if is_leaf else _finite(t) for t, is_leaf in zip(tree.threshold, leaf, strict=True)
-        ],
-        left=[int(c) for c in tree.children_left],
-        right=[int(c) for c in tree.children_right],
-        missing_left=[bool(m) for m in missing],
-        cover=[float(c) for c in tree.weighted_n_node_samples],
-        value=[
-            float(v) * weight if is_leaf else 0.0 for v, is_leaf in zip(values, leaf, strict=True)
-        ],
+    return _nodes(
+        leaf=tree.children_left == -1,
+        feature=tree.feature,
+        threshold=tree.threshold,
+        left=tree.children_left,
+        right=tree.children_right,
+        missing_left=getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=bool)),
+        cover=tree.weighted_n_node_samples,
+        value=values * weight,
     )
 
 
 def _hist_tree(nodes: np.ndarray) -> TreeNodes:
     """A HistGradientBoosting predictor's nodes (leaf values already shrunk by the
-    learning rate)."""
-    leaf = nodes["is_leaf"].astype(bool)
+    learning rate; ``left``/``right`` are 0 at a leaf)."""
+    return _nodes(
+        leaf=nodes["is_leaf"].astype(bool),
+        feature=nodes["feature_idx"],
+        threshold=nodes["num_threshold"],
+        left=nodes["left"],
+        right=nodes["right"],
+        missing_left=nodes["missing_go_to_left"],
+        cover=nodes["count"],
+        value=nodes["value"],
+    )
+
+
+def _nodes(
+    *,
+    leaf: np.ndarray,
+    feature: Any,
+    threshold: Any,
+    left: Any,
+    right: Any,
+    missing_left: Any,
+    cover: Any,
+    value: Any,
+) -> TreeNodes:
+    """Per-node arrays of any library as ``TreeNodes``: -1 for a leaf's feature and
+    children, 0 for a leaf's threshold and a split's value."""
+    leaves = [bool(x) for x in leaf]
+
+    def at_splits(column: Any, convert: Callable[[Any], Any], at_leaf: Any) -> list[Any]:
+        return [
+            at_leaf if is_leaf else convert(x) for x, is_leaf in zip(column, leaves, strict=True)
+        ]
+
     return TreeNodes(
-        feature=[
-            -1 if is_leaf else int(f) for f, is_leaf in zip(nodes["feature_idx"], leaf, strict=True)
-        ],
-        threshold=[
-            0.0 if is_leaf else _finite(t)
-            for t, is_leaf in zip(nodes["num_threshold"], leaf, strict=True)
-        ],
-        left=[-1 if is_leaf else int(c) for c, is_leaf in zip(nodes["left"], leaf, strict=True)],
-        right=[-1 if is_leaf else int(c) for c, is_leaf in zip(nodes["right"], leaf, strict=True)],
-        missing_left=[bool(m) for m in nodes["missing_go_to_left"]],
-        cover=[float(c) for c in nodes["count"]],
-        value=[
-            float(v) if is_leaf else 0.0 for v, is_leaf in zip(nodes["value"], leaf, strict=True)
-        ],
+        feature=at_splits(feature, int, -1),
+        threshold=at_splits(threshold, _finite, 0.0),
+        left=at_splits(left, int, -1),
+        right=at_splits(right, int, -1),
+        missing_left=[bool(m) for m in missing_left],
+        cover=[float(c) for c in cover],
+        value=[float(v) if is_leaf else 0.0 for v, is_leaf in zip(value, leaves, strict=True)],
     )
 
 

@@ -30,6 +30,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
+from xgboost import XGBClassifier, XGBRegressor
 
 import agent
 from agent.bundle.explain import EXPLAIN_FILE, TreeNodes, parse_explain
@@ -68,7 +69,11 @@ def _build(model: Any, x: pd.DataFrame, folder: Path) -> Path:
 
 def _raw(model: Any, x: pd.DataFrame) -> np.ndarray:
     """The model's output in the explained space, from scikit-learn itself."""
-    if isinstance(model, GradientBoostingClassifier | HistGradientBoostingClassifier):
+    if isinstance(
+        model, GradientBoostingClassifier | HistGradientBoostingClassifier | XGBClassifier
+    ):
+        if isinstance(model, XGBClassifier):
+            return np.asarray(model.predict(x, output_margin=True))
         return np.asarray(model.decision_function(x))
     if hasattr(model, "steps") and hasattr(model, "decision_function"):
         return np.asarray(model.decision_function(x))
@@ -106,6 +111,14 @@ TREE_CASES = {
         lambda: GradientBoostingRegressor(n_estimators=40, max_depth=3, random_state=0),
         _diabetes,
     ),
+    "xgboost_classifier": (
+        lambda: XGBClassifier(n_estimators=40, max_depth=4, random_state=0),
+        _breast_cancer,
+    ),
+    "xgboost_regressor": (
+        lambda: XGBRegressor(n_estimators=40, max_depth=4, random_state=0),
+        _diabetes,
+    ),
 }
 
 
@@ -126,15 +139,16 @@ def test_tree_contributions_match_shap_and_add_up_to_the_models_output(
     if expected.ndim == 3:  # a classifier's values per class: the positive one
         expected = expected[:, :, 1]
     base = np.asarray(explainer.expected_value).reshape(-1)[-1]
-    assert np.abs(contributions - expected).max() <= TOLERANCE
-    assert np.abs(mine["contribution_base"].to_numpy() - base).max() <= TOLERANCE
+    raw = _raw(model, rows)
+    bound = TOLERANCE * max(1.0, float(np.abs(raw).max()))  # x the scale of a regressor
+    assert np.abs(contributions - expected).max() <= bound
+    assert np.abs(mine["contribution_base"].to_numpy() - base).max() <= bound
     total = contributions.sum(axis=1) + mine["contribution_base"].to_numpy()
-    assert np.abs(total - _raw(model, rows)).max() <= TOLERANCE
+    assert np.abs(total - raw).max() <= bound
     # and the module's own output is that total through the link
-    output = json.loads((bundle / EXPLAIN_FILE).read_bytes())["output"]
-    scored = loaded.predict(rows)[output].to_numpy()
-    space = json.loads((bundle / EXPLAIN_FILE).read_bytes())["space"]
-    through_link = [logistic(t) for t in total] if space == "log-odds" else total
+    document = json.loads((bundle / EXPLAIN_FILE).read_bytes())
+    scored = loaded.predict(rows)[document["output"]].to_numpy()
+    through_link = [logistic(t) for t in total] if document["space"] == "log-odds" else total
     assert np.abs(np.asarray(through_link) - scored).max() <= 1e-4 * max(1.0, np.abs(scored).max())
 
 
