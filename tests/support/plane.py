@@ -28,7 +28,15 @@ from agent.bundle.manifest import (
 from agent.dataplane import ModelView
 from agent.errors import AgentError, InternalError, UnknownModel
 from agent.limits import Limits
-from agent.types import IntakePath, PatientOutcome, Prediction, ScoreRequest, ScoreResult
+from agent.types import (
+    IntakePath,
+    OutcomeReceipt,
+    OutcomeReport,
+    PatientOutcome,
+    Prediction,
+    ScoreRequest,
+    ScoreResult,
+)
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,15 @@ class ScriptedPlane:
     digest = "0" * 64
     features: tuple[str, ...] = ("hr", "temp")  # the model's inputs, for feature CSVs
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None, *, keep_requests: bool = False) -> None:
         self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
+        self.requests: list[ScoreRequest] = []  # what reached score(), when kept
+        self._keep_requests = keep_requests  # off by default: batch tests score thousands
+        self._limits = limits or Limits()
 
     @property
     def limits(self) -> Limits:
-        return Limits()
+        return self._limits
 
     def model(self, name: str, version: str | None = None) -> ModelView:
         if version is not None and version != self.version:
@@ -95,7 +106,16 @@ class ScriptedPlane:
         return {}
 
     def status(self) -> Mapping[str, Any]:
-        return {}
+        return {
+            "site": "test",
+            "ready": True,
+            "configured": [],
+            "act": {"psi": 0.25, "js": 0.1},
+            "models": {},
+        }
+
+    def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
+        return OutcomeReceipt(len(reports), 0)
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         self.refusals.append((model, error.reason))
@@ -108,6 +128,8 @@ class ScriptedPlane:
 
     def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
         view = model or self.model(request.model)
+        if self._keep_requests:
+            self.requests.append(request)
         try:
             predictions = self.predict(request)
         except AgentError:
