@@ -4,9 +4,10 @@
 Exact and cheap contributions exist for two families, and only they get the file:
 
 * tree ensembles of scikit-learn (decision trees, random and extra forests, gradient
-  boosting, HistGradientBoosting) and XGBoost (binary logistic, squared error): each
-  tree's nodes with their training covers (``weighted_n_node_samples``,
-  HistGradientBoosting's ``count``, XGBoost's ``sum_hessian``), for TreeSHAP. A forest's
+  boosting, HistGradientBoosting), XGBoost and LightGBM (binary logistic, squared error):
+  each tree's nodes with their training covers (``weighted_n_node_samples``,
+  HistGradientBoosting's ``count``, XGBoost's ``sum_hessian``, LightGBM's data counts), for
+  TreeSHAP. A forest's
   leaves carry the 1/n of its average, boosting's the learning rate, and boosting's initial
   score is the ``offset``; a forest or tree classifier is explained in probability, boosting
   in log-odds;
@@ -14,7 +15,7 @@ Exact and cheap contributions exist for two families, and only they get the file
   after ``StandardScaler`` steps, which fold into the coefficients: ``coef / scale``.
 
 Classifiers must be binary and regressors single-output (one risk output). Anything else
-(calibration, SVMs, k-NN, MLPs, LightGBM, ONNX input, multi-class) gets no file
+(calibration, SVMs, k-NN, MLPs, ONNX input, multi-class) gets no file
 and ``unavailable_reason`` says why; the agent then answers that contributions are not
 available. Covers and thresholds come from the estimator because ONNX tree nodes carry no
 covers.
@@ -51,6 +52,8 @@ _BOOSTING = {"GradientBoostingClassifier", "GradientBoostingRegressor"}
 _HIST = {"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"}
 _XGBOOST = {"XGBClassifier", "XGBRegressor"}
 _XGBOOST_OBJECTIVES = ("binary:logistic", "reg:squarederror")
+_LIGHTGBM = {"LGBMClassifier", "LGBMRegressor"}
+_LIGHTGBM_OBJECTIVES = ("binary", "regression")
 _LINEAR_CLASSIFIERS = {"LogisticRegression", "LogisticRegressionCV"}
 _LINEAR_REGRESSORS = {
     "LinearRegression",
@@ -102,7 +105,7 @@ def explain_document(
     if classes is None:
         space = "value"
     else:  # boosting sums margins; a forest or a tree averages probabilities
-        space = "log-odds" if name in _BOOSTING | _HIST | _XGBOOST else "probability"
+        space = "log-odds" if name in _BOOSTING | _HIST | _XGBOOST | _LIGHTGBM else "probability"
     return ExplainDocument(output=output, space=space, model=trees)
 
 
@@ -177,7 +180,80 @@ def _trees(estimator: Any, name: str, reference: np.ndarray) -> TreeModel | str 
         )
     if name in _XGBOOST:
         return _xgboost(estimator)
+    if name in _LIGHTGBM:
+        return _lightgbm(estimator)
     return None
+
+
+def _lightgbm(estimator: Any) -> TreeModel | str:
+    """A LightGBM model from ``dump_model()``: covers are the nodes' data counts (as
+    ``shap`` reads them), a one-leaf tree is a constant added to the offset. A missing value
+    goes where LightGBM sends it: the default side for ``NaN`` missing types, the side of
+    0.0 for ``None`` (NaN is read as zero); ``Zero`` only when zero's side is the default."""
+    dump = estimator.booster_.dump_model()
+    objective = str(dump["objective"]).split()[0]
+    if objective not in _LIGHTGBM_OBJECTIVES or dump["num_tree_per_iteration"] != 1:
+        return f"contributions are not available for LightGBM objective {objective}"
+    if dump.get("average_output"):
+        return "contributions are not available for LightGBM's random forest mode"
+    offset = 0.0
+    trees = []
+    for info in dump["tree_info"]:
+        root = info["tree_structure"]
+        if "split_index" not in root:
+            offset += float(root["leaf_value"])
+            continue
+        tree = _lightgbm_tree(root)
+        if isinstance(tree, str):
+            return tree
+        trees.append(tree)
+    return TreeModel(offset=offset, trees=trees)
+
+
+def _lightgbm_tree(root: dict[str, Any]) -> TreeNodes | str:
+    order: list[dict[str, Any]] = []
+    pending = [root]
+    while pending:  # pre-order: children after their parent
+        node = pending.pop()
+        order.append(node)
+        if "split_index" in node:
+            pending += [node["right_child"], node["left_child"]]
+    index = {id(node): i for i, node in enumerate(order)}
+    splits = [node for node in order if "split_index" in node]
+    if any(
+        not isinstance(n["threshold"], int | float) or n["decision_type"] != "<=" for n in splits
+    ):
+        return "contributions are not available for LightGBM categorical splits"
+    missing_left = []
+    for node in order:
+        if "split_index" not in node:
+            missing_left.append(False)
+            continue
+        zero_left = node["threshold"] >= 0.0
+        if node["missing_type"] == "Zero" and zero_left != node["default_left"]:
+            return "contributions are not available for LightGBM zero-as-missing splits"
+        none = node["missing_type"] == "None"
+        missing_left.append(zero_left if none else bool(node["default_left"]))
+    is_split = ["split_index" in node for node in order]
+    return _nodes(
+        leaf=np.asarray([not s for s in is_split]),
+        feature=[node.get("split_feature", -1) for node in order],
+        threshold=[node.get("threshold", 0.0) for node in order],
+        left=[
+            index[id(node["left_child"])] if s else -1
+            for node, s in zip(order, is_split, strict=True)
+        ],
+        right=[
+            index[id(node["right_child"])] if s else -1
+            for node, s in zip(order, is_split, strict=True)
+        ],
+        missing_left=missing_left,
+        cover=[
+            node["internal_count"] if s else node["leaf_count"]
+            for node, s in zip(order, is_split, strict=True)
+        ],
+        value=[node.get("leaf_value", 0.0) for node in order],
+    )
 
 
 def _xgboost(estimator: Any) -> TreeModel | str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.ensemble import (
     ExtraTreesRegressor,
@@ -68,12 +69,12 @@ def _build(model: Any, x: pd.DataFrame, folder: Path) -> Path:
 
 
 def _raw(model: Any, x: pd.DataFrame) -> np.ndarray:
-    """The model's output in the explained space, from scikit-learn itself."""
-    if isinstance(
-        model, GradientBoostingClassifier | HistGradientBoostingClassifier | XGBClassifier
-    ):
-        if isinstance(model, XGBClassifier):
-            return np.asarray(model.predict(x, output_margin=True))
+    """The model's output in the explained space, from the library itself."""
+    if isinstance(model, XGBClassifier):
+        return np.asarray(model.predict(x, output_margin=True))
+    if isinstance(model, LGBMClassifier):
+        return np.asarray(model.predict(x, raw_score=True))
+    if isinstance(model, GradientBoostingClassifier | HistGradientBoostingClassifier):
         return np.asarray(model.decision_function(x))
     if hasattr(model, "steps") and hasattr(model, "decision_function"):
         return np.asarray(model.decision_function(x))
@@ -115,6 +116,14 @@ TREE_CASES = {
         lambda: XGBClassifier(n_estimators=40, max_depth=4, random_state=0),
         _breast_cancer,
     ),
+    "lightgbm_classifier": (
+        lambda: LGBMClassifier(n_estimators=40, num_leaves=15, random_state=0, verbose=-1),
+        _breast_cancer,
+    ),
+    "lightgbm_regressor": (
+        lambda: LGBMRegressor(n_estimators=40, num_leaves=15, random_state=0, verbose=-1),
+        _diabetes,
+    ),
     "xgboost_regressor": (
         lambda: XGBRegressor(n_estimators=40, max_depth=4, random_state=0),
         _diabetes,
@@ -135,7 +144,9 @@ def test_tree_contributions_match_shap_and_add_up_to_the_models_output(
     mine = loaded.explain(rows)
     contributions = mine[[f"contribution_{c}" for c in x.columns]].to_numpy()
     explainer = shap.TreeExplainer(model)
-    expected = np.asarray(explainer.shap_values(rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # shap's note on LightGBM's output shape
+        expected = np.asarray(explainer.shap_values(rows))
     if expected.ndim == 3:  # a classifier's values per class: the positive one
         expected = expected[:, :, 1]
     base = np.asarray(explainer.expected_value).reshape(-1)[-1]
@@ -152,21 +163,33 @@ def test_tree_contributions_match_shap_and_add_up_to_the_models_output(
     assert np.abs(np.asarray(through_link) - scored).max() <= 1e-4 * max(1.0, np.abs(scored).max())
 
 
-def test_missing_values_follow_the_learnt_direction_in_contributions(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: HistGradientBoostingClassifier(max_iter=30, random_state=0),
+        lambda: LGBMClassifier(n_estimators=30, num_leaves=15, random_state=0, verbose=-1),
+    ],
+    ids=["hist_gradient_boosting", "lightgbm"],
+)
+def test_missing_values_follow_the_learnt_direction_in_contributions(
+    make: Any, tmp_path: Path
+) -> None:
     x, y = _breast_cancer()
     x = x.copy()
     x.iloc[::5, 1] = np.nan
     x.iloc[::7, 4] = np.nan
-    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+    model = make().fit(x, y)
     loaded = agent.load(_build(model, x, tmp_path))
     rows = x.iloc[:70]
     mine = loaded.explain(rows)
     contributions = mine[[f"contribution_{c}" for c in x.columns]].to_numpy()
     assert np.isnan(rows.to_numpy()).any()
-    expected = np.asarray(shap.TreeExplainer(model).shap_values(rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # shap's note on LightGBM's output shape
+        expected = np.asarray(shap.TreeExplainer(model).shap_values(rows))
     assert np.abs(contributions - expected).max() <= TOLERANCE
     total = contributions.sum(axis=1) + mine["contribution_base"].to_numpy()
-    assert np.abs(total - model.decision_function(rows)).max() <= TOLERANCE
+    assert np.abs(total - _raw(model, rows)).max() <= TOLERANCE
 
 
 @pytest.mark.parametrize("scaled", [False, True])
