@@ -66,6 +66,13 @@ class ModelView(Protocol):
         """Every code the site mapping reads (CDS Hooks prefetch)."""
         ...
 
+    @property
+    def missing_values(self) -> Mapping[str, float | None]:
+        """Per feature, what the site mapping gives a missing value (the training median, a
+        constant; a level index for a categorical feature), None where it refuses: feature
+        tables honour the mapping's ``missing`` as records do."""
+        ...
+
 
 class DataPlane(Protocol):
     """Scoring and model state, as the intake paths see them."""

@@ -19,6 +19,8 @@ class Limits:
     registry_index_max: int = 1_000_000  # bytes: a registry index document
     manifest_max: int = 4_000_000  # bytes: manifest.json
     wasm_module_max: int = 32_000_000  # bytes: model.wasm
+    explain_nodes_max: int = 1_000_000  # tree nodes in a bundle's explain.json, all trees
+    explain_depth_max: int = 64  # levels of one tree in explain.json (TreeSHAP recurses)
     model_memory_max: int = 64 * 1024 * 1024  # bytes: linear memory a model may grow to
     model_fuel_per_row: int = 5_000_000  # wasm fuel units per scored row (the deadline)
     batch_rows_max: int = 1024  # rows per call into a module

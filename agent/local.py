@@ -1,23 +1,24 @@
 """A bundle directory scored in a notebook or a script: ``agent.load(path).predict(data)``,
-and the cell encoding that ``edge-agent bundle predict`` shares with it.
+and the file reading and writing that ``edge-agent bundle predict`` shares with it.
 
 This is a data scientist's tool for checking a build, not a trust decision: ``model.wasm``
 is checked against the manifest's sha256 and size, the signature is not verified
 (``edge-agent bundle verify`` does that). The module runs in the same wasmtime sandbox
 the agent uses.
 
-Cells are encoded one way on every path here (``encode``): empty cells and ``NA``,
-``NaN``, ``null`` (any case), ``None``, a float NaN or pandas' ``NA`` are missing (NaN, which
-models that learnt a missing-value direction handle and others turn into NaN outputs); a
-categorical feature takes its level names; anything else must be a number. pandas is
-optional and imported only when a DataFrame is passed.
+Cells are read as on every path of the agent (``agent.cells``): empty cells and ``NA``,
+``NaN``, ``null`` (any case), ``None``, a float NaN or pandas' ``NA`` are missing, and here
+become NaN for the module (models that learnt a missing-value direction handle it, others
+give NaN outputs); a categorical feature takes its level names; anything else must be a
+finite number. pandas is optional and imported only when a DataFrame is passed; pyarrow
+(the ``[parquet]`` extra) only when a Parquet file is named.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import math
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,79 +27,52 @@ from agent.bundle.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     BundleManifest,
-    InputFeature,
     OutputKind,
 )
+from agent.bundle.verify import file_limit, is_safe_name
+from agent.cells import encode_row, label_text
+from agent.contributions import NOT_AVAILABLE, Explainer, load_explainer
 from agent.errors import BundleError, DigestMismatch, RecordError
 from agent.limits import Limits
 from agent.runtime.model import WasmModel
+from agent.types import Contributions
 
-MISSING_CELLS = frozenset({"", "na", "nan", "null"})  # compared after strip() and lower()
 
-
-def read_bundle(directory: Path, limits: Limits) -> tuple[BundleManifest, bytes]:
-    """The manifest and a module whose sha256 and size match it (``DigestMismatch``)."""
+def read_bundle(directory: Path, limits: Limits) -> tuple[BundleManifest, dict[str, bytes]]:
+    """The manifest and every file it lists (``model.wasm``, ``explain.json`` when built),
+    each matching its sha256 and size (``DigestMismatch``)."""
     manifest_path = directory / MANIFEST_FILE
     try:
         if manifest_path.stat().st_size > limits.manifest_max:
             raise BundleError(f"{MANIFEST_FILE} is larger than limits.manifest_max")
         manifest = BundleManifest.model_validate_json(manifest_path.read_bytes())
-        wasm = (directory / MODEL_FILE).read_bytes()
     except OSError as exc:
         raise BundleError(f"cannot read the bundle in {directory}") from exc
     except ValueError as exc:
         raise BundleError(f"{MANIFEST_FILE} is not a valid manifest") from exc
-    entry = manifest.files[MODEL_FILE]
-    if len(wasm) != entry.size or hashlib.sha256(wasm).hexdigest() != entry.sha256:
-        raise DigestMismatch(f"{MODEL_FILE} does not match the manifest's sha256/size")
-    return manifest, wasm
-
-
-def is_missing(value: object) -> bool:
-    if value is None or type(value).__name__ == "NAType":  # pandas.NA, without pandas
-        return True
-    if isinstance(value, str):
-        return value.strip().lower() in MISSING_CELLS
-    try:
-        return math.isnan(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-
-
-def encode(feature: InputFeature, value: object) -> float:
-    """``value`` as the module reads ``feature``: NaN when missing, the level's index for
-    a categorical feature, else the number. ``ValueError`` (whose message never holds the
-    value) when it is none of these."""
-    if is_missing(value):
-        return math.nan
-    if feature.levels:
-        text = value.strip() if isinstance(value, str) else _number_text(value)
-        if text not in feature.levels:
-            raise ValueError("not one of its levels")
-        return float(feature.levels.index(text))
-    if isinstance(value, bool):
-        raise ValueError("not a number")
-    try:
-        return float(value.strip() if isinstance(value, str) else value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError("not a number") from None
-
-
-def _number_text(value: object) -> str:
-    """A numeric level written as text: 1.0 -> "1" (a DataFrame holds codes as floats)."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(value)
-    return str(int(number)) if number.is_integer() else str(number)
+    files: dict[str, bytes] = {}
+    for name, entry in manifest.files.items():
+        if not is_safe_name(name) or entry.size > file_limit(name, limits):
+            raise BundleError(f"{MANIFEST_FILE} lists a file it may not: {name!r}")
+        try:
+            content = (directory / name).read_bytes()
+        except OSError as exc:
+            raise BundleError(f"cannot read {name} in {directory}") from exc
+        if len(content) != entry.size or hashlib.sha256(content).hexdigest() != entry.sha256:
+            raise DigestMismatch(f"{name} does not match the manifest's sha256/size")
+        files[name] = content
+    return manifest, files
 
 
 class LocalModel:
     """A bundle loaded for scoring in process; build with :func:`load`."""
 
-    def __init__(self, manifest: BundleManifest, runtime: WasmModel) -> None:
+    def __init__(
+        self, manifest: BundleManifest, runtime: WasmModel, explainer: Explainer | None = None
+    ) -> None:
         self.manifest = manifest
         self._runtime = runtime
+        self._explainer = explainer
 
     def predict(self, data: Any) -> Any:
         """Score ``data``: a pandas DataFrame (columns named after the features, any order,
@@ -107,14 +81,56 @@ class LocalModel:
         mappings by feature name) give one list of floats per row (a label as its class
         index). Raises ``RecordError``
         naming the row and feature of a cell that cannot be read."""
-        if type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns"):
+        if _is_frame(data):
             return self._predict_frame(data)
-        return self.score([self._encode_row(row, f"row {i}") for i, row in enumerate(data)])
+        return self.score(self._rows(data))
+
+    def explain(self, data: Any) -> Any:
+        """Each feature's contribution to the explained output (docs/explain.md), for the
+        same inputs as ``predict``: a DataFrame gives a DataFrame with a column
+        ``contribution_<feature>`` per feature and ``contribution_base``, on the frame's
+        index; rows give one ``Contributions`` per row. A bundle without
+        contribution data raises ``BundleError`` saying so."""
+        if not _is_frame(data):
+            return self._explain_rows(self._rows(data))
+        import pandas as pd
+
+        explained = self._explain_rows(self._frame_rows(data))
+        return pd.DataFrame(contribution_columns(self.manifest, explained), index=data.index)
+
+    def _explain_rows(self, rows: Sequence[Sequence[float]]) -> list[Contributions]:
+        if self._explainer is None:
+            raise BundleError(NOT_AVAILABLE)
+        return [self._explainer.contributions(row) for row in rows]
+
+    def score_file(
+        self, features: Path, out: Path | None = None, *, contributions: bool = False
+    ) -> str:
+        """Score a features file (CSV, or Parquet by suffix) into ``out`` (CSV or Parquet by
+        suffix), one column per output and, with ``contributions``, ``contribution_<feature>``
+        and ``contribution_base``; with no ``out``, returns the CSV text (what
+        ``edge-agent bundle predict`` prints)."""
+        rows = read_features(features, self.manifest)
+        explained = self._explain_rows(rows) if contributions else None
+        return write_columns(result_columns(self.manifest, self.score(rows), explained), out)
 
     def score(self, rows: list[list[float]]) -> list[list[float]]:
         """Score rows already encoded (floats in manifest input order, NaN for missing,
         level indices), e.g. by ``read_features``."""
         return self._runtime.predict(rows) if rows else []
+
+    def _rows(self, data: Any) -> list[list[float]]:
+        return [self._encode_row(row, f"row {i}") for i, row in enumerate(data)]
+
+    def _frame_rows(self, frame: Any) -> list[list[float]]:
+        absent = [f.name for f in self.manifest.inputs if f.name not in frame.columns]
+        if absent:
+            raise RecordError(f"the DataFrame lacks columns: {', '.join(absent)}")
+        columns = [frame[f.name].tolist() for f in self.manifest.inputs]
+        return [
+            encode_row(self.manifest.inputs, values, f"row {i}")
+            for i, values in enumerate(zip(*columns, strict=True))
+        ]
 
     def _encode_row(self, row: Sequence[object] | Mapping[str, object], where: str) -> list[float]:
         if isinstance(row, Mapping):
@@ -133,43 +149,21 @@ class LocalModel:
     def _predict_frame(self, frame: Any) -> Any:
         import pandas as pd
 
-        absent = [f.name for f in self.manifest.inputs if f.name not in frame.columns]
-        if absent:
-            raise RecordError(f"the DataFrame lacks columns: {', '.join(absent)}")
-        columns = [frame[f.name].tolist() for f in self.manifest.inputs]
-        rows = [
-            encode_row(self.manifest.inputs, values, f"row {i}")
-            for i, values in enumerate(zip(*columns, strict=True))
-        ]
-        predictions = self.score(rows)
-        result: dict[str, list[Any]] = {}
-        for k, spec in enumerate(self.manifest.outputs):
-            values = [row[k] for row in predictions]
-            if spec.kind is OutputKind.label and spec.classes:
-                result[spec.name] = [label_text(spec.classes, v) for v in values]
-            else:
-                result[spec.name] = values
-        return pd.DataFrame(result, index=frame.index)
+        columns = result_columns(self.manifest, self.score(self._frame_rows(frame)))
+        return pd.DataFrame(columns, index=frame.index)
 
 
-def encode_row(
-    features: Sequence[InputFeature], values: Sequence[object], where: str
-) -> list[float]:
-    """One row of cells, in feature order, encoded; ``RecordError`` naming ``where`` and
-    the feature (never the value) for a cell that cannot be read."""
-    row = []
-    for feature, value in zip(features, values, strict=True):
-        try:
-            row.append(encode(feature, value))
-        except ValueError as exc:
-            raise RecordError(f"{where}: {feature.name!r} is {exc}") from None
-    return row
+def _is_frame(data: Any) -> bool:
+    """A pandas DataFrame, recognised without importing pandas."""
+    return type(data).__module__.split(".")[0] == "pandas" and hasattr(data, "columns")
 
 
 def read_features(path: Path, manifest: BundleManifest) -> list[list[float]]:
-    """A features CSV as rows in manifest input order (``encode``). Extra columns are
-    ignored; a missing column or a cell that cannot be read is a ``RecordError`` naming the
-    line and feature."""
+    """A features file (CSV, or Parquet by its ``.parquet`` suffix) as rows in manifest
+    input order (``agent.cells``). Extra columns are ignored; a missing column or a cell that
+    cannot be read is a ``RecordError`` naming the line (CSV) or row (Parquet) and feature."""
+    if is_parquet(path):
+        return _read_parquet(path, manifest)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
@@ -186,14 +180,100 @@ def read_features(path: Path, manifest: BundleManifest) -> list[list[float]]:
         ]
 
 
-def label_text(classes: Sequence[str], value: float) -> str | None:
-    """The class label of a label output's index; None when it is not a class index."""
-    return classes[int(value)] if value == value and 0 <= value < len(classes) else None
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def _pyarrow_parquet() -> Any:
+    """``pyarrow.parquet``, or a ``RecordError`` saying how to get it: Parquet support is
+    the optional ``[parquet]`` extra, imported only when a Parquet file is named."""
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise RecordError(
+            "Parquet needs pyarrow: pip install 'edge-inference-agent[parquet]' (or use CSV)"
+        ) from None
+    return pyarrow.parquet
+
+
+def _read_parquet(path: Path, manifest: BundleManifest) -> list[list[float]]:
+    parquet = _pyarrow_parquet()
+    try:
+        names = set(parquet.read_schema(path).names)
+        absent = [f.name for f in manifest.inputs if f.name not in names]
+        if absent:
+            raise RecordError(f"features Parquet lacks columns: {', '.join(absent)}")
+        table = parquet.read_table(path, columns=manifest.feature_names())
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise RecordError(f"cannot read {path.name} as Parquet") from exc
+    columns = [table.column(f.name).to_pylist() for f in manifest.inputs]
+    return [
+        encode_row(manifest.inputs, values, f"features Parquet row {i}")
+        for i, values in enumerate(zip(*columns, strict=True))
+    ]
+
+
+Cell = str | float | None
+
+
+def result_columns(
+    manifest: BundleManifest,
+    predictions: Sequence[Sequence[float]],
+    explained: Sequence[Contributions] | None = None,
+) -> dict[str, list[Cell]]:
+    """The result table: one column per output (a label as its class text), then, when
+    ``explained``, ``contribution_<feature>`` per feature and ``contribution_base``."""
+    columns: dict[str, list[Cell]] = {}
+    for k, spec in enumerate(manifest.outputs):
+        values = [row[k] for row in predictions]
+        if spec.kind is OutputKind.label and spec.classes:
+            columns[spec.name] = [label_text(spec.classes, v) for v in values]
+        else:
+            columns[spec.name] = list(values)
+    if explained is not None:
+        columns.update(contribution_columns(manifest, explained))
+    return columns
+
+
+def contribution_columns(
+    manifest: BundleManifest, explained: Sequence[Contributions]
+) -> dict[str, list[Cell]]:
+    """``contribution_<feature>`` per feature, then ``contribution_base``."""
+    columns: dict[str, list[Cell]] = {
+        f"contribution_{name}": [c.values[j][1] for c in explained]
+        for j, name in enumerate(manifest.feature_names())
+    }
+    columns["contribution_base"] = [c.base for c in explained]
+    return columns
+
+
+def write_columns(columns: Mapping[str, Sequence[Cell]], out: Path | None) -> str:
+    """``columns`` written to ``out`` as Parquet (by its suffix) or CSV; with no ``out``,
+    the CSV text is returned instead (numbers to 9 significant digits, NaN as ``nan``)."""
+    if out is not None and is_parquet(out):
+        parquet = _pyarrow_parquet()
+        import pyarrow
+
+        parquet.write_table(pyarrow.table({k: list(v) for k, v in columns.items()}), out)
+        return ""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(list(columns))
+    for row in zip(*columns.values(), strict=True):
+        writer.writerow(["" if v is None else v if isinstance(v, str) else f"{v:.9g}" for v in row])
+    if out is not None:
+        out.write_text(text.getvalue(), encoding="utf-8")
+        return ""
+    return text.getvalue()
 
 
 def load(directory: Path | str, *, limits: Limits | None = None) -> LocalModel:
     """Load the bundle in ``directory`` (``model.wasm`` checked against the manifest, the
     signature not verified) into the wasmtime sandbox."""
     limits = limits or Limits()
-    manifest, wasm = read_bundle(Path(directory), limits)
-    return LocalModel(manifest, WasmModel.load(wasm, limits=limits))
+    manifest, files = read_bundle(Path(directory), limits)
+    return LocalModel(
+        manifest,
+        WasmModel.load(files[MODEL_FILE], limits=limits),
+        load_explainer(files, manifest, limits),
+    )

@@ -184,7 +184,9 @@ class ScoringPipeline(ServedModels):
             if not records:
                 raise NoPatient("the input holds no patient to score")
             as_of = request.as_of or datetime.now(UTC)
-            outcomes = self._outcomes(served, records, as_of, request.intake, started)
+            outcomes = self._outcomes(
+                served, records, as_of, request.intake, started, explain=request.explain
+            )
         except AgentError as exc:
             self.monitor.observe_error(self._label(request.model), request.intake, exc.reason)
             self._audit(request, served, [], started, exc.reason)
@@ -215,8 +217,11 @@ class ScoringPipeline(ServedModels):
         as_of: datetime,
         intake: IntakePath,
         started: float,
+        *,
+        explain: bool = False,
     ) -> list[PatientOutcome]:
-        """Map each record alone, then score the mappable ones in one call."""
+        """Map each record alone, then score the mappable ones in one call; with
+        ``explain``, each prediction carries its feature contributions."""
         refusals: dict[int, Refusal] = {}
         vectors: dict[int, FeatureVector] = {}
         for index, record in enumerate(records):
@@ -257,6 +262,7 @@ class ScoringPipeline(ServedModels):
                 label=record.label,
                 as_of=as_of,
                 subject=record.subject,
+                contributions=served.contributions(vector.values) if explain else None,
             )
         for refusal in refusals.values():
             self.monitor.observe_error(served.name, intake, refusal.reason)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from agent.bundle.manifest import BundleManifest, SemVer
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
+from agent.contributions import Explainer, load_explainer, unavailable
 from agent.errors import AgentError, MappingError, StoreError, UnknownModel, UntrustedKey
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
@@ -27,6 +28,7 @@ from agent.monitor import Monitor
 from agent.runtime.cache import ModuleCache
 from agent.runtime.model import WasmModel
 from agent.store import BundleStore
+from agent.types import Contributions
 
 if TYPE_CHECKING:
     # Types only: at run time nothing here imports agent.config, which composes the
@@ -45,6 +47,7 @@ class ServedModel:
     bundle: VerifiedBundle
     runtime: WasmModel
     mapping: SiteMapping
+    explainer: Explainer | None = None  # from the bundle's explain.json, when it has one
 
     @property
     def name(self) -> str:
@@ -86,11 +89,22 @@ class ServedModel:
         return frozenset(c for f in self.mapping.features for c in (*f.codes, *f.panels))
 
     @cached_property
+    def missing_values(self) -> Mapping[str, float | None]:
+        return {
+            f.name: None if f.fallback is None else f.fallback.value for f in self.mapping.features
+        }
+
+    @cached_property
     def output_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.bundle.manifest.outputs)
 
     def outputs(self, row: Sequence[float]) -> dict[str, float]:
         return dict(zip(self.output_names, row, strict=True))
+
+    def contributions(self, row: Sequence[float]) -> Contributions:
+        """How much each feature of ``row`` moved the explained output, or why this
+        model cannot say."""
+        return unavailable() if self.explainer is None else self.explainer.contributions(row)
 
 
 class ServedModels:
@@ -212,7 +226,8 @@ class ServedModels:
                 extra={"model": manifest.name, "version": manifest.version, "problems": str(error)},
             )
             raise
-        return ServedModel(model_config, bundle, runtime, mapping)
+        explainer = load_explainer(bundle.files, manifest, self.limits)
+        return ServedModel(model_config, bundle, runtime, mapping, explainer)
 
     def _servable(
         self, model_config: ModelConfig, trust: TrustStore, serving: str | None = None

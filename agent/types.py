@@ -105,6 +105,20 @@ class FeatureVector:
 
 
 @dataclass(frozen=True)
+class Contributions:
+    """How much each feature moved one patient's ``output`` (``agent.contributions``):
+    ``base`` plus every value is the output in ``space`` (``log-odds``: the output is the
+    logistic of it; ``probability`` or ``value``: the output itself). ``unavailable`` says
+    why a model has none, and then the other fields are empty."""
+
+    output: str = ""
+    space: str = ""
+    base: float = 0.0
+    values: tuple[tuple[str, float], ...] = ()  # (feature, contribution), manifest order
+    unavailable: str = ""
+
+
+@dataclass(frozen=True)
 class Prediction:
     model: str
     version: str
@@ -114,6 +128,7 @@ class Prediction:
     label: str = ""
     as_of: datetime | None = None  # the clinical time the record was read as of
     subject: Mapping[str, Any] | None = None  # FHIR Reference to the patient scored
+    contributions: Contributions | None = None  # computed only when a caller asks (explain)
 
 
 @dataclass(frozen=True)

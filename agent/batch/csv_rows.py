@@ -1,9 +1,14 @@
-"""CSV of already-extracted features, scored like the Open Inference Protocol: no mapping.
+"""CSV of already-extracted features: no record mapping, but the same cell reading as
+``edge-agent bundle predict`` (``agent.cells``) and the site mapping's ``missing`` policy.
 
-The header names the model's features in the model's input order (the pipeline checks the
-width; the names are the operator's promise, as with OIP). An optional ``label`` column is
-not a feature: it is echoed in the outputs so the caller can join results back. Every other
-cell must be a finite number; a row with an empty or non-numeric cell fails alone.
+The header names the model's features, in any order (extra columns are ignored, as in
+``bundle predict``). An optional ``label`` column is not a feature: it is echoed in the
+outputs so the caller can join results back. The reader only cuts rows; each row is read
+into the model's input order by ``vector_row`` against the model view that scores it: empty,
+``NA``, ``NaN``, ``null`` are missing and get what the mapping gives (the training median, a
+constant) or fail the row where it refuses; a categorical cell is a level name (or, for
+word levels, the level's index); anything else a finite number. A row fails alone, naming
+the column.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from agent.batch.items import BadItem, BatchItem, UnreadableFile, VectorItem
+from agent.cells import UnreadableCell, encode
+from agent.dataplane import ModelView
 
 LABEL_COLUMN = "label"
 
@@ -41,6 +48,7 @@ def _rows(reader: Any) -> Iterator[BatchItem]:
         raise UnreadableFile("bad_header", "the CSV header must name every feature column")
     if len(set(header)) != len(header):
         raise UnreadableFile("bad_header", "the CSV header names a column twice")
+    columns = tuple(header[i] for i in features)
     previous = reader.line_num
     while True:
         try:
@@ -63,19 +71,38 @@ def _rows(reader: Any) -> Iterator[BatchItem]:
             detail = f"the row has {len(row)} cells, the header {len(header)}"
             yield BadItem(lines, "wrong_width", detail, label)
             continue
-        yield _vector(lines, [(header[i], row[i]) for i in features], label)
+        yield VectorItem(lines, columns, tuple(row[i] for i in features), label)
 
 
-def _vector(lines: tuple[int, int], cells: list[tuple[str, str]], label: str) -> BatchItem:
-    values = []
-    for name, cell in cells:
-        if not cell.strip():
-            return BadItem(lines, "missing_value", f"no value for feature {name}", label)
+class UnreadableRow(ValueError):
+    """A feature row the model cannot read; ``reason`` a slug, the message PHI-free (it
+    names columns, never a value)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def vector_row(item: VectorItem, model: ModelView) -> tuple[float, ...]:
+    """``item``'s cells in ``model``'s input order (``agent.cells``), a missing cell given
+    the site mapping's value for it; ``UnreadableRow`` naming the column otherwise."""
+    inputs = model.manifest.inputs
+    at = {name: i for i, name in enumerate(item.columns)}
+    absent = [f.name for f in inputs if f.name not in at]
+    if absent:
+        raise UnreadableRow("missing_column", f"the CSV has no column for {', '.join(absent)}")
+    fills = model.missing_values
+    row = []
+    for feature in inputs:
         try:
-            value = float(cell)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            return BadItem(lines, "bad_value", f"feature {name} is not a finite number", label)
-        values.append(value)
-    return VectorItem(lines, tuple(values), label)
+            value = encode(feature, item.cells[at[feature.name]])
+        except UnreadableCell as exc:
+            raise UnreadableRow(exc.reason, f"feature {feature.name}: {exc}") from None
+        if math.isnan(value):
+            fill = fills.get(feature.name)
+            if fill is None:
+                detail = f"no value for feature {feature.name} and the mapping says refuse"
+                raise UnreadableRow("missing_value", detail)
+            value = fill
+        row.append(value)
+    return tuple(row)

@@ -32,10 +32,13 @@ class RecordItem:
 
 @dataclass(frozen=True)
 class VectorItem:
-    """A row of already-extracted features for ``DataPlane.score_vectors``."""
+    """A row of already-extracted features, as the cells of the named columns; read into
+    the model's input order against the model view that scores it (``csv_rows.vector_row``),
+    then scored with ``DataPlane.score_vectors``."""
 
     lines: Lines
-    row: tuple[float, ...]
+    columns: tuple[str, ...]  # the header's feature columns (shared by every row of a file)
+    cells: tuple[str, ...]
     label: str = ""
 
 

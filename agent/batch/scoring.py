@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
+from agent.batch.csv_rows import UnreadableRow, vector_row
 from agent.batch.items import BadItem, BatchItem, RecordItem, VectorItem
 from agent.batch.outputs import error_line, outcomes_line, vector_line
 from agent.dataplane import DataPlane, ModelView
@@ -80,9 +81,28 @@ class ResultLines:
                 yield RISK_PART, json.dumps(resource, separators=(",", ":")).encode() + b"\n"
 
     def _vectors(self, rows: Sequence[tuple[int, VectorItem]], model: ModelView) -> Iterator[Line]:
+        """Each row read against ``model`` (a row that cannot be read fails alone), the rest
+        scored in one call; lines in the rows' order."""
+        failed: dict[int, Line] = {}
+        readable: list[tuple[int, VectorItem, tuple[float, ...]]] = []
+        for position, item in rows:
+            try:
+                readable.append((position, item, vector_row(item, model)))
+            except UnreadableRow as exc:
+                line = error_line(position, item.lines, item.label, exc.reason, str(exc))
+                failed[position] = (RESULTS_PART, line)
+        scored = dict(self._scored(readable, model))
+        for position, _ in rows:
+            yield failed[position] if position in failed else scored[position]
+
+    def _scored(
+        self, rows: Sequence[tuple[int, VectorItem, tuple[float, ...]]], model: ModelView
+    ) -> Iterator[tuple[int, Line]]:
         """One call for the batch; if it fails, row by row so a bad row fails alone."""
+        if not rows:
+            return
         try:
-            results = self.plane.score_vectors(model, [i.row for _, i in rows], self.intake)
+            results = self.plane.score_vectors(model, [r for _, _, r in rows], self.intake)
             if len(results) != len(rows):
                 raise RuntimeFault("the data plane returned a wrong number of rows")
         except MODEL_UNAVAILABLE:
@@ -90,10 +110,12 @@ class ResultLines:
         except AgentError as exc:
             if len(rows) > 1:
                 for row in rows:
-                    yield from self._vectors([row], model)
+                    yield from self._scored([row], model)
                 return
-            position, item = rows[0]
-            yield RESULTS_PART, error_line(position, item.lines, item.label, exc.reason, str(exc))
+            position, item, _ = rows[0]
+            line = error_line(position, item.lines, item.label, exc.reason, str(exc))
+            yield position, (RESULTS_PART, line)
             return
-        for (position, item), outputs in zip(rows, results, strict=True):
-            yield RESULTS_PART, vector_line(position, item.lines, item.label, model, outputs)
+        for (position, item, _), outputs in zip(rows, results, strict=True):
+            line = vector_line(position, item.lines, item.label, model, outputs)
+            yield position, (RESULTS_PART, line)

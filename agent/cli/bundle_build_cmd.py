@@ -4,20 +4,18 @@ unsigned bundle, and score a CSV with a bundle's module exactly as the agent wou
 ``predict`` checks ``model.wasm`` against the manifest's sha256 and size but does not
 verify the signature (``bundle verify`` does): it is a data scientist's tool for checking a
 build, not a trust decision. It reads cells as ``agent.load(...).predict`` does (empty,
-``NA``, ``NaN`` missing; level names for categorical features; see ``agent.local``). The
-compiler (onnx, scikit-learn) is imported only by ``build``.
+``NA``, ``NaN`` missing; level names for categorical features; see ``agent.local``), CSV or
+Parquet (the ``[parquet]`` extra), and with ``--contributions`` adds each feature's
+contribution (docs/explain.md). The compiler (onnx, scikit-learn) is imported only by
+``build``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 from typing import Any
-
-from agent.bundle.manifest import OutputKind
 
 
 def register(group: argparse._SubParsersAction[Any]) -> None:
@@ -56,8 +54,17 @@ def register(group: argparse._SubParsersAction[Any]) -> None:
 
     predict = group.add_parser("predict", help="score a features CSV with a bundle's module")
     predict.add_argument("bundle", type=Path, help="bundle directory")
-    predict.add_argument("features", type=Path, help="CSV whose header names the features")
-    predict.add_argument("-o", "--out", type=Path, help="output CSV (default: standard output)")
+    predict.add_argument(
+        "features", type=Path, help="CSV whose header names the features, or a .parquet file"
+    )
+    predict.add_argument(
+        "-o", "--out", type=Path, help="output CSV or .parquet (default: CSV on standard output)"
+    )
+    predict.add_argument(
+        "--contributions",
+        action="store_true",
+        help="add contribution_<feature> and contribution_base columns (docs/explain.md)",
+    )
     predict.set_defaults(func=_predict)
 
 
@@ -100,33 +107,9 @@ def _metrics(path: Path) -> dict[str, float]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from agent.local import load, read_features
+    from agent.local import load
 
     model = load(args.bundle)
-    manifest = model.manifest
-    predictions = model.score(read_features(args.features, manifest))
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([o.name for o in manifest.outputs])
-    for values in predictions:
-        writer.writerow(
-            [
-                _format(spec.kind, spec.classes, v)
-                for spec, v in zip(manifest.outputs, values, strict=True)
-            ]
-        )
-    if args.out is None:
-        sys.stdout.write(text.getvalue())
-    else:
-        args.out.write_text(text.getvalue(), encoding="utf-8")
+    text = model.score_file(args.features, args.out, contributions=args.contributions)
+    sys.stdout.write(text)
     return 0
-
-
-def _format(kind: OutputKind, classes: list[str], value: float) -> str:
-    from agent.local import label_text
-
-    if kind is OutputKind.label and classes:
-        label = label_text(classes, value)
-        if label is not None:
-            return label
-    return f"{value:.9g}"

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import wasmtime
 
+from agent.bundle.explain import EXPLAIN_FILE
 from agent.bundle.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -33,6 +34,7 @@ from agent.bundle.manifest import (
     ReferenceStats,
     SemVer,
     ValueReference,
+    canonical_json,
     check_model_name,
 )
 from agent.compiler.convert import (
@@ -50,6 +52,7 @@ from agent.compiler.dataset import (
     with_levels,
 )
 from agent.compiler.emit import emit_module
+from agent.compiler.explain_data import check_adds_up, explain_document
 from agent.compiler.fidelity import check_against_library
 from agent.compiler.graph import lower
 from agent.compiler.reference import categorical_reference, numeric_reference
@@ -161,9 +164,12 @@ def build(
         )
     filled = _imputed(data)
     predictions = _run(compiled, filled)
+    explain: bytes | None = None
     if source != "onnx":
         check_against_library(model, filled, predictions, compiled.signature, named, text)
+        explain = _explain_bytes(model, compiled, data, filled, predictions)
     stats = _reference_stats(compiled, data, predictions)
+    files = {MODEL_FILE: compiled.wasm} | ({} if explain is None else {EXPLAIN_FILE: explain})
     manifest = BundleManifest(
         name=name,
         version=version,
@@ -180,14 +186,16 @@ def build(
             source=source,
         ),
         files={
-            MODEL_FILE: FileEntry(
-                sha256=hashlib.sha256(compiled.wasm).hexdigest(), size=len(compiled.wasm)
-            )
+            file: FileEntry(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
+            for file, content in files.items()
         },
     )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / MODEL_FILE, compiled.wasm)
+    for file, content in files.items():
+        write_atomic(out_dir / file, content)
+    if explain is None:  # a stale one from an earlier build would not match the manifest
+        (out_dir / EXPLAIN_FILE).unlink(missing_ok=True)
     write_atomic(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
     (out_dir / SIGNATURE_FILE).unlink(missing_ok=True)
     return out_dir
@@ -222,6 +230,24 @@ def _imputed(data: ReferenceData) -> np.ndarray:
             fill = float(np.median(present))
         filled[np.isnan(column), j] = fill
     return filled
+
+
+def _explain_bytes(
+    model: Any,
+    compiled: CompiledModel,
+    data: ReferenceData,
+    filled: np.ndarray,
+    predictions: np.ndarray,
+) -> bytes | None:
+    """``explain.json`` for an estimator whose contributions are exact (checked to add up
+    to the module's output on the reference rows), None for the others."""
+    document = explain_document(model, compiled.signature.outputs, filled)
+    if isinstance(document, str):
+        return None
+    names = [o.name for o in compiled.signature.outputs]
+    features = [f.name for f in data.features]
+    check_adds_up(document, features, names.index(document.output), filled, predictions)
+    return canonical_json(document.model_dump(mode="json"))
 
 
 def _run(compiled: CompiledModel, rows: np.ndarray) -> np.ndarray:

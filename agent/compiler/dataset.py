@@ -24,8 +24,8 @@ import numpy as np
 import yaml
 
 from agent.bundle.manifest import FeatureKind, InputFeature
+from agent.cells import UnreadableCell, encode
 from agent.errors import CompileError
-from agent.local import MISSING_CELLS
 
 _SCHEMA_KEYS = {"unit", "min", "max", "levels"}
 # Converters rewrite feature names into identifiers (skl2onnx input names, LightGBM's
@@ -167,17 +167,8 @@ def _feature(name: str, spec: Mapping[str, Any]) -> InputFeature:
 
 
 def _cell(feature: InputFeature, cell: str, line: int) -> float:
-    text = cell.strip()
-    if text.lower() in MISSING_CELLS:
-        return float("nan")
-    if feature.levels:
-        try:
-            return float(feature.levels.index(text))
-        except ValueError:
-            raise CompileError(
-                f"reference CSV line {line}: {feature.name!r} holds a value not among its levels"
-            ) from None
+    """A reference cell read as every feature table is (``agent.cells``): NaN when missing."""
     try:
-        return float(text)
-    except ValueError:
-        raise CompileError(f"reference CSV line {line}: {feature.name!r} is not a number") from None
+        return encode(feature, cell)
+    except UnreadableCell as exc:
+        raise CompileError(f"reference CSV line {line}: {feature.name!r} is {exc}") from None

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.types import FeatureValue, FeatureVector, PatientOutcome, Prediction, Refusal
+from agent.types import (
+    Contributions,
+    FeatureValue,
+    FeatureVector,
+    PatientOutcome,
+    Prediction,
+    Refusal,
+)
 
 
 def feature_warnings(vector: FeatureVector) -> list[dict[str, str]]:
@@ -54,7 +61,31 @@ def prediction_json(prediction: Prediction, *, explain: bool = False) -> dict[st
         body["record"] = prediction.label
     if explain:
         body["explanation"] = explanation(prediction.vector)
+    if prediction.contributions is not None:
+        body["contributions"] = contributions_json(prediction.contributions)
     return body
+
+
+def contributions_json(contributions: Contributions) -> dict[str, Any]:
+    """Each feature's contribution to the explained output (docs/explain.md), or
+    ``available: false`` with why: a model without contribution data says so."""
+    if contributions.unavailable:
+        return {"available": False, "detail": contributions.unavailable}
+    return {
+        "available": True,
+        "output": contributions.output,
+        "space": contributions.space,
+        "base": _number(contributions.base),
+        "features": [
+            {"feature": name, "contribution": _number(value)}
+            for name, value in contributions.values
+        ],
+    }
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: a contribution of a missing value (a linear model given NaN) is null."""
+    return None if value != value else value
 
 
 def refusal_json(refusal: Refusal) -> dict[str, Any]:

@@ -40,6 +40,7 @@ import oras.provider
 import requests
 from requests.adapters import HTTPAdapter
 
+from agent.bundle.explain import EXPLAIN_FILE
 from agent.bundle.manifest import MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE
 from agent.bundle.verify import VerifiedBundle, file_limit, is_safe_name, sha256_hex
 from agent.errors import DigestMismatch, RegistryError, SizeLimitExceeded
@@ -53,6 +54,7 @@ WASM_MEDIA_TYPE = "application/wasm"
 WASM_CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v0+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.edge-agent.manifest.v1+json"
 SIGNATURE_MEDIA_TYPE = "application/vnd.edge-agent.signature.v1+json"
+EXPLAIN_MEDIA_TYPE = "application/vnd.edge-agent.explain.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.edge-agent.index.v1+json"
 INDEX_CONFIG_MEDIA_TYPE = "application/vnd.edge-agent.index.config.v1+json"
 IMAGE_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -65,6 +67,7 @@ _MEDIA_TYPES = {
     MODEL_FILE: WASM_MEDIA_TYPE,
     MANIFEST_FILE: MANIFEST_MEDIA_TYPE,
     SIGNATURE_FILE: SIGNATURE_MEDIA_TYPE,
+    EXPLAIN_FILE: EXPLAIN_MEDIA_TYPE,
     INDEX_FILE: INDEX_MEDIA_TYPE,
     INDEX_SIGNATURE_FILE: SIGNATURE_MEDIA_TYPE,
 }

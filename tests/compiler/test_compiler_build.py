@@ -72,12 +72,14 @@ def test_build_from_sklearn_writes_a_complete_unsigned_bundle(tmp_path: Path) ->
         metrics={"auroc": 0.9},
     )
     assert result == out
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.wasm"]
+    # gradient boosting gets its trees for contributions too (docs/explain.md)
+    assert sorted(p.name for p in out.iterdir()) == ["explain.json", "manifest.json", "model.wasm"]
     manifest = _manifest(out)
     assert (out / "manifest.json").read_bytes() == manifest.canonical_bytes()
-    wasm = (out / "model.wasm").read_bytes()
-    assert manifest.files["model.wasm"].sha256 == hashlib.sha256(wasm).hexdigest()
-    assert manifest.files["model.wasm"].size == len(wasm)
+    for name in ("model.wasm", "explain.json"):
+        content = (out / name).read_bytes()
+        assert manifest.files[name].sha256 == hashlib.sha256(content).hexdigest()
+        assert manifest.files[name].size == len(content)
     assert manifest.abi_version == 1 and manifest.name == "fever" and manifest.version == "1.2.3"
     assert [f.name for f in manifest.inputs] == ["temp", "age", "sex"]
     assert manifest.inputs[0].unit == "Cel" and manifest.inputs[2].levels == ["female", "male"]
@@ -139,7 +141,7 @@ def test_build_refuses_mismatched_or_bad_reference_data(tmp_path: Path) -> None:
             out=tmp_path / "o",
             schema={"features": {"sex": {"levels": ["female", "male"]}}},
         )
-    with pytest.raises(CompileError, match=r"line 2: 'sex' holds a value not among its levels"):
+    with pytest.raises(CompileError, match=r"line 2: 'sex' is not one of its levels"):
         build(
             model,
             reference=reference,

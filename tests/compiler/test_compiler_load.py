@@ -120,7 +120,7 @@ def test_rows_in_give_rows_of_floats_out(fitted: tuple[Path, pd.DataFrame, objec
     ("rows", "message"),
     [
         ([[14.0, 20.0, 0.1, "medium"]], r"^row 0: 'size' is not one of its levels$"),
-        ([[14.0, "twenty", 0.1, "large"]], r"^row 0: 'mean texture' is not a number$"),
+        ([[14.0, "twenty", 0.1, "large"]], r"^row 0: 'mean texture' is not a finite number$"),
         ([[14.0, 20.0, 0.1]], r"^row 0 has 3 values, the model reads 4$"),
         (
             [{"mean radius": 14.0, "size": "large"}],
@@ -167,3 +167,58 @@ def test_load_and_rows_need_neither_numpy_nor_pandas_nor_onnx() -> None:
         cwd=root,
     )
     assert done.stdout.strip() == "[]"
+
+
+def _bundle_predict(*argv: str) -> None:
+    parser = argparse.ArgumentParser()
+    bundle_build_cmd.register(parser.add_subparsers(required=True))
+    args = parser.parse_args(["predict", *argv])
+    assert args.func(args) == 0
+
+
+def test_parquet_in_and_out_scores_like_a_frame(
+    fitted: tuple[Path, pd.DataFrame, object], tmp_path: Path
+) -> None:
+    """A pandas-written Parquet file (nulls, level names as a category column) through
+    ``bundle predict``, Parquet out: the same numbers as ``predict(frame)``."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    bundle, frame, _ = fitted
+    site = _site_frame(frame)
+    site["size"] = site["size"].astype("category")
+    site["mean smoothness"] = site["mean smoothness"].astype("Float64")  # pd.NA -> a null
+    site.to_parquet(tmp_path / "site.parquet")
+    _bundle_predict(str(bundle), str(tmp_path / "site.parquet"), "-o", str(tmp_path / "o.parquet"))
+    table = pq.read_table(tmp_path / "o.parquet").to_pandas()
+    expected = agent.load(bundle).predict(_site_frame(frame))
+    assert list(table.columns) == ["label", "probability_0", "probability_1"]
+    assert table["label"].tolist() == expected["label"].tolist()
+    got = table[["probability_0", "probability_1"]].to_numpy()
+    assert np.abs(got - expected[["probability_0", "probability_1"]].to_numpy()).max() == 0.0
+
+
+def test_parquet_without_pyarrow_is_refused_saying_how_to_get_it(
+    fitted: tuple[Path, pd.DataFrame, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import raises ImportError
+    (tmp_path / "site.parquet").write_bytes(b"PAR1")
+    with pytest.raises(RecordError, match=r"\[parquet\]"):
+        agent.load(fitted[0]).score_file(tmp_path / "site.parquet")
+
+
+def test_bundle_predict_adds_contributions_that_add_up_to_the_log_odds(
+    fitted: tuple[Path, pd.DataFrame, object], tmp_path: Path
+) -> None:
+    bundle, frame, _ = fitted
+    _site_frame(frame).to_csv(tmp_path / "site.csv", index=False)
+    out = tmp_path / "out.csv"
+    _bundle_predict(str(bundle), str(tmp_path / "site.csv"), "-o", str(out), "--contributions")
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = ["mean radius", "mean texture", "mean smoothness", "size"]
+    assert list(rows[0])[3:] == [f"contribution_{n}" for n in names] + ["contribution_base"]
+    for row in rows[:50]:
+        margin = math.fsum(float(row[f"contribution_{n}"]) for n in names)
+        margin += float(row["contribution_base"])
+        assert 1 / (1 + math.exp(-margin)) == pytest.approx(float(row["probability_1"]), abs=1e-6)

@@ -243,11 +243,14 @@ def test_feature_csv_scored_as_vectors(tmp_path: Path) -> None:
     assert table[1]["reason"] == "missing_value"
 
 
-def test_feature_csv_wrong_width_for_model_fails_rows_not_file(tmp_path: Path) -> None:
+def test_feature_csv_without_the_models_columns_fails_rows_naming_them(tmp_path: Path) -> None:
     source = tmp_path / "three.csv"
     source.write_text("a,b,c\n1,2,3\n4,5,6\n")
     _, outdir = score_file(tmp_path, source)
-    assert {r["reason"] for r in results(outdir, "three.csv")} == {"bad_input"}
+    lines = results(outdir, "three.csv")
+    assert {(r["reason"], r["detail"]) for r in lines} == {
+        ("missing_column", "the CSV has no column for hr, temp")
+    }
 
 
 def test_csv_and_fhir_outputs(tmp_path: Path) -> None:

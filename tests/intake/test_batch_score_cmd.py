@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.batch.config import OutputKind
@@ -97,7 +98,7 @@ def test_score_files_keeps_going_after_an_unreadable_file(tmp_path: Path) -> Non
 def test_inputs_of_the_same_name_keep_their_own_outputs(tmp_path: Path) -> None:
     for folder, rows in (("a", "1,2\n"), ("b", "3,4\n5,6\n")):
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "x.csv").write_text("p,q\n" + rows)
+        (tmp_path / folder / "x.csv").write_text("hr,temp\n" + rows)
     settings = BatchSettings("demo", IntakePath.cli, frozenset({OutputKind.ndjson}), Limits())
     inputs = [tmp_path / "a" / "x.csv", tmp_path / "b" / "x.csv"]
     assert score_files(RecordScorer(), settings, inputs, tmp_path / "out", io.StringIO()) == 0
@@ -116,3 +117,47 @@ def test_progress_bar_draws_and_clears() -> None:
     quiet = io.StringIO()
     ProgressBar(quiet, enabled=False).update(Progress("x", 1, 1, 1))
     assert quiet.getvalue() == ""
+
+
+def test_a_pandas_written_csv_scores_as_bundle_predict_and_load_read_it(
+    demo: Path, tmp_path: Path
+) -> None:
+    """One reading of cells on every path (issue 17): a CSV written by pandas with empty
+    and ``NA`` cells and level names scores through ``edge-agent score`` as through
+    ``agent.load().predict`` and ``bundle predict``, the site mapping's ``missing: median``
+    filling the labs (the same median the bundle's manifest holds); a vital the mapping
+    refuses to impute, or an unseen category, fails only its row, naming the column."""
+    pd = pytest.importorskip("pandas")
+    import agent
+
+    bundle = REPO / "fixtures" / "demo" / "build" / "deterioration"
+    frame = pd.read_csv(REPO / "fixtures" / "demo" / "holdout.csv").iloc[:12]
+    frame = frame.drop(columns="label").assign(label=[f"p{i}" for i in range(12)])
+    frame.loc[[1, 4], "wbc"] = np.nan  # written as empty cells
+    frame["creatinine"] = frame["creatinine"].astype(object)
+    frame.loc[2, "creatinine"] = "NA"
+    frame.loc[5, "heart_rate"] = np.nan  # the mapping says refuse
+    frame["sex"] = frame["sex"].astype(object)
+    frame.loc[7, "sex"] = "unknown"
+    frame.to_csv(tmp_path / "ward.csv", index=False)
+    out = tmp_path / "out"
+    argv = ["score", "-c", str(demo), "-o", str(out), "-q", str(tmp_path / "ward.csv")]
+    assert main(argv) == 1  # two rows failed
+    lines = [json.loads(x) for x in (out / "ward.csv.results.ndjson").read_text().splitlines()]
+    assert [(x["label"], x["status"]) for x in lines] == [
+        (f"p{i}", "error" if i in (5, 7) else "ok") for i in range(12)
+    ]
+    assert (lines[5]["reason"], lines[7]["reason"]) == ("missing_value", "unseen_category")
+    assert "heart_rate" in lines[5]["detail"] and "sex" in lines[7]["detail"]
+
+    model = agent.load(bundle)
+    medians = {n: model.manifest.reference.features[n].median for n in ("wbc", "creatinine")}
+    filled = frame.replace("NA", np.nan).fillna(medians).drop(index=[5, 7])
+    expected = model.predict(filled)
+    scored = [x for x in lines if x["status"] == "ok"]
+    got = np.array([x["outputs"]["probability_1"] for x in scored])
+    assert np.abs(got - expected["probability_1"].to_numpy()).max() == 0.0
+    filled.to_csv(tmp_path / "filled.csv", index=False)
+    printed = model.score_file(tmp_path / "filled.csv").splitlines()
+    column = printed[0].split(",").index("probability_1")
+    assert [float(r.split(",")[column]) for r in printed[1:]] == pytest.approx(got, abs=1e-8)

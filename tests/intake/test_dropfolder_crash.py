@@ -61,7 +61,7 @@ def _inputs(inbox: Path) -> dict[str, int]:
         }
         ndjson.append(json.dumps(bundle))
     (inbox / "a.ndjson").write_text("\n".join(ndjson) + "\n")
-    (inbox / "b.csv").write_text("label,x,y\n" + "".join(f"c{i},{i},1\n" for i in range(60)))
+    (inbox / "b.csv").write_text("label,hr,temp\n" + "".join(f"c{i},{i},1\n" for i in range(60)))
     messages = [
         f"MSH|^~\\&|LAB|H|EDGE|H|2024||ORU^R01|C{i}|P|2.5\rPID|1||h{i}\rOBX|1|NM|x||{i}|/min"
         for i in range(40)

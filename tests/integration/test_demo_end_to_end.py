@@ -52,6 +52,9 @@ def test_fhir_bundle_scores_as_onnxruntime_does(agent: AgentProcess) -> None:
         "respiratory_rate",
     ]
     assert all(not f["imputed"] for f in prediction["explanation"])
+    # the demo is built from an ONNX file: no contribution data, and the answer says so
+    assert prediction["contributions"]["available"] is False
+    assert "no contribution data" in prediction["contributions"]["detail"]
     assert prediction["outputs"]["probability_1"] == pytest.approx(
         _onnxruntime_probability(vector), abs=1e-5
     )

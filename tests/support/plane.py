@@ -15,6 +15,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.bundle.manifest import (
+    MODEL_FILE,
+    BundleManifest,
+    FileEntry,
+    InputFeature,
+    OutputKind,
+    OutputSpec,
+    Provenance,
+    ReferenceStats,
+)
 from agent.dataplane import ModelView
 from agent.errors import AgentError, InternalError, UnknownModel
 from agent.limits import Limits
@@ -37,7 +47,9 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class StubModel:
-    """A ``ModelView`` of a model that is not compiled (no manifest)."""
+    """A ``ModelView`` of a model that is not compiled: its manifest names numeric
+    ``features`` (what feature CSVs are read against) and nothing else; no mapping gives a
+    missing value anything (``missing_values`` empty: refuse)."""
 
     name: str
     version: str = "1.0.0"
@@ -46,10 +58,23 @@ class StubModel:
     risk_output: str = "risk"
     cards: Thresholds = field(default_factory=Thresholds)
     prefetch_codes: frozenset[str] = frozenset()
+    features: tuple[str, ...] = ()
+    missing_values: Mapping[str, float | None] = field(default_factory=dict)
 
     @property
-    def manifest(self) -> Any:
-        raise AttributeError("a scripted model has no manifest")
+    def manifest(self) -> BundleManifest:
+        return BundleManifest(
+            name=self.name,
+            version=self.version,
+            abi_version=1,
+            inputs=[InputFeature(name=n) for n in self.features],
+            outputs=[OutputSpec(name=self.risk_output, kind=OutputKind.probability)],
+            reference=ReferenceStats(rows=0, features={}),
+            provenance=Provenance(
+                training_data_sha256="0" * 64, creator="test", created=datetime(2026, 1, 1)
+            ),
+            files={MODEL_FILE: FileEntry(sha256="0" * 64, size=0)},
+        )
 
 
 class ScriptedPlane:
@@ -57,6 +82,7 @@ class ScriptedPlane:
 
     version = "1.0.0"
     digest = "0" * 64
+    features: tuple[str, ...] = ("hr", "temp")  # the model's inputs, for feature CSVs
 
     def __init__(self, limits: Limits | None = None, *, keep_requests: bool = False) -> None:
         self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
@@ -71,7 +97,7 @@ class ScriptedPlane:
     def model(self, name: str, version: str | None = None) -> ModelView:
         if version is not None and version != self.version:
             raise UnknownModel("version not served")
-        return StubModel(name, self.version, self.digest)
+        return StubModel(name, self.version, self.digest, features=self.features)
 
     def models(self) -> list[ModelView]:
         return []
