@@ -70,6 +70,21 @@ class AuditLog:
             "seconds": round(seconds, 6),
             "outcome": outcome,
         }
+        self._append(entry)
+
+    def record_event(self, event: str, model: str, evidence: Mapping[str, object]) -> None:
+        """A change of what answers for ``model`` (``promotion``, ``rollback``,
+        ``abandonment``) with the evidence at that moment: versions, digests, comparison
+        figures, gate results, the operator's reason. Never patient data."""
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            "model": model,
+            **evidence,
+        }
+        self._append(entry)
+
+    def _append(self, entry: Mapping[str, object]) -> None:
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         with self._lock:
             self._rotate_if_needed(len(line))

@@ -74,6 +74,7 @@ class Daemon:
             activate=self.pipeline.activate,
             served=lambda: {s.name: s.version for s in self.pipeline.served_models()},
             trust=self.pipeline.trust,
+            candidates=self.pipeline,
         )
         self._admin = AdminServer(socket_path(self.config), self._operations)
 
@@ -83,6 +84,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
+        self.pipeline.start()
         await self._admin.start()
         http_task = await self._start_http()
         if self.config.mllp.enabled:
@@ -151,6 +153,7 @@ class Daemon:
         if self._drop is not None:
             await asyncio.to_thread(self._drop.stop)
         await self._admin.stop()
+        await asyncio.to_thread(self.pipeline.stop)
         # a pull that hangs is abandoned (daemon thread); the drain bound holds
         await asyncio.get_running_loop().run_in_executor(
             None, self.updater.stop, min(timeout, _UPDATER_STOP_WAIT)

@@ -32,8 +32,11 @@ from agent.errors import (
     UnmappableRecord,
 )
 from agent.monitor import Monitor
+from agent.monitor.metrics import CandidateReading
 from agent.records import parse_records
-from agent.serving import ServedModel, ServedModels
+from agent.rollout.canary import canary_key, in_canary
+from agent.rollout.shadow import ShadowLane
+from agent.serving import Candidate, ServedModel, ServedModels
 from agent.store import BundleStore
 from agent.types import (
     FeatureValue,
@@ -98,8 +101,22 @@ class ScoringPipeline(ServedModels):
         monitor: Monitor,
         audit: AuditLog | None = None,
     ) -> None:
-        super().__init__(config, store, trust, monitor)
-        self.audit = audit
+        super().__init__(config, store, trust, monitor, audit)
+        self._canary_key = _canary_key_of(config)
+        self._shadow = ShadowLane(self.limits.shadow_queue_max)
+        monitor.watch_candidates(self.candidate_readings)
+
+    def start(self) -> None:
+        """Start the shadow lane (candidates are compared only while it runs)."""
+        self._shadow.start()
+
+    def stop(self) -> None:
+        self._shadow.stop()
+
+    def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
+        key = _canary_key_of(config)  # an unreadable secret changes nothing
+        super().reconfigure(config, trust)
+        self._canary_key = key
 
     @classmethod
     def from_config(
@@ -150,7 +167,38 @@ class ScoringPipeline(ServedModels):
             "configured": [m.name for m in self.config.models],
             "act": {"psi": self.config.monitor.psi_act, "js": self.config.monitor.js_act},
             "models": self.monitor.snapshot()["models"],
+            "candidates": {
+                r.model: {
+                    "version": r.version,
+                    "digest": r.digest,
+                    "keyid": r.keyid,
+                    "mode": r.mode,
+                    "since": r.since.isoformat(),
+                    "canary_share": r.canary_share,
+                    "comparison": r.comparison.to_dict(),
+                }
+                for r in self.candidate_readings()
+            },
         }
+
+    def candidate_readings(self) -> list[CandidateReading]:
+        """Each staged candidate and its comparison as it stands (metrics, status, CLI)."""
+        readings = []
+        for candidate in list(self._candidates.values()):
+            served = candidate.served
+            readings.append(
+                CandidateReading(
+                    model=served.name,
+                    version=served.version,
+                    digest=served.digest,
+                    keyid=served.signer_keyid,
+                    mode="canary" if candidate.canary else "shadow",
+                    since=candidate.since,
+                    canary_share=served.config.canary_share if candidate.canary else 0.0,
+                    comparison=candidate.comparison.read(),
+                )
+            )
+        return readings
 
     # --- scoring --------------------------------------------------------------------------
     def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
@@ -194,6 +242,93 @@ class ScoringPipeline(ServedModels):
         return model
 
     def _outcomes(
+        self,
+        served: ServedModel,
+        records: Sequence[PatientRecord],
+        as_of: datetime,
+        intake: IntakePath,
+        started: float,
+    ) -> list[PatientOutcome]:
+        """Score each record on the version that answers it: the active one, or for a
+        canary share of patients the candidate. Then hand both versions' comparison to the
+        shadow lane: the answer is computed and the request never waits for it."""
+        candidate = self.candidate(served.name)
+        if candidate is None:
+            return self._score_on(served, records, as_of, intake, started)
+        answering = [candidate.served if self._in_canary(candidate, r) else served for r in records]
+        outcomes: list[PatientOutcome | None] = [None] * len(records)
+        seconds: dict[str, float] = {}  # per record, by the digest of the version answering
+        for model in (served, candidate.served):
+            indices = [i for i, m in enumerate(answering) if m is model]
+            if not indices:
+                continue
+            begun = time.perf_counter()
+            part = self._score_on(model, [records[i] for i in indices], as_of, intake, started)
+            seconds[model.digest] = (time.perf_counter() - begun) / len(indices)
+            for index, outcome in zip(indices, part, strict=True):
+                outcomes[index] = outcome
+        answered = [o for o in outcomes if o is not None]
+        self._shadow.submit(
+            lambda: self._compare(candidate, served, records, answered, as_of, seconds),
+            lambda: candidate.comparison.skip("queue_full", len(records)),
+        )
+        return answered
+
+    def _in_canary(self, candidate: Candidate, record: PatientRecord) -> bool:
+        if not candidate.canary or self._canary_key is None:
+            return False
+        share = candidate.served.config.canary_share
+        return in_canary(self._canary_key, record.reference, share)
+
+    def _compare(
+        self,
+        candidate: Candidate,
+        active: ServedModel,
+        records: Sequence[PatientRecord],
+        outcomes: Sequence[PatientOutcome],
+        as_of: datetime,
+        seconds: Mapping[str, float],
+    ) -> None:
+        """In the shadow lane: score each answered record on the version that did not
+        answer it, and add the pair of risk scores to the comparison. A record the other
+        version refuses (unmappable under its schema, a trap) is counted as skipped."""
+        comparison = candidate.comparison
+        try:
+            for answerer, other in ((active, candidate.served), (candidate.served, active)):
+                pairs = [
+                    (record, outcome.prediction)
+                    for record, outcome in zip(records, outcomes, strict=True)
+                    if outcome.prediction is not None
+                    and outcome.prediction.bundle_digest == answerer.digest
+                ]
+                if not pairs:
+                    continue
+                begun = time.perf_counter()
+                rows: list[Sequence[float]] = []
+                known: list[float] = []
+                for record, prediction in pairs:
+                    try:
+                        rows.append(other.mapping.extract(record, as_of).values)
+                    except UnmappableRecord:
+                        comparison.skip("refused")
+                        continue
+                    known.append(prediction.outputs.get(answerer.risk_output, math.nan))
+                results = self._predict(other, rows)
+                other_seconds = (time.perf_counter() - begun) / len(pairs)
+                for value, row in zip(known, results, strict=True):
+                    if isinstance(row, Refusal):
+                        comparison.skip("refused")
+                        continue
+                    score = other.outputs(row).get(other.risk_output, math.nan)
+                    if answerer is active:
+                        comparison.add(value, score, seconds[answerer.digest], other_seconds)
+                    else:
+                        comparison.add(score, value, other_seconds, seconds[answerer.digest])
+        except Exception as exc:  # a bug must not stop the lane; the record stays uncompared
+            log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
+            comparison.skip("error")
+
+    def _score_on(
         self,
         served: ServedModel,
         records: Sequence[PatientRecord],
@@ -358,3 +493,9 @@ class ScoringPipeline(ServedModels):
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
         return model if self.config.model(model) is not None else "unknown"
+
+
+def _canary_key_of(config: AgentConfig) -> bytes | None:
+    """The canary key when the site secret is configured (a canary rollout requires it)."""
+    secret = config.audit.hmac_key_file
+    return canary_key(secret) if secret is not None else None

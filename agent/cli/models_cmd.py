@@ -1,4 +1,5 @@
-"""``edge-agent models list|pull|rollback --config FILE``: the operator's view of the models.
+"""``edge-agent models list|pull|rollback|compare|promote|abandon --config FILE``: the
+operator's view of the models and their candidate versions.
 
 With the agent running, the command goes to it over its local admin socket
 (``agent.admin``), so a pull or a rollback is served at once. With the agent stopped, the
@@ -17,11 +18,14 @@ from agent.bundle.trust import TrustStore
 from agent.config import AgentConfig, load_config
 from agent.registry.sources import open_source
 from agent.registry.updater import PullResult, Updater, pinned_registries
+from agent.rollout.config import Placement, placement
 from agent.store import BundleStore
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    parser = sub.add_parser("models", help="list, pull and roll back installed model versions")
+    parser = sub.add_parser(
+        "models", help="list, pull, roll back, compare and promote model versions"
+    )
     group = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
     listing = group.add_parser("list", help="installed versions of each model, active marked")
@@ -44,6 +48,37 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         func=_run,
         request=lambda a: {"command": "rollback", "model": a.model, "version": a.version or a.to},
     )
+
+    compare = group.add_parser(
+        "compare", help="the candidate's comparison with the active version, and its gates"
+    )
+    _config_option(compare)
+    compare.add_argument("model")
+    compare.set_defaults(func=_run, request=lambda a: {"command": "compare", "model": a.model})
+
+    promote = group.add_parser(
+        "promote", help="make the candidate active when every promotion gate passes"
+    )
+    _config_option(promote)
+    promote.add_argument("model")
+    promote.add_argument(
+        "--force", action="store_true", help="promote past failing gates (needs --reason)"
+    )
+    promote.add_argument("--reason", default="", help="why, for the audit log (with --force)")
+    promote.set_defaults(
+        func=_run,
+        request=lambda a: {
+            "command": "promote",
+            "model": a.model,
+            "force": a.force,
+            "reason": a.reason,
+        },
+    )
+
+    abandon = group.add_parser("abandon", help="drop the candidate; the active version stays")
+    _config_option(abandon)
+    abandon.add_argument("model")
+    abandon.set_defaults(func=_run, request=lambda a: {"command": "abandon", "model": a.model})
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +112,7 @@ def _offline(config: AgentConfig) -> ModelOperations:
                 TrustStore(config.trust),
                 config.resolved_limits,
                 models,
-                lambda _name, _bundle: None,
+                lambda name, _bundle: _placement(config, store, name),
                 registry_of=pinned_registries(config),
             )
             return updater.pull_once()
@@ -86,3 +121,10 @@ def _offline(config: AgentConfig) -> ModelOperations:
                 source.close()
 
     return ModelOperations(config, store, pull_once)
+
+
+def _placement(config: AgentConfig, store: BundleStore, name: str) -> Placement:
+    """Where an offline pull puts a new version: as the running agent would."""
+    model = config.model(name)
+    mode = model.rollout if model is not None else "direct"
+    return placement(mode, store.active_version(name) is not None)

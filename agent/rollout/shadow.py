@@ -1,0 +1,71 @@
+"""The shadow lane: work done for a candidate version off the request path.
+
+One worker thread drains a bounded queue. ``submit`` never blocks and never raises: when
+the queue is full the task is dropped and its ``on_drop`` runs instead (the caller counts
+it), so a slow or trapping candidate can delay or fail no answer, and a backlog cannot grow
+without bound. A task that raises is logged by type (never its message: it could quote a
+record) and the lane goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+Task = Callable[[], None]
+
+
+class ShadowLane:
+    """``start()`` / ``stop()``; ``submit`` from any thread."""
+
+    def __init__(self, capacity: int) -> None:
+        self._queue: queue.Queue[Task | None] = queue.Queue(maxsize=capacity)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="edge-agent-shadow", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let the worker finish the task in hand and drop the rest."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        while True:  # make room for the stop marker: queued work is dropped on stop
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        with contextlib.suppress(queue.Full):  # a racing submit refilled it: join bounds us
+            self._queue.put(None, timeout=timeout)
+        thread.join(timeout)
+
+    def submit(self, task: Task, on_drop: Callable[[], None]) -> None:
+        if self._thread is None:
+            on_drop()
+            return
+        try:
+            self._queue.put_nowait(task)
+        except queue.Full:
+            on_drop()
+
+    def _run(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception as exc:
+                log.error("shadow scoring failed", extra={"error_type": type(exc).__name__})
