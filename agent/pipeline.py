@@ -313,20 +313,60 @@ class ScoringPipeline(ServedModels):
                         comparison.skip("refused")
                         continue
                     known.append(prediction.outputs.get(answerer.risk_output, math.nan))
-                results = self._predict(other, rows)
-                other_seconds = (time.perf_counter() - begun) / len(pairs)
-                for value, row in zip(known, results, strict=True):
-                    if isinstance(row, Refusal):
-                        comparison.skip("refused")
-                        continue
-                    score = other.outputs(row).get(other.risk_output, math.nan)
-                    if answerer is active:
-                        comparison.add(value, score, seconds[answerer.digest], other_seconds)
-                    else:
-                        comparison.add(score, value, other_seconds, seconds[answerer.digest])
+                self._pair(
+                    candidate, other, rows, known, seconds[answerer.digest], begun, len(pairs)
+                )
         except Exception as exc:  # a bug must not stop the lane; the record stays uncompared
             log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
             comparison.skip("error")
+
+    def _compare_rows(
+        self,
+        candidate: Candidate,
+        active: ServedModel,
+        rows: Sequence[Sequence[float]],
+        outputs: Sequence[Mapping[str, float]],
+        seconds: float,
+    ) -> None:
+        """In the shadow lane: score raw feature rows (OIP, feature CSVs) on the candidate
+        too, when it reads the same features in the same order."""
+        other = candidate.served
+        try:
+            if other.manifest.feature_names() != active.manifest.feature_names():
+                candidate.comparison.skip("refused", len(rows))
+                return
+            known = [out.get(active.risk_output, math.nan) for out in outputs]
+            begun = time.perf_counter()
+            self._pair(candidate, other, rows, known, seconds, begun, len(rows))
+        except Exception as exc:
+            log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
+            candidate.comparison.skip("error")
+
+    def _pair(
+        self,
+        candidate: Candidate,
+        other: ServedModel,
+        rows: Sequence[Sequence[float]],
+        known: Sequence[float],
+        known_seconds: float,
+        begun: float,
+        records: int,
+    ) -> None:
+        """Score ``rows`` on ``other`` (the version that did not answer them) and add each
+        pair, active first; ``begun``: when work on these ``records`` started (mapping
+        included), for ``other``'s per-record latency."""
+        results = self._predict(other, rows)
+        other_seconds = (time.perf_counter() - begun) / max(records, 1)
+        comparison = candidate.comparison
+        for value, row in zip(known, results, strict=True):
+            if isinstance(row, Refusal):
+                comparison.skip("refused")
+                continue
+            score = other.outputs(row).get(other.risk_output, math.nan)
+            if other is candidate.served:
+                comparison.add(value, score, known_seconds, other_seconds)
+            else:
+                comparison.add(score, value, other_seconds, known_seconds)
 
     def _score_on(
         self,
@@ -482,6 +522,12 @@ class ScoringPipeline(ServedModels):
                 mapping_seconds=0.0,
                 inference_seconds=per_row,
                 total_seconds=per_row,
+            )
+        candidate = self.candidate(served.name)
+        if candidate is not None and rows:
+            self._shadow.submit(
+                lambda: self._compare_rows(candidate, served, rows, outputs, per_row),
+                lambda: candidate.comparison.skip("queue_full", len(rows)),
             )
         return outputs
 
