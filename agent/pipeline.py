@@ -167,6 +167,11 @@ class ScoringPipeline(ServedModels):
             "configured": [m.name for m in self.config.models],
             "act": {"psi": self.config.monitor.psi_act, "js": self.config.monitor.js_act},
             "models": self.monitor.snapshot()["models"],
+            "cards": {
+                m.name: m.manifest.card.model_dump(mode="json")
+                for m in self.served_models()
+                if m.manifest.card is not None
+            },
             "candidates": {
                 r.model: {
                     "version": r.version,

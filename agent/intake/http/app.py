@@ -85,6 +85,7 @@ async def list_models(request: Request) -> Response:
                 "outputs": [
                     o.model_dump(mode="json", exclude_defaults=True) for o in manifest.outputs
                 ],
+                "card": manifest.card.model_dump(mode="json") if manifest.card else None,
             }
         )
     return JSONResponse({"models": models})

@@ -106,6 +106,25 @@ def _candidate(candidate: Mapping[str, Any] | None) -> str:
     )
 
 
+def _card(card: Mapping[str, Any] | None) -> str:
+    """The active version's model card, folded (a clinician opens it, nobody scrolls past
+    it): every field the publisher filled in, as signed in the manifest."""
+    if not card:
+        return ""
+    rows = []
+    for field, value in card.items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{escape(str(k))} {v:g}" for k, v in value.items())
+        elif isinstance(value, list):
+            shown = "<br>".join(escape(str(item)) for item in value)
+        else:
+            shown = escape(str(value))
+        if shown:
+            rows.append(f"<tr><th>{escape(field.replace('_', ' '))}</th><td>{shown}</td></tr>")
+    table = "".join(rows)
+    return f"<details class='card'><summary>Model card</summary><table>{table}</table></details>"
+
+
 def render(status: Mapping[str, Any]) -> str:
     """The page for a ``DataPlane.status()`` snapshot."""
     snapshot = status["models"]
@@ -132,6 +151,7 @@ def render(status: Mapping[str, Any]) -> str:
             f"{_ms(latency.get('p95'))} / {_ms(latency.get('p99'))}</td></tr>"
             f"<tr><th>drift window</th><td>{entry.get('window_records', 0)} records</td></tr>"
             "</table>"
+            f"{_card(status.get('cards', {}).get(name))}"
             f"{_candidate(status.get('candidates', {}).get(name))}"
             "<h3>Drift of inputs</h3><div class='scroll'><table class='drift'><tr>"
             "<th>feature</th><th>statistic</th><th>value</th><th>against threshold</th>"
