@@ -73,9 +73,10 @@ class AuditLog:
         self._append(entry)
 
     def record_event(self, event: str, model: str, evidence: Mapping[str, object]) -> None:
-        """A change of what answers for ``model`` (``promotion``, ``rollback``,
-        ``abandonment``) with the evidence at that moment: versions, digests, comparison
-        figures, gate results, the operator's reason. Never patient data."""
+        """A change of what answers for ``model`` (``activation``, ``staging``,
+        ``promotion``, ``rollback``, ``abandonment``) with the evidence at that moment:
+        versions, digests, comparison figures, gate results, the operator's reason. Never
+        patient data."""
         entry = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "event": event,

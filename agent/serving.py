@@ -179,20 +179,32 @@ class ServedModels:
         earlier candidate. Checks as ``activate`` does before anything changes."""
         with self._lifecycle_lock:
             model_config = self._configured(bundle)
-            where = placement(model_config.rollout, model_config.name in self._served)
+            previous = self._served.get(model_config.name)
+            where = placement(model_config.rollout, previous is not None)
             if where == "active":
-                self.activate(bundle)
+                served = self.activate(bundle)
+                self._record(
+                    "activation",
+                    served.name,
+                    {
+                        "version": served.version,
+                        "bundle_digest": served.digest,
+                        "previous_version": previous.version if previous else None,
+                    },
+                )
                 return where
             served = self._instantiate(model_config, bundle)
             candidate = self._candidate(served, datetime.now(UTC))
             with self._swap_lock:
                 self._candidates = {**self._candidates, served.name: candidate}
-            log.info(
-                "model candidate staged",
-                extra={
-                    "model": served.name,
+            self._record(
+                "staging",
+                served.name,
+                {
                     "version": served.version,
+                    "bundle_digest": served.digest,
                     "mode": model_config.rollout,
+                    "active_version": previous.version if previous else None,
                 },
             )
             return where
@@ -284,8 +296,9 @@ class ServedModels:
         return candidate
 
     def _record(self, event: str, name: str, evidence: dict[str, object]) -> None:
-        """Every promotion, rollback and abandonment is logged, and audited when the
-        audit log is configured."""
+        """Every change of what answers (activation of a pulled version, staging of a
+        candidate, promotion, rollback, abandonment) is logged, and audited when the audit
+        log is configured: ``models history`` reads these entries back."""
         log.info(f"model {event}", extra={"model": name, "version": evidence.get("version")})
         if self.audit is not None:
             self.audit.record_event(event, name, evidence)

@@ -1,5 +1,5 @@
-"""``edge-agent models list|pull|rollback|compare|promote|abandon --config FILE``: the
-operator's view of the models and their candidate versions.
+"""``edge-agent models list|pull|rollback|compare|promote|abandon|history --config FILE``:
+the operator's view of the models, their candidate versions and their history.
 
 With the agent running, the command goes to it over its local admin socket
 (``agent.admin``), so a pull or a rollback is served at once. With the agent stopped, the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from agent.config import AgentConfig, load_config
 from agent.registry.sources import open_source
 from agent.registry.updater import PullResult, Updater, pinned_registries
 from agent.rollout.config import Placement, placement
+from agent.rollout.history import in_force, read_history
 from agent.store import BundleStore
 
 
@@ -79,6 +81,46 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     _config_option(abandon)
     abandon.add_argument("model")
     abandon.set_defaults(func=_run, request=lambda a: {"command": "abandon", "model": a.model})
+
+    history = group.add_parser(
+        "history", help="which version was active (and candidate) when, from the audit log"
+    )
+    _config_option(history)
+    history.add_argument("model")
+    history.add_argument(
+        "--at",
+        type=_moment,
+        metavar="TIME",
+        help="ISO 8601 time with its offset: name the versions in force then",
+    )
+    history.set_defaults(func=_history)
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("give the time with its offset, e.g. 2026-12-04T14:00:00+01:00")
+    return moment
+
+
+def _history(args: argparse.Namespace) -> int:
+    """Read from the audit log on disk: works with the agent running or stopped."""
+    config = load_config(args.config)
+    if config.audit.path is None:
+        print("error: no audit log is configured (audit.path)", file=sys.stderr)
+        return 2
+    events = read_history(config.audit.path, args.model)
+    if args.at is not None:
+        state = in_force(events, args.at)
+        active = state.active or "unknown (no audit entry before that time)"
+        print(f"{args.model} at {args.at.isoformat()}: active {active}", end="")
+        print(f", candidate {state.candidate}" if state.candidate else "")
+        return 0
+    for event in events:
+        print(event.line())
+    if not events:
+        print(f"{args.model}: no lifecycle entries in the audit log")
+    return 0
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,15 @@ def _promote(agent: AgentProcess) -> None:
     assert event["forced"] is True and event["reason"] == "committee 2026-12"
     assert event["comparison"]["records"] >= 100
     assert {g["name"] for g in event["gates"] if not g["passed"]} == {"min_days"}
+    history = _cli(agent.config_path, "history", MODEL)
+    assert history.returncode == 0, history.stderr
+    lines = [line.split() for line in history.stdout.splitlines()]
+    assert [line[1:3] for line in lines] == [
+        ["activation", "1.0.0"],  # the first pull at start
+        ["staging", "1.0.1"],
+        ["promotion", "1.0.1"],
+    ], history.stdout
+    # a second after staging (the lines show whole seconds; traffic ran for longer)
+    between = datetime.fromisoformat(lines[1][0]) + timedelta(seconds=1)
+    then = _cli(agent.config_path, "history", MODEL, "--at", between.isoformat())
+    assert "active 1.0.0, candidate 1.0.1" in then.stdout, then.stdout

@@ -24,6 +24,7 @@ from agent.errors import RolloutError
 from agent.limits import Limits
 from agent.pipeline import ScoringPipeline
 from agent.rollout.canary import canary_key, in_canary
+from agent.rollout.history import InForce, LifecycleEvent, in_force, read_history
 from agent.store import BundleStore
 from agent.types import IntakePath, RecordFormat, ScoreRequest, ScoreResult
 from tests.integration.reliability_support import AS_OF, DEMO_BUNDLE, DEMO_KEY, wat_bundle
@@ -208,3 +209,51 @@ def test_abandoning_keeps_the_active_version_and_survives_a_restart(
     assert "1.0.1" in pipeline.store.versions(MODEL)  # installed: not pulled again
     entries = (tmp_path / "audit.jsonl").read_text()
     assert '"event":"abandonment"' in entries
+
+
+def test_history_names_the_versions_in_force_at_any_past_moment(
+    tmp_path: Path, stopped: list[ScoringPipeline]
+) -> None:
+    pipeline, candidate = make_pipeline(tmp_path, rollout="shadow", gates={"min_days": 0})
+    stopped.append(pipeline)
+    audit = tmp_path / "audit.jsonl"
+    # an earlier audit file, rotated away, records how 1.0.0 came to serve
+    rotated = {
+        "time": "2026-11-01T08:00:00.000+00:00",
+        "event": "activation",
+        "model": MODEL,
+        "version": "1.0.0",
+        "previous_version": None,
+    }
+    (tmp_path / "audit.jsonl.1").write_text(json.dumps(rotated) + "\nnot json\n")
+    stage(pipeline, candidate)
+    pipeline.promote(MODEL, force_reason="test")
+    events = read_history(audit, MODEL)
+    assert [(e.event, e.version) for e in events] == [
+        ("activation", "1.0.0"),
+        ("staging", "1.0.1"),
+        ("promotion", "1.0.1"),
+    ]
+    assert "forced: test" in events[-1].line()
+    assert read_history(audit, "another-model") == []
+
+
+def test_in_force_replays_the_events_up_to_a_moment() -> None:
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(f"2026-12-0{text}+00:00")
+
+    events = [
+        LifecycleEvent(at("1T08:00"), "activation", "1.0.0", ""),
+        LifecycleEvent(at("2T08:00"), "staging", "1.1.0", "shadow"),
+        LifecycleEvent(at("3T08:00"), "abandonment", "1.1.0", ""),
+        LifecycleEvent(at("4T08:00"), "staging", "1.2.0", "canary"),
+        LifecycleEvent(at("5T08:00"), "promotion", "1.2.0", ""),
+        LifecycleEvent(at("6T08:00"), "rollback", "1.0.0", "was 1.2.0"),
+    ]
+    assert in_force(events, at("1T07:59")) == InForce(None, None)  # before the audit log
+    assert in_force(events, at("1T08:00")) == InForce("1.0.0", None)
+    assert in_force(events, at("2T12:00")) == InForce("1.0.0", "1.1.0")
+    assert in_force(events, at("3T12:00")) == InForce("1.0.0", None)
+    assert in_force(events, at("4T12:00")) == InForce("1.0.0", "1.2.0")
+    assert in_force(events, at("5T12:00")) == InForce("1.2.0", None)
+    assert in_force(events, at("7T00:00")) == InForce("1.0.0", None)
