@@ -107,7 +107,8 @@ class ScoringPipeline(ServedModels):
         monitor.watch_candidates(self.candidate_readings)
 
     def start(self) -> None:
-        """Start the shadow lane (candidates are compared only while it runs)."""
+        """Start the shadow lane: a candidate answers its canary share and is compared
+        only while it runs."""
         self._shadow.start()
 
     def stop(self) -> None:
@@ -257,7 +258,7 @@ class ScoringPipeline(ServedModels):
         """Score each record on the version that answers it: the active one, or for a
         canary share of patients the candidate. Then hand both versions' comparison to the
         shadow lane: the answer is computed and the request never waits for it."""
-        candidate = self.candidate(served.name)
+        candidate = self._live_candidate(served)
         if candidate is None:
             return self._score_on(served, records, as_of, intake, started)
         answering = [candidate.served if self._in_canary(candidate, r) else served for r in records]
@@ -278,6 +279,12 @@ class ScoringPipeline(ServedModels):
             lambda: candidate.comparison.skip("queue_full", len(records)),
         )
         return answered
+
+    def _live_candidate(self, served: ServedModel) -> Candidate | None:
+        """The candidate beside ``served``, only while the shadow lane runs (the daemon
+        starts it): one-shot commands (``score``, ``validate``) answer from the active
+        version alone and compare nothing."""
+        return self.candidate(served.name) if self._shadow.running else None
 
     def _in_canary(self, candidate: Candidate, record: PatientRecord) -> bool:
         if not candidate.canary or self._canary_key is None:
@@ -528,7 +535,7 @@ class ScoringPipeline(ServedModels):
                 inference_seconds=per_row,
                 total_seconds=per_row,
             )
-        candidate = self.candidate(served.name)
+        candidate = self._live_candidate(served)
         if candidate is not None and rows:
             self._shadow.submit(
                 lambda: self._compare_rows(candidate, served, rows, outputs, per_row),

@@ -51,6 +51,10 @@ class ShadowLane:
             self._queue.put(None, timeout=timeout)
         thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
     def submit(self, task: Task, on_drop: Callable[[], None]) -> None:
         if self._thread is None:
             on_drop()

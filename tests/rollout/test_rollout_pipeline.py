@@ -165,6 +165,9 @@ def test_canary_answers_the_keyed_share_of_patients_the_same_way_every_time(
         lambda: pipeline.status()["candidates"][MODEL]["comparison"]["records"] == 120,
         "both versions compared on every patient, whichever answered",
     )
+    pipeline.stop()  # as in a one-shot command (score, validate): the active version answers
+    assert {p.version for p in score(pipeline, body).predictions} == {"1.0.0"}
+    assert pipeline.status()["candidates"][MODEL]["comparison"]["records"] == 120
 
 
 def test_a_failing_gate_blocks_promotion_by_name_and_a_forced_one_is_audited(
