@@ -21,6 +21,7 @@ from agent.intake.http.config import HttpConfig
 from agent.intake.mllp.config import MllpConfig
 from agent.limits import Limits
 from agent.monitor.config import MonitorConfig
+from agent.performance.config import PerformanceConfig
 from agent.records.config import RecordsConfig
 from agent.registry.config import RegistryConfig
 from agent.rollout.config import PromotionGates, RolloutMode
@@ -152,6 +153,7 @@ class AgentConfig(Section):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @model_validator(mode="after")

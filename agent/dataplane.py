@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.types import IntakePath, ScoreRequest, ScoreResult
+from agent.types import IntakePath, OutcomeReceipt, OutcomeReport, ScoreRequest, ScoreResult
 
 if TYPE_CHECKING:
     from agent.bundle.manifest import BundleManifest
@@ -94,6 +94,11 @@ class DataPlane(Protocol):
         self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
     ) -> list[Mapping[str, float]]:
         """Already-extracted feature rows in manifest order (OIP, feature CSVs)."""
+        ...
+
+    def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
+        """Outcomes that arrived after the predictions, joined to them in the local
+        prediction store (NotEnabled when the site keeps none)."""
         ...
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:

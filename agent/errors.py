@@ -245,3 +245,9 @@ class OutcomesError(AgentError):
     column, never a value (the file holds patient identifiers)."""
 
     reason = "outcomes"
+
+
+class NotEnabled(AgentError):
+    """A request for a feature this site has not switched on (live performance)."""
+
+    reason = "not_enabled"

@@ -38,6 +38,7 @@ ALLOWED_FIELDS = frozenset(
         "file",
         "status",
         "rows",
+        "problems",  # a site mapping's own errors (file:line: feature: why), config text
     }
 )
 

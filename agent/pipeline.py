@@ -26,6 +26,7 @@ from agent.errors import (
     InternalError,
     NoPatient,
     NoSubject,
+    NotEnabled,
     RecordError,
     RuntimeFault,
     UnknownModel,
@@ -33,6 +34,7 @@ from agent.errors import (
 )
 from agent.monitor import Monitor
 from agent.monitor.metrics import CandidateReading
+from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.rollout.canary import canary_key, in_canary
 from agent.rollout.shadow import ShadowLane
@@ -42,6 +44,8 @@ from agent.types import (
     FeatureValue,
     FeatureVector,
     IntakePath,
+    OutcomeReceipt,
+    OutcomeReport,
     PatientOutcome,
     PatientRecord,
     Prediction,
@@ -100,8 +104,10 @@ class ScoringPipeline(ServedModels):
         trust: TrustStore,
         monitor: Monitor,
         audit: AuditLog | None = None,
+        performance: PerformanceTracker | None = None,
     ) -> None:
         super().__init__(config, store, trust, monitor, audit)
+        self.performance = performance
         self._canary_key = _canary_key_of(config)
         self._shadow = ShadowLane(self.limits.shadow_queue_max)
         monitor.watch_candidates(self.candidate_readings)
@@ -134,9 +140,13 @@ class ScoringPipeline(ServedModels):
             audit = AuditLog.from_files(
                 config.audit.path, config.audit.hmac_key_file, config.audit.max_bytes
             )
-        pipeline = cls(
-            config, BundleStore.from_config(config.store), TrustStore(config.trust), monitor, audit
-        )
+        store = BundleStore.from_config(config.store)
+        performance = None
+        if config.performance.enabled:
+            performance = PerformanceTracker.open(
+                config.performance, store.root / "state", config.audit.hmac_key_file, monitor
+            )
+        pipeline = cls(config, store, TrustStore(config.trust), monitor, audit, performance)
         pipeline.load_installed()
         return pipeline
 
@@ -432,6 +442,13 @@ class ScoringPipeline(ServedModels):
             )
         for refusal in refusals.values():
             self.monitor.observe_error(served.name, intake, refusal.reason)
+        if self.performance is not None and predictions:
+            self.performance.scored(
+                served.name,
+                served.version,
+                served.risk_output,
+                [(records[i].reference, p) for i, p in predictions.items()],
+            )
         return [
             PatientOutcome(
                 reference=record.reference,
@@ -542,6 +559,15 @@ class ScoringPipeline(ServedModels):
                 lambda: candidate.comparison.skip("queue_full", len(rows)),
             )
         return outputs
+
+    def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
+        """Join outcomes to this model's earlier predictions (NotEnabled unless the site
+        keeps a prediction store) and refresh its live figures."""
+        served = self.served(model)
+        if self.performance is None:
+            raise NotEnabled("live performance is not enabled (performance.enabled)")
+        thresholds = {"warning": served.cards.warning, "critical": served.cards.critical}
+        return self.performance.outcomes(served.name, reports, thresholds)
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         """Count a request an intake path refused before it reached the pipeline (a wrong

@@ -22,7 +22,14 @@ from agent.audit import AuditLog
 from agent.bundle.manifest import BundleManifest, SemVer
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
-from agent.errors import AgentError, RolloutError, StoreError, UnknownModel, UntrustedKey
+from agent.errors import (
+    AgentError,
+    MappingError,
+    RolloutError,
+    StoreError,
+    UnknownModel,
+    UntrustedKey,
+)
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.monitor import Monitor
@@ -344,7 +351,17 @@ class ServedModels:
         untouched. The signer is checked against today's trust store: a bundle verified
         before a reload revoked its key is refused (UntrustedKey)."""
         with self._lifecycle_lock:
-            served = self._instantiate(self._configured(bundle), bundle)
+            model_config = self._configured(bundle)
+            try:
+                served = self._instantiate(model_config, bundle)
+            except MappingError as error:
+                if model_config.name not in self._served:  # say why at /readyz
+                    version = bundle.manifest.version
+                    self._unavailable = {
+                        **self._unavailable,
+                        model_config.name: f"{version}: {error}",
+                    }
+                raise
             unavailable = {k: v for k, v in self._unavailable.items() if k != served.name}
             self._commit({**self._served, served.name: served}, unavailable)
             return served
@@ -406,7 +423,15 @@ class ServedModels:
         cache = ModuleCache(self.store.root / "cache", self.store.root / "state" / "compiled")
         runtime = WasmModel.load(bundle.model_bytes, limits=self.limits, cache=cache)
         runtime.self_test(len(manifest.inputs), len(manifest.outputs), manifest.reference_row())
-        mapping = load_mapping(model_config.mapping, manifest)
+        try:
+            mapping = load_mapping(model_config.mapping, manifest)
+        except MappingError as error:
+            # config text, not patient data: ``file:line: feature 'x': why`` for the operator
+            log.error(
+                "site mapping does not fit the bundle",
+                extra={"model": manifest.name, "version": manifest.version, "problems": str(error)},
+            )
+            raise
         return ServedModel(model_config, bundle, runtime, mapping)
 
     def _servable(
@@ -435,7 +460,9 @@ class ServedModels:
                 bundle = self.store.load(name, trust, self.limits, version=version)
                 served = self._instantiate(model_config, bundle)
             except AgentError as error:
-                refused.append(f"{version}: {error.reason}")
+                # a mapping's problems name the file, line and feature: /readyz shows them
+                why = str(error) if isinstance(error, MappingError) else error.reason
+                refused.append(f"{version}: {why}")
                 if version == (serving or active):
                     self._deactivated(name, version, error.reason)
                 else:

@@ -155,3 +155,19 @@ class ScoreRequest:
     request_id: str = ""
     explain: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    """An outcome that arrived after the predictions: the patient (as the caller names
+    it, like in a ScoreRequest), whether the event happened (1) or not (0), and when."""
+
+    reference: str
+    label: int
+    time: datetime
+
+
+@dataclass(frozen=True)
+class OutcomeReceipt:
+    received: int
+    joined: int  # outcomes that labelled at least one earlier prediction

@@ -50,6 +50,14 @@ def register(group: argparse._SubParsersAction[Any]) -> None:
         "--outputs probability:classes=no,yes (default: inferred, hand-made graphs give "
         "scores)",
     )
+    build.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="FILE",
+        help='JSON object of the training and validation figures (e.g. {"holdout_auroc": '
+        "0.84}), recorded in the manifest: what a site's validation and live performance are "
+        "compared with",
+    )
     build.set_defaults(func=_build)
 
     predict = group.add_parser("predict", help="score a features CSV with a bundle's module")
@@ -71,11 +79,31 @@ def _build(args: argparse.Namespace) -> int:
         schema=args.schema,
         creator=args.creator,
         description=args.description,
+        metrics=_metrics(args.metrics) if args.metrics is not None else None,
         outputs=args.outputs,
         card=args.card,
     )
     print(f"built {args.name} {args.version} -> {out} (unsigned)")
     return 0
+
+
+def _metrics(path: Path) -> dict[str, float]:
+    """The figures in ``path``: a JSON object of names to numbers (ConfigError otherwise)."""
+    import json
+    import math
+
+    from agent.errors import ConfigError
+
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(document, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for v in document.values()
+    ):
+        raise ConfigError(f"{path}: must be a JSON object of names to finite numbers")
+    return {str(k): float(v) for k, v in document.items()}
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from agent.limits import Limits
 from agent.mapping import SiteMapping
 from agent.outputs.prediction_json import explanation
 from agent.records.config import RecordsConfig
-from agent.types import FeatureVector, RecordFormat
+from agent.types import FeatureVector, PatientRecord, RecordFormat
 
 _SUFFIX_FORMATS = {
     ".json": RecordFormat.fhir_json,
@@ -41,6 +41,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     check = group.add_parser("check", help="check a mapping against a model's bundle")
     check.add_argument("mapping", type=Path, help="the site mapping YAML")
     check.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    check.add_argument(
+        "--sample",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="RECORDS",
+        help="FHIR JSON / NDJSON or HL7 v2 files of the site's own data: report per feature "
+        "how often it is found, converted, out of range, outside its window or imputed",
+    )
+    check.add_argument(
+        "--as-of",
+        type=_instant,
+        default=None,
+        help="with --sample: the time the windows end at (default: now)",
+    )
     check.set_defaults(func=_check)
 
     explain = group.add_parser(
@@ -100,7 +115,31 @@ def _check(args: argparse.Namespace) -> int:
         f"OK: {args.mapping} binds all {len(mapping.features)} inputs of "
         f"{manifest.name} {manifest.version} for site {mapping.site}"
     )
-    return 0
+    if not args.sample:
+        return 0
+    from agent.mapping.sample_report import SampleReport
+
+    report = SampleReport(mapping.feature_names())
+    as_of = args.as_of or datetime.now(UTC)
+    for path in args.sample:
+        for record in _records(path, None, RecordsConfig()):
+            report.add(mapping.survey(record, as_of))
+    print("\n".join(report.lines()))
+    return 1 if report.never_found() else 0
+
+
+def _records(path: Path, fmt_name: str | None, config: RecordsConfig) -> list[PatientRecord]:
+    """The patient records of one file (format from ``fmt_name`` or the suffix)."""
+    from agent.records import parse_records
+
+    fmt = RecordFormat(fmt_name) if fmt_name else _SUFFIX_FORMATS.get(path.suffix)
+    if fmt is None:
+        raise ConfigError(f"{path}: cannot tell the format from the suffix; give --format")
+    try:
+        body = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_records(body, fmt, limits=Limits(), config=config)
 
 
 def _site(args: argparse.Namespace) -> tuple[SiteMapping, RecordsConfig]:
@@ -128,19 +167,10 @@ def _site(args: argparse.Namespace) -> tuple[SiteMapping, RecordsConfig]:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from agent.records import parse_records
-
     mapping, records_config = _site(args)
-    fmt = RecordFormat(args.format) if args.format else _SUFFIX_FORMATS.get(args.input.suffix)
-    if fmt is None:
-        raise ConfigError(f"{args.input}: cannot tell the format from the suffix; give --format")
-    try:
-        body = args.input.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{args.input}: cannot read ({exc.strerror})") from None
     as_of = args.as_of or datetime.now(UTC)
     results: list[tuple[str, FeatureVector | str]] = []
-    for record in parse_records(body, fmt, limits=Limits(), config=records_config):
+    for record in _records(args.input, args.format, records_config):
         try:
             results.append((record.label, mapping.extract(record, as_of)))
         except UnmappableRecord as exc:

@@ -43,48 +43,56 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="RECORDS",
         help="the site's records: FHIR NDJSON exports or FHIR JSON (Bundles)",
     )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="score on this Dask scheduler's workers (they must see the config and the store "
+        "at the same paths); needs the dask extra",
+    )
+    where.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="score on a local Dask cluster of N worker processes; needs the dask extra",
+    )
     parser.set_defaults(func=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
     from agent.cli.score_cmd import serving_pipeline
     from agent.config import load_config
-    from agent.errors import OutcomesError
-    from agent.validation.derived_labels import Labeler, describe, record_labeler
     from agent.validation.history import patient_histories
     from agent.validation.outcomes_csv import read_outcomes
     from agent.validation.report_files import write_report
-    from agent.validation.run import ModelUnderTest, validate
+    from agent.validation.run import local_runner, validate
+    from agent.validation.setup import validation_setup
 
     config = load_config(args.config)
     outcomes = read_outcomes(args.outcomes)
-    pipeline, model = serving_pipeline(config, args.model, args.records)
-    served = pipeline.served(model)
-    under_test = ModelUnderTest(
-        name=served.name,
-        version=served.version,
-        bundle_digest=served.digest,
-        risk_output=served.risk_output,
-        thresholds=(("warning", served.cards.warning), ("critical", served.cards.critical)),
-        training_metrics=served.manifest.provenance.metrics,
-    )
-    labeler: Labeler | None = None
-    label_source = "the outcomes file"
-    if not outcomes.labelled:
-        outcome = served.mapping.outcome
-        if outcome is None:
-            raise OutcomesError(
-                "the outcomes file has no label column, and the site mapping no outcome "
-                "section to read labels from the records"
-            )
-        labeler = record_labeler(outcome, config.resolved_limits, config.records)
-        label_source = describe(outcome)
+    pipeline, model = serving_pipeline(config, args.model, args.records)  # pulls if needed
+    setup = validation_setup(args.config, model, outcomes.labelled, pipeline)
+    client = None
+    if args.dask is not None or args.workers is not None:
+        from agent.validation.distributed import connect, dask_runner
+
+        client = connect(args.dask, args.workers)
+        run_jobs = dask_runner(client, args.config.resolve(), model, outcomes.labelled)
+    else:
+        run_jobs = local_runner(setup.pipeline, setup.model, setup.labeler)
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edge-agent-validate-", dir=args.out) as scratch:
-        histories = patient_histories(
-            args.records, config.resolved_limits, config.drop_folder.document_max, Path(scratch)
-        )
-        report = validate(pipeline, under_test, outcomes, histories, labeler, label_source)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".edge-agent-validate-", dir=args.out) as scratch:
+            histories = patient_histories(
+                args.records,
+                config.resolved_limits,
+                config.drop_folder.document_max,
+                Path(scratch),
+            )
+            report = validate(run_jobs, setup.model, outcomes, histories, setup.label_source)
+    finally:
+        if client is not None:
+            client.close()
     written = write_report(report, args.out)
     counts = report["counts"]
     refused = sum(counts["refused"].values())

@@ -39,6 +39,19 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class FeatureSurvey:
+    """One feature on one record, as ``survey`` found it (no values: counts only)."""
+
+    name: str
+    found: bool  # at least one value within the window
+    outcome: str  # "read", "imputed", or the refusal's reason (missing, out_of_range...)
+    converted: bool  # a unit conversion was applied
+    out_of_range: bool  # scored but outside the plausible range (clip / flag)
+    hours_beyond_window: float | None  # the newest value's age past the window, if only
+    # values outside the window exist
+
+
+@dataclass(frozen=True)
 class CompiledFeature:
     name: str
     categorical: bool
@@ -135,6 +148,32 @@ class CompiledFeature:
             return []
         years = _completed_years(born.date(), as_of.date())
         return [Fact(as_of, float(years), "a", (), "Patient.birthDate", patient)]
+
+    # --- a site's data, surveyed before go-live ---------------------------------------------
+    def survey(self, record: PatientRecord, index: FactIndex, as_of: datetime) -> FeatureSurvey:
+        """What this feature finds in ``record`` and what becomes of it, for
+        ``edge-agent mapping check --sample``: read, imputed or refused (and why), converted,
+        out of range, and how many hours the newest value is older than the window."""
+        found = self._facts(record, index, as_of)
+        in_window = [f for f in found if _in_window(f, as_of, self.window)]
+        beyond = None
+        if found and not in_window and self.window is not None:
+            times = [f.time for f in found if f.time is not None and f.time <= as_of]
+            if times:
+                beyond = (as_of - self.window - max(times)).total_seconds() / 3600
+        try:
+            value, _ = self.extract(record, index, as_of)
+        except UnmappableRecord as exc:
+            return FeatureSurvey(self.name, bool(in_window), exc.reason, False, False, beyond)
+        outcome = "imputed" if value.imputed else "read"
+        return FeatureSurvey(
+            self.name,
+            bool(in_window),
+            outcome,
+            value.conversion is not None,
+            value.out_of_range,
+            beyond,
+        )
 
     # --- one value --------------------------------------------------------------------------
     def extract(

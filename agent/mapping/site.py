@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.errors import TooMuchImputed, UnmappableRecord
 from agent.mapping.facts import FactIndex
-from agent.mapping.feature import CompiledFeature
+from agent.mapping.feature import CompiledFeature, FeatureSurvey
 from agent.mapping.outcome import CompiledOutcome
 from agent.types import FeatureVector, PatientRecord
 
@@ -68,3 +68,11 @@ class SiteMapping:
             features=tuple(values),
             warnings=tuple(warnings),
         )
+
+    def survey(self, record: PatientRecord, as_of: datetime) -> list[FeatureSurvey]:
+        """Each feature of ``record`` as ``CompiledFeature.survey`` sees it (a naive time
+        is UTC); never raises for the record's content."""
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=UTC)
+        index = FactIndex(record.observations, self.wanted_codes)
+        return [feature.survey(record, index, as_of) for feature in self.features]

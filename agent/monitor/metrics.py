@@ -6,7 +6,7 @@ conventions: namespace ``edge_agent_``, base units (seconds), ``_total`` on coun
 on constant-1 gauges that carry labels, ``_ratio`` on 0..1 values.
 
 Label sets are fixed and use only: model, version, feature, output, intake, reason, stage,
-registry, keyid, and for candidate versions mode, role, threshold, statistic (closed sets).
+registry, keyid, threshold, and for candidate versions mode, role, statistic (closed sets).
 Label values come from the agent's configuration, the signed manifest or closed enums,
 never from a request body, so a caller cannot create series and no patient data can reach
 a label. docs/metrics.md lists every metric.
@@ -396,6 +396,57 @@ class AgentMetrics:
             "Pulled bundles refused by verification (signature, key, digest, rollback, "
             "expiry, size), by reason.",
             ["model", "registry", "reason"],
+            namespace=ns,
+            registry=registry,
+        )
+        # live performance: labelled outcomes joined to earlier predictions (docs/validation.md)
+        self.live_labelled = Gauge(
+            "live_labelled_predictions",
+            "Labelled predictions behind the live figures of a model version.",
+            ["model", "version"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.live_auroc = Gauge(
+            "live_auroc",
+            "Rolling AUROC of a model version on this site's outcomes.",
+            ["model", "version"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.live_brier = Gauge(
+            "live_brier",
+            "Rolling Brier score of a model version on this site's outcomes (lower is better).",
+            ["model", "version"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.live_calibration_slope = Gauge(
+            "live_calibration_slope",
+            "Rolling calibration slope of a model version (1 is calibrated; below 1 the risks "
+            "are too extreme).",
+            ["model", "version"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.live_ppv = Gauge(
+            "live_ppv_ratio",
+            "Rolling positive predictive value at a card threshold (warning, critical).",
+            ["model", "version", "threshold"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.reference_auroc = Gauge(
+            "reference_auroc",
+            "The AUROC the bundle's publisher reports (manifest provenance), for comparison.",
+            ["model", "version"],
+            namespace=ns,
+            registry=registry,
+        )
+        self.outcomes = Counter(
+            "outcomes",
+            "Outcomes received, by whether they joined an earlier prediction.",
+            ["model", "outcome"],
             namespace=ns,
             registry=registry,
         )

@@ -13,13 +13,14 @@ must look like MAJOR.MINOR.PATCH; feature and output names come from the signed 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -36,6 +37,9 @@ from agent.monitor.metrics import (
     WindowReading,
 )
 from agent.types import FeatureVector, IntakePath
+
+if TYPE_CHECKING:
+    from agent.performance.live import LiveFigures
 
 UNKNOWN_MODEL = "unknown"
 OTHER_REASON = "other"
@@ -146,6 +150,9 @@ class Monitor:
                 self._metrics.model_active.remove(manifest.name, old.version, old.keyid)
             self._states[manifest.name] = state
             self._known.add(manifest.name)
+            published = reference_auroc(manifest.provenance.metrics)
+            if published is not None:
+                self._metrics.reference_auroc.labels(manifest.name, manifest.version).set(published)
             self._metrics.model_active.labels(
                 model=manifest.name, version=manifest.version, keyid=keyid
             ).set(1)
@@ -162,6 +169,41 @@ class Monitor:
             old = self._states.pop(name, None)
             if old is not None:
                 self._metrics.model_active.remove(name, old.version, old.keyid)
+
+    def set_live(self, model: str, version: str, figures: LiveFigures | None) -> None:
+        """A version's rolling figures on this site's outcomes; None removes them (too few
+        labelled predictions to mean anything)."""
+        name = self._model_label(model)
+        gauges = (
+            self._metrics.live_labelled,
+            self._metrics.live_auroc,
+            self._metrics.live_brier,
+            self._metrics.live_calibration_slope,
+        )
+        with self._lock:
+            if figures is None:
+                for gauge in gauges:
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(name, version)
+                return
+            values = (figures.labelled, figures.auroc, figures.brier, figures.calibration_slope)
+            for gauge, value in zip(gauges, values, strict=True):
+                if value is None:
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(name, version)
+                else:
+                    gauge.labels(name, version).set(value)
+            for threshold, ppv in figures.ppv.items():
+                if ppv is not None:
+                    self._metrics.live_ppv.labels(name, version, threshold).set(ppv)
+
+    def observe_outcomes(self, model: str, joined: int, unmatched: int) -> None:
+        """Outcomes received: ``joined`` labelled an earlier prediction, ``unmatched`` did
+        not (no prediction of that patient within the horizon)."""
+        name = self._model_label(model)
+        with self._lock:
+            self._metrics.outcomes.labels(name, "joined").inc(joined)
+            self._metrics.outcomes.labels(name, "unmatched").inc(unmatched)
 
     def observe_deactivation(self, model: str, reason: str) -> None:
         """Count a version taken out of service (at start, at a reload, at a load);
@@ -422,3 +464,12 @@ def _quantiles(samples: Iterable[float]) -> dict[str, float | None]:
     return {
         f"p{q}": ordered[min(last, max(0, round(q / 100 * len(ordered)) - 1))] for q in (50, 95, 99)
     }
+
+
+def reference_auroc(metrics: Mapping[str, float]) -> float | None:
+    """The AUROC a publisher reports in the manifest (``holdout_auroc``, ``validation_auroc``
+    or ``auroc``, in that order), the figure live performance is compared with."""
+    for key in ("holdout_auroc", "validation_auroc", "auroc"):
+        if key in metrics:
+            return float(metrics[key])
+    return None

@@ -11,7 +11,7 @@ identifier, no row, and no figure for fewer than ``PATIENTS_MIN`` patients.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,40 +44,74 @@ class ModelUnderTest:
 
 
 Result = tuple[Outcome, Labelled | None, str | None]  # the row, its score or refusal reason
+Scored = tuple[Labelled | None, str | None]  # one row's score, or why it was refused
+
+
+@dataclass(frozen=True)
+class Job:
+    """One patient's history and the outcome rows to score it for (picklable: a Dask
+    worker receives it)."""
+
+    key: str  # the name the outcome rows use for the patient
+    number: int  # the patient's position among the histories
+    history: PatientHistory
+    outcomes: tuple[Outcome, ...]
+
+
+JobRunner = Callable[[Iterable[Job]], Iterator[tuple[Job, list[Scored]]]]
+"""Scores jobs, in any order: in process (``local_runner``) or on Dask workers."""
+
+
+def local_runner(plane: DataPlane, model: ModelUnderTest, labeler: Labeler | None) -> JobRunner:
+    def run(jobs: Iterable[Job]) -> Iterator[tuple[Job, list[Scored]]]:
+        for job in jobs:
+            yield job, score_job(plane, model, labeler, job)
+
+    return run
+
+
+def score_job(
+    plane: DataPlane, model: ModelUnderTest, labeler: Labeler | None, job: Job
+) -> list[Scored]:
+    return [
+        _score(plane, model, job.history, outcome, job.number, labeler) for outcome in job.outcomes
+    ]
 
 
 def validate(
-    plane: DataPlane,
+    run_jobs: JobRunner,
     model: ModelUnderTest,
     outcomes: OutcomeTable,
     histories: Iterable[PatientHistory],
-    labeler: Labeler | None = None,
     label_source: str = "the outcomes file",
 ) -> dict[str, Any]:
     """Score every outcome row's patient as of its time and return the report (JSON-ready).
 
-    Rows without a label take ``labeler``'s, read from the patient's record (a scored row
+    Rows without a label take the labeler's, read from the patient's record (a scored row
     whose label cannot be read is refused with the error's reason). Histories stream
-    through once (memory holds the outcome rows and their scores, not the records)."""
-    results: dict[str, list[Result]] = {}
+    through once (memory holds the outcome rows and their scores, not the records); the
+    report does not depend on the order ``run_jobs`` scores them in."""
     owner: dict[str, int] = {}  # outcome key -> the patient number that claimed it
     ambiguous: set[str] = set()
     unreadable: Counter[str] = Counter()
-    without_outcome = 0
-    for number, history in enumerate(histories):
-        if not history.keys:
-            unreadable[history.refused or "unreadable"] += 1
-            continue
-        matched = sorted(k for k in history.keys if k in outcomes.by_patient)
-        without_outcome += not matched
-        for key in matched:
-            if owner.setdefault(key, number) != number:
-                ambiguous.add(key)
+    counted = {"without_outcome": 0}
+
+    def jobs() -> Iterator[Job]:
+        for number, history in enumerate(histories):
+            if not history.keys:
+                unreadable[history.refused or "unreadable"] += 1
                 continue
-            results[key] = [
-                (outcome, *_score(plane, model, history, outcome, number, labeler))
-                for outcome in outcomes.by_patient[key]
-            ]
+            matched = sorted(k for k in history.keys if k in outcomes.by_patient)
+            counted["without_outcome"] += not matched
+            for key in matched:
+                if owner.setdefault(key, number) != number:
+                    ambiguous.add(key)
+                    continue
+                yield Job(key, number, history, tuple(outcomes.by_patient[key]))
+
+    results: dict[str, list[Result]] = {}
+    for job, scores in run_jobs(jobs()):
+        results[job.key] = [(o, *s) for o, s in zip(job.outcomes, scores, strict=True)]
     refused: Counter[str] = Counter()
     kept: list[Result] = []
     for key, rows in outcomes.by_patient.items():
@@ -95,7 +129,7 @@ def validate(
         "labelled": outcomes.rows,
         "scored": len(days),
         "refused": dict(sorted(refused.items())),
-        "records_without_outcome": without_outcome,
+        "records_without_outcome": counted["without_outcome"],
         "unreadable_records": dict(sorted(unreadable.items())),
     }
     # the dates of a handful of patients' moments would say more than an aggregate

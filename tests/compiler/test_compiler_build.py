@@ -338,3 +338,32 @@ def test_cli_build_errors_are_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"edge-agent: error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_build_records_the_publishers_metrics_in_the_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    figures = tmp_path / "metrics.json"
+    figures.write_text(json.dumps({"holdout_auroc": 0.84, "holdout_brier": 0.07}))
+    common = [
+        "bundle",
+        "build",
+        str(DEMO / "model.onnx"),
+        "--reference",
+        str(DEMO / "reference.csv"),
+        "--schema",
+        str(DEMO / "schema.yaml"),
+        "--name",
+        "m",
+        "--version",
+        "1.0.0",
+    ]
+    assert main([*common, "-o", str(tmp_path / "out"), "--metrics", str(figures)]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["provenance"]["metrics"] == {"holdout_auroc": 0.84, "holdout_brier": 0.07}
+    figures.write_text(json.dumps({"holdout_auroc": "high"}))
+    assert main([*common, "-o", str(tmp_path / "bad"), "--metrics", str(figures)]) == 2
+    assert "finite numbers" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -58,6 +58,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "edge-agent.json"
 PROMETHEUS_OWN = {"up"}  # recorded by Prometheus per target, not exported by the agent
 METRIC_NAME = re.compile(r"\b(edge_agent_[a-z0-9_]+|up)\b(?!\s*\()")
 NOBODY = Identity("Example", "Pat", "MRN-1", "1 Main Street", "Springfield", "00000")
+OUTCOMES = "/v1/models/deterioration/outcomes"
 WINDOW = 200  # drift window: at 200 records, no unshifted feature reaches "act" by chance
 # what the dashboard's variables stand for when a query is run outside Grafana
 DASHBOARD_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*", "$model": ".*"}
@@ -83,6 +84,7 @@ def _config(registry: Path) -> Callable[[dict[str, Any]], None]:
     def edit(config: dict[str, Any]) -> None:
         config_for_traffic(config)
         config["monitor"] = {"window_records": WINDOW, "min_window_records": WINDOW // 2}
+        config["performance"] = {"enabled": True, "min_labelled": 10}
         config["registries"][0].update(
             url=registry.as_uri(), poll_interval=1, backoff_max=1, retries=0
         )
@@ -183,6 +185,14 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
                     headers={"Content-Type": NDJSON},
                 )
                 assert response.status_code == 200, response.text
+                # their outcomes, later: the live performance series
+                scored = [p["patient"] for p in response.json()["predictions"] if "outputs" in p]
+                when = response.json()["as_of"]  # the outcome follows the score it labels
+                outcomes = [
+                    {"patient": r, "label": i % 2, "time": when} for i, r in enumerate(scored)
+                ]
+                joined = client.post(OUTCOMES, json={"outcomes": outcomes})
+                assert joined.json()["joined"] == len(outcomes) >= 10, joined.text
             # a registry whose index signature no longer verifies, then one without an index
             _break_signature(registry / "index.json.sig")
             _wait(lambda: _has(agent, "edge_agent_bundle_verification_failures_total"), "refusal")

@@ -127,3 +127,84 @@ def test_shipped_mappings_fit_the_real_demo_bundle(
 ) -> None:
     assert main(["mapping", "check", str(MAPPINGS / name), "--bundle", str(DEMO_BUNDLE)]) == 0
     assert capsys.readouterr().out.startswith("OK: ")
+
+
+def _sample_rows(out: str) -> dict[str, list[str]]:
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("feature"))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if line.strip().startswith("warning:"):
+            break
+        cells = [c for c in line.strip().split("  ") if c]
+        rows[cells[0].strip()] = [c.strip() for c in cells[1:]]
+    return rows
+
+
+def test_check_with_a_sample_reports_each_feature(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ward = FHIR / "demo-ward-export.ndjson"
+    code = main(
+        [
+            "mapping",
+            "check",
+            str(MAPPINGS / "demo-site.yaml"),
+            "--bundle",
+            str(bundle),
+            "--sample",
+            str(ward),
+            "--as-of",
+            AS_OF,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "sample: 40 patient record(s)" in out
+    rows = _sample_rows(out)
+    assert rows["heart_rate"][0] == "40/40" and rows["heart_rate"][-1] == "0"
+    assert "warning" not in out
+
+
+def test_check_with_a_sample_that_lacks_vitals_warns_and_fails(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admission = HL7 / "adt-a01-v25.hl7"  # an admission: demographics, no vital signs
+    code = main(
+        [
+            "mapping",
+            "check",
+            str(MAPPINGS / "demo-site.yaml"),
+            "--bundle",
+            str(bundle),
+            "--sample",
+            str(admission),
+            "--as-of",
+            AS_OF,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "warning: heart_rate was never found in the sample" in out
+    assert _sample_rows(out)["heart_rate"][-1] == "missing 1"
+
+
+def test_check_with_a_late_sample_says_how_far_outside_the_window(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ward = FHIR / "demo-ward-export.ndjson"
+    main(
+        [
+            "mapping",
+            "check",
+            str(MAPPINGS / "demo-site.yaml"),
+            "--bundle",
+            str(bundle),
+            "--sample",
+            str(ward),
+            "--as-of",
+            "2026-03-18T12:00:00Z",
+        ]
+    )  # three days later
+    outside = _sample_rows(capsys.readouterr().out)["heart_rate"][3]
+    assert outside.startswith("40 (median ") and outside.endswith(" h late)")

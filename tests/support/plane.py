@@ -18,7 +18,15 @@ from typing import Any
 from agent.dataplane import ModelView
 from agent.errors import AgentError, InternalError, UnknownModel
 from agent.limits import Limits
-from agent.types import IntakePath, PatientOutcome, Prediction, ScoreRequest, ScoreResult
+from agent.types import (
+    IntakePath,
+    OutcomeReceipt,
+    OutcomeReport,
+    PatientOutcome,
+    Prediction,
+    ScoreRequest,
+    ScoreResult,
+)
 
 
 @dataclass(frozen=True)
@@ -50,12 +58,15 @@ class ScriptedPlane:
     version = "1.0.0"
     digest = "0" * 64
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None, *, keep_requests: bool = False) -> None:
         self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
+        self.requests: list[ScoreRequest] = []  # what reached score(), when kept
+        self._keep_requests = keep_requests  # off by default: batch tests score thousands
+        self._limits = limits or Limits()
 
     @property
     def limits(self) -> Limits:
-        return Limits()
+        return self._limits
 
     def model(self, name: str, version: str | None = None) -> ModelView:
         if version is not None and version != self.version:
@@ -69,7 +80,16 @@ class ScriptedPlane:
         return {}
 
     def status(self) -> Mapping[str, Any]:
-        return {}
+        return {
+            "site": "test",
+            "ready": True,
+            "configured": [],
+            "act": {"psi": 0.25, "js": 0.1},
+            "models": {},
+        }
+
+    def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
+        return OutcomeReceipt(len(reports), 0)
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         self.refusals.append((model, error.reason))
@@ -82,6 +102,8 @@ class ScriptedPlane:
 
     def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
         view = model or self.model(request.model)
+        if self._keep_requests:
+            self.requests.append(request)
         try:
             predictions = self.predict(request)
         except AgentError:

@@ -27,6 +27,7 @@ from agent.intake.http.errors import error_response
 from agent.intake.http.guard import GuardMiddleware
 from agent.intake.http.oip import OIP_ROUTES
 from agent.intake.http.openapi import document
+from agent.intake.http.outcomes import post_outcomes
 from agent.intake.http.predict import plane_of, predict
 from agent.intake.http.status_page import status_page
 from agent.types import IntakePath
@@ -85,6 +86,7 @@ async def list_models(request: Request) -> Response:
                 "outputs": [
                     o.model_dump(mode="json", exclude_defaults=True) for o in manifest.outputs
                 ],
+                "metrics": dict(manifest.provenance.metrics),  # the publisher's own figures
                 "card": manifest.card.model_dump(mode="json") if manifest.card else None,
             }
         )
@@ -121,6 +123,7 @@ def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry
         Route("/metrics", metrics),
         Route("/v1/models", list_models),
         Route("/v1/models/{name}/predict", predict, methods=["POST"]),
+        Route("/v1/models/{name}/outcomes", post_outcomes, methods=["POST"]),
         *OIP_ROUTES,
         *CDS_ROUTES,
     ]

@@ -28,6 +28,7 @@ _STATUS: tuple[tuple[type[errors.AgentError], int], ...] = (
     (errors.UnmappableRecord, 422),
     (errors.MappingError, 422),
     (errors.UnknownModel, 404),
+    (errors.NotEnabled, 409),
     (errors.StoreError, 503),
     (errors.ModelDeadline, 503),
     (errors.RuntimeFault, 500),

@@ -165,6 +165,45 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/models/{name}/outcomes": {
+                "post": {
+                    "summary": "outcomes joined to earlier predictions (live performance)",
+                    "parameters": [_MODEL],
+                    "requestBody": {
+                        "required": True,
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["outcomes"],
+                                "properties": {
+                                    "outcomes": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["patient", "label"],
+                                            "properties": {
+                                                "patient": {"type": "string"},
+                                                "label": {"type": "integer", "enum": [0, 1]},
+                                                "time": {"type": "string", "format": "date-time"},
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        ),
+                    },
+                    "responses": {
+                        "200": {"description": "received and joined counts", **_json(_JSON_OBJECT)},
+                        "400": _error("the body is malformed"),
+                        "404": _error("no such model"),
+                        "408": _error("the body did not arrive in time"),
+                        "409": _error("live performance is not enabled on this site"),
+                        "413": _error("body too large"),
+                        "415": _error("unsupported content type"),
+                        "503": _error("the model is not loaded yet"),
+                    },
+                }
+            },
             "/v2/health/live": _get("OIP liveness"),
             "/v2/health/ready": _get("OIP readiness", None, "503"),
             "/v2/models/{name}": _get("OIP model metadata", [_MODEL], "404", "503"),

@@ -1,0 +1,87 @@
+"""Live performance of each served model: predictions kept as they are scored, outcomes
+joined as they arrive, and the rolling figures of each version set on the monitor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol
+
+from agent.performance.config import PerformanceConfig
+from agent.performance.live import LiveFigures, live_figures
+from agent.performance.store import PredictionStore, load_or_make_key
+from agent.types import OutcomeReceipt, OutcomeReport, Prediction
+
+log = logging.getLogger(__name__)
+
+
+class LiveMonitor(Protocol):
+    def set_live(self, model: str, version: str, figures: LiveFigures | None) -> None: ...
+
+    def observe_outcomes(self, model: str, joined: int, unmatched: int) -> None: ...
+
+
+class PerformanceTracker:
+    """See the module docstring. Every method is safe to call from any thread."""
+
+    def __init__(
+        self, store: PredictionStore, config: PerformanceConfig, monitor: LiveMonitor
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._monitor = monitor
+
+    @classmethod
+    def open(
+        cls,
+        config: PerformanceConfig,
+        state: Path,
+        audit_key_file: Path | None,
+        monitor: LiveMonitor,
+    ) -> PerformanceTracker:
+        """The tracker on ``config.path`` (default ``state/performance.sqlite``)."""
+        key_file = config.key_file or audit_key_file or state / "pseudonym.key"
+        store = PredictionStore(
+            config.path or state / "performance.sqlite",
+            load_or_make_key(key_file),
+            retention=timedelta(days=config.retention_days),
+            max_rows=config.max_predictions,
+            horizon=timedelta(hours=config.horizon_hours),
+        )
+        return cls(store, config, monitor)
+
+    def scored(
+        self,
+        model: str,
+        version: str,
+        risk_output: str,
+        predictions: Sequence[tuple[str, Prediction]],
+    ) -> None:
+        """Keep each scored prediction (the caller's reference to the patient, and the
+        prediction) until its outcome arrives."""
+        rows = [
+            (reference, p.as_of, float(p.outputs[risk_output]))
+            for reference, p in predictions
+            if p.as_of is not None and risk_output in p.outputs
+        ]
+        self._store.record(model, version, rows)
+
+    def outcomes(
+        self, model: str, reports: Sequence[OutcomeReport], thresholds: Mapping[str, float]
+    ) -> OutcomeReceipt:
+        """Join ``reports`` to earlier predictions, then refresh the model's live figures."""
+        joined = sum(self._store.label(model, r.reference, r.time, r.label) > 0 for r in reports)
+        self._monitor.observe_outcomes(model, joined, len(reports) - joined)
+        for version, pairs in self._store.labelled(model, self._config.window).items():
+            enough = (
+                len(pairs) >= self._config.min_labelled and len({label for _, label in pairs}) == 2
+            )
+            self._monitor.set_live(
+                model, version, live_figures(pairs, thresholds) if enough else None
+            )
+        return OutcomeReceipt(received=len(reports), joined=joined)
+
+    def close(self) -> None:
+        self._store.close()
