@@ -37,6 +37,7 @@ from agent.monitor.metrics import CandidateReading
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.rollout.canary import canary_key, in_canary
+from agent.rollout.gates import LiveAuroc
 from agent.rollout.shadow import ShadowLane
 from agent.serving import Candidate, ServedModel, ServedModels
 from agent.store import BundleStore
@@ -326,18 +327,20 @@ class ScoringPipeline(ServedModels):
                 if not pairs:
                     continue
                 begun = time.perf_counter()
-                rows: list[Sequence[float]] = []
+                mapped: list[tuple[PatientRecord, FeatureVector]] = []
                 known: list[float] = []
                 for record, prediction in pairs:
                     try:
-                        rows.append(other.mapping.extract(record, as_of).values)
+                        mapped.append((record, other.mapping.extract(record, as_of)))
                     except UnmappableRecord:
                         comparison.skip("refused")
                         continue
                     known.append(prediction.outputs.get(answerer.risk_output, math.nan))
-                self._pair(
+                rows = [vector.values for _, vector in mapped]
+                results = self._pair(
                     candidate, other, rows, known, seconds[answerer.digest], begun, len(pairs)
                 )
+                self._keep_shadow_predictions(other, mapped, results, as_of)
         except Exception as exc:  # a bug must not stop the lane; the record stays uncompared
             log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
             comparison.skip("error")
@@ -373,10 +376,10 @@ class ScoringPipeline(ServedModels):
         known_seconds: float,
         begun: float,
         records: int,
-    ) -> None:
+    ) -> list[Sequence[float] | Refusal]:
         """Score ``rows`` on ``other`` (the version that did not answer them) and add each
-        pair, active first; ``begun``: when work on these ``records`` started (mapping
-        included), for ``other``'s per-record latency."""
+        pair, active first; returns ``other``'s results. ``begun``: when work on these
+        ``records`` started (mapping included), for ``other``'s per-record latency."""
         results = self._predict(other, rows)
         other_seconds = (time.perf_counter() - begun) / max(records, 1)
         comparison = candidate.comparison
@@ -389,6 +392,37 @@ class ScoringPipeline(ServedModels):
                 comparison.add(value, score, known_seconds, other_seconds)
             else:
                 comparison.add(score, value, other_seconds, known_seconds)
+        return results
+
+    def _keep_shadow_predictions(
+        self,
+        other: ServedModel,
+        mapped: Sequence[tuple[PatientRecord, FeatureVector]],
+        results: Sequence[Sequence[float] | Refusal],
+        as_of: datetime,
+    ) -> None:
+        """The version that did not answer keeps its predictions in the prediction store
+        too, under its own version, so outcomes give both versions a live AUROC on the same
+        patients (the ``max_auroc_drop`` gate)."""
+        if self.performance is None:
+            return
+        kept = [
+            (
+                record.reference,
+                Prediction(
+                    model=other.name,
+                    version=other.version,
+                    bundle_digest=other.digest,
+                    outputs=other.outputs(row),
+                    vector=vector,
+                    as_of=as_of,
+                ),
+            )
+            for (record, vector), row in zip(mapped, results, strict=True)
+            if not isinstance(row, Refusal)
+        ]
+        if kept:
+            self.performance.scored(other.name, other.version, other.risk_output, kept)
 
     def _score_on(
         self,
@@ -559,6 +593,20 @@ class ScoringPipeline(ServedModels):
                 lambda: candidate.comparison.skip("queue_full", len(rows)),
             )
         return outputs
+
+    def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
+        if self.performance is None:
+            return LiveAuroc(None, None)
+        served = candidate.served
+        thresholds = {"warning": served.cards.warning, "critical": served.cards.critical}
+        figures = self.performance.live(served.name, thresholds)
+        active = self._served.get(served.name)
+
+        def auroc(version: str | None) -> float | None:
+            found = figures.get(version) if version is not None else None
+            return found.auroc if found is not None else None
+
+        return LiveAuroc(auroc(active.version if active else None), auroc(served.version))
 
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
         """Join outcomes to this model's earlier predictions (NotEnabled unless the site

@@ -35,7 +35,7 @@ from agent.mapping import SiteMapping, load_mapping
 from agent.monitor import Monitor
 from agent.rollout.comparison import Comparison, ComparisonReading
 from agent.rollout.config import Placement, placement
-from agent.rollout.gates import GateResult, evaluate
+from agent.rollout.gates import GateResult, LiveAuroc, evaluate
 from agent.runtime.cache import ModuleCache
 from agent.runtime.model import WasmModel
 from agent.store import BundleStore
@@ -270,7 +270,16 @@ class ServedModels:
         candidate = self._need_candidate(name)
         reading = candidate.comparison.read()
         gates = candidate.served.config.gates
-        return candidate, reading, evaluate(gates, reading, candidate.since, datetime.now(UTC))
+        live = self._live_auroc(candidate) if gates.max_auroc_drop is not None else None
+        return (
+            candidate,
+            reading,
+            evaluate(gates, reading, candidate.since, datetime.now(UTC), live),
+        )
+
+    def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
+        """Both versions' live AUROC; the scoring pipeline reads its prediction store."""
+        return LiveAuroc(None, None)
 
     def abandon(self, name: str) -> Candidate:
         """Drop ``name``'s candidate (it stays installed and is not pulled again; a newer

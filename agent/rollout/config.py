@@ -33,6 +33,11 @@ class PromotionGates(Section):
     min_days: float = Field(default=7.0, ge=0)
     """Days the candidate must have been staged (kept across restarts)."""
 
+    max_auroc_drop: float | None = Field(default=None, ge=0, le=1)
+    """How far the candidate's live AUROC on this site's outcomes may fall below the active
+    version's (both from the prediction store, ``performance.enabled``); None: not checked.
+    Both versions need enough labelled predictions (``performance.min_labelled``)."""
+
 
 def placement(mode: RolloutMode, has_active: bool) -> Placement:
     """A model's first version always serves; later ones serve at once only under

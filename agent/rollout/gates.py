@@ -22,13 +22,25 @@ class GateResult:
         return f"{'pass' if self.passed else 'FAIL'} {self.name}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class LiveAuroc:
+    """Each version's live AUROC on this site's outcomes (None: not enough outcomes yet)."""
+
+    active: float | None
+    candidate: float | None
+
+
 def evaluate(
-    gates: PromotionGates, reading: ComparisonReading, since: datetime, now: datetime
+    gates: PromotionGates,
+    reading: ComparisonReading,
+    since: datetime,
+    now: datetime,
+    live: LiveAuroc | None = None,
 ) -> list[GateResult]:
-    """Every gate, passed or not (a promotion needs all of them)."""
+    """Every configured gate, passed or not (a promotion needs all of them)."""
     days = (now - since).total_seconds() / SECONDS_PER_DAY
     disagreement = reading.disagreement
-    return [
+    results = [
         GateResult(
             "min_records",
             reading.records >= gates.min_records,
@@ -48,3 +60,20 @@ def evaluate(
             f"staged {days:.2f} days, {gates.min_days:g} required",
         ),
     ]
+    if gates.max_auroc_drop is not None:
+        results.append(_auroc_gate(gates.max_auroc_drop, live or LiveAuroc(None, None)))
+    return results
+
+
+def _auroc_gate(margin: float, live: LiveAuroc) -> GateResult:
+    if live.active is None or live.candidate is None:
+        return GateResult(
+            "max_auroc_drop", False, "not enough labelled outcomes for both versions yet"
+        )
+    drop = live.active - live.candidate
+    return GateResult(
+        "max_auroc_drop",
+        drop <= margin,
+        f"live AUROC active {live.active:.4f}, candidate {live.candidate:.4f}: a drop of "
+        f"{max(drop, 0.0):.4f}, at most {margin:.4f} allowed",
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from agent.pipeline import ScoringPipeline
 from agent.rollout.canary import canary_key, in_canary
 from agent.rollout.history import InForce, LifecycleEvent, in_force, read_history
 from agent.store import BundleStore
-from agent.types import IntakePath, RecordFormat, ScoreRequest, ScoreResult
+from agent.types import IntakePath, OutcomeReport, RecordFormat, ScoreRequest, ScoreResult
 from tests.integration.reliability_support import AS_OF, DEMO_BUNDLE, DEMO_KEY, wat_bundle
 from tests.rollout.rollout_support import CANDIDATE_WAT, patients_ndjson
 
@@ -35,7 +35,9 @@ MODEL = "deterioration"
 AUDIT_KEY = REPO / "fixtures/keys/demo-audit-hmac.key"
 
 
-def make_pipeline(tmp_path: Path, **model: Any) -> tuple[ScoringPipeline, VerifiedBundle]:
+def make_pipeline(
+    tmp_path: Path, sections: dict[str, Any] | None = None, **model: Any
+) -> tuple[ScoringPipeline, VerifiedBundle]:
     """The demo bundle active in a fresh store, the pipeline started, and a candidate bundle
     (``CANDIDATE_WAT`` as 1.0.1, signed with the demo key) verified but not yet placed."""
     config = AgentConfig.model_validate(
@@ -59,6 +61,7 @@ def make_pipeline(tmp_path: Path, **model: Any) -> tuple[ScoringPipeline, Verifi
             ],
             "audit": {"path": str(tmp_path / "audit.jsonl"), "hmac_key_file": str(AUDIT_KEY)},
             "http": {"enabled": False},
+            **(sections or {}),
         }
     )
     limits, trust = Limits(), TrustStore(config.trust)
@@ -260,3 +263,42 @@ def test_in_force_replays_the_events_up_to_a_moment() -> None:
     assert in_force(events, at("4T12:00")) == InForce("1.0.0", "1.2.0")
     assert in_force(events, at("5T12:00")) == InForce("1.2.0", None)
     assert in_force(events, at("7T00:00")) == InForce("1.0.0", None)
+
+
+def test_outcomes_give_both_versions_a_live_auroc_and_a_worse_candidate_is_blocked(
+    tmp_path: Path, stopped: list[ScoringPipeline]
+) -> None:
+    pipeline, candidate = make_pipeline(
+        tmp_path,
+        {"performance": {"enabled": True, "min_labelled": 20}},
+        rollout="shadow",
+        gates={"min_records": 0, "max_disagreement": 1.0, "min_days": 0, "max_auroc_drop": 0.05},
+    )
+    stopped.append(pipeline)
+    stage(pipeline, candidate)
+    result = score(pipeline, patients_ndjson(range(60), seed=11))
+    with pytest.raises(RolloutError, match=r"max_auroc_drop \(not enough labelled outcomes"):
+        pipeline.promote(MODEL)
+    staged = pipeline.candidate(MODEL)
+    assert staged is not None
+    wait_until(lambda: staged.comparison.read().records == 60, "every patient compared")
+    # the event happened to the patients the candidate ranks lowest (its score is the
+    # heart rate / 200): the candidate's live AUROC is 0, the demo model's is not
+    when = datetime.fromisoformat(AS_OF) + timedelta(hours=1)
+    reports = [
+        OutcomeReport(o.reference, int(o.prediction.vector.values[0] < 100), when)
+        for o in result.outcomes
+        if o.prediction is not None
+    ]
+    assert pipeline.record_outcomes(MODEL, reports).joined == 60
+    registry = pipeline.monitor.registry
+    active_auroc = registry.get_sample_value(
+        "edge_agent_live_auroc", {"model": MODEL, "version": "1.0.0"}
+    )
+    candidate_auroc = registry.get_sample_value(
+        "edge_agent_live_auroc", {"model": MODEL, "version": "1.0.1"}
+    )
+    assert candidate_auroc == 0.0 and active_auroc is not None and active_auroc > 0.05
+    with pytest.raises(RolloutError, match=r"max_auroc_drop \(live AUROC active"):
+        pipeline.promote(MODEL)
+    assert pipeline.model(MODEL).version == "1.0.0"

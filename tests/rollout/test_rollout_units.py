@@ -15,7 +15,7 @@ from agent.errors import StoreError
 from agent.rollout.canary import canary_key, in_canary
 from agent.rollout.comparison import Comparison
 from agent.rollout.config import PromotionGates, placement
-from agent.rollout.gates import evaluate
+from agent.rollout.gates import LiveAuroc, evaluate
 from agent.rollout.shadow import ShadowLane
 from agent.store import BundleStore
 
@@ -164,6 +164,35 @@ def test_every_gate_is_named_with_what_it_saw() -> None:
     assert evaluate(gates, c.read(), now - timedelta(days=1), later)[2].passed
     empty = evaluate(gates, comparison().read(), now, now)
     assert [g.passed for g in empty] == [False, False, False]
+
+
+def test_the_live_auroc_gate_is_checked_only_when_configured() -> None:
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    reading = comparison().read()
+    assert [g.name for g in evaluate(PromotionGates(), reading, now, now)] == [
+        "min_records",
+        "max_disagreement",
+        "min_days",
+    ]
+    gates = PromotionGates(max_auroc_drop=0.02)
+    (gate,) = [
+        g
+        for g in evaluate(gates, reading, now, now, LiveAuroc(0.80, 0.79))
+        if g.name == "max_auroc_drop"
+    ]
+    assert gate.passed and "a drop of 0.0100" in gate.detail
+    (gate,) = [
+        g
+        for g in evaluate(gates, reading, now, now, LiveAuroc(0.80, 0.75))
+        if g.name == "max_auroc_drop"
+    ]
+    assert not gate.passed
+    (gate,) = [
+        g
+        for g in evaluate(gates, reading, now, now, LiveAuroc(0.80, None))
+        if g.name == "max_auroc_drop"
+    ]
+    assert not gate.passed and "not enough labelled outcomes" in gate.detail
 
 
 def test_only_a_later_version_under_shadow_or_canary_becomes_a_candidate() -> None:
