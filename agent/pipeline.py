@@ -110,7 +110,7 @@ class ScoringPipeline(ServedModels):
         super().__init__(config, store, trust, monitor, audit)
         self.performance = performance
         self._canary_key = _canary_key_of(config)
-        self._shadow = ShadowLane(self.limits.shadow_queue_max)
+        self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
         monitor.watch_candidates(self.candidate_readings)
 
     def start(self) -> None:

@@ -1,6 +1,9 @@
 """The shadow lane: work done for a candidate version off the request path.
 
-One worker thread drains a bounded queue. ``submit`` never blocks and never raises: when
+One worker thread drains a bounded queue. It starts a task no sooner than ``start_delay``
+seconds after it was queued: the request that queued it still has its answer to render and
+send, and a worker woken at once would compete with it for the interpreter lock.
+``submit`` never blocks and never raises: when
 the queue is full the task is dropped and its ``on_drop`` runs instead (the caller counts
 it), so a slow or trapping candidate can delay or fail no answer, and a backlog cannot grow
 without bound. A task that raises is logged by type (never its message: it could quote a
@@ -13,6 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -23,8 +27,9 @@ Task = Callable[[], None]
 class ShadowLane:
     """``start()`` / ``stop()``; ``submit`` from any thread."""
 
-    def __init__(self, capacity: int) -> None:
-        self._queue: queue.Queue[Task | None] = queue.Queue(maxsize=capacity)
+    def __init__(self, capacity: int, start_delay: float = 0.0) -> None:
+        self._queue: queue.Queue[tuple[float, Task] | None] = queue.Queue(maxsize=capacity)
+        self._start_delay = start_delay
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -60,15 +65,19 @@ class ShadowLane:
             on_drop()
             return
         try:
-            self._queue.put_nowait(task)
+            self._queue.put_nowait((time.monotonic(), task))
         except queue.Full:
             on_drop()
 
     def _run(self) -> None:
         while True:
-            task = self._queue.get()
-            if task is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            queued, task = item
+            wait = queued + self._start_delay - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             try:
                 task()
             except Exception as exc:

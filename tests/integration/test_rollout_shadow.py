@@ -1,7 +1,8 @@
 """A second version earns its place on the real process: published under ``rollout: shadow``
 it becomes the candidate, scores every record beside the active version off the request
 path, and is compared as it runs; every answer still comes from the active version, none
-fails, and the latency is that of an agent without a candidate. A gate blocks
+fails, and the latency is that of an agent without a candidate (within the machine's noise,
+see ``P99_RATIO_MAX``). A gate blocks
 ``models promote`` by name; a forced promotion with a reason serves the candidate and is
 audited.
 
@@ -43,7 +44,15 @@ from tests.rollout.rollout_support import CANDIDATE_WAT, patient_bundle
 pytestmark = pytest.mark.integration
 
 MODEL = "deterioration"
-ROUNDS = 300  # measured rounds: one FHIR, one HL7 v2 and one OIP request to each agent
+BLOCKS = 3  # the latency comparison is judged per block, by the median block: a burst of
+# load from elsewhere on the machine spoils one block, not the verdict
+# p99(with) / p99(without) allowed for the median block. Two identical agents without any
+# candidate (an A/A run of this same harness on the 2-core CI machine under other load) gave
+# block ratios 1.04 to 1.39, medians 1.07 and 1.10: a 10 % bound is within the machine's
+# noise, so the bound is 25 %, which still fails shadow work done on the request path
+# (it would add the candidate's whole mapping and inference to every answer).
+P99_RATIO_MAX = 1.25
+ROUNDS = 600  # measured rounds (BLOCKS blocks): one FHIR, one HL7 v2, one OIP request each
 WARM_UP = 20
 
 
@@ -124,9 +133,16 @@ def test_a_shadow_candidate_is_compared_without_touching_any_answer(tmp_path: Pa
             page = client.get("/").text
             assert "candidate-version'>1.0.1 (shadow)" in page
             assert "class='distributions'" in page
-        p99_with, p99_without = _p99(latencies["with"]), _p99(latencies["without"])
-        print(f"p99 with a candidate {p99_with * 1e3:.2f} ms, without {p99_without * 1e3:.2f} ms")
-        assert p99_with <= 1.10 * p99_without
+        ratios = []
+        size = len(latencies["with"]) // BLOCKS
+        for block in range(BLOCKS):
+            part = slice(block * size, (block + 1) * size)
+            p99_with, p99_without = _p99(latencies["with"][part]), _p99(latencies["without"][part])
+            print(
+                f"p99 with a candidate {p99_with * 1e3:.2f} ms, without {p99_without * 1e3:.2f} ms"
+            )
+            ratios.append(p99_with / p99_without)
+        assert sorted(ratios)[BLOCKS // 2] <= P99_RATIO_MAX, ratios
         _promote(shadowed)
     finally:
         assert plain.stop() == 0, plain.log_text()
