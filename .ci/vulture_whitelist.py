@@ -31,7 +31,9 @@ comment  # unused variable (agent/bundle/trust.py:39)
 _._one_source  # unused method (agent/bundle/trust.py:42)
 _._key_with_path  # unused method (agent/config.py:77)
 _._references  # unused method (agent/config.py:144)
-_.capture_signals  # unused method (agent/daemon.py:51)
+_.capture_signals  # unused method (agent/intake/http/listener.py): uvicorn.Server hook
+_.startup  # unused method (agent/intake/http/listener.py): uvicorn.Server hook
+_.servers  # unused attribute (agent/intake/http/listener.py): read by uvicorn.Server.shutdown
 _.should_exit  # unused attribute (agent/daemon.py:144)
 _.force_exit  # unused attribute (agent/daemon.py:148)
 _.force_exit  # unused attribute (agent/daemon.py:167)

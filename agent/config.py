@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from agent.audit import KEEP_ROTATED, Retention
 from agent.bundle.trust import TrustConfig
 from agent.configbase import ConfigPath, Section
 from agent.errors import ConfigError
@@ -88,6 +89,18 @@ class AuditConfig(Section):
     max_bytes: int = Field(default=50_000_000, ge=1_000)
     """Rotate the audit file past this size (bytes)."""
 
+    min_age_seconds: float = Field(default=86_400.0, ge=0)
+    """A rotated file whose last entry is younger than this is never deleted: a flood of
+    requests cannot rotate the last day's history away. Extra files are kept instead."""
+
+    max_files: int = Field(default=20, ge=KEEP_ROTATED + 1)
+    """Audit files at most (the current one included; disk use up to ``max_files *
+    max_bytes``). When all are younger than ``min_age_seconds``, new entries are dropped
+    and counted (``edge_agent_audit_entries_dropped_total``) rather than history deleted."""
+
+    def retention(self) -> Retention:
+        return Retention(self.max_bytes, self.min_age_seconds, self.max_files)
+
     @model_validator(mode="after")
     def _key_with_path(self) -> AuditConfig:
         if self.path is not None and self.hmac_key_file is None:
@@ -118,6 +131,16 @@ class LimitsConfig(Section):
 
     drain_timeout: float | None = Field(default=None, gt=0)
     """Seconds to finish in-flight work on SIGTERM."""
+
+    http_connections_max: int | None = Field(default=None, gt=0)
+    """HTTP connections open at once, TLS handshakes included."""
+
+    http_tls_handshakes_max: int | None = Field(default=None, gt=0)
+    """HTTPS connections in their TLS handshake at once (the oldest is closed past it)."""
+
+    http_idle_timeout: float | None = Field(default=None, gt=0)
+    """Seconds an HTTP connection may go without starting a request (TLS handshake
+    included)."""
 
     pull_timeout: float | None = Field(default=None, gt=0)
     """Seconds an operator's ``models pull`` may take before it is reported as timed out

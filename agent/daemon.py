@@ -12,18 +12,20 @@ when all of that succeeds do the pipeline, the updater and the admin channel tak
 config together. Otherwise the reload is refused and the running config stays whole.
 
 The first SIGTERM/SIGINT drains in-flight work within ``limits.drain_timeout`` (a pull
-still running is abandoned to its daemon thread), a second one forces the exit.
+still running is abandoned to its daemon thread, a request still scoring in a worker thread
+is abandoned with the process), a second one forces the exit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
 from pathlib import Path
+from typing import NoReturn
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -35,6 +37,7 @@ from agent.config import AgentConfig, load_config
 from agent.errors import AgentError, ConfigError
 from agent.intake.dropfolder.folder import DropFolder
 from agent.intake.http.app import create_app
+from agent.intake.http.listener import HttpServer
 from agent.intake.mllp.listener import MllpListener
 from agent.pipeline import ScoringPipeline
 from agent.registry.sources import open_source
@@ -43,14 +46,8 @@ from agent.registry.updater import PullResult, Updater, build_updater, pinned_re
 log = logging.getLogger(__name__)
 
 _UPDATER_STOP_WAIT = 5.0  # seconds at most to let a pull finish at shutdown
-
-
-class _OwnSignalsServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+_CANCEL_GRACE = 0.5  # seconds cancelled work gets to end, even at the drain bound
+_THREAD_EXIT = 0.1  # seconds an idle worker thread gets to end once told to
 
 
 class Daemon:
@@ -64,7 +61,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopping = False
         self._reload_lock = threading.Lock()
-        self._http: _OwnSignalsServer | None = None
+        self._http: HttpServer | None = None
+        self.abandoned = 0  # tasks still running, or a busy executor, past the drain bound
+        self.drain_deadline = 0.0  # time.monotonic() at which the drain bound ends
         self._mllp: MllpListener | None = None
         self._drop: DropFolder | None = None
         self._operations = ModelOperations(
@@ -125,12 +124,11 @@ class Daemon:
             ssl_ca_certs=str(http.tls_client_ca) if http.tls_client_ca else None,
             ssl_cert_reqs=2 if http.tls_client_ca else 0,  # ssl.CERT_REQUIRED / CERT_NONE
             timeout_graceful_shutdown=int(limits.drain_timeout),
-            limit_concurrency=limits.http_connections_max,
             timeout_keep_alive=max(1, round(limits.http_keep_alive_timeout)),
             h11_max_incomplete_event_size=limits.http_header_max,
             server_header=False,
         )
-        self._http = _OwnSignalsServer(server_config)
+        self._http = HttpServer(server_config, limits)
         task = asyncio.create_task(self._http.serve())
         while not self._http.started:
             if task.done():
@@ -141,23 +139,33 @@ class Daemon:
         return task
 
     async def _drain(self, http_task: asyncio.Task[None] | None) -> None:
-        timeout = self.pipeline.limits.drain_timeout
+        """Stops every part within one bound, ``limits.drain_timeout`` from the signal: the
+        intake paths drain side by side, then the admin channel and the updater; what still
+        runs at the bound is cancelled, and what cannot be (a worker thread scoring an
+        abandoned request) is counted in ``abandoned`` for ``serve`` to leave behind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.pipeline.limits.drain_timeout
+        stops: list[asyncio.Future[None]] = []
         if self._http is not None and http_task is not None:
             self._http.should_exit = True
-            try:
-                await asyncio.wait_for(http_task, timeout)
-            except TimeoutError:
-                self._http.force_exit = True
+            stops.append(http_task)
         if self._mllp is not None:
-            await self._mllp.stop()
+            stops.append(asyncio.ensure_future(self._mllp.stop()))
         if self._drop is not None:
-            await asyncio.to_thread(self._drop.stop)
+            stops.append(asyncio.ensure_future(asyncio.to_thread(self._drop.stop)))
+        if stops:
+            await asyncio.wait(stops, timeout=_left(loop, deadline))
+        if self._http is not None:
+            self._http.force_exit = True
         await self._admin.stop()
         await asyncio.to_thread(self.pipeline.stop)
         # a pull that hangs is abandoned (daemon thread); the drain bound holds
-        await asyncio.get_running_loop().run_in_executor(
-            None, self.updater.stop, min(timeout, _UPDATER_STOP_WAIT)
+        await loop.run_in_executor(
+            None, self.updater.stop, min(_left(loop, deadline), _UPDATER_STOP_WAIT)
         )
+        deadline = max(deadline, loop.time() + _CANCEL_GRACE)  # the grace, once, at most
+        self.drain_deadline = time.monotonic() + _left(loop, deadline)
+        self.abandoned = await _cancel_the_rest(loop, deadline)
 
     def _pull_now(self, models: list[str]) -> list[PullResult]:
         """An operator's ``models pull``: one pull of every model, reported for those asked."""
@@ -222,7 +230,57 @@ class Daemon:
             await asyncio.sleep(interval)
 
 
+def _left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
+    return max(0.0, deadline - loop.time())
+
+
+async def _cancel_the_rest(loop: asyncio.AbstractEventLoop, deadline: float) -> int:
+    """Cancels every task still running (a request being scored, a connection) and shuts
+    the default executor down, waiting for both until ``deadline``; how many tasks, plus
+    the executor, did not finish. A task scoring
+    in a worker thread does not end on cancel: the thread computes on, out of reach."""
+    current = asyncio.current_task()
+    rest = [task for task in asyncio.all_tasks() if task is not current]
+    for task in rest:
+        task.cancel()
+    pending: set[asyncio.Task[object]] = set()
+    if rest:
+        _, pending = await asyncio.wait(rest, timeout=_left(loop, deadline))
+    try:
+        await asyncio.wait_for(loop.shutdown_default_executor(), _left(loop, deadline))
+    except TimeoutError:
+        return len(pending) + 1
+    return len(pending)
+
+
 def serve(config_path: Path) -> int:
-    """Run the agent until it is told to stop; the process exit code."""
+    """Run the agent until it is told to stop; the process exit code. When the drain left
+    work behind (threads that cannot be stopped or joined), the process exits without
+    waiting for it, so a stop never takes longer than the drain bound: what was abandoned
+    was never answered, and clients retry it."""
     daemon = Daemon(config_path)
-    return asyncio.run(daemon.run())
+    with asyncio.Runner() as runner:
+        code = runner.run(daemon.run())
+        if daemon.abandoned:  # closing the runner would wait for the executor's threads
+            _exit_abandoning(daemon.abandoned, code)
+    # the runner's close told idle worker threads (Starlette's thread pool) to end; a busy
+    # one ends only with its computation, and the interpreter would wait for it at exit
+    busy = _threads_left_at(max(daemon.drain_deadline, time.monotonic() + _THREAD_EXIT))
+    if busy:
+        _exit_abandoning(busy, code)
+    return code
+
+
+def _threads_left_at(deadline: float) -> int:
+    """Waits until ``deadline`` for the threads that would hold the interpreter's exit (not
+    daemon threads); how many are still running then."""
+    others = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return sum(thread.is_alive() for thread in others)
+
+
+def _exit_abandoning(count: int, code: int) -> NoReturn:
+    log.warning("drain bound reached: work abandoned", extra={"count": count})
+    logging.shutdown()
+    os._exit(code)

@@ -27,7 +27,12 @@ class Limits:
     # loop itself (a thread hop costs ~0.13 ms, more than scoring a small record); larger
     # ones go to a worker thread so the loop keeps answering health checks meanwhile
     request_timeout: float = 10.0  # seconds for one HTTP request end to end
-    http_connections_max: int = 1024  # HTTP connections and requests at once; past it 503
+    http_connections_max: int = 1024  # HTTP connections open at once (TLS handshakes
+    # included): past it the oldest idle one is closed, or the new one if none is idle
+    http_tls_handshakes_max: int = 256  # TLS handshakes in progress at once (each holds a
+    # 256 KiB buffer): past it the oldest is closed
+    http_idle_timeout: float = 10.0  # seconds a connection may go without starting a
+    # request, from its accept (TLS handshake included) or its previous request's start
     http_keep_alive_timeout: float = 5.0  # seconds an idle HTTP connection is kept open
     http_header_max: int = 65_536  # bytes: an HTTP request's line and headers
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM

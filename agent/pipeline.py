@@ -33,7 +33,7 @@ from agent.errors import (
     UnmappableRecord,
 )
 from agent.monitor import Monitor
-from agent.monitor.metrics import CandidateReading
+from agent.monitor.metrics import AuditMetrics, CandidateReading
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.rollout.canary import canary_key, in_canary
@@ -131,15 +131,15 @@ class ScoringPipeline(ServedModels):
         cls, config: AgentConfig, registry: CollectorRegistry | None = None
     ) -> ScoringPipeline:
         """Build the pipeline and load every model already installed in the store."""
-        monitor = Monitor(
-            registry if registry is not None else CollectorRegistry(),
-            config.monitor,
-            models=[m.name for m in config.models],
-        )
+        registry = registry if registry is not None else CollectorRegistry()
+        monitor = Monitor(registry, config.monitor, models=[m.name for m in config.models])
         audit = None
         if config.audit.path is not None and config.audit.hmac_key_file is not None:
             audit = AuditLog.from_files(
-                config.audit.path, config.audit.hmac_key_file, config.audit.max_bytes
+                config.audit.path,
+                config.audit.hmac_key_file,
+                config.audit.retention(),
+                AuditMetrics(registry),
             )
         store = BundleStore.from_config(config.store)
         performance = None
@@ -229,7 +229,11 @@ class ScoringPipeline(ServedModels):
         try:
             served = self._own(model) if model is not None else self.served(request.model)
             records = parse_records(
-                request.body, request.format, limits=self.limits, config=self.config.records
+                request.body,
+                request.format,
+                limits=self.limits,
+                config=self.config.records,
+                reach=served.mapping.reach,
             )
             if not records:
                 raise NoPatient("the input holds no patient to score")

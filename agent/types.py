@@ -30,6 +30,27 @@ class RecordFormat(StrEnum):
 
 
 @dataclass(frozen=True)
+class ElementReach:
+    """What a site mapping's FHIRPath expressions can read, per resource type, so that the
+    ``essential`` validation checks those elements too (docs/records.md).
+
+    ``names``: (resource type, the names its expressions use) pairs, where the names are
+    every identifier of the expressions (element names among them, function names too: an
+    over-approximation is safe), or None where an expression can reach any element
+    (``descendants()``, ``children()``, ``resolve()``). Built once when the mapping loads.
+    """
+
+    names: tuple[tuple[str, frozenset[str] | None], ...] = ()
+
+    def of(self, resource_type: str) -> frozenset[str] | None:
+        """The names used on ``resource_type`` (empty: none read it), None: any element."""
+        for name, used in self.names:
+            if name == resource_type:
+                return used
+        return frozenset()
+
+
+@dataclass(frozen=True)
 class PatientRecord:
     """Everything known about one patient for one scoring, as FHIR R4 resources (dicts).
 

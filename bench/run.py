@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from bench import batch, install_size, machine, memory, micro
+from bench import batch, before_after, install_size, machine, memory, micro
 from bench.http_load import Target, concurrent, post, sequential
 from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx
 from bench.peers.model import PeerModel, check_parity, load_pickled, pickled_model
@@ -190,19 +190,20 @@ def _runtime_bench(quick: bool) -> str:
     return done.stdout
 
 
-AGENT, ESSENTIAL = "agent", "agent, essential validation"
+AGENT, FULL = "agent", "agent, full validation"
 PARITY_TOLERANCE = 1e-4  # |p| between the peers' estimator and model.onnx (float32 trees)
 
 
-def _agent_config(workdir: Path, essential: bool) -> Path:
-    """A copy of the demo config; ``essential`` switches FHIR validation to essential."""
+def _agent_config(workdir: Path, full: bool) -> Path:
+    """A copy of the demo config; ``full`` switches FHIR validation to the site option
+    ``full`` (whole resources by the R4B models)."""
 
     def edit(config: dict[str, Any]) -> None:
         config["mllp"]["port"] = free_port()  # the shipped 2575 may be taken by a neighbour
-        if essential:
-            config.setdefault("records", {})["fhir_validation"] = "essential"
+        if full:
+            config.setdefault("records", {})["fhir_validation"] = "full"
 
-    return demo_root(workdir / ("essential" if essential else "shipped"), edit)
+    return demo_root(workdir / ("full" if full else "shipped"), edit)
 
 
 def _drop_batch(name: str, server: Server, config: Path, count: int) -> dict[str, Any]:
@@ -243,8 +244,9 @@ def _peer_batches(peer: PeerModel, count: int) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool, workdir: Path) -> dict[str, Any]:
-    """Every benchmark; the results as plain JSON values."""
+def run(quick: bool, workdir: Path, before: str | None = None) -> dict[str, Any]:
+    """Every benchmark; the results as plain JSON values. ``before``: a commit to compare the
+    request path's stages against (``bench.before_after``), None to skip."""
     settings = Settings.for_mode(quick)
     pin_client()
     results: dict[str, Any] = {
@@ -262,16 +264,16 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     if results["peer_parity_max_abs_diff"] > PARITY_TOLERANCE:
         raise RuntimeError("the peers' refitted model is not the one in fixtures/demo/model.onnx")
 
-    shipped, essential = _agent_config(workdir, False), _agent_config(workdir, True)
+    shipped, full = _agent_config(workdir, False), _agent_config(workdir, True)
     # A first start fills each store and module cache; the measured servers are restarts.
     first, _ = _start_agent(shipped, logs, "agent first start")
     first.stop()
     results["agent_first_start_s"] = first.cold_start
     results["agent_first_start_cpu_s"] = first.cold_start_cpu
-    _start_agent(essential, logs, "essential first start")[0].stop()
+    _start_agent(full, logs, "full first start")[0].stop()
     contenders = [
         Contender(AGENT, *_start_agent(shipped, logs, AGENT)),
-        Contender(ESSENTIAL, *_start_agent(essential, logs, ESSENTIAL)),
+        Contender(FULL, *_start_agent(full, logs, FULL)),
         Contender("sklearn service", *_start_peer("sklearn", model_path, logs)),
         Contender("onnxruntime service", *_start_peer("onnxruntime", model_path, logs)),
     ]
@@ -290,14 +292,18 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
         }
         results["batch"] = [
             _drop_batch(AGENT, agent.server, shipped, settings.batch_records),
-            _drop_batch(ESSENTIAL, contenders[1].server, essential, settings.batch_records),
+            _drop_batch(FULL, contenders[1].server, full, settings.batch_records),
         ]
     finally:
         for contender in contenders:
             contender.server.stop()
     results["batch"] += _peer_batches(peer, settings.batch_records)
-    pipelines = micro.agent_pipeline(shipped), micro.agent_pipeline(essential)
+    pipelines = micro.agent_pipeline(shipped), micro.agent_pipeline(full)
     results["micro"] = [asdict(m) for m in micro.run_micro(*pipelines, peer, settings.micro_calls)]
+    if before is not None:
+        results["before_after"] = before_after.compare(
+            before, rounds=1 if quick else 7, calls=10 if quick else 200
+        )
     results["runtime_bench"] = _runtime_bench(quick)
     results["memory_imports"] = memory.breakdown(REPO, quick)
     results["install"] = [asdict(s) for s in install_size.measure_all(settings.build_venvs)]
@@ -318,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--markdown", type=Path, help="report (default: docs/benchmarks.md; quick: a temp folder)"
     )
+    parser.add_argument(
+        "--before",
+        help="a commit to compare the request path's stages against, in the same run",
+    )
     args = parser.parse_args(argv)
     default_dir = (Path(tempfile.gettempdir()) / "edge-agent-bench-quick") if args.quick else None
     json_path = args.json or (
@@ -328,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as workdir:
-        results = run(args.quick, Path(workdir))
+        results = run(args.quick, Path(workdir), args.before)
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     for path in (json_path, markdown_path):
         path.parent.mkdir(parents=True, exist_ok=True)

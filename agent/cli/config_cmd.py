@@ -17,7 +17,7 @@ from typing import Any
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
 from agent.config import AgentConfig, load_config
-from agent.errors import MappingError, StoreError
+from agent.errors import AgentError, MappingError, StoreError
 from agent.mapping import load_mapping
 from agent.store import BundleStore
 
@@ -65,9 +65,12 @@ def _mappings_against_bundles(config: AgentConfig, *, offline: bool) -> list[tup
             continue
         bundles[model.name] = (bundle, "the store")
     absent = [m.name for m in config.models if m.name not in bundles]
-    if absent and not offline and config.registries:
-        bundles.update(_from_registries(config, absent, trust))
     lines = []
+    if absent and not offline and config.registries:
+        try:
+            bundles.update(_from_registries(config, absent, trust))
+        except AgentError as error:  # the config is checked; the registry was not reachable
+            lines.append((f"registries not asked ({error.reason}): {error}", True))
     for model in config.models:
         found = bundles.get(model.name)
         if found is None:

@@ -23,7 +23,7 @@ from agent.limits import Limits
 from agent.mapping import SiteMapping
 from agent.outputs.prediction_json import explanation
 from agent.records.config import RecordsConfig
-from agent.types import FeatureVector, PatientRecord, RecordFormat
+from agent.types import ElementReach, FeatureVector, PatientRecord, RecordFormat
 
 _SUFFIX_FORMATS = {
     ".json": RecordFormat.fhir_json,
@@ -122,14 +122,17 @@ def _check(args: argparse.Namespace) -> int:
     report = SampleReport(mapping.feature_names())
     as_of = args.as_of or datetime.now(UTC)
     for path in args.sample:
-        for record in _records(path, None, RecordsConfig()):
+        for record in _records(path, None, RecordsConfig(), mapping.reach):
             report.add(mapping.survey(record, as_of))
     print("\n".join(report.lines()))
     return 1 if report.never_found() else 0
 
 
-def _records(path: Path, fmt_name: str | None, config: RecordsConfig) -> list[PatientRecord]:
-    """The patient records of one file (format from ``fmt_name`` or the suffix)."""
+def _records(
+    path: Path, fmt_name: str | None, config: RecordsConfig, reach: ElementReach | None
+) -> list[PatientRecord]:
+    """The patient records of one file (format from ``fmt_name`` or the suffix), checked as
+    the serving path checks them for ``reach`` (what the mapping's features can read)."""
     from agent.records import parse_records
 
     fmt = RecordFormat(fmt_name) if fmt_name else _SUFFIX_FORMATS.get(path.suffix)
@@ -139,7 +142,7 @@ def _records(path: Path, fmt_name: str | None, config: RecordsConfig) -> list[Pa
         body = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_records(body, fmt, limits=Limits(), config=config)
+    return parse_records(body, fmt, limits=Limits(), config=config, reach=reach)
 
 
 def _site(args: argparse.Namespace) -> tuple[SiteMapping, RecordsConfig]:
@@ -170,7 +173,7 @@ def _explain(args: argparse.Namespace) -> int:
     mapping, records_config = _site(args)
     as_of = args.as_of or datetime.now(UTC)
     results: list[tuple[str, FeatureVector | str]] = []
-    for record in _records(args.input, args.format, records_config):
+    for record in _records(args.input, args.format, records_config, mapping.reach):
         try:
             results.append((record.label, mapping.extract(record, as_of)))
         except UnmappableRecord as exc:

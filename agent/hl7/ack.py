@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -112,18 +112,7 @@ def parse_header(message: bytes) -> MessageHeader | None:
     def get(n: int) -> str:
         return fields[n - 1] if len(fields) >= n else ""
 
-    if name != "MSH":  # BHS/FHS: addresses as MSH-3..6, control id in field 11
-        return MessageHeader(
-            segment=name,
-            field_sep=field_sep,
-            encoding=encoding,
-            sending_application=get(3),
-            sending_facility=get(4),
-            receiving_application=get(5),
-            receiving_facility=get(6),
-            control_id=get(11),
-        )
-    return MessageHeader(
+    addressed = MessageHeader(
         segment=name,
         field_sep=field_sep,
         encoding=encoding,
@@ -131,6 +120,11 @@ def parse_header(message: bytes) -> MessageHeader | None:
         sending_facility=get(4),
         receiving_application=get(5),
         receiving_facility=get(6),
+    )
+    if name != "MSH":  # BHS/FHS: addresses as MSH-3..6, control id in field 11
+        return replace(addressed, control_id=get(11))
+    return replace(
+        addressed,
         message_type=get(9),
         control_id=get(10),
         processing_id=get(11),

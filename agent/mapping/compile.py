@@ -19,8 +19,9 @@ from pydantic import ValidationError
 
 from agent.bundle.manifest import BundleManifest, FeatureKind, InputFeature
 from agent.errors import MappingError, UnitError
+from agent.mapping.facts import WantedCodes
 from agent.mapping.feature import CompiledFeature, Fallback
-from agent.mapping.fhirpath import compile_fhirpath
+from agent.mapping.fhirpath import compile_fhirpath, reached_names
 from agent.mapping.outcome import CompiledOutcome
 from agent.mapping.site import SiteMapping
 from agent.mapping.spec import (
@@ -32,6 +33,7 @@ from agent.mapping.spec import (
     parse_window,
 )
 from agent.mapping.units import IDENTITY, check_unit, conversion
+from agent.types import ElementReach
 from agent.yamlfile import KeyPath as Path_
 from agent.yamlfile import line_of, load_with_lines
 
@@ -123,10 +125,25 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
         site=spec.site,
         model=manifest.name,
         features=tuple(compiled[f.name] for f in manifest.inputs),
-        wanted_codes=frozenset(c for f in compiled.values() for c in f.codes),
+        wanted_codes=WantedCodes(frozenset(c for f in compiled.values() for c in f.codes)),
         max_imputed=spec.imputation_budget(len(manifest.inputs)),
         outcome=outcome,
+        reach=_reach(spec),
     )
+
+
+def _reach(spec: MappingSpec) -> ElementReach:
+    """Per resource type, the names its FHIRPath features use (None: any element), so that
+    validation checks every element a feature can read (``agent.types.ElementReach``)."""
+    reach: dict[str, frozenset[str] | None] = {}
+    for feature in spec.features.values():
+        if feature.fhirpath is None:
+            continue
+        kind = feature.resource.value
+        names = reached_names(feature.fhirpath)
+        before = reach.get(kind, frozenset())
+        reach[kind] = None if names is None or before is None else before | names
+    return ElementReach(tuple(sorted(reach.items(), key=lambda item: item[0])))
 
 
 def _compile(

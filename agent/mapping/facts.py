@@ -95,6 +95,33 @@ def _codes(concept: Any) -> list[str]:
     ]
 
 
+class WantedCodes:
+    """The mapping's codes by system, built once at load: a coding is looked up in two
+    dictionaries and its ``system|code`` key is built only when a feature wants it."""
+
+    def __init__(self, codes: frozenset[str]) -> None:
+        by_system: dict[str, set[str]] = {}
+        for text in codes:
+            system, _, code = text.partition("|")
+            by_system.setdefault(system, set()).add(code)
+        self._by_system = {system: frozenset(found) for system, found in by_system.items()}
+
+    def hits(self, concept: Any) -> list[str]:
+        """``system|code`` of each coding of ``concept`` that a feature reads."""
+        if not isinstance(concept, dict):
+            return []
+        found = []
+        for coding in concept.get("coding", ()):
+            if not isinstance(coding, dict):
+                continue
+            code, system = coding.get("code"), coding.get("system", "")
+            if isinstance(code, str) and isinstance(system, str):
+                wanted = self._by_system.get(system)
+                if wanted is not None and code in wanted:
+                    found.append(f"{system}|{code}")
+        return found
+
+
 class FactIndex:
     """Facts of one record by ``system|code``; components also by their panel's codes.
 
@@ -103,7 +130,7 @@ class FactIndex:
     that is not void, for FHIRPath features that read them all.
     """
 
-    def __init__(self, observations: Any, wanted: frozenset[str]) -> None:
+    def __init__(self, observations: Any, wanted: WantedCodes) -> None:
         self.top: dict[str, list[Fact]] = {}
         self.components: dict[str, list[tuple[frozenset[str], Fact]]] = {}
         self.observations: list[Mapping[str, Any]] = []
@@ -111,8 +138,7 @@ class FactIndex:
             if observation.get("status") in _VOID_STATUS:
                 continue
             self.observations.append(observation)
-            own = _codes(observation.get("code"))
-            hits = [code for code in own if code in wanted]
+            hits = wanted.hits(observation.get("code"))
             components = observation.get("component")
             if not hits and not components:
                 continue
@@ -122,7 +148,8 @@ class FactIndex:
                 for code in hits:
                     self.top.setdefault(code, []).append(Fact(time, *value, code, observation))
             if components:
-                self._components(observation, components, frozenset(own), time, wanted)
+                panel = frozenset(_codes(observation.get("code")))
+                self._components(observation, components, panel, time, wanted)
 
     def _components(
         self,
@@ -130,10 +157,10 @@ class FactIndex:
         components: Any,
         panel: frozenset[str],
         time: datetime | None,
-        wanted: frozenset[str],
+        wanted: WantedCodes,
     ) -> None:
         for slot, component in enumerate(components):
-            hits = [code for code in _codes(component.get("code")) if code in wanted]
+            hits = wanted.hits(component.get("code"))
             value = value_of(component) if hits else None
             if value is None:
                 continue

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent.mapping.facts import observation_time, parse_time
-from agent.types import PatientRecord
+from agent.types import ElementReach, PatientRecord
 
 _VOID_STATUS = frozenset({"entered-in-error", "cancelled"})  # say nothing about the patient
 
@@ -25,6 +25,14 @@ class CompiledOutcome:
     codes: frozenset[str]
     deceased: bool
     horizon: timedelta
+
+    # What ``_events`` reads beyond the ``essential`` checks, so that validation checks it.
+    reach = ElementReach(
+        (
+            ("Encounter", frozenset({"class", "serviceType", "type"})),
+            ("Patient", frozenset({"deceased"})),
+        )
+    )
 
     def happened(self, record: PatientRecord, as_of: datetime) -> bool:
         """Whether an outcome event falls after ``as_of`` and within the horizon."""

@@ -3,15 +3,15 @@ records into that model's feature vectors."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.errors import TooMuchImputed, UnmappableRecord
-from agent.mapping.facts import FactIndex
+from agent.mapping.facts import FactIndex, WantedCodes
 from agent.mapping.feature import CompiledFeature, FeatureSurvey
 from agent.mapping.outcome import CompiledOutcome
-from agent.types import FeatureVector, PatientRecord
+from agent.types import ElementReach, FeatureVector, PatientRecord
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,10 @@ class SiteMapping:
     site: str
     model: str
     features: tuple[CompiledFeature, ...]  # in the model's input order
-    wanted_codes: frozenset[str]  # every code any feature reads: all the index needs
+    wanted_codes: WantedCodes  # every code any feature reads: all the index needs
     max_imputed: int  # imputed features a patient may have before it is refused
     outcome: CompiledOutcome | None = None  # the ``outcome:`` section, for validation only
+    reach: ElementReach = field(default_factory=ElementReach)  # what FHIRPath can read
 
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]

@@ -459,3 +459,30 @@ class AgentMetrics:
         )
         registry.register(DriftCollector(drift))
         registry.register(CandidateCollector(candidates))
+
+
+class AuditMetrics:
+    """Whether the audit log is under pressure (``agent.audit``): a flood writing faster
+    than its history may be retired. No labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._pressure = Gauge(
+            "audit_pressure",
+            "1 while the audit log keeps more rotated files than usual because they hold "
+            "entries younger than audit.min_age_seconds (or has no room left), else 0.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._dropped = Counter(
+            "audit_entries_dropped",
+            "Audit entries not written because audit.max_files files all held entries "
+            "younger than audit.min_age_seconds.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+
+    def keeping_young_files(self, keeping: bool) -> None:
+        self._pressure.set(1 if keeping else 0)
+
+    def entry_dropped(self) -> None:
+        self._dropped.inc()

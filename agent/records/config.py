@@ -14,25 +14,28 @@ from agent.records.hl7_tables import CODING_SYSTEMS
 class FhirValidation(StrEnum):
     """How much of each FHIR resource is validated (docs/records.md, "Validation modes")."""
 
+    essential = "essential"
+    """Every element the agent can read, by the R4 datatype rules, without the models: what
+    its own code reads, and each element the served mapping's FHIRPath features can reach,
+    with its whole subtree (the whole resource where an expression can reach anything)."""
+
     full = "full"
     """Patient, Observation and Encounter validated in full by the fhir.resources R4B models,
     then by the ``essential`` rules the models do not enforce."""
-
-    essential = "essential"
-    """Only the elements the agent reads, by the same R4 rules, without the models."""
 
 
 class RecordsConfig(Section):
     """How FHIR input is validated, and how HL7 v2 coding systems and times become FHIR."""
 
-    fhir_validation: FhirValidation = FhirValidation.full
-    """``full`` (default): every element of each Patient, Observation and Encounter (and the
-    Bundle shell) is validated by the R4B models, then by the ``essential`` rules, so a
-    malformed element mapping never reads is still refused. ``essential``: only the elements
-    the agent reads (listed in docs/records.md) are checked, by the same R4 datatype rules;
-    other elements pass unchecked and fhir.resources is never imported. About 10x cheaper per
-    Bundle; choose it where the sender validates on its side and no FHIRPath feature of the
-    mappings reads an element outside that list."""
+    fhir_validation: FhirValidation = FhirValidation.essential
+    """``essential`` (default): every element any feature of the served mapping can read,
+    FHIRPath included, is checked by the R4 datatype rules, so a malformed value is refused
+    wherever mapping would read it; elements nothing reads pass unchecked and fhir.resources
+    is not imported (unless a FHIRPath feature reaches contained resources and the input has
+    some). ``full``: every element of each Patient, Observation and Encounter (and the Bundle
+    shell) is also validated by the R4B models, so a malformed element nothing reads is
+    refused too: about 10x the cost per Bundle, for a site that wants the whole message
+    proven R4."""
 
     hl7_coding_systems: dict[str, str] = Field(default_factory=dict)
     """Extra or overriding HL7 table 0396 names -> FHIR system URI, e.g. the site's local lab

@@ -14,16 +14,16 @@ from agent.limits import Limits
 from agent.records import fhir_essential, fhir_validate
 from agent.records.config import FhirValidation, RecordsConfig
 from agent.records.grouping import Located, entry_resource, group_by_patient
-from agent.types import PatientRecord
+from agent.types import ElementReach, PatientRecord
 
 _MAX_BUNDLE_DEPTH = 3  # a Bundle inside a Bundle inside a Bundle, no deeper
 
 
 class _Validator(NamedTuple):
-    """One validation mode: a resource check and a Bundle shell check, both
-    ``(dict, where) -> None`` raising FhirError."""
+    """One validation mode: a resource check ``(dict, where, reach) -> None`` and a Bundle
+    shell check ``(dict, where) -> None``, both raising FhirError."""
 
-    resource: Callable[[dict[str, Any], str], None]
+    resource: Callable[[dict[str, Any], str, ElementReach | None], None]
     bundle_shell: Callable[[dict[str, Any], str], None]
 
 
@@ -36,19 +36,23 @@ _VALIDATORS = {
 }
 
 
-def parse_fhir_json(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
-    """One JSON document: a resource or a Bundle, validated as ``config.fhir_validation`` says."""
+def parse_fhir_json(
+    body: bytes, limits: Limits, config: RecordsConfig, reach: ElementReach | None = None
+) -> list[PatientRecord]:
+    """One JSON document: a resource or a Bundle, validated as ``config.fhir_validation`` says
+    (``reach``: what the mapping's FHIRPath reads, see ``parse_records``)."""
     found: list[Located] = []
-    _walk(
-        _load(body, "body"), None, "", None, found, 0, limits, _VALIDATORS[config.fhir_validation]
-    )
+    check = _Check(_VALIDATORS[config.fhir_validation], reach)
+    _walk(_load(body, "body"), None, "", None, found, 0, limits, check)
     return group_by_patient(found)
 
 
-def parse_fhir_ndjson(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
+def parse_fhir_ndjson(
+    body: bytes, limits: Limits, config: RecordsConfig, reach: ElementReach | None = None
+) -> list[PatientRecord]:
     """NDJSON: each non-blank line one resource or Bundle; all lines grouped together."""
     found: list[Located] = []
-    check = _VALIDATORS[config.fhir_validation]
+    check = _Check(_VALIDATORS[config.fhir_validation], reach)
     for number, line in enumerate(body.splitlines(), start=1):
         if line.strip():
             _walk(
@@ -64,6 +68,13 @@ def parse_fhir_ndjson(body: bytes, limits: Limits, config: RecordsConfig) -> lis
     return group_by_patient(found)
 
 
+class _Check(NamedTuple):
+    """The mode's validator and the reach it checks, for one parse."""
+
+    validator: _Validator
+    reach: ElementReach | None
+
+
 def _load(text: bytes, where: str) -> Any:
     return load_json(text, where, FhirError)
 
@@ -76,7 +87,7 @@ def _walk(
     out: list[Located],
     depth: int,
     limits: Limits,
-    check: _Validator,
+    check: _Check,
 ) -> None:
     """Collect the resources of ``doc``; ``path`` is its place (None at the top), ``line`` the
     NDJSON line prefix."""
@@ -85,7 +96,7 @@ def _walk(
     is_bundle = doc.get("resourceType") == "Bundle"
     name = path if path is not None else ("Bundle" if is_bundle else "resource")
     if not is_bundle:
-        check.resource(doc, line + name)
+        check.validator.resource(doc, line + name, check.reach)
         out.append(Located(doc, line + name, full_url))
         if len(out) > limits.records_per_request_max:
             raise FhirError(f"more than {limits.records_per_request_max} resources in one request")
@@ -94,7 +105,7 @@ def _walk(
         raise FhirError(
             f"Bundle at {line}{name}: Bundles nested more than {_MAX_BUNDLE_DEPTH} deep"
         )
-    check.bundle_shell(doc, line + name)
+    check.validator.bundle_shell(doc, line + name)
     for index, entry in enumerate(doc.get("entry", [])):
         resource = entry_resource(entry)
         if resource is not None:  # GET/DELETE and transaction-response entries carry none

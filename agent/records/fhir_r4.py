@@ -487,6 +487,11 @@ def check_resource_type(resource: dict[str, Any], where: str) -> str:
 _ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}").fullmatch
 
 
+UNKNOWN_ELEMENT = "holds an element not defined for this resource type"
+"""The fault of an unknown key, told at its parent's path: the key itself is input (a
+sender may put anything there, a name or an MRN), so no error ever quotes it."""
+
+
 def element_name(key: str) -> str:
     """``key`` for an error path if it has the shape of an element name (schema, not data);
     a placeholder otherwise, since an unknown key is input and could carry anything."""

@@ -5,7 +5,8 @@ so that ``full`` refuses everything ``essential`` refuses.
 
 fhir.resources 8 defaults to R5, so everything here goes through ``fhir.resources.R4B``.
 Pydantic's messages quote the offending input; a record's values must never reach an error,
-so messages are rebuilt from the error *type* and *location* only.
+so messages are rebuilt from the error *type* and *location* only, and an unknown key (the
+last part of an ``extra_forbidden`` location: input, not schema) is left out of the path.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pydantic import ValidationError
 
 from agent.errors import FhirError
 from agent.records import fhir_essential
-from agent.records.fhir_r4 import DEEP_TYPES, check_resource_type, element_name
+from agent.records.fhir_r4 import DEEP_TYPES, UNKNOWN_ELEMENT, check_resource_type, element_name
+from agent.types import ElementReach
 
 # pydantic error type -> PHI-free wording
 _WORDING: dict[str, str] = {
     "missing": "required element is missing",
-    "extra_forbidden": "element is not defined for this resource type",
+    "extra_forbidden": UNKNOWN_ELEMENT,
     "value_error": "value does not match the FHIR datatype",
     "string_type": "expected a string",
     "int_type": "expected an integer",
@@ -71,25 +73,39 @@ def describe(exc: ValidationError, where: str) -> str:
         loc = tuple(p for p in error["loc"] if not str(p).startswith("function-"))
         if loc[-1:] == ("root",):  # fhir.resources' validators report at a synthetic "root"
             loc = loc[:-1]
+        if error["type"] == "extra_forbidden":  # the last part is the input's unknown key
+            loc = loc[:-1]
         parts.append(f"{where}{_path(loc)}: {_WORDING.get(error['type'], error['type'])}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def validate(resource: dict[str, Any], where: str) -> None:
+def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = None) -> None:
     """Raise FhirError naming ``where`` and the element path if ``resource`` is not valid R4.
 
     ``where`` names the place in the input (``Bundle.entry[3].resource``), never a value.
     Types outside ``DEEP_TYPES`` are only checked to be R4 resource types: the agent does not
     read them and validating every Condition of a large export would cost for nothing.
+    ``reach``: what the mapping's FHIRPath reads, checked by the ``essential`` rules too.
     """
     resource_type = check_resource_type(resource, where)
     if resource_type in DEEP_TYPES:
-        try:
-            model_class(resource_type).model_validate(resource)
-        except ValidationError as exc:
-            raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
+        _model_validate(resource, resource_type, where)
+    fhir_essential.validate(resource, where, reach)
+
+
+def validate_whole(resource: dict[str, Any], where: str) -> None:
+    """A resource of any type validated in full by its R4B model, then the ``essential``
+    checks: for a contained resource a mapping's FHIRPath can reach (its type is open)."""
+    _model_validate(resource, check_resource_type(resource, where), where)
     fhir_essential.validate(resource, where)
+
+
+def _model_validate(resource: dict[str, Any], resource_type: str, where: str) -> None:
+    try:
+        model_class(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        raise FhirError(f"{resource_type} at {describe(exc, where)}") from None
 
 
 def validate_bundle_shell(bundle: dict[str, Any], where: str) -> None:

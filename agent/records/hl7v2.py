@@ -7,7 +7,7 @@ from agent.hl7.er7 import read_message, split_batch
 from agent.limits import Limits
 from agent.records.config import RecordsConfig
 from agent.records.hl7_fhir import message_to_records
-from agent.types import PatientRecord
+from agent.types import ElementReach, PatientRecord
 
 
 def _decode(body: bytes) -> str:
@@ -20,8 +20,11 @@ def _decode(body: bytes) -> str:
         raise Hl7Error("message is not valid UTF-8 and MSH-18 names no ISO 8859 charset") from None
 
 
-def parse_hl7v2(body: bytes, limits: Limits, config: RecordsConfig) -> list[PatientRecord]:
-    """Every message in ``body``, in order; one record per patient per message."""
+def parse_hl7v2(
+    body: bytes, limits: Limits, config: RecordsConfig, reach: ElementReach | None = None
+) -> list[PatientRecord]:
+    """Every message in ``body``, in order; one record per patient per message. ``reach`` is
+    not used: the FHIR resources come from the agent's own conversion, not from a sender."""
     text = _decode(body.lstrip(b"\x0b").rstrip(b"\x1c\r\n"))
     records: list[PatientRecord] = []
     for number, message in enumerate(split_batch(text), start=1):

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from agent.errors import RecordError, UnsupportedMediaType
 from agent.limits import Limits
 from agent.records.config import RecordsConfig
-from agent.types import PatientRecord, RecordFormat
+from agent.types import ElementReach, PatientRecord, RecordFormat
 
-# format -> (module, function(body, limits, config))
+# format -> (module, function(body, limits, config, reach))
 _READERS: dict[RecordFormat, tuple[str, str]] = {
     RecordFormat.fhir_json: ("agent.records.fhir_json", "parse_fhir_json"),
     RecordFormat.fhir_ndjson: ("agent.records.fhir_json", "parse_fhir_ndjson"),
@@ -22,9 +22,18 @@ _DEFAULT_CONFIG = RecordsConfig()
 
 
 def parse_records(
-    body: bytes, fmt: RecordFormat, *, limits: Limits, config: RecordsConfig | None = None
+    body: bytes,
+    fmt: RecordFormat,
+    *,
+    limits: Limits,
+    config: RecordsConfig | None = None,
+    reach: ElementReach | None = None,
 ) -> list[PatientRecord]:
     """Parse and validate ``body`` into one record per patient (FHIR dicts throughout).
+
+    ``reach``: what the serving mapping's FHIRPath features can read (``SiteMapping.reach``);
+    the ``essential`` mode checks those elements too. Without it, only what the agent's own
+    code reads is checked there.
 
     Raises FhirError / Hl7Error (both RecordError) naming where and why, never a value;
     UnsupportedMediaType for a format without a reader; RecordError when ``body`` exceeds
@@ -37,4 +46,4 @@ def parse_records(
     except (KeyError, ValueError):
         raise UnsupportedMediaType("no reader for this record format") from None
     reader: Callable[..., list[PatientRecord]] = getattr(importlib.import_module(module), name)
-    return reader(body, limits, config or _DEFAULT_CONFIG)
+    return reader(body, limits, config or _DEFAULT_CONFIG, reach)

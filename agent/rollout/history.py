@@ -1,7 +1,7 @@
 """Which version of a model was active, and which was its candidate, at any past moment:
 read back from the audit log's lifecycle events (``activation``, ``staging``, ``promotion``,
 ``rollback``, ``abandonment``), so the logic in force when a patient was scored can be
-named. Reads the current audit file and its rotated predecessors, oldest first; scoring
+named. Reads the current audit file and every rotated predecessor, oldest first; scoring
 entries and lines it cannot read are passed over."""
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from agent.audit import KEEP_ROTATED
 
 EVENTS = ("activation", "staging", "promotion", "rollback", "abandonment")
 
@@ -36,9 +34,11 @@ class InForce:
 
 def read_history(audit_path: Path, model: str) -> list[LifecycleEvent]:
     """Every lifecycle event of ``model``, oldest first."""
-    files = [audit_path.with_name(f"{audit_path.name}.{i}") for i in range(KEEP_ROTATED, 0, -1)]
+    rotated: list[Path] = []  # .1 is the newest rotated file; they are numbered without gaps
+    while (path := audit_path.with_name(f"{audit_path.name}.{len(rotated) + 1}")).exists():
+        rotated.append(path)
     events = []
-    for path in [*files, audit_path]:
+    for path in [*rotated[::-1], audit_path]:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:

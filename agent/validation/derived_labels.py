@@ -21,7 +21,9 @@ def record_labeler(outcome: CompiledOutcome, limits: Limits, config: RecordsConf
     after the scored time, else 0. RecordError when the record is not one patient's."""
 
     def label(history: PatientHistory, as_of: datetime) -> int:
-        records = parse_records(history.body, history.format, limits=limits, config=config)
+        records = parse_records(
+            history.body, history.format, limits=limits, config=config, reach=outcome.reach
+        )
         if len(records) != 1:
             raise RecordError("a patient's history parsed into other than one record")
         return int(outcome.happened(records[0], as_of))

@@ -17,7 +17,7 @@ from bench.run import main
 
 pytestmark = pytest.mark.integration
 
-CONTENDERS = {"agent", "agent, essential validation", "sklearn service", "onnxruntime service"}
+CONTENDERS = {"agent", "agent, full validation", "sklearn service", "onnxruntime service"}
 
 
 def _positive(value: object) -> bool:

@@ -369,7 +369,12 @@ def running_agent(applied: Applied, tmp_path: Path) -> Iterator[str]:
 @pytest.mark.integration
 def test_installed_agent_pulls_the_demo_model_and_scores(running_agent: str) -> None:
     health = httpx.get(f"{running_agent}/healthz", timeout=5)
-    ready = httpx.get(f"{running_agent}/readyz", timeout=5)
+    # the listeners open first; the first pull follows in the background
+    deadline = time.monotonic() + 30
+    while (ready := httpx.get(f"{running_agent}/readyz", timeout=5)).status_code != 200:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     scored = httpx.post(
         f"{running_agent}/v1/models/{DEMO_MODEL}/predict?as_of=2026-03-15T12:00:00Z",
         content=(REPO / "fixtures/fhir/demo-patient-bundle.json").read_bytes(),

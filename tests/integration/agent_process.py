@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,9 +40,10 @@ class AgentProcess:
     root: Path
     log_path: Path
     log_file: BinaryIO
+    verify: ssl.SSLContext | bool = True  # trusts the CA of an agent serving HTTPS
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=10.0)
+        return httpx.Client(base_url=self.base_url, timeout=10.0, verify=self.verify)
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -93,13 +95,18 @@ def flag_out_of_range(config_path: Path, feature: str) -> None:
 
 
 def start_agent(
-    config_path: Path, ready_timeout: float = 60.0, up_path: str = "/readyz"
+    config_path: Path,
+    ready_timeout: float = 60.0,
+    up_path: str = "/readyz",
+    ca: Path | None = None,
 ) -> AgentProcess:
     """Start the agent and wait until ``up_path`` answers 200 (``/healthz`` for an agent
-    expected to come up with a model unavailable)."""
+    expected to come up with a model unavailable); ``ca`` verifies an agent serving HTTPS."""
     config = yaml.safe_load(config_path.read_text())
     http = config.get("http", {})
-    base_url = f"http://{http.get('host', '127.0.0.1')}:{http['port']}"
+    scheme = "https" if ca is not None else "http"
+    base_url = f"{scheme}://{http.get('host', '127.0.0.1')}:{http['port']}"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
     log_path = config_path.parent / "agent.log"
     log_file = log_path.open("wb")
     process = subprocess.Popen(
@@ -109,7 +116,7 @@ def start_agent(
         cwd=config_path.parent,
     )
     agent = AgentProcess(
-        process, base_url, config_path, config_path.parent.parent, log_path, log_file
+        process, base_url, config_path, config_path.parent.parent, log_path, log_file, verify
     )
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
@@ -117,7 +124,7 @@ def start_agent(
             agent.stop()
             raise RuntimeError(f"agent exited with {process.returncode}:\n{agent.log_text()}")
         try:
-            if httpx.get(f"{base_url}{up_path}", timeout=1.0).status_code == 200:
+            if httpx.get(f"{base_url}{up_path}", timeout=1.0, verify=verify).status_code == 200:
                 return agent
         except httpx.TransportError:
             pass

@@ -10,10 +10,12 @@ import pytest
 
 from agent.errors import FhirError, Hl7Error
 from agent.limits import Limits
-from agent.records import parse_records
-from agent.types import RecordFormat
+from agent.records import RecordsConfig, parse_records
+from agent.records.config import FhirValidation
+from agent.types import ElementReach, RecordFormat
 
 EXTERNAL = Path(__file__).resolve().parents[2] / "fixtures" / "external"
+FULL = RecordsConfig(fhir_validation=FhirValidation.full)
 SPEC_OBSERVATIONS = [
     "observation-example-heart-rate.json",
     "observation-example-respiratory-rate.json",
@@ -61,13 +63,24 @@ def test_spec_examples_of_different_patients_stay_apart(limits: Limits) -> None:
 def test_dstu2_patient_is_refused_naming_the_elements(limits: Limits) -> None:
     raw = (EXTERNAL / "fhir" / "dstu2" / "patient-example.json").read_bytes()
     with pytest.raises(FhirError) as caught:
-        parse_records(raw, RecordFormat.fhir_json, limits=limits)
+        parse_records(raw, RecordFormat.fhir_json, limits=limits, config=FULL)
     message = str(caught.value)
     assert "name[0].family: expected a string" in message
     assert "contact[0].name._family: value is not of the element's FHIR type" in message
     assert ".root" not in message
     for value in ("Chalmers", "Marché", "1974-12-25", "12345"):
         assert value not in message
+
+
+def test_dstu2_patient_passes_essential_unless_a_mapping_reads_its_names(limits: Limits) -> None:
+    """The default mode refuses the same element once a FHIRPath feature can read it."""
+    raw = (EXTERNAL / "fhir" / "dstu2" / "patient-example.json").read_bytes()
+    assert parse_records(raw, RecordFormat.fhir_json, limits=limits)
+    reach = ElementReach((("Patient", frozenset({"Patient", "name", "family", "first"})),))
+    with pytest.raises(FhirError) as caught:
+        parse_records(raw, RecordFormat.fhir_json, limits=limits, reach=reach)
+    assert "Patient at resource.name[0].family: expected a string" in str(caught.value)
+    assert "Chalmers" not in str(caught.value)
 
 
 def test_synthea_batch_bundle_is_one_patient(limits: Limits) -> None:

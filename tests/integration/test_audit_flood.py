@@ -1,0 +1,52 @@
+"""A flood of refused requests on the real process cannot rotate earlier audit entries away
+(issue 18: 5,400 requests in 10 s erased every earlier entry): young files are kept up to
+``audit.max_files``, then new entries are dropped and counted, and ``/metrics`` says the
+audit log is under pressure. Refused requests are written compactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.agent_process import demo_root, start_agent
+from tests.integration.reliability_support import FHIR, PATIENT_BUNDLE, PREDICT, metric
+
+pytestmark = pytest.mark.integration
+
+MAX_FILES = 8
+FLOOD = 300
+
+
+def test_a_flood_of_refused_requests_keeps_earlier_audit_entries(tmp_path: Path) -> None:
+    def edit(config: dict[str, Any]) -> None:
+        config["audit"].update(max_bytes=1_000, min_age_seconds=3600, max_files=MAX_FILES)
+
+    agent = start_agent(demo_root(tmp_path, edit))
+    try:
+        with agent.client() as client:
+            scored = client.post(
+                PREDICT,
+                content=PATIENT_BUNDLE,
+                headers={**FHIR, "X-Request-Id": "before-the-flood"},
+            )
+            refused = [
+                client.post(PREDICT, content=b'{"resourceType": "Basic"}', headers=FHIR)
+                for _ in range(FLOOD)
+            ]
+            text = client.get("/metrics").text
+    finally:
+        assert agent.stop() == 0, agent.log_text()
+    assert scored.status_code == 200
+    assert {r.status_code for r in refused} - {400, 422} == set()
+    files = sorted((agent.config_path.parent / "../var/demo").glob("audit.jsonl*"))
+    entries = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert len(files) == MAX_FILES
+    assert "before-the-flood" in {e["request_id"] for e in entries}  # before: rotated away
+    refusals = [e for e in entries if e["outcome"] != "ok"]
+    assert refusals and all("outputs" not in e and "bundle_digest" not in e for e in refusals)
+    dropped = metric(text, "edge_agent_audit_entries_dropped_total")
+    assert dropped > 0 and len(refusals) + dropped == FLOOD
+    assert metric(text, "edge_agent_audit_pressure") == 1
