@@ -158,7 +158,7 @@ class Daemon:
         if self._http is not None:
             self._http.force_exit = True
         await self._admin.stop()
-        await asyncio.to_thread(self.pipeline.stop)
+        await asyncio.to_thread(self.pipeline.stop, _left(loop, deadline))
         # a pull that hangs is abandoned (daemon thread); the drain bound holds
         await loop.run_in_executor(
             None, self.updater.stop, min(_left(loop, deadline), _UPDATER_STOP_WAIT)

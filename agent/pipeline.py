@@ -118,8 +118,10 @@ class ScoringPipeline(ServedModels):
         only while it runs."""
         self._shadow.start()
 
-    def stop(self) -> None:
-        self._shadow.stop()
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the shadow lane within ``timeout`` seconds (its queued work is dropped; a
+        task in hand past the bound is abandoned with its daemon thread)."""
+        self._shadow.stop(timeout)
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
         key = _canary_key_of(config)  # an unreadable secret changes nothing
