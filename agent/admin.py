@@ -1,9 +1,11 @@
-"""The local admin channel: ``edge-agent models list|pull|rollback`` on a running agent.
+"""The local admin channel: ``edge-agent models list|pull|rollback|compare|promote|abandon``
+on a running agent.
 
 A Unix socket in the store folder (``<store.root>/admin.sock``, mode 0600): only the
 agent's own user (and root) can connect, and nothing on the network can reach it. One JSON
 request line, one JSON answer line. When no agent answers, the CLI acts on the store on disk
-with the same ``ModelOperations``, so both paths print the same thing.
+with the same ``ModelOperations``, so both paths print the same thing. Comparing and promoting
+a candidate need the running agent: its comparison lives in the agent's memory.
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
 from agent.config import AgentConfig
 from agent.deadline import call_with_deadline
-from agent.errors import AgentError
+from agent.errors import AgentError, RolloutError
 from agent.registry.updater import PullResult
 from agent.store import BundleStore
+
+if TYPE_CHECKING:
+    from agent.rollout.comparison import ComparisonReading
+    from agent.rollout.gates import GateResult
+    from agent.serving import Candidate, Promotion
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,18 @@ class Answer:
         return 2 if self.error else 0 if self.ok else 1
 
 
+class CandidateControl(Protocol):
+    """The running pipeline's candidate operations (``agent.serving.ServedModels``)."""
+
+    def review(self, name: str) -> tuple[Candidate, ComparisonReading, list[GateResult]]: ...
+
+    def promote(self, name: str, *, force_reason: str | None = None) -> Promotion: ...
+
+    def abandon(self, name: str) -> Candidate: ...
+
+    def rolled_back(self, name: str, previous: str | None, version: str) -> None: ...
+
+
 class ModelOperations:
     """What an operator can do to the models; ``activate`` swaps a version into a running
     pipeline (None when the agent is stopped and only the store changes).
@@ -69,8 +88,10 @@ class ModelOperations:
         activate: Callable[[VerifiedBundle], object] | None = None,
         served: Callable[[], dict[str, str]] | None = None,
         trust: TrustStore | None = None,
+        candidates: CandidateControl | None = None,
     ) -> None:
         self.config = config
+        self._candidates = candidates
         self.trust = trust if trust is not None else TrustStore(config.trust)
         self.store = store
         self._pull_once = pull_once
@@ -91,6 +112,14 @@ class ModelOperations:
             if command == "rollback":
                 version = request.get("version")
                 return self.rollback(str(request.get("model")), str(version) if version else None)
+            if command == "compare":
+                return self.compare(str(request.get("model")))
+            if command == "promote":
+                reason = request.get("reason")
+                force = bool(request.get("force"))
+                return self.promote(str(request.get("model")), force, str(reason or ""))
+            if command == "abandon":
+                return self.abandon(str(request.get("model")))
         except AgentError as error:
             return Answer(False, [f"error: {error}"], error=True)
         return Answer(False, [f"error: unknown admin command {command!r}"], error=True)
@@ -105,6 +134,9 @@ class ModelOperations:
             notes = "" if self.config.model(name) else "  (not configured)"
             if name in served:
                 notes += f"  (serving {served[name]})"
+            staged = self.store.candidate(name)
+            if staged is not None:
+                notes += f"  (candidate {staged[0]} since {staged[1]:%Y-%m-%d %H:%M} UTC)"
             lines.append(f"{name}: {' '.join(versions) if versions else 'none installed'}{notes}")
         return Answer(True, lines)
 
@@ -135,9 +167,87 @@ class ModelOperations:
         bundle = self.store.load(model, trust, config.resolved_limits, version=target)
         if self._activate is not None:
             self._activate(bundle)  # instantiate first: a broken module changes nothing
+        previous = self.store.active_version(model)
         now = self.store.rollback(model, target)
+        if self._candidates is not None:
+            self._candidates.rolled_back(model, previous, now)
         where = "serving it now" if self._activate else "the agent serves it when started"
         return Answer(True, [f"{model}: active version is now {now} ({where})"])
+
+    def compare(self, model: str) -> Answer:
+        """The candidate's comparison with the active version, and each promotion gate."""
+        control = self._running("compare")
+        candidate, reading, gates = control.review(model)
+        return Answer(True, _comparison_lines(model, candidate, reading) + _gate_lines(gates))
+
+    def promote(self, model: str, force: bool, reason: str) -> Answer:
+        """Promote when every gate passes; ``force`` needs a ``reason`` (audited)."""
+        if force and not reason.strip():
+            return Answer(
+                False,
+                ["error: --force needs --reason TEXT (it goes into the audit log)"],
+                error=True,
+            )
+        control = self._running("promote")
+        _, _, gates = control.review(model)  # no candidate: RolloutError, answered as such
+        try:
+            promotion = control.promote(model, force_reason=reason.strip() if force else None)
+        except RolloutError as error:
+            return Answer(False, [f"error: {error}", *_gate_lines(gates)])
+        forced = (
+            " (forced past failing gates)" if not all(g.passed for g in promotion.gates) else ""
+        )
+        return Answer(True, [f"{model}: {promotion.version} is now active{forced}"])
+
+    def abandon(self, model: str) -> Answer:
+        """Drop the candidate; with the agent stopped, clear the store's pointer."""
+        if self._candidates is None:
+            staged = self.store.candidate(model)
+            if staged is None:
+                return Answer(
+                    False, [f"error: model {model!r} has no candidate version"], error=True
+                )
+            self.store.clear_candidate(model)
+            return Answer(True, [f"{model}: candidate {staged[0]} abandoned"])
+        dropped = self._candidates.abandon(model)
+        return Answer(True, [f"{model}: candidate {dropped.served.version} abandoned"])
+
+    def _running(self, what: str) -> CandidateControl:
+        if self._candidates is None:
+            raise RolloutError(
+                f"{what} needs the running agent (the comparison is kept in its memory)"
+            )
+        return self._candidates
+
+
+def _comparison_lines(model: str, candidate: Candidate, reading: ComparisonReading) -> list[str]:
+    def num(value: float | None, spec: str = ".4f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.3f}"
+
+    mode = "canary" if candidate.canary else "shadow"
+    skipped = ", ".join(f"{k} {v}" for k, v in reading.skipped.items())
+    agreement = ", ".join(f"{k} {num(v, '.2%')}" for k, v in reading.agreement.items())
+    latency = reading.latency_seconds
+    return [
+        f"{model}: candidate {candidate.served.version} ({mode}, staged "
+        f"{candidate.since:%Y-%m-%d %H:%M} UTC)",
+        f"  records compared: {reading.records} (skipped: {skipped})",
+        f"  score correlation: {num(reading.correlation)}",
+        f"  absolute difference: mean {num(reading.mean_abs_difference)}, "
+        f"p99 {num(reading.p99_abs_difference)}",
+        f"  label agreement: {agreement}",
+        f"  score PSI (candidate vs active): {num(reading.psi)}",
+        f"  latency p50/p99 ms: active {ms(latency['active']['p50'])}/"
+        f"{ms(latency['active']['p99'])}, candidate {ms(latency['candidate']['p50'])}/"
+        f"{ms(latency['candidate']['p99'])}",
+    ]
+
+
+def _gate_lines(gates: list[GateResult]) -> list[str]:
+    return ["  gates:", *(f"    {g.line()}" for g in gates)]
 
 
 class AdminServer:

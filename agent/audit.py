@@ -115,6 +115,22 @@ class AuditLog:
             entry["outputs"] = [dict(o) for o in outputs]
         entry["seconds"] = round(seconds, 6)
         entry["outcome"] = outcome
+        self._append(entry)
+
+    def record_event(self, event: str, model: str, evidence: Mapping[str, object]) -> None:
+        """A change of what answers for ``model`` (``activation``, ``staging``,
+        ``promotion``, ``rollback``, ``abandonment``) with the evidence at that moment:
+        versions, digests, comparison figures, gate results, the operator's reason. Never
+        patient data."""
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            "model": model,
+            **evidence,
+        }
+        self._append(entry)
+
+    def _append(self, entry: Mapping[str, object]) -> None:
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if not self._room_for(len(line)):

@@ -25,6 +25,7 @@ from agent.monitor.config import MonitorConfig
 from agent.performance.config import PerformanceConfig
 from agent.records.config import RecordsConfig
 from agent.registry.config import RegistryConfig
+from agent.rollout.config import PromotionGates, RolloutMode
 from agent.store.config import StoreConfig
 from agent.yamlfile import KeyPath, line_of, read_with_lines
 
@@ -55,6 +56,18 @@ class ModelConfig(Section):
 
     cards: CardThresholds = Field(default_factory=CardThresholds)
     """CDS Hooks card indicator thresholds on ``risk_output``."""
+
+    rollout: RolloutMode = "direct"
+    """What a newly pulled version does: serve at once (``direct``), or become the
+    candidate scored in ``shadow`` beside the active version, or answer a ``canary`` share
+    of patients (see docs/operations.md)."""
+
+    canary_share: float = Field(default=0.05, gt=0, lt=1)
+    """Share of patients a ``canary`` candidate answers, chosen by a keyed hash of the
+    patient reference (the key derives from ``audit.hmac_key_file``)."""
+
+    gates: PromotionGates = Field(default_factory=PromotionGates)
+    """What a candidate must show before ``models promote`` makes it active."""
 
 
 class LoggingConfig(Section):
@@ -177,6 +190,11 @@ class AgentConfig(Section):
         for model in self.models:
             if model.registry is not None and model.registry not in registries:
                 raise ValueError(f"model {model.name!r} names unknown registry {model.registry!r}")
+            if model.rollout == "canary" and self.audit.hmac_key_file is None:
+                raise ValueError(
+                    f"model {model.name!r}: a canary rollout needs audit.hmac_key_file "
+                    "(the site secret that keys the choice of patients)"
+                )
         return self
 
     def model(self, name: str) -> ModelConfig | None:

@@ -73,6 +73,7 @@ class Daemon:
             activate=self.pipeline.activate,
             served=lambda: {s.name: s.version for s in self.pipeline.served_models()},
             trust=self.pipeline.trust,
+            candidates=self.pipeline,
         )
         self._admin = AdminServer(socket_path(self.config), self._operations)
 
@@ -82,6 +83,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
+        self.pipeline.start()
         await self._admin.start()
         http_task = await self._start_http()
         if self.config.mllp.enabled:
@@ -156,6 +158,7 @@ class Daemon:
         if self._http is not None:
             self._http.force_exit = True
         await self._admin.stop()
+        await asyncio.to_thread(self.pipeline.stop, _left(loop, deadline))
         # a pull that hangs is abandoned (daemon thread); the drain bound holds
         await loop.run_in_executor(
             None, self.updater.stop, min(_left(loop, deadline), _UPDATER_STOP_WAIT)

@@ -226,6 +226,13 @@ class UnknownModel(AgentError):
     reason = "unknown_model"
 
 
+class RolloutError(AgentError):
+    """A candidate operation that cannot be carried out: no candidate staged, or a
+    promotion a gate blocks (the message names the failing gates)."""
+
+    reason = "rollout"
+
+
 class InternalError(AgentError):
     """An unexpected exception while handling a request: a bug, counted and logged with the
     request id, answered without its message (which could quote a record)."""

@@ -42,3 +42,9 @@ class Limits:
     # connection, a failed accept) is logged at most this often, with the count held back
     archive_header_max: int = 65_536  # bytes: one tar extended header (PAX, GNU long name)
     pull_timeout: float = 300.0  # seconds: an operator's `models pull`, end to end
+    shadow_queue_max: int = 256  # requests waiting for their candidate's shadow scoring;
+    # past it a request's shadow work is dropped and counted, never waited for
+    shadow_start_delay: float = 0.005  # seconds: the shadow lane starts a task no sooner
+    # than this after it was queued, so the request that queued it sends its answer first
+    comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
+    # quantiles, PSI and histograms (counts and correlation cover every pair)

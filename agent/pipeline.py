@@ -33,10 +33,13 @@ from agent.errors import (
     UnmappableRecord,
 )
 from agent.monitor import Monitor
-from agent.monitor.metrics import AuditMetrics
+from agent.monitor.metrics import AuditMetrics, CandidateReading
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
-from agent.serving import ServedModel, ServedModels
+from agent.rollout.canary import canary_key, in_canary
+from agent.rollout.gates import LiveAuroc
+from agent.rollout.shadow import ShadowLane
+from agent.serving import Candidate, ServedModel, ServedModels
 from agent.store import BundleStore
 from agent.types import (
     FeatureValue,
@@ -104,9 +107,26 @@ class ScoringPipeline(ServedModels):
         audit: AuditLog | None = None,
         performance: PerformanceTracker | None = None,
     ) -> None:
-        super().__init__(config, store, trust, monitor)
-        self.audit = audit
+        super().__init__(config, store, trust, monitor, audit)
         self.performance = performance
+        self._canary_key = _canary_key_of(config)
+        self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
+        monitor.watch_candidates(self.candidate_readings)
+
+    def start(self) -> None:
+        """Start the shadow lane: a candidate answers its canary share and is compared
+        only while it runs."""
+        self._shadow.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the shadow lane within ``timeout`` seconds (its queued work is dropped; a
+        task in hand past the bound is abandoned with its daemon thread)."""
+        self._shadow.stop(timeout)
+
+    def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
+        key = _canary_key_of(config)  # an unreadable secret changes nothing
+        super().reconfigure(config, trust)
+        self._canary_key = key
 
     @classmethod
     def from_config(
@@ -161,7 +181,43 @@ class ScoringPipeline(ServedModels):
             "configured": [m.name for m in self.config.models],
             "act": {"psi": self.config.monitor.psi_act, "js": self.config.monitor.js_act},
             "models": self.monitor.snapshot()["models"],
+            "cards": {
+                m.name: m.manifest.card.model_dump(mode="json")
+                for m in self.served_models()
+                if m.manifest.card is not None
+            },
+            "candidates": {
+                r.model: {
+                    "version": r.version,
+                    "digest": r.digest,
+                    "keyid": r.keyid,
+                    "mode": r.mode,
+                    "since": r.since.isoformat(),
+                    "canary_share": r.canary_share,
+                    "comparison": r.comparison.to_dict(),
+                }
+                for r in self.candidate_readings()
+            },
         }
+
+    def candidate_readings(self) -> list[CandidateReading]:
+        """Each staged candidate and its comparison as it stands (metrics, status, CLI)."""
+        readings = []
+        for candidate in list(self._candidates.values()):
+            served = candidate.served
+            readings.append(
+                CandidateReading(
+                    model=served.name,
+                    version=served.version,
+                    digest=served.digest,
+                    keyid=served.signer_keyid,
+                    mode="canary" if candidate.canary else "shadow",
+                    since=candidate.since,
+                    canary_share=served.config.canary_share if candidate.canary else 0.0,
+                    comparison=candidate.comparison.read(),
+                )
+            )
+        return readings
 
     # --- scoring --------------------------------------------------------------------------
     def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
@@ -211,6 +267,177 @@ class ScoringPipeline(ServedModels):
         return model
 
     def _outcomes(
+        self,
+        served: ServedModel,
+        records: Sequence[PatientRecord],
+        as_of: datetime,
+        intake: IntakePath,
+        started: float,
+        *,
+        explain: bool = False,
+    ) -> list[PatientOutcome]:
+        """Score each record on the version that answers it: the active one, or for a
+        canary share of patients the candidate. Then hand both versions' comparison to the
+        shadow lane: the answer is computed and the request never waits for it. With
+        ``explain``, each prediction carries its feature contributions."""
+        candidate = self._live_candidate(served)
+        if candidate is None:
+            return self._score_on(served, records, as_of, intake, started, explain=explain)
+        answering = [candidate.served if self._in_canary(candidate, r) else served for r in records]
+        outcomes: list[PatientOutcome | None] = [None] * len(records)
+        seconds: dict[str, float] = {}  # per record, by the digest of the version answering
+        for model in (served, candidate.served):
+            indices = [i for i, m in enumerate(answering) if m is model]
+            if not indices:
+                continue
+            begun = time.perf_counter()
+            part = self._score_on(
+                model, [records[i] for i in indices], as_of, intake, started, explain=explain
+            )
+            seconds[model.digest] = (time.perf_counter() - begun) / len(indices)
+            for index, outcome in zip(indices, part, strict=True):
+                outcomes[index] = outcome
+        answered = [o for o in outcomes if o is not None]
+        self._shadow.submit(
+            lambda: self._compare(candidate, served, records, answered, as_of, seconds),
+            lambda: candidate.comparison.skip("queue_full", len(records)),
+        )
+        return answered
+
+    def _live_candidate(self, served: ServedModel) -> Candidate | None:
+        """The candidate beside ``served``, only while the shadow lane runs (the daemon
+        starts it): one-shot commands (``score``, ``validate``) answer from the active
+        version alone and compare nothing."""
+        return self.candidate(served.name) if self._shadow.running else None
+
+    def _in_canary(self, candidate: Candidate, record: PatientRecord) -> bool:
+        if not candidate.canary or self._canary_key is None:
+            return False
+        share = candidate.served.config.canary_share
+        return in_canary(self._canary_key, record.reference, share)
+
+    def _compare(
+        self,
+        candidate: Candidate,
+        active: ServedModel,
+        records: Sequence[PatientRecord],
+        outcomes: Sequence[PatientOutcome],
+        as_of: datetime,
+        seconds: Mapping[str, float],
+    ) -> None:
+        """In the shadow lane: score each answered record on the version that did not
+        answer it, and add the pair of risk scores to the comparison. A record the other
+        version refuses (unmappable under its schema, a trap) is counted as skipped."""
+        comparison = candidate.comparison
+        try:
+            for answerer, other in ((active, candidate.served), (candidate.served, active)):
+                pairs = [
+                    (record, outcome.prediction)
+                    for record, outcome in zip(records, outcomes, strict=True)
+                    if outcome.prediction is not None
+                    and outcome.prediction.bundle_digest == answerer.digest
+                ]
+                if not pairs:
+                    continue
+                begun = time.perf_counter()
+                mapped: list[tuple[PatientRecord, FeatureVector]] = []
+                known: list[float] = []
+                for record, prediction in pairs:
+                    try:
+                        mapped.append((record, other.mapping.extract(record, as_of)))
+                    except UnmappableRecord:
+                        comparison.skip("refused")
+                        continue
+                    known.append(prediction.outputs.get(answerer.risk_output, math.nan))
+                rows = [vector.values for _, vector in mapped]
+                results = self._pair(
+                    candidate, other, rows, known, seconds[answerer.digest], begun, len(pairs)
+                )
+                self._keep_shadow_predictions(other, mapped, results, as_of)
+        except Exception as exc:  # a bug must not stop the lane; the record stays uncompared
+            log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
+            comparison.skip("error")
+
+    def _compare_rows(
+        self,
+        candidate: Candidate,
+        active: ServedModel,
+        rows: Sequence[Sequence[float]],
+        outputs: Sequence[Mapping[str, float]],
+        seconds: float,
+    ) -> None:
+        """In the shadow lane: score raw feature rows (OIP, feature CSVs) on the candidate
+        too, when it reads the same features in the same order."""
+        other = candidate.served
+        try:
+            if other.manifest.feature_names() != active.manifest.feature_names():
+                candidate.comparison.skip("refused", len(rows))
+                return
+            known = [out.get(active.risk_output, math.nan) for out in outputs]
+            begun = time.perf_counter()
+            self._pair(candidate, other, rows, known, seconds, begun, len(rows))
+        except Exception as exc:
+            log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
+            candidate.comparison.skip("error")
+
+    def _pair(
+        self,
+        candidate: Candidate,
+        other: ServedModel,
+        rows: Sequence[Sequence[float]],
+        known: Sequence[float],
+        known_seconds: float,
+        begun: float,
+        records: int,
+    ) -> list[Sequence[float] | Refusal]:
+        """Score ``rows`` on ``other`` (the version that did not answer them) and add each
+        pair, active first; returns ``other``'s results. ``begun``: when work on these
+        ``records`` started (mapping included), for ``other``'s per-record latency."""
+        results = self._predict(other, rows)
+        other_seconds = (time.perf_counter() - begun) / max(records, 1)
+        comparison = candidate.comparison
+        for value, row in zip(known, results, strict=True):
+            if isinstance(row, Refusal):
+                comparison.skip("refused")
+                continue
+            score = other.outputs(row).get(other.risk_output, math.nan)
+            if other is candidate.served:
+                comparison.add(value, score, known_seconds, other_seconds)
+            else:
+                comparison.add(score, value, other_seconds, known_seconds)
+        return results
+
+    def _keep_shadow_predictions(
+        self,
+        other: ServedModel,
+        mapped: Sequence[tuple[PatientRecord, FeatureVector]],
+        results: Sequence[Sequence[float] | Refusal],
+        as_of: datetime,
+    ) -> None:
+        """The version that did not answer keeps its predictions in the prediction store
+        too, under its own version, so outcomes give both versions a live AUROC on the same
+        patients (the ``max_auroc_drop`` gate)."""
+        if self.performance is None:
+            return
+        kept = [
+            (
+                record.reference,
+                Prediction(
+                    model=other.name,
+                    version=other.version,
+                    bundle_digest=other.digest,
+                    outputs=other.outputs(row),
+                    vector=vector,
+                    as_of=as_of,
+                ),
+            )
+            for (record, vector), row in zip(mapped, results, strict=True)
+            if not isinstance(row, Refusal)
+        ]
+        if kept:
+            self.performance.scored(other.name, other.version, other.risk_output, kept)
+
+    def _score_on(
         self,
         served: ServedModel,
         records: Sequence[PatientRecord],
@@ -376,7 +603,27 @@ class ScoringPipeline(ServedModels):
                 inference_seconds=per_row,
                 total_seconds=per_row,
             )
+        candidate = self._live_candidate(served)
+        if candidate is not None and rows:
+            self._shadow.submit(
+                lambda: self._compare_rows(candidate, served, rows, outputs, per_row),
+                lambda: candidate.comparison.skip("queue_full", len(rows)),
+            )
         return outputs
+
+    def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
+        if self.performance is None:
+            return LiveAuroc(None, None)
+        served = candidate.served
+        thresholds = {"warning": served.cards.warning, "critical": served.cards.critical}
+        figures = self.performance.live(served.name, thresholds)
+        active = self._served.get(served.name)
+
+        def auroc(version: str | None) -> float | None:
+            found = figures.get(version) if version is not None else None
+            return found.auroc if found is not None else None
+
+        return LiveAuroc(auroc(active.version if active else None), auroc(served.version))
 
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
         """Join outcomes to this model's earlier predictions (NotEnabled unless the site
@@ -395,3 +642,9 @@ class ScoringPipeline(ServedModels):
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
         return model if self.config.model(model) is not None else "unknown"
+
+
+def _canary_key_of(config: AgentConfig) -> bytes | None:
+    """The canary key when the site secret is configured (a canary rollout requires it)."""
+    secret = config.audit.hmac_key_file
+    return canary_key(secret) if secret is not None else None

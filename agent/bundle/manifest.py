@@ -170,6 +170,29 @@ class Provenance(_Strict):
     source: str = Field(default="", description="what the model was compiled from, e.g. onnx")
 
 
+class ModelCard(_Strict):
+    """What the model is for and where it must not be used, for clinicians and the model
+    governance committee: signed with the manifest, shown by ``bundle inspect --card``,
+    ``/v1/models`` and the status page. Every field is optional."""
+
+    intended_use: str = Field(default="", description="the decision the model supports")
+    intended_users: str = Field(default="", description="who acts on its output")
+    outcome: str = Field(default="", description="what the model predicts, defined exactly")
+    training_population: str = Field(default="", description="on whom it was trained")
+    training_period: str = Field(default="", description="when the training data was taken")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="training and validation metrics, subgroups included "
+        "(e.g. validation.auroc, validation.female.auroc)",
+    )
+    limitations: list[str] = Field(default_factory=list, description="known limitations")
+    contraindications: list[str] = Field(
+        default_factory=list, description="uses it must not be put to"
+    )
+    contact: str = Field(default="", description="who answers questions about the model")
+    history: list[str] = Field(default_factory=list, description="version history, newest first")
+
+
 class FileEntry(_Strict):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     size: Annotated[int, Field(ge=0)]
@@ -188,6 +211,7 @@ class BundleManifest(_Strict):
     reference: ReferenceStats
     provenance: Provenance
     files: dict[str, FileEntry]
+    card: ModelCard | None = None
 
     @field_validator("name")
     @classmethod
@@ -244,7 +268,28 @@ class BundleManifest(_Strict):
         return row
 
     def canonical_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        # a manifest without a card keeps the bytes it had before cards existed
+        return canonical_json(
+            self.model_dump(mode="json", exclude={"card"} if self.card is None else None)
+        )
+
+
+def card_lines(card: ModelCard | None) -> list[str]:
+    """A model card as text lines, every field labelled (for ``bundle inspect --card``)."""
+    if card is None:
+        return ["card:       none (build with --card CARD.yaml)"]
+    lines = []
+    for field, value in card.model_dump().items():
+        label = f"{field.replace('_', ' ')}:"
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k} {v:g}" for k, v in value.items())
+            lines.append(f"{label:<21}{shown or '-'}")
+        elif isinstance(value, list):
+            lines.append(f"{label:<21}{'-' if not value else ''}")
+            lines.extend(f"  - {item}" for item in value)
+        else:
+            lines.append(f"{label:<21}{value or '-'}")
+    return lines
 
 
 def canonical_json(document: Any) -> bytes:

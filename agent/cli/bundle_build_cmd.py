@@ -32,6 +32,12 @@ def register(group: argparse._SubParsersAction[Any]) -> None:
     build.add_argument("--schema", type=Path, help="YAML with units, ranges and levels")
     build.add_argument("--creator", help="who built it (default: the current user)")
     build.add_argument("--description", default="", help="one line about the model")
+    build.add_argument(
+        "--card",
+        type=Path,
+        help="model card YAML: intended_use, intended_users, outcome, training_population, "
+        "training_period, metrics, limitations, contraindications, contact, history",
+    )
     build.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to write")
     build.add_argument(
         "--outputs",
@@ -82,6 +88,7 @@ def _build(args: argparse.Namespace) -> int:
         description=args.description,
         metrics=_metrics(args.metrics) if args.metrics is not None else None,
         outputs=args.outputs,
+        card=args.card,
     )
     print(f"built {args.name} {args.version} -> {out} (unsigned)")
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bundle.archive import is_archive_path, read_bundle
-from agent.bundle.manifest import MANIFEST_FILE, SIGNATURE_FILE
+from agent.bundle.manifest import MANIFEST_FILE, SIGNATURE_FILE, card_lines
 from agent.bundle.signing import load_private_key, load_public_key, parse_signature, sign_bundle_dir
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import parse_manifest, sha256_hex, verify_bundle
@@ -37,6 +37,7 @@ def register(group: argparse._SubParsersAction[Any]) -> None:
 
     inspect = group.add_parser("inspect", help="show a bundle's manifest, signer and digests")
     inspect.add_argument("bundle", type=Path, help="bundle directory or .tar.gz")
+    inspect.add_argument("--card", action="store_true", help="also show the model card")
     inspect.set_defaults(func=_inspect)
 
     pub = group.add_parser("publish", help="add a signed bundle to a file:// or oci:// registry")
@@ -119,6 +120,9 @@ def _inspect(args: argparse.Namespace) -> int:
         actual = files.get(name)
         state = "ok" if actual is not None and sha256_hex(actual) == entry.sha256 else "MISMATCH"
         print(f"file:       {name} {entry.size} bytes sha256 {entry.sha256} [{state}]")
+    if args.card:
+        for line in card_lines(manifest.card):
+            print(line)
     print("Not a verification: run `edge-agent bundle verify` with the trusted keys.")
     return 0
 

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import onnx
 import wasmtime
+import yaml
+from pydantic import ValidationError
 
 from agent.bundle.explain import EXPLAIN_FILE
 from agent.bundle.manifest import (
@@ -29,6 +31,7 @@ from agent.bundle.manifest import (
     SIGNATURE_FILE,
     BundleManifest,
     FileEntry,
+    ModelCard,
     OutputKind,
     Provenance,
     ReferenceStats,
@@ -36,6 +39,7 @@ from agent.bundle.manifest import (
     ValueReference,
     canonical_json,
     check_model_name,
+    first_invalid_field,
 )
 from agent.compiler.convert import (
     describe_estimator,
@@ -117,6 +121,7 @@ def build(
     description: str = "",
     metrics: Mapping[str, float] | None = None,
     outputs: Sequence[str] | None = None,
+    card: Path | str | Mapping[str, Any] | ModelCard | None = None,
 ) -> Path:
     """Compile ``model`` (an ``onnx.ModelProto``, a path to ``.onnx``, or a fitted
     scikit-learn estimator/pipeline or XGBoost/LightGBM estimator, see ``convert``) into
@@ -133,8 +138,12 @@ def build(
     ``outputs`` declares, for an ONNX model, what each graph output is, e.g.
     ``["probability:classes=no,yes"]`` (see ``signature``); without it a hand-made graph's
     outputs are scores named ``value_<i>``. Estimators declare their own outputs.
+
+    ``card``: the model card (a YAML file, a mapping or a ``ModelCard``: intended use,
+    training population, limitations...), signed with the manifest.
     """
     check_identity(name, version)
+    model_card = load_card(card)
     declared = None if outputs is None else [parse_declaration(text) for text in outputs]
     schema_spec = load_schema(Path(schema) if isinstance(schema, str | Path) else schema)
     model = load_model(model)
@@ -189,6 +198,7 @@ def build(
             file: FileEntry(sha256=hashlib.sha256(content).hexdigest(), size=len(content))
             for file, content in files.items()
         },
+        card=model_card,
     )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,6 +209,27 @@ def build(
     write_atomic(out_dir / MANIFEST_FILE, manifest.canonical_bytes())
     (out_dir / SIGNATURE_FILE).unlink(missing_ok=True)
     return out_dir
+
+
+def load_card(card: Path | str | Mapping[str, Any] | ModelCard | None) -> ModelCard | None:
+    """A model card from a YAML file or a mapping, checked before any compiling; a
+    ``CompileError`` names the field that is wrong."""
+    if card is None or isinstance(card, ModelCard):
+        return card
+    if isinstance(card, str | Path):
+        path = Path(card)
+        try:
+            document = yaml.safe_load(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CompileError(f"cannot read the model card {path.name!r}") from exc
+        except yaml.YAMLError as exc:
+            raise CompileError(f"the model card {path.name!r} is not valid YAML") from exc
+    else:
+        document = card
+    try:
+        return ModelCard.model_validate(document)
+    except ValidationError as exc:
+        raise CompileError(f"invalid model card {first_invalid_field(exc)}") from None
 
 
 def check_identity(name: str, version: str) -> None:

@@ -6,20 +6,25 @@ conventions: namespace ``edge_agent_``, base units (seconds), ``_total`` on coun
 on constant-1 gauges that carry labels, ``_ratio`` on 0..1 values.
 
 Label sets are fixed and use only: model, version, feature, output, intake, reason, stage,
-registry, keyid, threshold. Label values come from the agent's configuration, the signed manifest or
-closed enums, never from a request body, so a caller cannot create series and no patient data
-can reach a label. docs/metrics.md lists every metric.
+registry, keyid, threshold, and for candidate versions mode, role, statistic (closed sets).
+Label values come from the agent's configuration, the signed manifest or closed enums,
+never from a request body, so a caller cannot create series and no patient data can reach
+a label. docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from agent.rollout.comparison import ComparisonReading
 
 NAMESPACE = "edge_agent"
 
@@ -160,6 +165,121 @@ class DriftCollector:
         return list(families.values())
 
 
+@dataclass(frozen=True)
+class CandidateReading:
+    """A model's staged candidate and its comparison with the active version."""
+
+    model: str
+    version: str
+    digest: str
+    keyid: str
+    mode: Literal["shadow", "canary"]
+    since: datetime
+    canary_share: float  # 0 in shadow mode
+    comparison: ComparisonReading
+
+
+class CandidateCollector:
+    """Builds the candidate gauges when Prometheus scrapes, from the comparisons as they
+    stand: nothing is computed per record, and a promoted or abandoned candidate's series
+    vanish on the next scrape."""
+
+    def __init__(self, read: Callable[[], Iterable[CandidateReading]]) -> None:
+        self._read = read
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
+        def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"{NAMESPACE}_candidate_{name}", doc, labels=labels)
+
+        def counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+            return CounterMetricFamily(f"{NAMESPACE}_candidate_{name}", doc, labels=labels)
+
+        return {
+            "info": gauge(
+                "info",
+                "The candidate version staged beside the active one (1), how it runs "
+                "(shadow or canary) and the id of the key that signed it.",
+                ["model", "version", "keyid", "mode"],
+            ),
+            "since": gauge(
+                "staged_timestamp_seconds",
+                "Unix time the candidate was staged (the min_days promotion gate).",
+                ["model"],
+            ),
+            "records": counter(
+                "compared_records",
+                "Records scored by both the active and the candidate version.",
+                ["model"],
+            ),
+            "skipped": counter(
+                "skipped_records",
+                "Records the candidate was not compared on: queue_full (shadow lane full, "
+                "work dropped), refused (the other version could not score it), error.",
+                ["model", "reason"],
+            ),
+            "correlation": gauge(
+                "score_correlation",
+                "Pearson correlation of the two versions' risk scores over compared records.",
+                ["model"],
+            ),
+            "difference": gauge(
+                "score_abs_difference",
+                "Absolute difference of the two versions' risk scores: mean over compared "
+                "records, p99 over the comparison window.",
+                ["model", "statistic"],
+            ),
+            "agreement": gauge(
+                "label_agreement_ratio",
+                "Share of compared records on the same side of a card threshold in both versions.",
+                ["model", "threshold"],
+            ),
+            "psi": gauge(
+                "score_psi",
+                "Population Stability Index of the candidate's risk scores against the "
+                "active version's, over the deciles of the active's scores in the window.",
+                ["model"],
+            ),
+            "latency": gauge(
+                "latency_seconds",
+                "Per-record scoring time (mapping and inference) of each version over the "
+                "comparison window.",
+                ["model", "role", "statistic"],
+            ),
+        }
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families().values())
+
+    def collect(self) -> Iterable[Metric]:
+        f = self._families()
+        for r in self._read():
+            c = r.comparison
+            f["info"].add_metric([r.model, r.version, r.keyid, r.mode], 1.0)
+            f["since"].add_metric([r.model], r.since.timestamp())
+            f["records"].add_metric([r.model], float(c.records))
+            for reason, count in c.skipped.items():
+                f["skipped"].add_metric([r.model, reason], float(count))
+            if c.correlation is not None:
+                f["correlation"].add_metric([r.model], c.correlation)
+            for statistic, value in (
+                ("mean", c.mean_abs_difference),
+                ("p99", c.p99_abs_difference),
+            ):
+                if value is not None:
+                    f["difference"].add_metric([r.model, statistic], value)
+            for threshold, share in c.agreement.items():
+                if share is not None:
+                    f["agreement"].add_metric([r.model, threshold], share)
+            if c.psi is not None:
+                f["psi"].add_metric([r.model], c.psi)
+            for role, quantiles in c.latency_seconds.items():
+                for statistic, seconds in quantiles.items():
+                    if seconds is not None:
+                        f["latency"].add_metric([r.model, role, statistic], seconds)
+        return list(f.values())
+
+
 class AgentMetrics:
     """The agent's metrics, each with its fixed label set (documented in docs/metrics.md)."""
 
@@ -167,6 +287,7 @@ class AgentMetrics:
         self,
         registry: CollectorRegistry,
         drift: Callable[[], tuple[Iterable[DriftReading], Iterable[WindowReading]]],
+        candidates: Callable[[], Iterable[CandidateReading]] = list,
     ) -> None:
         ns = NAMESPACE
         self.request_duration = Histogram(
@@ -337,6 +458,7 @@ class AgentMetrics:
             registry=registry,
         )
         registry.register(DriftCollector(drift))
+        registry.register(CandidateCollector(candidates))
 
 
 class AuditMetrics:

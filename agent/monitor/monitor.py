@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +29,13 @@ from agent.bundle.manifest import BundleManifest, OutputKind, ValueReference
 from agent.errors import AgentError, BundleError
 from agent.monitor.config import MonitorConfig
 from agent.monitor.drift import CategoricalWindow, DriftWindow, NumericWindow
-from agent.monitor.metrics import AgentMetrics, DriftReading, Target, WindowReading
+from agent.monitor.metrics import (
+    AgentMetrics,
+    CandidateReading,
+    DriftReading,
+    Target,
+    WindowReading,
+)
 from agent.types import FeatureVector, IntakePath
 
 if TYPE_CHECKING:
@@ -105,7 +111,8 @@ class Monitor:
         self._series_cache: dict[tuple[str, str, str], _Series] = {}
         self._reasons = _reasons(AgentError) | {INTERNAL_REASON}
         self._verification_reasons = _reasons(BundleError)
-        self._metrics = AgentMetrics(registry, self._drift_readings)
+        self._candidates: Callable[[], Iterable[CandidateReading]] = list
+        self._metrics = AgentMetrics(registry, self._drift_readings, lambda: self._candidates())
         self._metrics.build_info.labels(version=__version__).set(1)
 
     # --- what other parts report ----------------------------------------------------------
@@ -149,6 +156,11 @@ class Monitor:
             self._metrics.model_active.labels(
                 model=manifest.name, version=manifest.version, keyid=keyid
             ).set(1)
+
+    def watch_candidates(self, read: Callable[[], Iterable[CandidateReading]]) -> None:
+        """Where the candidate metrics are read from at each scrape (the pipeline's staged
+        candidates and their comparisons)."""
+        self._candidates = read
 
     def unregister_model(self, name: str) -> None:
         """``name`` serves no version any more (none verifies): drop its active-version

@@ -74,14 +74,20 @@ class PerformanceTracker:
         """Join ``reports`` to earlier predictions, then refresh the model's live figures."""
         joined = sum(self._store.label(model, r.reference, r.time, r.label) > 0 for r in reports)
         self._monitor.observe_outcomes(model, joined, len(reports) - joined)
+        for version, figures in self.live(model, thresholds).items():
+            self._monitor.set_live(model, version, figures)
+        return OutcomeReceipt(received=len(reports), joined=joined)
+
+    def live(self, model: str, thresholds: Mapping[str, float]) -> dict[str, LiveFigures | None]:
+        """Each version's rolling figures now; None where too few predictions are labelled
+        (or all with one outcome) to mean anything. Also read by the promotion gates."""
+        figures: dict[str, LiveFigures | None] = {}
         for version, pairs in self._store.labelled(model, self._config.window).items():
             enough = (
                 len(pairs) >= self._config.min_labelled and len({label for _, label in pairs}) == 2
             )
-            self._monitor.set_live(
-                model, version, live_figures(pairs, thresholds) if enough else None
-            )
-        return OutcomeReceipt(received=len(reports), joined=joined)
+            figures[version] = live_figures(pairs, thresholds) if enough else None
+        return figures
 
     def close(self) -> None:
         self._store.close()

@@ -5,11 +5,12 @@ signature), take the highest version any registry offers for the model, and if i
 than anything ever installed, download it under a hard byte cap, check the archive against
 the index (size, SHA-256), unpack, verify the bundle (signature, trusted key, every file),
 check that it is the bundle the index announced (manifest SHA-256, name, version), install
-it, hand it to ``on_installed`` (the pipeline instantiates it and swaps it in) and only
-then make it the store's active version. If ``on_installed`` raises an AgentError (the
-module breaks the ABI, the site mapping does not fit the new schema), the version is
-discarded from the store and tried again at the next poll, so it goes live once the site
-is fixed.
+it, hand it to ``on_installed`` (the pipeline instantiates it and swaps it in, or stages it
+as the model's candidate under a shadow or canary rollout, answering ``"candidate"``) and
+only then make it the store's active version (or its candidate). If ``on_installed``
+raises an AgentError (the module breaks the ABI, the site mapping does not fit the new
+schema), the version is discarded from the store and tried again at the next poll, so it
+goes live once the site is fixed.
 
 A failed or refused pull changes nothing that serves: the active version and the served
 model stay as they were. Outcomes are reported per model as ``PullResult`` through
@@ -52,6 +53,7 @@ from agent.registry.index import (
     verify_index,
 )
 from agent.registry.sources import RegistrySource, open_source, with_retries
+from agent.rollout.config import Placement
 from agent.store import BundleStore
 
 if TYPE_CHECKING:
@@ -282,14 +284,17 @@ class Updater:
             verified = self._download(source, model, entry, trust)
             self._store.install(verified)
             try:
-                self._on_installed(model, verified)
+                placed = self._on_installed(model, verified)
             except Exception as exc:
                 self._store.discard(model, entry.version, floor=highest)
                 if not isinstance(exc, AgentError):
                     log.exception("new bundle could not be put in service", extra={"model": model})
                     return PullResult(model, registry, "failed", "internal", entry.version)
                 raise _Refused(exc) from exc
-            self._store.activate(model, entry.version)
+            if placed == "candidate":
+                self._store.set_candidate(model, entry.version, self._clock())
+            else:
+                self._store.activate(model, entry.version)
         except _Refused as refused:
             return PullResult(model, registry, "refused", refused.error.reason, entry.version)
         except AgentError as exc:
@@ -446,7 +451,7 @@ class _Pipeline(Protocol):
     @property
     def monitor(self) -> _PullMonitor: ...
 
-    def activate(self, bundle: VerifiedBundle) -> object: ...
+    def place(self, bundle: VerifiedBundle) -> Placement: ...
 
 
 _MONITOR_OUTCOME: dict[PullOutcome, Literal["updated", "current", "failed"]] = {
@@ -460,7 +465,8 @@ _MONITOR_OUTCOME: dict[PullOutcome, Literal["updated", "current", "failed"]] = {
 def build_updater(config: AgentConfig, pipeline: _Pipeline) -> Updater:
     """Wire an Updater from the agent config: a source per registry, every configured
     model (pinned to its ``registry`` when it names one), new bundles handed to
-    ``pipeline.activate`` and outcomes counted by ``pipeline.monitor``."""
+    ``pipeline.place`` (served, or staged as the candidate) and outcomes counted by
+    ``pipeline.monitor``."""
     sources = [open_source(registry) for registry in config.registries]
     monitor = pipeline.monitor
 
@@ -478,7 +484,7 @@ def build_updater(config: AgentConfig, pipeline: _Pipeline) -> Updater:
         pipeline.trust,
         pipeline.limits,
         [m.name for m in config.models],
-        lambda _name, bundle: pipeline.activate(bundle),
+        lambda _name, bundle: pipeline.place(bundle),
         on_result=count,
         registry_of=pinned_registries(config),
     )

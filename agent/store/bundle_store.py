@@ -4,6 +4,8 @@ Layout under ``root``::
 
     versions/<model>/<version>/   one verified bundle, exactly the files that verified
     active/<model>                the active version, one line ("1.4.0")
+    candidate/<model>             the staged candidate version and when it was staged
+                                  ("1.5.0 2026-12-04T19:30:00+00:00"), when there is one
     state/highest/<model>         the highest version ever installed (rollback floor)
     state/registries/<name>       the highest registry index version seen (a number)
     tmp/                          staging; anything left here after a crash is discarded
@@ -30,6 +32,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from agent.bundle.archive import read_bundle_dir
@@ -74,7 +77,7 @@ class BundleStore:
             raise StoreError("keep_versions must be at least 1")
         self.root = root
         self.keep_versions = keep_versions
-        for sub in ("versions", "active", "state", "tmp"):
+        for sub in ("versions", "active", "candidate", "state", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         with self._locked():
             for leftover in (root / "tmp").iterdir():
@@ -122,6 +125,17 @@ class BundleStore:
         except FileNotFoundError:
             return None
         return str(_semver(text))
+
+    def candidate(self, name: str) -> tuple[str, datetime] | None:
+        """The staged candidate version and when it was staged, or None."""
+        pointer = self.root / "candidate" / _check_name(name)
+        try:
+            version, since = pointer.read_text(encoding="ascii").split()
+            return str(_semver(version)), datetime.fromisoformat(since)
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise StoreError(f"the candidate pointer of {name!r} is corrupt") from exc
 
     def highest_installed(self, name: str) -> str | None:
         """The highest version ever installed, even if since pruned (the rollback floor)."""
@@ -218,6 +232,26 @@ class BundleStore:
             self._prune_locked(name)
         log.info("bundle activated", extra={"model": name, "version": version})
 
+    def set_candidate(self, name: str, version: str, since: datetime) -> None:
+        """Stage an installed version as the model's candidate (one atomic pointer write);
+        the active version is unchanged. ``since`` is kept for the ``min_days`` gate."""
+        version = str(_semver(version))
+        with self._locked():
+            if not self.version_dir(name, version).is_dir():
+                raise StoreError(f"model {name!r} version {version} is not installed")
+            _write(
+                self.root / "candidate" / name,
+                f"{version} {since.isoformat()}\n".encode("ascii"),
+            )
+        log.info("bundle staged as candidate", extra={"model": name, "version": version})
+
+    def clear_candidate(self, name: str) -> None:
+        """The model has no candidate any more (promoted or abandoned). The version stays
+        installed, so the updater does not pull it again."""
+        with self._locked():
+            (self.root / "candidate" / _check_name(name)).unlink(missing_ok=True)
+            fsync_dir(self.root / "candidate")
+
     def previous_version(self, name: str) -> str:
         """The installed version just below the active one (what ``rollback`` goes to)."""
         active = self.active_version(name)
@@ -256,8 +290,10 @@ class BundleStore:
 
     def _prune_locked(self, name: str) -> list[str]:
         active = self.active_version(name)
+        staged = self.candidate(name)
         installed = self.versions(name)
         keep = set(installed[-self.keep_versions :]) | ({active} if active else set())
+        keep |= {staged[0]} if staged else set()
         removed = [v for v in installed if v not in keep]
         for version in removed:
             self._remove_version(name, version)

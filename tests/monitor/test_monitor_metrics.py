@@ -28,6 +28,10 @@ ALLOWED_LABELS = {
     "stage",
     "registry",
     "keyid",
+    "mode",
+    "role",
+    "threshold",
+    "statistic",
 }
 
 

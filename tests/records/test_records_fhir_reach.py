@@ -95,7 +95,10 @@ def test_the_local_site_mapping_reaches_the_patient_extension() -> None:
         ({"valueCode": "W  M"}, "extension[0].valueCode: value does not match"),
         ({"valueCode": 7}, "extension[0].valueCode: expected a string"),
         ({"valueCodeableConcept": {"coding": {"code": "W"}}}, "coding: expected an array"),
-        ({"valueCodeableConcept": {"text": SECRET, "codin": []}}, "valueCodeableConcept: holds an element not defined"),
+        (
+            {"valueCodeableConcept": {"text": SECRET, "codin": []}},
+            "valueCodeableConcept: holds an element not defined",
+        ),
         ({"valueQuantity": {"value": "5"}}, "valueQuantity.value: expected a number"),
         ({"valueCode": "W", "valueString": "W"}, "extension[0].value[x]: more than one"),
         ({"valueCode": "W", "url": 7}, "extension[0].url: expected a string"),

@@ -20,6 +20,7 @@ from agent.monitor.config import MonitorConfig
 from agent.monitor.monitor import Monitor
 from agent.registry.publish import publish
 from agent.registry.updater import build_updater
+from agent.rollout.config import Placement
 from agent.store import BundleStore
 
 
@@ -31,9 +32,9 @@ class PipelineShape:
     monitor: Monitor
     activated: list[str] = field(default_factory=list)
 
-    def activate(self, bundle: VerifiedBundle) -> object:
+    def place(self, bundle: VerifiedBundle) -> Placement:
         self.activated.append(bundle.manifest.version)
-        return bundle
+        return "active"
 
 
 def test_build_updater_counts_pulls_in_the_monitor(

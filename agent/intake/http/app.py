@@ -87,6 +87,7 @@ async def list_models(request: Request) -> Response:
                     o.model_dump(mode="json", exclude_defaults=True) for o in manifest.outputs
                 ],
                 "metrics": dict(manifest.provenance.metrics),  # the publisher's own figures
+                "card": manifest.card.model_dump(mode="json") if manifest.card else None,
             }
         )
     return JSONResponse({"models": models})

@@ -53,6 +53,78 @@ def _drift_rows(values: dict[str, Any], act: dict[str, float], missing: bool = T
     return "".join(rows)
 
 
+def _number(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _candidate(candidate: Mapping[str, Any] | None) -> str:
+    """The candidate version beside the active one: what it is, how it compares, and the
+    two score distributions side by side (one pair of bars per bin)."""
+    if not candidate:
+        return ""
+    c = candidate["comparison"]
+    share = (
+        f", {candidate['canary_share']:.0%} of patients" if candidate["mode"] == "canary" else ""
+    )
+    agreement = ", ".join(f"{escape(k)} {_number(v, '.1%')}" for k, v in c["agreement"].items())
+    latency = c["latency_seconds"]
+    skipped = ", ".join(f"{escape(k)}: {v}" for k, v in c["skipped"].items())
+    edges, histograms = c["histogram_edges"], c["histograms"]
+    bars = ""
+    if histograms:
+        top = max(max(histograms["active"]), max(histograms["candidate"]), 1)
+        bars = "".join(
+            f"<tr><td>{edges[i]:.3f} to {edges[i + 1]:.3f}</td>"
+            f"<td><div class='bar'><div class='fill ok' style='width:{100 * a / top:.0f}%'>"
+            f"</div></div></td><td><div class='bar'><div class='fill watch' "
+            f"style='width:{100 * b / top:.0f}%'></div></div></td></tr>"
+            for i, (a, b) in enumerate(
+                zip(histograms["active"], histograms["candidate"], strict=True)
+            )
+        )
+    return (
+        "<h3>Candidate</h3><table class='candidate'>"
+        f"<tr><th>candidate version</th><td class='candidate-version'>"
+        f"{escape(candidate['version'])} ({escape(candidate['mode'])}{share})</td></tr>"
+        f"<tr><th>staged</th><td>{escape(candidate['since'])}</td></tr>"
+        f"<tr><th>bundle sha256</th><td class='digest'>{escape(candidate['digest'])}</td></tr>"
+        f"<tr><th>records compared</th><td class='compared'>{c['records']}</td></tr>"
+        f"<tr><th>skipped</th><td>{skipped}</td></tr>"
+        f"<tr><th>score correlation</th><td>{_number(c['correlation'])}</td></tr>"
+        f"<tr><th>abs difference mean / p99</th><td>{_number(c['mean_abs_difference'])} / "
+        f"{_number(c['p99_abs_difference'])}</td></tr>"
+        f"<tr><th>label agreement</th><td>{agreement}</td></tr>"
+        f"<tr><th>score PSI</th><td>{_number(c['psi'])}</td></tr>"
+        f"<tr><th>latency p99 active / candidate</th><td>{_ms(latency['active']['p99'])} / "
+        f"{_ms(latency['candidate']['p99'])}</td></tr></table>"
+        + (
+            "<div class='scroll'><table class='distributions'><tr><th>risk score</th>"
+            f"<th>active</th><th>candidate</th></tr>{bars}</table></div>"
+            if bars
+            else ""
+        )
+    )
+
+
+def _card(card: Mapping[str, Any] | None) -> str:
+    """The active version's model card, folded (a clinician opens it, nobody scrolls past
+    it): every field the publisher filled in, as signed in the manifest."""
+    if not card:
+        return ""
+    rows = []
+    for field, value in card.items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{escape(str(k))} {v:g}" for k, v in value.items())
+        elif isinstance(value, list):
+            shown = "<br>".join(escape(str(item)) for item in value)
+        else:
+            shown = escape(str(value))
+        if shown:
+            rows.append(f"<tr><th>{escape(field.replace('_', ' '))}</th><td>{shown}</td></tr>")
+    table = "".join(rows)
+    return f"<details class='card'><summary>Model card</summary><table>{table}</table></details>"
+
+
 def render(status: Mapping[str, Any]) -> str:
     """The page for a ``DataPlane.status()`` snapshot."""
     snapshot = status["models"]
@@ -79,6 +151,8 @@ def render(status: Mapping[str, Any]) -> str:
             f"{_ms(latency.get('p95'))} / {_ms(latency.get('p99'))}</td></tr>"
             f"<tr><th>drift window</th><td>{entry.get('window_records', 0)} records</td></tr>"
             "</table>"
+            f"{_card(status.get('cards', {}).get(name))}"
+            f"{_candidate(status.get('candidates', {}).get(name))}"
             "<h3>Drift of inputs</h3><div class='scroll'><table class='drift'><tr>"
             "<th>feature</th><th>statistic</th><th>value</th><th>against threshold</th>"
             "<th>state</th><th>missing</th></tr>"
