@@ -33,6 +33,7 @@ from agent.errors import (
 )
 from agent.monitor import Monitor
 from agent.monitor.metrics import AuditMetrics, CandidateReading
+from agent.monitor.monitor import reference_auroc
 from agent.monitor.raw_vector import raw_vector
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
@@ -155,6 +156,13 @@ class ScoringPipeline(ServedModels):
                 m.name: m.manifest.card.model_dump(mode="json")
                 for m in self.served_models()
                 if m.manifest.card is not None
+            },
+            "live": {
+                m.name: self.performance.status(
+                    m.name, reference_auroc(m.manifest.provenance.metrics)
+                )
+                for m in self.served_models()
+                if self.performance is not None
             },
             "candidates": {
                 r.model: {

@@ -4,10 +4,12 @@ joined as they arrive, and the rolling figures of each version set on the monito
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.performance.config import PerformanceConfig
 from agent.performance.live import LiveFigures, live_figures
@@ -15,6 +17,8 @@ from agent.performance.store import PredictionStore, load_or_make_key
 from agent.types import OutcomeReceipt, OutcomeReport, Prediction
 
 log = logging.getLogger(__name__)
+
+HISTORY_POINTS = 120  # figures kept per version for the status page's chart
 
 
 class LiveMonitor(Protocol):
@@ -32,6 +36,9 @@ class PerformanceTracker:
         self._store = store
         self._config = config
         self._monitor = monitor
+        # (model, version) -> the figures after each batch of outcomes, for the status page
+        self._history: dict[tuple[str, str], deque[tuple[str, LiveFigures]]] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def open(
@@ -74,9 +81,40 @@ class PerformanceTracker:
         """Join ``reports`` to earlier predictions, then refresh the model's live figures."""
         joined = sum(self._store.label(model, r.reference, r.time, r.label) > 0 for r in reports)
         self._monitor.observe_outcomes(model, joined, len(reports) - joined)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         for version, figures in self.live(model, thresholds).items():
             self._monitor.set_live(model, version, figures)
+            if figures is not None:
+                with self._lock:
+                    history = self._history.setdefault(
+                        (model, version), deque(maxlen=HISTORY_POINTS)
+                    )
+                    history.append((now, figures))
         return OutcomeReceipt(received=len(reports), joined=joined)
+
+    def status(self, model: str, reference_auroc: float | None) -> dict[str, Any]:
+        """For the status page: per version, the live figures after each batch of outcomes
+        since the agent started (the newest ``HISTORY_POINTS``), beside the publisher's
+        AUROC."""
+        with self._lock:
+            history = {v: list(h) for (m, v), h in self._history.items() if m == model}
+        return {
+            "reference_auroc": reference_auroc,
+            "versions": {
+                version: [
+                    {
+                        "time": time,
+                        "labelled": f.labelled,
+                        "auroc": f.auroc,
+                        "brier": f.brier,
+                        "calibration_slope": f.calibration_slope,
+                        "ppv": dict(f.ppv),
+                    }
+                    for time, f in points
+                ]
+                for version, points in history.items()
+            },
+        }
 
     def live(self, model: str, thresholds: Mapping[str, float]) -> dict[str, LiveFigures | None]:
         """Each version's rolling figures now; None where too few predictions are labelled

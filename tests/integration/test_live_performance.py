@@ -85,6 +85,7 @@ def test_outcomes_move_the_live_figures(agent: AgentProcess) -> None:
         answer = client.post(OUTCOMES, json={"outcomes": outcomes})
         bad = client.post(OUTCOMES, json={"outcomes": [{"patient": "Patient/x", "label": 2}]})
         after = client.get("/metrics").text
+        page = client.get("/").text
     assert len(scores) >= 150 and 0 < sum(labels) < len(labels)
     assert _metric(before, "edge_agent_live_auroc", model="deterioration", version="1.0.0") is None
     assert unknown.json() == {"received": 1, "joined": 0}
@@ -121,3 +122,8 @@ def test_outcomes_move_the_live_figures(agent: AgentProcess) -> None:
     )
     assert not [r for r in references if r.encode() in raw]
     assert not [r for r in references if r in after]
+    # the status page draws it: the latest figures and the AUROC over time
+    assert "Live performance on this site's outcomes" in page
+    assert f"<td class='live-auroc'>{live:.3f}</td>" in page
+    assert "<polyline points=" in page and "class='reference'" in page
+    assert not [r for r in references if r in page]

@@ -4,7 +4,7 @@ signers, counts, latency, drift per feature against its threshold — and no pat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -23,6 +23,8 @@ border-bottom:1px solid #ddd} th{white-space:nowrap} .digest{overflow-wrap:anywh
 position:relative} .fill{height:12px} .ok{background:#3a7} .watch{background:#e90}
 .act{background:#d33} .insufficient{background:#bbb} .mark{position:absolute;left:50%;
 top:-2px;width:2px;height:16px;background:#222}
+.live-chart{border:1px solid #ddd;background:#fafafa} .live-chart .auroc{fill:none;
+stroke:#36c;stroke-width:2} .live-chart .reference{stroke:#888;stroke-dasharray:4 3}
 """
 
 
@@ -106,6 +108,54 @@ def _candidate(candidate: Mapping[str, Any] | None) -> str:
     )
 
 
+def _live(live: Mapping[str, Any] | None) -> str:
+    """Live performance on this site's outcomes: per version the latest figures and the
+    AUROC over time (an inline SVG line, the publisher's AUROC dashed), so decay is seen."""
+    if not live or not live.get("versions"):
+        return ""
+    reference = live.get("reference_auroc")
+    rows, lines = [], []
+    for version, points in live["versions"].items():
+        last = points[-1]
+        ppv = ", ".join(f"{escape(k)} {_number(v, '.2f')}" for k, v in last["ppv"].items())
+        rows.append(
+            f"<tr><td>{escape(version)}</td><td>{last['labelled']}</td>"
+            f"<td class='live-auroc'>{_number(last['auroc'], '.3f')}</td>"
+            f"<td>{_number(last['brier'], '.3f')}</td>"
+            f"<td>{_number(last['calibration_slope'], '.2f')}</td><td>{ppv}</td></tr>"
+        )
+        aurocs = [p["auroc"] for p in points if p["auroc"] is not None]
+        lines.append(_auroc_line(aurocs))
+    guide = ""
+    if reference is not None:
+        y = _auroc_y(reference)
+        guide = f"<line x1='0' x2='300' y1='{y:.1f}' y2='{y:.1f}' class='reference'/>"
+    return (
+        "<h3>Live performance on this site's outcomes</h3>"
+        "<div class='scroll'><table class='live'><tr><th>version</th><th>labelled</th>"
+        "<th>AUROC</th><th>Brier</th><th>calibration slope</th><th>PPV</th></tr>"
+        + "".join(rows)
+        + "</table></div>"
+        f"<p>published AUROC: {_number(reference, '.3f')}</p>"
+        "<svg class='live-chart' viewBox='0 0 300 100' width='300' height='100' role='img' "
+        "aria-label='live AUROC over time, 0.5 at the bottom, 1 at the top'>"
+        f"{guide}{''.join(lines)}</svg>"
+    )
+
+
+def _auroc_y(auroc: float) -> float:
+    """0.5 at the bottom of the 100-high chart, 1.0 at the top."""
+    return 100 - max(0.0, min(1.0, (auroc - 0.5) / 0.5)) * 100
+
+
+def _auroc_line(aurocs: Sequence[float]) -> str:
+    if not aurocs:
+        return ""
+    step = 300 / max(len(aurocs) - 1, 1)
+    points = " ".join(f"{i * step:.1f},{_auroc_y(a):.1f}" for i, a in enumerate(aurocs))
+    return f"<polyline points='{points}' class='auroc'/>"
+
+
 def _card(card: Mapping[str, Any] | None) -> str:
     """The active version's model card, folded (a clinician opens it, nobody scrolls past
     it): every field the publisher filled in, as signed in the manifest."""
@@ -153,6 +203,7 @@ def render(status: Mapping[str, Any]) -> str:
             "</table>"
             f"{_card(status.get('cards', {}).get(name))}"
             f"{_candidate(status.get('candidates', {}).get(name))}"
+            f"{_live(status.get('live', {}).get(name))}"
             "<h3>Drift of inputs</h3><div class='scroll'><table class='drift'><tr>"
             "<th>feature</th><th>statistic</th><th>value</th><th>against threshold</th>"
             "<th>state</th><th>missing</th></tr>"
