@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from agent.bundle.manifest import MANIFEST_FILE, BundleManifest
 from agent.errors import BundleError, ConfigError, MappingError, UnmappableRecord
+from agent.instant import parse_instant
 from agent.limits import Limits
 from agent.mapping import SiteMapping
 from agent.outputs.prediction_json import explanation
@@ -85,11 +86,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _instant(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not an ISO 8601 date-time") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    value = parse_instant(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("not an ISO 8601 date-time")
+    return value
 
 
 def _manifest(bundle: Path) -> BundleManifest:

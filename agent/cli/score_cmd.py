@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -32,6 +32,7 @@ from agent.batch.engine import (
 from agent.batch.items import UnreadableFile
 from agent.dataplane import DataPlane
 from agent.errors import ConfigError
+from agent.instant import parse_instant
 from agent.types import IntakePath
 
 if TYPE_CHECKING:
@@ -86,11 +87,10 @@ def _outputs(text: str) -> tuple[OutputKind, ...]:
 
 
 def _moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError("--as-of takes an ISO 8601 time") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    moment = parse_instant(text)
+    if moment is None:
+        raise argparse.ArgumentTypeError("--as-of takes an ISO 8601 time")
+    return moment
 
 
 def _score(args: argparse.Namespace) -> int:

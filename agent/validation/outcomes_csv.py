@@ -14,10 +14,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from agent.errors import OutcomesError
+from agent.instant import parse_instant
 
 REQUIRED = ("patient", "as_of")
 LABEL = "label"
@@ -47,15 +48,6 @@ class OutcomeTable:
     @property
     def rows(self) -> int:
         return sum(len(rows) for rows in self.by_patient.values())
-
-
-def parse_moment(text: str) -> datetime | None:
-    """ISO 8601 (``Z`` allowed) to an aware datetime, UTC when no offset; None if invalid."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def read_outcomes(path: Path) -> OutcomeTable:
@@ -99,7 +91,7 @@ def _row(line: int, header: list[str], cells: list[str], groups: tuple[str, ...]
     values = {name: cell.strip() for name, cell in zip(header, cells, strict=True)}
     if not values["patient"]:
         raise OutcomesError(f"outcomes line {line}: column patient is empty")
-    as_of = parse_moment(values["as_of"])
+    as_of = parse_instant(values["as_of"])
     if as_of is None:
         raise OutcomesError(f"outcomes line {line}: column as_of is not an ISO 8601 time")
     label = values.get(LABEL)

@@ -15,9 +15,9 @@ from agent.bundle.archive import read_bundle_dir
 from agent.bundle.manifest import BundleManifest
 from agent.cli import main
 from agent.errors import MappingError
+from agent.instant import parse_instant
 from agent.limits import Limits
 from agent.mapping import load_mapping
-from agent.validation.outcomes_csv import parse_moment
 from tests.intake.dropfolder_demo import demo_config
 from tests.integration.monitoring_records import AS_OF, ReferenceRow, patient_resources
 
@@ -41,7 +41,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _at(hours: float) -> str:
-    moment = parse_moment(AS_OF)
+    moment = parse_instant(AS_OF)
     assert moment is not None
     return (moment + timedelta(hours=hours)).isoformat()
 

@@ -18,10 +18,10 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from agent.cli import main
 from agent.config import load_config
+from agent.instant import parse_instant
 from agent.pipeline import ScoringPipeline
 from agent.types import IntakePath, RecordFormat, ScoreRequest
 from agent.validation.calibration import logit
-from agent.validation.outcomes_csv import parse_moment
 from tests.intake.dropfolder_demo import demo_config
 from tests.integration.monitoring_records import (
     AS_OF,
@@ -151,7 +151,7 @@ def test_holdout_history_figures_agree_with_scikit_learn_on_the_pipeline_scores(
             body,
             RecordFormat.fhir_json,
             IntakePath.cli,
-            as_of=parse_moment(AS_OF),
+            as_of=parse_instant(AS_OF),
         )
         scores.append(pipeline.score(request).predictions[0].outputs["probability_1"])
     overall = report["overall"]

@@ -32,20 +32,19 @@ from agent.intake.http.config import HttpConfig
 from agent.intake.http.errors import FHIR_JSON, error_response
 from agent.limits import Limits
 from agent.outputs.operation_outcome import operation_outcome
+from agent.types import RecordFormat
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
-RECORD_MEDIA_TYPES = frozenset(
-    {
-        "application/fhir+json",
-        "application/json",
-        "application/fhir+ndjson",
-        "application/ndjson",
-        "application/x-ndjson",
-        "x-application/hl7-v2+er7",
-        "application/hl7-v2+er7",
-        "application/hl7-v2",
-    }
-)
+RECORD_FORMATS: dict[str, RecordFormat] = {  # what /v1/.../predict reads, by media type
+    "application/fhir+json": RecordFormat.fhir_json,
+    "application/json": RecordFormat.fhir_json,
+    "application/fhir+ndjson": RecordFormat.fhir_ndjson,
+    "application/ndjson": RecordFormat.fhir_ndjson,
+    "application/x-ndjson": RecordFormat.fhir_ndjson,
+    "x-application/hl7-v2+er7": RecordFormat.hl7v2,
+    "application/hl7-v2+er7": RecordFormat.hl7v2,
+    "application/hl7-v2": RecordFormat.hl7v2,
+}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -68,10 +67,10 @@ def media_type(headers: Headers) -> str:
 def _check_media_type(path: str, media: str) -> None:
     """Records to ``/v1/.../predict``; JSON (or no type) to the OIP and CDS Hooks routes."""
     if path.startswith("/v1/"):
-        if media not in RECORD_MEDIA_TYPES:
+        if media not in RECORD_FORMATS:
             raise UnsupportedMediaType(
                 f"content type {media or '(none)'!r} is not accepted; use one of "
-                + ", ".join(sorted(RECORD_MEDIA_TYPES))
+                + ", ".join(sorted(RECORD_FORMATS))
             )
     elif media and media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType(f"content type {media!r} is not accepted; use application/json")

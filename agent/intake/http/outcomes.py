@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from agent.errors import AgentError, RecordError
+from agent.instant import parse_instant
 from agent.intake.http.errors import error_response
 from agent.intake.http.predict import plane_of
 from agent.jsontext import load_json
@@ -51,11 +52,10 @@ def outcome_reports(payload: Any, now: datetime) -> list[OutcomeReport]:
 def _time(value: Any, where: str, now: datetime) -> datetime:
     if value is None:
         return now
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise RecordError(f"{where}: must be an ISO 8601 date-time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = parse_instant(value) if isinstance(value, str) else None
+    if moment is None:
+        raise RecordError(f"{where}: must be an ISO 8601 date-time")
+    return moment
 
 
 async def post_outcomes(request: Request) -> Response:

@@ -8,7 +8,7 @@ one issue per refused patient when none was.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -17,23 +17,13 @@ from starlette.responses import JSONResponse, Response
 
 from agent.dataplane import DataPlane, ModelView
 from agent.errors import AgentError, RecordError
+from agent.instant import parse_instant
 from agent.intake.http.errors import FHIR_JSON, error_response, status_for_refusals
-from agent.intake.http.guard import media_type
+from agent.intake.http.guard import RECORD_FORMATS, media_type
 from agent.outputs.operation_outcome import refusals_outcome
 from agent.outputs.prediction_json import outcome_json
 from agent.outputs.riskassessment import risk_assessment
-from agent.types import IntakePath, RecordFormat, ScoreRequest, ScoreResult
-
-_FORMATS: dict[str, RecordFormat] = {
-    "application/fhir+json": RecordFormat.fhir_json,
-    "application/json": RecordFormat.fhir_json,
-    "application/fhir+ndjson": RecordFormat.fhir_ndjson,
-    "application/ndjson": RecordFormat.fhir_ndjson,
-    "application/x-ndjson": RecordFormat.fhir_ndjson,
-    "x-application/hl7-v2+er7": RecordFormat.hl7v2,
-    "application/hl7-v2+er7": RecordFormat.hl7v2,
-    "application/hl7-v2": RecordFormat.hl7v2,
-}
+from agent.types import IntakePath, ScoreRequest, ScoreResult
 
 
 def plane_of(request: Request) -> DataPlane:
@@ -45,11 +35,10 @@ def _as_of(request: Request) -> datetime | None:
     text = request.query_params.get("as_of")
     if not text:
         return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise RecordError("as_of must be an ISO 8601 date-time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = parse_instant(text)
+    if moment is None:
+        raise RecordError("as_of must be an ISO 8601 date-time")
+    return moment
 
 
 def _wants_fhir(request: Request) -> bool:
@@ -67,7 +56,7 @@ async def predict(request: Request) -> Response:
         score_request = ScoreRequest(
             model=name,
             body=body,
-            format=_FORMATS[media_type(request.headers)],  # the guard checked the type
+            format=RECORD_FORMATS[media_type(request.headers)],  # the guard checked the type
             intake=IntakePath.http,
             as_of=_as_of(request),
             caller=request.state.caller,
