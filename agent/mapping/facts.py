@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 UCUM = "http://unitsofmeasure.org"
 # Observations in these states say nothing about the patient.
-_VOID_STATUS = frozenset({"entered-in-error", "cancelled"})
+VOID_STATUS = frozenset({"entered-in-error", "cancelled"})
 
 
 class Fact(NamedTuple):
@@ -135,7 +135,7 @@ class FactIndex:
         self.components: dict[str, list[tuple[frozenset[str], Fact]]] = {}
         self.observations: list[Mapping[str, Any]] = []
         for observation in observations:
-            if observation.get("status") in _VOID_STATUS:
+            if observation.get("status") in VOID_STATUS:
                 continue
             self.observations.append(observation)
             hits = wanted.hits(observation.get("code"))
