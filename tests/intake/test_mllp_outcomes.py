@@ -113,6 +113,12 @@ def test_a_coded_result_is_an_outcome_of_the_pid_before_it() -> None:
     }
 
 
+def test_segments_may_end_in_line_feeds_as_the_records_part_reads_them() -> None:
+    body = hl7(msh("ORU^R01"), PID, "OBX|1|NM|75323-6^x^LN||1||||||F").replace(b"\r", b"\r\n")
+    found = read(reader(ORU_RULE), body)
+    assert found is not None and [r.label for r in found["deterioration"]] == [1]
+
+
 def test_the_patient_is_named_as_the_scored_message_names_it() -> None:
     """The prediction was kept under the scored record's reference; the outcome must be
     keyed the same way, or it would never join."""

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from agent.errors import Hl7Error, NoOutcome, NoPatient
 from agent.hl7.ack import MessageHeader
-from agent.hl7.er7 import Er7Message, Segment, read_message
+from agent.hl7.er7 import Er7Message, Segment, read_message, split_batch
 from agent.intake.mllp.config import FieldPath, OutcomeMessage
 from agent.mapping.facts import VOID_STATUS
 from agent.records.config import RecordsConfig
@@ -78,13 +78,15 @@ class OutcomeReader:
         type is not configured, or no OBX carries a configured code). Raises Hl7Error for
         an unreadable message, NoPatient for an outcome without PID-3, NoOutcome for a
         value neither positive nor negative or no time."""
-        message = read_message(decode_hl7v2(body.lstrip(b"\x0b").rstrip(b"\x1c\r\n")))
+        text = decode_hl7v2(body.lstrip(b"\x0b").rstrip(b"\x1c\r\n"))
         found: dict[str, list[OutcomeReport]] = {}
-        for rule in self._rules:
-            if rule.message_type != message.message_type:
-                continue
-            for segment in self._matching(rule, message):
-                found.setdefault(rule.model, []).append(self._report(rule, message, segment))
+        for part in split_batch(text):  # segment ends as the records part reads them
+            message = read_message(part)
+            for rule in self._rules:
+                if rule.message_type != message.message_type:
+                    continue
+                for segment in self._matching(rule, message):
+                    found.setdefault(rule.model, []).append(self._report(rule, message, segment))
         return found or None
 
     def _matching(self, rule: _Rule, message: Er7Message) -> list[Segment]:
