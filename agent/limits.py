@@ -46,5 +46,9 @@ class Limits:
     # past it a request's shadow work is dropped and counted, never waited for
     shadow_start_delay: float = 0.005  # seconds: the shadow lane starts a task no sooner
     # than this after it was queued, so the request that queued it sends its answer first
+    audit_queue_max: int = 10_000  # audit entries waiting for the writer thread; past it
+    # (the disk is not keeping up) new entries are dropped and counted, never waited for
+    audit_queue_bytes_max: int = 64 * 1024 * 1024  # bytes: request bodies those entries hold
+    # until the writer computes their HMAC (large bodies fill this before the count)
     comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
     # quantiles, PSI and histograms (counts and correlation cover every pair)

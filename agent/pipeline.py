@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+AUDIT_STOP_FLOOR = 0.5  # seconds the audit writer gets to finish at a stop, bound or not
+
 
 class ScoringPipeline(ServedModels):
     """Parses, maps, scores and measures; the one implementation of ``DataPlane``."""
@@ -86,13 +88,20 @@ class ScoringPipeline(ServedModels):
 
     def start(self) -> None:
         """Start the shadow lane: a candidate answers its canary share and is compared
-        only while it runs."""
+        only while it runs; the audit log writes through its writer thread."""
         self._shadow.start()
+        if self.audit is not None:
+            self.audit.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the shadow lane within ``timeout`` seconds (its queued work is dropped; a
-        task in hand past the bound is abandoned with its daemon thread)."""
+        task in hand past the bound is abandoned with its daemon thread), then write every
+        queued audit entry within what is left of it (at least ``AUDIT_STOP_FLOOR``: a few
+        milliseconds normally suffice, and a clean stop should lose no entry)."""
+        deadline = time.monotonic() + timeout
         self._shadow.stop(timeout)
+        if self.audit is not None:
+            self.audit.stop(max(deadline - time.monotonic(), AUDIT_STOP_FLOOR))
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
         key = _canary_key_of(config)  # an unreadable secret changes nothing
@@ -113,6 +122,8 @@ class ScoringPipeline(ServedModels):
                 config.audit.hmac_key_file,
                 config.audit.retention(),
                 AuditMetrics(registry),
+                limits=config.resolved_limits,
+                write_before_answer=config.audit.write_before_answer,
             )
         store = BundleStore.from_config(config.store)
         performance = None

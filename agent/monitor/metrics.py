@@ -475,8 +475,9 @@ class AuditMetrics:
         )
         self._dropped = Counter(
             "audit_entries_dropped",
-            "Audit entries not written because audit.max_files files all held entries "
-            "younger than audit.min_age_seconds.",
+            "Audit entries not written: audit.max_files files all held entries younger "
+            "than audit.min_age_seconds, the writer's queue was full, or the OS refused "
+            "the write.",
             namespace=NAMESPACE,
             registry=registry,
         )
