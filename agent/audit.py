@@ -45,7 +45,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +53,7 @@ from typing import Protocol
 
 from agent.errors import ConfigError
 from agent.limits import Limits
+from agent.writebehind import WriteBehind
 
 KEEP_ROTATED = 5  # audit files kept besides the current one when they are old enough
 
@@ -251,23 +251,17 @@ class AuditLog:
             raise ConfigError("the audit HMAC key must be at least 16 bytes")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._key = key
-        self._pressure = pressure
         self._file = _AuditFile(path, retention, pressure, clock)
-        self._file_lock = threading.Lock()  # one appender at a time: the writer or a caller
+        self._file_lock = threading.Lock()  # appends, and the close at the stop
         bounds = limits or Limits()
-        self._queue_max = bounds.audit_queue_max
-        self._queue_bytes_max = bounds.audit_queue_bytes_max
         self._batched = not write_before_answer
-        self._lock = threading.Lock()  # the queue and the writer's state
-        self._wake = threading.Condition(self._lock)  # the writer: work or stop
-        self._written_cond = threading.Condition(self._lock)  # flush(): a batch is written
-        self._queue: deque[_Entry] = deque()
-        self._queued_bytes = 0
-        self._enqueued = 0  # entries queued since start, the batch now writing included
-        self._written = 0  # of those, entries the writer has appended (or dropped)
-        self._writer: threading.Thread | None = None
-        self._idle = False
-        self._stopping = False
+        self._writer = WriteBehind(
+            self._append,
+            name="audit-writer",
+            max_items=bounds.audit_queue_max,
+            max_weight=bounds.audit_queue_bytes_max,
+            dropped=lambda count: _count_dropped(pressure, count),
+        )
 
     @classmethod
     def from_files(
@@ -299,11 +293,7 @@ class AuditLog:
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Write through the writer thread from now on (unless ``write_before_answer``)."""
-        with self._lock:
-            if not self._batched or self._writer is not None:
-                return
-            self._stopping = False
-            self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        if self._batched:
             self._writer.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -311,15 +301,8 @@ class AuditLog:
         seconds; False when the writer did not finish in time (a disk that hangs: it is
         left behind as a daemon thread). Entries recorded afterwards are written by their
         callers."""
-        with self._lock:
-            writer = self._writer
-            self._stopping = True
-            self._wake.notify()
-        if writer is not None:
-            writer.join(timeout)
-            if writer.is_alive():
-                log.error("the audit writer did not finish within the stop bound")
-                return False
+        if not self._writer.stop(timeout):
+            return False
         with self._file_lock:
             self._file.close()
         return True
@@ -327,9 +310,7 @@ class AuditLog:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every entry recorded before this call is written (or dropped and
         counted); False if ``timeout`` seconds passed first."""
-        with self._lock:
-            target = self._enqueued
-            return self._written_cond.wait_for(lambda: self._written >= target, timeout)
+        return self._writer.flush(timeout)
 
     # --- what is recorded -----------------------------------------------------------------
     def record(
@@ -350,7 +331,7 @@ class AuditLog:
         nothing (refused) gets the compact form: no ``outputs`` and no ``bundle_digest``
         (its ``version``, if one was reached, is kept: together with the store it names the
         same bundle)."""
-        self._submit(
+        self._writer.submit(
             _Scoring(
                 time.time(),
                 request_id,
@@ -372,54 +353,11 @@ class AuditLog:
         ``promotion``, ``rollback``, ``abandonment``) with the evidence at that moment:
         versions, digests, comparison figures, gate results, the operator's reason. Never
         patient data. Written before this returns."""
-        self._submit(_Event(time.time(), event, model, dict(evidence)), 0)
-        self.flush()
+        self._writer.submit(_Event(time.time(), event, model, dict(evidence)))
+        self._writer.flush()
 
     # --- internals ------------------------------------------------------------------------
-    def _submit(self, entry: _Entry, body_bytes: int) -> None:
-        with self._lock:
-            if self._writer is not None:
-                if (
-                    len(self._queue) >= self._queue_max
-                    or self._queued_bytes + body_bytes > self._queue_bytes_max
-                ):
-                    _count_dropped(self._pressure, 1)
-                    return
-                self._queue.append(entry)
-                self._queued_bytes += body_bytes
-                self._enqueued += 1
-                if self._idle:
-                    self._idle = False
-                    self._wake.notify()
-                return
-        self._append([entry])
-
-    def _append(self, entries: Sequence[_Entry]) -> None:
+    def _append(self, entries: list[_Entry]) -> None:
         lines = [entry.line(self._key) for entry in entries]
         with self._file_lock:
             self._file.append(lines)
-
-    def _run(self) -> None:
-        """The writer: everything queued while it wrote the last batch is the next batch."""
-        while True:
-            with self._lock:
-                while not self._queue and not self._stopping:
-                    self._idle = True
-                    self._wake.wait()
-                self._idle = False
-                if not self._queue:
-                    self._writer = None  # from now on callers write their own entries
-                    self._written_cond.notify_all()
-                    return
-                batch = list(self._queue)
-                self._queue.clear()
-                self._queued_bytes = 0
-            try:
-                self._append(batch)
-            except Exception as exc:  # a bug must not stop the writer: count and go on
-                log.error("audit entries not written", extra={"error_type": type(exc).__name__})
-                _count_dropped(self._pressure, len(batch))
-            finally:
-                with self._lock:
-                    self._written += len(batch)
-                    self._written_cond.notify_all()

@@ -50,5 +50,9 @@ class Limits:
     # (the disk is not keeping up) new entries are dropped and counted, never waited for
     audit_queue_bytes_max: int = 64 * 1024 * 1024  # bytes: request bodies those entries hold
     # until the writer computes their HMAC (large bodies fill this before the count)
+    prediction_queue_max: int = 10_000  # scorings whose predictions wait for the
+    # prediction store's writer thread; past it they are not kept (counted)
+    prediction_flush_wait: float = 5.0  # seconds an outcome waits for the predictions
+    # queued before it to be inserted (a disk that hangs), then joins without them
     comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
     # quantiles, PSI and histograms (counts and correlation cover every pair)

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUDIT_STOP_FLOOR = 0.5  # seconds the audit writer gets to finish at a stop, bound or not
+WRITER_STOP_FLOOR = 0.5  # seconds each writer thread gets to finish at a stop, bound or not
 
 
 class ScoringPipeline(ServedModels):
@@ -88,20 +88,26 @@ class ScoringPipeline(ServedModels):
 
     def start(self) -> None:
         """Start the shadow lane: a candidate answers its canary share and is compared
-        only while it runs; the audit log writes through its writer thread."""
+        only while it runs; the audit log and the prediction store write through their
+        writer threads."""
         self._shadow.start()
         if self.audit is not None:
             self.audit.start()
+        if self.performance is not None:
+            self.performance.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the shadow lane within ``timeout`` seconds (its queued work is dropped; a
         task in hand past the bound is abandoned with its daemon thread), then write every
-        queued audit entry within what is left of it (at least ``AUDIT_STOP_FLOOR``: a few
-        milliseconds normally suffice, and a clean stop should lose no entry)."""
+        queued audit entry and prediction within what is left of it (at least
+        ``WRITER_STOP_FLOOR`` each: a few milliseconds normally suffice, and a clean stop
+        should lose nothing)."""
         deadline = time.monotonic() + timeout
         self._shadow.stop(timeout)
         if self.audit is not None:
-            self.audit.stop(max(deadline - time.monotonic(), AUDIT_STOP_FLOOR))
+            self.audit.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
+        if self.performance is not None:
+            self.performance.close(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
         key = _canary_key_of(config)  # an unreadable secret changes nothing
@@ -129,7 +135,11 @@ class ScoringPipeline(ServedModels):
         performance = None
         if config.performance.enabled:
             performance = PerformanceTracker.open(
-                config.performance, store.root / "state", config.audit.hmac_key_file, monitor
+                config.performance,
+                store.root / "state",
+                config.audit.hmac_key_file,
+                monitor,
+                config.resolved_limits,
             )
         pipeline = cls(config, store, TrustStore(config.trust), monitor, audit, performance)
         pipeline.load_installed()

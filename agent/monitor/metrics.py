@@ -541,6 +541,13 @@ class AgentMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.predictions_unrecorded = Counter(
+            "predictions_unrecorded",
+            "Predictions not kept in the prediction store: its writer's queue was full (the "
+            "disk did not keep up) or the insert failed. Their outcomes will not join.",
+            namespace=ns,
+            registry=registry,
+        )
         self.outcomes = Counter(
             "outcomes",
             "Outcomes received, by whether they joined an earlier prediction.",

@@ -249,6 +249,11 @@ class Monitor:
             self._metrics.outcomes.labels(name, "joined").inc(joined)
             self._metrics.outcomes.labels(name, "unmatched").inc(unmatched)
 
+    def predictions_unrecorded(self, count: int) -> None:
+        """Predictions the prediction store could not keep (its queue full, a failed
+        insert)."""
+        self._metrics.predictions_unrecorded.inc(count)
+
     def observe_deactivation(self, model: str, reason: str) -> None:
         """Count a version taken out of service (at start, at a reload, at a load);
         ``reason`` is the error's slug (``untrusted_key``, ``digest_mismatch``, ...)."""
