@@ -8,9 +8,9 @@ and the key can match it), but the log alone reveals nothing about the patient.
 **When an entry is written** (docs/reliability.md, "The audit log's write contract"). In the
 daemon the log runs a writer thread (``start``): a scoring request only queues its entry, and
 the writer computes the HMAC, encodes and appends every entry queued meanwhile with one
-``write(2)`` (group commit). The HMAC of a 40 kB body is about 26 us, most of the entry's cost;
-waiting for the writer from the request instead would cost more than writing inline (a
-cross-thread wake-up in CPython measured about 40 us of the caller's CPU), so the answer does
+``write(2)`` (group commit). Waiting for the writer from the request would not pay: a
+cross-thread wake-up in CPython costs the waiting thread about 40 us of CPU, as much as
+writing the entry inline (the HMAC of a 40 kB body alone is 26 us). So the answer does
 not wait: it may leave before its entry reaches the OS, normally by well under a millisecond.
 What that allows, and nothing more: a ``kill -9``, an OOM kill or a crash of the process
 loses the entries still queued at that instant (those of answers from the last moments); a

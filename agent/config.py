@@ -100,7 +100,7 @@ class AuditConfig(Section):
 
     write_before_answer: bool = False
     """Write each scoring's entry on the request's own thread, so no answer leaves before
-    its entry is handed to the OS (about 30 us more per request on a 40 kB body). By
+    its entry is handed to the OS (about 45 us more per request on a 40 kB body). By
     default a writer thread writes the entries in groups just after their answers: a
     ``kill -9`` or a crash can lose the last moment's entries; a clean stop loses none
     (docs/reliability.md, "The audit log's write contract")."""

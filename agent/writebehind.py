@@ -3,8 +3,9 @@ writer thread that writes everything queued meanwhile in one batch.
 
 A leaf: the audit log (:mod:`agent.audit`) and the prediction store
 (:mod:`agent.performance.store`) build on it. Why a request does not wait for its batch:
-in CPython a cross-thread wake-up costs the waiting thread about 40 us of CPU, more than
-most single writes; the request only queues its item (a lock and an append) and goes on.
+in CPython a cross-thread wake-up costs the waiting thread about 40 us of CPU, as much as
+the writes it would wait for; the request only queues its item (a lock and an append) and
+goes on.
 What that gives up is said by each user; the mechanics are:
 
 - until ``start`` (one-shot commands) and after ``stop``, ``submit`` writes on the caller's

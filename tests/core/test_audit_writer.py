@@ -12,6 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from agent.audit import AuditLog, Retention
 from agent.limits import Limits
 
@@ -160,6 +162,8 @@ def test_the_body_bytes_bound_holds_the_queue_too(tmp_path: Path) -> None:
 _CHILD = """
 import sys
 from pathlib import Path
+import pytest
+
 from agent.audit import AuditLog, Retention
 batched = sys.argv[2] == "batched"
 log = AuditLog(Path(sys.argv[1]), b"k" * 32, Retention(10_000_000),
@@ -199,3 +203,17 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     expected = [str(n) for n in range(300)]
     assert _killed_after_acknowledging(tmp_path, "before_answer") == expected
     assert _killed_after_acknowledging(tmp_path, "batched") == expected
+
+
+def test_a_full_disk_drops_and_counts_and_the_log_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``/dev/full`` refuses every write with ENOSPC, as a full disk would."""
+    pressure = _Pressure()
+    log = AuditLog(Path("/dev/full"), KEY, Retention(max_bytes=10_000_000), pressure)
+    log.start()
+    for n in range(100):
+        _record(log, str(n))
+    assert log.stop()
+    assert pressure.dropped == 100
+    assert "audit log write failed" in caplog.text
