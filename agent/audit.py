@@ -254,6 +254,7 @@ class AuditLog:
         self._file = _AuditFile(path, retention, pressure, clock)
         self._file_lock = threading.Lock()  # appends, and the close at the stop
         bounds = limits or Limits()
+        self._flush_wait = bounds.writer_flush_wait
         self._batched = not write_before_answer
         self._writer = WriteBehind(
             self._append,
@@ -352,9 +353,11 @@ class AuditLog:
         """A change of what answers for ``model`` (``activation``, ``staging``,
         ``promotion``, ``rollback``, ``abandonment``) with the evidence at that moment:
         versions, digests, comparison figures, gate results, the operator's reason. Never
-        patient data. Written before this returns."""
+        patient data. Written before this returns (unless the disk hangs past
+        ``limits.writer_flush_wait``: the entry then stays queued)."""
         self._writer.submit(_Event(time.time(), event, model, dict(evidence)))
-        self._writer.flush()
+        if not self._writer.flush(self._flush_wait):
+            log.error("an audit event is not written yet: the audit writer is stuck")
 
     # --- internals ------------------------------------------------------------------------
     def _append(self, entries: list[_Entry]) -> None:

@@ -52,7 +52,8 @@ class Limits:
     # until the writer computes their HMAC (large bodies fill this before the count)
     prediction_queue_max: int = 10_000  # scorings whose predictions wait for the
     # prediction store's writer thread; past it they are not kept (counted)
-    prediction_flush_wait: float = 5.0  # seconds an outcome waits for the predictions
-    # queued before it to be inserted (a disk that hangs), then joins without them
+    writer_flush_wait: float = 5.0  # seconds a caller that must see what was queued
+    # before it waits for a writer thread (an outcome for its predictions, a lifecycle
+    # event for its audit entry); past it (a disk that hangs) it goes on without
     comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
     # quantiles, PSI and histograms (counts and correlation cover every pair)

@@ -90,7 +90,7 @@ class PredictionStore:
         self._db.executescript(_SCHEMA)
         self._writes = 0
         bounds = limits or Limits()
-        self._flush_wait = bounds.prediction_flush_wait
+        self._flush_wait = bounds.writer_flush_wait
         self._writer = WriteBehind(
             self._insert,
             name="prediction-writer",

@@ -73,3 +73,22 @@ def test_a_flood_of_refused_requests_keeps_earlier_audit_entries(tmp_path: Path)
     dropped = metric(text, DROPPED)
     assert dropped > 0 and len(refusals) + dropped == FLOOD
     assert metric(text, "edge_agent_audit_pressure") == 1
+
+
+def test_a_stop_right_after_the_answers_loses_no_audit_entry(tmp_path: Path) -> None:
+    """Answers go out before their entries are written (the writer thread); SIGTERM sent
+    the moment the last answer arrives must still leave every entry in the file."""
+    agent = start_agent(demo_root(tmp_path))
+    folder = agent.config_path.parent / "../var/demo"
+    ids = [f"drain-{n}" for n in range(200)]
+    try:
+        with agent.client() as client:
+            answers = [
+                client.post(PREDICT, content=PATIENT_BUNDLE, headers={**FHIR, "X-Request-Id": i})
+                for i in ids
+            ]
+    finally:
+        assert agent.stop() == 0, agent.log_text()
+    assert {a.status_code for a in answers} == {200}
+    written = [e.get("request_id") for e in _entries(folder) or [] if "event" not in e]
+    assert written == ids
