@@ -107,7 +107,7 @@ class ScoringPipeline(ServedModels):
         if self.audit is not None:
             self.audit.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
         if self.performance is not None:
-            self.performance.close(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
+            self.performance.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
         key = _canary_key_of(config)  # an unreadable secret changes nothing

@@ -277,7 +277,7 @@ class Monitor:
         windows hold). Constant work per feature: every counter child and window was
         prepared when the model registered, each window adds a record in O(1)."""
         with self._lock:
-            name = model if model in self._known else UNKNOWN_MODEL
+            name = self._model_label(model)
             series = self._series(name, version, intake)
             series.request.observe(mapping_seconds, inference_seconds, total_seconds)
             series.requests.inc()

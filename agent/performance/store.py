@@ -186,9 +186,13 @@ class PredictionStore:
             (self._max_rows,),
         )
 
+    def stop(self, timeout: float) -> bool:
+        """Insert what is queued and end the writer within ``timeout`` seconds (False: it
+        is stuck and left behind); later predictions are inserted by their callers."""
+        return self._writer.stop(timeout)
+
     def close(self, timeout: float = 5.0) -> None:
-        """Insert what is queued (within ``timeout`` seconds), then close the database; a
-        writer stuck past the bound is left behind and its rows are lost."""
-        if self._writer.stop(timeout):
+        """``stop``, then close the database (left open if the writer is stuck in it)."""
+        if self.stop(timeout):
             with self._lock:
                 self._db.close()

@@ -137,6 +137,10 @@ class PerformanceTracker:
             figures[version] = live_figures(pairs, thresholds) if enough else None
         return figures
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Keep what is queued (within ``timeout`` seconds) and close the store."""
-        self._store.close(timeout)
+    def stop(self, timeout: float) -> None:
+        """Keep what is queued (within ``timeout`` seconds); later predictions are kept by
+        the threads that score them."""
+        self._store.stop(timeout)
+
+    def close(self) -> None:
+        self._store.close()

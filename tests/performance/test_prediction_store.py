@@ -101,3 +101,17 @@ def test_without_start_the_caller_inserts(tmp_path: Path) -> None:
     store.record("m", "1.0.0", [("Patient/1", AS_OF, 0.5)])
     assert _rows(path) == 1
     store.close()
+
+
+def test_a_stop_inserts_what_is_queued_and_callers_insert_after_it(tmp_path: Path) -> None:
+    """The daemon's drain stops the writer; a scoring still running then keeps its own."""
+    path = tmp_path / "p.sqlite"
+    store = _store(path)
+    store.start()
+    for n in range(300):
+        store.record("m", "1.0.0", [(f"Patient/{n}", AS_OF, 0.1)])
+    assert store.stop(timeout=10)
+    assert _rows(path) == 300
+    store.record("m", "1.0.0", [("Patient/late", AS_OF, 0.1)])
+    assert _rows(path) == 301
+    store.close()
