@@ -252,7 +252,7 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._key = key
         self._file = _AuditFile(path, retention, pressure, clock)
-        self._file_lock = threading.Lock()  # appends, and the close at the stop
+        self._file_lock = threading.Lock()  # appends (the HMACs are computed outside it), close
         bounds = limits or Limits()
         self._flush_wait = bounds.writer_flush_wait
         self._batched = not write_before_answer

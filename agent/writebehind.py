@@ -33,9 +33,10 @@ T = TypeVar("T")
 
 
 class WriteBehind(Generic[T]):
-    """See the module docstring. ``write`` gets batches in submission order, one call at a
-    time (the writer's and the callers' alike). ``max_weight`` None: only the count bounds
-    the queue."""
+    """See the module docstring. The writer hands ``write`` its batches in submission order;
+    callers writing their own items call it too, concurrently, so ``write`` serialises what
+    must be (the audit file, the database) and may do the rest in parallel (the audit's
+    HMAC). ``max_weight`` None: only the count bounds the queue."""
 
     def __init__(
         self,
@@ -51,7 +52,6 @@ class WriteBehind(Generic[T]):
         self._max_items = max_items
         self._max_weight = max_weight
         self._dropped = dropped
-        self._write_lock = threading.Lock()  # one ``write`` at a time
         self._lock = threading.Lock()  # the queue and the writer's state
         self._wake = threading.Condition(self._lock)  # the writer: work, or stop
         self._written_cond = threading.Condition(self._lock)  # ``flush``: a batch is done
@@ -109,8 +109,7 @@ class WriteBehind(Generic[T]):
                     self._idle = False
                     self._wake.notify()
                 return
-        with self._write_lock:
-            self._write([item])
+        self._write([item])
 
     def _run(self) -> None:
         """Everything queued while the last batch was written is the next batch."""
@@ -128,8 +127,7 @@ class WriteBehind(Generic[T]):
                 self._queue.clear()
                 self._weight = 0
             try:
-                with self._write_lock:
-                    self._write(batch)
+                self._write(batch)
             except Exception as exc:  # a bug or a failing disk must not stop the writer
                 log.error(
                     "a batch was not written",
