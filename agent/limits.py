@@ -46,5 +46,14 @@ class Limits:
     # past it a request's shadow work is dropped and counted, never waited for
     shadow_start_delay: float = 0.005  # seconds: the shadow lane starts a task no sooner
     # than this after it was queued, so the request that queued it sends its answer first
+    audit_queue_max: int = 10_000  # audit entries waiting for the writer thread; past it
+    # (the disk is not keeping up) new entries are dropped and counted, never waited for
+    audit_queue_bytes_max: int = 64 * 1024 * 1024  # bytes: request bodies those entries hold
+    # until the writer computes their HMAC (large bodies fill this before the count)
+    prediction_queue_max: int = 10_000  # scorings whose predictions wait for the
+    # prediction store's writer thread; past it they are not kept (counted)
+    writer_flush_wait: float = 5.0  # seconds a caller that must see what was queued
+    # before it waits for a writer thread (an outcome for its predictions, a lifecycle
+    # event for its audit entry); past it (a disk that hangs) it goes on without
     comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
     # quantiles, PSI and histograms (counts and correlation cover every pair)

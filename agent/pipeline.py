@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WRITER_STOP_FLOOR = 0.5  # seconds each writer thread gets to finish at a stop, bound or not
+
 
 class ScoringPipeline(ServedModels):
     """Parses, maps, scores and measures; the one implementation of ``DataPlane``."""
@@ -86,13 +88,26 @@ class ScoringPipeline(ServedModels):
 
     def start(self) -> None:
         """Start the shadow lane: a candidate answers its canary share and is compared
-        only while it runs."""
+        only while it runs; the audit log and the prediction store write through their
+        writer threads."""
         self._shadow.start()
+        if self.audit is not None:
+            self.audit.start()
+        if self.performance is not None:
+            self.performance.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the shadow lane within ``timeout`` seconds (its queued work is dropped; a
-        task in hand past the bound is abandoned with its daemon thread)."""
+        task in hand past the bound is abandoned with its daemon thread), then write every
+        queued audit entry and prediction within what is left of it (at least
+        ``WRITER_STOP_FLOOR`` each: a few milliseconds normally suffice, and a clean stop
+        should lose nothing)."""
+        deadline = time.monotonic() + timeout
         self._shadow.stop(timeout)
+        if self.audit is not None:
+            self.audit.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
+        if self.performance is not None:
+            self.performance.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
         key = _canary_key_of(config)  # an unreadable secret changes nothing
@@ -113,12 +128,18 @@ class ScoringPipeline(ServedModels):
                 config.audit.hmac_key_file,
                 config.audit.retention(),
                 AuditMetrics(registry),
+                limits=config.resolved_limits,
+                write_before_answer=config.audit.write_before_answer,
             )
         store = BundleStore.from_config(config.store)
         performance = None
         if config.performance.enabled:
             performance = PerformanceTracker.open(
-                config.performance, store.root / "state", config.audit.hmac_key_file, monitor
+                config.performance,
+                store.root / "state",
+                config.audit.hmac_key_file,
+                monitor,
+                config.resolved_limits,
             )
         pipeline = cls(config, store, TrustStore(config.trust), monitor, audit, performance)
         pipeline.load_installed()

@@ -27,46 +27,47 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 _MISSING = -1
+_EMPTY = -2  # a ring slot no record has filled yet
 
 
 class _Ring:
-    """The last ``size`` bucket indices and how many records of each are in it.
+    """The last ``size`` bucket indices and how many records of each are in it, all
+    allocated up front: adding a record overwrites the oldest slot and moves two counts.
 
     Bucket ``-1`` is a missing value; buckets ``0 .. buckets-1`` are the distribution's bins.
     """
 
-    __slots__ = ("_counts", "_missing", "_next", "_ring", "_size")
+    __slots__ = ("_counts", "_missing", "_next", "_records", "_ring", "_size")
 
     def __init__(self, size: int, buckets: int) -> None:
         if size < 1:
             raise ValueError("a drift window needs room for at least one record")
         self._size = size
-        self._ring: list[int] = []
+        self._ring = [_EMPTY] * size
         self._next = 0
+        self._records = 0
         self._counts = [0] * buckets
         self._missing = 0
 
     def add(self, bucket: int) -> None:
-        if len(self._ring) < self._size:
-            self._ring.append(bucket)
+        slot = self._next
+        evicted = self._ring[slot]
+        self._ring[slot] = bucket
+        self._next = slot + 1 if slot + 1 < self._size else 0
+        if evicted >= 0:
+            self._counts[evicted] -= 1
+        elif evicted == _MISSING:
+            self._missing -= 1
         else:
-            self._uncount(self._ring[self._next])
-            self._ring[self._next] = bucket
-            self._next = (self._next + 1) % self._size
+            self._records += 1
         if bucket == _MISSING:
             self._missing += 1
         else:
             self._counts[bucket] += 1
 
-    def _uncount(self, bucket: int) -> None:
-        if bucket == _MISSING:
-            self._missing -= 1
-        else:
-            self._counts[bucket] -= 1
-
     @property
     def records(self) -> int:
-        return len(self._ring)
+        return self._records
 
     @property
     def missing(self) -> int:

@@ -14,14 +14,18 @@ a label. docs/metrics.md lists every metric.
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from agent.rollout.comparison import ComparisonReading
@@ -49,6 +53,11 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+
+_le: Callable[[float], str] = floatToGoString  # the client's ``le`` format (untyped there)
+_BOUNDS = (*(_le(b) for b in LATENCY_BUCKETS), "+Inf")
+STAGES = ("mapping", "inference", "total")
+_DURATION_LABELS = ("model", "version", "intake", "stage")
 
 Target = Literal["feature", "output"]
 Statistic = Literal["psi", "js"]
@@ -163,6 +172,110 @@ class DriftCollector:
         for w in windows:
             families["records"].add_metric([w.model], float(w.records))
         return list(families.values())
+
+
+class LatencyBins:
+    """One latency histogram: a count per bucket of ``LATENCY_BUCKETS`` (and +Inf) and the
+    sum, allocated once, so an observation is a bisect and two additions (the client's
+    ``Histogram.observe`` takes two locks besides). Not thread-safe: the monitor updates
+    and reads it under its own lock."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
+class RequestSeries:
+    """The request metrics of one (model, version, intake), allocated when it first
+    appears: latency by stage and predictions returned."""
+
+    __slots__ = ("created", "inference", "labels", "mapping", "predictions", "total")
+
+    def __init__(self, model: str, version: str, intake: str) -> None:
+        self.labels = (model, version, intake)
+        self.created = time.time()
+        self.mapping = LatencyBins()
+        self.inference = LatencyBins()
+        self.total = LatencyBins()
+        self.predictions = 0
+
+    def observe(self, mapping: float, inference: float, total: float) -> None:
+        self.mapping.observe(mapping)
+        self.inference.observe(inference)
+        self.total.observe(total)
+        self.predictions += 1
+
+    def reading(self) -> RequestReading:
+        """A copy to export, taken under the monitor's lock."""
+        stages = (self.mapping, self.inference, self.total)
+        return RequestReading(
+            self.labels,
+            self.created,
+            tuple((tuple(b.counts), b.sum) for b in stages),
+            self.predictions,
+        )
+
+
+@dataclass(frozen=True)
+class RequestReading:
+    labels: tuple[str, str, str]  # model, version, intake
+    created: float
+    stages: tuple[tuple[tuple[int, ...], float], ...]  # per STAGES: bucket counts, sum
+    predictions: int
+
+
+class RequestCollector:
+    """Exports the request series at scrape time as the histogram
+    ``edge_agent_request_duration_seconds`` and the counter ``edge_agent_predictions_total``,
+    the same samples (``_bucket``, ``_count``, ``_sum``, ``_created``) the client's own
+    types would give."""
+
+    def __init__(self, read: Callable[[], Iterable[RequestReading]]) -> None:
+        self._read = read
+
+    @staticmethod
+    def _families() -> tuple[HistogramMetricFamily, CounterMetricFamily]:
+        duration = HistogramMetricFamily(
+            f"{NAMESPACE}_request_duration_seconds",
+            "Time to score one record, by stage: mapping (record to feature vector), "
+            "inference (the wasm call), total (end to end).",
+            labels=list(_DURATION_LABELS),
+        )
+        predictions = CounterMetricFamily(
+            f"{NAMESPACE}_predictions",
+            "Predictions returned, by the model version that made them.",
+            labels=["model", "version", "intake"],
+        )
+        return duration, predictions
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        duration, predictions = self._families()
+        for r in self._read():
+            for stage, (counts, total) in zip(STAGES, r.stages, strict=True):
+                labels = [*r.labels, stage]
+                cumulative, buckets = 0, []
+                for bound, count in zip(_BOUNDS, counts, strict=True):
+                    cumulative += count
+                    buckets.append((bound, float(cumulative)))
+                duration.add_metric(labels, buckets, total)
+                duration.samples.append(
+                    Sample(
+                        f"{duration.name}_created",
+                        dict(zip(_DURATION_LABELS, labels, strict=True)),
+                        r.created,
+                    )
+                )
+            predictions.add_metric(list(r.labels), float(r.predictions), created=r.created)
+        return [duration, predictions]
 
 
 @dataclass(frozen=True)
@@ -288,28 +401,13 @@ class AgentMetrics:
         registry: CollectorRegistry,
         drift: Callable[[], tuple[Iterable[DriftReading], Iterable[WindowReading]]],
         candidates: Callable[[], Iterable[CandidateReading]] = list,
+        requests: Callable[[], Iterable[RequestReading]] = list,
     ) -> None:
         ns = NAMESPACE
-        self.request_duration = Histogram(
-            "request_duration_seconds",
-            "Time to score one record, by stage: mapping (record to feature vector), "
-            "inference (the wasm call), total (end to end).",
-            ["model", "version", "intake", "stage"],
-            namespace=ns,
-            registry=registry,
-            buckets=LATENCY_BUCKETS,
-        )
         self.requests = Counter(
             "requests",
             "Scoring attempts: one per prediction returned plus one per error.",
             ["model", "intake"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.predictions = Counter(
-            "predictions",
-            "Predictions returned, by the model version that made them.",
-            ["model", "version", "intake"],
             namespace=ns,
             registry=registry,
         )
@@ -443,6 +541,13 @@ class AgentMetrics:
             namespace=ns,
             registry=registry,
         )
+        self.predictions_unrecorded = Counter(
+            "predictions_unrecorded",
+            "Predictions not kept in the prediction store: its writer's queue was full (the "
+            "disk did not keep up) or the insert failed. Their outcomes will not join.",
+            namespace=ns,
+            registry=registry,
+        )
         self.outcomes = Counter(
             "outcomes",
             "Outcomes received, by whether they joined an earlier prediction.",
@@ -457,6 +562,7 @@ class AgentMetrics:
             namespace=ns,
             registry=registry,
         )
+        registry.register(RequestCollector(requests))
         registry.register(DriftCollector(drift))
         registry.register(CandidateCollector(candidates))
 
@@ -475,8 +581,9 @@ class AuditMetrics:
         )
         self._dropped = Counter(
             "audit_entries_dropped",
-            "Audit entries not written because audit.max_files files all held entries "
-            "younger than audit.min_age_seconds.",
+            "Audit entries not written: audit.max_files files all held entries younger "
+            "than audit.min_age_seconds, the writer's queue was full, or the OS refused "
+            "the write.",
             namespace=NAMESPACE,
             registry=registry,
         )

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 
 from agent import __version__
 from agent.bundle.manifest import BundleManifest, OutputKind, ValueReference
@@ -33,6 +33,8 @@ from agent.monitor.metrics import (
     AgentMetrics,
     CandidateReading,
     DriftReading,
+    RequestReading,
+    RequestSeries,
     Target,
     WindowReading,
 )
@@ -62,13 +64,41 @@ def _reasons(base: type[AgentError]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class _Series:
-    """The children of one (model, version, intake): looked up once, not per record."""
+    """What one prediction of (model, version, intake) updates: looked up once, not per
+    record."""
 
-    mapping: Histogram
-    inference: Histogram
-    total: Histogram
+    request: RequestSeries
     requests: Counter
-    predictions: Counter
+
+
+class _LazyChild:
+    """A counter's child for one label set, resolved at its first increment and kept: the
+    series appears only once it counts something, and later increments skip ``labels()``
+    (a lock, a tuple and a lookup per call)."""
+
+    __slots__ = ("_child", "_counter", "_labels")
+
+    def __init__(self, counter: Counter, *labels: str) -> None:
+        self._counter = counter
+        self._labels = labels
+        self._child: Counter | None = None
+
+    def inc(self) -> None:
+        child = self._child
+        if child is None:
+            child = self._child = self._counter.labels(*self._labels)
+        child.inc()
+
+
+@dataclass(frozen=True, slots=True)
+class _FeatureSlot:
+    """What one record's value of a feature updates, prepared when the model registers."""
+
+    window: DriftWindow | None
+    missing: _LazyChild
+    imputed: _LazyChild
+    out_of_range: _LazyChild
+    unseen: _LazyChild
 
 
 @dataclass
@@ -76,7 +106,7 @@ class _ModelState:
     version: str
     digest: str
     keyid: str
-    feature_names: frozenset[str]
+    slots: dict[str, _FeatureSlot]  # by feature name, every input of the manifest
     features: dict[str, DriftWindow]
     outputs: dict[str, DriftWindow]
     records: int = 0  # records added to the windows since registration, capped by the window
@@ -108,11 +138,14 @@ class Monitor:
         self._known: set[str] = set(models)
         self._states: dict[str, _ModelState] = {}
         self._totals: dict[str, _ModelTotals] = {}
-        self._series_cache: dict[tuple[str, str, str], _Series] = {}
+        self._series_cache: dict[tuple[str, str, IntakePath], _Series] = {}
         self._reasons = _reasons(AgentError) | {INTERNAL_REASON}
         self._verification_reasons = _reasons(BundleError)
         self._candidates: Callable[[], Iterable[CandidateReading]] = list
-        self._metrics = AgentMetrics(registry, self._drift_readings, lambda: self._candidates())
+        self._requests: dict[tuple[str, str, str], RequestSeries] = {}
+        self._metrics = AgentMetrics(
+            registry, self._drift_readings, lambda: self._candidates(), self._request_readings
+        )
         self._metrics.build_info.labels(version=__version__).set(1)
 
     # --- what other parts report ----------------------------------------------------------
@@ -136,11 +169,22 @@ class Monitor:
             )
             is not None
         }
+        m, name = self._metrics, manifest.name
+        slots = {
+            f: _FeatureSlot(
+                window=windows_f.get(f),
+                missing=_LazyChild(m.feature_missing, name, f),
+                imputed=_LazyChild(m.feature_imputed, name, f),
+                out_of_range=_LazyChild(m.feature_out_of_range, name, f),
+                unseen=_LazyChild(m.feature_unseen_category, name, f),
+            )
+            for f in manifest.feature_names()
+        }
         state = _ModelState(
             version=manifest.version,
             digest=digest,
             keyid=keyid,
-            feature_names=frozenset(manifest.feature_names()),
+            slots=slots,
             features=windows_f,
             outputs=windows_o,
         )
@@ -205,6 +249,11 @@ class Monitor:
             self._metrics.outcomes.labels(name, "joined").inc(joined)
             self._metrics.outcomes.labels(name, "unmatched").inc(unmatched)
 
+    def predictions_unrecorded(self, count: int) -> None:
+        """Predictions the prediction store could not keep (its queue full, a failed
+        insert)."""
+        self._metrics.predictions_unrecorded.inc(count)
+
     def observe_deactivation(self, model: str, reason: str) -> None:
         """Count a version taken out of service (at start, at a reload, at a load);
         ``reason`` is the error's slug (``untrusted_key``, ``digest_mismatch``, ...)."""
@@ -225,43 +274,43 @@ class Monitor:
     ) -> None:
         """Record one prediction: latency by stage, feature quality counters, and the drift
         windows (only for predictions made by the model's active version, whose reference the
-        windows hold)."""
-        m = self._metrics
+        windows hold). Constant work per feature: every counter child and window was
+        prepared when the model registered, each window adds a record in O(1)."""
         with self._lock:
             name = self._model_label(model)
             series = self._series(name, version, intake)
-            series.mapping.observe(mapping_seconds)
-            series.inference.observe(inference_seconds)
-            series.total.observe(total_seconds)
+            series.request.observe(mapping_seconds, inference_seconds, total_seconds)
             series.requests.inc()
-            series.predictions.inc()
             totals = self._totals_of(name)
             totals.predictions += 1
             totals.latencies.append(total_seconds)
             state = self._states.get(name)
             if state is None:
                 return
+            active = version == state.version
+            slots = state.slots
             for fv in vector.features:
-                if fv.name not in state.feature_names:
+                slot = slots.get(fv.name)
+                if slot is None:
                     continue
-                missing = not fv.unseen_category and (fv.value is None or fv.imputed)
-                if missing:
-                    m.feature_missing.labels(name, fv.name).inc()
+                value = fv.value
+                if fv.unseen_category:  # data that arrived, not missing data
+                    slot.unseen.inc()
+                elif value is None or fv.imputed:
+                    slot.missing.inc()
+                    value = None
                 if fv.imputed:
-                    m.feature_imputed.labels(name, fv.name).inc()
+                    slot.imputed.inc()
                 if fv.out_of_range:
-                    m.feature_out_of_range.labels(name, fv.name).inc()
-                if fv.unseen_category:
-                    m.feature_unseen_category.labels(name, fv.name).inc()
-                if version != state.version:
+                    slot.out_of_range.inc()
+                window = slot.window
+                if not active or window is None:
                     continue
-                window = state.features.get(fv.name)
-                value = None if missing else fv.value
                 if isinstance(window, CategoricalWindow):
                     window.add(value, unseen=fv.unseen_category)
-                elif window is not None:
+                else:
                     window.add(value)
-            if version != state.version:
+            if not active:
                 return
             state.records += 1
             for out_name, window in state.outputs.items():
@@ -370,20 +419,16 @@ class Monitor:
     def _series(self, name: str, version: str, intake: IntakePath) -> _Series:
         """Cached children for ``name`` (already a checked label), ``version`` and ``intake``;
         a version that is not MAJOR.MINOR.PATCH is labelled ``unknown``."""
-        version_label = version if _VERSION.match(version) else UNKNOWN_MODEL
-        intake_label = IntakePath(intake).value
-        key = (name, version_label, intake_label)
+        key = (name, version, intake)
         series = self._series_cache.get(key)
         if series is None:
-            m = self._metrics
-            duration = m.request_duration
-            series = _Series(
-                mapping=duration.labels(name, version_label, intake_label, "mapping"),
-                inference=duration.labels(name, version_label, intake_label, "inference"),
-                total=duration.labels(name, version_label, intake_label, "total"),
-                requests=m.requests.labels(name, intake_label),
-                predictions=m.predictions.labels(name, version_label, intake_label),
-            )
+            version_label = version if _VERSION.match(version) else UNKNOWN_MODEL
+            intake_label = IntakePath(intake).value
+            labels = (name, version_label, intake_label)
+            request = self._requests.get(labels)
+            if request is None:
+                request = self._requests[labels] = RequestSeries(*labels)
+            series = _Series(request, self._metrics.requests.labels(name, intake_label))
             self._series_cache[key] = series
         return series
 
@@ -424,6 +469,10 @@ class Monitor:
             if isinstance(window, CategoricalWindow):
                 entry["unseen_ratio"] = window.unseen_ratio()
         return entry
+
+    def _request_readings(self) -> list[RequestReading]:
+        with self._lock:
+            return [series.reading() for series in self._requests.values()]
 
     def _drift_readings(self) -> tuple[list[DriftReading], list[WindowReading]]:
         readings: list[DriftReading] = []

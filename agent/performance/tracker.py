@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.limits import Limits
 from agent.performance.config import PerformanceConfig
 from agent.performance.live import LiveFigures, live_figures
 from agent.performance.store import PredictionStore, load_or_make_key
@@ -25,6 +26,8 @@ class LiveMonitor(Protocol):
     def set_live(self, model: str, version: str, figures: LiveFigures | None) -> None: ...
 
     def observe_outcomes(self, model: str, joined: int, unmatched: int) -> None: ...
+
+    def predictions_unrecorded(self, count: int) -> None: ...
 
 
 class PerformanceTracker:
@@ -47,6 +50,7 @@ class PerformanceTracker:
         state: Path,
         audit_key_file: Path | None,
         monitor: LiveMonitor,
+        limits: Limits | None = None,
     ) -> PerformanceTracker:
         """The tracker on ``config.path`` (default ``state/performance.sqlite``)."""
         key_file = config.key_file or audit_key_file or state / "pseudonym.key"
@@ -56,8 +60,14 @@ class PerformanceTracker:
             retention=timedelta(days=config.retention_days),
             max_rows=config.max_predictions,
             horizon=timedelta(hours=config.horizon_hours),
+            limits=limits,
+            unrecorded=monitor.predictions_unrecorded,
         )
         return cls(store, config, monitor)
+
+    def start(self) -> None:
+        """Keep predictions through the store's writer thread (off the request's path)."""
+        self._store.start()
 
     def scored(
         self,
@@ -126,6 +136,11 @@ class PerformanceTracker:
             )
             figures[version] = live_figures(pairs, thresholds) if enough else None
         return figures
+
+    def stop(self, timeout: float) -> None:
+        """Keep what is queued (within ``timeout`` seconds); later predictions are kept by
+        the threads that score them."""
+        self._store.stop(timeout)
 
     def close(self) -> None:
         self._store.close()

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
 from agent.monitor import Monitor, MonitorConfig
+from agent.monitor.metrics import LATENCY_BUCKETS
 from agent.types import IntakePath
 from tests.monitor.monitor_reference import Population, build_manifest, records
 
@@ -239,3 +240,32 @@ def test_promtool_finds_no_lint_problem(
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.decode().strip() == "", result.stdout.decode()
+
+
+def test_latency_bins_export_what_the_client_histogram_would(
+    monitor: Monitor, registry: CollectorRegistry, population: Callable[[int], Population]
+) -> None:
+    """The monitor keeps its own preallocated bins; the samples must be the ones the
+    client's ``Histogram`` gives for the same observations, bucket edges included."""
+    reference = CollectorRegistry()
+    client = Histogram(
+        "request_duration_seconds",
+        "",
+        ["stage"],
+        namespace="edge_agent",
+        registry=reference,
+        buckets=LATENCY_BUCKETS,
+    ).labels("total")
+    seconds = [0.0, 6e-5, 0.0011, 11.0, *LATENCY_BUCKETS]
+    ((vec, outputs),) = records(population(3).sample(1))
+    for s in seconds:
+        monitor.observe("sepsis", "1.0.0", IntakePath.http, vec, outputs, s, s, s)
+        client.observe(s)
+    ours = {"model": "sepsis", "version": "1.0.0", "intake": "http", "stage": "total"}
+    name = "edge_agent_request_duration_seconds"
+    les = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
+    for suffix, extra in [("_bucket", {"le": le}) for le in les] + [("_sum", {}), ("_count", {})]:
+        want = reference.get_sample_value(name + suffix, {"stage": "total", **extra})
+        assert want is not None
+        assert registry.get_sample_value(name + suffix, {**ours, **extra}) == pytest.approx(want)
+    assert registry.get_sample_value(name + "_created", ours) is not None
