@@ -39,7 +39,6 @@ from typing import Any
 
 from agent.errors import FhirError
 from agent.records.fhir_datatypes import (
-    CODE,
     DATE,
     DATETIME,
     ID,
@@ -47,6 +46,8 @@ from agent.records.fhir_datatypes import (
     INTEGER_MAX,
     Invalid,
     check_elements,
+    decimal,
+    is_code,
     is_string,
     is_uri,
     kind_fault,
@@ -79,6 +80,7 @@ _VALUE_KEYS = frozenset(
         "valuePeriod",
     }
 )
+_OBSERVATION_STATUS = REQUIRED_CODES["Observation", "status"]
 _EFFECTIVE_KEYS = frozenset(
     {"effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant"}
 )
@@ -169,14 +171,18 @@ def _patient(patient: dict[str, Any]) -> None:
 
 def _observation(observation: dict[str, Any]) -> None:
     _known(observation, _OBSERVATION)
-    _id(observation)
-    _required_code(observation, "Observation", "status")
+    if "id" in observation:
+        text(observation["id"], ".id", ID)
+    status = observation.get("status")
+    if not isinstance(status, str) or status not in _OBSERVATION_STATUS:
+        _required_code(observation, "Observation", "status")  # raises, saying why
     if "code" not in observation:
         raise Invalid(".code", "required element is missing")
     _concept(observation["code"], ".code")
-    for key in ("subject", "encounter"):
-        if key in observation:
-            _reference(observation[key], f".{key}")
+    if "subject" in observation:
+        _reference(observation["subject"], ".subject")
+    if "encounter" in observation:
+        _reference(observation["encounter"], ".encounter")
     effective = _one_of(observation, _EFFECTIVE_KEYS, "", "effective[x]")
     if effective == "effectiveDateTime":
         when(observation[effective], ".effectiveDateTime", DATETIME)
@@ -190,7 +196,7 @@ def _observation(observation: dict[str, Any]) -> None:
     if "component" in observation:
         for index, component in enumerate(_array(observation["component"], ".component")):
             try:
-                _known(_object(component, ""), _COMPONENT)
+                _known(component, _COMPONENT)
                 if "code" not in component:
                     raise Invalid(".code", "required element is missing")
                 _concept(component["code"], ".code")
@@ -239,36 +245,35 @@ def _value(element: dict[str, Any], path: str) -> None:
 
 def _quantity(quantity: Any, path: str) -> None:
     try:
-        _known(_object(quantity, ""), _QUANTITY)
+        _known(quantity, _QUANTITY)
         if "value" in quantity:
             number = quantity["value"]
-            if not isinstance(number, int | float) or isinstance(number, bool):
-                raise Invalid(".value", "expected a number")
-            try:
-                float(number)  # the JSON reader refuses NaN and Infinity; huge integers end here
-            except OverflowError:
-                raise Invalid(".value", "number out of range") from None
+            if type(number) is not float:  # the usual case, finite as the JSON reader made it
+                decimal(number, ".value")
         if "unit" in quantity and not is_string(quantity["unit"]):
             raise Invalid(".unit", kind_fault(quantity["unit"]))
         if "system" in quantity and not is_uri(quantity["system"]):
             raise Invalid(".system", kind_fault(quantity["system"]))
-        if "code" in quantity:
-            text(quantity["code"], ".code", CODE)
+        if "code" in quantity and not is_code(quantity["code"]):
+            raise Invalid(".code", kind_fault(quantity["code"]))
     except Invalid as bad:
         raise bad.under(path) from None
 
 
 def _concept(concept: Any, path: str) -> None:
     try:
-        _known(_object(concept, ""), _CONCEPT)
+        _known(concept, _CONCEPT)
         if "coding" in concept:
-            for index, coding in enumerate(_array(concept["coding"], ".coding")):
+            codings = concept["coding"]
+            if not isinstance(codings, list):
+                raise Invalid(".coding", "expected an array")
+            for index, coding in enumerate(codings):
                 try:
-                    _known(_object(coding, ""), _CODING)
+                    _known(coding, _CODING)
                     if "system" in coding and not is_uri(coding["system"]):
                         raise Invalid(".system", kind_fault(coding["system"]))
-                    if "code" in coding:
-                        text(coding["code"], ".code", CODE)
+                    if "code" in coding and not is_code(coding["code"]):
+                        raise Invalid(".code", kind_fault(coding["code"]))
                 except Invalid as bad:
                     raise bad.under(f".coding[{index}]") from None
         if "text" in concept and not is_string(concept["text"]):
@@ -279,7 +284,7 @@ def _concept(concept: Any, path: str) -> None:
 
 def _reference(reference: Any, path: str) -> None:
     try:
-        _known(_object(reference, ""), _REFERENCE)
+        _known(reference, _REFERENCE)
         if "reference" in reference and not is_string(reference["reference"]):
             raise Invalid(".reference", kind_fault(reference["reference"]))
     except Invalid as bad:
@@ -288,7 +293,7 @@ def _reference(reference: Any, path: str) -> None:
 
 def _period(period: Any, path: str) -> None:
     try:
-        _known(_object(period, ""), _PERIOD)
+        _known(period, _PERIOD)
         for key in ("start", "end"):
             if key in period:
                 when(period[key], "." + key, DATETIME)
@@ -324,17 +329,14 @@ def _one_of(element: dict[str, Any], keys: frozenset[str], path: str, name: str)
     return next(iter(present))
 
 
-def _known(element: dict[str, Any], names: frozenset[str]) -> None:
-    """Every key is an element of this structure: a misspelt ``valueQuantity`` or ``code``
-    would otherwise hide a value from mapping, which would then impute it."""
+def _known(element: Any, names: frozenset[str]) -> None:
+    """An object whose every key is an element of this structure: a misspelt
+    ``valueQuantity`` or ``code`` would otherwise hide a value from mapping, which would
+    then impute it."""
+    if not isinstance(element, dict):
+        raise Invalid("", "expected an object")
     if not names.issuperset(element):
         raise Invalid("", UNKNOWN_ELEMENT)  # the key is input: its parent is named instead
-
-
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise Invalid(path, "expected an object")
-    return value
 
 
 def _array(value: Any, path: str) -> list[Any]:
