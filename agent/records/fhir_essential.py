@@ -10,7 +10,9 @@ Checked, and nothing else (docs/records.md says what that trades):
   CodeableConcept); ``subject`` and ``encounter`` (Reference); ``effective[x]`` (at most one;
   dateTime, Period or instant); ``issued`` (instant); ``value[x]`` (at most one; Quantity,
   CodeableConcept, string, integer or boolean); ``component[]`` (``code`` required, ``value[x]``
-  as above);
+  as above). When the served mapping's codes are known (``ElementReach.codes``), an
+  Observation coded with none of them (nor any of its components) is read only for its
+  status, code, subject and components' codes, so only those are checked;
 - Encounter: ``id``; ``status`` (required, required binding); ``subject``; ``period``;
 - Bundle: ``type`` (required, required binding); ``entry[]`` objects; ``entry.fullUrl`` (uri);
 - the element *names* (keys) of every structure above: a Patient, Observation, component,
@@ -106,14 +108,20 @@ def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = 
     """Raise FhirError naming ``where`` and the element path if an element the agent reads
     breaks its R4 rule: what its own code reads, and every element ``reach`` (the served
     mapping's FHIRPath) can reach, each with its whole subtree by the rules of its R4 type.
-    Same contract as ``fhir_validate.validate``; other elements pass."""
+    An Observation whose codes no feature reads (``reach.codes``) is read, and checked, only
+    for its status, code, subject and components' codes. Same contract as
+    ``fhir_validate.validate``; other elements pass."""
     resource_type = check_resource_type(resource, where)
     if resource_type not in DEEP_TYPES:
         return
     names = reach.of(resource_type) if reach is not None else frozenset()
     keys = reached_keys(resource_type, names) if names is None or names else frozenset()
+    codes = reach.codes if reach is not None else None
     try:
-        _CHECKS[resource_type](resource)
+        if codes is not None and resource_type == "Observation" and not _read(resource, codes):
+            _coded(resource, values=False)  # a feature reads none of its values
+        else:
+            _CHECKS[resource_type](resource)
         check_elements(resource, resource_type, keys)
     except Invalid as bad:
         raise FhirError(f"{resource_type} at {where}{bad.path}: {bad.why}") from None
@@ -170,17 +178,9 @@ def _patient(patient: dict[str, Any]) -> None:
 
 
 def _observation(observation: dict[str, Any]) -> None:
-    _known(observation, _OBSERVATION)
+    _coded(observation, values=True)
     if "id" in observation:
         text(observation["id"], ".id", ID)
-    status = observation.get("status")
-    if not isinstance(status, str) or status not in _OBSERVATION_STATUS:
-        _required_code(observation, "Observation", "status")  # raises, saying why
-    if "code" not in observation:
-        raise Invalid(".code", "required element is missing")
-    _concept(observation["code"], ".code")
-    if "subject" in observation:
-        _reference(observation["subject"], ".subject")
     if "encounter" in observation:
         _reference(observation["encounter"], ".encounter")
     effective = _one_of(observation, _EFFECTIVE_KEYS, "", "effective[x]")
@@ -193,6 +193,21 @@ def _observation(observation: dict[str, Any]) -> None:
     if "issued" in observation:
         when(observation["issued"], ".issued", INSTANT)
     _value(observation, "")
+
+
+def _coded(observation: dict[str, Any], *, values: bool) -> None:
+    """What every Observation is read for (its element names, status, code, subject and
+    its components' codes: grouping and the code match), with ``values`` its components'
+    values too."""
+    _known(observation, _OBSERVATION)
+    status = observation.get("status")
+    if not isinstance(status, str) or status not in _OBSERVATION_STATUS:
+        _required_code(observation, "Observation", "status")  # raises, saying why
+    if "code" not in observation:
+        raise Invalid(".code", "required element is missing")
+    _concept(observation["code"], ".code")
+    if "subject" in observation:
+        _reference(observation["subject"], ".subject")
     if "component" in observation:
         for index, component in enumerate(_array(observation["component"], ".component")):
             try:
@@ -200,9 +215,37 @@ def _observation(observation: dict[str, Any]) -> None:
                 if "code" not in component:
                     raise Invalid(".code", "required element is missing")
                 _concept(component["code"], ".code")
-                _value(component, "")
+                if values:
+                    _value(component, "")
             except Invalid as bad:
                 raise bad.under(f".component[{index}]") from None
+
+
+def _read(observation: dict[str, Any], codes: frozenset[tuple[str, str]]) -> bool:
+    """Whether a feature reads this Observation: its code or a component's is one of
+    ``codes`` (as ``agent.mapping.facts.WantedCodes`` matches them). True as well when the
+    codes are malformed, so that the whole check says why."""
+    concepts = [observation.get("code")]
+    components = observation.get("component")
+    if components is not None:
+        if not isinstance(components, list):
+            return True
+        concepts += [c.get("code") if isinstance(c, dict) else None for c in components]
+    for concept in concepts:
+        if not isinstance(concept, dict):
+            return True
+        codings = concept.get("coding", ())
+        if not isinstance(codings, list | tuple):
+            return True
+        for coding in codings:
+            if not isinstance(coding, dict):
+                return True
+            if "code" not in coding:
+                continue  # matches nothing
+            pair = (coding.get("system", ""), coding.get("code"))
+            if not isinstance(pair[0], str) or not isinstance(pair[1], str) or pair in codes:
+                return True
+    return False
 
 
 def _encounter(encounter: dict[str, Any]) -> None:
