@@ -116,10 +116,9 @@ def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = 
         return
     names = reach.of(resource_type) if reach is not None else frozenset()
     keys = reached_keys(resource_type, names) if names is None or names else frozenset()
-    codes = reach.codes if reach is not None else None
     try:
-        if codes is not None and resource_type == "Observation" and not _read(resource, codes):
-            _coded(resource, values=False)  # a feature reads none of its values
+        if resource_type == "Observation":
+            _observation(resource, reach.codes if reach is not None else None)
         else:
             _CHECKS[resource_type](resource)
         check_elements(resource, resource_type, keys)
@@ -177,8 +176,14 @@ def _patient(patient: dict[str, Any]) -> None:
         when(patient["birthDate"], ".birthDate", DATE)
 
 
-def _observation(observation: dict[str, Any]) -> None:
-    _coded(observation, values=True)
+def _observation(
+    observation: dict[str, Any], codes: frozenset[tuple[str, str]] | None = None
+) -> None:
+    """An Observation; when ``codes`` are given (the mapping's) and it is coded with none of
+    them, nor any of its components, no feature reads its values and only what every
+    Observation is read for is checked (``_coded``)."""
+    if not _coded(observation, codes):
+        return
     if "id" in observation:
         text(observation["id"], ".id", ID)
     if "encounter" in observation:
@@ -193,12 +198,18 @@ def _observation(observation: dict[str, Any]) -> None:
     if "issued" in observation:
         when(observation["issued"], ".issued", INSTANT)
     _value(observation, "")
+    for index, component in enumerate(observation.get("component", ())):
+        try:
+            _value(component, "")
+        except Invalid as bad:
+            raise bad.under(f".component[{index}]") from None
 
 
-def _coded(observation: dict[str, Any], *, values: bool) -> None:
+def _coded(observation: dict[str, Any], codes: frozenset[tuple[str, str]] | None) -> bool:
     """What every Observation is read for (its element names, status, code, subject and
-    its components' codes: grouping and the code match), with ``values`` its components'
-    values too."""
+    its components' codes: grouping and the code match); then whether a feature reads it:
+    its code or a component's is one of ``codes`` (as ``agent.mapping.facts.WantedCodes``
+    matches them), or ``codes`` is None."""
     _known(observation, _OBSERVATION)
     status = observation.get("status")
     if not isinstance(status, str) or status not in _OBSERVATION_STATUS:
@@ -206,6 +217,7 @@ def _coded(observation: dict[str, Any], *, values: bool) -> None:
     if "code" not in observation:
         raise Invalid(".code", "required element is missing")
     _concept(observation["code"], ".code")
+    read = codes is None or _coded_with(observation["code"], codes)
     if "subject" in observation:
         _reference(observation["subject"], ".subject")
     if "component" in observation:
@@ -215,37 +227,18 @@ def _coded(observation: dict[str, Any], *, values: bool) -> None:
                 if "code" not in component:
                     raise Invalid(".code", "required element is missing")
                 _concept(component["code"], ".code")
-                if values:
-                    _value(component, "")
             except Invalid as bad:
                 raise bad.under(f".component[{index}]") from None
+            read = read or _coded_with(component["code"], codes)
+    return read
 
 
-def _read(observation: dict[str, Any], codes: frozenset[tuple[str, str]]) -> bool:
-    """Whether a feature reads this Observation: its code or a component's is one of
-    ``codes`` (as ``agent.mapping.facts.WantedCodes`` matches them). True as well when the
-    codes are malformed, so that the whole check says why."""
-    concepts = [observation.get("code")]
-    components = observation.get("component")
-    if components is not None:
-        if not isinstance(components, list):
-            return True
-        concepts += [c.get("code") if isinstance(c, dict) else None for c in components]
-    for concept in concepts:
-        if not isinstance(concept, dict):
-            return True
-        codings = concept.get("coding", ())
-        if not isinstance(codings, list | tuple):
-            return True
-        for coding in codings:
-            if not isinstance(coding, dict):
-                return True
-            if "code" not in coding:
-                continue  # matches nothing
-            pair = (coding.get("system", ""), coding.get("code"))
-            if not isinstance(pair[0], str) or not isinstance(pair[1], str) or pair in codes:
-                return True
-    return False
+def _coded_with(concept: dict[str, Any], codes: frozenset[tuple[str, str]] | None) -> bool:
+    """Whether a checked CodeableConcept carries one of ``codes`` (None: any)."""
+    return codes is None or any(
+        (coding.get("system", ""), coding.get("code")) in codes
+        for coding in concept.get("coding", ())
+    )
 
 
 def _encounter(encounter: dict[str, Any]) -> None:
@@ -258,7 +251,7 @@ def _encounter(encounter: dict[str, Any]) -> None:
         _period(encounter["period"], ".period")
 
 
-_CHECKS = {"Patient": _patient, "Observation": _observation, "Encounter": _encounter}
+_CHECKS = {"Patient": _patient, "Encounter": _encounter}
 
 
 # --- datatypes ----------------------------------------------------------------------------
