@@ -87,7 +87,9 @@ class Daemon:
         await self._admin.start()
         http_task = await self._start_http()
         if self.config.mllp.enabled:
-            self._mllp = MllpListener(self.config.mllp, self.pipeline, self.pipeline.limits)
+            self._mllp = MllpListener(
+                self.config.mllp, self.pipeline, self.pipeline.limits, self.config.records
+            )
             await self._mllp.start()
         if self.config.drop_folder.enabled:
             self._drop = DropFolder(self.config.drop_folder, self.pipeline, self.pipeline.limits)

@@ -251,3 +251,11 @@ class NotEnabled(AgentError):
     """A request for a feature this site has not switched on (live performance)."""
 
     reason = "not_enabled"
+
+
+class NoOutcome(AgentError):
+    """A message of a configured outcome type states no outcome: its field holds none of
+    the configured values, or no time can be read. The message names the field, never
+    its value."""
+
+    reason = "no_outcome"

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 UCUM = "http://unitsofmeasure.org"
 # Observations in these states say nothing about the patient.
-_VOID_STATUS = frozenset({"entered-in-error", "cancelled"})
+VOID_STATUS = frozenset({"entered-in-error", "cancelled"})
 
 
 class Fact(NamedTuple):
@@ -140,7 +140,7 @@ class FactIndex:
         top = self.top
         hits_of = wanted.hits
         for observation in observations:
-            if observation.get("status") in _VOID_STATUS:
+            if observation.get("status") in VOID_STATUS:
                 continue
             self.observations.append(observation)
             hits = hits_of(observation.get("code"))

@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent.mapping.facts import observation_time, parse_time
+from agent.mapping.facts import VOID_STATUS, observation_time, parse_time
 from agent.types import ElementReach, PatientRecord
-
-_VOID_STATUS = frozenset({"entered-in-error", "cancelled"})  # say nothing about the patient
 
 
 @dataclass(frozen=True)
@@ -41,14 +39,14 @@ class CompiledOutcome:
 
     def _events(self, record: PatientRecord) -> Iterator[datetime]:
         for observation in record.observations:
-            if observation.get("status") not in _VOID_STATUS and self._coded(
+            if observation.get("status") not in VOID_STATUS and self._coded(
                 observation.get("code")
             ):
                 moment = observation_time(observation)
                 if moment is not None:
                     yield moment
         for encounter in record.encounters:
-            if encounter.get("status") in _VOID_STATUS:
+            if encounter.get("status") in VOID_STATUS:
                 continue
             concepts = [{"coding": [encounter.get("class")]}, encounter.get("serviceType")]
             types = encounter.get("type")

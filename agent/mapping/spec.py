@@ -9,6 +9,7 @@ job, because that needs the manifest. Every field is documented in docs/mapping.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import Enum
 
@@ -193,12 +194,19 @@ class MappingSpec(_Strict):
 
     def resolve_code(self, text: str) -> tuple[str, str]:
         """``loinc|8867-4`` or ``http://loinc.org|8867-4`` -> (system URI, code)."""
-        system, sep, code = text.partition("|")
-        if not sep or not system or not code:
-            raise ValueError(f"code {text!r} must be written system|code")
-        if ":" in system:
-            return system, code
-        uri = self.systems.get(system) or BUILTIN_SYSTEMS.get(system)
-        if uri is None:
-            raise ValueError(f"code system alias {system!r} is neither built in nor in systems")
-        return uri, code
+        return resolve_code(text, self.systems)
+
+
+def resolve_code(text: str, systems: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``loinc|8867-4`` or ``http://loinc.org|8867-4`` -> (system URI, code): an alias is
+    one of ``systems`` (a mapping file's own) or built in. Also read by the MLLP outcome
+    messages, so a code is written the same way everywhere."""
+    system, sep, code = text.partition("|")
+    if not sep or not system or not code:
+        raise ValueError(f"code {text!r} must be written system|code")
+    if ":" in system:
+        return system, code
+    uri = (systems or {}).get(system) or BUILTIN_SYSTEMS.get(system)
+    if uri is None:
+        raise ValueError(f"code system alias {system!r} is neither built in nor in systems")
+    return uri, code

@@ -110,6 +110,44 @@ def _subject(patient: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"identifier": identifier}
 
 
+def pid_reference(segment: Segment) -> str | None:
+    """The value of the first PID-3 identifier: what a record of this PID is named by
+    (``PatientRecord.reference``), so what its prediction is kept under and an outcome
+    about the patient must name."""
+    identifiers = _identifiers(segment)
+    return str(identifiers[0]["value"]) if identifiers else None
+
+
+def _identifiers(segment: Segment) -> list[dict[str, Any]]:
+    """PID-3's identifiers with a value (CX-1), in order, as FHIR Identifiers."""
+    identifiers = []
+    for raw in segment.repetitions(3):
+        cx = segment.components(raw, 3)
+        if not cx[0]:
+            continue
+        identifier: dict[str, Any] = {"value": cx[0]}
+        if len(cx) > 4 and cx[4]:
+            identifier["type"] = {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": cx[4]}
+                ]
+            }
+        if len(cx) > 3 and cx[3]:
+            identifier["assigner"] = {"display": cx[3]}
+        identifiers.append(identifier)
+    return identifiers
+
+
+def hl7_instant(segment: Segment, number: int, zone: ZoneInfo) -> datetime | None:
+    """A TS/DTM field as an aware datetime (a date alone is its midnight in ``zone``), None
+    when empty; Hl7Error when it is not an HL7 date/time."""
+    text = _datetime(segment, number, zone)
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+
+
 def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:
     """HL7 TS/DTM -> FHIR dateTime at the precision given; a time without an offset is
     read in the configured zone."""
@@ -194,21 +232,7 @@ def _codeable(
 
 def _patient(segment: Segment, resource_id: str, zone: ZoneInfo) -> dict[str, Any]:
     patient: dict[str, Any] = {"resourceType": "Patient", "id": resource_id}
-    identifiers = []
-    for raw in segment.repetitions(3):
-        cx = segment.components(raw, 3)
-        if not cx[0]:
-            continue
-        identifier: dict[str, Any] = {"value": cx[0]}
-        if len(cx) > 4 and cx[4]:
-            identifier["type"] = {
-                "coding": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": cx[4]}
-                ]
-            }
-        if len(cx) > 3 and cx[3]:
-            identifier["assigner"] = {"display": cx[3]}
-        identifiers.append(identifier)
+    identifiers = _identifiers(segment)
     if identifiers:
         patient["identifier"] = identifiers
     names = []

@@ -10,7 +10,7 @@ from agent.records.hl7_fhir import message_to_records
 from agent.types import ElementReach, PatientRecord
 
 
-def _decode(body: bytes) -> str:
+def decode_hl7v2(body: bytes) -> str:
     """UTF-8 (ASCII is a subset) unless MSH-18 names ISO 8859-1."""
     head = body[:512].split(b"\r", 1)[0].split(b"\n", 1)[0]
     latin1 = b"8859/1" in head or b"8859/15" in head
@@ -25,7 +25,7 @@ def parse_hl7v2(
 ) -> list[PatientRecord]:
     """Every message in ``body``, in order; one record per patient per message. ``reach`` is
     not used: the FHIR resources come from the agent's own conversion, not from a sender."""
-    text = _decode(body.lstrip(b"\x0b").rstrip(b"\x1c\r\n"))
+    text = decode_hl7v2(body.lstrip(b"\x0b").rstrip(b"\x1c\r\n"))
     records: list[PatientRecord] = []
     for number, message in enumerate(split_batch(text), start=1):
         try:

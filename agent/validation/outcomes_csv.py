@@ -12,7 +12,7 @@ identifiers.
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,29 +57,45 @@ def read_outcomes(path: Path) -> OutcomeTable:
     except OSError as exc:
         raise OutcomesError("the outcomes file cannot be read") from exc
     with handle:
-        reader = csv.reader(handle)
-        try:
-            header = [cell.strip() for cell in next(reader, [])]
-            missing = [name for name in REQUIRED if name not in header]
-            if missing:
-                raise OutcomesError(f"outcomes header lacks column(s): {', '.join(missing)}")
-            if len(set(header)) != len(header):
-                raise OutcomesError("outcomes header names a column twice")
-            groups = tuple(name for name in header if name not in KNOWN)
-            by_patient: dict[str, list[Outcome]] = {}
-            seen: dict[tuple[str, datetime], int] = {}
-            for cells in reader:
-                if not any(cell.strip() for cell in cells):
-                    continue
-                row = _row(reader.line_num, header, cells, groups)
-                first = seen.setdefault((row.patient, row.as_of), row.line)
-                if first != row.line:
-                    raise OutcomesError(
-                        f"outcomes line {row.line}: the same patient and time as line {first}"
-                    )
-                by_patient.setdefault(row.patient, []).append(row)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise OutcomesError(f"outcomes line {reader.line_num}: not UTF-8 CSV") from exc
+        return read_outcome_lines(handle)
+
+
+def outcomes_header(line: str) -> bool:
+    """Whether ``line`` (a file's first) is the header of an outcomes CSV: it names the
+    ``patient`` and ``as_of`` columns."""
+    try:
+        header = {cell.strip() for cell in next(csv.reader([line.removeprefix("\ufeff")]), [])}
+    except csv.Error:
+        return False
+    return all(name in header for name in REQUIRED)
+
+
+def read_outcome_lines(lines: Iterable[str]) -> OutcomeTable:
+    """Every row of an outcomes CSV given as its lines (as a text file opened with
+    ``newline=""`` yields them); OutcomesError on the first bad one."""
+    reader = csv.reader(lines)
+    try:
+        header = [cell.strip() for cell in next(reader, [])]
+        missing = [name for name in REQUIRED if name not in header]
+        if missing:
+            raise OutcomesError(f"outcomes header lacks column(s): {', '.join(missing)}")
+        if len(set(header)) != len(header):
+            raise OutcomesError("outcomes header names a column twice")
+        groups = tuple(name for name in header if name not in KNOWN)
+        by_patient: dict[str, list[Outcome]] = {}
+        seen: dict[tuple[str, datetime], int] = {}
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            row = _row(reader.line_num, header, cells, groups)
+            first = seen.setdefault((row.patient, row.as_of), row.line)
+            if first != row.line:
+                raise OutcomesError(
+                    f"outcomes line {row.line}: the same patient and time as line {first}"
+                )
+            by_patient.setdefault(row.patient, []).append(row)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise OutcomesError(f"outcomes line {reader.line_num}: not UTF-8 CSV") from exc
     if not by_patient:
         raise OutcomesError("the outcomes file has no rows")
     return OutcomeTable(by_patient, groups, LABEL in header)

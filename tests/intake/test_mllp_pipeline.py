@@ -168,3 +168,26 @@ def test_results_go_to_the_destination_as_the_ack_has_them(
     for phi in (b"Testpatient", b"19540722", b"Sample Street", b"V000417", b"Attending"):
         assert phi not in oru
     parse_message(oru.decode("latin-1"), find_groups=True)
+
+
+def test_an_outcome_message_to_a_site_without_live_performance(pipeline: ScoringPipeline) -> None:
+    """The real pipeline keeps no predictions here: the outcome is answered AE
+    ``not_enabled`` and counted, while the same listener still scores its other messages."""
+    rule = {"message": "ORU^R01", "code": "loinc|75323-6", "positive": ["1"]}
+    outcome = (
+        b"MSH|^~\\&|EHR|HOSP|EDGE|HOSP|20260316080000||ORU^R01|OUT-1|P|2.5\r"
+        b"PID|1||SYN-000417^^^HOSP^MR\rOBX|1|NM|75323-6^Outcome^LN||1||||||F\r"
+    )
+    labels = {"model": MODEL, "intake": "mllp", "reason": "not_enabled"}
+    registry = pipeline.monitor.registry
+    before = registry.get_sample_value("edge_agent_errors_total", labels) or 0
+    with (
+        running_listener(pipeline, model=MODEL, outcomes=[rule]) as (listener, _),
+        hl7.client.MLLPClient("127.0.0.1", listener.port) as mllp,
+    ):
+        refused = ack_of(mllp.send_message(outcome))
+        scored = ack_of(mllp.send_message(fixture_message("oru-r01-v25.hl7")))
+    assert msa(refused)[1:4] == ["AE", "OUT-1", "not scored: not_enabled"]
+    assert b"SYN-000417" not in refused
+    assert msa(scored)[1] == "AA"
+    assert registry.get_sample_value("edge_agent_errors_total", labels) == before + 1

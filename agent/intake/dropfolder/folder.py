@@ -47,6 +47,7 @@ from agent.dataplane import DataPlane
 from agent.durable import move_durably, write_atomic
 from agent.errors import ConfigError
 from agent.intake.dropfolder.config import DropFolderConfig
+from agent.intake.dropfolder.outcomes import OutcomeFiles, OutcomeFolders
 from agent.limits import Limits
 from agent.types import IntakePath
 
@@ -105,6 +106,15 @@ class DropFolder:
                 input_policy=self.policy,
                 results_group_readable=config.results_group_readable,
             ),
+        )
+        self.outcome_files = OutcomeFiles(
+            plane,
+            config.model or "",
+            self.policy,
+            OutcomeFolders(
+                config.outbox, config.processed, config.failed, self.engine.settings.output_mode
+            ),
+            config.document_max,
         )
         self._jobs_root = config.state / "jobs"
         self._stopping = threading.Event()
@@ -283,9 +293,11 @@ class DropFolder:
     def _start_job(self, folder: Path, name: str, expected: FileIdentity | None = None) -> None:
         """Begin scoring the claimed ``name``; ``expected`` is the file the scan saw settle
         (the claim was a rename, so the same inode), which the engine checks at open."""
-        job = self.engine.begin(
-            folder, folder / "in" / name, name, self._free_stem(name), folder.name, expected
-        )
+        path, stem = folder / "in" / name, self._free_stem(name)
+        if self.outcome_files.take(path, name, stem, expected):
+            shutil.rmtree(folder)  # an outcomes CSV, recorded and filed (outcomes.py)
+            return
+        job = self.engine.begin(folder, path, name, stem, folder.name, expected)
         self._advance(job)
 
     def _resume(self, folder: Path) -> None:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.configbase import ConfigPath, Section, is_loopback
 from agent.hl7.oru import ResultAddressing
+from agent.mapping.spec import resolve_code
 
 _NOT_IN_ADDRESS = re.compile(r"[|~\\&\x00-\x1f]")  # "^" separates components, allowed
+_MESSAGE_TYPE = re.compile(r"^[A-Z0-9]{3}\^[A-Z0-9]{3}$")
+_FIELD = re.compile(r"^([A-Z][A-Z0-9]{2})-([1-9][0-9]{0,2})(?:\.([1-9][0-9]?))?$")
 
 
 class ResultsDestination(Section):
@@ -94,6 +98,112 @@ class ResultsDestination(Section):
         )
 
 
+@dataclass(frozen=True)
+class FieldPath:
+    """A field (and component) of a segment as interface analysts write it: ``PV1-36``,
+    ``PV1-3.1`` (component 1 when none is given)."""
+
+    segment: str
+    field: int
+    component: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> FieldPath:
+        match = _FIELD.match(text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not a field such as PV1-36 or OBX-5.1")
+        return cls(match[1], int(match[2]), int(match[3] or 1))
+
+    def __str__(self) -> str:
+        return f"{self.segment}-{self.field}" + (f".{self.component}" if self.component > 1 else "")
+
+
+DEFAULT_OUTCOME_TIME = ("OBX-14", "EVN-6", "EVN-2", "MSH-7")
+
+
+class OutcomeMessage(Section):
+    """One kind of HL7 v2 message that reports an outcome instead of asking for a score
+    (docs/mllp.md, "Outcomes"): an ORU^R01 whose OBX carries a configured code with a 0/1
+    or coded value, an ADT^A03 whose discharge disposition says death, an ADT^A02 to an
+    ICU location. Each matching segment gives one outcome for the patient of the PID before
+    it, named by PID-3 as the scored messages name it."""
+
+    message: str
+    """MSH-9 message code and trigger event, ``ORU^R01`` or ``ADT^A03``."""
+
+    model: str | None = None
+    """The model the outcome labels; None: the listener's ``model``."""
+
+    code: str | None = None
+    """``system|code`` (``loinc|...``, ``snomed|...`` or a system URI, as in a site
+    mapping): the OBX segments whose OBX-3 (primary or alternate coding) carries it report
+    the outcome, and a message of this type without one is scored as usual. None: every
+    message of this type is an outcome message, read from ``field``."""
+
+    field: str | None = None
+    """Where the outcome's value is read (``PV1-36``, ``PV1-3.1``); with ``code``, an OBX
+    field (default ``OBX-5``, the observation value, its first component for a coded one)."""
+
+    positive: list[str] = Field(min_length=1)
+    """Values of ``field`` that mean the event happened (label 1): ``["1"]``, ``["Y"]``,
+    the death dispositions (``["20"]``), the ICU points of care (``["ICU", "MICU"]``)."""
+
+    negative: list[str] = Field(default_factory=list)
+    """Values that mean it did not happen (label 0), e.g. ``["0"]``. A value in neither
+    list is not an outcome: the message is answered AE ``no_outcome``."""
+
+    time: list[str] = Field(default_factory=lambda: list(DEFAULT_OUTCOME_TIME))
+    """Where the outcome's time is read, the first valued one winning: a field of the
+    matching segment, else of the nearest segment of that name before it (``EVN-6`` event
+    occurred, ``EVN-2`` recorded, ``MSH-7`` message time). Read in ``records.hl7_timezone``
+    when it carries no offset."""
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value: str) -> str:
+        if not _MESSAGE_TYPE.match(value):
+            raise ValueError("must be MSH-9 code^event, such as ORU^R01 or ADT^A03")
+        return value
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str | None) -> str | None:
+        if value is not None:
+            system, code = resolve_code(value)
+            return f"{system}|{code}"
+        return value
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, value: str | None) -> str | None:
+        return str(FieldPath.parse(value)) if value is not None else None
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one field to read the time from")
+        return [str(FieldPath.parse(text)) for text in value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OutcomeMessage:
+        if self.code is None and self.field is None:
+            raise ValueError("give code (an OBX code), field (where the value is), or both")
+        if self.code is not None and self.value_field.segment != "OBX":
+            raise ValueError("with code, field must be an OBX field (default OBX-5)")
+        if set(self.positive) & set(self.negative):
+            raise ValueError("a value cannot be both positive and negative")
+        return self
+
+    @property
+    def value_field(self) -> FieldPath:
+        return FieldPath.parse(self.field or "OBX-5")
+
+    @property
+    def time_fields(self) -> tuple[FieldPath, ...]:
+        return tuple(FieldPath.parse(text) for text in self.time)
+
+
 class AckMode(StrEnum):
     results = "results"
     """AA carries each prediction's outputs as OBX segments after MSA (non-standard in an
@@ -156,6 +266,11 @@ class MllpConfig(Section):
     results_to: ResultsDestination | None = None
     """Also send each scored message's results as an ORU^R01 to this MLLP destination (the
     interface engine), through a durable spool; None sends none (docs/mllp.md)."""
+
+    outcomes: list[OutcomeMessage] = Field(default_factory=list)
+    """Messages that report outcomes (a death, an ICU transfer, a coded result) to join to
+    earlier predictions for live performance (``performance.enabled``), answered AA when
+    recorded; every other message is scored. Empty: every message is scored."""
 
     @model_validator(mode="after")
     def _consistent(self) -> MllpConfig:

@@ -48,6 +48,7 @@ from agent.hl7.ack import (
 from agent.hl7.framing import END_BLOCK, START_BLOCK, unframe
 from agent.hl7.oru import ResultAddressing, build_result_message
 from agent.intake.mllp.config import AckMode, MllpConfig
+from agent.intake.mllp.outcomes import OutcomeReader
 from agent.intake.mllp.results import (
     ResultSender,
     ResultSpool,
@@ -55,6 +56,7 @@ from agent.intake.mllp.results import (
 )
 from agent.limits import Limits
 from agent.logs import ThrottledWarning, throttle_accept_failures
+from agent.records.config import RecordsConfig
 from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest, ScoreResult
 
 log = logging.getLogger(__name__)
@@ -175,9 +177,20 @@ class _Connection:
 class MllpListener:
     """Serves MLLP on ``config.host:config.port`` until ``stop``; scores with ``plane``."""
 
-    def __init__(self, config: MllpConfig, plane: DataPlane, limits: Limits) -> None:
+    def __init__(
+        self,
+        config: MllpConfig,
+        plane: DataPlane,
+        limits: Limits,
+        records: RecordsConfig | None = None,
+    ) -> None:
         if not config.model:
             raise ConfigError("the MLLP listener needs a model to score with (mllp.model)")
+        self._outcomes = (
+            OutcomeReader(config.outcomes, config.model, records or RecordsConfig())
+            if config.outcomes
+            else None
+        )
         self._config = config
         self._model = config.model
         self._plane = plane
@@ -380,6 +393,8 @@ class MllpListener:
             outcome = Outcome(AckCode.reject, (_TOO_LARGE,))
         elif header is None:
             outcome = Outcome(AckCode.reject, (_NOT_HL7,))
+        elif self._outcomes is not None and self._outcomes.concerns(header):
+            outcome = await self._outcome_message(self._outcomes, frame.content, peer)
         else:
             outcome = await self._score(frame.content, peer)
         if outcome.errors:
@@ -401,13 +416,7 @@ class MllpListener:
         try:
             result = await asyncio.to_thread(self._plane.score, request)
         except Exception as exc:
-            if not isinstance(exc, AgentError):
-                log.error(
-                    "mllp scoring failed unexpectedly", extra={"error_type": type(exc).__name__}
-                )
-                error = InternalError("unexpected error while scoring")
-                self._plane.count_refusal(self._model, IntakePath.mllp, error)
-            return outcome_of_error(exc)
+            return self._not_handled(exc, self._model)
         outcome = outcome_of_result(result)
         if outcome.code is not AckCode.accept:
             return outcome  # not spooled: the engine keeps (or resends) the message
@@ -424,6 +433,36 @@ class MllpListener:
                 return Outcome(AckCode.error, (_NOT_SPOOLED,))
             self._sender.notify()
         return outcome
+
+    async def _outcome_message(self, reader: OutcomeReader, message: bytes, peer: str) -> Outcome:
+        """A message of a configured outcome type: AA once its outcomes are recorded (joined
+        to an earlier prediction or not: an outcome whose prediction was never made here is
+        no error), AE naming why not (``no_outcome``, ``no_patient``, ``not_enabled``, the
+        model's state), AR when unreadable. Not an outcome after all (an ORU without the
+        configured code): scored as usual."""
+        model = self._model
+        try:
+            reports = await asyncio.to_thread(reader.read, message)
+            if reports is None:
+                return await self._score(message, peer)
+            for model, batch in reports.items():
+                receipt = await asyncio.to_thread(self._plane.record_outcomes, model, batch)
+                log.info(
+                    "mllp outcomes recorded", extra={"model": model, "count": receipt.received}
+                )
+        except Exception as exc:
+            if isinstance(exc, AgentError):
+                self._plane.count_refusal(model, IntakePath.mllp, exc)
+            return self._not_handled(exc, model)
+        return Outcome(AckCode.accept)
+
+    def _not_handled(self, exc: Exception, model: str) -> Outcome:
+        """The ACK for a message the data plane could not take; an unexpected exception is
+        logged (its type only) and counted as ``internal``."""
+        if not isinstance(exc, AgentError):
+            log.error("mllp message failed unexpectedly", extra={"error_type": type(exc).__name__})
+            self._plane.count_refusal(model, IntakePath.mllp, InternalError("unexpected error"))
+        return outcome_of_error(exc)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self._config.tls_cert is None or self._config.tls_key is None:
