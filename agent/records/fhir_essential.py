@@ -235,10 +235,12 @@ def _coded(observation: dict[str, Any], codes: frozenset[tuple[str, str]] | None
 
 def _coded_with(concept: dict[str, Any], codes: frozenset[tuple[str, str]] | None) -> bool:
     """Whether a checked CodeableConcept carries one of ``codes`` (None: any)."""
-    return codes is None or any(
-        (coding.get("system", ""), coding.get("code")) in codes
-        for coding in concept.get("coding", ())
-    )
+    if codes is None:
+        return True
+    for coding in concept.get("coding", ()):
+        if (coding.get("system", ""), coding.get("code")) in codes:
+            return True
+    return False
 
 
 def _encounter(encounter: dict[str, Any]) -> None:
