@@ -121,7 +121,8 @@ def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = 
             _observation(resource, reach.codes if reach is not None else None)
         else:
             _CHECKS[resource_type](resource)
-        check_elements(resource, resource_type, keys)
+        if keys:
+            check_elements(resource, resource_type, keys)
     except Invalid as bad:
         raise FhirError(f"{resource_type} at {where}{bad.path}: {bad.why}") from None
     if "contained" in keys:
