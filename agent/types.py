@@ -31,16 +31,22 @@ class RecordFormat(StrEnum):
 
 @dataclass(frozen=True)
 class ElementReach:
-    """What a site mapping's FHIRPath expressions can read, per resource type, so that the
-    ``essential`` validation checks those elements too (docs/records.md).
+    """What a site mapping's features can read, so that the ``essential`` validation checks
+    exactly that (docs/records.md). Built once when the mapping loads.
 
-    ``names``: (resource type, the names its expressions use) pairs, where the names are
-    every identifier of the expressions (element names among them, function names too: an
-    over-approximation is safe), or None where an expression can reach any element
-    (``descendants()``, ``children()``, ``resolve()``). Built once when the mapping loads.
+    ``names``: (resource type, the names its FHIRPath expressions use) pairs, where the
+    names are every identifier of the expressions (element names among them, function names
+    too: an over-approximation is safe), or None where an expression can reach any element
+    (``descendants()``, ``children()``, ``resolve()``).
+
+    ``codes``: the (system, code) pairs whose Observations (or components) a feature reads;
+    an Observation coded with none of them is read only for its code, status and subject,
+    and only those are checked. None: any Observation may be read (no mapping, or a FHIRPath
+    feature over every Observation), so each is checked in full.
     """
 
     names: tuple[tuple[str, frozenset[str] | None], ...] = ()
+    codes: frozenset[tuple[str, str]] | None = None
 
     def of(self, resource_type: str) -> frozenset[str] | None:
         """The names used on ``resource_type`` (empty: none read it), None: any element."""

@@ -11,7 +11,7 @@ and running.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from agent.mapping.spec import (
     MissingPolicy,
     PatientField,
     Reduction,
+    ResourceKind,
     parse_window,
 )
 from agent.mapping.units import IDENTITY, check_unit, conversion
@@ -128,14 +129,17 @@ def load_mapping(path: Path, manifest: BundleManifest) -> SiteMapping:
         wanted_codes=WantedCodes(frozenset(c for f in compiled.values() for c in f.codes)),
         max_imputed=spec.imputation_budget(len(manifest.inputs)),
         outcome=outcome,
-        reach=_reach(spec),
+        reach=_reach(spec, compiled.values()),
     )
 
 
-def _reach(spec: MappingSpec) -> ElementReach:
-    """Per resource type, the names its FHIRPath features use (None: any element), so that
-    validation checks every element a feature can read (``agent.types.ElementReach``)."""
+def _reach(spec: MappingSpec, compiled: Iterable[CompiledFeature]) -> ElementReach:
+    """Per resource type, the names its FHIRPath features use (None: any element), and the
+    codes whose Observations the features read (None: every Observation, when a FHIRPath
+    feature reads them all), so that validation checks every element a feature can read
+    (``agent.types.ElementReach``)."""
     reach: dict[str, frozenset[str] | None] = {}
+    every_observation = False
     for feature in spec.features.values():
         if feature.fhirpath is None:
             continue
@@ -143,7 +147,16 @@ def _reach(spec: MappingSpec) -> ElementReach:
         names = reached_names(feature.fhirpath)
         before = reach.get(kind, frozenset())
         reach[kind] = None if names is None or before is None else before | names
-    return ElementReach(tuple(sorted(reach.items(), key=lambda item: item[0])))
+        every_observation |= feature.resource is ResourceKind.Observation and not feature.codes
+    codes = frozenset(
+        (system, code)
+        for feature in compiled
+        for system, _, code in (text.partition("|") for text in feature.codes)
+    )
+    return ElementReach(
+        tuple(sorted(reach.items(), key=lambda item: item[0])),
+        None if every_observation else codes,
+    )
 
 
 def _compile(

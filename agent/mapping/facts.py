@@ -49,9 +49,10 @@ def parse_time(text: Any) -> datetime | None:
 
 def observation_time(observation: Mapping[str, Any]) -> datetime | None:
     """effective[x] (a period counts at its end, else its start), else ``issued``."""
-    for key in ("effectiveDateTime", "effectiveInstant"):
-        if key in observation:
-            return parse_time(observation[key])
+    if "effectiveDateTime" in observation:
+        return parse_time(observation["effectiveDateTime"])
+    if "effectiveInstant" in observation:
+        return parse_time(observation["effectiveInstant"])
     period = observation.get("effectivePeriod")
     if isinstance(period, dict):
         return parse_time(period.get("end") or period.get("start"))
@@ -61,15 +62,13 @@ def observation_time(observation: Mapping[str, Any]) -> datetime | None:
 def value_of(element: Mapping[str, Any]) -> tuple[float | None, str | None, tuple[str, ...]] | None:
     """(number, unit, labels) of an Observation or component value; None when it has none."""
     quantity = element.get("valueQuantity")
-    if (
-        isinstance(quantity, dict)
-        and isinstance(quantity.get("value"), int | float | Decimal)
-        and not isinstance(quantity.get("value"), bool)
-    ):
-        code = quantity.get("code")
-        system = quantity.get("system")
-        unit = code if code and system in (None, UCUM) else quantity.get("unit")
-        return float(quantity["value"]), unit, ()
+    if isinstance(quantity, dict):
+        number = quantity.get("value")
+        if isinstance(number, int | float | Decimal) and not isinstance(number, bool):
+            code = quantity.get("code")
+            system = quantity.get("system")
+            unit = code if code and system in (None, UCUM) else quantity.get("unit")
+            return float(number), unit, ()
     if isinstance(element.get("valueInteger"), int) and not isinstance(
         element.get("valueInteger"), bool
     ):
@@ -97,29 +96,33 @@ def _codes(concept: Any) -> list[str]:
 
 class WantedCodes:
     """The mapping's codes by system, built once at load: a coding is looked up in two
-    dictionaries and its ``system|code`` key is built only when a feature wants it."""
+    dictionaries, which give its ``system|code`` key ready made."""
 
     def __init__(self, codes: frozenset[str]) -> None:
-        by_system: dict[str, set[str]] = {}
+        by_system: dict[str, dict[str, str]] = {}
         for text in codes:
             system, _, code = text.partition("|")
-            by_system.setdefault(system, set()).add(code)
-        self._by_system = {system: frozenset(found) for system, found in by_system.items()}
+            by_system.setdefault(system, {})[code] = text
+        self.by_system = by_system
 
     def hits(self, concept: Any) -> list[str]:
         """``system|code`` of each coding of ``concept`` that a feature reads."""
         if not isinstance(concept, dict):
             return []
         found = []
+        by_system = self.by_system
         for coding in concept.get("coding", ()):
             if not isinstance(coding, dict):
                 continue
             code, system = coding.get("code"), coding.get("system", "")
             if isinstance(code, str) and isinstance(system, str):
-                wanted = self._by_system.get(system)
-                if wanted is not None and code in wanted:
-                    found.append(f"{system}|{code}")
+                key = by_system.get(system, _NONE).get(code)
+                if key is not None:
+                    found.append(key)
         return found
+
+
+_NONE: dict[str, str] = {}
 
 
 class FactIndex:
@@ -134,11 +137,13 @@ class FactIndex:
         self.top: dict[str, list[Fact]] = {}
         self.components: dict[str, list[tuple[frozenset[str], Fact]]] = {}
         self.observations: list[Mapping[str, Any]] = []
+        top = self.top
+        hits_of = wanted.hits
         for observation in observations:
             if observation.get("status") in VOID_STATUS:
                 continue
             self.observations.append(observation)
-            hits = wanted.hits(observation.get("code"))
+            hits = hits_of(observation.get("code"))
             components = observation.get("component")
             if not hits and not components:
                 continue
@@ -146,7 +151,12 @@ class FactIndex:
             value = value_of(observation) if hits else None
             if value is not None:
                 for code in hits:
-                    self.top.setdefault(code, []).append(Fact(time, *value, code, observation))
+                    fact = Fact(time, value[0], value[1], value[2], code, observation)
+                    found = top.get(code)
+                    if found is None:
+                        top[code] = [fact]
+                    else:
+                        found.append(fact)
             if components:
                 panel = frozenset(_codes(observation.get("code")))
                 self._components(observation, components, panel, time, wanted)

@@ -155,7 +155,7 @@ class CompiledFeature:
         ``edge-agent mapping check --sample``: read, imputed or refused (and why), converted,
         out of range, and how many hours the newest value is older than the window."""
         found = self._facts(record, index, as_of)
-        in_window = [f for f in found if _in_window(f, as_of, self.window)]
+        in_window = _within(found, as_of, self.window)
         beyond = None
         if found and not in_window and self.window is not None:
             times = [f.time for f in found if f.time is not None and f.time <= as_of]
@@ -182,7 +182,7 @@ class CompiledFeature:
         """This feature's value for ``record`` and a warning (None if there is nothing to
         say). UnmappableRecord when the mapping says refuse."""
         found = self._facts(record, index, as_of)
-        facts = [f for f in found if _in_window(f, as_of, self.window)]
+        facts = _within(found, as_of, self.window)
         if not facts and found and self.fallback is None:
             raise MissingValue(
                 f"feature {self.name!r}: no value within the {_hours(self.window)} window "
@@ -207,30 +207,37 @@ class CompiledFeature:
         )
 
     def _numeric(self, facts: list[Fact]) -> FeatureValue:
-        numbers = [(f, *self._convert(f, f.number)) for f in facts if f.number is not None]
-        if not numbers:
+        used, values, labels = [], [], set()
+        for fact in facts:
+            if fact.number is None:
+                continue
+            step = self._conversion(fact)
+            used.append(fact)
+            values.append(step.scale * fact.number + step.offset)
+            if step.label:
+                labels.add(step.label)
+        if not used:
             return self._missing(unseen=False)
-        reduced = _REDUCE[self.reduce]([v for _, v, _ in numbers])
-        labels = sorted({label for _, _, label in numbers if label})
-        return self._value(
-            reduced, round(reduced, 6), [f for f, _, _ in numbers], "; ".join(labels) or None
-        )
+        reduced = _REDUCE[self.reduce](values)
+        return self._value(reduced, round(reduced, 6), used, "; ".join(sorted(labels)) or None)
 
-    def _convert(self, fact: Fact, number: float) -> tuple[float, str | None]:
-        unit = self.unit_aliases.get(fact.unit, fact.unit) if fact.unit else None
-        if unit is None or unit == self.site_unit or self.model_unit is None:
-            step = self.site_conversion
-        else:
-            try:
-                step = conversion(unit, self.model_unit, self.molar_mass)
-            except UnitError:
-                raise UnconvertibleUnit(
-                    f"feature {self.name!r}: {_origin(fact)} carries {_named(fact.unit)}, "
-                    f"which cannot be converted to {self.model_unit}; if it is the site's "
-                    "spelling of a UCUM unit, add it to unit_aliases",
-                    self.name,
-                ) from None
-        return step(number), step.label
+    def _conversion(self, fact: Fact) -> Conversion:
+        """The conversion of ``fact``'s unit to the model's (the site unit's, worked out at
+        load, when the fact carries none or that one)."""
+        if not fact.unit or self.model_unit is None:
+            return self.site_conversion
+        unit = self.unit_aliases.get(fact.unit, fact.unit)
+        if unit == self.site_unit:
+            return self.site_conversion
+        try:
+            return conversion(unit, self.model_unit, self.molar_mass)
+        except UnitError:
+            raise UnconvertibleUnit(
+                f"feature {self.name!r}: {_origin(fact)} carries {_named(fact.unit)}, "
+                f"which cannot be converted to {self.model_unit}; if it is the site's "
+                "spelling of a UCUM unit, add it to unit_aliases",
+                self.name,
+            ) from None
 
     def _categorical(self, facts: list[Fact]) -> FeatureValue:
         labelled = [f for f in facts if f.labels]
@@ -352,10 +359,12 @@ def _hours(window: timedelta | None) -> str:
     return f"{hours:g} h"
 
 
-def _in_window(fact: Fact, as_of: datetime, window: timedelta | None) -> bool:
-    if fact.time is None:
-        return window is None
-    return fact.time <= as_of and (window is None or fact.time >= as_of - window)
+def _within(facts: list[Fact], as_of: datetime, window: timedelta | None) -> list[Fact]:
+    """The facts timed within ``window`` before ``as_of``; untimed ones only without one."""
+    if window is None:
+        return [f for f in facts if f.time is None or f.time <= as_of]
+    start = as_of - window
+    return [f for f in facts if f.time is not None and start <= f.time <= as_of]
 
 
 def _encounter_time(encounter: Any) -> datetime | None:

@@ -31,6 +31,13 @@ _STRING = re.compile(r"[ \r\n\t\S]+").fullmatch
 DATE = re.compile(f"{_YEAR}(-{_MONTH}(-{_DAY})?)?").fullmatch
 DATETIME = re.compile(f"{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME})?)?)?").fullmatch
 INSTANT = re.compile(f"{_YEAR}-{_MONTH}-{_DAY}T{_TIME}").fullmatch
+# The usual shape of a dateTime or instant (a full time with an offset), in a simpler
+# expression than the two above (a third of their cost): whatever it accepts and
+# ``datetime.fromisoformat`` then reads (a real day, hours to 23, no year 0) matches them too.
+_FULL_TIME = re.compile(
+    r"[0-9]{4}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+    r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+).fullmatch
 _CLOCK_TIME = re.compile(_CLOCK).fullmatch
 _OID = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+").fullmatch
 _UUID = re.compile(
@@ -67,6 +74,16 @@ def text(value: Any, path: str, match: Callable[[str], Any]) -> None:
         raise Invalid(path, DATATYPE)
 
 
+def is_code(value: Any) -> bool:
+    """FHIR code (``CODE``): no whitespace but single inner spaces. Printable text holds no
+    whitespace but the space (see ``is_string``), so most codes need no expression."""
+    if not isinstance(value, str):
+        return False
+    if value.isprintable():
+        return value != "" and value[0] != " " and value[-1] != " " and "  " not in value
+    return CODE(value) is not None
+
+
 def is_string(value: Any) -> bool:
     """FHIR string: non-empty, no whitespace but space, CR, LF and tab. ``isprintable`` is a
     fast exact answer for most text (it refuses every whitespace character but space)."""
@@ -91,6 +108,12 @@ def kind_fault(value: Any) -> str:
 
 def when(value: Any, path: str, match: Callable[[str], Any]) -> None:
     """date / dateTime / instant: the datatype's expression, then a real day and time."""
+    if match is not DATE and isinstance(value, str) and _FULL_TIME(value) is not None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise Invalid(path, DATATYPE) from None
+        return
     text(value, path, match)
     try:
         if len(value) > 10:
@@ -155,7 +178,7 @@ _PRIMITIVES: dict[str, Callable[[Any, str], None]] = {
     "uri": _string_kind(is_uri),
     "url": _string_kind(is_uri),
     "canonical": _string_kind(is_uri),
-    "code": _matching(CODE),
+    "code": _string_kind(is_code),
     "id": _matching(ID),
     "oid": _matching(_OID),
     "uuid": _matching(_UUID),

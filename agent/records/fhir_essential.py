@@ -10,7 +10,9 @@ Checked, and nothing else (docs/records.md says what that trades):
   CodeableConcept); ``subject`` and ``encounter`` (Reference); ``effective[x]`` (at most one;
   dateTime, Period or instant); ``issued`` (instant); ``value[x]`` (at most one; Quantity,
   CodeableConcept, string, integer or boolean); ``component[]`` (``code`` required, ``value[x]``
-  as above);
+  as above). When the served mapping's codes are known (``ElementReach.codes``), an
+  Observation coded with none of them (nor any of its components) is read only for its
+  status, code, subject and components' codes, so only those are checked;
 - Encounter: ``id``; ``status`` (required, required binding); ``subject``; ``period``;
 - Bundle: ``type`` (required, required binding); ``entry[]`` objects; ``entry.fullUrl`` (uri);
 - the element *names* (keys) of every structure above: a Patient, Observation, component,
@@ -39,7 +41,6 @@ from typing import Any
 
 from agent.errors import FhirError
 from agent.records.fhir_datatypes import (
-    CODE,
     DATE,
     DATETIME,
     ID,
@@ -47,6 +48,8 @@ from agent.records.fhir_datatypes import (
     INTEGER_MAX,
     Invalid,
     check_elements,
+    decimal,
+    is_code,
     is_string,
     is_uri,
     kind_fault,
@@ -79,6 +82,7 @@ _VALUE_KEYS = frozenset(
         "valuePeriod",
     }
 )
+_OBSERVATION_STATUS = REQUIRED_CODES["Observation", "status"]
 _EFFECTIVE_KEYS = frozenset(
     {"effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant"}
 )
@@ -104,15 +108,21 @@ def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = 
     """Raise FhirError naming ``where`` and the element path if an element the agent reads
     breaks its R4 rule: what its own code reads, and every element ``reach`` (the served
     mapping's FHIRPath) can reach, each with its whole subtree by the rules of its R4 type.
-    Same contract as ``fhir_validate.validate``; other elements pass."""
+    An Observation whose codes no feature reads (``reach.codes``) is read, and checked, only
+    for its status, code, subject and components' codes. Same contract as
+    ``fhir_validate.validate``; other elements pass."""
     resource_type = check_resource_type(resource, where)
     if resource_type not in DEEP_TYPES:
         return
     names = reach.of(resource_type) if reach is not None else frozenset()
     keys = reached_keys(resource_type, names) if names is None or names else frozenset()
     try:
-        _CHECKS[resource_type](resource)
-        check_elements(resource, resource_type, keys)
+        if resource_type == "Observation":
+            _observation(resource, reach.codes if reach is not None else None)
+        else:
+            _CHECKS[resource_type](resource)
+        if keys:
+            check_elements(resource, resource_type, keys)
     except Invalid as bad:
         raise FhirError(f"{resource_type} at {where}{bad.path}: {bad.why}") from None
     if "contained" in keys:
@@ -167,16 +177,18 @@ def _patient(patient: dict[str, Any]) -> None:
         when(patient["birthDate"], ".birthDate", DATE)
 
 
-def _observation(observation: dict[str, Any]) -> None:
-    _known(observation, _OBSERVATION)
-    _id(observation)
-    _required_code(observation, "Observation", "status")
-    if "code" not in observation:
-        raise Invalid(".code", "required element is missing")
-    _concept(observation["code"], ".code")
-    for key in ("subject", "encounter"):
-        if key in observation:
-            _reference(observation[key], f".{key}")
+def _observation(
+    observation: dict[str, Any], codes: frozenset[tuple[str, str]] | None = None
+) -> None:
+    """An Observation; when ``codes`` are given (the mapping's) and it is coded with none of
+    them, nor any of its components, no feature reads its values and only what every
+    Observation is read for is checked (``_coded``)."""
+    if not _coded(observation, codes):
+        return
+    if "id" in observation:
+        text(observation["id"], ".id", ID)
+    if "encounter" in observation:
+        _reference(observation["encounter"], ".encounter")
     effective = _one_of(observation, _EFFECTIVE_KEYS, "", "effective[x]")
     if effective == "effectiveDateTime":
         when(observation[effective], ".effectiveDateTime", DATETIME)
@@ -187,16 +199,49 @@ def _observation(observation: dict[str, Any]) -> None:
     if "issued" in observation:
         when(observation["issued"], ".issued", INSTANT)
     _value(observation, "")
+    for index, component in enumerate(observation.get("component", ())):
+        try:
+            _value(component, "")
+        except Invalid as bad:
+            raise bad.under(f".component[{index}]") from None
+
+
+def _coded(observation: dict[str, Any], codes: frozenset[tuple[str, str]] | None) -> bool:
+    """What every Observation is read for (its element names, status, code, subject and
+    its components' codes: grouping and the code match); then whether a feature reads it:
+    its code or a component's is one of ``codes`` (as ``agent.mapping.facts.WantedCodes``
+    matches them), or ``codes`` is None."""
+    _known(observation, _OBSERVATION)
+    status = observation.get("status")
+    if not isinstance(status, str) or status not in _OBSERVATION_STATUS:
+        _required_code(observation, "Observation", "status")  # raises, saying why
+    if "code" not in observation:
+        raise Invalid(".code", "required element is missing")
+    _concept(observation["code"], ".code")
+    read = codes is None or _coded_with(observation["code"], codes)
+    if "subject" in observation:
+        _reference(observation["subject"], ".subject")
     if "component" in observation:
         for index, component in enumerate(_array(observation["component"], ".component")):
             try:
-                _known(_object(component, ""), _COMPONENT)
+                _known(component, _COMPONENT)
                 if "code" not in component:
                     raise Invalid(".code", "required element is missing")
                 _concept(component["code"], ".code")
-                _value(component, "")
             except Invalid as bad:
                 raise bad.under(f".component[{index}]") from None
+            read = read or _coded_with(component["code"], codes)
+    return read
+
+
+def _coded_with(concept: dict[str, Any], codes: frozenset[tuple[str, str]] | None) -> bool:
+    """Whether a checked CodeableConcept carries one of ``codes`` (None: any)."""
+    if codes is None:
+        return True
+    for coding in concept.get("coding", ()):
+        if (coding.get("system", ""), coding.get("code")) in codes:
+            return True
+    return False
 
 
 def _encounter(encounter: dict[str, Any]) -> None:
@@ -209,7 +254,7 @@ def _encounter(encounter: dict[str, Any]) -> None:
         _period(encounter["period"], ".period")
 
 
-_CHECKS = {"Patient": _patient, "Observation": _observation, "Encounter": _encounter}
+_CHECKS = {"Patient": _patient, "Encounter": _encounter}
 
 
 # --- datatypes ----------------------------------------------------------------------------
@@ -239,36 +284,35 @@ def _value(element: dict[str, Any], path: str) -> None:
 
 def _quantity(quantity: Any, path: str) -> None:
     try:
-        _known(_object(quantity, ""), _QUANTITY)
+        _known(quantity, _QUANTITY)
         if "value" in quantity:
             number = quantity["value"]
-            if not isinstance(number, int | float) or isinstance(number, bool):
-                raise Invalid(".value", "expected a number")
-            try:
-                float(number)  # the JSON reader refuses NaN and Infinity; huge integers end here
-            except OverflowError:
-                raise Invalid(".value", "number out of range") from None
+            if type(number) is not float:  # the usual case, finite as the JSON reader made it
+                decimal(number, ".value")
         if "unit" in quantity and not is_string(quantity["unit"]):
             raise Invalid(".unit", kind_fault(quantity["unit"]))
         if "system" in quantity and not is_uri(quantity["system"]):
             raise Invalid(".system", kind_fault(quantity["system"]))
-        if "code" in quantity:
-            text(quantity["code"], ".code", CODE)
+        if "code" in quantity and not is_code(quantity["code"]):
+            raise Invalid(".code", kind_fault(quantity["code"]))
     except Invalid as bad:
         raise bad.under(path) from None
 
 
 def _concept(concept: Any, path: str) -> None:
     try:
-        _known(_object(concept, ""), _CONCEPT)
+        _known(concept, _CONCEPT)
         if "coding" in concept:
-            for index, coding in enumerate(_array(concept["coding"], ".coding")):
+            codings = concept["coding"]
+            if not isinstance(codings, list):
+                raise Invalid(".coding", "expected an array")
+            for index, coding in enumerate(codings):
                 try:
-                    _known(_object(coding, ""), _CODING)
+                    _known(coding, _CODING)
                     if "system" in coding and not is_uri(coding["system"]):
                         raise Invalid(".system", kind_fault(coding["system"]))
-                    if "code" in coding:
-                        text(coding["code"], ".code", CODE)
+                    if "code" in coding and not is_code(coding["code"]):
+                        raise Invalid(".code", kind_fault(coding["code"]))
                 except Invalid as bad:
                     raise bad.under(f".coding[{index}]") from None
         if "text" in concept and not is_string(concept["text"]):
@@ -279,7 +323,7 @@ def _concept(concept: Any, path: str) -> None:
 
 def _reference(reference: Any, path: str) -> None:
     try:
-        _known(_object(reference, ""), _REFERENCE)
+        _known(reference, _REFERENCE)
         if "reference" in reference and not is_string(reference["reference"]):
             raise Invalid(".reference", kind_fault(reference["reference"]))
     except Invalid as bad:
@@ -288,7 +332,7 @@ def _reference(reference: Any, path: str) -> None:
 
 def _period(period: Any, path: str) -> None:
     try:
-        _known(_object(period, ""), _PERIOD)
+        _known(period, _PERIOD)
         for key in ("start", "end"):
             if key in period:
                 when(period[key], "." + key, DATETIME)
@@ -324,17 +368,14 @@ def _one_of(element: dict[str, Any], keys: frozenset[str], path: str, name: str)
     return next(iter(present))
 
 
-def _known(element: dict[str, Any], names: frozenset[str]) -> None:
-    """Every key is an element of this structure: a misspelt ``valueQuantity`` or ``code``
-    would otherwise hide a value from mapping, which would then impute it."""
+def _known(element: Any, names: frozenset[str]) -> None:
+    """An object whose every key is an element of this structure: a misspelt
+    ``valueQuantity`` or ``code`` would otherwise hide a value from mapping, which would
+    then impute it."""
+    if not isinstance(element, dict):
+        raise Invalid("", "expected an object")
     if not names.issuperset(element):
         raise Invalid("", UNKNOWN_ELEMENT)  # the key is input: its parent is named instead
-
-
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise Invalid(path, "expected an object")
-    return value
 
 
 def _array(value: Any, path: str) -> list[Any]:

@@ -96,10 +96,7 @@ def _walk(
     is_bundle = doc.get("resourceType") == "Bundle"
     name = path if path is not None else ("Bundle" if is_bundle else "resource")
     if not is_bundle:
-        check.validator.resource(doc, line + name, check.reach)
-        out.append(Located(doc, line + name, full_url))
-        if len(out) > limits.records_per_request_max:
-            raise FhirError(f"more than {limits.records_per_request_max} resources in one request")
+        _take(doc, line + name, full_url, out, limits, check)
         return
     if depth >= _MAX_BUNDLE_DEPTH:
         raise FhirError(
@@ -108,14 +105,25 @@ def _walk(
     check.validator.bundle_shell(doc, line + name)
     for index, entry in enumerate(doc.get("entry", [])):
         resource = entry_resource(entry)
-        if resource is not None:  # GET/DELETE and transaction-response entries carry none
-            _walk(
-                resource,
-                f"{name}.entry[{index}].resource",
-                line,
-                entry.get("fullUrl"),
-                out,
-                depth + 1,
-                limits,
-                check,
-            )
+        if resource is None:  # GET/DELETE and transaction-response entries carry none
+            continue
+        place = f"{name}.entry[{index}].resource"
+        if isinstance(resource, dict) and resource.get("resourceType") != "Bundle":
+            _take(resource, line + place, entry.get("fullUrl"), out, limits, check)
+        else:
+            _walk(resource, place, line, entry.get("fullUrl"), out, depth + 1, limits, check)
+
+
+def _take(
+    resource: dict[str, Any],
+    where: str,
+    full_url: str | None,
+    out: list[Located],
+    limits: Limits,
+    check: _Check,
+) -> None:
+    """A resource (not a Bundle) validated and collected, within the per-request bound."""
+    check.validator.resource(resource, where, check.reach)
+    out.append(Located(resource, where, full_url))
+    if len(out) > limits.records_per_request_max:
+        raise FhirError(f"more than {limits.records_per_request_max} resources in one request")

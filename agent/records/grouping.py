@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.errors import FhirError
 from agent.types import PatientRecord
@@ -25,9 +25,9 @@ NO_SUBJECT = "!no_subject"  # key of a grouped resource that names no patient
 _NO_DATA_METHODS = frozenset({"GET", "HEAD", "DELETE"})  # transaction entries without data
 
 
-@dataclass(frozen=True)
-class Located:
-    """A resource and where it was found (``line 3: Bundle.entry[2].resource``)."""
+class Located(NamedTuple):
+    """A resource and where it was found (``line 3: Bundle.entry[2].resource``); a
+    NamedTuple, made for every resource of every request."""
 
     resource: dict[str, Any]
     where: str
