@@ -7,10 +7,12 @@ import io
 import json
 import re
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -194,19 +196,37 @@ def test_ndjson_bundle_line_counts_its_resources_against_the_limit(tmp_path: Pat
     assert isinstance(items[1], RecordItem) and items[1].body == small
 
 
-def test_large_ndjson_streams_with_flat_memory(tmp_path: Path) -> None:
-    """An 18 MB bulk export (every Patient first, then every Observation) is scored while
-    Python holds well under 4 MB at any time."""
-    source = tmp_path / "export.ndjson"
-    padding = "n" * 6000
-    with source.open("w") as stream:
+def _padded_obs(pid: str, value: int) -> dict[str, Any]:
+    obs: dict[str, Any] = _obs(f"Patient/{pid}")["resource"] | {"note": [{"text": "n" * 6000}]}
+    obs["valueQuantity"] = {"value": value}
+    return obs
+
+
+def _bulk_export(stream: TextIO) -> None:
+    """Every Patient first, then every Observation: each patient gathered from 4 lines."""
+    for i in range(1000):
+        stream.write(json.dumps({"resourceType": "Patient", "id": f"p{i}"}) + "\n")
+    for k in range(3):
         for i in range(1000):
-            stream.write(json.dumps({"resourceType": "Patient", "id": f"p{i}"}) + "\n")
-        for k in range(3):
-            for i in range(1000):
-                obs = _obs(f"Patient/p{i}")["resource"] | {"note": [{"text": padding}]}
-                obs["valueQuantity"] = {"value": k}
-                stream.write(json.dumps(obs) + "\n")
+            stream.write(json.dumps(_padded_obs(f"p{i}", k)) + "\n")
+
+
+def _bundle_lines(stream: TextIO) -> None:
+    """One Bundle per patient per line: each line handed over as it is."""
+    for i in range(1000):
+        entries = [_patient(f"p{i}")] + [{"resource": _padded_obs(f"p{i}", k)} for k in range(3)]
+        stream.write(json.dumps({"resourceType": "Bundle", "entry": entries}) + "\n")
+
+
+@pytest.mark.parametrize("layout", [_bulk_export, _bundle_lines])
+def test_large_ndjson_streams_with_flat_memory(
+    tmp_path: Path, layout: Callable[[TextIO], None]
+) -> None:
+    """An 18 MB NDJSON file, a bulk export or a Bundle per line, is scored while Python
+    holds well under 4 MB at any time."""
+    source = tmp_path / "export.ndjson"
+    with source.open("w") as stream:
+        layout(stream)
     assert source.stat().st_size > 18_000_000
     engine = _engine(limits=Limits(), checkpoint_records=500)
     job = engine.begin(tmp_path / "work", source, source.name, source.name, "j")
