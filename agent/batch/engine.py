@@ -75,7 +75,7 @@ class BatchSettings:
     outputs: frozenset[OutputKind]
     limits: Limits
     caller: str = "batch"
-    checkpoint_records: int = 100  # commit at least every this many records
+    checkpoint_records: int = 1000  # commit at least every this many records
     checkpoint_seconds: float = 2.0  # ... and at least this often
     document_max: int = 64_000_000  # bytes: a single-document JSON file, read whole
     input_policy: InputPolicy = field(default_factory=InputPolicy)  # files it may read

@@ -12,6 +12,12 @@ then all Observations). To group them with flat memory the file is read twice: p
 writes an index (patient key, line, byte offset, Bundle entry) to SQLite in the job's work
 folder, pass two reads each patient's lines back by offset, patients in order of first
 appearance. The order depends only on the file, so a resumed job sees the same records.
+
+The usual export has one Bundle per patient per line. Such a line, when everything in it
+that carries data is that one patient's and no other line names the patient, is one index
+row and is handed to the pipeline unchanged (as a one-patient document is): read back with
+one ``pread``, never parsed again or re-serialized here. Only a patient spread over several
+lines, or sharing a Bundle with others, is rebuilt as a collection Bundle of its entries.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
+
+import orjson
 
 from agent.batch.items import (
     BadItem,
@@ -37,16 +45,20 @@ from agent.limits import Limits
 from agent.records.grouping import NO_SUBJECT, entry_resource, reference_key, resource_key
 from agent.types import RecordFormat
 
-INDEX_NAME = "ndjson-index.sqlite"
+INDEX_NAME = "ndjson-index.2.sqlite"  # numbered by schema: an older one is never reused
 _INDEX_SCHEMA = """
 CREATE TABLE rows (
     seq INTEGER PRIMARY KEY, key TEXT NOT NULL, line INTEGER NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, entry INTEGER NOT NULL,
-    reason TEXT, detail TEXT);
+    resources INTEGER NOT NULL, reason TEXT, detail TEXT);
 CREATE INDEX rows_by_key ON rows (key, seq);
 CREATE TABLE complete (size INTEGER, mtime_ns INTEGER);
 """
+_INSERT = "INSERT INTO rows VALUES (NULL,?,?,?,?,?,?,?,?)"
 _INSERT_BATCH = 10_000  # index rows per executemany
+# ``entry`` of an index row: an entry's index in the line's ``flat_entries``, or
+_RESOURCE = -1  # the line is one resource (or cannot be read: a ``!`` key)
+_WHOLE = -2  # the line is a Bundle whose data is all this patient's (``resources`` of them)
 _BUNDLE_DEPTH_MAX = 2  # Bundles inside a Bundle opened this deep (the pipeline reads 3 levels)
 
 
@@ -90,6 +102,15 @@ def flat_entries(bundle: Mapping[str, Any], depth: int = 0) -> list[Any]:
     return flat
 
 
+def _loads(line: bytes) -> Any:
+    """A line as the stdlib reads it (its errors, its leniency: the pipeline is the judge of
+    what is valid), at orjson's speed for the lines orjson reads."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def _collection(entries: list[bytes]) -> bytes:
     """A collection Bundle around already-serialized entries."""
     return b'{"resourceType":"Bundle","type":"collection","entry":[' + b",".join(entries) + b"]}"
@@ -106,22 +127,23 @@ def ndjson_items(stream: BinaryIO, context: ReadContext) -> Iterator[BatchItem]:
     limits = context.limits
     with contextlib.closing(_open_index(stream, context)) as index:
         groups = index.execute(
-            "SELECT key, COUNT(*), MIN(line), MAX(line), MIN(offset) FROM rows"
-            " GROUP BY key ORDER BY MIN(seq)"
+            "SELECT key, SUM(resources), COUNT(*), MIN(line), MAX(line), MIN(offset),"
+            " MIN(entry), MIN(length), MIN(reason), MIN(detail)"
+            " FROM rows GROUP BY key ORDER BY MIN(seq)"
         )
         empty = True
-        for key, count, first, last, offset in groups:
+        for key, resources, count, first, last, offset, entry, length, reason, detail in groups:
             empty = False
             stream.seek(offset)  # so the caller's progress (stream.tell()) follows the groups
             lines = (first, last)
-            if key.startswith("!"):
-                reason, detail = index.execute(
-                    "SELECT reason, detail FROM rows WHERE key = ?", (key,)
-                ).fetchone()
+            if key.startswith("!"):  # one row: the line that cannot be read
                 yield BadItem(lines, reason, detail)
-            elif count > limits.records_per_request_max:
+            elif resources > limits.records_per_request_max:
                 detail = "more resources for one patient than allowed"
                 yield BadItem(lines, "too_large", detail, key)
+            elif count == 1 and entry == _WHOLE:
+                body = os.pread(stream.fileno(), length, offset).strip()
+                yield RecordItem(lines, body, RecordFormat.fhir_json, key)
             else:
                 rows = index.execute(
                     "SELECT line, offset, length, entry FROM rows WHERE key = ? ORDER BY seq",
@@ -140,12 +162,17 @@ def _entries(stream: BinaryIO, rows: Any) -> list[bytes]:
     cached: tuple[int, Any] = (0, None)
     for line, offset, length, entry in rows:
         raw = os.pread(stream.fileno(), length, offset).strip()
-        if entry < 0:
+        if entry == _RESOURCE:
             entries.append(b'{"resource":' + raw + b"}")
             continue
         if cached[0] != line:
-            cached = (line, flat_entries(json.loads(raw)))
-        entries.append(_compact(cached[1][entry]))
+            cached = (line, flat_entries(_loads(raw)))
+        flat = cached[1]
+        if entry == _WHOLE:  # every entry with data is this patient's
+            keys = _bundle_keys(flat)
+            entries.extend(_compact(e) for e, k in zip(flat, keys, strict=True) if k is not None)
+        else:
+            entries.append(_compact(flat[entry]))
     return entries
 
 
@@ -172,11 +199,11 @@ def _open_index(stream: BinaryIO, context: ReadContext) -> sqlite3.Connection:
             for row in _index_rows(stream, context.limits):
                 batch.append(row)
                 if len(batch) >= _INSERT_BATCH:
-                    index.executemany("INSERT INTO rows VALUES (NULL,?,?,?,?,?,?,?)", batch)
+                    index.executemany(_INSERT, batch)
                     batch.clear()
                     if context.stop():
                         raise ReadStopped
-            index.executemany("INSERT INTO rows VALUES (NULL,?,?,?,?,?,?,?)", batch)
+            index.executemany(_INSERT, batch)
             index.execute("INSERT INTO complete VALUES (?, ?)", fingerprint)
     except BaseException:
         index.close()
@@ -185,55 +212,61 @@ def _open_index(stream: BinaryIO, context: ReadContext) -> sqlite3.Connection:
 
 
 def _index_rows(stream: BinaryIO, limits: Limits) -> Iterator[tuple[Any, ...]]:
-    """``(key, line, offset, length, entry, reason, detail)`` per resource to group, and one
-    row keyed ``!<line>`` per unreadable line."""
+    """``(key, line, offset, length, entry, resources, reason, detail)`` per resource to
+    group (one row for a Bundle line that is all one patient's), and one row keyed
+    ``!<line>`` per unreadable line."""
     for number, line, offset in read_lines(stream, limits.http_body_max):
-        bad = f"!{number}"
-        if line is None:
-            yield bad, number, offset, 0, -1, "too_large", "line longer than the record size limit"
-            continue
-        if number == 1 and line.startswith(BOM):  # the offsets then point past it
+        if line is not None and number == 1 and line.startswith(BOM):  # offsets past it
             line, offset = line[len(BOM) :], offset + len(BOM)
-        if not line.strip():
+        if line is not None and not line.strip():
             continue
         try:
-            document = json.loads(line)
-        except UnicodeDecodeError:
-            yield bad, number, offset, 0, -1, "encoding", "line is not UTF-8"
-            continue
-        except json.JSONDecodeError as exc:
-            yield (
-                bad,
-                number,
-                offset,
-                0,
-                -1,
-                "bad_json",
-                f"invalid JSON at column {exc.colno}: {exc.msg}",
-            )
-            continue
-        except RecursionError:
-            yield bad, number, offset, 0, -1, "bad_json", "JSON nested too deeply"
-            continue
-        if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
-            yield bad, number, offset, 0, -1, "not_fhir", "line is not a FHIR resource"
-            continue
-        if document["resourceType"] == "Bundle":
-            keys = _bundle_keys(flat_entries(document))
-            if NO_SUBJECT in keys:
-                detail = "an Observation or Encounter names no subject among several patients"
-                yield bad, number, offset, 0, -1, "no_subject", detail
-                continue
-            for entry, key in enumerate(keys):
-                if key is not None:
-                    yield key, number, offset, len(line), entry, None, None
-            continue
+            if line is None:
+                raise _BadLine("too_large", "line longer than the record size limit")
+            for key, entry, resources in _line_keys(line):
+                yield key, number, offset, len(line), entry, resources, None, None
+        except _BadLine as exc:
+            yield f"!{number}", number, offset, 0, _RESOURCE, 1, exc.reason, exc.detail
+
+
+class _BadLine(Exception):
+    """An NDJSON line that is a failing record of its own (PHI-free reason and detail)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _line_keys(line: bytes) -> list[tuple[str, int, int]]:
+    """``(patient key, entry, resources)`` of each index row of one non-blank line;
+    ``_BadLine`` when the line is a record that fails."""
+    try:
+        document = _loads(line)
+    except UnicodeDecodeError:
+        raise _BadLine("encoding", "line is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise _BadLine("bad_json", f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise _BadLine("bad_json", "JSON nested too deeply") from None
+    if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
+        raise _BadLine("not_fhir", "line is not a FHIR resource")
+    if document["resourceType"] != "Bundle":
         key = resource_key(document, {})
         if key == NO_SUBJECT:
-            detail = f"{document['resourceType']} names no subject"
-            yield bad, number, offset, 0, -1, "no_subject", detail
-        elif key is not None:
-            yield key, number, offset, len(line), -1, None, None
+            raise _BadLine("no_subject", f"{document['resourceType']} names no subject")
+        return [] if key is None else [(key, _RESOURCE, 1)]
+    entries = flat_entries(document)
+    keys = _bundle_keys(entries)
+    if NO_SUBJECT in keys:
+        detail = "an Observation or Encounter names no subject among several patients"
+        raise _BadLine("no_subject", detail)
+    patients = {k for k in keys if k is not None}
+    if len(patients) == 1 and all(
+        k is not None or entry_resource(e) is None for e, k in zip(entries, keys, strict=True)
+    ):  # nothing else with data in it: the line is handed over as it is
+        return [(patients.pop(), _WHOLE, len(keys) - keys.count(None))]
+    return [(key, entry, 1) for entry, key in enumerate(keys) if key is not None]
 
 
 # --- one JSON document --------------------------------------------------------------------

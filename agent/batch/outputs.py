@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import numbers
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import orjson
 
 from agent.batch.items import Lines
 from agent.dataplane import ModelView
@@ -26,8 +28,19 @@ from agent.types import ScoreResult
 ERRORS_LISTED_MAX = 1000  # per-record errors named in a report; counts are always complete
 
 
-def _line(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+def result_line(body: Mapping[str, Any]) -> bytes:
+    """``body`` as one compact UTF-8 JSON line. orjson, about 80 times the stdlib's speed on a
+    result line (the stdlib took 20 us of the batch's per-record budget); it writes NaN and
+    infinities as ``null``, as JSON has no such numbers."""
+    return orjson.dumps(body, default=_real, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _real(value: object) -> float:
+    """A number orjson does not write itself (a float subclass, a numpy scalar) as a float,
+    as the stdlib wrote it."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _head(position: int, lines: Lines, label: str, status: str) -> dict[str, Any]:
@@ -40,7 +53,9 @@ def _head(position: int, lines: Lines, label: str, status: str) -> dict[str, Any
 
 
 def error_line(position: int, lines: Lines, label: str, reason: str, detail: str) -> bytes:
-    return _line({**_head(position, lines, label, "error"), "reason": reason, "detail": detail})
+    return result_line(
+        {**_head(position, lines, label, "error"), "reason": reason, "detail": detail}
+    )
 
 
 def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) -> bytes:
@@ -58,7 +73,9 @@ def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) 
         body = outcome_json(outcome)
         body.pop("record", None)
         status = "ok" if body.pop("status") == "scored" else "error"
-        return _line({**_head(position, lines, outcome.label or label, status), **model, **body})
+        return result_line(
+            {**_head(position, lines, outcome.label or label, status), **model, **body}
+        )
     bodies = []
     for outcome in result.outcomes:
         body = outcome_json(outcome)
@@ -66,9 +83,9 @@ def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) 
         bodies.append({"label": outcome.label, **model, **body})
     refused = [o.refusal for o in result.outcomes if o.refusal is not None]
     if not refused:
-        return _line({**_head(position, lines, label, "ok"), "predictions": bodies})
+        return result_line({**_head(position, lines, label, "ok"), "predictions": bodies})
     detail = f"{len(refused)} of {len(bodies)} patients not scored"
-    return _line(
+    return result_line(
         {
             **_head(position, lines, label, "error"),
             "reason": refused[0].reason,
@@ -87,13 +104,13 @@ def vector_line(
         "bundle_digest": model.digest,
         "outputs": dict(outputs),
     }
-    return _line({**_head(position, lines, label, "ok"), **body})
+    return result_line({**_head(position, lines, label, "ok"), **body})
 
 
 def read_results(path: Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as stream:
         for raw in stream:
-            yield json.loads(raw)
+            yield orjson.loads(raw)
 
 
 def _outcomes_of(line: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -8,13 +8,12 @@ model's state, not the record's fault, and it stops the job so the record is sco
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from agent.batch.csv_rows import UnreadableRow, vector_row
 from agent.batch.items import BadItem, BatchItem, RecordItem, VectorItem
-from agent.batch.outputs import error_line, outcomes_line, vector_line
+from agent.batch.outputs import error_line, outcomes_line, result_line, vector_line
 from agent.dataplane import DataPlane, ModelView
 from agent.errors import AgentError, RuntimeFault, StoreError, UnknownModel
 from agent.outputs.riskassessment import risk_assessment
@@ -78,7 +77,7 @@ class ResultLines:
         if risk:
             for prediction in result.predictions:
                 resource = risk_assessment(prediction, model.risk_output)
-                yield RISK_PART, json.dumps(resource, separators=(",", ":")).encode() + b"\n"
+                yield RISK_PART, result_line(resource)
 
     def _vectors(self, rows: Sequence[tuple[int, VectorItem]], model: ModelView) -> Iterator[Line]:
         """Each row read against ``model`` (a row that cannot be read fails alone), the rest

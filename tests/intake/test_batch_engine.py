@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from agent.batch.config import OutputKind
 from agent.batch.engine import BatchEngine, BatchSettings
 from agent.batch.formats import InputFormat, detect_format
 from agent.batch.items import UnreadableFile
-from agent.batch.outputs import RunSummary
+from agent.batch.outputs import RunSummary, result_line
 from agent.batch.scoring import RESULTS_PART
 from agent.limits import Limits
 from agent.types import IntakePath
@@ -406,3 +407,17 @@ def test_progress_reports_records_and_bytes(tmp_path: Path) -> None:
     assert [p.records for p in seen] == [1, 2, 3, 4, 5]
     read = [p.bytes_read for p in seen]
     assert read == sorted(read) and 0 < read[-1] < seen[-1].bytes_total == source.stat().st_size
+
+
+def test_result_lines_are_strict_json_whatever_the_numbers() -> None:
+    """NaN has no JSON form (the stdlib wrote a bare ``NaN``), numpy scalars are numbers,
+    text stays UTF-8: every line is one that any JSON reader takes."""
+    line = result_line({"label": "Ærø", "p": np.float32(0.25), "q": np.float64(0.5), "r": np.nan})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line, parse_constant=pytest.fail) == {
+        "label": "Ærø",
+        "p": 0.25,
+        "q": 0.5,
+        "r": None,
+    }
+    assert "Ærø".encode() in line

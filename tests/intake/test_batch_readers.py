@@ -7,20 +7,22 @@ import io
 import json
 import re
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.batch import lines as batch_lines
 from agent.batch.config import OutputKind
 from agent.batch.engine import BatchEngine, BatchSettings
-from agent.batch.fhir_records import INDEX_NAME, document_items
+from agent.batch.fhir_records import INDEX_NAME, document_items, ndjson_items
 from agent.batch.formats import InputFormat, detect_format
 from agent.batch.hl7_messages import hl7_items
-from agent.batch.items import BadItem, RecordItem
+from agent.batch.items import BadItem, ReadContext, RecordItem
 from agent.batch.lines import BOM, read_lines
 from agent.limits import Limits
 from agent.types import IntakePath, RecordFormat
@@ -152,19 +154,79 @@ def test_stop_during_the_ndjson_index_then_resume(tmp_path: Path) -> None:
     assert (summary.records, dict(summary.reasons)) == (1, {"too_large": 1})
 
 
-def test_large_ndjson_streams_with_flat_memory(tmp_path: Path) -> None:
-    """An 18 MB bulk export (every Patient first, then every Observation) is scored while
-    Python holds well under 4 MB at any time."""
-    source = tmp_path / "export.ndjson"
-    padding = "n" * 6000
-    with source.open("w") as stream:
+def _ndjson_records(tmp_path: Path, lines: list[bytes], limits: Limits) -> list[Any]:
+    source = tmp_path / "in.ndjson"
+    source.write_bytes(b"".join(line + b"\n" for line in lines))
+    (tmp_path / "work").mkdir()
+    with source.open("rb") as stream:
+        return list(ndjson_items(stream, ReadContext(limits, 1_000_000, tmp_path / "work")))
+
+
+def _bundle(*entries: dict[str, Any]) -> bytes:
+    return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}).encode()
+
+
+def test_ndjson_bundle_line_of_one_patient_is_handed_over_unchanged(tmp_path: Path) -> None:
+    """A line that is all one patient's goes to the pipeline as it is; a line that also
+    holds other data, or a patient also named on another line, becomes a collection of
+    that patient's entries only."""
+    only_a = _bundle(_patient("a"), _obs(None), _obs("Patient/a"), {"request": {"method": "GET"}})
+    with_other = _bundle(_patient("b"), {"resource": {"resourceType": "Medication"}})
+    spread = _bundle(_patient("c"), _obs("Patient/c"))
+    late = json.dumps(_obs("Patient/c")["resource"]).encode()
+    items = _ndjson_records(tmp_path, [only_a, with_other, spread, late], Limits())
+    assert [(i.label, i.lines) for i in items] == [
+        ("Patient/a", (1, 1)),
+        ("Patient/b", (2, 2)),
+        ("Patient/c", (3, 4)),
+    ]
+    assert items[0].body == only_a
+    assert items[1].body != with_other
+    assert [e["resource"]["resourceType"] for e in json.loads(items[1].body)["entry"]] == [
+        "Patient"
+    ]
+    assert len(json.loads(items[2].body)["entry"]) == 3
+
+
+def test_ndjson_bundle_line_counts_its_resources_against_the_limit(tmp_path: Path) -> None:
+    big = _bundle(_patient("a"), _obs("Patient/a"), _obs("Patient/a"))
+    small = _bundle(_patient("b"), _obs("Patient/b"))
+    items = _ndjson_records(tmp_path, [big, small], replace(Limits(), records_per_request_max=2))
+    assert isinstance(items[0], BadItem) and items[0].reason == "too_large"
+    assert isinstance(items[1], RecordItem) and items[1].body == small
+
+
+def _padded_obs(pid: str, value: int) -> dict[str, Any]:
+    obs: dict[str, Any] = _obs(f"Patient/{pid}")["resource"] | {"note": [{"text": "n" * 6000}]}
+    obs["valueQuantity"] = {"value": value}
+    return obs
+
+
+def _bulk_export(stream: TextIO) -> None:
+    """Every Patient first, then every Observation: each patient gathered from 4 lines."""
+    for i in range(1000):
+        stream.write(json.dumps({"resourceType": "Patient", "id": f"p{i}"}) + "\n")
+    for k in range(3):
         for i in range(1000):
-            stream.write(json.dumps({"resourceType": "Patient", "id": f"p{i}"}) + "\n")
-        for k in range(3):
-            for i in range(1000):
-                obs = _obs(f"Patient/p{i}")["resource"] | {"note": [{"text": padding}]}
-                obs["valueQuantity"] = {"value": k}
-                stream.write(json.dumps(obs) + "\n")
+            stream.write(json.dumps(_padded_obs(f"p{i}", k)) + "\n")
+
+
+def _bundle_lines(stream: TextIO) -> None:
+    """One Bundle per patient per line: each line handed over as it is."""
+    for i in range(1000):
+        entries = [_patient(f"p{i}")] + [{"resource": _padded_obs(f"p{i}", k)} for k in range(3)]
+        stream.write(json.dumps({"resourceType": "Bundle", "entry": entries}) + "\n")
+
+
+@pytest.mark.parametrize("layout", [_bulk_export, _bundle_lines])
+def test_large_ndjson_streams_with_flat_memory(
+    tmp_path: Path, layout: Callable[[TextIO], None]
+) -> None:
+    """An 18 MB NDJSON file, a bulk export or a Bundle per line, is scored while Python
+    holds well under 4 MB at any time."""
+    source = tmp_path / "export.ndjson"
+    with source.open("w") as stream:
+        layout(stream)
     assert source.stat().st_size > 18_000_000
     engine = _engine(limits=Limits(), checkpoint_records=500)
     job = engine.begin(tmp_path / "work", source, source.name, source.name, "j")

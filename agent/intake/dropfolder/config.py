@@ -58,8 +58,10 @@ class DropFolderConfig(Section):
     """A file waits this long before another try when the model cannot score now (not
     installed yet, not configured) or an unexpected error (a full disk) stopped it."""
 
-    checkpoint_records: int = Field(default=100, ge=1)
-    """Results are made durable at least every this many records."""
+    checkpoint_records: int = Field(default=1000, ge=1)
+    """Results are made durable at least every this many records. A checkpoint costs about
+    four fsyncs (the part files, the journal and its folder), a few milliseconds each on a
+    server disk: every 100 records that was a third of the time at 2,000 records/s."""
 
     checkpoint_seconds: float = Field(default=2.0, gt=0)
     """... and at least this often (seconds): the work a crash can cost."""
