@@ -46,5 +46,7 @@ class Limits:
     # past it a request's shadow work is dropped and counted, never waited for
     shadow_start_delay: float = 0.005  # seconds: the shadow lane starts a task no sooner
     # than this after it was queued, so the request that queued it sends its answer first
+    histogram_values_min: int = 10  # live values: a feature's live histogram on the status
+    # page is not drawn from fewer (a handful of values in a bin could single a patient out)
     comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
     # quantiles, PSI and histograms (counts and correlation cover every pair)
