@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from agent import __version__
 from agent.intake.http.histograms import histograms_section
 from agent.intake.http.predict import plane_of
+from agent.limits import Limits
 from agent.types import FeatureHistogram
 
 CSP = (
@@ -189,7 +190,7 @@ def _card(card: Mapping[str, Any] | None) -> str:
 def render(
     status: Mapping[str, Any],
     histograms: Mapping[str, Sequence[FeatureHistogram]] | None = None,
-    histogram_values_min: int = 10,
+    histogram_values_min: int = Limits.histogram_values_min,
 ) -> str:
     """The page for a ``DataPlane.status()`` snapshot and, per served model, its
     ``DataPlane.feature_histograms``."""
