@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.types import IntakePath, OutcomeReceipt, OutcomeReport, ScoreRequest, ScoreResult
+from agent.types import (
+    FeatureHistogram,
+    IntakePath,
+    OutcomeReceipt,
+    OutcomeReport,
+    ScoreRequest,
+    ScoreResult,
+)
 
 if TYPE_CHECKING:
     from agent.bundle.manifest import BundleManifest
@@ -114,4 +121,9 @@ class DataPlane(Protocol):
 
     def status(self) -> Mapping[str, Any]:
         """What the status page shows: site, readiness, per-model monitor snapshot."""
+        ...
+
+    def feature_histograms(self, model: ModelView) -> Sequence[FeatureHistogram]:
+        """Each input feature of ``model``: its reference bins and its live drift window's,
+        with the drift figure (bins only; none while another version's window is kept)."""
         ...

@@ -55,5 +55,7 @@ class Limits:
     writer_flush_wait: float = 5.0  # seconds a caller that must see what was queued
     # before it waits for a writer thread (an outcome for its predictions, a lifecycle
     # event for its audit entry); past it (a disk that hangs) it goes on without
+    histogram_values_min: int = 10  # live values: a feature's live histogram on the status
+    # page is not drawn from fewer (a handful of values in a bin could single a patient out)
     comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
     # quantiles, PSI and histograms (counts and correlation cover every pair)

@@ -44,6 +44,7 @@ from agent.rollout.shadow_scoring import ShadowComparer
 from agent.serving import Candidate, ServedModel, ServedModels
 from agent.store import BundleStore
 from agent.types import (
+    FeatureHistogram,
     FeatureVector,
     IntakePath,
     OutcomeReceipt,
@@ -198,6 +199,9 @@ class ScoringPipeline(ServedModels):
                 for r in self.candidate_readings()
             },
         }
+
+    def feature_histograms(self, model: ModelView) -> list[FeatureHistogram]:
+        return self.monitor.histograms(model.manifest)
 
     def candidate_readings(self) -> list[CandidateReading]:
         """Each staged candidate and its comparison as it stands (metrics, status, CLI)."""

@@ -213,3 +213,25 @@ class OutcomeReport:
 class OutcomeReceipt:
     received: int
     joined: int  # outcomes that labelled at least one earlier prediction
+
+
+@dataclass(frozen=True)
+class FeatureHistogram:
+    """One input feature's training reference and live drift window over the same bins,
+    for the status page: bins and counts only, never a value or a record.
+
+    Numeric features have the reference's bin ``edges`` (len(edges) + 1 bins: below the
+    first edge, between edges, at or above the last, a value on an edge counting in the bin
+    above). Categorical features have their ``levels``, then one last bin for categories
+    the mapping could not place. ``live`` counts the non-missing values in the window.
+    """
+
+    feature: str
+    unit: str | None
+    edges: tuple[float, ...]
+    levels: tuple[str, ...]
+    reference: tuple[float, ...]  # training fractions per bin
+    live: tuple[int, ...]  # values per bin in the live window
+    statistic: str  # "psi" or "js"
+    drift: float | None  # None while the window holds too few values to judge
+    state: str  # "ok", "watch", "act" or "insufficient"

@@ -316,6 +316,7 @@ def render(r: dict[str, Any]) -> str:
         "## Batch",
         "",
         *_batch(r),
+        *_validation(r),
         "## Install size",
         "",
         *_install(r),
@@ -492,6 +493,50 @@ def _memory(r: dict[str, Any]) -> list[str]:
         *_table(
             ["import", "RSS MiB"],
             [[m["import"], _num(m["rss_bytes"] / MIB, 1)] for m in r["memory_imports"]],
+        ),
+    ]
+
+
+def _validation(r: dict[str, Any]) -> list[str]:
+    """``edge-agent validate`` in process and on Dask (bench/validation_bench.py)."""
+    if "validation" not in r:
+        return []
+    v = r["validation"]
+    return [
+        "## Validation: `edge-agent validate` in process and on Dask",
+        "",
+        f"The demo generator's labelled history of {v['patients']:,} patients (its 200 holdout",
+        "patients over again, fresh ids), one command per engine on the demo config, the whole",
+        f"command timed; medians of {v['rounds']} interleaved rounds. *Steady* counts only what",
+        f"the history adds past a {v['small']}-patient run of the same engine (imports, pipeline,",
+        "cluster start); CPU is the command's and its workers'. The machine has",
+        f"{r['machine']['cores']} cores shared with other work, so two workers beside the",
+        "driver and the scheduler share them: the per-CPU-second figure is the one to trust.",
+        "",
+        *_table(
+            [
+                "engine",
+                "seconds",
+                "records/s",
+                "vs in process",
+                "steady records/s",
+                "vs in process",
+                "steady records / CPU-second",
+                "vs in process",
+            ],
+            [
+                [
+                    x["engine"],
+                    _num(x["seconds"]),
+                    _num(x["records_per_s"], 0),
+                    _x(x["records_per_s_vs_in_process"]),
+                    _num(x["steady_records_per_s"], 0),
+                    _x(x["steady_records_per_s_vs_in_process"]),
+                    _num(x["steady_records_per_cpu_s"], 0),
+                    _x(x["steady_records_per_cpu_s_vs_in_process"]),
+                ]
+                for x in v["rows"]
+            ],
         ),
     ]
 

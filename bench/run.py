@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from bench import batch, before_after, install_size, machine, memory, micro
+from bench import batch, before_after, install_size, machine, memory, micro, validation_bench
 from bench.http_load import Target, concurrent, post, sequential
 from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx
 from bench.peers.model import PeerModel, check_parity, load_pickled, pickled_model
@@ -305,6 +305,7 @@ def run(quick: bool, workdir: Path, before: str | None = None) -> dict[str, Any]
             before, rounds=1 if quick else 7, calls=10 if quick else 200
         )
     results["runtime_bench"] = _runtime_bench(quick)
+    results["validation"] = validation_bench.run(quick, workdir)
     results["memory_imports"] = memory.breakdown(REPO, quick)
     results["install"] = [asdict(s) for s in install_size.measure_all(settings.build_venvs)]
     results["install_largest_agent"] = install_size.largest_packages("agent", 6)

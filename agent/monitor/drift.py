@@ -117,7 +117,13 @@ class _Window:
     """What both kinds of window count the same way: records, missing ones, their ratio."""
 
     _ring: _Ring
+    _reference: list[float]
     reference_missing_rate: float
+
+    def bins(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
+        """The reference fractions and the window's non-missing values, bin by bin (copies:
+        the status page draws them one over the other)."""
+        return tuple(self._reference), tuple(self._ring.counts)
 
     @property
     def records(self) -> int:

@@ -38,7 +38,7 @@ from agent.monitor.metrics import (
     Target,
     WindowReading,
 )
-from agent.types import FeatureVector, IntakePath
+from agent.types import FeatureHistogram, FeatureVector, IntakePath
 
 if TYPE_CHECKING:
     from agent.performance.live import LiveFigures
@@ -390,6 +390,36 @@ class Monitor:
                     )
                 models[name] = entry
             return {"models": models}
+
+    def histograms(self, manifest: BundleManifest) -> list[FeatureHistogram]:
+        """Each input feature's reference and live bins, with its drift, for the status
+        page; none unless ``manifest`` is the version whose reference the windows hold."""
+        with self._lock:
+            state = self._states.get(manifest.name)
+            if state is None or state.version != manifest.version:
+                return []
+            drawn = []
+            for feature in manifest.inputs:
+                window = state.features.get(feature.name)
+                if window is None:
+                    continue
+                reference, live = window.bins()
+                histogram = manifest.reference.features[feature.name].histogram
+                value = self._statistic(window)
+                drawn.append(
+                    FeatureHistogram(
+                        feature=feature.name,
+                        unit=feature.unit,
+                        edges=tuple(histogram.edges) if histogram and not feature.levels else (),
+                        levels=tuple(feature.levels),
+                        reference=reference,
+                        live=live,
+                        statistic=window.statistic,
+                        drift=value,
+                        state=self._state_of(window, value),
+                    )
+                )
+            return drawn
 
     # --- internals ------------------------------------------------------------------------
     def _window(self, ref: ValueReference | None, levels: list[str]) -> DriftWindow | None:

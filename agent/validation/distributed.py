@@ -32,18 +32,21 @@ def dask_runner(client: Any, config_path: Path, model: str, labelled: bool) -> J
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     limit = workers * IN_FLIGHT_PER_WORKER
 
+    def submit(batch: list[Job]) -> Any:
+        # pure=False: a random task key. The default hashes every argument to name the
+        # task (dask.tokenize), which cost more CPU than scoring the batch on the worker.
+        return client.submit(_score_batch, str(config_path), model, labelled, batch, pure=False)
+
     def run(jobs: Iterable[Job]) -> Iterator[tuple[Job, list[Scored]]]:
         batches = _batches(jobs)
         pending = dask.as_completed()
         for batch in islice(batches, limit):
-            pending.add(client.submit(_score_batch, str(config_path), model, labelled, batch))
+            pending.add(submit(batch))
         for done in pending:
             yield from done.result()
             following = next(batches, None)
             if following is not None:
-                pending.add(
-                    client.submit(_score_batch, str(config_path), model, labelled, following)
-                )
+                pending.add(submit(following))
 
     return run
 

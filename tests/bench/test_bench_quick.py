@@ -70,6 +70,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "## Goals",
         "## HTTP",
         "## Batch",
+        "## Validation: `edge-agent validate` in process and on Dask",
         "## Install size",
         "## In-process micro-benchmarks",
         "## Runtime micro-benchmarks",

@@ -29,6 +29,7 @@ from agent.dataplane import ModelView
 from agent.errors import AgentError, InternalError, UnknownModel
 from agent.limits import Limits
 from agent.types import (
+    FeatureHistogram,
     IntakePath,
     OutcomeReceipt,
     OutcomeReport,
@@ -113,6 +114,9 @@ class ScriptedPlane:
             "act": {"psi": 0.25, "js": 0.1},
             "models": {},
         }
+
+    def feature_histograms(self, model: ModelView) -> list[FeatureHistogram]:
+        return []
 
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
         return OutcomeReceipt(len(reports), 0)

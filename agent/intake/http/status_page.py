@@ -1,6 +1,8 @@
 """A read-only status page at ``/``: plain server-rendered HTML, no scripts, no external
-assets (hospital networks block CDNs). It shows what the monitor already knows — versions,
-signers, counts, latency, drift per feature against its threshold — and no patient data."""
+assets (hospital networks block CDNs), and a Content-Security-Policy that would stop any.
+It shows what the monitor already knows — versions, signers, counts, latency, drift per
+feature against its threshold and each feature's reference and live histograms — and no
+patient data."""
 
 from __future__ import annotations
 
@@ -12,7 +14,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from agent import __version__
+from agent.intake.http.histograms import histograms_section
 from agent.intake.http.predict import plane_of
+from agent.limits import Limits
+from agent.types import FeatureHistogram
+
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)  # inline <style> and style attributes only: no script, no fetch, nothing from elsewhere
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
@@ -25,6 +35,8 @@ position:relative} .fill{height:12px} .ok{background:#3a7} .watch{background:#e9
 top:-2px;width:2px;height:16px;background:#222}
 .live-chart{border:1px solid #ddd;background:#fafafa} .live-chart .auroc{fill:none;
 stroke:#36c;stroke-width:2} .live-chart .reference{stroke:#888;stroke-dasharray:4 3}
+.histograms{display:flex;flex-wrap:wrap;gap:1em} .feature-histogram{margin:0;
+max-width:100%} .feature-histogram svg{max-width:100%;height:auto}
 """
 
 
@@ -175,8 +187,14 @@ def _card(card: Mapping[str, Any] | None) -> str:
     return f"<details class='card'><summary>Model card</summary><table>{table}</table></details>"
 
 
-def render(status: Mapping[str, Any]) -> str:
-    """The page for a ``DataPlane.status()`` snapshot."""
+def render(
+    status: Mapping[str, Any],
+    histograms: Mapping[str, Sequence[FeatureHistogram]] | None = None,
+    histogram_values_min: int = Limits.histogram_values_min,
+) -> str:
+    """The page for a ``DataPlane.status()`` snapshot and, per served model, its
+    ``DataPlane.feature_histograms``."""
+    histograms = histograms or {}
     snapshot = status["models"]
     act = status["act"]
     site = str(status["site"])
@@ -208,6 +226,7 @@ def render(status: Mapping[str, Any]) -> str:
             "<th>feature</th><th>statistic</th><th>value</th><th>against threshold</th>"
             "<th>state</th><th>missing</th></tr>"
             f"{_drift_rows(entry.get('features', {}), act)}</table></div>"
+            f"{histograms_section(histograms.get(name, ()), histogram_values_min)}"
             "<h3>Drift of outputs</h3><div class='scroll'><table class='drift'><tr>"
             "<th>output</th><th>statistic</th><th>value</th><th>against threshold</th>"
             "<th>state</th></tr>"
@@ -227,4 +246,7 @@ def render(status: Mapping[str, Any]) -> str:
 
 
 async def status_page(request: Request) -> Response:
-    return HTMLResponse(render(plane_of(request).status()))
+    plane = plane_of(request)
+    histograms = {m.name: plane.feature_histograms(m) for m in plane.models()}
+    page = render(plane.status(), histograms, plane.limits.histogram_values_min)
+    return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
