@@ -2,10 +2,14 @@
 
 Fuel metering is on (the per-call deadline), and linear memories never move (a 32-bit
 memory fits wasmtime's default 4 GiB reservation), so the runtime can keep views of a
-module's input and output regions for the life of an instance. Nothing else departs from
-wasmtime's defaults. ``ENGINE_FINGERPRINT`` names the configuration and the wasmtime build:
-it is part of the compiled-module cache key, because a serialized module is only valid for
-the exact wasmtime version, target and engine settings that produced it.
+module's input and output regions for the life of an instance. 128-bit SIMD is asked for
+by name: the compiler's dense and element-wise kernels are f32x4 code, and wasmtime has it
+on by default (a module using ``f32x4`` compiles with a default ``Config`` on wasmtime
+51), so naming it only keeps a changed default from failing every dense model at load.
+Nothing else departs from wasmtime's defaults. ``ENGINE_FINGERPRINT`` names the
+configuration and the wasmtime build: it is part of the compiled-module cache key, because
+a serialized module is only valid for the exact wasmtime version, target and engine
+settings that produced it.
 
 The build is identified by wasmtime's native library (path, size, modification time in
 ns: any upgrade or reinstall changes it) rather than by ``importlib.metadata``, which
@@ -26,7 +30,12 @@ from typing import cast
 
 import wasmtime
 
-_SETTINGS = (("consume_fuel", "1"), ("cranelift_opt_level", "speed"), ("memory_may_move", "0"))
+_SETTINGS = (
+    ("consume_fuel", "1"),
+    ("cranelift_opt_level", "speed"),
+    ("memory_may_move", "0"),
+    ("wasm_simd", "1"),
+)
 
 
 def _wasmtime_build() -> str:
@@ -54,6 +63,7 @@ def shared_engine() -> wasmtime.Engine:
     config.consume_fuel = True
     config.cranelift_opt_level = "speed"
     config.memory_may_move = False
+    config.wasm_simd = True
     return wasmtime.Engine(config)
 
 
