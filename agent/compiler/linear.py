@@ -1,9 +1,9 @@
 """Dense linear algebra on a row: MatMul and Gemm against constant weights, and the
 ai.onnx.ml LinearRegressor and LinearClassifier.
 
-Products are accumulated in f32 with 128-bit SIMD, register-blocked over outputs, as
-ONNX Runtime's own GEMM does in f32 (the summation order differs, so results agree to f32
-rounding, well inside the parity tolerance).
+Products are accumulated in f32 with 128-bit SIMD fused multiply-adds, register-blocked
+over outputs and rows, as ONNX Runtime's own GEMM does in f32 (the summation order
+differs, so results agree to f32 rounding, well inside the parity tolerance).
 """
 
 from __future__ import annotations
@@ -13,22 +13,31 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from agent.compiler.graph import ML_DOMAIN, Attrs, LowerFn, Lowering
+from agent.compiler.graph import FUSED_DOMAIN, ML_DOMAIN, Attrs, LowerFn, Lowering
 from agent.compiler.ir import CELL, TILE_ROWS, DType, Value, fail
 from agent.compiler.scores import TRANSFORMS, class_labels, transform_kernel
 from agent.compiler.vectors import ARGMAX_LOCALS, argmax_body
+from agent.compiler.wat import VECTOR
 
 _LANES = 4
-# f32x4 accumulators per block of outputs: a tile keeps TILE_ROWS x _TILE_VECTORS of them
-# (plus the row splats and weight vectors) within x86-64's 16 vector registers.
-_TILE_VECTORS = 4
-_ROW_VECTORS = 8
+# f32x4 accumulators per block of outputs and input cells per loop step, for the tile
+# function and the one-row function: chosen by measurement (bench/runtime_bench.py) on
+# wasmtime's x86-64 code, which has 16 vector registers and loads every operand of a
+# step before its first multiply-add, so a wider step spills.
+_TILE_VECTORS, _TILE_UNROLL = 3, 2
+_ROW_VECTORS, _ROW_UNROLL = 8, 1
 
 
 def dense_kernel(
-    state: Lowering, node: onnx.NodeProto, x: Value, weights: np.ndarray, bias: np.ndarray | None
+    state: Lowering,
+    node: onnx.NodeProto,
+    x: Value,
+    weights: np.ndarray,
+    bias: np.ndarray | None,
+    relu: bool = False,
 ) -> Value:
-    """out[j] = bias[j] + sum_i x[i] * weights[j, i]; ``weights`` is [outputs, inputs].
+    """out[j] = bias[j] + sum_i x[i] * weights[j, i]; ``weights`` is [outputs, inputs];
+    with ``relu``, max(out[j], 0) (a fused activation, see ``graph.fuse_relu``).
 
     A tile kernel (see ``ir.Kernel``): ``name`` scores ``TILE_ROWS`` rows at once, holding
     ``TILE_ROWS`` x ``_TILE_VECTORS`` f32x4 accumulators, so each weight vector loaded
@@ -53,11 +62,12 @@ def dense_kernel(
         n_in=n_in,
         padded=padded,
         in_stride=16 * -(-n_in // _LANES),
+        relu=relu,
     )
     out = state.new_value(node.output[0], n_out, 2)
     name = state.kernel_name(node)
-    source = _function(name, layout, TILE_ROWS, _TILE_VECTORS) + _function(
-        f"{name}_row", layout, 1, _ROW_VECTORS
+    source = _function(name, layout, TILE_ROWS, _TILE_VECTORS, _TILE_UNROLL) + _function(
+        f"{name}_row", layout, 1, _ROW_VECTORS, _ROW_UNROLL
     )
     state.program.add_tile_kernel(name, source, x, out)
     return out
@@ -70,12 +80,16 @@ class _Layout:
     n_in: int
     padded: int  # outputs rounded up to whole vectors
     in_stride: int  # bytes between input rows in a tile buffer
+    relu: bool  # clamp at 0 as the accumulators are stored
 
 
-def _function(name: str, layout: _Layout, rows: int, vectors: int) -> str:
+def _function(name: str, layout: _Layout, rows: int, vectors: int, unroll: int) -> str:
     """``(func name (param $in i32) (param $out i32))``: ``rows`` rows of the input buffer
     at ``$in`` -> ``rows`` rows of the output buffer at ``$out``, outputs in blocks of
-    ``vectors`` vectors."""
+    ``vectors`` vectors, ``unroll`` input cells per loop step when it divides the inputs
+    (else one). Each accumulator takes ``f32x4.relaxed_madd``, a fused multiply-add under
+    the engine's deterministic relaxed SIMD (``runtime.engine``): one rounding per
+    input, in input order, whatever the blocking, so both functions agree bit for bit."""
     out_stride = CELL * layout.padded
     blocks = []
     for first in range(0, layout.padded, vectors * _LANES):
@@ -86,28 +100,27 @@ def _function(name: str, layout: _Layout, rows: int, vectors: int) -> str:
             for row in accs
             for k, acc in enumerate(row)
         )
-        unroll = next(u for u in (8, 4, 2, 1) if layout.n_in % u == 0)
+        step = unroll if layout.n_in % unroll == 0 else 1
         steps = []
-        for u in range(unroll):
+        for u in range(step):
             steps += [
                 f"(local.set $w{k} (v128.load offset={u * out_stride + 16 * k} (local.get $w)))"
                 for k in range(count)
             ]
-            steps += [
-                f"(local.set $x{t} (f32x4.splat (f32.load offset="
-                f"{t * layout.in_stride + CELL * u} (local.get $p))))"
-                for t in range(rows)
-            ]
-            steps += [
-                f"(local.set {acc} (f32x4.add (local.get {acc}) "
-                f"(f32x4.mul (local.get $x{t}) (local.get $w{k}))))"
-                for t, row in enumerate(accs)
-                for k, acc in enumerate(row)
-            ]
+            for t, row in enumerate(accs):
+                steps.append(
+                    f"(local.set $x (f32x4.splat (f32.load offset="
+                    f"{t * layout.in_stride + CELL * u} (local.get $p))))"
+                )
+                steps += [
+                    f"(local.set {acc} (f32x4.relaxed_madd (local.get $x) (local.get $w{k}) "
+                    f"(local.get {acc})))"
+                    for k, acc in enumerate(row)
+                ]
         madds = "\n    ".join(steps)
         stores = "\n".join(
             f"(v128.store offset={t * out_stride + CELL * first + 16 * k} (local.get $out) "
-            f"(local.get {acc}))"
+            f"{_activated(f'(local.get {acc})', layout.relu)})"
             for t, row in enumerate(accs)
             for k, acc in enumerate(row)
         )
@@ -116,14 +129,14 @@ def _function(name: str, layout: _Layout, rows: int, vectors: int) -> str:
 (local.set $p (local.get $in))
 (loop $ins
     {madds}
-    (local.set $w (i32.add (local.get $w) (i32.const {unroll * out_stride})))
-    (local.set $p (i32.add (local.get $p) (i32.const {unroll * CELL})))
+    (local.set $w (i32.add (local.get $w) (i32.const {step * out_stride})))
+    (local.set $p (i32.add (local.get $p) (i32.const {step * CELL})))
     (br_if $ins (i32.lt_u (local.get $p) (local.get $end))))
 {stores}""")
     width = min(vectors, layout.padded // _LANES)
     locals_ = " ".join(
         ["(local $w i32) (local $p i32) (local $end i32)"]
-        + [f"(local $x{t} v128)" for t in range(rows)]
+        + ["(local $x v128)"]
         + [f"(local $w{k} v128)" for k in range(width)]
         + [f"(local $a{t}_{k} v128)" for t in range(rows) for k in range(width)]
     )
@@ -132,6 +145,10 @@ def _function(name: str, layout: _Layout, rows: int, vectors: int) -> str:
 (local.set $end (i32.add (local.get $in) (i32.const {CELL * layout.n_in})))
 {body})
 """
+
+
+def _activated(acc: str, relu: bool) -> str:
+    return f"(f32x4.max {acc} {VECTOR.const(0.0)})" if relu else acc
 
 
 def _row_input(state: Lowering, node: onnx.NodeProto) -> Value:
@@ -146,7 +163,7 @@ def _matmul(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
     weights = state.const(node, 1)
     if weights is None or weights.ndim != 2:
         raise fail(node.op_type, node.name, "the right operand must be a constant matrix")
-    dense_kernel(state, node, x, weights.T, None)
+    dense_kernel(state, node, x, weights.T, None, _fused_relu(node, attrs))
 
 
 def _gemm(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
@@ -163,7 +180,15 @@ def _gemm(state: Lowering, node: onnx.NodeProto, attrs: Attrs) -> None:
         if c is None or c.size not in (1, weights.shape[0]) or c.ndim > 2:
             raise fail(node.op_type, node.name, "C must be a constant broadcastable to one row")
         bias = c.reshape(-1) * float(attrs.get("beta", 1.0))
-    dense_kernel(state, node, x, weights, bias)
+    dense_kernel(state, node, x, weights, bias, _fused_relu(node, attrs))
+
+
+def _fused_relu(node: onnx.NodeProto, attrs: Attrs) -> bool:
+    """Whether ``node`` is a layer ``graph.fuse_relu`` fused with its Relu."""
+    activation = attrs.get("activation")
+    if node.domain == FUSED_DOMAIN and activation not in ("Relu", None):
+        raise fail(node.op_type, node.name, f"fused activation {activation!r}")
+    return node.domain == FUSED_DOMAIN and activation == "Relu"
 
 
 def _linear_weights(node: onnx.NodeProto, attrs: Attrs, n_in: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +239,8 @@ def _scores_node(node: onnx.NodeProto) -> onnx.NodeProto:
 LOWERINGS: dict[tuple[str, str], LowerFn] = {
     ("", "MatMul"): _matmul,
     ("", "Gemm"): _gemm,
+    (FUSED_DOMAIN, "MatMul"): _matmul,
+    (FUSED_DOMAIN, "Gemm"): _gemm,
     (ML_DOMAIN, "LinearRegressor"): _linear_regressor,
     (ML_DOMAIN, "LinearClassifier"): _linear_classifier,
 }
