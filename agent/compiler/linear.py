@@ -39,38 +39,124 @@ def dense_kernel(
     """out[j] = bias[j] + sum_i x[i] * weights[j, i]; ``weights`` is [outputs, inputs];
     with ``relu``, max(out[j], 0) (a fused activation, see ``graph.fuse_relu``).
 
-    A tile kernel (see ``ir.Kernel``): ``name`` scores ``TILE_ROWS`` rows at once, holding
-    ``TILE_ROWS`` x ``_TILE_VECTORS`` f32x4 accumulators, so each weight vector loaded
-    serves every row of the tile; ``name_row`` scores one row (a batch's last, partial
-    tile) with ``_ROW_VECTORS`` accumulators. Both walk one table, ``weights`` transposed
-    to [inputs, outputs] with the output axis padded to whole vectors with zeros; for each
-    input cell, splatted, every accumulator takes one multiply and one add (f32, like
-    onnxruntime's GEMM; the summation order is the same in both functions).
+    A tile kernel (see ``ir.Kernel``): ``name`` scores ``TILE_ROWS`` rows at once and
+    ``name_row`` one row (a batch's last, partial tile), with the same fused multiply-adds
+    in the same order, so both give the same bits. Four outputs or more are vectorized
+    over outputs (``_function``); fewer, as a linear model's score or an MLP's last
+    layer, over inputs (``_dot_function``), where a vector of outputs would waste lanes.
     """
     n_out, n_in = weights.shape
     if n_in != x.width:
         raise fail(node.op_type, node.name, f"weights expect {n_in} inputs, the row has {x.width}")
-    padded = -(-n_out // _LANES) * _LANES
-    table = np.zeros((n_in, padded), dtype=np.float32)
-    table[:, :n_out] = weights.T
-    start = np.zeros(padded, dtype=np.float32)
-    if bias is not None:
-        start[:n_out] = np.broadcast_to(bias.astype(np.float32), (n_out,))
-    layout = _Layout(
-        bias=state.program.add_f32(start),
-        table=state.program.add_f32(table.reshape(-1)),
-        n_in=n_in,
-        padded=padded,
-        in_stride=16 * -(-n_in // _LANES),
-        relu=relu,
-    )
     out = state.new_value(node.output[0], n_out, 2)
     name = state.kernel_name(node)
-    source = _function(name, layout, TILE_ROWS, _TILE_VECTORS, _TILE_UNROLL) + _function(
-        f"{name}_row", layout, 1, _ROW_VECTORS, _ROW_UNROLL
-    )
+    start = np.zeros(n_out, dtype=np.float32)
+    if bias is not None:
+        start[:] = np.broadcast_to(bias.astype(np.float32), (n_out,))
+    if n_out < _LANES:
+        dot = _DotLayout(
+            bias=state.program.add_f32(start),
+            table=state.program.add_f32(_chunked(weights)),
+            n_in=n_in,
+            n_out=n_out,
+            relu=relu,
+        )
+        source = _dot_function(name, dot, TILE_ROWS) + _dot_function(f"{name}_row", dot, 1)
+    else:
+        padded = -(-n_out // _LANES) * _LANES
+        table = np.zeros((n_in, padded), dtype=np.float32)
+        table[:, :n_out] = weights.T
+        layout = _Layout(
+            bias=state.program.add_f32(np.pad(start, (0, padded - n_out))),
+            table=state.program.add_f32(table.reshape(-1)),
+            n_in=n_in,
+            padded=padded,
+            in_stride=16 * -(-n_in // _LANES),
+            relu=relu,
+        )
+        source = _function(name, layout, TILE_ROWS, _TILE_VECTORS, _TILE_UNROLL) + _function(
+            f"{name}_row", layout, 1, _ROW_VECTORS, _ROW_UNROLL
+        )
     state.program.add_tile_kernel(name, source, x, out)
     return out
+
+
+def _chunked(weights: np.ndarray) -> np.ndarray:
+    """[outputs, inputs] -> [input chunks, outputs, 4]: the four weights of each output
+    for each group of four inputs side by side, the last group padded with zeros."""
+    n_out, n_in = weights.shape
+    chunks = -(-n_in // _LANES)
+    padded = np.zeros((n_out, chunks * _LANES), dtype=np.float32)
+    padded[:, :n_in] = weights
+    return padded.reshape(n_out, chunks, _LANES).transpose(1, 0, 2).reshape(-1)
+
+
+@dataclass(frozen=True)
+class _DotLayout:
+    bias: int  # address of the n_out biases
+    table: int  # address of the [chunks, n_out, 4] weight table (``_chunked``)
+    n_in: int
+    n_out: int  # fewer than four
+    relu: bool
+
+
+def _dot_function(name: str, layout: _DotLayout, rows: int) -> str:
+    """``(func name (param $in i32) (param $out i32))`` for fewer than four outputs: each
+    row's inputs, four at a time, multiply-add into one f32x4 accumulator per output, whose
+    lanes are summed ((0 + 1) + (2 + 3)) and the bias added. A last group of fewer than
+    four inputs is masked: the lanes past the row's width hold whatever the buffer row's
+    padding holds (possibly NaN), which a zero weight would not cancel."""
+    in_stride = 16 * -(-layout.n_in // _LANES)
+    full, tail = divmod(layout.n_in, _LANES)
+    accs = [[f"$a{t}_{j}" for j in range(layout.n_out)] for t in range(rows)]
+
+    def step(mask: str | None) -> str:
+        lines = [
+            f"(local.set $w{j} (v128.load offset={16 * j} (local.get $w)))"
+            for j in range(layout.n_out)
+        ]
+        for t, row in enumerate(accs):
+            x = f"(v128.load offset={t * in_stride} (local.get $p))"
+            lines.append(f"(local.set $x {x if mask is None else f'(v128.and {x} {mask})'})")
+            lines += [
+                f"(local.set {acc} (f32x4.relaxed_madd (local.get $x) (local.get $w{j}) "
+                f"(local.get {acc})))"
+                for j, acc in enumerate(row)
+            ]
+        lines.append(f"(local.set $w (i32.add (local.get $w) (i32.const {16 * layout.n_out})))")
+        lines.append("(local.set $p (i32.add (local.get $p) (i32.const 16)))")
+        return "\n    ".join(lines)
+
+    body = [
+        f"(local.set $w (i32.const {layout.table}))",
+        "(local.set $p (local.get $in))",
+    ]
+    if full:
+        body.append(
+            f"(local.set $end (i32.add (local.get $in) (i32.const {16 * full})))\n"
+            f"(loop $ins\n    {step(None)}\n"
+            "    (br_if $ins (i32.lt_u (local.get $p) (local.get $end))))"
+        )
+    if tail:
+        lanes = " ".join("-1" if k < tail else "0" for k in range(_LANES))
+        body.append(step(f"(v128.const i32x4 {lanes})"))
+    for t, row in enumerate(accs):
+        for j, acc in enumerate(row):
+            lane = [f"(f32x4.extract_lane {k} (local.get {acc}))" for k in range(_LANES)]
+            total = (
+                f"(f32.add (f32.add (f32.add {lane[0]} {lane[1]}) (f32.add {lane[2]} {lane[3]})) "
+                f"(f32.load (i32.const {layout.bias + CELL * j})))"
+            )
+            if layout.relu:
+                total = f"(f32.max {total} (f32.const 0))"
+            body.append(f"(f32.store offset={16 * t + CELL * j} (local.get $out) {total})")
+    locals_ = " ".join(
+        ["(local $w i32) (local $p i32) (local $end i32) (local $x v128)"]
+        + [f"(local $w{j} v128)" for j in range(layout.n_out)]
+        + [f"(local {acc} v128)" for row in accs for acc in row]
+    )
+    text = "\n".join(body)
+    return f"(func {name} (param $in i32) (param $out i32) {locals_}\n{text})\n"
 
 
 @dataclass(frozen=True)

@@ -145,3 +145,27 @@ def test_relu_fuses_into_the_layer_only_when_nothing_else_reads_the_product(
     reference = np.hstack([r.reshape(len(x), -1) for r in run_onnxruntime(model, x)])
     assert np.isnan(ours[0]).any() and not np.isnan(ours[1:]).any()
     assert np.allclose(ours, reference, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_lanes_past_the_row_width_do_not_reach_a_narrow_layer() -> None:
+    """Reciprocal of a 5-wide row fills the slot's padding lanes with 1/0 = infinity;
+    the one-output layer after it (vectorized over inputs) masks them, where a zero
+    weight would give infinity x 0 = NaN."""
+    weights = np.random.default_rng(5).normal(size=(5, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reciprocal", ["X"], ["r"]),
+            helper.make_node("MatMul", ["r", "W"], ["Y"]),
+        ],
+        "narrow",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 5])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])],
+        initializer=[numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    runtime = WasmModel.load(compile_onnx(model, max_batch=MAX_BATCH).wasm, limits=Limits())
+    x = np.random.default_rng(6).uniform(1, 2, size=(TILE_ROWS + 3, 5)).astype(np.float32)
+    ours = np.frombuffer(runtime.predict_matrix(x), dtype=np.float32)
+    (reference,) = run_onnxruntime(model, x)
+    assert np.isfinite(ours).all()
+    assert np.allclose(ours, reference.reshape(-1), rtol=1e-5, atol=1e-6)
