@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -108,24 +106,3 @@ def test_a_missing_column_is_refused_naming_it(tmp_path: Path) -> None:
     path = _write(tmp_path, ["86"], header="heart_rate")
     with pytest.raises(RecordError, match="lacks columns: respiratory_rate"):
         agent.load(DEMO).score_file(path)
-
-
-def test_bundle_predict_on_csv_needs_neither_numpy_nor_pandas(tmp_path: Path) -> None:
-    """The shipped path (no [build] extra): CSV in, matrix through the module, CSV out."""
-    path = _write(tmp_path, ROWS)
-    script = (
-        "import sys, agent\n"
-        "from pathlib import Path\n"
-        f"text = agent.load({str(DEMO)!r}).score_file(Path({str(path)!r}))\n"
-        "assert text.count('\\n') == 8, text\n"
-        "print(sorted(m for m in ('numpy', 'pandas', 'pyarrow') if m in sys.modules))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert done.stdout.strip() == "[]"
