@@ -208,7 +208,9 @@ def read_features(path: Path, manifest: BundleManifest) -> FeatureTable:
     name wins) and encoded a column at a time (``encode_text_column``)."""
     if is_parquet(path):
         rows = _read_parquet(path, manifest)
-        return FeatureTable([list(c) for c in zip(*rows, strict=True)], len(rows))
+        return FeatureTable(
+            [[row[k] for row in rows] for k in range(len(manifest.inputs))], len(rows)
+        )
     columns: list[list[float]] = [[] for _ in manifest.inputs]
     n_rows = 0
     with path.open(newline="", encoding="utf-8-sig") as handle:
