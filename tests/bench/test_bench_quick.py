@@ -33,8 +33,10 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     assert results["peer_parity_max_abs_diff"] < 1e-5  # the peers serve the same model
 
-    assert {row["contender"] for row in results["http"]} == CONTENDERS
-    for row in results["http"]:
+    for key in ("http", "http_vitals"):  # the 30-observation bundle, the vitals bundle
+        assert {row["contender"] for row in results[key]} == CONTENDERS
+    assert results["vitals_request_bytes"] < results["request_bytes"]
+    for row in results["http"] + results["http_vitals"]:
         for key in (
             "p50_ms",
             "p99_ms",
@@ -68,10 +70,13 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     for heading in (
         "## Machine",
         "## Goals",
-        "## HTTP",
+        "## HTTP: one 30-observation FHIR Bundle per request",
+        "## HTTP: the small vitals Bundle (Patient + 5 Observations) per request",
         "## Batch",
         "## Install size",
         "## In-process micro-benchmarks",
         "## Runtime micro-benchmarks",
     ):
         assert heading in report
+    for goal in ("4 clients, vitals bundle", "CPU-second vs sklearn service, vitals bundle"):
+        assert goal in report
