@@ -78,5 +78,6 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "## Runtime micro-benchmarks",
     ):
         assert heading in report
-    for goal in ("4 clients, vitals bundle", "CPU-second vs sklearn service, vitals bundle"):
+    clients = results["settings"]["clients"]
+    for goal in (f"{clients} clients, vitals bundle", "CPU-second vs sklearn service, vitals"):
         assert goal in report
