@@ -4,6 +4,7 @@ stalls mid-body (408); the agent goes on serving after each."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,26 @@ def test_body_bytes_do_not_count_toward_the_head_limit(agent: AgentProcess) -> N
     answer = _exchange(agent, [head + body])
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b"bad_input" in answer
+
+
+def test_a_forwarded_for_header_does_not_make_another_client(tmp_path: Path) -> None:
+    """The per-client bound (and the audit log's caller) is the connection's address: an
+    ``X-Forwarded-For`` header, even from loopback, names no other client."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["http"]["max_concurrent_per_client"] = 1
+        config["limits"] = {"request_timeout": 30.0}
+
+    agent = start_agent(demo_root(tmp_path, edit))
+    host, port = agent.base_url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as held:
+            held.sendall(_head(0, 500) + b"{")  # its body stalls: the slot stays taken
+            with agent.client() as client:
+                deadline = time.monotonic() + 10
+                while client.get("/readyz").status_code != 429:
+                    assert time.monotonic() < deadline, "the stalled request never took the slot"
+                forwarded = client.get("/readyz", headers={"X-Forwarded-For": "10.9.9.9"})
+        assert forwarded.status_code == 429
+    finally:
+        assert agent.stop() == 0, agent.log_text()
