@@ -235,9 +235,9 @@ def render(r: dict[str, Any]) -> str:
         f"{r['request_bytes'] / 1000:.0f} kB) and the vitals bundle (the FHIR R4",
         "specification's Patient f001 and its five vital-sign Observation examples,",
         f"`bench.inputs.vitals_bundle`, {r['vitals_request_bytes'] / 1000:.0f} kB), each scored",
-        f"as of {AS_OF_TEXT}. The client is",
-        "Python's `http.client` on keep-alive connections (`bench/http_load.py`), not wrk:",
-        "nothing outside the virtualenv.",
+        f"as of {AS_OF_TEXT}. The client (`bench/http_load.py`) sends one fixed request on",
+        "keep-alive loopback sockets and reads only each answer's status and Content-Length,",
+        "as wrk does, in Python's standard library: nothing outside the virtualenv.",
         f"Latency: {r['settings']['sequential']} sequential requests per round; throughput:",
         f"{r['settings']['clients']} client threads x {r['settings']['per_client']} requests",
         f"per round; {r['settings']['rounds']} interleaved rounds after "

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from bench import batch, before_after, install_size, machine, memory, micro
-from bench.http_load import Target, concurrent, post, sequential
+from bench.http_load import Target, concurrent, sequential
 from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx, vitals_bundle
 from bench.peers.model import PeerModel, check_parity, load_pickled, pickled_model
 from bench.peers.sklearn_service import onnxruntime_predictor, sklearn_predictor
@@ -102,9 +102,9 @@ class Contender:
 
 def _answers(target: Target) -> bool:
     try:
-        connection, path = target.connect()
+        connection = target.connect()
         try:
-            return post(connection, path, target) == 200
+            return connection.post() == 200
         finally:
             connection.close()
     except OSError:
