@@ -590,6 +590,7 @@ def _why_throughput(micro: dict[str, Any], http: dict[str, Any]) -> list[str]:
     rps, capacity = ratios(agent)
     full_rps, full_capacity = ratios(full)
     rest = whole["agent"] - shipped - mapping - predict["agent"]
+    stack = agent["server_cpu_ms_per_request"] - whole["agent"] * 1e3
     return [
         f"- **Requests/s as shipped: {rps:.2f}x the sklearn service** by the clock,",
         f"  {capacity:.2f}x per server CPU-second. In process one request costs the agent",
@@ -609,8 +610,8 @@ def _why_throughput(micro: dict[str, Any], http: dict[str, Any]) -> list[str]:
         "- **Over HTTP** the shipped agent's server spends",
         f"  {agent['server_cpu_ms_per_request']:.2f} ms of CPU per request,",
         f"  {whole['agent'] * 1e3:.2f} ms of it scoring: the HTTP stack",
-        f"  (about {agent['server_cpu_ms_per_request'] - whole['agent'] * 1e3:.2f} ms: uvicorn,",
-        "  Starlette, the guard, the JSON answer) is now the larger share.",
+        f"  (about {stack:.2f} ms: uvicorn, Starlette, the guard, the JSON answer) is the",
+        f"  {'larger' if stack > whole['agent'] * 1e3 else 'smaller'} share.",
     ]
 
 
@@ -622,14 +623,35 @@ def _why_latency(r: dict[str, Any], micro: dict[str, Any], http: dict[str, Any])
         f"- **Latency.** The agent's server spends {agent['server_cpu_ms_per_request']:.2f} ms",
         f"  of CPU per HTTP request: {whole['agent'] * 1e3:.2f} ms scoring in process and",
         f"  {agent['server_cpu_ms_per_request'] - whole['agent'] * 1e3:.2f} ms in the HTTP",
-        "  stack (uvicorn, Starlette routing, the guard middleware, the thread-pool hop, the",
-        "  JSON answer), against",
+        "  stack (uvicorn with the httptools parser, Starlette routing, the guard",
+        "  middleware, the JSON answer; a body this small is scored on the event loop, with",
+        "  no thread hop: docs/adr/0009), against",
         f"  {skl['server_cpu_ms_per_request'] - whole['sklearn'] * 1e3:.2f} ms in the sklearn",
         f"  service's. What the p50 ({agent['p50_ms']:.2f} ms) and p99 ({agent['p99_ms']:.2f}",
         "  ms) add on top is waiting for a core, the client's work and the loopback; the",
         f"  machine was shared (load average {m['load_average_1m']} at the start,",
         f"  {m.get('load_average_1m_end', '-')} at the end, on {m['cores']} cores), and under",
         f"  the same conditions the sklearn service's p99 was {skl['p99_ms']:.2f} ms.",
+        *_why_loaded(r),
+    ]
+
+
+def _why_loaded(r: dict[str, Any]) -> list[str]:
+    """Why the p99 with several clients is what it is: one server core serves them in turn."""
+    clients = r["settings"]["clients"]
+    agents = {"30-observation": _by(r["http"])["agent"], "vitals": _by(r["http_vitals"])["agent"]}
+    queued = "; ".join(
+        f"{body} bundle {clients} x {a['server_cpu_ms_per_request']:.2f} = "
+        f"{clients * a['server_cpu_ms_per_request']:.2f} ms (measured p50 "
+        f"{a['loaded_p50_ms']:.2f}, p99 {a['loaded_p99_ms']:.2f} ms)"
+        for body, a in agents.items()
+    )
+    return [
+        f"- **{clients} clients.** One server core answers {clients} clients in turn, so a",
+        "  request waits for the others' work: its latency is about the client count times",
+        f"  the server CPU per request: {queued}. A p99 under",
+        f"  {GOAL_LOADED_P99_MS:g} ms with {clients} clients needs a request's CPU well under",
+        f"  {GOAL_LOADED_P99_MS / clients:.2f} ms, on a core nothing else runs on.",
     ]
 
 
