@@ -126,11 +126,14 @@ def test_tls_connections_that_never_handshake_are_capped_and_cut(tmp_path: Path)
         flood = _open_idle(port, FLOOD // 2)
         try:
             latencies = _healthz_ms(agent, 20)
+            with agent.client() as client:  # a body through TLS and the parser, scored
+                scored = client.post(PREDICT, content=DEMO_BUNDLE.read_bytes(), headers=FHIR)
             rss_peak = rss_kib(pid)
             closed = _wait_all_closed(flood, IDLE * 2 + 5)
         finally:
             for sock in flood:
                 sock.close()
+        assert scored.status_code == 200, scored.text
         assert statistics.median(latencies) < 100, latencies
         # before: a 256 KiB TLS read buffer per connection for asyncio's 60 s handshake
         # bound, 1,500 of them about 450 MB; now at most http_tls_handshakes_max at once
