@@ -570,7 +570,7 @@ def _analysis(r: dict[str, Any]) -> list[str]:
     micro = _by(r["micro"], "measure")
     http = _by(r["http"])
     imports = {m["id"]: m["rss_bytes"] / MIB for m in r["memory_imports"]}
-    lines = _why_throughput(micro, http) + _why_latency(r, micro, http)
+    lines = _why_throughput(r, micro, http) + _why_latency(r, micro, http)
     if {"agent", "units", "fhir", "python", "web"} <= imports.keys():
         lines += _why_memory(imports, http)
     if r["install_largest_agent"] and r["install"]:
@@ -578,7 +578,7 @@ def _analysis(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _why_throughput(micro: dict[str, Any], http: dict[str, Any]) -> list[str]:
+def _why_throughput(r: dict[str, Any], micro: dict[str, Any], http: dict[str, Any]) -> list[str]:
     whole = micro["whole request in process (parse, map, predict)"]
     full_whole = micro["whole request in process, full validation"]["agent"]
     fhir = micro["FHIR parse + full validation (R4B)"]
@@ -600,6 +600,7 @@ def _why_throughput(micro: dict[str, Any], http: dict[str, Any]) -> list[str]:
     full_rps, full_capacity = ratios(full)
     rest = whole["agent"] - shipped - mapping - predict["agent"]
     stack = agent["server_cpu_ms_per_request"] - whole["agent"] * 1e3
+    vitals, vitals_score = _by(r["http_vitals"])["agent"], r["vitals_score_in_process_s"] * 1e3
     return [
         f"- **Requests/s as shipped: {rps:.2f}x the sklearn service** by the clock,",
         f"  {capacity:.2f}x per server CPU-second. In process one request costs the agent",
@@ -620,7 +621,10 @@ def _why_throughput(micro: dict[str, Any], http: dict[str, Any]) -> list[str]:
         f"  {agent['server_cpu_ms_per_request']:.2f} ms of CPU per request,",
         f"  {whole['agent'] * 1e3:.2f} ms of it scoring: the HTTP stack",
         f"  (about {stack:.2f} ms: uvicorn, Starlette, the guard, the JSON answer) is the",
-        f"  {'larger' if stack > whole['agent'] * 1e3 else 'smaller'} share.",
+        f"  {'larger' if stack > whole['agent'] * 1e3 else 'smaller'} share. On the vitals",
+        f"  bundle: {vitals['server_cpu_ms_per_request']:.2f} ms of CPU per request,",
+        f"  {vitals_score:.2f} ms of it scoring (in process, the same way), the HTTP stack",
+        f"  about {vitals['server_cpu_ms_per_request'] - vitals_score:.2f} ms.",
     ]
 
 

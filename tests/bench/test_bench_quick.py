@@ -36,6 +36,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     for key in ("http", "http_vitals"):  # the 30-observation bundle, the vitals bundle
         assert {row["contender"] for row in results[key]} == CONTENDERS
     assert results["vitals_request_bytes"] < results["request_bytes"]
+    assert _positive(results["vitals_score_in_process_s"])  # the HTTP stack's share from it
     for row in results["http"] + results["http_vitals"]:
         for key in (
             "p50_ms",
