@@ -33,8 +33,11 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     assert results["peer_parity_max_abs_diff"] < 1e-5  # the peers serve the same model
 
-    assert {row["contender"] for row in results["http"]} == CONTENDERS
-    for row in results["http"]:
+    for key in ("http", "http_vitals"):  # the 30-observation bundle, the vitals bundle
+        assert {row["contender"] for row in results[key]} == CONTENDERS
+    assert results["vitals_request_bytes"] < results["request_bytes"]
+    assert _positive(results["vitals_score_in_process_s"])  # the HTTP stack's share from it
+    for row in results["http"] + results["http_vitals"]:
         for key in (
             "p50_ms",
             "p99_ms",
@@ -68,7 +71,8 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     for heading in (
         "## Machine",
         "## Goals",
-        "## HTTP",
+        "## HTTP: one 30-observation FHIR Bundle per request",
+        "## HTTP: the small vitals Bundle (Patient + 5 Observations) per request",
         "## Batch",
         "## Validation: `edge-agent validate` in process and on Dask",
         "## Install size",
@@ -76,3 +80,6 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "## Runtime micro-benchmarks",
     ):
         assert heading in report
+    clients = results["settings"]["clients"]
+    for goal in (f"{clients} clients, vitals bundle", "CPU-second vs sklearn service, vitals"):
+        assert goal in report
