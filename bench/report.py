@@ -143,28 +143,38 @@ def _goals(r: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _score_vs_json_goal(score: dict[str, Any], loads: dict[str, Any], bundle: str) -> list[str]:
+    """pipeline.score's request-thread CPU against the stdlib json.loads of the same body."""
+    vs_json = ratio(score["agent"], loads["agent"]) or 0.0
+    return [
+        "agent",
+        f"pipeline.score vs stdlib json.loads of the same body, {bundle} (CPU, in process)",
+        f"<= {GOAL_SCORE_VS_JSON:g}x",
+        _x(vs_json),
+        _verdict(vs_json <= GOAL_SCORE_VS_JSON, f"{vs_json / GOAL_SCORE_VS_JSON:.1f}x the goal"),
+    ]
+
+
 def _shipped_goals(r: dict[str, Any]) -> list[list[str]]:
     agent = _by(r["http"])["agent"]
     vitals = _by(r["http_vitals"])
     micro = _by(r["micro"], "measure")
-    score = micro["whole request in process (parse, map, predict)"]["agent"]
-    loads = micro["json.loads of the 30-observation bundle"]["agent"]
-    vs_json = ratio(score, loads) or 0.0
     batch = _by(r["batch"])["agent"]
     rate = batch["records"] / batch["seconds"]
     return [
         *_throughput_goals("agent", vitals["agent"], vitals["sklearn service"], VITALS),
         _loaded_p99_goal(r, agent, BUNDLE_30),
         _loaded_p99_goal(r, vitals["agent"], VITALS),
-        [
-            "agent",
-            "pipeline.score vs stdlib json.loads of the same body (CPU, in process)",
-            f"<= {GOAL_SCORE_VS_JSON:g}x",
-            _x(vs_json),
-            _verdict(
-                vs_json <= GOAL_SCORE_VS_JSON, f"{vs_json / GOAL_SCORE_VS_JSON:.1f}x the goal"
-            ),
-        ],
+        _score_vs_json_goal(
+            micro["whole request in process (parse, map, predict)"],
+            micro["json.loads of the 30-observation bundle"],
+            BUNDLE_30,
+        ),
+        _score_vs_json_goal(
+            micro["whole request in process, vitals bundle"],
+            micro["json.loads of the vitals bundle"],
+            VITALS,
+        ),
         [
             "agent",
             "batch records/s (drop folder, NDJSON, outputs and journal)",
@@ -345,8 +355,9 @@ def render(r: dict[str, Any]) -> str:
         *_memory(r),
         "## In-process micro-benchmarks",
         "",
-        "Median over 5 repeats of the mean CPU time (the measuring thread's) per call, the same",
-        "inputs; microseconds.",
+        "Median over 5 repeats of the mean CPU time (the measuring thread's, except the row",
+        "that says process) per call, the same inputs; microseconds. The pipelines run as the",
+        "daemon runs them: audit entries are written by the writer thread (docs/adr/0011).",
         "",
         *_table(
             [
@@ -645,7 +656,8 @@ def _why_throughput(r: dict[str, Any], micro: dict[str, Any], http: dict[str, An
     full_rps, full_capacity = ratios(full)
     rest = whole["agent"] - shipped - mapping - predict["agent"]
     stack = agent["server_cpu_ms_per_request"] - whole["agent"] * 1e3
-    vitals, vitals_score = _by(r["http_vitals"])["agent"], r["vitals_score_in_process_s"] * 1e3
+    vitals = _by(r["http_vitals"])["agent"]
+    vitals_score = micro["whole request in process, vitals bundle"]["agent"] * 1e3
     vitals_stack = vitals["server_cpu_ms_per_request"] - vitals_score
     return [
         f"- **Requests/s as shipped: {rps:.2f}x the sklearn service** by the clock,",

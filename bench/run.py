@@ -33,11 +33,9 @@ from typing import Any
 
 import yaml
 
-from agent.pipeline import ScoringPipeline
-from agent.types import IntakePath, RecordFormat, ScoreRequest
 from bench import batch, before_after, install_size, machine, memory, micro, validation_bench
 from bench.http_load import Target, concurrent, sequential
-from bench.inputs import AS_OF, AS_OF_TEXT, demo_bundle, oru_30_obx, vitals_bundle
+from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx, vitals_bundle
 from bench.peers.model import PeerModel, check_parity, load_pickled, pickled_model
 from bench.peers.sklearn_service import onnxruntime_predictor, sklearn_predictor
 from bench.report import render
@@ -208,22 +206,6 @@ def _http_rows(
     return rows
 
 
-def _vitals_in_process(pipeline: ScoringPipeline, calls: int) -> float:
-    """CPU seconds of one ``ScoringPipeline.score`` of the vitals bundle in process, taken
-    as the micro-benchmarks take the 30-observation one's: the server's CPU per request
-    over HTTP less this is what the HTTP stack costs."""
-    request = ScoreRequest(
-        model="deterioration",
-        body=vitals_bundle(),
-        format=RecordFormat.fhir_json,
-        intake=IntakePath.http,
-        as_of=AS_OF,
-        caller="bench",
-        request_id="bench",
-    )
-    return micro.cpu_per_call(lambda: pipeline.score(request), max(calls // 10, 1))
-
-
 def _runtime_bench(quick: bool) -> str:
     """bench/runtime_bench.py's own table (the runtime engineer's benchmark), verbatim."""
     script = REPO / "bench" / "runtime_bench.py"
@@ -351,7 +333,6 @@ def run(quick: bool, workdir: Path, before: str | None = None) -> dict[str, Any]
     results["batch"] += _peer_batches(peer, settings.batch_records)
     pipelines = micro.agent_pipeline(shipped), micro.agent_pipeline(full)
     results["micro"] = [asdict(m) for m in micro.run_micro(*pipelines, peer, settings.micro_calls)]
-    results["vitals_score_in_process_s"] = _vitals_in_process(pipelines[0], settings.micro_calls)
     if before is not None:
         results["before_after"] = before_after.compare(
             before, rounds=1 if quick else 7, calls=10 if quick else 200
