@@ -32,9 +32,10 @@ from agent.errors import (
     UnmappableRecord,
 )
 from agent.monitor import Monitor
-from agent.monitor.metrics import AuditMetrics, CandidateReading
+from agent.monitor.metrics import AuditMetrics
 from agent.monitor.monitor import reference_auroc
 from agent.monitor.raw_vector import raw_vector
+from agent.monitor.readings import CandidateReading
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.rollout.canary import canary_key, in_canary

@@ -16,7 +16,7 @@ from typing import Any
 from agent.bundle.manifest import BundleManifest, OutputKind, ValueReference
 from agent.monitor.config import MonitorConfig
 from agent.monitor.drift import CategoricalWindow, DriftWindow, NumericWindow
-from agent.monitor.metrics import DriftReading, Target
+from agent.monitor.readings import DriftReading, Target
 from agent.types import FeatureHistogram
 
 

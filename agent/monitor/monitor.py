@@ -29,15 +29,15 @@ from agent.bundle.manifest import BundleManifest
 from agent.errors import AgentError, BundleError
 from agent.monitor.config import MonitorConfig
 from agent.monitor.drift import CategoricalWindow, DriftWindow
-from agent.monitor.metrics import (
-    AgentMetrics,
+from agent.monitor.metrics import AgentMetrics
+from agent.monitor.model_drift import ModelDrift
+from agent.monitor.readings import (
     CandidateReading,
     DriftReading,
     RequestReading,
     RequestSeries,
     WindowReading,
 )
-from agent.monitor.model_drift import ModelDrift
 from agent.types import FeatureHistogram, FeatureVector, IntakePath
 
 if TYPE_CHECKING:
