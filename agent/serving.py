@@ -116,7 +116,7 @@ class ServedModel:
         """The same bundle and module bound to a reloaded model config and its mapping file
         (MappingError when it no longer fits)."""
         mapping = load_mapping(model_config.mapping, self.bundle.manifest)
-        return ServedModel(model_config, self.bundle, self.runtime, mapping)
+        return ServedModel(model_config, self.bundle, self.runtime, mapping, self.explainer)
 
 
 class ServedModels:
