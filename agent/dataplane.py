@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.types import (
+    EdgeRefusal,
     FeatureHistogram,
     IntakePath,
     OutcomeReceipt,
@@ -117,6 +118,12 @@ class DataPlane(Protocol):
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         """Count a request an edge refused before it reached ``score``."""
+        ...
+
+    def audit_refusal(self, refusal: EdgeRefusal) -> None:
+        """Write a request an edge refused before reading it to the audit log (compact: no
+        body, no HMAC; its fields as bounded by the edge). Counting stays ``count_refusal``'s:
+        an edge may stand several identical refusals in one entry (``refusal.count``)."""
         ...
 
     def status(self) -> Mapping[str, Any]:

@@ -57,6 +57,25 @@ class RequestTimeout(RecordError):
     reason = "request_timeout"
 
 
+class RequestHeadTooLarge(RecordError):
+    """A request's head (target and headers) is larger than the limit: refused by the
+    listener before the request reaches any route."""
+
+    reason = "request_head_too_large"
+
+
+class Unauthorized(AgentError):
+    """A request without a valid credential (no bearer token, or one not accepted)."""
+
+    reason = "unauthorized"
+
+
+class Throttled(AgentError):
+    """A client already has as many requests in flight as it may."""
+
+    reason = "throttled"
+
+
 # --- mapping -----------------------------------------------------------------------------
 class MappingError(AgentError):
     """A site mapping is invalid for the model it binds (detected at load time)."""

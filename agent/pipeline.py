@@ -46,6 +46,7 @@ from agent.rollout.shadow_scoring import ShadowComparer
 from agent.serving import ServedModel, ServedModels
 from agent.store import BundleStore
 from agent.types import (
+    EdgeRefusal,
     FeatureHistogram,
     FeatureVector,
     IntakePath,
@@ -522,6 +523,10 @@ class ScoringPipeline(ServedModels):
         """Count a request an intake path refused before it reached the pipeline (a wrong
         media type, a body too large, a malformed tensor), so error ratios see it too."""
         self.monitor.observe_error(self._label(model), intake, error.reason)
+
+    def audit_refusal(self, refusal: EdgeRefusal) -> None:
+        if self.audit is not None:
+            self.audit.record_refusal(refusal)
 
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""

@@ -29,6 +29,7 @@ from agent.dataplane import ModelView
 from agent.errors import AgentError, InternalError, UnknownModel
 from agent.limits import Limits
 from agent.types import (
+    EdgeRefusal,
     FeatureHistogram,
     IntakePath,
     OutcomeReceipt,
@@ -87,6 +88,7 @@ class ScriptedPlane:
 
     def __init__(self, limits: Limits | None = None, *, keep_requests: bool = False) -> None:
         self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
+        self.audited: list[EdgeRefusal] = []  # edge refusals handed to the audit log
         self.requests: list[ScoreRequest] = []  # what reached score(), when kept
         self._keep_requests = keep_requests  # off by default: batch tests score thousands
         self._limits = limits or Limits()
@@ -123,6 +125,9 @@ class ScriptedPlane:
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         self.refusals.append((model, error.reason))
+
+    def audit_refusal(self, refusal: EdgeRefusal) -> None:
+        self.audited.append(refusal)
 
     def predict(self, request: ScoreRequest) -> list[Prediction]:
         raise NotImplementedError
