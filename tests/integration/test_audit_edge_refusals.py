@@ -93,8 +93,8 @@ def test_a_wrong_token_an_oversize_body_and_a_long_head_are_audited(tmp_path: Pa
         "route": "/v1/models/{name}/predict",
         "outcome": "request_too_large",
     }
-    [long_head] = [e for e in entries.values() if e["outcome"] == "request_head_too_large"]
-    assert (long_head["route"], long_head["caller"]) == ("unmatched", "127.0.0.1")
+    [cut] = [e for e in entries.values() if e["outcome"] == "request_head_too_large"]
+    assert (cut["route"], cut["caller"]) == ("unmatched", "127.0.0.1")
 
 
 def test_a_401_flood_keeps_earlier_entries_and_counts_what_it_drops(tmp_path: Path) -> None:
