@@ -33,6 +33,11 @@ was not written. The writer's queue is bounded (``limits.audit_queue_max`` entri
 entries are dropped and counted the same way; a request never waits for room. A write the
 OS refuses (disk full) drops that batch, counted and logged, and the next one tries again.
 
+Requests the HTTP edge refuses before a route runs (``record_refusal``: a bad token, a body
+too large, a client over its bound) get the most compact entry of all: no body was read, so
+there is no HMAC; the edge bounds every field and coalesces identical refusals
+(``agent.intake.http.refusals``). docs/operations.md, "The audit log", lists every field.
+
 The log owns its files: rotate them with its own settings, not with ``logrotate`` (the open
 file would follow the renamed one).
 """

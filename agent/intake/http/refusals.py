@@ -10,7 +10,7 @@ becomes its route template (``unmatched`` when none), a model name is kept only 
 names a configured model, a token only as the id of an accepted one.
 
 **Coalesced.** Unauthenticated clients could otherwise write to the audit log at the rate
-they can be refused (thousands a second from one address) and push it, within minutes,
+they can be refused (thousands a second from one address) and push it, within the hour,
 into the retention pressure that drops new entries, legitimate scorings' included, until
 ``audit.min_age_seconds`` passes. So the first refusal of a kind (same peer, intake, route,
 model, token state and reason) is written at once, and the identical ones that follow
