@@ -10,7 +10,6 @@ model swap never fails a request in flight.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -26,15 +25,12 @@ from agent.errors import (
     NoPatient,
     NoSubject,
     NotEnabled,
-    RecordError,
-    RuntimeFault,
     UnknownModel,
     UnmappableRecord,
 )
 from agent.monitor import Monitor
 from agent.monitor.metrics import AuditMetrics, CandidateReading
 from agent.monitor.monitor import reference_auroc
-from agent.monitor.raw_vector import raw_vector
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.rollout.canary import canary_key, in_canary
@@ -51,11 +47,11 @@ from agent.types import (
     OutcomeReport,
     PatientOutcome,
     PatientRecord,
-    Prediction,
     Refusal,
     ScoreRequest,
     ScoreResult,
 )
+from agent.vector_scoring import OutcomeScorer, predict_rows, read_rows
 
 if TYPE_CHECKING:
     # Types only: at run time the pipeline never imports agent.config, which composes the
@@ -84,7 +80,8 @@ class ScoringPipeline(ServedModels):
         self.performance = performance
         self._canary_key = _canary_key_of(config)
         self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
-        self._comparer = ShadowComparer(self._predict, performance)
+        self._comparer = ShadowComparer(predict_rows, performance)
+        self._scorer = OutcomeScorer(monitor)
         monitor.watch_candidates(self.candidate_readings)
 
     def start(self) -> None:
@@ -331,81 +328,30 @@ class ScoringPipeline(ServedModels):
     ) -> list[PatientOutcome]:
         """Map each record alone, then score the mappable ones in one call; with
         ``explain``, each prediction carries its feature contributions."""
-        refusals: dict[int, Refusal] = {}
+        pending: list[PatientOutcome] = []
         vectors: dict[int, FeatureVector] = {}
         for index, record in enumerate(records):
+            refusal = None
             if record.problem is not None:
-                refusals[index] = Refusal(NoSubject.reason, record.problem)
-                continue
-            try:
-                vectors[index] = served.mapping.extract(record, as_of)
-            except UnmappableRecord as exc:
-                refusals[index] = Refusal(exc.reason, str(exc), exc.feature)
-        mapped = time.perf_counter()
-        rows = self._predict(served, [v.values for v in vectors.values()])
-        inferred = time.perf_counter()
-        per_record = 1.0 / max(len(vectors), 1)
-        predictions: dict[int, Prediction] = {}
-        for (index, vector), row in zip(vectors.items(), rows, strict=True):
-            if isinstance(row, Refusal):
-                refusals[index] = row
-                continue
-            outputs = served.outputs(row)
-            self.monitor.observe(
-                served.name,
-                served.version,
-                intake,
-                vector,
-                outputs,
-                mapping_seconds=(mapped - started) * per_record,
-                inference_seconds=(inferred - mapped) * per_record,
-                total_seconds=(time.perf_counter() - started) * per_record,
+                refusal = Refusal(NoSubject.reason, record.problem)
+            else:
+                try:
+                    vectors[index] = served.mapping.extract(record, as_of)
+                except UnmappableRecord as exc:
+                    refusal = Refusal(exc.reason, str(exc), exc.feature)
+            pending.append(
+                PatientOutcome(
+                    record.reference, record.label, refusal=refusal, subject=record.subject
+                )
             )
-            record = records[index]
-            predictions[index] = Prediction(
-                model=served.name,
-                version=served.version,
-                bundle_digest=served.digest,
-                outputs=outputs,
-                vector=vector,
-                label=record.label,
-                as_of=as_of,
-                subject=record.subject,
-                contributions=served.contributions(vector.values) if explain else None,
-            )
-        for refusal in refusals.values():
-            self.monitor.observe_error(served.name, intake, refusal.reason)
-        if self.performance is not None and predictions:
-            self.performance.scored(
-                served.name,
-                served.version,
-                served.risk_output,
-                [(records[i].reference, p) for i, p in predictions.items()],
-            )
-        return [
-            PatientOutcome(
-                reference=record.reference,
-                label=record.label,
-                prediction=predictions.get(index),
-                refusal=refusals.get(index),
-                subject=record.subject,
-            )
-            for index, record in enumerate(records)
-        ]
-
-    def _predict(
-        self, served: ServedModel, rows: Sequence[Sequence[float]]
-    ) -> list[Sequence[float] | Refusal]:
-        """One call for all rows; when it fails, row by row, so a row that traps the
-        module (or runs out of fuel) is refused alone."""
-        if not rows:
-            return []
-        try:
-            return list(served.runtime.predict(rows))
-        except RuntimeFault as exc:
-            if len(rows) == 1:
-                return [Refusal(exc.reason, str(exc))]
-        return [result for row in rows for result in self._predict(served, [row])]
+        outcomes = self._scorer.outcomes(
+            served, (pending, vectors), as_of, intake, started, explain=explain
+        )
+        if self.performance is not None and vectors:
+            kept = [(o.reference, o.prediction) for o in outcomes if o.prediction is not None]
+            if kept:
+                self.performance.scored(served.name, served.version, served.risk_output, kept)
+        return outcomes
 
     def _internal(
         self,
@@ -449,19 +395,16 @@ class ScoringPipeline(ServedModels):
 
     def score_vectors(
         self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
-    ) -> list[Mapping[str, float]]:
+    ) -> ScoreResult:
         """Score already-extracted feature rows (Open Inference Protocol, feature CSVs) on
-        the model view the caller took at the start of its request."""
+        the model view the caller took at the start of its request: one outcome per row, in
+        order, under the same rules as a mapped record (``agent.vector_scoring``)."""
         served = self._own(model)
+        started = time.perf_counter()
         try:
-            width = len(served.manifest.inputs)
-            if any(len(row) != width for row in rows):
-                raise RecordError(f"each row needs {width} features in manifest order")
-            if any(math.isinf(value) for row in rows for value in row):
-                raise RecordError("feature values must be finite numbers (NaN means missing)")
-            started = time.perf_counter()
-            results = served.runtime.predict(rows)
-            elapsed = time.perf_counter() - started
+            read = read_rows(served, rows)
+            as_of = datetime.now(UTC)
+            outcomes = self._scorer.outcomes(served, read, as_of, intake, started)
         except AgentError as exc:
             self.monitor.observe_error(served.name, intake, exc.reason)
             raise
@@ -471,27 +414,17 @@ class ScoringPipeline(ServedModels):
             )
             self.monitor.observe_error(served.name, intake, "internal")
             raise InternalError("unexpected error while scoring rows") from None
-        outputs: list[Mapping[str, float]] = [served.outputs(row) for row in results]
-        per_row = elapsed / max(len(rows), 1)
-        for row, out in zip(rows, outputs, strict=True):
-            # raw vectors drift like mapped ones: a units mix-up upstream shows here too
-            self.monitor.observe(
-                served.name,
-                served.version,
-                intake,
-                raw_vector(served.manifest, row),
-                out,
-                mapping_seconds=0.0,
-                inference_seconds=per_row,
-                total_seconds=per_row,
-            )
+        scored = [o.prediction for o in outcomes if o.prediction is not None]
         candidate = self._live_candidate(served)
-        if candidate is not None and rows:
+        if candidate is not None and scored:
+            per_row = (time.perf_counter() - started) / len(rows)
+            values = [p.vector.values for p in scored]
+            outputs = [p.outputs for p in scored]
             self._shadow.submit(
-                lambda: self._comparer.rows(candidate, served, rows, outputs, per_row),
-                lambda: candidate.comparison.skip("queue_full", len(rows)),
+                lambda: self._comparer.rows(candidate, served, values, outputs, per_row),
+                lambda: candidate.comparison.skip("queue_full", len(values)),
             )
-        return outputs
+        return ScoreResult(served.name, served.version, served.digest, tuple(outcomes), as_of)
 
     def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
         if self.performance is None:

@@ -21,9 +21,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from agent.batch.items import Lines
-from agent.dataplane import ModelView
 from agent.outputs.prediction_json import outcome_json
-from agent.types import ScoreResult
+from agent.types import PatientOutcome, ScoreResult
 
 ERRORS_LISTED_MAX = 1000  # per-record errors named in a report; counts are always complete
 
@@ -58,29 +57,38 @@ def error_line(position: int, lines: Lines, label: str, reason: str, detail: str
     )
 
 
-def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) -> bytes:
-    """A record's line. One patient (the usual case): its outcome's fields inline, status
-    ``ok`` (scored) or ``error`` with the refusal's reason, detail and feature. Several
-    patients (an HL7 message with several PIDs): each outcome in ``predictions``, status
-    ``ok`` only when every one was scored, else ``error`` with the first refusal's reason."""
-    model = {
+def outcome_line(
+    position: int, lines: Lines, label: str, result: ScoreResult, outcome: PatientOutcome
+) -> bytes:
+    """One patient's line (a one-patient record, a feature row): its outcome's fields
+    inline, status ``ok`` (scored) or ``error`` with the refusal's reason, detail and
+    feature, and the model that answered."""
+    body = outcome_json(outcome)
+    body.pop("record", None)
+    status = "ok" if body.pop("status") == "scored" else "error"
+    head = _head(position, lines, outcome.label or label, status)
+    return result_line({**head, **_model(result), **body})
+
+
+def _model(result: ScoreResult) -> dict[str, str]:
+    return {
         "model": result.model,
         "version": result.version,
         "bundle_digest": result.bundle_digest,
     }
+
+
+def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) -> bytes:
+    """A record's line. One patient (the usual case): ``outcome_line``. Several patients (an
+    HL7 message with several PIDs): each outcome in ``predictions``, status ``ok`` only when
+    every one was scored, else ``error`` with the first refusal's reason."""
     if len(result.outcomes) == 1:
-        [outcome] = result.outcomes
-        body = outcome_json(outcome)
-        body.pop("record", None)
-        status = "ok" if body.pop("status") == "scored" else "error"
-        return result_line(
-            {**_head(position, lines, outcome.label or label, status), **model, **body}
-        )
+        return outcome_line(position, lines, label, result, result.outcomes[0])
     bodies = []
     for outcome in result.outcomes:
         body = outcome_json(outcome)
         body.pop("record", None)
-        bodies.append({"label": outcome.label, **model, **body})
+        bodies.append({"label": outcome.label, **_model(result), **body})
     refused = [o.refusal for o in result.outcomes if o.refusal is not None]
     if not refused:
         return result_line({**_head(position, lines, label, "ok"), "predictions": bodies})
@@ -93,18 +101,6 @@ def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) 
             "predictions": bodies,
         }
     )
-
-
-def vector_line(
-    position: int, lines: Lines, label: str, model: ModelView, outputs: Mapping[str, float]
-) -> bytes:
-    body = {
-        "model": model.name,
-        "version": model.version,
-        "bundle_digest": model.digest,
-        "outputs": dict(outputs),
-    }
-    return result_line({**_head(position, lines, label, "ok"), **body})
 
 
 def read_results(path: Path) -> Iterator[dict[str, Any]]:

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from agent.batch.csv_rows import UnreadableRow, vector_row
 from agent.batch.items import BadItem, BatchItem, RecordItem, VectorItem
-from agent.batch.outputs import error_line, outcomes_line, result_line, vector_line
+from agent.batch.outputs import error_line, outcome_line, outcomes_line, result_line
 from agent.dataplane import DataPlane, ModelView
 from agent.errors import AgentError, RuntimeFault, StoreError, UnknownModel
 from agent.outputs.riskassessment import risk_assessment
@@ -97,12 +97,14 @@ class ResultLines:
     def _scored(
         self, rows: Sequence[tuple[int, VectorItem, tuple[float, ...]]], model: ModelView
     ) -> Iterator[tuple[int, Line]]:
-        """One call for the batch; if it fails, row by row so a bad row fails alone."""
+        """One call for the batch: each row scored or refused alone (the data plane reads
+        each under the mapping's rules and isolates a row that traps the model). Should the
+        call fail as a whole (a bug), row by row, so only the row that causes it fails."""
         if not rows:
             return
         try:
-            results = self.plane.score_vectors(model, [r for _, _, r in rows], self.intake)
-            if len(results) != len(rows):
+            result = self.plane.score_vectors(model, [r for _, _, r in rows], self.intake)
+            if len(result.outcomes) != len(rows):
                 raise RuntimeFault("the data plane returned a wrong number of rows")
         except MODEL_UNAVAILABLE:
             raise
@@ -115,6 +117,6 @@ class ResultLines:
             line = error_line(position, item.lines, item.label, exc.reason, str(exc))
             yield position, (RESULTS_PART, line)
             return
-        for (position, item, _), outputs in zip(rows, results, strict=True):
-            line = vector_line(position, item.lines, item.label, model, outputs)
+        for (position, item, _), outcome in zip(rows, result.outcomes, strict=True):
+            line = outcome_line(position, item.lines, item.label, result, outcome)
             yield position, (RESULTS_PART, line)

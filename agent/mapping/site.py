@@ -3,15 +3,17 @@ records into that model's feature vectors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from agent.errors import TooMuchImputed, UnmappableRecord
 from agent.mapping.facts import FactIndex, WantedCodes
 from agent.mapping.feature import CompiledFeature, FeatureSurvey
 from agent.mapping.outcome import CompiledOutcome
-from agent.types import ElementReach, FeatureVector, PatientRecord
+from agent.types import ElementReach, FeatureValue, FeatureVector, PatientRecord
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,28 @@ class SiteMapping:
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=UTC)
         index = FactIndex(record.observations, self.wanted_codes)
+        return self._vector([partial(f.extract, record, index, as_of) for f in self.features])
+
+    def read(self, row: Sequence[float]) -> FeatureVector:
+        """An already-extracted row in the model's input order (an OIP tensor row, a
+        feature CSV row, in the model's units and level indexes; NaN is missing) under the
+        same rules as a record: each feature's ``missing``, ``unseen`` and plausible range
+        (``CompiledFeature.read``), then the imputation budget. Raises as ``extract``."""
+        return self._vector(
+            [partial(f.read, float(v)) for f, v in zip(self.features, row, strict=True)]
+        )
+
+    def _vector(
+        self, reads: Sequence[Callable[[], tuple[FeatureValue, str | None]]]
+    ) -> FeatureVector:
+        """One value per feature (``reads`` in the model's order), every refusal named at
+        once, then the imputation budget (``max_imputed``)."""
         values = []
         warnings = []
         refusals: list[UnmappableRecord] = []
-        for feature in self.features:
+        for read in reads:
             try:
-                value, warning = feature.extract(record, index, as_of)
+                value, warning = read()
             except UnmappableRecord as exc:
                 refusals.append(exc)
                 continue

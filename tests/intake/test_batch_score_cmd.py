@@ -147,7 +147,7 @@ def test_a_pandas_written_csv_scores_as_bundle_predict_and_load_read_it(
     assert [(x["label"], x["status"]) for x in lines] == [
         (f"p{i}", "error" if i in (5, 7) else "ok") for i in range(12)
     ]
-    assert (lines[5]["reason"], lines[7]["reason"]) == ("missing_value", "unseen_category")
+    assert (lines[5]["reason"], lines[7]["reason"]) == ("missing", "unseen_category")
     assert "heart_rate" in lines[5]["detail"] and "sex" in lines[7]["detail"]
 
     model = agent.load(bundle)
