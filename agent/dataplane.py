@@ -98,14 +98,23 @@ class DataPlane(Protocol):
         ...
 
     def score_vectors(
-        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
+        self,
+        model: ModelView,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        *,
+        caller: str = "anonymous",
+        request_id: str = "",
+        body: bytes = b"",
     ) -> ScoreResult:
         """Already-extracted feature rows in manifest order, in the model's units and level
         indexes, NaN for missing (OIP, feature CSVs): one outcome per row, in order, under
         the same rules as a mapped record (the mapping's plausible ranges and
         ``out_of_range``, ``missing``, ``unseen``, ``max_imputed``), so a row is scored
         or refused with a reason from the one vocabulary. Raises a typed AgentError only
-        for the whole request (a row of the wrong width, an infinity)."""
+        for the whole request (a row of the wrong width, an infinity). ``caller``,
+        ``request_id`` and ``body`` (the bytes the rows came in) are for the audit log, as
+        a ScoreRequest's are."""
         ...
 
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:

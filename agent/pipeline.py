@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Asked = tuple[str, IntakePath, str, str, bytes]  # who asked, for the audit log: request id,
+# intake, caller, model label, and the bytes that were scored
+
 WRITER_STOP_FLOOR = 0.5  # seconds each writer thread gets to finish at a stop, bound or not
 
 
@@ -245,13 +248,12 @@ class ScoringPipeline(ServedModels):
             )
         except AgentError as exc:
             self.monitor.observe_error(self._label(request.model), request.intake, exc.reason)
-            self._audit(request, served, [], started, exc.reason)
+            self._audit(self._asked(request), served, [], started, exc.reason)
             raise
         except Exception as exc:
-            raise self._internal(request, served, started, exc) from None
+            raise self._internal(self._asked(request), served, started, exc) from None
         scored = [o.prediction.outputs for o in outcomes if o.prediction is not None]
-        verdict = "ok" if len(scored) == len(outcomes) else "partial" if scored else "refused"
-        self._audit(request, served, scored, started, verdict)
+        self._audit(self._asked(request), served, scored, started, _verdict(outcomes))
         return ScoreResult(
             model=served.name,
             version=served.version,
@@ -353,68 +355,84 @@ class ScoringPipeline(ServedModels):
                 self.performance.scored(served.name, served.version, served.risk_output, kept)
         return outcomes
 
+    def _asked(self, request: ScoreRequest) -> Asked:
+        return (
+            request.request_id,
+            request.intake,
+            request.caller,
+            self._label(request.model),
+            request.body,
+        )
+
     def _internal(
-        self,
-        request: ScoreRequest,
-        served: ServedModel | None,
-        started: float,
-        exc: Exception,
+        self, asked: Asked, served: ServedModel | None, started: float, exc: Exception
     ) -> InternalError:
         """A bug: counted as ``internal``, logged once with the request id (the type only: a
         message could quote a record), audited, and answered without its message."""
+        request_id, intake, _, model, _ = asked
         log.error(
             "unexpected error while scoring",
-            extra={"error_type": type(exc).__name__, "request_id": request.request_id},
+            extra={"error_type": type(exc).__name__, "request_id": request_id},
         )
-        self.monitor.observe_error(self._label(request.model), request.intake, "internal")
-        self._audit(request, served, [], started, "internal")
-        return InternalError(f"unexpected error; request id {request.request_id}")
+        self.monitor.observe_error(model, intake, "internal")
+        self._audit(asked, served, [], started, "internal")
+        return InternalError(f"unexpected error; request id {request_id}")
 
     def _audit(
         self,
-        request: ScoreRequest,
+        asked: Asked,
         served: ServedModel | None,
         outputs: Sequence[Mapping[str, float]],
         started: float,
         outcome: str,
     ) -> None:
+        """One audit entry per request, records and raw rows alike: the outputs scored
+        and the verdict (``ok``, ``partial``, ``refused``, or the request's reason)."""
         if self.audit is None:
             return
+        request_id, intake, caller, model, body = asked
         self.audit.record(
-            request_id=request.request_id,
-            intake=request.intake.value,
-            caller=request.caller,
-            model=self._label(request.model),
+            request_id=request_id,
+            intake=intake.value,
+            caller=caller,
+            model=model,
             version=served.version if served else None,
             bundle_digest=served.bundle.digest if served else None,
-            body=request.body,
+            body=body,
             outputs=outputs,
             seconds=time.perf_counter() - started,
             outcome=outcome,
         )
 
     def score_vectors(
-        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
+        self,
+        model: ModelView,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        *,
+        caller: str = "anonymous",
+        request_id: str = "",
+        body: bytes = b"",
     ) -> ScoreResult:
         """Score already-extracted feature rows (Open Inference Protocol, feature CSVs) on
         the model view the caller took at the start of its request: one outcome per row, in
-        order, under the same rules as a mapped record (``agent.vector_scoring``)."""
+        order, under the same rules as a mapped record (``agent.vector_scoring``), audited
+        as a request of records is (``body``: the bytes the rows came in)."""
         served = self._own(model)
         started = time.perf_counter()
+        asked = (request_id, intake, caller, served.name, body)
         try:
             read = read_rows(served, rows)
             as_of = datetime.now(UTC)
             outcomes = self._scorer.outcomes(served, read, as_of, intake, started)
         except AgentError as exc:
             self.monitor.observe_error(served.name, intake, exc.reason)
+            self._audit(asked, served, [], started, exc.reason)
             raise
         except Exception as exc:
-            log.error(
-                "unexpected error while scoring rows", extra={"error_type": type(exc).__name__}
-            )
-            self.monitor.observe_error(served.name, intake, "internal")
-            raise InternalError("unexpected error while scoring rows") from None
+            raise self._internal(asked, served, started, exc) from None
         scored = [o.prediction for o in outcomes if o.prediction is not None]
+        self._audit(asked, served, [p.outputs for p in scored], started, _verdict(outcomes))
         candidate = self._live_candidate(served)
         if candidate is not None and scored:
             per_row = (time.perf_counter() - started) / len(rows)
@@ -457,6 +475,12 @@ class ScoringPipeline(ServedModels):
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
         return model if self.config.model(model) is not None else "unknown"
+
+
+def _verdict(outcomes: Sequence[PatientOutcome]) -> str:
+    """A request's audited outcome: every patient scored, some, or none."""
+    scored = sum(o.prediction is not None for o in outcomes)
+    return "ok" if scored == len(outcomes) else "partial" if scored else "refused"
 
 
 def _canary_key_of(config: AgentConfig) -> bytes | None:

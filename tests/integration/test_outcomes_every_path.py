@@ -20,10 +20,12 @@ import json
 import math
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -369,6 +371,15 @@ def test_raw_rows_get_the_outcomes_of_records_on_oip_and_feature_csv(
     assert issue["details"]["text"] == "out_of_range"
     assert issue["diagnostics"].endswith(f": {expected[1][3]}")
 
+    # audited as a request of records is: one entry per request, its verdict, no values
+    oip_audit = _audited(agent, "oip", 5)
+    assert [e["outcome"] for e in oip_audit] == ["partial", "ok", "refused", "refused", "ok"]
+    assert "outputs" not in oip_audit[2] and len(oip_audit[0]["outputs"]) == 2
+    csv_audit = [e for e in _audited(agent, "drop_folder", 1) if len(e.get("outputs", ())) == 2]
+    assert [(e["request_id"].endswith(":1"), e["outcome"]) for e in csv_audit] == [
+        (True, "partial")  # the four rows, named by the first
+    ]
+
     # each refused row counted as mapped refusals are, by path and reason
     assert _errors(metrics, "oip", "out_of_range") == 2.0
     assert _errors(metrics, "oip", "missing") == 2.0
@@ -383,3 +394,16 @@ def _errors(metrics: str, intake: str, reason: str) -> float:
         for sample in family.samples
         if sample.name == "edge_agent_errors_total" and sample.labels == wanted
     )
+
+
+def _audited(agent: AgentProcess, intake: str, at_least: int) -> list[dict[str, Any]]:
+    """The audit log's scoring entries of ``intake``, once it holds ``at_least`` of them
+    (the writer thread writes just after the answers)."""
+    path = agent.root / "var/demo/audit.jsonl"
+    deadline = time.monotonic() + 10
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        entries = [e for e in map(json.loads, lines) if e.get("intake") == intake]
+        if len(entries) >= at_least or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.05)

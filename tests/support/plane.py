@@ -149,7 +149,14 @@ class ScriptedPlane:
         return ScoreResult(view.name, view.version, view.digest, outcomes, datetime.now(UTC))
 
     def score_vectors(
-        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
+        self,
+        model: ModelView,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        *,
+        caller: str = "anonymous",
+        request_id: str = "",
+        body: bytes = b"",
     ) -> ScoreResult:
         """Each row scored to what ``predict_rows`` says (a Refusal refuses it)."""
         outcomes = []

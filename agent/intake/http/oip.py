@@ -145,7 +145,8 @@ async def infer(request: Request) -> Response:
     plane = plane_of(request)
     try:
         model = _model(request)  # taken once: scored and answered by this version
-        payload = load_json(await request.body(), "the body")
+        raw = await request.body()
+        payload = load_json(raw, "the body")
         if not isinstance(payload, dict):
             raise RecordError("the body must be a JSON object")
         rows = rows_from_inputs(payload.get("inputs"), model.manifest.feature_names())
@@ -153,7 +154,15 @@ async def infer(request: Request) -> Response:
         plane.count_refusal(request.path_params["name"], IntakePath.oip, error)
         return error_response(request.url.path, error)
     try:
-        result = await run_in_threadpool(plane.score_vectors, model, rows, IntakePath.oip)
+        result = await run_in_threadpool(
+            plane.score_vectors,
+            model,
+            rows,
+            IntakePath.oip,
+            caller=request.state.caller,
+            request_id=request.state.request_id,
+            body=raw,
+        )
     except AgentError as error:  # counted by the data plane
         return error_response(request.url.path, error)
     if result.refused:  # each refused row counted by the data plane
