@@ -75,11 +75,12 @@ def _rows(reader: Any) -> Iterator[BatchItem]:
 
 class UnreadableRow(ValueError):
     """A feature row the model cannot read; ``reason`` a slug, the message PHI-free (it
-    names columns, never a value)."""
+    names columns, never a value); ``feature`` the feature whose cell it is, if one."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, feature: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.feature = feature
 
 
 def vector_row(item: VectorItem, model: ModelView) -> tuple[float, ...]:
@@ -96,5 +97,6 @@ def vector_row(item: VectorItem, model: ModelView) -> tuple[float, ...]:
         try:
             row.append(encode(feature, item.cells[at[feature.name]]))
         except UnreadableCell as exc:
-            raise UnreadableRow(exc.reason, f"feature {feature.name}: {exc}") from None
+            detail = f"feature {feature.name}: {exc}"
+            raise UnreadableRow(exc.reason, detail, feature.name) from None
     return tuple(row)

@@ -51,10 +51,15 @@ def _head(position: int, lines: Lines, label: str, status: str) -> dict[str, Any
     }
 
 
-def error_line(position: int, lines: Lines, label: str, reason: str, detail: str) -> bytes:
-    return result_line(
-        {**_head(position, lines, label, "error"), "reason": reason, "detail": detail}
-    )
+def error_line(
+    position: int, lines: Lines, label: str, reason: str, detail: str, feature: str | None = None
+) -> bytes:
+    """A record that was not read (or a request refused whole): its reason, its detail and,
+    for a feature-CSV cell, the feature, as a refused patient's line names it."""
+    body = {**_head(position, lines, label, "error"), "reason": reason, "detail": detail}
+    if feature is not None:
+        body["feature"] = feature
+    return result_line(body)
 
 
 def outcome_line(
@@ -194,8 +199,9 @@ def write_csv(results: Path, stream: BinaryIO, output_names: Sequence[str]) -> N
         head = [line["position"], first, last]
         outcomes = _outcomes_of(line)
         if not outcomes:  # a record that was not read: one row, no model
-            blanks = [""] * (len(output_names) + 5)  # feature to digest, outputs, warnings
-            writer.writerow([*head, line["label"], "error", line["reason"], *blanks])
+            blanks = [""] * (len(output_names) + 4)  # model to digest, outputs, warnings
+            reason, feature = line["reason"], line.get("feature", "")
+            writer.writerow([*head, line["label"], "error", reason, feature, *blanks])
             continue
         for outcome in outcomes:
             outputs = outcome.get("outputs") or {}

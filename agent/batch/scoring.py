@@ -90,7 +90,8 @@ class ResultLines:
             try:
                 readable.append((position, item, vector_row(item, model)))
             except UnreadableRow as exc:
-                line = error_line(position, item.lines, item.label, exc.reason, str(exc))
+                detail = str(exc)
+                line = error_line(position, item.lines, item.label, exc.reason, detail, exc.feature)
                 failed[position] = (RESULTS_PART, line)
         scored = dict(self._scored(readable, model, job_id))
         for position, _ in rows:

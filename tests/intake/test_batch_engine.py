@@ -243,6 +243,7 @@ def test_feature_csv_scored_as_vectors(tmp_path: Path) -> None:
     table = list(csv.DictReader((outdir / "features.csv.results.csv").read_text().splitlines()))
     assert [row["risk"] for row in table] == [str(risk_of(117)), "", "", "", str(risk_of(-40))]
     assert (table[1]["reason"], table[1]["feature"]) == ("missing", "temp")
+    assert (table[2]["reason"], table[2]["feature"]) == ("bad_value", "temp")  # as read
     assert table[1]["version"] == "1.0.0"
 
 

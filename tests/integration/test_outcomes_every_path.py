@@ -359,7 +359,8 @@ def test_raw_rows_get_the_outcomes_of_records_on_oip_and_feature_csv(
     outbox = drop_folder(agent, "outbox")
     assert _csv_outcomes(outbox / "rows.csv.results.ndjson") == expected
     assert _csv_outcomes(scored_by_cli / "rows.csv.results.ndjson") == expected, cli.stderr
-    assert cli.returncode == 1 and "4 records, 2 ok, 2 failed" in cli.stderr
+    assert cli.returncode == 1
+    assert "4 records, 2 ok, 2 failed (missing 1, out_of_range 1) ->" in cli.stderr
     table = list(csv.DictReader((outbox / "rows.csv.results.csv").read_text().splitlines()))
     assert [(r["label"], r["reason"], r["feature"]) for r in table] == [
         (label, outcome[1] or "", outcome[2] or "") for label, _, outcome in rows
