@@ -83,3 +83,7 @@ specificity  # unused variable (agent/validation/metrics.py:141)
 ppv  # unused variable (agent/validation/metrics.py:142)
 npv  # unused variable (agent/validation/metrics.py:143)
 alerts_per_100  # unused variable (agent/validation/metrics.py:144)
+_._code  # pydantic validator (agent/intake/mllp/config.py: an outcome rule's code)
+_.wasm_simd  # wasmtime.Config attribute set for its side effect (agent/runtime/engine.py)
+_.wasm_relaxed_simd  # wasmtime.Config attribute set for its side effect
+_.wasm_relaxed_simd_deterministic  # wasmtime.Config attribute set for its side effect

@@ -31,9 +31,9 @@ from agent.registry.updater import PullResult
 from agent.store import BundleStore
 
 if TYPE_CHECKING:
+    from agent.rollout.candidates import Candidate, Promotion
     from agent.rollout.comparison import ComparisonReading
     from agent.rollout.gates import GateResult
-    from agent.serving import Candidate, Promotion
 
 log = logging.getLogger(__name__)
 

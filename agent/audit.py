@@ -288,9 +288,6 @@ class AuditLog:
             write_before_answer=write_before_answer,
         )
 
-    def input_hmac(self, body: bytes) -> str:
-        return hmac.digest(self._key, body, "sha256").hex()
-
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Write through the writer thread from now on (unless ``write_before_answer``)."""

@@ -74,6 +74,32 @@ def encode_row(
     return row
 
 
+def encode_text_column(feature: InputFeature, cells: Sequence[str | None]) -> list[float]:
+    """``encode`` of each cell of one column of text (a CSV column; None for a cell a short
+    row lacks), with the same answers, faster: when every cell of a numeric feature reads
+    as a finite number under ``float`` (which reads what ``encode`` reads as a number:
+    blanks around, exponents, digit groups with ``_``), the column is converted in one
+    pass; any other column (a missing cell, a level, a bad cell) is encoded cell by cell,
+    each distinct cell once. ``UnreadableCell`` for the first cell of the column that
+    cannot be read."""
+    if not feature.levels:
+        try:
+            numbers = list(map(float, cells))  # type: ignore[arg-type]  # None: TypeError
+        except (TypeError, ValueError):
+            pass
+        else:
+            if math.isfinite(sum(numbers)):  # no NaN or infinity among them
+                return numbers
+    seen: dict[str | None, float] = {}
+    values = []
+    for cell in cells:
+        value = seen.get(cell)
+        if value is None:
+            value = seen[cell] = encode(feature, cell)
+        values.append(value)
+    return values
+
+
 def label_text(classes: Sequence[str], value: float) -> str | None:
     """The class label of a label output's index; None when it is not a class index."""
     return classes[int(value)] if value == value and 0 <= value < len(classes) else None

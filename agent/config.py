@@ -149,6 +149,10 @@ class LimitsConfig(Section):
     """Seconds an HTTP connection may go without starting a request (TLS handshake
     included)."""
 
+    inline_score_max: int | None = Field(default=None, ge=0)
+    """Bytes: an HTTP predict body up to this is scored on the event loop, a larger one in a
+    worker thread (docs/adr/0009); 0 scores every request in a thread."""
+
     pull_timeout: float | None = Field(default=None, gt=0)
     """Seconds an operator's ``models pull`` may take before it is reported as timed out
     (the pull itself goes on in the background, each read bounded by its registry)."""

@@ -127,8 +127,10 @@ class Daemon:
             ssl_cert_reqs=2 if http.tls_client_ca else 0,  # ssl.CERT_REQUIRED / CERT_NONE
             timeout_graceful_shutdown=int(limits.drain_timeout),
             timeout_keep_alive=max(1, round(limits.http_keep_alive_timeout)),
-            h11_max_incomplete_event_size=limits.http_header_max,
             server_header=False,
+            # uvicorn's default trusts X-Forwarded-For from 127.0.0.1: any local process could
+            # then name the client (the audit log's caller, the per-client concurrency bound)
+            proxy_headers=False,
         )
         self._http = HttpServer(server_config, limits)
         task = asyncio.create_task(self._http.serve())

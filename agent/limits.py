@@ -36,7 +36,7 @@ class Limits:
     http_idle_timeout: float = 10.0  # seconds a connection may go without starting a
     # request, from its accept (TLS handshake included) or its previous request's start
     http_keep_alive_timeout: float = 5.0  # seconds an idle HTTP connection is kept open
-    http_header_max: int = 65_536  # bytes: an HTTP request's line and headers
+    http_header_max: int = 65_536  # bytes: an HTTP request's target and headers (431 past it)
     drain_timeout: float = 20.0  # seconds to finish in-flight work on SIGTERM
     log_repeat_interval: float = 10.0  # seconds: a warning a flood repeats (a refused
     # connection, a failed accept) is logged at most this often, with the count held back

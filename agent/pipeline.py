@@ -29,15 +29,17 @@ from agent.errors import (
     UnmappableRecord,
 )
 from agent.monitor import Monitor
-from agent.monitor.metrics import AuditMetrics, CandidateReading
+from agent.monitor.metrics import AuditMetrics
 from agent.monitor.monitor import reference_auroc
+from agent.monitor.readings import CandidateReading
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
 from agent.rollout.canary import canary_key, in_canary
+from agent.rollout.candidates import Candidate
 from agent.rollout.gates import LiveAuroc
 from agent.rollout.shadow import ShadowLane
 from agent.rollout.shadow_scoring import ShadowComparer
-from agent.serving import Candidate, ServedModel, ServedModels
+from agent.serving import ServedModel, ServedModels
 from agent.store import BundleStore
 from agent.types import (
     FeatureHistogram,

@@ -1,7 +1,8 @@
 """The set of models a pipeline serves, and how it changes: load from the store at start,
 activate a pulled bundle, reload (SIGHUP) with a new config and trust store, fall back
 when an active version fails verification. Scoring lives in ``agent.pipeline``, which
-builds on this class.
+builds on this class; a candidate version staged beside the active one lives in
+``agent.rollout.candidates``, which this class drives under the same lifecycle lock.
 
 Security-relevant: a model is served only after its bundle verified under the current
 trust store, its module ran once on the manifest's reference row, and the site mapping
@@ -14,7 +15,6 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -23,20 +23,14 @@ from agent.bundle.manifest import BundleManifest, SemVer
 from agent.bundle.trust import TrustStore
 from agent.bundle.verify import VerifiedBundle
 from agent.contributions import Explainer, load_explainer, unavailable
-from agent.errors import (
-    AgentError,
-    MappingError,
-    RolloutError,
-    StoreError,
-    UnknownModel,
-    UntrustedKey,
-)
+from agent.errors import AgentError, MappingError, StoreError, UnknownModel, UntrustedKey
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.monitor import Monitor
-from agent.rollout.comparison import Comparison, ComparisonReading
+from agent.rollout.candidates import Candidate, CandidateVersions, Promotion
+from agent.rollout.comparison import ComparisonReading
 from agent.rollout.config import Placement, placement
-from agent.rollout.gates import GateResult, LiveAuroc, evaluate
+from agent.rollout.gates import GateResult, LiveAuroc
 from agent.runtime.cache import ModuleCache
 from agent.runtime.model import WasmModel
 from agent.store import BundleStore
@@ -118,34 +112,11 @@ class ServedModel:
         model cannot say."""
         return unavailable() if self.explainer is None else self.explainer.contributions(row)
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """A version staged beside the active one: scored in shadow (or answering a canary
-    share) and compared, until it is promoted or abandoned."""
-
-    served: ServedModel
-    since: datetime  # when it was staged (kept in the store across restarts)
-    comparison: Comparison
-
-    @property
-    def canary(self) -> bool:
-        """Whether it answers a share of patients (else it is scored in shadow only)."""
-        return self.served.config.rollout == "canary"
-
-
-@dataclass(frozen=True)
-class Promotion:
-    version: str  # now active
-    gates: list[GateResult]  # as they stood (a forced promotion may have failing ones)
-
-
-def _evidence(reading: ComparisonReading) -> dict[str, object]:
-    """The comparison figures an audit entry keeps (no histograms: numbers that decide)."""
-    evidence = reading.to_dict()
-    for key in ("histogram_edges", "histograms"):
-        evidence.pop(key)
-    return evidence
+    def rebound(self, model_config: ModelConfig) -> ServedModel:
+        """The same bundle and module bound to a reloaded model config and its mapping file
+        (MappingError when it no longer fits)."""
+        mapping = load_mapping(model_config.mapping, self.bundle.manifest)
+        return ServedModel(model_config, self.bundle, self.runtime, mapping, self.explainer)
 
 
 class ServedModels:
@@ -167,7 +138,9 @@ class ServedModels:
         self.monitor = monitor
         self._served: dict[str, ServedModel] = {}
         self._unavailable: dict[str, str] = {}
-        self._candidates: dict[str, Candidate] = {}
+        self._candidates = CandidateVersions(
+            lambda: self.config, store, self.limits, self._record, self._live_auroc
+        )
         self._swap_lock = threading.Lock()
         # serialises what changes the served set (load, activate, reload), never scoring
         self._lifecycle_lock = threading.RLock()
@@ -188,11 +161,7 @@ class ServedModels:
                 else:
                     chosen[model_config.name] = outcome
             self._commit(chosen, unavailable)
-            self._candidates = {
-                c.served.name: c
-                for m in self.config.models
-                if (c := self._staged(m, chosen.get(m.name))) is not None
-            }
+            self._candidates.restore(self.config.models, chosen, self.trust, self._instantiate)
 
     def place(self, bundle: VerifiedBundle) -> Placement:
         """Put a newly pulled bundle where the model's ``rollout`` says: serving at once
@@ -214,35 +183,17 @@ class ServedModels:
                     },
                 )
                 return where
-            served = self._instantiate(model_config, bundle)
-            candidate = self._candidate(served, datetime.now(UTC))
-            with self._swap_lock:
-                self._candidates = {**self._candidates, served.name: candidate}
-            self._record(
-                "staging",
-                served.name,
-                {
-                    "version": served.version,
-                    "bundle_digest": served.digest,
-                    "mode": model_config.rollout,
-                    "active_version": previous.version if previous else None,
-                },
-            )
+            self._candidates.stage(self._instantiate(model_config, bundle), previous)
             return where
 
+    # --- the candidate beside each model (agent.rollout.candidates) -----------------------
     def candidate(self, name: str) -> Candidate | None:
         """The candidate staged for ``name``, if any."""
         return self._candidates.get(name)
 
-    def drop_candidate(self, name: str) -> Candidate | None:
-        """Take ``name``'s candidate out of the served set (promoted or abandoned) and clear
-        the store's pointer; the version stays installed."""
-        with self._lifecycle_lock:
-            with self._swap_lock:
-                dropped = self._candidates.get(name)
-                self._candidates = {k: v for k, v in self._candidates.items() if k != name}
-            self.store.clear_candidate(name)
-            return dropped
+    def review(self, name: str) -> tuple[Candidate, ComparisonReading, list[GateResult]]:
+        """``name``'s candidate, its comparison now and every promotion gate against it."""
+        return self._candidates.review(name)
 
     def promote(self, name: str, *, force_reason: str | None = None) -> Promotion:
         """Make ``name``'s candidate the active version when every promotion gate passes,
@@ -250,80 +201,21 @@ class ServedModels:
         given. Audited with the comparison and gates at this moment. RolloutError when
         there is no candidate or a gate fails (unforced)."""
         with self._lifecycle_lock:
-            candidate, reading, results = self.review(name)
-            failing = [r for r in results if not r.passed]
-            if failing and force_reason is None:
-                raise RolloutError(
-                    "promotion blocked by " + "; ".join(f"{r.name} ({r.detail})" for r in failing)
-                )
-            previous = self._served.get(name)
-            unavailable = {k: v for k, v in self._unavailable.items() if k != name}
-            self._commit({**self._served, name: candidate.served}, unavailable)
-            self.drop_candidate(name)
-            self._record(
-                "promotion",
-                name,
-                {
-                    "version": candidate.served.version,
-                    "bundle_digest": candidate.served.digest,
-                    "previous_version": previous.version if previous else None,
-                    "previous_digest": previous.digest if previous else None,
-                    "candidate_since": candidate.since.isoformat(),
-                    "comparison": _evidence(reading),
-                    "gates": [
-                        {"name": r.name, "passed": r.passed, "detail": r.detail} for r in results
-                    ],
-                    "forced": force_reason is not None,
-                    "reason": force_reason,
-                },
-            )
-            return Promotion(candidate.served.version, results)
-
-    def review(self, name: str) -> tuple[Candidate, ComparisonReading, list[GateResult]]:
-        """``name``'s candidate, its comparison now and every promotion gate against it."""
-        candidate = self._need_candidate(name)
-        reading = candidate.comparison.read()
-        gates = candidate.served.config.gates
-        live = self._live_auroc(candidate) if gates.max_auroc_drop is not None else None
-        return (
-            candidate,
-            reading,
-            evaluate(gates, reading, candidate.since, datetime.now(UTC), live),
-        )
-
-    def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
-        """Both versions' live AUROC; the scoring pipeline reads its prediction store."""
-        return LiveAuroc(None, None)
+            return self._candidates.promote(name, force_reason, self._serve)
 
     def abandon(self, name: str) -> Candidate:
         """Drop ``name``'s candidate (it stays installed and is not pulled again; a newer
         published version becomes the next candidate). Audited with the comparison."""
         with self._lifecycle_lock:
-            candidate = self._need_candidate(name)
-            self.drop_candidate(name)
-            self._record(
-                "abandonment",
-                name,
-                {
-                    "version": candidate.served.version,
-                    "bundle_digest": candidate.served.digest,
-                    "candidate_since": candidate.since.isoformat(),
-                    "comparison": _evidence(candidate.comparison.read()),
-                },
-            )
-            return candidate
+            return self._candidates.abandon(name)
 
     def rolled_back(self, name: str, previous: str | None, version: str) -> None:
         """Audit an operator's rollback of the active version (the candidate stays)."""
         self._record("rollback", name, {"previous_version": previous, "version": version})
 
-    def _need_candidate(self, name: str) -> Candidate:
-        if self.config.model(name) is None:
-            raise UnknownModel("no such model is served here")
-        candidate = self._candidates.get(name)
-        if candidate is None:
-            raise RolloutError(f"model {name!r} has no candidate version")
-        return candidate
+    def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
+        """Both versions' live AUROC; the scoring pipeline reads its prediction store."""
+        return LiveAuroc(None, None)
 
     def _record(self, event: str, name: str, evidence: dict[str, object]) -> None:
         """Every change of what answers (activation of a pulled version, staging of a
@@ -332,30 +224,6 @@ class ServedModels:
         log.info(f"model {event}", extra={"model": name, "version": evidence.get("version")})
         if self.audit is not None:
             self.audit.record_event(event, name, evidence)
-
-    def _candidate(self, served: ServedModel, since: datetime) -> Candidate:
-        monitor = self.config.monitor
-        comparison = Comparison(
-            {"warning": served.cards.warning, "critical": served.cards.critical},
-            window=self.limits.comparison_window,
-            min_records=monitor.min_window_records,
-            epsilon=monitor.psi_epsilon,
-        )
-        return Candidate(served, since, comparison)
-
-    def _staged(self, model_config: ModelConfig, active: ServedModel | None) -> Candidate | None:
-        """The store's candidate for ``model_config`` loaded and instantiated, or None when
-        there is none, it is what serves, or it no longer verifies (logged)."""
-        name = model_config.name
-        try:
-            staged = self.store.candidate(name)
-            if staged is None or active is None or staged[0] == active.version:
-                return None
-            bundle = self.store.load(name, self.trust, self.limits, version=staged[0])
-            return self._candidate(self._instantiate(model_config, bundle), staged[1])
-        except AgentError as error:
-            log.warning("model candidate not loaded", extra={"model": name, "reason": error.reason})
-            return None
 
     def _configured(self, bundle: VerifiedBundle) -> ModelConfig:
         """The config of the bundle's model, whose signer must still be trusted."""
@@ -385,9 +253,15 @@ class ServedModels:
                         model_config.name: f"{version}: {error}",
                     }
                 raise
-            unavailable = {k: v for k, v in self._unavailable.items() if k != served.name}
-            self._commit({**self._served, served.name: served}, unavailable)
+            self._serve(served)
             return served
+
+    def _serve(self, served: ServedModel) -> ServedModel | None:
+        """Swap ``served`` in for its model (activation, promotion); returns what it replaced."""
+        previous = self._served.get(served.name)
+        unavailable = {k: v for k, v in self._unavailable.items() if k != served.name}
+        self._commit({**self._served, served.name: served}, unavailable)
+        return previous
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
         """Apply a reloaded config (SIGHUP) and its trust store, all or nothing.
@@ -405,10 +279,7 @@ class ServedModels:
             for model_config in config.models:
                 served = self._served.get(model_config.name)
                 if served is not None and trust.trusts(served.bundle.signer_keyid):
-                    mapping = load_mapping(model_config.mapping, served.bundle.manifest)
-                    kept[served.name] = ServedModel(
-                        model_config, served.bundle, served.runtime, mapping
-                    )
+                    kept[served.name] = served.rebound(model_config)
             chosen = dict(kept)
             unavailable: dict[str, str] = {}
             for model_config in config.models:
@@ -422,18 +293,9 @@ class ServedModels:
                     unavailable[name] = outcome
                 else:
                     chosen[name] = outcome
-            candidates: dict[str, Candidate] = {}
-            for model_config in config.models:
-                staged = self._candidates.get(model_config.name)
-                if staged is None or not trust.trusts(staged.served.signer_keyid):
-                    continue
-                bundle = staged.served.bundle
-                mapping = load_mapping(model_config.mapping, bundle.manifest)
-                served = ServedModel(model_config, bundle, staged.served.runtime, mapping)
-                candidates[served.name] = Candidate(served, staged.since, staged.comparison)
+            candidates = self._candidates.rebound(config, trust)
             self._commit(chosen, unavailable, config=config, trust=trust)
-            with self._swap_lock:
-                self._candidates = candidates
+            self._candidates.replace(candidates)
 
     @property
     def unavailable(self) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """The inputs every contender gets: the demo patient's FHIR Bundle (1 Patient, 30
-Observations), N distinct copies of it for batches, and an HL7 v2 ORU^R01 with 30 OBX."""
+Observations), a small vitals Bundle built from the FHIR R4 specification's own examples
+(1 Patient, 5 vital-sign Observations), N distinct copies of the first for batches, and an
+HL7 v2 ORU^R01 with 30 OBX."""
 
 from __future__ import annotations
 
@@ -10,6 +12,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE_PATH = REPO / "fixtures" / "fhir" / "demo-patient-bundle.json"
 ORU_PATH = REPO / "fixtures" / "hl7" / "oru-r01-v25.hl7"
+SPEC_EXAMPLES = REPO / "fixtures" / "external" / "fhir"  # CC0, see SOURCES.md there
+SPEC_PATIENT = "patient-example-f001-pieter.json"
+SPEC_VITALS = (
+    "observation-example-heart-rate.json",
+    "observation-example-respiratory-rate.json",
+    "observation-example-body-temperature.json",
+    "observation-example-bloodpressure.json",
+    "observation-example-satO2.json",
+)
 AS_OF_TEXT = "2026-03-15T12:00:00Z"
 AS_OF = datetime(2026, 3, 15, 12, tzinfo=UTC)
 OBSERVATIONS = 30
@@ -24,6 +35,27 @@ def demo_bundle() -> bytes:
             f"{BUNDLE_PATH.name} no longer holds 1 Patient and {OBSERVATIONS} Observations"
         )
     return body
+
+
+def vitals_bundle() -> bytes:
+    """The R4 specification's Patient f001 and its five vital-sign examples (heart rate,
+    respiratory rate, body temperature, blood-pressure panel, SpO2) as one collection Bundle,
+    as ``json.dumps`` writes it (about 14 kB). Two edits, nothing else: each Observation's
+    subject (``Patient/example``, not among the stored examples) is pointed at f001, and its
+    time (1999 to 2014 in the examples) moved into the hour before ``AS_OF``, so that the
+    demo site's 24 h look-back windows hold it and every contender scores it."""
+    patient = json.loads((SPEC_EXAMPLES / SPEC_PATIENT).read_bytes())
+    observations = [json.loads((SPEC_EXAMPLES / name).read_bytes()) for name in SPEC_VITALS]
+    for rank, observation in enumerate(observations, start=1):
+        observation["subject"] = {"reference": f"Patient/{patient['id']}"}
+        when = AS_OF - timedelta(minutes=10 * rank)
+        observation["effectiveDateTime"] = when.isoformat(timespec="seconds")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": resource} for resource in (patient, *observations)],
+    }
+    return json.dumps(bundle).encode()
 
 
 def patient_bundles(count: int, shift: timedelta = timedelta(0)) -> list[bytes]:

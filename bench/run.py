@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.run            # full run: docs/benchmarks.md, bench/results.json
     .venv/bin/python -m bench.run --quick    # every benchmark briefly (CI); figures meaningless
 
-Run from the repository root. Four servers take the same 30-observation FHIR Bundle: the
-agent (``edge-agent serve`` on the demo config, its signed bundle pulled from the demo file
-registry), the agent with essential FHIR validation, and two peers (bench/peers: Starlette
-+ uvicorn + fhir.resources + scikit-learn, or + onnxruntime). Each server runs pinned to
+Run from the repository root. Four servers take the same two FHIR Bundles, the demo
+patient's 30 observations and a small vitals Bundle (Patient + 5 Observations): the agent
+(``edge-agent serve`` on the demo config, its signed bundle pulled from the demo file
+registry), the agent with full FHIR validation, and two peers (bench/peers: Starlette +
+uvicorn + fhir.resources + scikit-learn, or + onnxruntime). Each server runs pinned to
 core 0, the client on core 1. The rounds are interleaved (every server measured once per
 round, in rotating order) so that a noisy neighbour on a shared machine hurts all alike.
 Server CPU time per request is measured beside wall-clock time, as the figure a neighbour
@@ -33,8 +34,8 @@ from typing import Any
 import yaml
 
 from bench import batch, before_after, install_size, machine, memory, micro, validation_bench
-from bench.http_load import Target, concurrent, post, sequential
-from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx
+from bench.http_load import Target, concurrent, sequential
+from bench.inputs import AS_OF_TEXT, demo_bundle, oru_30_obx, vitals_bundle
 from bench.peers.model import PeerModel, check_parity, load_pickled, pickled_model
 from bench.peers.sklearn_service import onnxruntime_predictor, sklearn_predictor
 from bench.report import render
@@ -68,52 +69,66 @@ class Settings:
         return cls(100, 5, 200, 4, 100, 1000, 500, 120.0, True)
 
 
+BUNDLE, VITALS = "bundle", "vitals"
+REQUESTS = {BUNDLE: demo_bundle, VITALS: vitals_bundle}  # each measured on every contender
+RESULT_KEYS = {BUNDLE: "http", VITALS: "http_vitals"}  # where each one's rows go
+
+
 @dataclass
-class Contender:
-    name: str
-    server: Server
+class Load:
+    """What one contender was measured doing with one request body."""
+
     target: Target
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # seconds, one client
     round_p99s: list[float] = field(default_factory=list)  # seconds, one per round
     loaded_latencies: list[float] = field(default_factory=list)  # with the other clients
     rates: list[float] = field(default_factory=list)
-    rss_after_warmup: int = 0  # bytes
     cpu_seconds: float = 0.0  # the server's, over the measured requests
     requests: int = 0
 
 
+@dataclass
+class Contender:
+    name: str
+    server: Server
+    loads: dict[str, Load]  # by request, keys of REQUESTS
+    rss_after_warmup: int = 0  # bytes
+
+    @classmethod
+    def serving(cls, name: str, server: Server, url: str) -> Contender:
+        loads = {key: Load(Target(url, body(), FHIR)) for key, body in REQUESTS.items()}
+        return cls(name, server, loads)
+
+
 def _answers(target: Target) -> bool:
     try:
-        connection, path = target.connect()
+        connection = target.connect()
         try:
-            return post(connection, path, target) == 200
+            return connection.post() == 200
         finally:
             connection.close()
     except OSError:
         return False
 
 
-def _start_agent(config: Path, logs: Path, label: str) -> tuple[Server, Target]:
+def _start_agent(config: Path, logs: Path, label: str) -> tuple[Server, str]:
+    """The agent on ``config``, answering; its server and predict URL."""
     port = yaml.safe_load(config.read_text())["http"]["port"]
-    target = Target(
-        f"http://127.0.0.1:{port}/v1/models/deterioration/predict?as_of={AS_OF_TEXT}",
-        demo_bundle(),
-        FHIR,
-    )
+    url = f"http://127.0.0.1:{port}/v1/models/deterioration/predict?as_of={AS_OF_TEXT}"
     argv = python_argv("-m", "agent.cli", "serve", "--config", str(config))
     server = start_server(
         label,
         argv,
         config.parent,
-        lambda: _answers(target),
+        lambda: _answers(Target(url, demo_bundle(), FHIR)),
         logs / f"{label.replace(' ', '-')}.log",
     )
-    return server, target
+    return server, url
 
 
-def _start_peer(engine: str, model: Path, logs: Path) -> tuple[Server, Target]:
+def _start_peer(engine: str, model: Path, logs: Path) -> tuple[Server, str]:
     port = free_port()
-    target = Target(f"http://127.0.0.1:{port}/predict?as_of={AS_OF_TEXT}", demo_bundle(), FHIR)
+    url = f"http://127.0.0.1:{port}/predict?as_of={AS_OF_TEXT}"
     argv = python_argv(
         "-m",
         "bench.peers.sklearn_service",
@@ -124,55 +139,71 @@ def _start_peer(engine: str, model: Path, logs: Path) -> tuple[Server, Target]:
         *(["--model", str(model)] if engine == "sklearn" else []),
     )
     server = start_server(
-        f"{engine} service", argv, REPO, lambda: _answers(target), logs / f"{engine}.log"
+        f"{engine} service",
+        argv,
+        REPO,
+        lambda: _answers(Target(url, demo_bundle(), FHIR)),
+        logs / f"{engine}.log",
     )
-    return server, target
+    return server, url
+
+
+def _measure_load(server: Server, load: Load, settings: Settings, name: str) -> None:
+    """One round of one request body: one client, then ``settings.clients`` at once."""
+    cpu = server.cpu_seconds()
+    latencies = sequential(load.target, settings.sequential, settings.phase_deadline)
+    loaded = concurrent(load.target, settings.clients, settings.per_client, settings.phase_deadline)
+    if loaded.failures:
+        raise RuntimeError(f"{name}: {loaded.failures} failed requests")
+    load.cpu_seconds += server.cpu_seconds() - cpu
+    load.requests += len(latencies) + loaded.requests
+    load.latencies += latencies
+    load.round_p99s.append(percentile(latencies, 99))
+    load.loaded_latencies += loaded.latencies
+    load.rates.append(loaded.per_second)
 
 
 def _measure_http(contenders: list[Contender], settings: Settings) -> None:
     for contender in contenders:
-        sequential(contender.target, settings.warmup, settings.phase_deadline)
+        for load in contender.loads.values():
+            sequential(load.target, settings.warmup, settings.phase_deadline)
         contender.rss_after_warmup = contender.server.rss_bytes()
     for round_ in range(settings.rounds):
         order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
         for contender in order:
-            cpu = contender.server.cpu_seconds()
-            latencies = sequential(contender.target, settings.sequential, settings.phase_deadline)
-            load = concurrent(
-                contender.target, settings.clients, settings.per_client, settings.phase_deadline
-            )
-            if load.failures:
-                raise RuntimeError(f"{contender.name}: {load.failures} failed requests")
-            contender.cpu_seconds += contender.server.cpu_seconds() - cpu
-            contender.requests += len(latencies) + load.requests
-            contender.latencies += latencies
-            contender.round_p99s.append(percentile(latencies, 99))
-            contender.loaded_latencies += load.latencies
-            contender.rates.append(load.per_second)
+            for load in contender.loads.values():
+                _measure_load(contender.server, load, settings, contender.name)
 
 
-def _http_rows(contenders: list[Contender], settings: Settings) -> list[dict[str, Any]]:
-    return [
-        {
-            "contender": c.name,
-            "requests_sequential": len(c.latencies),
-            "p50_ms": percentile(c.latencies, 50) * 1e3,
-            "p99_ms": percentile(c.latencies, 99) * 1e3,
-            "p99_ms_rounds": [p * 1e3 for p in c.round_p99s],
-            "mean_ms": sum(c.latencies) / len(c.latencies) * 1e3,
-            "clients": settings.clients,
-            "loaded_p50_ms": percentile(c.loaded_latencies, 50) * 1e3,
-            "loaded_p99_ms": percentile(c.loaded_latencies, 99) * 1e3,
-            "requests_per_s": median(c.rates),
-            "requests_per_s_rounds": c.rates,
-            "server_cpu_ms_per_request": c.cpu_seconds / c.requests * 1e3,
-            "rss_bytes": c.rss_after_warmup,
-            "rss_bytes_after_rounds": c.server.rss_bytes(),
-            "cold_start_s": c.server.cold_start,
-            "cold_start_cpu_s": c.server.cold_start_cpu,
-        }
-        for c in contenders
-    ]
+def _http_rows(
+    contenders: list[Contender], settings: Settings, request: str
+) -> list[dict[str, Any]]:
+    """One row per contender for ``request`` (a key of REQUESTS)."""
+    rows = []
+    for c in contenders:
+        load = c.loads[request]
+        rows.append(
+            {
+                "contender": c.name,
+                "request_bytes": len(load.target.body),
+                "requests_sequential": len(load.latencies),
+                "p50_ms": percentile(load.latencies, 50) * 1e3,
+                "p99_ms": percentile(load.latencies, 99) * 1e3,
+                "p99_ms_rounds": [p * 1e3 for p in load.round_p99s],
+                "mean_ms": sum(load.latencies) / len(load.latencies) * 1e3,
+                "clients": settings.clients,
+                "loaded_p50_ms": percentile(load.loaded_latencies, 50) * 1e3,
+                "loaded_p99_ms": percentile(load.loaded_latencies, 99) * 1e3,
+                "requests_per_s": median(load.rates),
+                "requests_per_s_rounds": load.rates,
+                "server_cpu_ms_per_request": load.cpu_seconds / load.requests * 1e3,
+                "rss_bytes": c.rss_after_warmup,
+                "rss_bytes_after_rounds": c.server.rss_bytes(),
+                "cold_start_s": c.server.cold_start,
+                "cold_start_cpu_s": c.server.cold_start_cpu,
+            }
+        )
+    return rows
 
 
 def _runtime_bench(quick: bool) -> str:
@@ -255,6 +286,7 @@ def run(quick: bool, workdir: Path, before: str | None = None) -> dict[str, Any]
         "settings": asdict(settings),
         "machine": machine.describe(),
         "request_bytes": len(demo_bundle()),
+        "vitals_request_bytes": len(vitals_bundle()),
     }
     logs = workdir / "logs"
     logs.mkdir()
@@ -272,16 +304,17 @@ def run(quick: bool, workdir: Path, before: str | None = None) -> dict[str, Any]
     results["agent_first_start_cpu_s"] = first.cold_start_cpu
     _start_agent(full, logs, "full first start")[0].stop()
     contenders = [
-        Contender(AGENT, *_start_agent(shipped, logs, AGENT)),
-        Contender(FULL, *_start_agent(full, logs, FULL)),
-        Contender("sklearn service", *_start_peer("sklearn", model_path, logs)),
-        Contender("onnxruntime service", *_start_peer("onnxruntime", model_path, logs)),
+        Contender.serving(AGENT, *_start_agent(shipped, logs, AGENT)),
+        Contender.serving(FULL, *_start_agent(full, logs, FULL)),
+        Contender.serving("sklearn service", *_start_peer("sklearn", model_path, logs)),
+        Contender.serving("onnxruntime service", *_start_peer("onnxruntime", model_path, logs)),
     ]
     agent = contenders[0]
     try:
         _measure_http(contenders, settings)
-        results["http"] = _http_rows(contenders, settings)
-        hl7 = Target(agent.target.url, oru_30_obx(), HL7)
+        for request, key in RESULT_KEYS.items():
+            results[key] = _http_rows(contenders, settings, request)
+        hl7 = Target(agent.loads[BUNDLE].target.url, oru_30_obx(), HL7)
         hl7_latencies = sequential(
             hl7, settings.sequential * settings.rounds, settings.phase_deadline
         )

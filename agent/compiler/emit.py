@@ -4,7 +4,9 @@ Rows are scored in tiles of ``TILE_ROWS``. Without tile kernels each row runs ev
 kernel in turn; a tile kernel (a batched dense layer) cuts the kernels into phases: phase
 ``q`` runs for each row of the tile, gathering the tile kernel's input row into a buffer,
 then the tile kernel scores all rows at once, and phase ``q+1`` starts each row by
-scattering its output row back (see ``_Schedule``).
+scattering its output row back (see ``_Schedule``). Between two tile kernels with
+nothing in between (an MLP's hidden layers) there is no phase: the second reads the
+first's output buffer.
 
 Memory map, low to high: 16 unused bytes, the program's slots and tables (data segments
 at their own addresses), tile buffers and save areas, the input region
@@ -60,12 +62,13 @@ def emit_module(program: Program, x: Value, outputs: Sequence[Value], max_batch:
     )
     steps = []
     for q, phase in enumerate(schedule.phases):
-        body = [read_row if q == 0 else schedule.scatter(q - 1)]
-        body += [schedule.restore(value) for value in schedule.restores[q]]
-        body += [f"(call {k.name})" for k in phase]
-        body += [schedule.save(value) for value in schedule.saves[q]]
-        body.append(write_row if q == len(schedule.tiles) else schedule.gather(q))
-        steps.append(_each_row("\n        ".join(body)))
+        if not schedule.chained[q]:
+            body = [read_row if q == 0 else schedule.scatter(q - 1)]
+            body += [schedule.restore(value) for value in schedule.restores[q]]
+            body += [f"(call {k.name})" for k in phase]
+            body += [schedule.save(value) for value in schedule.saves[q]]
+            body.append(write_row if q == len(schedule.tiles) else schedule.gather(q))
+            steps.append(_each_row("\n        ".join(body)))
         if q < len(schedule.tiles):
             steps.append(schedule.call_tile(q))
     predict = f"""
@@ -169,13 +172,26 @@ class _Schedule:
         self._areas = {
             key: program.alloc(TILE_ROWS * 16 * _vectors(value)) for key, value in saved.items()
         }
-        self._buffers = [
-            (
-                program.alloc(TILE_ROWS * 16 * _vectors(tile.x)),
-                program.alloc(TILE_ROWS * 16 * _vectors(tile.out)),
-            )
-            for tile in self.tiles
+        # Phase q between two tile kernels is skipped when it would only scatter tile
+        # q-1's output and gather it back as tile q's input (two dense layers in a row):
+        # tile q then reads tile q-1's output buffer, whose rows have the same layout.
+        self.chained = [
+            0 < q < len(self.tiles)
+            and not self.phases[q]
+            and not self.restores[q]
+            and not self.saves[q]
+            and (self.tiles[q].x.addr, self.tiles[q].x.width)
+            == (self.tiles[q - 1].out.addr, self.tiles[q - 1].out.width)
+            for q in range(len(self.phases))
         ]
+        self._buffers: list[tuple[int, int]] = []
+        for q, tile in enumerate(self.tiles):
+            x_buf = (
+                self._buffers[q - 1][1]
+                if self.chained[q]
+                else program.alloc(TILE_ROWS * 16 * _vectors(tile.x))
+            )
+            self._buffers.append((x_buf, program.alloc(TILE_ROWS * 16 * _vectors(tile.out))))
 
     def _written_in(self, value: Value) -> int:
         """The phase whose rows write ``value``'s cells (a tile's output: the next one)."""

@@ -25,6 +25,9 @@ from agent.compiler.ir import DType, Program, Value, fail
 from agent.errors import CompileError
 
 ML_DOMAIN = "ai.onnx.ml"
+# The compiler's own rewrites of standard nodes (``fuse_relu``): never read from a user's
+# graph with another meaning, since no converter writes this domain.
+FUSED_DOMAIN = "edge_agent.fused"
 
 Attrs = Mapping[str, Any]
 LowerFn = Callable[["Lowering", onnx.NodeProto, Attrs], None]
@@ -154,7 +157,9 @@ def lower(
         column += width
     table = _registry()
     opsets = {o.domain or "": o.version for o in model.opset_import}
-    for node in fuse_bias(list(graph.node), state.consts, {o.name for o in graph.output}):
+    graph_outputs = {o.name for o in graph.output}
+    nodes = fuse_bias(list(graph.node), state.consts, graph_outputs)
+    for node in fuse_relu(nodes, {i.name for i in infos}, graph_outputs):
         domain = node.domain or ""
         if domain == "ai.onnx":
             domain = ""
@@ -221,6 +226,50 @@ def fuse_bias(
             )
             dropped.add(j)
             break
+    return [fused.get(i, node) for i, node in enumerate(nodes) if i not in dropped]
+
+
+def fuse_relu(
+    nodes: list[onnx.NodeProto], inputs: set[str], outputs: set[str]
+) -> list[onnx.NodeProto]:
+    """``Relu(Gemm(x, ...))`` or ``Relu(MatMul(x, ...))`` on a row value ``x`` (one that
+    depends on the graph's ``inputs``; a constant one is folded instead) whose product
+    nothing else reads, as every MLP's hidden layer -> one ``edge_agent.fused`` Gemm or
+    MatMul with attribute ``activation="Relu"``, named for the Relu's output: the dense
+    kernel clamps its accumulators as it stores them (``f32x4.max`` with 0, the very
+    operation of the element-wise Relu, so the answers are the same bits) instead of a
+    separate kernel and a row-by-row pass between two batched layers."""
+    uses: dict[str, int] = {}
+    per_row = set(inputs)
+    for node in nodes:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+        if any(name in per_row for name in node.input):
+            per_row.update(node.output)
+    producers = {
+        node.output[0]: i
+        for i, node in enumerate(nodes)
+        if node.op_type in ("Gemm", "MatMul") and (node.domain or "") in ("", "ai.onnx")
+    }
+    fused: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
+    for j, node in enumerate(nodes):
+        if node.op_type != "Relu" or (node.domain or "") not in ("", "ai.onnx"):
+            continue
+        product = node.input[0]
+        i = producers.get(product)
+        if i is None or uses.get(product) != 1 or product in outputs:
+            continue
+        if nodes[i].input[0] not in per_row:
+            continue
+        layer = onnx.NodeProto()
+        layer.CopyFrom(nodes[i])
+        layer.domain = FUSED_DOMAIN
+        layer.output[0] = node.output[0]
+        layer.name = f"{nodes[i].name}+{node.name}"
+        layer.attribute.append(helper.make_attribute("activation", "Relu"))
+        fused[i] = layer
+        dropped.add(j)
     return [fused.get(i, node) for i, node in enumerate(nodes) if i not in dropped]
 
 

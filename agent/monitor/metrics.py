@@ -14,12 +14,7 @@ a label. docs/metrics.md lists every metric.
 
 from __future__ import annotations
 
-import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -27,60 +22,20 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-if TYPE_CHECKING:
-    from agent.rollout.comparison import ComparisonReading
+from agent.monitor.readings import (
+    LATENCY_BUCKETS,
+    STAGES,
+    CandidateReading,
+    DriftReading,
+    RequestReading,
+    WindowReading,
+)
 
 NAMESPACE = "edge_agent"
 
-# 50 us .. 10 s: a small model scores in well under a millisecond, a large FHIR Bundle with
-# many look-back reductions may take seconds; the request deadline is 10 s.
-LATENCY_BUCKETS = (
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-
 _le: Callable[[float], str] = floatToGoString  # the client's ``le`` format (untyped there)
 _BOUNDS = (*(_le(b) for b in LATENCY_BUCKETS), "+Inf")
-STAGES = ("mapping", "inference", "total")
 _DURATION_LABELS = ("model", "version", "intake", "stage")
-
-Target = Literal["feature", "output"]
-Statistic = Literal["psi", "js"]
-
-
-@dataclass(frozen=True)
-class DriftReading:
-    """One value's drift, as read from its window at scrape time."""
-
-    model: str
-    target: Target
-    name: str  # the feature or output name, from the signed manifest
-    statistic: Statistic
-    value: float | None  # None: too few records in the window yet
-    missing_ratio: float | None  # features only
-    reference_missing_ratio: float | None  # features only
-    unseen_ratio: float | None  # categorical features only
-
-
-@dataclass(frozen=True)
-class WindowReading:
-    model: str
-    records: int
 
 
 class DriftCollector:
@@ -174,62 +129,6 @@ class DriftCollector:
         return list(families.values())
 
 
-class LatencyBins:
-    """One latency histogram: a count per bucket of ``LATENCY_BUCKETS`` (and +Inf) and the
-    sum, allocated once, so an observation is a bisect and two additions (the client's
-    ``Histogram.observe`` takes two locks besides). Not thread-safe: the monitor updates
-    and reads it under its own lock."""
-
-    __slots__ = ("counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.sum += seconds
-
-
-class RequestSeries:
-    """The request metrics of one (model, version, intake), allocated when it first
-    appears: latency by stage and predictions returned."""
-
-    __slots__ = ("created", "inference", "labels", "mapping", "predictions", "total")
-
-    def __init__(self, model: str, version: str, intake: str) -> None:
-        self.labels = (model, version, intake)
-        self.created = time.time()
-        self.mapping = LatencyBins()
-        self.inference = LatencyBins()
-        self.total = LatencyBins()
-        self.predictions = 0
-
-    def observe(self, mapping: float, inference: float, total: float) -> None:
-        self.mapping.observe(mapping)
-        self.inference.observe(inference)
-        self.total.observe(total)
-        self.predictions += 1
-
-    def reading(self) -> RequestReading:
-        """A copy to export, taken under the monitor's lock."""
-        stages = (self.mapping, self.inference, self.total)
-        return RequestReading(
-            self.labels,
-            self.created,
-            tuple((tuple(b.counts), b.sum) for b in stages),
-            self.predictions,
-        )
-
-
-@dataclass(frozen=True)
-class RequestReading:
-    labels: tuple[str, str, str]  # model, version, intake
-    created: float
-    stages: tuple[tuple[tuple[int, ...], float], ...]  # per STAGES: bucket counts, sum
-    predictions: int
-
-
 class RequestCollector:
     """Exports the request series at scrape time as the histogram
     ``edge_agent_request_duration_seconds`` and the counter ``edge_agent_predictions_total``,
@@ -276,20 +175,6 @@ class RequestCollector:
                 )
             predictions.add_metric(list(r.labels), float(r.predictions), created=r.created)
         return [duration, predictions]
-
-
-@dataclass(frozen=True)
-class CandidateReading:
-    """A model's staged candidate and its comparison with the active version."""
-
-    model: str
-    version: str
-    digest: str
-    keyid: str
-    mode: Literal["shadow", "canary"]
-    since: datetime
-    canary_share: float  # 0 in shadow mode
-    comparison: ComparisonReading
 
 
 class CandidateCollector:

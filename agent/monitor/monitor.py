@@ -1,8 +1,8 @@
 """The monitor: what the pipeline and the bundle updater report, turned into metrics and drift.
 
 ``Monitor`` is the one object other parts call. It owns the metric objects (declared in
-:mod:`agent.monitor.metrics`), the per-model drift windows (:mod:`agent.monitor.drift`) and a
-short latency history for the status page. All methods are thread-safe: the pipeline runs in
+:mod:`agent.monitor.metrics`), each model's drift windows (:mod:`agent.monitor.model_drift`)
+and a short latency history for the status page. All methods are thread-safe: the pipeline runs in
 worker threads for MLLP and the drop folder, in the event loop for HTTP.
 
 Label values are checked here so that nothing a caller sends can create a series: model names
@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import CollectorRegistry, Counter
 
 from agent import __version__
-from agent.bundle.manifest import BundleManifest, OutputKind, ValueReference
+from agent.bundle.manifest import BundleManifest
 from agent.errors import AgentError, BundleError
 from agent.monitor.config import MonitorConfig
-from agent.monitor.drift import CategoricalWindow, DriftWindow, NumericWindow
-from agent.monitor.metrics import (
-    AgentMetrics,
+from agent.monitor.drift import CategoricalWindow, DriftWindow
+from agent.monitor.metrics import AgentMetrics
+from agent.monitor.model_drift import ModelDrift
+from agent.monitor.readings import (
     CandidateReading,
     DriftReading,
     RequestReading,
     RequestSeries,
-    Target,
     WindowReading,
 )
 from agent.types import FeatureHistogram, FeatureVector, IntakePath
@@ -107,9 +107,7 @@ class _ModelState:
     digest: str
     keyid: str
     slots: dict[str, _FeatureSlot]  # by feature name, every input of the manifest
-    features: dict[str, DriftWindow]
-    outputs: dict[str, DriftWindow]
-    records: int = 0  # records added to the windows since registration, capped by the window
+    drift: ModelDrift
 
 
 @dataclass
@@ -153,26 +151,11 @@ class Monitor:
         """Make ``manifest`` the active version of its model: set the active-version gauge
         (removing the previous version's series) and start fresh drift windows against the
         manifest's reference. Called at load and again at every swap or rollback."""
-        windows_f = {
-            f.name: w
-            for f in manifest.inputs
-            if (w := self._window(manifest.reference.features.get(f.name), f.levels)) is not None
-        }
-        windows_o = {
-            o.name: w
-            for o in manifest.outputs
-            if (
-                w := self._window(
-                    manifest.reference.outputs.get(o.name),
-                    o.classes if o.kind is OutputKind.label else [],
-                )
-            )
-            is not None
-        }
+        drift = ModelDrift(manifest, self._config)
         m, name = self._metrics, manifest.name
         slots = {
             f: _FeatureSlot(
-                window=windows_f.get(f),
+                window=drift.features.get(f),
                 missing=_LazyChild(m.feature_missing, name, f),
                 imputed=_LazyChild(m.feature_imputed, name, f),
                 out_of_range=_LazyChild(m.feature_out_of_range, name, f),
@@ -185,8 +168,7 @@ class Monitor:
             digest=digest,
             keyid=keyid,
             slots=slots,
-            features=windows_f,
-            outputs=windows_o,
+            drift=drift,
         )
         with self._lock:
             old = self._states.get(manifest.name)
@@ -310,12 +292,8 @@ class Monitor:
                     window.add(value, unseen=fv.unseen_category)
                 else:
                     window.add(value)
-            if not active:
-                return
-            state.records += 1
-            for out_name, window in state.outputs.items():
-                if out_name in outputs:
-                    window.add(outputs[out_name])
+            if active:
+                state.drift.add_outputs(outputs)
 
     def observe_error(self, model: str, intake: IntakePath, reason: str) -> None:
         """Record one failed scoring attempt. ``reason`` is ``AgentError.reason`` (or
@@ -378,15 +356,8 @@ class Monitor:
                         version=state.version,
                         digest=state.digest,
                         keyid=state.keyid,
-                        window_records=min(state.records, self._config.window_records),
-                        features={
-                            f: self._drift_entry(w, feature=True)
-                            for f, w in sorted(state.features.items())
-                        },
-                        outputs={
-                            o: self._drift_entry(w, feature=False)
-                            for o, w in sorted(state.outputs.items())
-                        },
+                        window_records=state.drift.window_records,
+                        **state.drift.entries(),
                     )
                 models[name] = entry
             return {"models": models}
@@ -398,54 +369,9 @@ class Monitor:
             state = self._states.get(manifest.name)
             if state is None or state.version != manifest.version:
                 return []
-            drawn = []
-            for feature in manifest.inputs:
-                window = state.features.get(feature.name)
-                if window is None:
-                    continue
-                reference, live = window.bins()
-                histogram = manifest.reference.features[feature.name].histogram
-                value = self._statistic(window)
-                drawn.append(
-                    FeatureHistogram(
-                        feature=feature.name,
-                        unit=feature.unit,
-                        edges=tuple(histogram.edges) if histogram and not feature.levels else (),
-                        levels=tuple(feature.levels),
-                        reference=reference,
-                        live=live,
-                        statistic=window.statistic,
-                        drift=value,
-                        state=self._state_of(window, value),
-                    )
-                )
-            return drawn
+            return state.drift.histograms(manifest)
 
     # --- internals ------------------------------------------------------------------------
-    def _window(self, ref: ValueReference | None, levels: list[str]) -> DriftWindow | None:
-        """A window for one value, or None when its reference gives nothing to compare to."""
-        if ref is None:
-            return None
-        size = self._config.window_records
-        if levels:
-            if not ref.category_frequencies:
-                return None
-            return CategoricalWindow(
-                levels,
-                ref.category_frequencies,
-                size=size,
-                reference_missing_rate=ref.missing_rate,
-            )
-        if ref.histogram is None:
-            return None
-        return NumericWindow(
-            ref.histogram.edges,
-            ref.histogram.fractions,
-            size=size,
-            epsilon=self._config.psi_epsilon,
-            reference_missing_rate=ref.missing_rate,
-        )
-
     def _series(self, name: str, version: str, intake: IntakePath) -> _Series:
         """Cached children for ``name`` (already a checked label), ``version`` and ``intake``;
         a version that is not MAJOR.MINOR.PATCH is labelled ``unknown``."""
@@ -472,34 +398,6 @@ class Monitor:
             self._totals[name] = totals
         return totals
 
-    def _statistic(self, window: DriftWindow) -> float | None:
-        if window.observed < self._config.min_window_records:
-            return None
-        return window.value()
-
-    def _state_of(self, window: DriftWindow, value: float | None) -> str:
-        if value is None:
-            return "insufficient"
-        if isinstance(window, CategoricalWindow):
-            act, watch = self._config.js_act, self._config.js_act / 2
-        else:
-            act, watch = self._config.psi_act, self._config.psi_watch
-        return "act" if value >= act else "watch" if value >= watch else "ok"
-
-    def _drift_entry(self, window: DriftWindow, *, feature: bool) -> dict[str, Any]:
-        value = self._statistic(window)
-        entry: dict[str, Any] = {
-            "statistic": window.statistic,
-            "value": value,
-            "state": self._state_of(window, value),
-        }
-        if feature:
-            entry["missing_ratio"] = window.missing_ratio()
-            entry["reference_missing_ratio"] = window.reference_missing_rate
-            if isinstance(window, CategoricalWindow):
-                entry["unseen_ratio"] = window.unseen_ratio()
-        return entry
-
     def _request_readings(self) -> list[RequestReading]:
         with self._lock:
             return [series.reading() for series in self._requests.values()]
@@ -509,28 +407,8 @@ class Monitor:
         windows: list[WindowReading] = []
         with self._lock:
             for name, state in self._states.items():
-                windows.append(WindowReading(name, min(state.records, self._config.window_records)))
-                groups: tuple[tuple[Target, dict[str, DriftWindow]], ...] = (
-                    ("feature", state.features),
-                    ("output", state.outputs),
-                )
-                for target, group in groups:
-                    for value_name, w in group.items():
-                        is_feature = target == "feature"
-                        readings.append(
-                            DriftReading(
-                                model=name,
-                                target=target,
-                                name=value_name,
-                                statistic="js" if isinstance(w, CategoricalWindow) else "psi",
-                                value=self._statistic(w),
-                                missing_ratio=w.missing_ratio() if is_feature else None,
-                                reference_missing_ratio=(
-                                    w.reference_missing_rate if is_feature else None
-                                ),
-                                unseen_ratio=w.unseen_ratio() if is_feature else None,
-                            )
-                        )
+                windows.append(WindowReading(name, state.drift.window_records))
+                readings.extend(state.drift.readings(name))
         return readings, windows
 
 

@@ -17,7 +17,8 @@ from agent.types import FeatureVector, PatientOutcome, PatientRecord, Prediction
 
 if TYPE_CHECKING:
     from agent.performance.tracker import PerformanceTracker
-    from agent.serving import Candidate, ServedModel
+    from agent.rollout.candidates import Candidate
+    from agent.serving import ServedModel
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,18 @@
 
 Fuel metering is on (the per-call deadline), and linear memories never move (a 32-bit
 memory fits wasmtime's default 4 GiB reservation), so the runtime can keep views of a
-module's input and output regions for the life of an instance. Nothing else departs from
-wasmtime's defaults. ``ENGINE_FINGERPRINT`` names the configuration and the wasmtime build:
-it is part of the compiled-module cache key, because a serialized module is only valid for
-the exact wasmtime version, target and engine settings that produced it.
+module's input and output regions for the life of an instance. 128-bit SIMD and relaxed
+SIMD are asked for by name: the compiler's dense and element-wise kernels are f32x4 code
+and its dense layers use ``f32x4.relaxed_madd``, and wasmtime has both on by default
+(verified on wasmtime 51), so naming them only keeps a changed default from failing every
+dense model at load. Relaxed SIMD runs in its deterministic mode: ``relaxed_madd`` is then
+always one fused multiply-add (one rounding), the same answer on every host, where the
+default lets each host pick fused or not; on any x86-64 with FMA (2013 on) and on
+aarch64 it is one instruction either way. Nothing else departs from wasmtime's defaults.
+
+``ENGINE_FINGERPRINT`` names the configuration and the wasmtime build: it is part of the
+compiled-module cache key, because a serialized module is only valid for the exact
+wasmtime version, target and engine settings that produced it.
 
 The build is identified by wasmtime's native library (path, size, modification time in
 ns: any upgrade or reinstall changes it) rather than by ``importlib.metadata``, which
@@ -26,7 +34,14 @@ from typing import cast
 
 import wasmtime
 
-_SETTINGS = (("consume_fuel", "1"), ("cranelift_opt_level", "speed"), ("memory_may_move", "0"))
+_SETTINGS = (
+    ("consume_fuel", "1"),
+    ("cranelift_opt_level", "speed"),
+    ("memory_may_move", "0"),
+    ("wasm_simd", "1"),
+    ("wasm_relaxed_simd", "1"),
+    ("wasm_relaxed_simd_deterministic", "1"),
+)
 
 
 def _wasmtime_build() -> str:
@@ -54,6 +69,9 @@ def shared_engine() -> wasmtime.Engine:
     config.consume_fuel = True
     config.cranelift_opt_level = "speed"
     config.memory_may_move = False
+    config.wasm_simd = True
+    config.wasm_relaxed_simd = True
+    config.wasm_relaxed_simd_deterministic = True
     return wasmtime.Engine(config)
 
 

@@ -21,6 +21,7 @@ microseconds, so a lock costs less than a pool's extra memory and instantiation.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import itertools
 import math
@@ -178,33 +179,75 @@ class WasmModel:
             results.extend(self._call(rows[start : start + step]))
         return results
 
+    def predict_matrix(self, matrix: object) -> array.array[float]:
+        """Score a C-contiguous 2-D little-endian float32 buffer (a numpy array, or an
+        ``array.array("f")`` viewed through ``memoryview(...).cast("B").cast("f", shape)``)
+        and return the outputs as one flat float32 array, row-major (``n_outputs`` per
+        row; numpy: ``np.frombuffer(result, np.float32).reshape(-1, n_outputs)``).
+
+        The whole batch path runs without a Python step per row: each call's rows are
+        copied into linear memory as bytes and its outputs copied out as bytes, so a batch
+        costs what the module's kernels cost. Raises as ``predict``, and ``RecordError``
+        for a buffer of another layout."""
+        view = _f32_matrix(matrix)
+        if view is None:
+            raise RecordError("a feature matrix must be a C-contiguous 2-D float32 buffer")
+        n_rows, width = view.shape or (0, 0)
+        if width != self._shape.n_features:
+            raise RecordError(
+                f"a feature vector has {width} values, the model expects {self._shape.n_features}"
+            )
+        result = array.array("f")
+        if n_rows == 0:
+            return result
+        cells = view.cast("B")
+        in_bytes = width * abi.CELL_BYTES
+        out_bytes = self._shape.n_outputs * abi.CELL_BYTES
+        for start in range(0, n_rows, self._rows_per_call):
+            count = min(self._rows_per_call, n_rows - start)
+            with self._lock:
+                inst = self._instance
+                memoryview(inst.inputs).cast("B")[: count * in_bytes] = cells[
+                    start * in_bytes : (start + count) * in_bytes
+                ]
+                self._run(count)
+                result.frombytes(inst.outputs.cast("B")[: count * out_bytes])
+        return result
+
     def _call(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
         n_rows = len(rows)
         n_out = self._shape.n_outputs
         with self._lock:
             inst = self._instance
             _write_rows(inst.inputs, rows, self._shape.n_features)
-            try:
-                inst.set_fuel(self._limits.model_fuel_per_row * max(n_rows, 1))
-                status = inst.predict(n_rows)
-            except wasmtime.Trap as exc:
-                self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
-                if exc.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
-                    raise ModelDeadline(
-                        f"model call exceeded its fuel budget ({n_rows} rows)"
-                    ) from None
-                code = exc.trap_code.name.lower() if exc.trap_code is not None else "unknown"
-                raise ModelTrap(f"model trapped: {code}") from None
-            except wasmtime.WasmtimeError as exc:
-                self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
-                raise ModelTrap("model call failed inside wasmtime") from exc
-            if status != abi.STATUS_OK:
-                name = abi.STATUS_NAMES.get(status, "unknown")
-                raise ModelTrap(f"edge_predict returned status {status} ({name})")
+            self._run(n_rows)
             values = cast(list[float], inst.outputs[: n_rows * n_out].tolist())
         if n_out == 1:
             return [[v] for v in values]
         return [values[i : i + n_out] for i in range(0, len(values), n_out)]
+
+    def _run(self, n_rows: int) -> None:
+        """Call ``edge_predict`` on the ``n_rows`` rows already in the input region, under
+        their fuel budget (the caller holds the lock). A trap or wasmtime error replaces
+        the instance before it is raised as ``ModelDeadline`` or ``ModelTrap``."""
+        inst = self._instance
+        try:
+            inst.set_fuel(self._limits.model_fuel_per_row * max(n_rows, 1))
+            status = inst.predict(n_rows)
+        except wasmtime.Trap as exc:
+            self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
+            if exc.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
+                raise ModelDeadline(
+                    f"model call exceeded its fuel budget ({n_rows} rows)"
+                ) from None
+            code = exc.trap_code.name.lower() if exc.trap_code is not None else "unknown"
+            raise ModelTrap(f"model trapped: {code}") from None
+        except wasmtime.WasmtimeError as exc:
+            self._instance = _instantiate(self._module, self._limits, self._fast_path)[0]
+            raise ModelTrap("model call failed inside wasmtime") from exc
+        if status != abi.STATUS_OK:
+            name = abi.STATUS_NAMES.get(status, "unknown")
+            raise ModelTrap(f"edge_predict returned status {status} ({name})")
 
 
 def _write_rows(

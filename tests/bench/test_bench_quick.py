@@ -33,8 +33,10 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     assert results["peer_parity_max_abs_diff"] < 1e-5  # the peers serve the same model
 
-    assert {row["contender"] for row in results["http"]} == CONTENDERS
-    for row in results["http"]:
+    for key in ("http", "http_vitals"):  # the 30-observation bundle, the vitals bundle
+        assert {row["contender"] for row in results[key]} == CONTENDERS
+    assert results["vitals_request_bytes"] < results["request_bytes"]
+    for row in results["http"] + results["http_vitals"]:
         for key in (
             "p50_ms",
             "p99_ms",
@@ -57,6 +59,8 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     )
     measures = {m["measure"]: m for m in results["micro"]}
     assert "map 30 observations to 9 features" in measures
+    assert "whole request in process, vitals bundle" in measures  # the HTTP stack's share
+    assert "whole request, process CPU" in measures  # the writer threads' work counted
     assert all(_positive(m["agent"]) for m in measures.values())
     assert results["runtime_bench"].strip()  # bench/runtime_bench.py printed its table
     for size in results["install"]:  # present only where a full run cached the virtualenvs
@@ -68,7 +72,8 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
     for heading in (
         "## Machine",
         "## Goals",
-        "## HTTP",
+        "## HTTP: one 30-observation FHIR Bundle per request",
+        "## HTTP: the small vitals Bundle (Patient + 5 Observations) per request",
         "## Batch",
         "## Validation: `edge-agent validate` in process and on Dask",
         "## Install size",
@@ -76,3 +81,6 @@ def test_quick_run_writes_json_and_markdown(tmp_path: Path) -> None:
         "## Runtime micro-benchmarks",
     ):
         assert heading in report
+    clients = results["settings"]["clients"]
+    for goal in (f"{clients} clients, vitals bundle", "CPU-second vs sklearn service, vitals"):
+        assert goal in report

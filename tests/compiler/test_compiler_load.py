@@ -143,20 +143,26 @@ def test_a_frame_without_a_feature_is_refused_naming_it(
         agent.load(bundle).predict(frame.drop(columns="mean texture"))
 
 
-def test_load_and_rows_need_neither_numpy_nor_pandas_nor_onnx() -> None:
-    """A hospital server has no [build] extra: scoring rows with agent.load imports none of
-    the data-science stack (checked in a fresh interpreter)."""
+def test_load_rows_and_csv_need_neither_numpy_nor_pandas_nor_onnx(tmp_path: Path) -> None:
+    """A hospital server has no [build] extra: scoring rows with agent.load, or a CSV as
+    ``bundle predict`` does (read, one float32 matrix through the module, CSV out), imports
+    none of the data-science stack (checked in a fresh interpreter)."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]  # the interpreter imports this checkout's agent
     demo = root / "fixtures" / "demo" / "build" / "deterioration"
+    features = tmp_path / "features.csv"
+    features.write_text((root / "fixtures" / "demo" / "holdout.csv").read_text())
     script = (
         "import sys, agent\n"
-        f"rows = agent.load({str(demo)!r}).predict([[86, 17, 36.3, 95, 96, 'NA', 139, 62, "
-        "'male']])\n"
+        "from pathlib import Path\n"
+        f"model = agent.load({str(demo)!r})\n"
+        "rows = model.predict([[86, 17, 36.3, 95, 96, 'NA', 139, 62, 'male']])\n"
         "assert len(rows) == 1 and len(rows[0]) == 3, rows\n"
-        "print(sorted(m for m in ('numpy', 'pandas', 'onnx', 'sklearn') if m in sys.modules))\n"
+        f"assert model.score_file(Path({str(features)!r})).count('\\n') == 201\n"
+        "print(sorted(m for m in ('numpy', 'pandas', 'onnx', 'sklearn', 'pyarrow') "
+        "if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from agent.bundle.manifest import FeatureKind, InputFeature
-from agent.cells import UnreadableCell, encode
+from agent.cells import UnreadableCell, encode, encode_text_column
 
 NUMBER = InputFeature(name="hr")
 WORDS = InputFeature(name="sex", kind=FeatureKind.categorical, levels=["female", "male"])
@@ -57,3 +57,32 @@ def test_unreadable_cells_say_why_without_the_value(
     with pytest.raises(UnreadableCell) as caught:
         encode(feature, cell)
     assert caught.value.reason == reason and str(cell) not in str(caught.value)
+
+
+COLUMNS = [
+    ["72.5", " 1e2 ", "-3", "1_000", "0x10"],  # 0x10: unreadable, as cell by cell
+    ["72.5", "", "NA", " nan ", None],  # missing markers: the column goes cell by cell
+    ["1", "-nan", "2"],  # -nan reads as a float but is not a missing marker
+    ["1", "+inf", "2"],
+    ["1", "1e400", "2"],  # finite text, beyond float: infinity, refused
+    ["1e308", "1e308"],  # finite cells whose sum overflows
+]
+
+
+@pytest.mark.parametrize("feature", [NUMBER, WORDS, CODES])
+@pytest.mark.parametrize("cells", [*COLUMNS, ["male", "female", "male", "1"], ["2", "3", ""]])
+def test_a_text_column_reads_as_its_cells_one_by_one(
+    feature: InputFeature, cells: list[str | None]
+) -> None:
+    """``encode_text_column`` is ``encode`` per cell, fast path or not: the same numbers
+    (NaN where NaN) or the same refusal of the first unreadable cell."""
+    expected: list[float] | str
+    try:
+        expected = [encode(feature, cell) for cell in cells]
+    except UnreadableCell as exc:
+        expected = exc.reason
+    try:
+        got: list[float] | str = encode_text_column(feature, cells)
+    except UnreadableCell as exc:
+        got = exc.reason
+    assert str(got) == str(expected)

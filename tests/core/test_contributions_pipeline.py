@@ -149,3 +149,14 @@ def test_a_model_without_contribution_data_says_so(pipeline: ScoringPipeline) ->
         "available": False,
         "detail": NOT_AVAILABLE,
     }
+
+
+def test_a_reload_keeps_the_contributions(pipeline: ScoringPipeline) -> None:
+    """SIGHUP rebinds the served bundle to the reloaded mapping: its explain.json goes with
+    it (it was dropped, and every answer said contributions were unavailable)."""
+    before = _score(pipeline, explain=True).prediction
+    pipeline.reconfigure(pipeline.config)
+    after = _score(pipeline, explain=True).prediction
+    assert before is not None and after is not None
+    assert after.contributions is not None and not after.contributions.unavailable
+    assert after.contributions == before.contributions

@@ -66,9 +66,9 @@ def test_rows_get_one_outcome_each_under_the_mappings_rules(
     for reason in ("out_of_range", "missing"):
         assert _count(registry, "edge_agent_errors_total", intake="oip", reason=reason) == 1.0
     assert _count(registry, "edge_agent_requests_total", intake="oip") == 5.0  # 3 scored + 2
-    assert (
-        _count(registry, "edge_agent_feature_imputed_total", feature="wbc") == 1.0
-    )  # observed as a mapped record is
+    # observed as a mapped record is: feature counters and the drift windows
+    assert _count(registry, "edge_agent_feature_imputed_total", feature="wbc") == 1.0
+    assert _count(registry, "edge_agent_drift_window_records") == 3.0
 
 
 def test_a_malformed_request_is_refused_whole_and_counted(

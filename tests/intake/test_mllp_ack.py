@@ -29,8 +29,8 @@ from agent.hl7.ack import (
     escape,
     parse_header,
 )
+from agent.intake.mllp.acks import Outcome, acknowledgements, outcome_of_error
 from agent.intake.mllp.config import AckMode
-from agent.intake.mllp.listener import Outcome, acknowledgements, outcome_of_error
 from agent.types import FeatureVector, Prediction
 from tests.intake.mllp_support import message, msa, segments
 

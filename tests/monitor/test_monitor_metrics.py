@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
 from agent.monitor import Monitor, MonitorConfig
-from agent.monitor.metrics import LATENCY_BUCKETS
+from agent.monitor.readings import LATENCY_BUCKETS
 from agent.types import IntakePath
 from tests.monitor.monitor_reference import Population, build_manifest, records
 

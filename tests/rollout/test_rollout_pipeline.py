@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.bundle.archive import read_bundle_dir
-from agent.bundle.trust import TrustStore
+from agent.bundle.trust import TrustConfig, TrustStore
 from agent.bundle.verify import VerifiedBundle, verify_bundle
 from agent.config import AgentConfig
 from agent.errors import RolloutError
@@ -215,6 +215,33 @@ def test_abandoning_keeps_the_active_version_and_survives_a_restart(
     assert "1.0.1" in pipeline.store.versions(MODEL)  # installed: not pulled again
     entries = (tmp_path / "audit.jsonl").read_text()
     assert '"event":"abandonment"' in entries
+
+
+def test_a_reload_rebinds_the_candidate_with_its_comparison_and_a_revoked_signer_drops_it(
+    tmp_path: Path, stopped: list[ScoringPipeline]
+) -> None:
+    pipeline, candidate = make_pipeline(tmp_path, rollout="shadow")
+    stopped.append(pipeline)
+    stage(pipeline, candidate)
+    staged = pipeline.candidate(MODEL)
+    assert staged is not None
+    pipeline.reconfigure(pipeline.config)  # SIGHUP with the same files
+    rebound = pipeline.candidate(MODEL)
+    assert rebound is not None and rebound is not staged
+    assert rebound.served.mapping is not staged.served.mapping  # the mapping file read again
+    assert (rebound.served.version, rebound.since) == ("1.0.1", staged.since)
+    assert rebound.comparison is staged.comparison  # what it was compared on so far stays
+    key = {
+        "id": "c54ce43e9dcdc76f",
+        "public_key_file": str(REPO / "fixtures/keys/demo-publisher.pub"),
+    }
+    revoked = pipeline.config.model_copy(
+        update={"trust": TrustConfig.model_validate({"keys": [{**key, "revoked": True}]})}
+    )
+    pipeline.reconfigure(revoked, TrustStore(revoked.trust))
+    assert pipeline.candidate(MODEL) is None
+    with pytest.raises(RolloutError, match="no candidate"):
+        pipeline.review(MODEL)
 
 
 def test_history_names_the_versions_in_force_at_any_past_moment(

@@ -222,3 +222,40 @@ def test_float32_matrices_are_copied_as_bytes_and_others_converted(model: WasmMo
     assert model.predict(np.asfortranarray(rows)) == expected  # type: ignore[arg-type]
     with pytest.raises(RecordError, match="3 values"):
         model.predict(np.zeros((2, 3), dtype=np.float32))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n_rows", [0, 1, 3, 8, 20])
+def test_a_float32_matrix_scores_to_a_flat_float32_array(model: WasmModel, n_rows: int) -> None:
+    """``predict_matrix``: bytes in, bytes out, in calls of at most ``max_batch`` (8) rows,
+    the same answers as ``predict``; stdlib buffers work without numpy."""
+    import array
+
+    cells = array.array("f", [float(v) for v in range(2 * n_rows)])
+    if n_rows:
+        matrix: object = memoryview(cells).cast("B").cast("f", [n_rows, 2])
+    else:
+        import numpy as np
+
+        matrix = np.zeros((0, 2), dtype=np.float32)
+    result = model.predict_matrix(matrix)
+    assert result.typecode == "f"
+    assert result.tolist() == [2.0 * (2 * i) + 1.0 for i in range(n_rows)]
+
+
+def test_predict_matrix_refuses_other_layouts_and_keeps_serving_after_a_trap(
+    model: WasmModel,
+) -> None:
+    import numpy as np
+
+    for wrong in (
+        np.zeros((2, 2), dtype=np.float64),
+        np.asfortranarray(np.zeros((2, 2), dtype=np.float32)),
+        [[1.0, 2.0]],
+    ):
+        with pytest.raises(RecordError, match="C-contiguous 2-D float32"):
+            model.predict_matrix(wrong)
+    with pytest.raises(RecordError, match="3 values"):
+        model.predict_matrix(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ModelTrap, match="unreachable"):
+        model.predict_matrix(np.array([[66.0, 0.0]], dtype=np.float32))
+    assert model.predict_matrix(np.array([[1.0, 2.0]], dtype=np.float32)).tolist() == [3.0]

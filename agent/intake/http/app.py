@@ -115,14 +115,14 @@ def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry
         count(request.url.path, error)
         return error_response(request.url.path, error)
 
-    routes = [
+    routes = [  # matched in order, one pattern after another: the busiest route first
+        Route("/v1/models/{name}/predict", predict, methods=["POST"]),
         Route("/", status_page),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/v1/models", list_models),
-        Route("/v1/models/{name}/predict", predict, methods=["POST"]),
         Route("/v1/models/{name}/outcomes", post_outcomes, methods=["POST"]),
         *OIP_ROUTES,
         *CDS_ROUTES,

@@ -8,10 +8,10 @@ order; connections are served concurrently; scoring runs in a worker thread so t
 keeps reading other connections. docs/mllp.md tells an interface analyst what to expect.
 
 The listener knows only the ``DataPlane`` it is handed: it builds a ``ScoreRequest`` from the
-frame bytes and turns the outcome into acknowledgement codes, the one place where agent
-errors meet HL7 ACK codes. With ``results_to`` configured, it also spools an ORU^R01 per
-scored message before answering AA, and owns the sender that delivers them
-(``mllp_results``).
+frame bytes and answers with the acknowledgements ``agent.intake.mllp.acks`` makes of the
+outcome (where agent errors meet HL7 ACK codes). With ``results_to`` configured, it also
+spools an ORU^R01 per scored message before answering AA, and owns the sender that
+delivers them (``mllp_results``).
 """
 
 from __future__ import annotations
@@ -27,138 +27,33 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from agent.dataplane import DataPlane
-from agent.errors import (
-    AgentError,
-    ConfigError,
-    InternalError,
-    NoPatient,
-    RecordError,
-    UnsupportedMediaType,
-)
+from agent.errors import AgentError, ConfigError, InternalError, RecordError
 from agent.hl7 import framing
-from agent.hl7.ack import (
-    AckCode,
-    AckCondition,
-    AckError,
-    MessageHeader,
-    ResultRow,
-    build_ack,
-    parse_header,
-)
+from agent.hl7.ack import AckCode, parse_header
 from agent.hl7.framing import END_BLOCK, START_BLOCK, unframe
 from agent.hl7.oru import ResultAddressing, build_result_message
-from agent.intake.mllp.config import AckMode, MllpConfig
-from agent.intake.mllp.outcomes import OutcomeReader
-from agent.intake.mllp.results import (
-    ResultSender,
-    ResultSpool,
-    SpoolFull,
+from agent.intake.mllp.acks import (
+    NOT_HL7,
+    NOT_SPOOLED,
+    TOO_LARGE,
+    Outcome,
+    acknowledgements,
+    outcome_of_error,
+    outcome_of_result,
 )
+from agent.intake.mllp.config import MllpConfig
+from agent.intake.mllp.outcomes import OutcomeReader
+from agent.intake.mllp.results import ResultSender, ResultSpool, SpoolFull
 from agent.limits import Limits
 from agent.logs import ThrottledWarning, throttle_accept_failures
 from agent.records.config import RecordsConfig
-from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest, ScoreResult
+from agent.types import IntakePath, Prediction, RecordFormat, ScoreRequest
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536  # bytes per read from the socket
 _OVERSIZE_HEAD = 8192  # bytes of an oversize frame kept to address its AR
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one message ended, in HL7 terms: the original-mode code and, if any, the error."""
-
-    code: AckCode  # AA, AE or AR
-    errors: tuple[AckError, ...] = ()  # the first is told in MSA-3; each has an ERR
-    predictions: Sequence[Prediction] = ()
-    internal: bool = False  # AR because of the agent, not the message (accept ack CE)
-
-
-_NOT_HL7 = AckError("100", "Segment sequence error", "bad_input")
-_TOO_LARGE = AckError("207", "Application internal error", "too_large")
-_NOT_SPOOLED = AckError("207", "Application internal error", "result_spool")
 _PARTIAL_FRAME_GRACE = 5.0  # seconds (at most drain_timeout) a frame arriving on stop may take
-
-
-def outcome_of_error(exc: Exception) -> Outcome:
-    """The ACK for a message that was not scored at all: AR when it cannot be read (a record
-    error: unparseable, unsupported type), AE when it was read but could not be scored (no
-    patient in it, unknown model, model trap, deadline...), AR with ``internal`` for a bug
-    (the data plane's InternalError, or anything unexpected here). Agent errors' messages
-    say where and why (segment and field, feature) and never carry a value, so the interface
-    team sees them in ERR-8; a bug's message is never sent."""
-    if isinstance(exc, UnsupportedMediaType):
-        error = AckError("200", "Unsupported message type", exc.reason, str(exc))
-        return Outcome(AckCode.reject, (error,))
-    if isinstance(exc, NoPatient):
-        error = AckError("100", "Segment sequence error", exc.reason, str(exc))
-        return Outcome(AckCode.error, (error,))
-    if isinstance(exc, RecordError):
-        error = AckError("102", "Data type error", exc.reason, str(exc))
-        return Outcome(AckCode.reject, (error,))
-    if isinstance(exc, AgentError) and not isinstance(exc, InternalError):
-        error = AckError("207", "Application internal error", exc.reason, str(exc))
-        return Outcome(AckCode.error, (error,))
-    error = AckError("207", "Application internal error", "internal")
-    return Outcome(AckCode.reject, (error,), internal=True)
-
-
-def outcome_of_result(result: ScoreResult) -> Outcome:
-    """AA only when every patient in the message was scored; otherwise AE with an ERR per
-    patient not scored (naming the patient by its PID-3 identifier when the message held
-    several, so the interface team knows which)."""
-    refused = result.refused
-    if not refused:
-        return Outcome(AckCode.accept, predictions=result.predictions)
-    several = len(result.outcomes) > 1
-    errors = tuple(
-        AckError(
-            "207",
-            "Application internal error",
-            o.refusal.reason if o.refusal else "internal",
-            (f"patient {o.reference}: " if several and o.reference else "")
-            + (o.refusal.detail if o.refusal else ""),
-        )
-        for o in refused
-    )
-    return Outcome(AckCode.error, errors)
-
-
-def acknowledgements(
-    header: MessageHeader | None, outcome: Outcome, ack_mode: AckMode
-) -> list[bytes]:
-    """The ACK messages answering one message, in the order they are sent.
-
-    Original mode (MSH-15 and MSH-16 empty): one ACK, AA/AE/AR. Enhanced mode: an accept
-    ACK (CA, CR when the message was rejected, CE when the agent failed) if MSH-15's
-    condition holds, then an application ACK (AA/AE/AR) if MSH-16's holds, both on this
-    connection; an empty MSH-15 or MSH-16 in enhanced mode counts as AL.
-    """
-    results: list[ResultRow] = []
-    if outcome.code is AckCode.accept and ack_mode is AckMode.results:
-        results = [
-            ResultRow(i, name, value, p.model, p.version)
-            for i, p in enumerate(outcome.predictions, start=1)
-            for name, value in p.outputs.items()
-        ]
-    application = build_ack(header, outcome.code, errors=outcome.errors, results=results)
-    if header is None or not header.enhanced_mode:
-        return [application]
-    acks = []
-    accepted = outcome.code is not AckCode.reject
-    if (header.accept_ack or AckCondition.always).wants(accepted):
-        commit = (
-            AckCode.commit_accept
-            if accepted
-            else AckCode.commit_error
-            if outcome.internal
-            else AckCode.commit_reject
-        )
-        acks.append(build_ack(header, commit, errors=() if accepted else outcome.errors))
-    if (header.application_ack or AckCondition.always).wants(outcome.code is AckCode.accept):
-        acks.append(application)
-    return acks
 
 
 @dataclass(frozen=True)
@@ -390,9 +285,9 @@ class MllpListener:
     async def _answer(self, frame: _Frame, peer: str) -> list[bytes]:
         header = parse_header(frame.content)
         if frame.oversize:
-            outcome = Outcome(AckCode.reject, (_TOO_LARGE,))
+            outcome = Outcome(AckCode.reject, (TOO_LARGE,))
         elif header is None:
-            outcome = Outcome(AckCode.reject, (_NOT_HL7,))
+            outcome = Outcome(AckCode.reject, (NOT_HL7,))
         elif self._outcomes is not None and self._outcomes.concerns(header):
             outcome = await self._outcome_message(self._outcomes, frame.content, peer)
         else:
@@ -430,7 +325,7 @@ class MllpListener:
                 # AA promises the result is on its way; without it on disk, the sender
                 # should resend the message later instead.
                 log.error("mllp result not spooled", extra={"error_type": type(exc).__name__})
-                return Outcome(AckCode.error, (_NOT_SPOOLED,))
+                return Outcome(AckCode.error, (NOT_SPOOLED,))
             self._sender.notify()
         return outcome
 
