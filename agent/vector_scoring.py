@@ -119,7 +119,9 @@ class OutcomeScorer:
                 subject=outcome.subject,
                 contributions=served.contributions(vector.values) if explain else None,
             )
-            outcomes[index] = replace(outcome, prediction=prediction)
+            outcomes[index] = PatientOutcome(
+                outcome.reference, outcome.label, prediction, None, outcome.subject
+            )  # not dataclasses.replace: twice its speed, on every row
         for outcome in outcomes:
             if outcome.refusal is not None:
                 self.monitor.observe_error(served.name, intake, outcome.refusal.reason)
