@@ -10,7 +10,6 @@ model swap never fails a request in flight.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -26,15 +25,12 @@ from agent.errors import (
     NoPatient,
     NoSubject,
     NotEnabled,
-    RecordError,
-    RuntimeFault,
     UnknownModel,
     UnmappableRecord,
 )
 from agent.monitor import Monitor
 from agent.monitor.metrics import AuditMetrics
 from agent.monitor.monitor import reference_auroc
-from agent.monitor.raw_vector import raw_vector
 from agent.monitor.readings import CandidateReading
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
@@ -54,11 +50,11 @@ from agent.types import (
     OutcomeReport,
     PatientOutcome,
     PatientRecord,
-    Prediction,
     Refusal,
     ScoreRequest,
     ScoreResult,
 )
+from agent.vector_scoring import OutcomeScorer, predict_rows, read_rows
 
 if TYPE_CHECKING:
     # Types only: at run time the pipeline never imports agent.config, which composes the
@@ -67,6 +63,9 @@ if TYPE_CHECKING:
     from agent.dataplane import ModelView
 
 log = logging.getLogger(__name__)
+
+Asked = tuple[str, IntakePath, str, str, bytes]  # who asked, for the audit log: request id,
+# intake, caller, model label, and the bytes that were scored
 
 WRITER_STOP_FLOOR = 0.5  # seconds each writer thread gets to finish at a stop, bound or not
 
@@ -87,7 +86,8 @@ class ScoringPipeline(ServedModels):
         self.performance = performance
         self._canary_key = _canary_key_of(config)
         self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
-        self._comparer = ShadowComparer(self._predict, performance)
+        self._comparer = ShadowComparer(predict_rows, performance)
+        self._scorer = OutcomeScorer(monitor)
         monitor.watch_candidates(self.candidate_readings)
 
     def start(self) -> None:
@@ -251,13 +251,12 @@ class ScoringPipeline(ServedModels):
             )
         except AgentError as exc:
             self.monitor.observe_error(self._label(request.model), request.intake, exc.reason)
-            self._audit(request, served, [], started, exc.reason)
+            self._audit(self._asked(request), served, [], started, exc.reason)
             raise
         except Exception as exc:
-            raise self._internal(request, served, started, exc) from None
+            raise self._internal(self._asked(request), served, started, exc) from None
         scored = [o.prediction.outputs for o in outcomes if o.prediction is not None]
-        verdict = "ok" if len(scored) == len(outcomes) else "partial" if scored else "refused"
-        self._audit(request, served, scored, started, verdict)
+        self._audit(self._asked(request), served, scored, started, _verdict(outcomes))
         return ScoreResult(
             model=served.name,
             version=served.version,
@@ -334,167 +333,119 @@ class ScoringPipeline(ServedModels):
     ) -> list[PatientOutcome]:
         """Map each record alone, then score the mappable ones in one call; with
         ``explain``, each prediction carries its feature contributions."""
-        refusals: dict[int, Refusal] = {}
+        pending: list[PatientOutcome] = []
         vectors: dict[int, FeatureVector] = {}
         for index, record in enumerate(records):
+            refusal = None
             if record.problem is not None:
-                refusals[index] = Refusal(NoSubject.reason, record.problem)
-                continue
-            try:
-                vectors[index] = served.mapping.extract(record, as_of)
-            except UnmappableRecord as exc:
-                refusals[index] = Refusal(exc.reason, str(exc), exc.feature)
-        mapped = time.perf_counter()
-        rows = self._predict(served, [v.values for v in vectors.values()])
-        inferred = time.perf_counter()
-        per_record = 1.0 / max(len(vectors), 1)
-        predictions: dict[int, Prediction] = {}
-        for (index, vector), row in zip(vectors.items(), rows, strict=True):
-            if isinstance(row, Refusal):
-                refusals[index] = row
-                continue
-            outputs = served.outputs(row)
-            self.monitor.observe(
-                served.name,
-                served.version,
-                intake,
-                vector,
-                outputs,
-                mapping_seconds=(mapped - started) * per_record,
-                inference_seconds=(inferred - mapped) * per_record,
-                total_seconds=(time.perf_counter() - started) * per_record,
+                refusal = Refusal(NoSubject.reason, record.problem)
+            else:
+                try:
+                    vectors[index] = served.mapping.extract(record, as_of)
+                except UnmappableRecord as exc:
+                    refusal = Refusal(exc.reason, str(exc), exc.feature)
+            pending.append(
+                PatientOutcome(
+                    record.reference, record.label, refusal=refusal, subject=record.subject
+                )
             )
-            record = records[index]
-            predictions[index] = Prediction(
-                model=served.name,
-                version=served.version,
-                bundle_digest=served.digest,
-                outputs=outputs,
-                vector=vector,
-                label=record.label,
-                as_of=as_of,
-                subject=record.subject,
-                contributions=served.contributions(vector.values) if explain else None,
-            )
-        for refusal in refusals.values():
-            self.monitor.observe_error(served.name, intake, refusal.reason)
-        if self.performance is not None and predictions:
-            self.performance.scored(
-                served.name,
-                served.version,
-                served.risk_output,
-                [(records[i].reference, p) for i, p in predictions.items()],
-            )
-        return [
-            PatientOutcome(
-                reference=record.reference,
-                label=record.label,
-                prediction=predictions.get(index),
-                refusal=refusals.get(index),
-                subject=record.subject,
-            )
-            for index, record in enumerate(records)
-        ]
+        outcomes = self._scorer.outcomes(
+            served, (pending, vectors), as_of, intake, started, explain=explain
+        )
+        if self.performance is not None and vectors:
+            kept = [(o.reference, o.prediction) for o in outcomes if o.prediction is not None]
+            if kept:
+                self.performance.scored(served.name, served.version, served.risk_output, kept)
+        return outcomes
 
-    def _predict(
-        self, served: ServedModel, rows: Sequence[Sequence[float]]
-    ) -> list[Sequence[float] | Refusal]:
-        """One call for all rows; when it fails, row by row, so a row that traps the
-        module (or runs out of fuel) is refused alone."""
-        if not rows:
-            return []
-        try:
-            return list(served.runtime.predict(rows))
-        except RuntimeFault as exc:
-            if len(rows) == 1:
-                return [Refusal(exc.reason, str(exc))]
-        return [result for row in rows for result in self._predict(served, [row])]
+    def _asked(self, request: ScoreRequest) -> Asked:
+        return (
+            request.request_id,
+            request.intake,
+            request.caller,
+            self._label(request.model),
+            request.body,
+        )
 
     def _internal(
-        self,
-        request: ScoreRequest,
-        served: ServedModel | None,
-        started: float,
-        exc: Exception,
+        self, asked: Asked, served: ServedModel | None, started: float, exc: Exception
     ) -> InternalError:
         """A bug: counted as ``internal``, logged once with the request id (the type only: a
         message could quote a record), audited, and answered without its message."""
+        request_id, intake, _, model, _ = asked
         log.error(
             "unexpected error while scoring",
-            extra={"error_type": type(exc).__name__, "request_id": request.request_id},
+            extra={"error_type": type(exc).__name__, "request_id": request_id},
         )
-        self.monitor.observe_error(self._label(request.model), request.intake, "internal")
-        self._audit(request, served, [], started, "internal")
-        return InternalError(f"unexpected error; request id {request.request_id}")
+        self.monitor.observe_error(model, intake, "internal")
+        self._audit(asked, served, [], started, "internal")
+        return InternalError(f"unexpected error; request id {request_id}")
 
     def _audit(
         self,
-        request: ScoreRequest,
+        asked: Asked,
         served: ServedModel | None,
         outputs: Sequence[Mapping[str, float]],
         started: float,
         outcome: str,
     ) -> None:
+        """One audit entry per request, records and raw rows alike: the outputs scored
+        and the verdict (``ok``, ``partial``, ``refused``, or the request's reason)."""
         if self.audit is None:
             return
+        request_id, intake, caller, model, body = asked
         self.audit.record(
-            request_id=request.request_id,
-            intake=request.intake.value,
-            caller=request.caller,
-            model=self._label(request.model),
+            request_id=request_id,
+            intake=intake.value,
+            caller=caller,
+            model=model,
             version=served.version if served else None,
             bundle_digest=served.bundle.digest if served else None,
-            body=request.body,
+            body=body,
             outputs=outputs,
             seconds=time.perf_counter() - started,
             outcome=outcome,
         )
 
     def score_vectors(
-        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
-    ) -> list[Mapping[str, float]]:
+        self,
+        model: ModelView,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        *,
+        caller: str = "anonymous",
+        request_id: str = "",
+        body: bytes = b"",
+    ) -> ScoreResult:
         """Score already-extracted feature rows (Open Inference Protocol, feature CSVs) on
-        the model view the caller took at the start of its request."""
+        the model view the caller took at the start of its request: one outcome per row, in
+        order, under the same rules as a mapped record (``agent.vector_scoring``), audited
+        as a request of records is (``body``: the bytes the rows came in)."""
         served = self._own(model)
+        started = time.perf_counter()
+        asked = (request_id, intake, caller, served.name, body)
         try:
-            width = len(served.manifest.inputs)
-            if any(len(row) != width for row in rows):
-                raise RecordError(f"each row needs {width} features in manifest order")
-            if any(math.isinf(value) for row in rows for value in row):
-                raise RecordError("feature values must be finite numbers (NaN means missing)")
-            started = time.perf_counter()
-            results = served.runtime.predict(rows)
-            elapsed = time.perf_counter() - started
+            read = read_rows(served, rows)
+            as_of = datetime.now(UTC)
+            outcomes = self._scorer.outcomes(served, read, as_of, intake, started)
         except AgentError as exc:
             self.monitor.observe_error(served.name, intake, exc.reason)
+            self._audit(asked, served, [], started, exc.reason)
             raise
         except Exception as exc:
-            log.error(
-                "unexpected error while scoring rows", extra={"error_type": type(exc).__name__}
-            )
-            self.monitor.observe_error(served.name, intake, "internal")
-            raise InternalError("unexpected error while scoring rows") from None
-        outputs: list[Mapping[str, float]] = [served.outputs(row) for row in results]
-        per_row = elapsed / max(len(rows), 1)
-        for row, out in zip(rows, outputs, strict=True):
-            # raw vectors drift like mapped ones: a units mix-up upstream shows here too
-            self.monitor.observe(
-                served.name,
-                served.version,
-                intake,
-                raw_vector(served.manifest, row),
-                out,
-                mapping_seconds=0.0,
-                inference_seconds=per_row,
-                total_seconds=per_row,
-            )
+            raise self._internal(asked, served, started, exc) from None
+        scored = [o.prediction for o in outcomes if o.prediction is not None]
+        self._audit(asked, served, [p.outputs for p in scored], started, _verdict(outcomes))
         candidate = self._live_candidate(served)
-        if candidate is not None and rows:
+        if candidate is not None and scored:
+            per_row = (time.perf_counter() - started) / len(rows)
+            values = [p.vector.values for p in scored]
+            outputs = [p.outputs for p in scored]
             self._shadow.submit(
-                lambda: self._comparer.rows(candidate, served, rows, outputs, per_row),
-                lambda: candidate.comparison.skip("queue_full", len(rows)),
+                lambda: self._comparer.rows(candidate, served, values, outputs, per_row),
+                lambda: candidate.comparison.skip("queue_full", len(values)),
             )
-        return outputs
+        return ScoreResult(served.name, served.version, served.digest, tuple(outcomes), as_of)
 
     def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
         if self.performance is None:
@@ -531,6 +482,12 @@ class ScoringPipeline(ServedModels):
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
         return model if self.config.model(model) is not None else "unknown"
+
+
+def _verdict(outcomes: Sequence[PatientOutcome]) -> str:
+    """A request's audited outcome: every patient scored, some, or none."""
+    scored = sum(o.prediction is not None for o in outcomes)
+    return "ok" if scored == len(outcomes) else "partial" if scored else "refused"
 
 
 def _canary_key_of(config: AgentConfig) -> bytes | None:
