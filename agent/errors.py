@@ -165,6 +165,16 @@ class ModelDeadline(RuntimeFault):
     reason = "deadline"
 
 
+def runtime_faults(base: type[RuntimeFault] = RuntimeFault) -> list[type[RuntimeFault]]:
+    """Every kind of model failure: the refusals that are the model's fault, not the
+    record's (answered 500/503 over HTTP; a canary candidate's are answered by the active
+    version instead)."""
+    return [base, *(k for sub in base.__subclasses__() for k in runtime_faults(sub))]
+
+
+RUNTIME_FAULT_REASONS = frozenset(kind.reason for kind in runtime_faults())
+
+
 class AbiViolation(AgentError):
     """A module does not follow the agent's ABI (imports something, lacks an export...)."""
 

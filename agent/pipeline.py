@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from agent.audit import AuditLog
 from agent.bundle.trust import TrustStore
 from agent.errors import (
+    RUNTIME_FAULT_REASONS,
     AgentError,
     InternalError,
     NoPatient,
@@ -84,7 +85,7 @@ class ScoringPipeline(ServedModels):
     ) -> None:
         super().__init__(config, store, trust, monitor, audit)
         self.performance = performance
-        self._canary_key = _canary_key_of(config)
+        self._canary_key = canary_key(config.audit.hmac_key_file)
         self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
         self._comparer = ShadowComparer(predict_rows, performance)
         self._scorer = OutcomeScorer(monitor)
@@ -114,7 +115,7 @@ class ScoringPipeline(ServedModels):
             self.performance.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
-        key = _canary_key_of(config)  # an unreadable secret changes nothing
+        key = canary_key(config.audit.hmac_key_file)  # an unreadable secret changes nothing
         super().reconfigure(config, trust)
         self._canary_key = key
 
@@ -288,10 +289,12 @@ class ScoringPipeline(ServedModels):
         candidate = self._live_candidate(served)
         if candidate is None:
             return self._score_on(served, records, as_of, intake, started, explain=explain)
-        answering = [candidate.served if self._in_canary(candidate, r) else served for r in records]
+        share = candidate.served.config.canary_share if candidate.canary else 0.0
+        trial = (in_canary(self._canary_key, r.reference, share) for r in records)
+        answering = [candidate.served if t else served for t in trial]
         outcomes: list[PatientOutcome | None] = [None] * len(records)
         seconds: dict[str, float] = {}  # per record, by the digest of the version answering
-        for model in (served, candidate.served):
+        for model in (candidate.served, served):  # the candidate first: see below
             indices = [i for i, m in enumerate(answering) if m is model]
             if not indices:
                 continue
@@ -302,6 +305,15 @@ class ScoringPipeline(ServedModels):
             seconds[model.digest] = (time.perf_counter() - begun) / len(indices)
             for index, outcome in zip(indices, part, strict=True):
                 outcomes[index] = outcome
+                fault = outcome.refusal.reason if outcome.refusal else None
+                if model is candidate.served and fault in RUNTIME_FAULT_REASONS:
+                    # a candidate on trial must not fail a patient the active version can
+                    # answer: its fault is counted (and its comparison skips the record)
+                    answering[index] = served
+                    log.warning(
+                        "canary candidate failed; the active version answers",
+                        extra={"model": model.name, "version": model.version},
+                    )
         answered = [o for o in outcomes if o is not None]
         self._shadow.submit(
             lambda: self._comparer.records(candidate, served, records, answered, as_of, seconds),
@@ -314,12 +326,6 @@ class ScoringPipeline(ServedModels):
         starts it): one-shot commands (``score``, ``validate``) answer from the active
         version alone and compare nothing."""
         return self.candidate(served.name) if self._shadow.running else None
-
-    def _in_canary(self, candidate: Candidate, record: PatientRecord) -> bool:
-        if not candidate.canary or self._canary_key is None:
-            return False
-        share = candidate.served.config.canary_share
-        return in_canary(self._canary_key, record.reference, share)
 
     def _score_on(
         self,
@@ -488,9 +494,3 @@ def _verdict(outcomes: Sequence[PatientOutcome]) -> str:
     """A request's audited outcome: every patient scored, some, or none."""
     scored = sum(o.prediction is not None for o in outcomes)
     return "ok" if scored == len(outcomes) else "partial" if scored else "refused"
-
-
-def _canary_key_of(config: AgentConfig) -> bytes | None:
-    """The canary key when the site secret is configured (a canary rollout requires it)."""
-    secret = config.audit.hmac_key_file
-    return canary_key(secret) if secret is not None else None
