@@ -123,6 +123,7 @@ class DropFolder:
         self._renamed: set[str] = set()
         self._seen: dict[str, _Arrival] = {}
         self._retry_at: dict[str, float] = {}  # job id -> monotonic time
+        self._waits_due = 0.0  # monotonic time the jobs waiting for a model are tried again
         self._observer: BaseObserver | None = None
         self._worker: threading.Thread | None = None
 
@@ -312,12 +313,18 @@ class DropFolder:
 
     def _wait(self, folder: Path, model: str, reason: str) -> None:
         """The model cannot serve the job in ``folder`` now (not installed yet, not
-        configured): it stays claimed and is tried again after ``retry_seconds``."""
+        configured): it stays claimed and is tried again within ``retry_seconds``. Jobs
+        waiting at once are due at once, so they are retried in one pass in claim order:
+        a scored file's predictions are stored before the outcome file dropped after it
+        is recorded, whichever was tried last before the model came."""
         log.warning(
             "drop folder waits: the model cannot score now",
             extra={"job": folder.name, "model": model, "reason": reason},
         )
-        self._retry_at[folder.name] = time.monotonic() + self.config.retry_seconds
+        now = time.monotonic()
+        if self._waits_due <= now:
+            self._waits_due = now + self.config.retry_seconds
+        self._retry_at[folder.name] = self._waits_due
 
     def _resume(self, folder: Path) -> None:
         """Carry on with a job a crash or a stop left behind."""
