@@ -229,6 +229,27 @@ def test_an_outcomes_file_waits_for_its_models_and_records_each_once(tmp_path: P
     assert list((tmp_path / "state" / "jobs").iterdir()) == []
 
 
+def test_a_waiting_outcome_file_keeps_its_name_from_a_later_namesake(tmp_path: Path) -> None:
+    recorder = OutcomeRecorder(loaded=())
+    drop = DropFolder(folder_config(tmp_path, retry_seconds=0.2), recorder, Limits())
+    drop.start()
+    first, second = "patient,as_of,label\nknown-1,2026-03-16,1\n", "patient,as_of,label\n"
+    try:
+        drop_by_rename(tmp_path / "inbox", "o.csv", first)
+        wait_for(lambda: recorder.attempts[MODEL] >= 1)
+        drop_by_rename(tmp_path / "inbox", "o.csv", second + "x-2,2026-03-16,0\n")
+        wait_for(lambda: len(list((tmp_path / "state" / "jobs").iterdir())) == 2)
+        wait_for(lambda: recorder.attempts[MODEL] >= 2)  # both waited
+        recorder.loaded.add(MODEL)
+        names = ("o.csv", "o.2.csv")
+        wait_for(lambda: all((tmp_path / "outbox" / f"{n}.report.json").exists() for n in names))
+        reports = [read_json(tmp_path / "outbox" / f"{n}.report.json") for n in names]
+    finally:
+        drop.stop()
+    assert [(r["file"], r["joined"]) for r in reports] == [("o.csv", 1), ("o.csv", 0)]
+    assert (tmp_path / "processed" / "o.csv").read_text() == first
+
+
 def test_an_unexpected_error_mid_file_is_retried_after_retry_seconds(tmp_path: Path) -> None:
     recorder = OutcomeRecorder(configured=(MODEL, "sepsis"), loaded=(MODEL, "sepsis"))
     recorder.broken.add("sepsis")  # its call fails as a locked database would

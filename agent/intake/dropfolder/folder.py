@@ -314,9 +314,9 @@ class DropFolder:
     def _wait(self, folder: Path, model: str, reason: str) -> None:
         """The model cannot serve the job in ``folder`` now (not installed yet, not
         configured): it stays claimed and is tried again within ``retry_seconds``. Jobs
-        waiting at once are due at once, so they are retried in one pass in claim order:
-        a scored file's predictions are stored before the outcome file dropped after it
-        is recorded, whichever was tried last before the model came."""
+        waiting at once are due at once and so retried in one pass, in claim order: once
+        the model is there, a scored file's predictions are stored before an outcome file
+        dropped after it is recorded."""
         log.warning(
             "drop folder waits: the model cannot score now",
             extra={"job": folder.name, "model": model, "reason": reason},
