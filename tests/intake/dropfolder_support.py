@@ -127,9 +127,9 @@ def folder_config(root: Path, **overrides: Any) -> DropFolderConfig:
     return DropFolderConfig.model_validate(settings)
 
 
-def _serve(root: Path, delay: float, settle: float) -> None:
-    config = folder_config(root, settle_seconds=settle)
-    drop = DropFolder(config, RecordScorer(delay), Limits())
+def serve(root: Path, plane: ScriptedPlane, settle: float) -> None:
+    """A drop folder on ``ROOT``'s folders until SIGTERM; prints ``ready`` once watching."""
+    drop = DropFolder(folder_config(root, settle_seconds=settle), plane, Limits())
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     drop.start()
@@ -139,4 +139,4 @@ def _serve(root: Path, delay: float, settle: float) -> None:
 
 
 if __name__ == "__main__":
-    _serve(Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]))
+    serve(Path(sys.argv[1]), RecordScorer(float(sys.argv[2])), float(sys.argv[3]))
