@@ -470,9 +470,9 @@ class ScoringPipeline(ServedModels):
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
         """Join outcomes to this model's earlier predictions (NotEnabled unless the site
         keeps a prediction store) and refresh its live figures."""
-        served = self.served(model)
-        if self.performance is None:
+        if self.performance is None:  # first: no outcome waits for a model to be told this
             raise NotEnabled("live performance is not enabled (performance.enabled)")
+        served = self.served(model)
         thresholds = {"warning": served.cards.warning, "critical": served.cards.critical}
         return self.performance.outcomes(served.name, reports, thresholds)
 
