@@ -6,7 +6,8 @@ conventions: namespace ``edge_agent_``, base units (seconds), ``_total`` on coun
 on constant-1 gauges that carry labels, ``_ratio`` on 0..1 values.
 
 Label sets are fixed and use only: model, version, feature, output, intake, reason, stage,
-registry, keyid, threshold, and for candidate versions mode, role, statistic (closed sets).
+registry, keyid, threshold, outcome, and for candidate versions mode, role, statistic (closed
+sets).
 Label values come from the agent's configuration, the signed manifest or closed enums,
 never from a request body, so a caller cannot create series and no patient data can reach
 a label. docs/metrics.md lists every metric.
