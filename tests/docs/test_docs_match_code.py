@@ -230,3 +230,21 @@ def test_operations_reference_lists_every_config_key_with_its_default() -> None:
         for row in _table_rows(text, "## Configuration reference")
     }
     assert documented == dict(config_keys())
+
+
+def test_every_code_path_the_docs_name_exists() -> None:
+    docs = [REPO / "README.md", *DOCS.glob("*.md"), *(DOCS / "adr").glob("*.md")]
+    for doc in docs:
+        for path in re.findall(r"`(agent/[\w/.]+)`", doc.read_text(encoding="utf-8")):
+            assert (REPO / path).exists(), f"{doc.name}: {path}"
+
+
+def test_architecture_names_every_module_of_the_package() -> None:
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    package = REPO / "agent"
+    parts = [p.name for p in package.glob("*.py") if p.name != "__init__.py"]
+    parts += [f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()]
+    unnamed = sorted(
+        part for part in parts if f"`{part}" not in text
+    )  # `intake/http/` names intake/
+    assert not unnamed, f"not in docs/architecture.md: {unnamed}"
