@@ -199,6 +199,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Applied:
                 "edge_agent_ip_address_allow": ["10.20.0.0/16"],
                 "edge_agent_read_write_paths": ["/srv/share/edge-agent-drop"],
                 "edge_agent_audit_hmac_key": "00" * 32,
+                "edge_agent_audit_extra": {"write_before_answer": True},
                 "edge_agent_registries": [
                     {"name": "demo", "url": DEMO_REGISTRY},
                     {
@@ -235,6 +236,7 @@ def test_role_lays_down_release_config_and_unit(applied: Applied) -> None:
     assert config["audit"] == {
         "path": "/var/log/edge-agent/audit.jsonl",
         "hmac_key_file": "secrets/audit-hmac.key",
+        "write_before_answer": True,
     }
     assert config["limits"] == {"drain_timeout": 5.0}
     assert config["drop_folder"]["results_group_readable"] is True  # 0640, setgid folders
