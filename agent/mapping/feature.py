@@ -7,6 +7,7 @@ Nothing in here names a value in an error: only the feature, the resource type a
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -129,7 +130,7 @@ class CompiledFeature:
                     {"valueCodeableConcept": item}
                 )
                 if value is not None:
-                    facts.append(Fact(time, *value, code, resource))
+                    facts.append(Fact(time, *value[:3], code, resource, -1, value[3]))
         return facts
 
     def _patient_fact(self, record: PatientRecord, as_of: datetime) -> list[Fact]:
@@ -147,6 +148,12 @@ class CompiledFeature:
         if born is None:
             return []
         years = _completed_years(born.date(), as_of.date())
+        if years != _completed_years(_last_day(patient["birthDate"], born.date()), as_of.date()):
+            raise UnmappableRecord(
+                f"feature {self.name!r}: Patient.birthDate gives only a year or a month, "
+                "which leaves the age at the as-of time ambiguous",
+                self.name,
+            )
         return [Fact(as_of, float(years), "a", (), "Patient.birthDate", patient)]
 
     # --- a site's data, surveyed before go-live ---------------------------------------------
@@ -207,6 +214,17 @@ class CompiledFeature:
         )
 
     def _numeric(self, facts: list[Fact]) -> FeatureValue:
+        """The reduced number of ``facts`` (in time order). A value the reduction takes
+        that is no number (text, a code, a comparator, a range) refuses the patient: read
+        as missing, ``latest`` would silently fall back to an older value."""
+        taken = {Reduction.latest: facts[-1:], Reduction.first: facts[:1]}.get(self.reduce, facts)
+        for fact in taken:
+            if fact.number is None:
+                raise UnmappableRecord(
+                    f"feature {self.name!r}: {_origin(fact)} carries "
+                    f"{fact.shape or 'a text or coded value'}, not a number",
+                    self.name,
+                )
         used, values, labels = [], [], set()
         for fact in facts:
             if fact.number is None:
@@ -370,6 +388,16 @@ def _within(facts: list[Fact], as_of: datetime, window: timedelta | None) -> lis
 def _encounter_time(encounter: Any) -> datetime | None:
     period = encounter.get("period") or {}
     return parse_time(period.get("end") or period.get("start"))
+
+
+def _last_day(text: str, first: date) -> date:
+    """The last day a FHIR date of ``first``'s period can be: a year's, a month's or the
+    day itself (``parse_time`` reads a partial date as its first day)."""
+    if len(text) == 4:
+        return first.replace(month=12, day=31)
+    if len(text) == 7:
+        return first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    return first
 
 
 def _completed_years(born: date, on: date) -> int:

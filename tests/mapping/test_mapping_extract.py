@@ -343,9 +343,13 @@ def test_fhirpath_with_and_without_codes(tmp_path: Path, manifest: BundleManifes
 
 def test_age_from_birth_date_at_as_of(tmp_path: Path, manifest: BundleManifest) -> None:
     mapping = _mapping(tmp_path, manifest, age={"missing": "refuse"})
-    for birth, years in (("1954-03-15", 72.0), ("1954-03-16", 71.0), ("1954", 72.0)):
+    for birth, years in (("1954-03-15", 72.0), ("1954-03-16", 71.0), ("1954-02", 72.0)):
         patient = {"resourceType": "Patient", "birthDate": birth, "gender": "male"}
         assert _feature(mapping, _record(patient=patient), "age")[0].value == years
+    for birth in ("1954", "1954-03"):  # born before or after 15 March: 72 or 71
+        patient = {"resourceType": "Patient", "birthDate": birth, "gender": "male"}
+        with pytest.raises(UnmappableRecord, match="gives only a year or a month"):
+            mapping.extract(_record(patient=patient), AS_OF)
     with pytest.raises(UnmappableRecord, match="feature 'age'"):
         mapping.extract(PatientRecord(patient=None, observations=()), AS_OF)
 
