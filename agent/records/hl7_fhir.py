@@ -108,7 +108,8 @@ def _validated(resource: dict[str, Any], segment: Segment) -> dict[str, Any]:
     sender writes (``fhir_essential``: what mapping reads), so a field the conversion
     carried over unchecked cannot reach a feature in a shape FHIR input could not."""
     try:
-        fhir_essential.validate(resource, f"segment {segment.name} #{segment.position}, element ")
+        where = f"segment {segment.name} #{segment.position}, element {resource['resourceType']}"
+        fhir_essential.validate(resource, where)
     except FhirError as exc:
         raise Hl7Error(str(exc)) from None
     return resource
@@ -363,9 +364,14 @@ def _value(segment: Segment, config: RecordsConfig, zone: ZoneInfo) -> dict[str,
     if kind == "NM":
         if len(reps) > 1:
             raise Hl7Error(f"{segment.where(5)}: a numeric value cannot repeat")
+        enc = segment.encoding
+        if enc.component in reps[0] or enc.subcomponent in reps[0]:  # 104^5 is not 104
+            raise Hl7Error(f"{segment.where(5)}: value is not a number (value type NM)")
         number = _number(segment, segment.components(reps[0], 5)[0], None, "NM")
         return {"valueQuantity": _quantity(segment, number, None)}
     if kind == "SN":
+        if len(reps) > 1 or segment.encoding.subcomponent in reps[0]:
+            raise Hl7Error(f"{segment.where(5)}: not a structured numeric (value type SN)")
         comps = [*segment.components(reps[0], 5), "", "", ""]
         comparator, first, separator, second = comps[0], comps[1].strip(), comps[2], comps[3]
         if comparator not in _COMPARATORS or not first:

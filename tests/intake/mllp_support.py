@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -295,3 +296,19 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def fixture_message(name: str, *, original_mode: bool = True) -> bytes:
+    """A fixture message with its observation times moved to two hours ago (look-back
+    windows end now) and, for original mode, MSH-15/16 emptied."""
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "hl7" / name
+    return recent(fixture.read_bytes(), original_mode=original_mode)
+
+
+def recent(raw: bytes, *, original_mode: bool = True) -> bytes:
+    """``raw`` (an HL7 message with the fixtures' 2026 times) as ``fixture_message`` makes it."""
+    now = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).strftime("%Y%m%d%H%M%S+0000").encode()
+    raw = re.sub(rb"20260\d{9}\+0000", now, raw)
+    if original_mode:
+        raw = raw.replace(b"|P|2.5|||AL|NE", b"|P|2.5", 1)
+    return raw
