@@ -84,7 +84,7 @@ def value_of(
             system = quantity.get("system")
             unit = code if code and system in (None, UCUM) else quantity.get("unit")
             if quantity.get("comparator") is not None:
-                return None, unit, (), "a value with a comparator (<, >), not a measured number"
+                return None, unit, (), "a value with a comparator (<, >)"
             return float(number), unit, (), None
     if isinstance(element.get("valueInteger"), int) and not isinstance(
         element.get("valueInteger"), bool
