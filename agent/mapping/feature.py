@@ -225,6 +225,8 @@ class CompiledFeature:
                     f"{fact.shape or 'a text or coded value'}, not a number",
                     self.name,
                 )
+        if len(taken) == 1 and len(facts) > 1:
+            self._no_rival(taken[0], facts)
         used, values, labels = [], [], set()
         for fact in facts:
             if fact.number is None:
@@ -238,6 +240,23 @@ class CompiledFeature:
             return self._missing(unseen=False)
         reduced = _REDUCE[self.reduce](values)
         return self._value(reduced, round(reduced, 6), used, "; ".join(sorted(labels)) or None)
+
+    def _no_rival(self, chosen: Fact, facts: list[Fact]) -> None:
+        """``latest`` or ``first`` must take one value: another of the same time with a
+        different value (two results sent for one moment, neither a correction) leaves the
+        choice to the order of the input, so the patient is refused."""
+        if chosen.time is None or chosen.resource.get("status") in _SUPERSEDING:
+            return
+        for fact in facts:
+            if fact.time == chosen.time and (fact.number, fact.unit) != (
+                chosen.number,
+                chosen.unit,
+            ):
+                raise UnmappableRecord(
+                    f"feature {self.name!r}: {_origin(chosen)} has two different values at "
+                    f"the time {self.reduce.value} takes, neither a correction",
+                    self.name,
+                )
 
     def _conversion(self, fact: Fact) -> Conversion:
         """The conversion of ``fact``'s unit to the model's (the site unit's, worked out at
@@ -333,6 +352,9 @@ class CompiledFeature:
             unseen_category=unseen,
         )
 
+
+# Statuses by which a value supersedes another of the same time (HL7 v2 OBX-11 C and A).
+_SUPERSEDING = frozenset({"corrected", "amended"})
 
 _REDUCE: dict[Reduction, Callable[[list[float]], float]] = {
     Reduction.latest: lambda values: values[-1],

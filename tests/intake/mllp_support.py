@@ -299,16 +299,26 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def fixture_message(name: str, *, original_mode: bool = True) -> bytes:
-    """A fixture message with its observation times moved to two hours ago (look-back
-    windows end now) and, for original mode, MSH-15/16 emptied."""
+    """A fixture message as if sent now (``recent``) and, for original mode, MSH-15/16
+    emptied."""
     fixture = Path(__file__).resolve().parents[2] / "fixtures" / "hl7" / name
     return recent(fixture.read_bytes(), original_mode=original_mode)
 
 
+FIXTURES_NOW = dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC)  # the fixtures' clinical now
+
+
 def recent(raw: bytes, *, original_mode: bool = True) -> bytes:
-    """``raw`` (an HL7 message with the fixtures' 2026 times) as ``fixture_message`` makes it."""
-    now = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).strftime("%Y%m%d%H%M%S+0000").encode()
-    raw = re.sub(rb"20260\d{9}\+0000", now, raw)
+    """``raw`` (an HL7 message with the fixtures' times, ``...+0000``) with every time
+    moved by one offset, so that the fixtures' clinical now is now: the listener scores as
+    of now, and the values keep their order and their ages."""
+    shift = dt.datetime.now(dt.UTC) - FIXTURES_NOW
+
+    def moved(match: re.Match[bytes]) -> bytes:
+        stamp = dt.datetime.strptime(match[0].decode(), "%Y%m%d%H%M%S%z") + shift
+        return stamp.strftime("%Y%m%d%H%M%S+0000").encode()
+
+    raw = re.sub(rb"20[0-9]{12}\+0000", moved, raw)
     if original_mode:
         raw = raw.replace(b"|P|2.5|||AL|NE", b"|P|2.5", 1)
     return raw

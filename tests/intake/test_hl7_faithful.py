@@ -245,10 +245,23 @@ CASES: dict[str, tuple[str, object]] = {
         patient(identifier=""),
         bad_input("segment PID #2, field PID-3", "no identifier (CX.1)"),
     ),
-    # the same code twice at one time: the later segment (a correction) is the latest
-    "a correction after the result": (
-        ORU.replace(HR, HR + "\r" + HR.replace("||104|", "||150|").replace("|F|||", "|C|||")),
+    # the same code more than once: ordered by time, not by segment; one time, one value
+    "the newest sent first": (
+        ORU.replace(HR + "\n", "").replace(OBR_7 + "\n", OBR_7 + "\n" + HR + "\n"),
+        scored(heart_rate=104.0),
+    ),
+    "a correction of the same time": (
+        ORU.replace(HR, HR + "\n" + HR.replace("||104|", "||150|").replace("|F|||", "|C|||")),
         scored(heart_rate=150.0),
+    ),
+    "the same value sent twice": (ORU.replace(HR, HR + "\n" + HR), scored(heart_rate=104.0)),
+    "two final values of the same time": (
+        ORU.replace(HR, HR + "\n" + HR.replace("||104|", "||150|")),
+        refused("unmappable", "heart_rate", "two different values at the time latest takes"),
+    ),
+    "a final value after the correction": (
+        ORU.replace(HR, HR.replace("||104|", "||150|").replace("|F|||", "|C|||") + "\n" + HR),
+        refused("unmappable", "heart_rate", "neither a correction"),
     ),
     # MSH-18 and MSH-2
     "ISO 8859-1 declared": (
@@ -256,7 +269,7 @@ CASES: dict[str, tuple[str, object]] = {
         scored(heart_rate=104.0),
     ),
     "other encoding characters": (
-        ORU.replace("[#/volume]", "").replace("^", "#").replace("MSH|#~", "MSH|#~", 1),
+        ORU.replace("[#/volume]", "").replace("^", "#"),
         scored(heart_rate=104.0, age=71.0),
     ),
 }
