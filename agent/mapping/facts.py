@@ -62,11 +62,14 @@ def observation_time(observation: Mapping[str, Any]) -> datetime | None:
     return parse_time(observation.get("issued"))
 
 
-# Numeric values that are not one number: a numeric feature cannot read them as one.
+# Values that are not one number: a numeric feature cannot read them as one.
 _SHAPES = {
     "valueRange": "a range",
     "valueRatio": "a ratio",
     "valueSampledData": "sampled data",
+    "valueDateTime": "a date or time",
+    "valueTime": "a date or time",
+    "valuePeriod": "a period",
 }
 
 
@@ -99,8 +102,13 @@ def value_of(
     if isinstance(element.get("valueBoolean"), bool):
         return None, None, ("true" if element["valueBoolean"] else "false",), None
     for key, shape in _SHAPES.items():
-        if isinstance(element.get(key), dict):
+        if element.get(key) is not None:
             return None, None, (), shape
+    absent = element.get("dataAbsentReason")
+    if isinstance(absent, dict) and any(
+        isinstance(c, dict) and c.get("code") == "unsupported" for c in absent.get("coding", ())
+    ):  # a value exists, of a kind its source could not carry (an HL7 ED, TM, ...)
+        return None, None, (), "a value of a kind the agent does not read"
     return None
 
 

@@ -277,10 +277,18 @@ class CompiledFeature:
             ) from None
 
     def _categorical(self, facts: list[Fact]) -> FeatureValue:
-        labelled = [f for f in facts if f.labels]
-        if not labelled:
+        """The level of the value ``latest`` (else the first) takes; one that is no code
+        or text (a number, a range) refuses the patient, as in ``_numeric``."""
+        if not facts:
             return self._missing(unseen=False)
-        chosen = labelled[-1] if self.reduce is Reduction.latest else labelled[0]
+        chosen = facts[-1] if self.reduce is Reduction.latest else facts[0]
+        if not chosen.labels:
+            raise UnmappableRecord(
+                f"feature {self.name!r}: {_origin(chosen)} carries "
+                f"{chosen.shape or 'a number'}, not a category",
+                self.name,
+            )
+        labelled = [f for f in facts if f.labels]
         level = next((self.categories[x] for x in chosen.labels if x in self.categories), None)
         if level is None:
             if self.unseen is UnseenPolicy.refuse:

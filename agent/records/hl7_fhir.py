@@ -28,6 +28,7 @@ from agent.records.hl7_tables import (
     PATIENT_CLASS,
     UCUM,
     UCUM_NAMES,
+    VALUE_TYPES,
 )
 from agent.types import PatientRecord
 
@@ -361,6 +362,8 @@ def _value(segment: Segment, config: RecordsConfig, zone: ZoneInfo) -> dict[str,
     if not reps:
         return {}
     kind = segment.value(2)
+    if kind not in VALUE_TYPES:  # no type, or none of the standard's: nothing says how to read
+        raise Hl7Error(f"{segment.where(2)}: value type not in HL7 table 0125")
     if kind == "NM":
         if len(reps) > 1:
             raise Hl7Error(f"{segment.where(5)}: a numeric value cannot repeat")

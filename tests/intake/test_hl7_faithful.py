@@ -67,6 +67,7 @@ COMPARATOR = refused("unmappable", "heart_rate", "carries a value with a compara
 NM = bad_input("segment OBX #11, field OBX-5", "value is not a number (value type NM)")
 NOT_A_TIME = bad_input("segment OBX #11, field OBX-14", "not an HL7 date/time")
 COARSE_TIME = bad_input("segment OBX #11, field OBX-14", "less precise than a minute")
+VALUE_TYPE = bad_input("segment OBX #11, field OBX-2", "value type not in HL7 table 0125")
 UNIT = refused("unit", "heart_rate", "cannot be converted to /min")
 
 CASES: dict[str, tuple[str, object]] = {
@@ -127,6 +128,18 @@ CASES: dict[str, tuple[str, object]] = {
     "TX holding a number": (heart_rate("104", "TX"), NOT_A_NUMBER),
     "CWE": (heart_rate("104", "CWE"), NOT_A_NUMBER),
     "CE": (heart_rate("104^high^L", "CE"), NOT_A_NUMBER),
+    "DTM": (
+        heart_rate("202603151100", "DTM"),
+        refused("unmappable", "heart_rate", "carries a date or time, not a number"),
+    ),
+    "ED, TM (kept as unsupported, not as no value)": (
+        heart_rate("1100", "TM"),
+        refused("unmappable", "heart_rate", "carries a value of a kind the agent does not read"),
+    ),
+    "value type empty": (heart_rate("104", ""), VALUE_TYPE),
+    "value type XX": (heart_rate("104", "XX"), VALUE_TYPE),
+    "value type lower case nm": (heart_rate("104", "nm"), VALUE_TYPE),
+    "value type empty, no value": (heart_rate("", ""), scored(heart_rate=OLDER_HR)),
     # OBX-6
     "unit missing (the site's unit)": (heart_rate(unit=""), scored(heart_rate=104.0)),
     "unit free text": (heart_rate(unit="bpm"), UNIT),
