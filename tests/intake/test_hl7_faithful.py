@@ -3,11 +3,13 @@
 the real pipeline with the demo site's mapping. Each case gets exactly one answer: the value
 the message says, a refusal of the patient (reason and feature), or the message refused
 as ``bad_input`` naming the segment and field. Never a score made from a value that is not
-what the message says (docs/records.md, "HL7 v2 read faithfully"). A few of the cases go
-over MLLP too, where the answer is the ACK code and ERR."""
+what the message says (docs/records.md, "Read faithfully, or not scored"). A few of the
+cases go over MLLP too, where the answer is the ACK code and ERR, and through
+``edge-agent score``, where it is the results line."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +17,11 @@ from pathlib import Path
 import hl7.client
 import pytest
 
+from agent.cli import main
 from agent.errors import AgentError
 from agent.pipeline import ScoringPipeline
 from agent.types import IntakePath, RecordFormat, ScoreRequest
+from tests.intake.dropfolder_demo import demo_config
 from tests.intake.mllp_support import EB, SB, msa, recent, running_listener, segments
 
 MODEL = "deterioration"
@@ -369,3 +373,37 @@ def test_over_mllp_the_ack_names_the_reason(
     (err,) = segments(ack, "ERR")
     assert says in err[8]
     assert b"SYN-000417" not in ack
+
+
+ON_EVERY_PATH = [
+    "SN >^100",
+    "ST holding a number",
+    "birth a year (71 or 72)",
+    "time a day",
+    "status W",
+    "NM 400 digits (inf as a float)",
+    "two final values of the same time",
+]
+
+
+def test_edge_agent_score_answers_as_the_pipeline(
+    pipeline: ScoringPipeline, tmp_path: Path
+) -> None:
+    """The files ``edge-agent score`` (and the drop folder, the same batch engine) reads get
+    the same reason and feature per case as the pipeline called directly."""
+    config = demo_config(tmp_path / "agent", {"model": MODEL, "outputs": ["ndjson"]})
+    files = []
+    for number, case in enumerate(ON_EVERY_PATH):
+        files.append(tmp_path / f"case{number}.hl7")
+        files[-1].write_text(CASES[case][0])
+    argv = ["score", "-c", str(config), "-o", str(tmp_path / "out"), "-q"]
+    main([*argv, "--as-of", AS_OF.isoformat(), *map(str, files)])
+    for case, file in zip(ON_EVERY_PATH, files, strict=True):
+        (line,) = (tmp_path / "out" / f"{file.name}.results.ndjson").read_text().splitlines()
+        result = json.loads(line)
+        direct = _score(pipeline, CASES[case][0])
+        if isinstance(direct, dict):
+            assert result["status"] == "ok", case
+        else:
+            assert (result["status"], result["reason"]) == ("error", direct[0]), case
+            assert result.get("feature") == (direct[1] if direct[0] != "bad_input" else None)
