@@ -62,12 +62,12 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
         )
     zone = ZoneInfo(config.hl7_timezone)
     groups: list[_Patient] = []
-    order_time: str | None = None
+    order: Segment | None = None  # the OBR whose OBR-7 times the OBX after it
     for segment in message.segments:
         if segment.name == "PID":
             patient = _patient(segment, f"pid-{len(groups) + 1}", zone)
             groups.append(_Patient(patient=_validated(patient, segment)))
-            order_time = None
+            order = None
             continue
         if segment.name not in ("PV1", "OBR", "OBX"):
             continue
@@ -79,10 +79,11 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
             encounter = _encounter(segment, f"pv1-{segment.position}", subject, zone)
             group.encounters.append(_validated(encounter, segment))
         elif segment.name == "OBR":
-            order_time = _datetime(segment, 7, zone, observed=True)
+            _datetime(segment, 7, zone)  # a date/time, however precise: checked here
+            order = segment
         else:
             visit = group.encounters[-1]["id"] if group.encounters else None
-            observation = _observation(segment, subject, visit, order_time, config, zone)
+            observation = _observation(segment, subject, visit, order, config, zone)
             group.observations.append(_validated(observation, segment))
     label = message.control_id
     identified = [g for g in groups if g.patient is not None]
@@ -331,7 +332,7 @@ def _observation(
     segment: Segment,
     subject: str | None,
     encounter: str | None,
-    order_time: str | None,
+    order: Segment | None,
     config: RecordsConfig,
     zone: ZoneInfo,
 ) -> dict[str, Any]:
@@ -348,7 +349,10 @@ def _observation(
         observation["subject"] = {"reference": f"Patient/{subject}"}
     if encounter:
         observation["encounter"] = {"reference": f"Encounter/{encounter}"}
-    when = _datetime(segment, 14, zone, observed=True) or order_time
+    valued = bool(segment.repetitions(5))  # a time that dates a value must name its minute
+    when = _datetime(segment, 14, zone, observed=valued)
+    if when is None and order is not None:
+        when = _datetime(order, 7, zone, observed=valued)
     if when:
         observation["effectiveDateTime"] = when
     observation.update(_value(segment, config, zone))

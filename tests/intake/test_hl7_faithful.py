@@ -222,6 +222,11 @@ CASES: dict[str, tuple[str, object]] = {
     "time hour 24": (heart_rate(when="20260315240000+0000"), NOT_A_TIME),
     "time second 60": (heart_rate(when="20260315115960+0000"), NOT_A_TIME),
     "time none: OBR-7's": (heart_rate(when=""), scored(heart_rate=OLDER_HR)),
+    "time a day, no value": (heart_rate("", when="20260315"), scored(heart_rate=OLDER_HR)),
+    "OBR-7 a day, every OBX its own time": (
+        ORU.replace(OBR_7, "8716-3^Vital signs^LN|||20260315"),
+        scored(heart_rate=104.0),
+    ),
     "time none, OBR-7 a day": (
         heart_rate(when="").replace(OBR_7, "8716-3^Vital signs^LN|||20260315"),
         bad_input("segment OBR #5, field OBR-7", "less precise than a minute"),
