@@ -33,6 +33,11 @@ was not written. The writer's queue is bounded (``limits.audit_queue_max`` entri
 entries are dropped and counted the same way; a request never waits for room. A write the
 OS refuses (disk full) drops that batch, counted and logged, and the next one tries again.
 
+Requests the HTTP edge refuses before a route runs (``record_refusal``: a bad token, a body
+too large, a client over its bound) get the most compact entry of all: no body was read, so
+there is no HMAC; the edge bounds every field and coalesces identical refusals
+(``agent.intake.http.refusals``). docs/operations.md, "The audit log", lists every field.
+
 The log owns its files: rotate them with its own settings, not with ``logrotate`` (the open
 file would follow the renamed one).
 """
@@ -53,6 +58,7 @@ from typing import Protocol
 
 from agent.errors import ConfigError
 from agent.limits import Limits
+from agent.types import EdgeRefusal
 from agent.writebehind import WriteBehind
 
 KEEP_ROTATED = 5  # audit files kept besides the current one when they are old enough
@@ -131,7 +137,32 @@ class _Event:
         )
 
 
-_Entry = _Scoring | _Event
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A request refused at the edge: nothing of it was read, so nothing is hashed."""
+
+    refusal: EdgeRefusal
+
+    def line(self, key: bytes) -> bytes:
+        refusal = self.refusal
+        entry: dict[str, object] = {
+            "time": _instant(refusal.when),
+            "request_id": refusal.request_id,
+            "intake": refusal.intake.value,
+            "caller": refusal.peer,
+        }
+        if refusal.token is not None:
+            entry["token"] = refusal.token
+        entry["route"] = refusal.route
+        if refusal.model:
+            entry["model"] = refusal.model
+        entry["outcome"] = refusal.reason
+        if refusal.count > 1:
+            entry["count"] = refusal.count
+        return _encode(entry)
+
+
+_Entry = _Scoring | _Event | _Refused
 
 
 def _count_dropped(pressure: AuditPressure | None, count: int) -> None:
@@ -345,6 +376,13 @@ class AuditLog:
             ),
             len(body),
         )
+
+    def record_refusal(self, refusal: EdgeRefusal) -> None:
+        """A request an edge refused before reading it (docs/operations.md, "The audit
+        log"): the most compact entry, with no input HMAC (no body was read) and the
+        ``count`` of identical refusals it stands for when more than one. Queued like a
+        scoring, and dropped and counted under the same pressure."""
+        self._writer.submit(_Refused(refusal))
 
     def record_event(self, event: str, model: str, evidence: Mapping[str, object]) -> None:
         """A change of what answers for ``model`` (``activation``, ``staging``,

@@ -153,6 +153,10 @@ class LimitsConfig(Section):
     """Bytes: an HTTP predict body up to this is scored on the event loop, a larger one in a
     worker thread (docs/adr/0009); 0 scores every request in a thread."""
 
+    audit_refusal_window: float | None = Field(default=None, gt=0)
+    """Seconds: identical refusals by the HTTP edge from one client within it, after the
+    first, are audited as one entry with their count (docs/operations.md)."""
+
     pull_timeout: float | None = Field(default=None, gt=0)
     """Seconds an operator's ``models pull`` may take before it is reported as timed out
     (the pull itself goes on in the background, each read bounded by its registry)."""

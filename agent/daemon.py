@@ -36,8 +36,9 @@ from agent.bundle.trust import TrustStore
 from agent.config import AgentConfig, load_config
 from agent.errors import AgentError, ConfigError
 from agent.intake.dropfolder.folder import DropFolder
-from agent.intake.http.app import create_app
+from agent.intake.http.app import create_app, edge_refusals
 from agent.intake.http.listener import HttpServer
+from agent.intake.http.refusals import EdgeRefusals
 from agent.intake.mllp.listener import MllpListener
 from agent.pipeline import ScoringPipeline
 from agent.registry.sources import open_source
@@ -62,6 +63,7 @@ class Daemon:
         self._stopping = False
         self._reload_lock = threading.Lock()
         self._http: HttpServer | None = None
+        self._edge_refusals: EdgeRefusals | None = None
         self.abandoned = 0  # tasks still running, or a busy executor, past the drain bound
         self.drain_deadline = 0.0  # time.monotonic() at which the drain bound ends
         self._mllp: MllpListener | None = None
@@ -113,6 +115,7 @@ class Daemon:
         if not http.enabled:
             return None
         app = create_app(self.pipeline, http, self.registry)
+        self._edge_refusals = edge_refusals(app)
         limits = self.pipeline.limits
         server_config = uvicorn.Config(
             app,
@@ -132,7 +135,7 @@ class Daemon:
             # then name the client (the audit log's caller, the per-client concurrency bound)
             proxy_headers=False,
         )
-        self._http = HttpServer(server_config, limits)
+        self._http = HttpServer(server_config, limits, self._edge_refusals.head_refused)
         task = asyncio.create_task(self._http.serve())
         while not self._http.started:
             if task.done():
@@ -161,6 +164,8 @@ class Daemon:
             await asyncio.wait(stops, timeout=_left(loop, deadline))
         if self._http is not None:
             self._http.force_exit = True
+        if self._edge_refusals is not None:
+            self._edge_refusals.flush()  # into the audit log's queue, which stops below
         await self._admin.stop()
         await asyncio.to_thread(self.pipeline.stop, _left(loop, deadline))
         # a pull that hangs is abandoned (daemon thread); the drain bound holds

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.types import (
+    EdgeRefusal,
     FeatureHistogram,
     IntakePath,
     OutcomeReceipt,
@@ -73,13 +74,6 @@ class ModelView(Protocol):
         """Every code the site mapping reads (CDS Hooks prefetch)."""
         ...
 
-    @property
-    def missing_values(self) -> Mapping[str, float | None]:
-        """Per feature, what the site mapping gives a missing value (the training median, a
-        constant; a level index for a categorical feature), None where it refuses: feature
-        tables honour the mapping's ``missing`` as records do."""
-        ...
-
 
 class DataPlane(Protocol):
     """Scoring and model state, as the intake paths see them."""
@@ -105,9 +99,23 @@ class DataPlane(Protocol):
         ...
 
     def score_vectors(
-        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
-    ) -> list[Mapping[str, float]]:
-        """Already-extracted feature rows in manifest order (OIP, feature CSVs)."""
+        self,
+        model: ModelView,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        *,
+        caller: str = "anonymous",
+        request_id: str = "",
+        body: bytes = b"",
+    ) -> ScoreResult:
+        """Already-extracted feature rows in manifest order, in the model's units and level
+        indexes, NaN for missing (OIP, feature CSVs): one outcome per row, in order, under
+        the same rules as a mapped record (the mapping's plausible ranges and
+        ``out_of_range``, ``missing``, ``unseen``, ``max_imputed``), so a row is scored
+        or refused with a reason from the one vocabulary. Raises a typed AgentError only
+        for the whole request (a row of the wrong width, an infinity). ``caller``,
+        ``request_id`` and ``body`` (the bytes the rows came in) are for the audit log, as
+        a ScoreRequest's are."""
         ...
 
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
@@ -117,6 +125,12 @@ class DataPlane(Protocol):
 
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         """Count a request an edge refused before it reached ``score``."""
+        ...
+
+    def audit_refusal(self, refusal: EdgeRefusal) -> None:
+        """Write a request an edge refused before reading it to the audit log (compact: no
+        body, no HMAC; its fields as bounded by the edge). Counting stays ``count_refusal``'s:
+        an edge may stand several identical refusals in one entry (``refusal.count``)."""
         ...
 
     def status(self) -> Mapping[str, Any]:

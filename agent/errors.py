@@ -57,6 +57,25 @@ class RequestTimeout(RecordError):
     reason = "request_timeout"
 
 
+class RequestHeadTooLarge(RecordError):
+    """A request's head (target and headers) is larger than the limit: refused by the
+    listener before the request reaches any route."""
+
+    reason = "request_head_too_large"
+
+
+class Unauthorized(AgentError):
+    """A request without a valid credential (no bearer token, or one not accepted)."""
+
+    reason = "unauthorized"
+
+
+class Throttled(AgentError):
+    """A client already has as many requests in flight as it may."""
+
+    reason = "throttled"
+
+
 # --- mapping -----------------------------------------------------------------------------
 class MappingError(AgentError):
     """A site mapping is invalid for the model it binds (detected at load time)."""
@@ -144,6 +163,16 @@ class ModelDeadline(RuntimeFault):
     """The call ran out of fuel: it exceeded its deadline."""
 
     reason = "deadline"
+
+
+def runtime_faults(base: type[RuntimeFault] = RuntimeFault) -> list[type[RuntimeFault]]:
+    """Every kind of model failure: the refusals that are the model's fault, not the
+    record's (answered 500/503 over HTTP; a canary candidate's are answered by the active
+    version instead)."""
+    return [base, *(k for sub in base.__subclasses__() for k in runtime_faults(sub))]
+
+
+RUNTIME_FAULT_REASONS = frozenset(kind.reason for kind in runtime_faults())
 
 
 class AbiViolation(AgentError):

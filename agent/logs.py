@@ -38,6 +38,7 @@ ALLOWED_FIELDS = frozenset(
         "file",
         "status",
         "rows",
+        "job",  # a drop-folder job's id: the claim's time in ns, never the file's name
         "problems",  # a site mapping's own errors (file:line: feature: why), config text
     }
 )

@@ -10,7 +10,6 @@ model swap never fails a request in flight.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -21,20 +20,18 @@ from prometheus_client import CollectorRegistry
 from agent.audit import AuditLog
 from agent.bundle.trust import TrustStore
 from agent.errors import (
+    RUNTIME_FAULT_REASONS,
     AgentError,
     InternalError,
     NoPatient,
     NoSubject,
     NotEnabled,
-    RecordError,
-    RuntimeFault,
     UnknownModel,
     UnmappableRecord,
 )
 from agent.monitor import Monitor
 from agent.monitor.metrics import AuditMetrics
 from agent.monitor.monitor import reference_auroc
-from agent.monitor.raw_vector import raw_vector
 from agent.monitor.readings import CandidateReading
 from agent.performance.tracker import PerformanceTracker
 from agent.records import parse_records
@@ -46,6 +43,7 @@ from agent.rollout.shadow_scoring import ShadowComparer
 from agent.serving import ServedModel, ServedModels
 from agent.store import BundleStore
 from agent.types import (
+    EdgeRefusal,
     FeatureHistogram,
     FeatureVector,
     IntakePath,
@@ -53,11 +51,11 @@ from agent.types import (
     OutcomeReport,
     PatientOutcome,
     PatientRecord,
-    Prediction,
     Refusal,
     ScoreRequest,
     ScoreResult,
 )
+from agent.vector_scoring import OutcomeScorer, predict_rows, read_rows
 
 if TYPE_CHECKING:
     # Types only: at run time the pipeline never imports agent.config, which composes the
@@ -66,6 +64,9 @@ if TYPE_CHECKING:
     from agent.dataplane import ModelView
 
 log = logging.getLogger(__name__)
+
+Asked = tuple[str, IntakePath, str, str, bytes]  # who asked, for the audit log: request id,
+# intake, caller, model label, and the bytes that were scored
 
 WRITER_STOP_FLOOR = 0.5  # seconds each writer thread gets to finish at a stop, bound or not
 
@@ -84,9 +85,10 @@ class ScoringPipeline(ServedModels):
     ) -> None:
         super().__init__(config, store, trust, monitor, audit)
         self.performance = performance
-        self._canary_key = _canary_key_of(config)
+        self._canary_key = canary_key(config.audit.hmac_key_file)
         self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
-        self._comparer = ShadowComparer(self._predict, performance)
+        self._comparer = ShadowComparer(predict_rows, performance)
+        self._scorer = OutcomeScorer(monitor)
         monitor.watch_candidates(self.candidate_readings)
 
     def start(self) -> None:
@@ -113,7 +115,7 @@ class ScoringPipeline(ServedModels):
             self.performance.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
 
     def reconfigure(self, config: AgentConfig, trust: TrustStore | None = None) -> None:
-        key = _canary_key_of(config)  # an unreadable secret changes nothing
+        key = canary_key(config.audit.hmac_key_file)  # an unreadable secret changes nothing
         super().reconfigure(config, trust)
         self._canary_key = key
 
@@ -250,13 +252,12 @@ class ScoringPipeline(ServedModels):
             )
         except AgentError as exc:
             self.monitor.observe_error(self._label(request.model), request.intake, exc.reason)
-            self._audit(request, served, [], started, exc.reason)
+            self._audit(self._asked(request), served, [], started, exc.reason)
             raise
         except Exception as exc:
-            raise self._internal(request, served, started, exc) from None
+            raise self._internal(self._asked(request), served, started, exc) from None
         scored = [o.prediction.outputs for o in outcomes if o.prediction is not None]
-        verdict = "ok" if len(scored) == len(outcomes) else "partial" if scored else "refused"
-        self._audit(request, served, scored, started, verdict)
+        self._audit(self._asked(request), served, scored, started, _verdict(outcomes))
         return ScoreResult(
             model=served.name,
             version=served.version,
@@ -288,10 +289,12 @@ class ScoringPipeline(ServedModels):
         candidate = self._live_candidate(served)
         if candidate is None:
             return self._score_on(served, records, as_of, intake, started, explain=explain)
-        answering = [candidate.served if self._in_canary(candidate, r) else served for r in records]
+        share = candidate.served.config.canary_share if candidate.canary else 0.0
+        trial = (in_canary(self._canary_key, r.reference, share) for r in records)
+        answering = [candidate.served if t else served for t in trial]
         outcomes: list[PatientOutcome | None] = [None] * len(records)
         seconds: dict[str, float] = {}  # per record, by the digest of the version answering
-        for model in (served, candidate.served):
+        for model in (candidate.served, served):  # the candidate first: see below
             indices = [i for i, m in enumerate(answering) if m is model]
             if not indices:
                 continue
@@ -302,6 +305,15 @@ class ScoringPipeline(ServedModels):
             seconds[model.digest] = (time.perf_counter() - begun) / len(indices)
             for index, outcome in zip(indices, part, strict=True):
                 outcomes[index] = outcome
+                fault = outcome.refusal.reason if outcome.refusal else None
+                if model is candidate.served and fault in RUNTIME_FAULT_REASONS:
+                    # a candidate on trial must not fail a patient the active version can
+                    # answer: its fault is counted (and its comparison skips the record)
+                    answering[index] = served
+                    log.warning(
+                        "canary candidate failed; the active version answers",
+                        extra={"model": model.name, "version": model.version},
+                    )
         answered = [o for o in outcomes if o is not None]
         self._shadow.submit(
             lambda: self._comparer.records(candidate, served, records, answered, as_of, seconds),
@@ -315,12 +327,6 @@ class ScoringPipeline(ServedModels):
         version alone and compare nothing."""
         return self.candidate(served.name) if self._shadow.running else None
 
-    def _in_canary(self, candidate: Candidate, record: PatientRecord) -> bool:
-        if not candidate.canary or self._canary_key is None:
-            return False
-        share = candidate.served.config.canary_share
-        return in_canary(self._canary_key, record.reference, share)
-
     def _score_on(
         self,
         served: ServedModel,
@@ -333,167 +339,119 @@ class ScoringPipeline(ServedModels):
     ) -> list[PatientOutcome]:
         """Map each record alone, then score the mappable ones in one call; with
         ``explain``, each prediction carries its feature contributions."""
-        refusals: dict[int, Refusal] = {}
+        pending: list[PatientOutcome] = []
         vectors: dict[int, FeatureVector] = {}
         for index, record in enumerate(records):
+            refusal = None
             if record.problem is not None:
-                refusals[index] = Refusal(NoSubject.reason, record.problem)
-                continue
-            try:
-                vectors[index] = served.mapping.extract(record, as_of)
-            except UnmappableRecord as exc:
-                refusals[index] = Refusal(exc.reason, str(exc), exc.feature)
-        mapped = time.perf_counter()
-        rows = self._predict(served, [v.values for v in vectors.values()])
-        inferred = time.perf_counter()
-        per_record = 1.0 / max(len(vectors), 1)
-        predictions: dict[int, Prediction] = {}
-        for (index, vector), row in zip(vectors.items(), rows, strict=True):
-            if isinstance(row, Refusal):
-                refusals[index] = row
-                continue
-            outputs = served.outputs(row)
-            self.monitor.observe(
-                served.name,
-                served.version,
-                intake,
-                vector,
-                outputs,
-                mapping_seconds=(mapped - started) * per_record,
-                inference_seconds=(inferred - mapped) * per_record,
-                total_seconds=(time.perf_counter() - started) * per_record,
+                refusal = Refusal(NoSubject.reason, record.problem)
+            else:
+                try:
+                    vectors[index] = served.mapping.extract(record, as_of)
+                except UnmappableRecord as exc:
+                    refusal = Refusal(exc.reason, str(exc), exc.feature)
+            pending.append(
+                PatientOutcome(
+                    record.reference, record.label, refusal=refusal, subject=record.subject
+                )
             )
-            record = records[index]
-            predictions[index] = Prediction(
-                model=served.name,
-                version=served.version,
-                bundle_digest=served.digest,
-                outputs=outputs,
-                vector=vector,
-                label=record.label,
-                as_of=as_of,
-                subject=record.subject,
-                contributions=served.contributions(vector.values) if explain else None,
-            )
-        for refusal in refusals.values():
-            self.monitor.observe_error(served.name, intake, refusal.reason)
-        if self.performance is not None and predictions:
-            self.performance.scored(
-                served.name,
-                served.version,
-                served.risk_output,
-                [(records[i].reference, p) for i, p in predictions.items()],
-            )
-        return [
-            PatientOutcome(
-                reference=record.reference,
-                label=record.label,
-                prediction=predictions.get(index),
-                refusal=refusals.get(index),
-                subject=record.subject,
-            )
-            for index, record in enumerate(records)
-        ]
+        outcomes = self._scorer.outcomes(
+            served, (pending, vectors), as_of, intake, started, explain=explain
+        )
+        if self.performance is not None and vectors:
+            kept = [(o.reference, o.prediction) for o in outcomes if o.prediction is not None]
+            if kept:
+                self.performance.scored(served.name, served.version, served.risk_output, kept)
+        return outcomes
 
-    def _predict(
-        self, served: ServedModel, rows: Sequence[Sequence[float]]
-    ) -> list[Sequence[float] | Refusal]:
-        """One call for all rows; when it fails, row by row, so a row that traps the
-        module (or runs out of fuel) is refused alone."""
-        if not rows:
-            return []
-        try:
-            return list(served.runtime.predict(rows))
-        except RuntimeFault as exc:
-            if len(rows) == 1:
-                return [Refusal(exc.reason, str(exc))]
-        return [result for row in rows for result in self._predict(served, [row])]
+    def _asked(self, request: ScoreRequest) -> Asked:
+        return (
+            request.request_id,
+            request.intake,
+            request.caller,
+            self._label(request.model),
+            request.body,
+        )
 
     def _internal(
-        self,
-        request: ScoreRequest,
-        served: ServedModel | None,
-        started: float,
-        exc: Exception,
+        self, asked: Asked, served: ServedModel | None, started: float, exc: Exception
     ) -> InternalError:
         """A bug: counted as ``internal``, logged once with the request id (the type only: a
         message could quote a record), audited, and answered without its message."""
+        request_id, intake, _, model, _ = asked
         log.error(
             "unexpected error while scoring",
-            extra={"error_type": type(exc).__name__, "request_id": request.request_id},
+            extra={"error_type": type(exc).__name__, "request_id": request_id},
         )
-        self.monitor.observe_error(self._label(request.model), request.intake, "internal")
-        self._audit(request, served, [], started, "internal")
-        return InternalError(f"unexpected error; request id {request.request_id}")
+        self.monitor.observe_error(model, intake, "internal")
+        self._audit(asked, served, [], started, "internal")
+        return InternalError(f"unexpected error; request id {request_id}")
 
     def _audit(
         self,
-        request: ScoreRequest,
+        asked: Asked,
         served: ServedModel | None,
         outputs: Sequence[Mapping[str, float]],
         started: float,
         outcome: str,
     ) -> None:
+        """One audit entry per request, records and raw rows alike: the outputs scored
+        and the verdict (``ok``, ``partial``, ``refused``, or the request's reason)."""
         if self.audit is None:
             return
+        request_id, intake, caller, model, body = asked
         self.audit.record(
-            request_id=request.request_id,
-            intake=request.intake.value,
-            caller=request.caller,
-            model=self._label(request.model),
+            request_id=request_id,
+            intake=intake.value,
+            caller=caller,
+            model=model,
             version=served.version if served else None,
             bundle_digest=served.bundle.digest if served else None,
-            body=request.body,
+            body=body,
             outputs=outputs,
             seconds=time.perf_counter() - started,
             outcome=outcome,
         )
 
     def score_vectors(
-        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
-    ) -> list[Mapping[str, float]]:
+        self,
+        model: ModelView,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        *,
+        caller: str = "anonymous",
+        request_id: str = "",
+        body: bytes = b"",
+    ) -> ScoreResult:
         """Score already-extracted feature rows (Open Inference Protocol, feature CSVs) on
-        the model view the caller took at the start of its request."""
+        the model view the caller took at the start of its request: one outcome per row, in
+        order, under the same rules as a mapped record (``agent.vector_scoring``), audited
+        as a request of records is (``body``: the bytes the rows came in)."""
         served = self._own(model)
+        started = time.perf_counter()
+        asked = (request_id, intake, caller, served.name, body)
         try:
-            width = len(served.manifest.inputs)
-            if any(len(row) != width for row in rows):
-                raise RecordError(f"each row needs {width} features in manifest order")
-            if any(math.isinf(value) for row in rows for value in row):
-                raise RecordError("feature values must be finite numbers (NaN means missing)")
-            started = time.perf_counter()
-            results = served.runtime.predict(rows)
-            elapsed = time.perf_counter() - started
+            read = read_rows(served, rows)
+            as_of = datetime.now(UTC)
+            outcomes = self._scorer.outcomes(served, read, as_of, intake, started)
         except AgentError as exc:
             self.monitor.observe_error(served.name, intake, exc.reason)
+            self._audit(asked, served, [], started, exc.reason)
             raise
         except Exception as exc:
-            log.error(
-                "unexpected error while scoring rows", extra={"error_type": type(exc).__name__}
-            )
-            self.monitor.observe_error(served.name, intake, "internal")
-            raise InternalError("unexpected error while scoring rows") from None
-        outputs: list[Mapping[str, float]] = [served.outputs(row) for row in results]
-        per_row = elapsed / max(len(rows), 1)
-        for row, out in zip(rows, outputs, strict=True):
-            # raw vectors drift like mapped ones: a units mix-up upstream shows here too
-            self.monitor.observe(
-                served.name,
-                served.version,
-                intake,
-                raw_vector(served.manifest, row),
-                out,
-                mapping_seconds=0.0,
-                inference_seconds=per_row,
-                total_seconds=per_row,
-            )
+            raise self._internal(asked, served, started, exc) from None
+        scored = [o.prediction for o in outcomes if o.prediction is not None]
+        self._audit(asked, served, [p.outputs for p in scored], started, _verdict(outcomes))
         candidate = self._live_candidate(served)
-        if candidate is not None and rows:
+        if candidate is not None and scored:
+            per_row = (time.perf_counter() - started) / len(rows)
+            values = [p.vector.values for p in scored]
+            outputs = [p.outputs for p in scored]
             self._shadow.submit(
-                lambda: self._comparer.rows(candidate, served, rows, outputs, per_row),
-                lambda: candidate.comparison.skip("queue_full", len(rows)),
+                lambda: self._comparer.rows(candidate, served, values, outputs, per_row),
+                lambda: candidate.comparison.skip("queue_full", len(values)),
             )
-        return outputs
+        return ScoreResult(served.name, served.version, served.digest, tuple(outcomes), as_of)
 
     def _live_auroc(self, candidate: Candidate) -> LiveAuroc:
         if self.performance is None:
@@ -512,9 +470,9 @@ class ScoringPipeline(ServedModels):
     def record_outcomes(self, model: str, reports: Sequence[OutcomeReport]) -> OutcomeReceipt:
         """Join outcomes to this model's earlier predictions (NotEnabled unless the site
         keeps a prediction store) and refresh its live figures."""
-        served = self.served(model)
-        if self.performance is None:
+        if self.performance is None:  # first: no outcome waits for a model to be told this
             raise NotEnabled("live performance is not enabled (performance.enabled)")
+        served = self.served(model)
         thresholds = {"warning": served.cards.warning, "critical": served.cards.critical}
         return self.performance.outcomes(served.name, reports, thresholds)
 
@@ -523,12 +481,16 @@ class ScoringPipeline(ServedModels):
         media type, a body too large, a malformed tensor), so error ratios see it too."""
         self.monitor.observe_error(self._label(model), intake, error.reason)
 
+    def audit_refusal(self, refusal: EdgeRefusal) -> None:
+        if self.audit is not None:
+            self.audit.record_refusal(refusal)
+
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
         return model if self.config.model(model) is not None else "unknown"
 
 
-def _canary_key_of(config: AgentConfig) -> bytes | None:
-    """The canary key when the site secret is configured (a canary rollout requires it)."""
-    secret = config.audit.hmac_key_file
-    return canary_key(secret) if secret is not None else None
+def _verdict(outcomes: Sequence[PatientOutcome]) -> str:
+    """A request's audited outcome: every patient scored, some, or none."""
+    scored = sum(o.prediction is not None for o in outcomes)
+    return "ok" if scored == len(outcomes) else "partial" if scored else "refused"

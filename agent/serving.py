@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -93,12 +93,6 @@ class ServedModel:
         # component codes and the panels that carry them: a FHIR server's code search
         # matches the panel's own code, not its components'
         return frozenset(c for f in self.mapping.features for c in (*f.codes, *f.panels))
-
-    @cached_property
-    def missing_values(self) -> Mapping[str, float | None]:
-        return {
-            f.name: None if f.fallback is None else f.fallback.value for f in self.mapping.features
-        }
 
     @cached_property
     def output_names(self) -> tuple[str, ...]:

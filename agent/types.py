@@ -199,6 +199,26 @@ class ScoreRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeRefusal:
+    """A request an edge refused before reading its body or routing it (the HTTP guard,
+    the listener's head cap), as the audit log records it: who and what was refused, never
+    the request's content. The edge bounds every field: ``route`` is a route template (or
+    ``unmatched``), never the path as sent; ``model`` is a configured model's name or
+    empty; ``token`` is a matched token's id, ``absent`` or ``wrong`` (never the token
+    itself), None where the edge asks for none."""
+
+    when: float  # Unix time of the (first) refusal this stands for
+    request_id: str
+    intake: IntakePath
+    peer: str  # the connection's address
+    route: str
+    reason: str  # a slug of docs/outcomes.md
+    model: str = ""
+    token: str | None = None
+    count: int = 1  # identical refusals from this peer this entry stands for
+
+
 @dataclass(frozen=True)
 class OutcomeReport:
     """An outcome that arrived after the predictions: the patient (as the caller names

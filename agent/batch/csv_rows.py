@@ -5,17 +5,16 @@ The header names the model's features, in any order (extra columns are ignored, 
 ``bundle predict``). An optional ``label`` column is not a feature: it is echoed in the
 outputs so the caller can join results back. The reader only cuts rows; each row is read
 into the model's input order by ``vector_row`` against the model view that scores it: empty,
-``NA``, ``NaN``, ``null`` are missing and get what the mapping gives (the training median, a
-constant) or fail the row where it refuses; a categorical cell is a level name (or, for
-word levels, the level's index); anything else a finite number. A row fails alone, naming
-the column.
+``NA``, ``NaN``, ``null`` are missing (NaN); a categorical cell is a level name (or, for
+word levels, the level's index); anything else a finite number. A cell that cannot be read
+fails its row alone, naming the column. The data plane then applies the site mapping's
+rules to each row as to a record (``missing``, plausible range, ``max_imputed``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -76,33 +75,28 @@ def _rows(reader: Any) -> Iterator[BatchItem]:
 
 class UnreadableRow(ValueError):
     """A feature row the model cannot read; ``reason`` a slug, the message PHI-free (it
-    names columns, never a value)."""
+    names columns, never a value); ``feature`` the feature whose cell it is, if one."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, feature: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.feature = feature
 
 
 def vector_row(item: VectorItem, model: ModelView) -> tuple[float, ...]:
-    """``item``'s cells in ``model``'s input order (``agent.cells``), a missing cell given
-    the site mapping's value for it; ``UnreadableRow`` naming the column otherwise."""
+    """``item``'s cells in ``model``'s input order (``agent.cells``), NaN for a missing
+    cell (the data plane gives it what the site mapping says, within the imputation
+    budget, as for a record); ``UnreadableRow`` naming the column otherwise."""
     inputs = model.manifest.inputs
     at = {name: i for i, name in enumerate(item.columns)}
     absent = [f.name for f in inputs if f.name not in at]
     if absent:
         raise UnreadableRow("missing_column", f"the CSV has no column for {', '.join(absent)}")
-    fills = model.missing_values
     row = []
     for feature in inputs:
         try:
-            value = encode(feature, item.cells[at[feature.name]])
+            row.append(encode(feature, item.cells[at[feature.name]]))
         except UnreadableCell as exc:
-            raise UnreadableRow(exc.reason, f"feature {feature.name}: {exc}") from None
-        if math.isnan(value):
-            fill = fills.get(feature.name)
-            if fill is None:
-                detail = f"no value for feature {feature.name} and the mapping says refuse"
-                raise UnreadableRow("missing_value", detail)
-            value = fill
-        row.append(value)
+            detail = f"feature {feature.name}: {exc}"
+            raise UnreadableRow(exc.reason, detail, feature.name) from None
     return tuple(row)

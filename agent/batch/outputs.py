@@ -21,9 +21,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from agent.batch.items import Lines
-from agent.dataplane import ModelView
 from agent.outputs.prediction_json import outcome_json
-from agent.types import ScoreResult
+from agent.types import PatientOutcome, ScoreResult
 
 ERRORS_LISTED_MAX = 1000  # per-record errors named in a report; counts are always complete
 
@@ -52,35 +51,49 @@ def _head(position: int, lines: Lines, label: str, status: str) -> dict[str, Any
     }
 
 
-def error_line(position: int, lines: Lines, label: str, reason: str, detail: str) -> bytes:
-    return result_line(
-        {**_head(position, lines, label, "error"), "reason": reason, "detail": detail}
-    )
+def error_line(
+    position: int, lines: Lines, label: str, reason: str, detail: str, feature: str | None = None
+) -> bytes:
+    """A record that was not read (or a request refused whole): its reason, its detail and,
+    for a feature-CSV cell, the feature, as a refused patient's line names it."""
+    body = {**_head(position, lines, label, "error"), "reason": reason, "detail": detail}
+    if feature is not None:
+        body["feature"] = feature
+    return result_line(body)
 
 
-def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) -> bytes:
-    """A record's line. One patient (the usual case): its outcome's fields inline, status
-    ``ok`` (scored) or ``error`` with the refusal's reason, detail and feature. Several
-    patients (an HL7 message with several PIDs): each outcome in ``predictions``, status
-    ``ok`` only when every one was scored, else ``error`` with the first refusal's reason."""
-    model = {
+def outcome_line(
+    position: int, lines: Lines, label: str, result: ScoreResult, outcome: PatientOutcome
+) -> bytes:
+    """One patient's line (a one-patient record, a feature row): its outcome's fields
+    inline, status ``ok`` (scored) or ``error`` with the refusal's reason, detail and
+    feature, and the model that answered."""
+    body = outcome_json(outcome)
+    body.pop("record", None)
+    status = "ok" if body.pop("status") == "scored" else "error"
+    head = _head(position, lines, outcome.label or label, status)
+    return result_line({**head, **_model(result), **body})
+
+
+def _model(result: ScoreResult) -> dict[str, str]:
+    return {
         "model": result.model,
         "version": result.version,
         "bundle_digest": result.bundle_digest,
     }
+
+
+def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) -> bytes:
+    """A record's line. One patient (the usual case): ``outcome_line``. Several patients (an
+    HL7 message with several PIDs): each outcome in ``predictions``, status ``ok`` only when
+    every one was scored, else ``error`` with the first refusal's reason."""
     if len(result.outcomes) == 1:
-        [outcome] = result.outcomes
-        body = outcome_json(outcome)
-        body.pop("record", None)
-        status = "ok" if body.pop("status") == "scored" else "error"
-        return result_line(
-            {**_head(position, lines, outcome.label or label, status), **model, **body}
-        )
+        return outcome_line(position, lines, label, result, result.outcomes[0])
     bodies = []
     for outcome in result.outcomes:
         body = outcome_json(outcome)
         body.pop("record", None)
-        bodies.append({"label": outcome.label, **model, **body})
+        bodies.append({"label": outcome.label, **_model(result), **body})
     refused = [o.refusal for o in result.outcomes if o.refusal is not None]
     if not refused:
         return result_line({**_head(position, lines, label, "ok"), "predictions": bodies})
@@ -93,18 +106,6 @@ def outcomes_line(position: int, lines: Lines, label: str, result: ScoreResult) 
             "predictions": bodies,
         }
     )
-
-
-def vector_line(
-    position: int, lines: Lines, label: str, model: ModelView, outputs: Mapping[str, float]
-) -> bytes:
-    body = {
-        "model": model.name,
-        "version": model.version,
-        "bundle_digest": model.digest,
-        "outputs": dict(outputs),
-    }
-    return result_line({**_head(position, lines, label, "ok"), **body})
 
 
 def read_results(path: Path) -> Iterator[dict[str, Any]]:
@@ -198,8 +199,9 @@ def write_csv(results: Path, stream: BinaryIO, output_names: Sequence[str]) -> N
         head = [line["position"], first, last]
         outcomes = _outcomes_of(line)
         if not outcomes:  # a record that was not read: one row, no model
-            blanks = [""] * (len(output_names) + 5)  # feature to digest, outputs, warnings
-            writer.writerow([*head, line["label"], "error", line["reason"], *blanks])
+            blanks = [""] * (len(output_names) + 4)  # model to digest, outputs, warnings
+            reason, feature = line["reason"], line.get("feature", "")
+            writer.writerow([*head, line["label"], "error", reason, feature, *blanks])
             continue
         for outcome in outcomes:
             outputs = outcome.get("outputs") or {}

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from agent.batch.csv_rows import UnreadableRow, vector_row
 from agent.batch.items import BadItem, BatchItem, RecordItem, VectorItem
-from agent.batch.outputs import error_line, outcomes_line, result_line, vector_line
+from agent.batch.outputs import error_line, outcome_line, outcomes_line, result_line
 from agent.dataplane import DataPlane, ModelView
 from agent.errors import AgentError, RuntimeFault, StoreError, UnknownModel
 from agent.outputs.riskassessment import risk_assessment
@@ -50,7 +50,7 @@ class ResultLines:
         view = self.plane.model(model)  # MODEL_UNAVAILABLE stops the job, see above
         if isinstance(item, VectorItem):
             rows = [(p, i) for p, i in unit if isinstance(i, VectorItem)]
-            yield from self._vectors(rows, view)
+            yield from self._vectors(rows, view, job_id)
         elif isinstance(item, RecordItem):
             yield from self._record(position, item, view, f"{job_id}:{position}", risk)
 
@@ -79,7 +79,9 @@ class ResultLines:
                 resource = risk_assessment(prediction, model.risk_output)
                 yield RISK_PART, result_line(resource)
 
-    def _vectors(self, rows: Sequence[tuple[int, VectorItem]], model: ModelView) -> Iterator[Line]:
+    def _vectors(
+        self, rows: Sequence[tuple[int, VectorItem]], model: ModelView, job_id: str
+    ) -> Iterator[Line]:
         """Each row read against ``model`` (a row that cannot be read fails alone), the rest
         scored in one call; lines in the rows' order."""
         failed: dict[int, Line] = {}
@@ -88,33 +90,48 @@ class ResultLines:
             try:
                 readable.append((position, item, vector_row(item, model)))
             except UnreadableRow as exc:
-                line = error_line(position, item.lines, item.label, exc.reason, str(exc))
+                detail = str(exc)
+                line = error_line(position, item.lines, item.label, exc.reason, detail, exc.feature)
                 failed[position] = (RESULTS_PART, line)
-        scored = dict(self._scored(readable, model))
+        scored = dict(self._scored(readable, model, job_id))
         for position, _ in rows:
             yield failed[position] if position in failed else scored[position]
 
     def _scored(
-        self, rows: Sequence[tuple[int, VectorItem, tuple[float, ...]]], model: ModelView
+        self,
+        rows: Sequence[tuple[int, VectorItem, tuple[float, ...]]],
+        model: ModelView,
+        job_id: str,
     ) -> Iterator[tuple[int, Line]]:
-        """One call for the batch; if it fails, row by row so a bad row fails alone."""
+        """One call for the batch: each row scored or refused alone (the data plane reads
+        each under the mapping's rules and isolates a row that traps the model). Should the
+        call fail as a whole (a bug), row by row, so only the row that causes it fails.
+        Audited as one request named by its first row, over the rows' cells."""
         if not rows:
             return
+        cells = "\n".join(",".join(item.cells) for _, item, _ in rows)
         try:
-            results = self.plane.score_vectors(model, [r for _, _, r in rows], self.intake)
-            if len(results) != len(rows):
+            result = self.plane.score_vectors(
+                model,
+                [r for _, _, r in rows],
+                self.intake,
+                caller=self.caller,
+                request_id=f"{job_id}:{rows[0][0]}",
+                body=cells.encode(),
+            )
+            if len(result.outcomes) != len(rows):
                 raise RuntimeFault("the data plane returned a wrong number of rows")
         except MODEL_UNAVAILABLE:
             raise
         except AgentError as exc:
             if len(rows) > 1:
                 for row in rows:
-                    yield from self._scored([row], model)
+                    yield from self._scored([row], model, job_id)
                 return
             position, item, _ = rows[0]
             line = error_line(position, item.lines, item.label, exc.reason, str(exc))
             yield position, (RESULTS_PART, line)
             return
-        for (position, item, _), outputs in zip(rows, results, strict=True):
-            line = vector_line(position, item.lines, item.label, model, outputs)
+        for (position, item, _), outcome in zip(rows, result.outcomes, strict=True):
+            line = outcome_line(position, item.lines, item.label, result, outcome)
             yield position, (RESULTS_PART, line)

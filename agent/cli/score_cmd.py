@@ -4,7 +4,9 @@ files from the command line, through the same batch engine as the drop folder.
 Each input gets the drop folder's outputs in OUTDIR (``<name>.results.ndjson``,
 ``.results.csv``, ``.riskassessment.ndjson`` as configured, and ``<name>.report.json``),
 replacing files of the same name (a second input of the same name gets ``<stem>.2.<ext>``
-outputs). Inputs are read, never moved. Exit code: 0 when every
+outputs). Inputs are read, never moved. The console gets a line per file: records, how
+many were scored and failed, and the failures' reasons with their counts (a feature-CSV row
+is a record, refused with the reasons a record gets). Exit code: 0 when every
 record of every file was scored, 1 when a record or a whole file failed, 2 for a usage or
 configuration error (from ``agent.cli.main``).
 """
@@ -171,9 +173,10 @@ def score_files(
             summary = engine.publish(job, outdir)
         bar.clear()
         report = outdir / output_name(stem, None)
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(summary.reasons.items()))
         print(
             f"{source}: {summary.records} records, {summary.ok} ok, {summary.failed} failed"
-            f" -> {report}",
+            f"{f' ({reasons})' if reasons else ''} -> {report}",
             file=console,
         )
         if summary.failed:

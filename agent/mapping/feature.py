@@ -205,13 +205,34 @@ class CompiledFeature:
             value = self._categorical(facts)
         else:
             value = self._numeric(facts)
+        return value, self._warning(value)
+
+    def read(self, number: float) -> tuple[FeatureValue, str | None]:
+        """An already-extracted value in the model's unit or level index (an OIP tensor, a
+        feature CSV cell) under the same rules as a record's: NaN is missing and gets this
+        feature's ``missing``; a level index the model does not have gets its ``unseen``;
+        a number outside the plausible range its ``out_of_range``. Returns the value and
+        its warning, as ``extract``; UnmappableRecord when the mapping says refuse."""
+        if number != number:  # NaN
+            value = self._missing(unseen=False)
+        elif self.categorical and not (number.is_integer() and 0 <= number < len(self.levels)):
+            if self.unseen is UnseenPolicy.refuse:
+                raise UnseenCategory(
+                    f"feature {self.name!r}: the value is not a level index of the model "
+                    f"(0 to {len(self.levels) - 1})",
+                    self.name,
+                )
+            value = self._missing(unseen=True)
+        else:
+            display = self.levels[int(number)] if self.categorical else number
+            value = self._value(number, display, [], None, source="feature vector")
+        return value, self._warning(value)
+
+    def _warning(self, value: FeatureValue) -> str | None:
         if value.imputed:
             why = "category not among the mapped levels" if value.unseen_category else "missing"
-            return value, f"{self.name}: {why}, {value.source}"
-        return (
-            value,
-            f"{self.name}: value outside the model's range" if value.out_of_range else None,
-        )
+            return f"{self.name}: {why}, {value.source}"
+        return f"{self.name}: value outside the model's range" if value.out_of_range else None
 
     def _numeric(self, facts: list[Fact]) -> FeatureValue:
         """The reduced number of ``facts`` (in time order). A value the reduction takes
@@ -301,8 +322,17 @@ class CompiledFeature:
         return self._value(float(level), self.levels[level], labelled, None)
 
     def _value(
-        self, value: float, display: str | float, facts: list[Fact], label: str | None
+        self,
+        value: float,
+        display: str | float,
+        facts: list[Fact],
+        label: str | None,
+        *,
+        source: str | None = None,
     ) -> FeatureValue:
+        """``value`` under the plausible range rule (the mapping's ``range``, else the
+        manifest's; ``out_of_range``: refuse, clip or flag), for records and raw vectors
+        alike. ``source``: where the value came from, when not from ``facts``."""
         out = not self.categorical and (
             (self.low is not None and value < self.low)
             or (self.high is not None and value > self.high)
@@ -324,7 +354,7 @@ class CompiledFeature:
             name=self.name,
             value=value,
             display=display,
-            source=self._source(facts),
+            source=source or self._source(facts),
             unit=None if self.categorical else self.model_unit,
             conversion=label,
             out_of_range=bool(out),

@@ -3,15 +3,18 @@ records into that model's feature vectors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.errors import TooMuchImputed, UnmappableRecord
+from agent.errors import RecordError, TooMuchImputed, UnmappableRecord
 from agent.mapping.facts import FactIndex, WantedCodes
 from agent.mapping.feature import CompiledFeature, FeatureSurvey
 from agent.mapping.outcome import CompiledOutcome
-from agent.types import ElementReach, FeatureVector, PatientRecord
+from agent.types import ElementReach, FeatureValue, FeatureVector, PatientRecord
+
+Read = tuple[FeatureValue, str | None]  # one feature's value and its warning, if any
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,26 @@ class SiteMapping:
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=UTC)
         index = FactIndex(record.observations, self.wanted_codes)
+        return self._vector(lambda feature, _: feature.extract(record, index, as_of))
+
+    def read(self, row: Sequence[float]) -> FeatureVector:
+        """An already-extracted row in the model's input order (an OIP tensor row, a
+        feature CSV row, in the model's units and level indexes; NaN is missing) under the
+        same rules as a record: each feature's ``missing``, ``unseen`` and plausible range
+        (``CompiledFeature.read``), then the imputation budget. Raises as ``extract``."""
+        if len(row) != len(self.features):
+            raise RecordError(f"a row needs {len(self.features)} values, one per feature")
+        return self._vector(lambda feature, at: feature.read(float(row[at])))
+
+    def _vector(self, read: Callable[[CompiledFeature, int], Read]) -> FeatureVector:
+        """Each feature's value (``read`` given the feature and its position), every
+        refusal named at once, then the imputation budget (``max_imputed``)."""
         values = []
         warnings = []
         refusals: list[UnmappableRecord] = []
-        for feature in self.features:
+        for at, feature in enumerate(self.features):
             try:
-                value, warning = feature.extract(record, index, as_of)
+                value, warning = read(feature, at)
             except UnmappableRecord as exc:
                 refusals.append(exc)
                 continue

@@ -15,9 +15,12 @@ _PURPOSE = b"edge-agent canary v1"  # the canary key is derived, never the site 
 _SPAN = 2**64
 
 
-def canary_key(secret_file: Path) -> bytes:
+def canary_key(secret_file: Path | None) -> bytes | None:
     """The canary key derived from the site secret in ``secret_file`` (the audit HMAC key),
-    so the canary hash of a reference never equals the audit log's HMAC of anything."""
+    so the canary hash of a reference never equals the audit log's HMAC of anything; None
+    without a secret (a canary rollout requires one)."""
+    if secret_file is None:
+        return None
     try:
         secret = secret_file.read_bytes().strip()
     except OSError as exc:
@@ -27,10 +30,11 @@ def canary_key(secret_file: Path) -> bytes:
     return hmac.new(secret, _PURPOSE, hashlib.sha256).digest()
 
 
-def in_canary(key: bytes, reference: str, share: float) -> bool:
+def in_canary(key: bytes | None, reference: str, share: float) -> bool:
     """True when the patient named ``reference`` is answered by the candidate. A record
-    that names no patient stays with the active version."""
-    if not reference:
+    that names no patient, or a site without a secret (``key`` None), stays with the active
+    version."""
+    if key is None or not reference:
         return False
     digest = hmac.new(key, reference.encode("utf-8"), hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") < share * _SPAN

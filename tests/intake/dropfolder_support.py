@@ -25,7 +25,7 @@ from agent.errors import FhirError, Hl7Error, RecordError
 from agent.intake.dropfolder.config import DropFolderConfig
 from agent.intake.dropfolder.folder import DropFolder
 from agent.limits import Limits
-from agent.types import FeatureVector, Prediction, RecordFormat, ScoreRequest
+from agent.types import FeatureVector, Prediction, RecordFormat, Refusal, ScoreRequest
 from tests.support.plane import ScriptedPlane
 
 MODEL = "demo"
@@ -57,13 +57,25 @@ class RecordScorer(ScriptedPlane):
         subject = {"reference": label}
         return [Prediction(MODEL, "1.0.0", "0" * 64, outputs, vector, label, subject=subject)]
 
-    def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[Mapping[str, float]]:
+    def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[Mapping[str, float] | Refusal]:
+        """risk = logistic(sum of the row); a row with a missing value is refused as the
+        real data plane refuses it where the mapping says ``missing: refuse``."""
         self.calls += 1
         if self.delay:
             time.sleep(self.delay * len(rows))
         if any(len(row) != 2 for row in rows):
             raise RecordError("each row needs 2 features in manifest order")
-        return [{"risk": risk_of(sum(row))} for row in rows]
+        return [_missing(row) or {"risk": risk_of(sum(row))} for row in rows]
+
+
+def _missing(row: Sequence[float]) -> Refusal | None:
+    absent = [
+        name for name, value in zip(ScriptedPlane.features, row, strict=True) if value != value
+    ]
+    if not absent:
+        return None
+    detail = f"feature {absent[0]!r}: no value in the record and the mapping says refuse"
+    return Refusal("missing", detail, absent[0])
 
 
 def _fhir_values(document: Mapping[str, Any]) -> tuple[str, list[float]]:
@@ -115,9 +127,9 @@ def folder_config(root: Path, **overrides: Any) -> DropFolderConfig:
     return DropFolderConfig.model_validate(settings)
 
 
-def _serve(root: Path, delay: float, settle: float) -> None:
-    config = folder_config(root, settle_seconds=settle)
-    drop = DropFolder(config, RecordScorer(delay), Limits())
+def serve(root: Path, plane: ScriptedPlane, settle: float) -> None:
+    """A drop folder on ``ROOT``'s folders until SIGTERM; prints ``ready`` once watching."""
+    drop = DropFolder(folder_config(root, settle_seconds=settle), plane, Limits())
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     drop.start()
@@ -127,4 +139,4 @@ def _serve(root: Path, delay: float, settle: float) -> None:
 
 
 if __name__ == "__main__":
-    _serve(Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]))
+    serve(Path(sys.argv[1]), RecordScorer(float(sys.argv[2])), float(sys.argv[3]))

@@ -232,16 +232,19 @@ def test_feature_csv_scored_as_vectors(tmp_path: Path) -> None:
     lines = results(outdir, "features.csv")
     assert [(r["label"], r["status"], r.get("reason")) for r in lines] == [
         ("r1", "ok", None),
-        ("r2", "error", "missing_value"),
+        ("r2", "error", "missing"),  # the data plane's refusal, as for a record
         ("r3", "error", "bad_value"),
         ("r4", "error", "wrong_width"),
         ("r5", "ok", None),
     ]
     assert lines[0]["outputs"] == {"risk": risk_of(117)} and lines[4]["lines"] == [7, 7]
-    assert "temp" in lines[1]["detail"] and summary.failed == 3
+    assert lines[1]["feature"] == "temp" and "temp" in lines[1]["detail"]
+    assert lines[1]["version"] == "1.0.0" and summary.failed == 3
     table = list(csv.DictReader((outdir / "features.csv.results.csv").read_text().splitlines()))
     assert [row["risk"] for row in table] == [str(risk_of(117)), "", "", "", str(risk_of(-40))]
-    assert table[1]["reason"] == "missing_value"
+    assert (table[1]["reason"], table[1]["feature"]) == ("missing", "temp")
+    assert (table[2]["reason"], table[2]["feature"]) == ("bad_value", "temp")  # as read
+    assert table[1]["version"] == "1.0.0"
 
 
 def test_feature_csv_without_the_models_columns_fails_rows_naming_them(tmp_path: Path) -> None:

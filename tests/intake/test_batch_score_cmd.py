@@ -120,13 +120,14 @@ def test_progress_bar_draws_and_clears() -> None:
 
 
 def test_a_pandas_written_csv_scores_as_bundle_predict_and_load_read_it(
-    demo: Path, tmp_path: Path
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One reading of cells on every path (issue 17): a CSV written by pandas with empty
     and ``NA`` cells and level names scores through ``edge-agent score`` as through
     ``agent.load().predict`` and ``bundle predict``, the site mapping's ``missing: median``
     filling the labs (the same median the bundle's manifest holds); a vital the mapping
-    refuses to impute, or an unseen category, fails only its row, naming the column."""
+    refuses to impute, an unseen category, or a value outside the plausible range fails
+    only its row, naming the feature, as a record would be refused."""
     pd = pytest.importorskip("pandas")
     import agent
 
@@ -139,20 +140,30 @@ def test_a_pandas_written_csv_scores_as_bundle_predict_and_load_read_it(
     frame.loc[5, "heart_rate"] = np.nan  # the mapping says refuse
     frame["sex"] = frame["sex"].astype(object)
     frame.loc[7, "sex"] = "unknown"
+    frame.loc[9, "body_temperature"] = 100.4  # degF where the model reads Cel
     frame.to_csv(tmp_path / "ward.csv", index=False)
     out = tmp_path / "out"
     argv = ["score", "-c", str(demo), "-o", str(out), "-q", str(tmp_path / "ward.csv")]
-    assert main(argv) == 1  # two rows failed
+    assert main(argv) == 1  # three rows failed
+    assert "12 records, 9 ok, 3 failed (missing 1, out_of_range 1, unseen_category 1) ->" in (
+        capsys.readouterr().err
+    )
     lines = [json.loads(x) for x in (out / "ward.csv.results.ndjson").read_text().splitlines()]
     assert [(x["label"], x["status"]) for x in lines] == [
-        (f"p{i}", "error" if i in (5, 7) else "ok") for i in range(12)
+        (f"p{i}", "error" if i in (5, 7, 9) else "ok") for i in range(12)
     ]
-    assert (lines[5]["reason"], lines[7]["reason"]) == ("missing_value", "unseen_category")
+    refused = [(x["reason"], x.get("feature")) for x in (lines[5], lines[7], lines[9])]
+    assert refused == [
+        ("missing", "heart_rate"),
+        ("unseen_category", "sex"),  # the cell names no level: refused as it is read
+        ("out_of_range", "body_temperature"),
+    ]
     assert "heart_rate" in lines[5]["detail"] and "sex" in lines[7]["detail"]
+    assert "[30, 43] Cel" in lines[9]["detail"] and "100.4" not in lines[9]["detail"]
 
     model = agent.load(bundle)
     medians = {n: model.manifest.reference.features[n].median for n in ("wbc", "creatinine")}
-    filled = frame.replace("NA", np.nan).fillna(medians).drop(index=[5, 7])
+    filled = frame.replace("NA", np.nan).fillna(medians).drop(index=[5, 7, 9])
     expected = model.predict(filled)
     scored = [x for x in lines if x["status"] == "ok"]
     got = np.array([x["outputs"]["probability_1"] for x in scored])

@@ -45,6 +45,21 @@ class AgentProcess:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=10.0, verify=self.verify)
 
+    def exchange(self, pieces: list[bytes]) -> bytes:
+        """Sends ``pieces`` one write each on a fresh connection; all the agent answers until
+        it closes the connection."""
+        host, port = self.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            try:
+                for piece in pieces:
+                    sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused part-way: what it answered is still to be read
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+        return answer
+
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 

@@ -179,9 +179,10 @@ def exercise_every_surface(
     unknown = PREDICT.replace("deterioration", "no-such-model")
     exchanges.append(_http(agent, "http unknown model", unknown, bundle(resources), FHIR_JSON))
 
-    # Open Inference Protocol: raw feature rows in manifest order (sex as its level index)
-    features = [0.0 if v is None else v for k, v in row.values.items()]
-    features.append(0.0 if row.sex == "female" else 1.0)
+    # Open Inference Protocol: raw feature rows in manifest order (sex as its level index),
+    # a value the reference lacks sent as null (missing: the mapping imputes it; a 0.0 would
+    # be refused as out of range)
+    features: list[float | None] = [*row.values.values(), 0.0 if row.sex == "female" else 1.0]
     oip_cases: list[tuple[str, dict[str, Any]]] = [
         ("oip", {"inputs": [{"name": "X", "shape": [1, 9], "datatype": "FP64", "data": features}]}),
         (
@@ -271,10 +272,8 @@ def exercise_every_surface(
         ),
     )
     header = ",".join([*row.values.keys(), "sex", "label"])
-    csv_rows = [
-        ",".join(f"{v:g}" for v in features) + ",row-1",
-        ",".join([marker] + [f"{v:g}" for v in features[1:]]) + ",row-2",
-    ]
+    cells = ["" if v is None else f"{v:g}" for v in features]  # an empty cell is missing
+    csv_rows = [",".join(cells) + ",row-1", ",".join([marker, *cells[1:]]) + ",row-2"]
     _drop(agent, names[2], "\n".join([header, *csv_rows]).encode() + b"\n")
     _drop(agent, names[3], f"\x00\x01{identity.family} {identity.mrn} {marker}".encode())
     wait_for_drop_folder(agent, names)

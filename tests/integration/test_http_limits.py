@@ -57,22 +57,6 @@ def test_a_stalled_body_is_answered_408(agent: AgentProcess) -> None:
         assert client.get("/healthz").status_code == 200
 
 
-def _exchange(agent: AgentProcess, pieces: list[bytes]) -> bytes:
-    """Sends ``pieces`` one write each on a fresh connection; all the agent answers until it
-    closes the connection."""
-    host, port = agent.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        try:
-            for piece in pieces:
-                sock.sendall(piece)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused part-way: what it answered is still to be read
-        answer = b""
-        while chunk := sock.recv(4096):
-            answer += chunk
-    return answer
-
-
 def _head(padding: int, body_length: int = 0) -> bytes:
     return (
         f"POST {PREDICT} HTTP/1.1\r\nHost: agent\r\nContent-Type: application/fhir+json\r\n"
@@ -83,7 +67,7 @@ def _head(padding: int, body_length: int = 0) -> bytes:
 @pytest.mark.parametrize("piece", [1024, 200_000], ids=["a kibibyte per write", "in one write"])
 def test_a_request_head_over_the_limit_is_answered_431(agent: AgentProcess, piece: int) -> None:
     head = _head(Limits().http_header_max + 1)
-    answer = _exchange(agent, [head[i : i + piece] for i in range(0, len(head), piece)])
+    answer = agent.exchange([head[i : i + piece] for i in range(0, len(head), piece)])
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert b"connection: close" in answer.lower()
     with agent.client() as client:
@@ -95,7 +79,7 @@ def test_body_bytes_do_not_count_toward_the_head_limit(agent: AgentProcess) -> N
     head passes and the body reaches the route (not JSON: 400)."""
     body = b" " * 9_000
     head = _head(Limits().http_header_max - 1_000, len(body))
-    answer = _exchange(agent, [head + body])
+    answer = agent.exchange([head + body])
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b"bad_input" in answer
 

@@ -5,7 +5,7 @@ gauge stays under "watch". Then the same kind of records arrive with the body te
 converted to degF but still labelled Cel (a units mix-up at the source): the temperature's
 PSI crosses "act" while every other feature stays under "watch". Read from /metrics as
 Prometheus would. The records go through FHIR intake, mapping included (raw OIP vectors
-feed the same windows: tests/core/test_raw_vector.py).
+feed the same windows: tests/core/test_vector_scoring.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Extraction: reductions and windows, missing and unseen policies, units a record carries,
-panels, statuses, FHIRPath, patient fields, provenance, and speed."""
+panels, statuses, FHIRPath, patient fields, provenance, and speed; and raw rows read under
+the same rules (``SiteMapping.read``)."""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from datetime import timedelta
@@ -15,7 +17,13 @@ import yaml
 from mapping_builders import AS_OF, FHIR, LOINC, MAPPINGS, UCUM, manifest_document
 
 from agent.bundle.manifest import BundleManifest
-from agent.errors import ImplausibleValue, TooMuchImputed, UnmappableRecord
+from agent.errors import (
+    ImplausibleValue,
+    MissingValue,
+    TooMuchImputed,
+    UnmappableRecord,
+    UnseenCategory,
+)
 from agent.limits import Limits
 from agent.mapping import SiteMapping, load_mapping
 from agent.records import parse_records
@@ -483,3 +491,93 @@ def test_a_category_read_from_the_newest_value_only(
     assert _feature(mapping, _record(coded), "sex")[0].display == "male"
     with pytest.raises(UnmappableRecord, match=r"feature 'sex': .* carries a number, not a"):
         mapping.extract(_record(coded, _obs("76689-9", 1.0, unit=None)), AS_OF)
+
+
+# --- raw rows (OIP tensors, feature CSVs): the same rules through SiteMapping.read ----------
+# heart_rate, respiratory_rate, body_temperature, systolic_bp, spo2, wbc, creatinine, age, sex
+ROW = (88.0, 18.0, 37.0, 120.0, 97.0, 7.5, 80.0, 64.0, 1.0)
+
+
+def _row(**changes: float) -> list[float]:
+    names = list(BASE)
+    row = list(ROW)
+    for name, value in changes.items():
+        row[names.index(name)] = value
+    return row
+
+
+def test_a_plausible_row_is_read_as_it_is(tmp_path: Path, manifest: BundleManifest) -> None:
+    vector = _mapping(tmp_path, manifest).read(ROW)
+    assert vector.values == ROW and vector.warnings == ()
+    assert {f.source for f in vector.features} == {"feature vector"}
+    assert vector.features[-1].display == "male"
+
+
+def test_a_row_out_of_range_is_refused_as_the_record_is(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    mapping = _mapping(tmp_path, manifest)
+    with pytest.raises(ImplausibleValue) as from_record:
+        mapping.extract(_record(_obs("8867-4", 400.0)), AS_OF)
+    with pytest.raises(ImplausibleValue) as from_row:
+        mapping.read(_row(heart_rate=400.0))
+    assert (from_row.value.feature, str(from_row.value)) == (
+        from_record.value.feature,
+        str(from_record.value),
+    )
+    assert "400" not in str(from_row.value)
+    narrowed = _mapping(tmp_path, manifest, heart_rate={"range": [30, 200]})
+    with pytest.raises(ImplausibleValue, match=r"range \[30, 200\] /min"):
+        narrowed.read(_row(heart_rate=220.0))  # within the manifest's [20, 250]
+
+
+def test_a_row_out_of_range_is_clipped_or_flagged_when_the_mapping_says_so(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    flagged = _mapping(tmp_path, manifest, heart_rate={"out_of_range": "flag"}).read(
+        _row(heart_rate=400.0)
+    )
+    assert flagged.values[0] == 400.0 and flagged.features[0].out_of_range
+    assert flagged.warnings == ("heart_rate: value outside the model's range",)
+    clipped = _mapping(tmp_path, manifest, heart_rate={"out_of_range": "clip"}).read(
+        _row(heart_rate=400.0)
+    )
+    assert clipped.values[0] == 250.0 and clipped.features[0].out_of_range
+
+
+def test_nan_in_a_row_gets_the_features_missing_policy(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    vector = _mapping(tmp_path, manifest).read(_row(heart_rate=math.nan))
+    value = vector.features[0]
+    assert (value.value, value.imputed, value.source) == (84.0, True, "imputed training median")
+    refusing = _mapping(tmp_path, manifest, heart_rate={"missing": "refuse"})
+    with pytest.raises(MissingValue) as caught:
+        refusing.read(_row(heart_rate=math.nan))
+    assert caught.value.feature == "heart_rate"
+
+
+def test_a_level_index_the_model_lacks_gets_the_unseen_policy(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    imputed = _mapping(tmp_path, manifest).read(_row(sex=2.0)).features[-1]
+    assert (imputed.value, imputed.unseen_category, imputed.imputed) == (1.0, True, True)
+    refusing = _mapping(tmp_path, manifest, sex={"unseen": "refuse"})
+    for index in (2.0, -1.0, 0.5):
+        with pytest.raises(UnseenCategory, match=r"not a level index of the model \(0 to 1\)"):
+            refusing.read(_row(sex=index))
+
+
+def test_a_row_has_the_imputation_budget_and_every_refusal_named_at_once(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    budget = _mapping(tmp_path, manifest, top={"max_imputed": 1})
+    with pytest.raises(TooMuchImputed) as caught:
+        budget.read(_row(wbc=math.nan, creatinine=math.nan))
+    assert str(caught.value) == (
+        "2 of 9 features would be imputed (wbc, creatinine); the model allows 1"
+    )
+    assert budget.read(_row(wbc=math.nan)).features[5].imputed
+    with pytest.raises(ImplausibleValue) as both:
+        _mapping(tmp_path, manifest).read(_row(heart_rate=400.0, body_temperature=100.4))
+    assert both.value.feature == "heart_rate" and "'body_temperature'" in str(both.value)

@@ -173,6 +173,35 @@ def test_canary_answers_the_keyed_share_of_patients_the_same_way_every_time(
     assert pipeline.status()["candidates"][MODEL]["comparison"]["records"] == 120
 
 
+def test_a_canary_patient_the_candidate_traps_on_is_answered_by_the_active_version(
+    tmp_path: Path, stopped: list[ScoringPipeline]
+) -> None:
+    """A version on trial must not fail a patient the serving version can score: the
+    candidate's trap is counted, the comparison skips the record, the answer is 1.0.0's."""
+    pipeline, candidate = make_pipeline(tmp_path, rollout="canary", canary_share=0.9)
+    stopped.append(pipeline)
+    stage(pipeline, candidate)
+    result = score(pipeline, patients_ndjson(range(40), seed=7, trap_share=0.3))
+    assert all(o.prediction is not None for o in result.outcomes)  # every patient answered
+    key = canary_key(AUDIT_KEY)
+    in_trial = [o for o in result.outcomes if in_canary(key, o.reference, 0.9)]
+    versions = [o.prediction.version for o in in_trial if o.prediction]
+    fell_back = versions.count("1.0.0")
+    assert 0 < fell_back < len(in_trial) and versions.count("1.0.1") == len(in_trial) - fell_back
+    traps = pipeline.monitor.registry.get_sample_value(
+        "edge_agent_errors_total", {"model": MODEL, "intake": "cli", "reason": "model_trap"}
+    )
+    assert traps == fell_back  # each counted once, against the model
+    comparison = pipeline.candidate(MODEL)
+    assert comparison is not None
+    wait_until(
+        lambda: (r := comparison.comparison.read()).records + r.skipped["refused"] == 40,
+        "the shadow lane to see every patient",
+    )
+    # skipped: those, and any patient outside the trial the candidate traps on in shadow
+    assert comparison.comparison.read().skipped["refused"] >= fell_back
+
+
 def test_a_failing_gate_blocks_promotion_by_name_and_a_forced_one_is_audited(
     tmp_path: Path, stopped: list[ScoringPipeline]
 ) -> None:

@@ -5,7 +5,8 @@ integration tests and the ``*_pipeline`` tests beside these.
 
 A subclass implements ``predict(request)`` (a list of predictions or a typed AgentError,
 as the pipeline raises for a request it cannot read) and, when it reads feature rows,
-``predict_rows(rows)``; this base wraps them in the protocol's shapes.
+``predict_rows(rows)`` (outputs, or a ``Refusal`` for a row refused); this base wraps
+them in the protocol's shapes.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from agent.dataplane import ModelView
 from agent.errors import AgentError, InternalError, UnknownModel
 from agent.limits import Limits
 from agent.types import (
+    EdgeRefusal,
     FeatureHistogram,
+    FeatureVector,
     IntakePath,
     OutcomeReceipt,
     OutcomeReport,
     PatientOutcome,
     Prediction,
+    Refusal,
     ScoreRequest,
     ScoreResult,
 )
@@ -49,8 +53,7 @@ class Thresholds:
 @dataclass(frozen=True)
 class StubModel:
     """A ``ModelView`` of a model that is not compiled: its manifest names numeric
-    ``features`` (what feature CSVs are read against) and nothing else; no mapping gives a
-    missing value anything (``missing_values`` empty: refuse)."""
+    ``features`` (what feature CSVs are read against) and nothing else."""
 
     name: str
     version: str = "1.0.0"
@@ -60,7 +63,6 @@ class StubModel:
     cards: Thresholds = field(default_factory=Thresholds)
     prefetch_codes: frozenset[str] = frozenset()
     features: tuple[str, ...] = ()
-    missing_values: Mapping[str, float | None] = field(default_factory=dict)
 
     @property
     def manifest(self) -> BundleManifest:
@@ -87,6 +89,7 @@ class ScriptedPlane:
 
     def __init__(self, limits: Limits | None = None, *, keep_requests: bool = False) -> None:
         self.refusals: list[tuple[str, str]] = []  # (model, reason) counted at the edges
+        self.audited: list[EdgeRefusal] = []  # edge refusals handed to the audit log
         self.requests: list[ScoreRequest] = []  # what reached score(), when kept
         self._keep_requests = keep_requests  # off by default: batch tests score thousands
         self._limits = limits or Limits()
@@ -124,10 +127,15 @@ class ScriptedPlane:
     def count_refusal(self, model: str, intake: IntakePath, error: AgentError) -> None:
         self.refusals.append((model, error.reason))
 
+    def audit_refusal(self, refusal: EdgeRefusal) -> None:
+        self.audited.append(refusal)
+
     def predict(self, request: ScoreRequest) -> list[Prediction]:
         raise NotImplementedError
 
-    def predict_rows(self, rows: Sequence[Sequence[float]]) -> list[Mapping[str, float]]:
+    def predict_rows(
+        self, rows: Sequence[Sequence[float]]
+    ) -> Sequence[Mapping[str, float] | Refusal]:
         raise NotImplementedError
 
     def score(self, request: ScoreRequest, model: ModelView | None = None) -> ScoreResult:
@@ -146,6 +154,24 @@ class ScriptedPlane:
         return ScoreResult(view.name, view.version, view.digest, outcomes, datetime.now(UTC))
 
     def score_vectors(
-        self, model: ModelView, rows: Sequence[Sequence[float]], intake: IntakePath
-    ) -> list[Mapping[str, float]]:
-        return self.predict_rows(rows)
+        self,
+        model: ModelView,
+        rows: Sequence[Sequence[float]],
+        intake: IntakePath,
+        *,
+        caller: str = "anonymous",
+        request_id: str = "",
+        body: bytes = b"",
+    ) -> ScoreResult:
+        """Each row scored to what ``predict_rows`` says (a Refusal refuses it)."""
+        outcomes = []
+        for row, outputs in zip(rows, self.predict_rows(rows), strict=True):
+            if isinstance(outputs, Refusal):
+                outcomes.append(PatientOutcome("", "", refusal=outputs))
+                continue
+            vector = FeatureVector(tuple(row), ())
+            prediction = Prediction(model.name, model.version, model.digest, outputs, vector)
+            outcomes.append(PatientOutcome("", "", prediction=prediction))
+        return ScoreResult(
+            model.name, model.version, model.digest, tuple(outcomes), datetime.now(UTC)
+        )

@@ -47,7 +47,7 @@ from agent.dataplane import DataPlane
 from agent.durable import move_durably, write_atomic
 from agent.errors import ConfigError
 from agent.intake.dropfolder.config import DropFolderConfig
-from agent.intake.dropfolder.outcomes import OutcomeFiles, OutcomeFolders
+from agent.intake.dropfolder.outcomes import OutcomeFiles, OutcomeFolders, OutcomeJournal
 from agent.limits import Limits
 from agent.types import IntakePath
 
@@ -123,6 +123,7 @@ class DropFolder:
         self._renamed: set[str] = set()
         self._seen: dict[str, _Arrival] = {}
         self._retry_at: dict[str, float] = {}  # job id -> monotonic time
+        self._waits_due = 0.0  # monotonic time the jobs waiting for a model are tried again
         self._observer: BaseObserver | None = None
         self._worker: threading.Thread | None = None
 
@@ -288,20 +289,48 @@ class DropFolder:
         with self._lock:
             self._renamed.discard(name)
         seen = self._seen.pop(name, None)
-        self._start_job(folder, name, seen.identity if seen is not None else None)
+        expected = seen.identity if seen is not None else None
+        start = functools.partial(self._start_job, folder, name, expected)
+        self._guarded(folder.name, start)  # claimed: a retry is the job's, not the name's
 
     def _start_job(self, folder: Path, name: str, expected: FileIdentity | None = None) -> None:
         """Begin scoring the claimed ``name``; ``expected`` is the file the scan saw settle
         (the claim was a rename, so the same inode), which the engine checks at open."""
         path, stem = folder / "in" / name, self._free_stem(name)
-        if self.outcome_files.take(path, name, stem, expected):
-            shutil.rmtree(folder)  # an outcomes CSV, recorded and filed (outcomes.py)
+        if self.outcome_files.take(folder, name, stem, expected):
+            self._file_outcomes(folder)
             return
         job = self.engine.begin(folder, path, name, stem, folder.name, expected)
         self._advance(job)
 
+    def _file_outcomes(self, folder: Path) -> None:
+        """Record an outcomes CSV and file it (outcomes.py), or let it wait for its model."""
+        waiting = self.outcome_files.file(folder)
+        if waiting is not None:
+            self._wait(folder, waiting.model, waiting.reason)
+            return
+        shutil.rmtree(folder)
+
+    def _wait(self, folder: Path, model: str, reason: str) -> None:
+        """The model cannot serve the job in ``folder`` now (not installed yet, not
+        configured): it stays claimed and is tried again within ``retry_seconds``. Jobs
+        waiting at once are due at once and so retried in one pass, in claim order: once
+        the model is there, a scored file's predictions are stored before an outcome file
+        dropped after it is recorded."""
+        log.warning(
+            "drop folder waits: the model cannot score now",
+            extra={"job": folder.name, "model": model, "reason": reason},
+        )
+        now = time.monotonic()
+        if self._waits_due <= now:
+            self._waits_due = now + self.config.retry_seconds
+        self._retry_at[folder.name] = self._waits_due
+
     def _resume(self, folder: Path) -> None:
         """Carry on with a job a crash or a stop left behind."""
+        if OutcomeJournal.load(folder) is not None:
+            self._file_outcomes(folder)
+            return
         try:
             job = self.engine.resume(folder)
         except (FileNotFoundError, ValueError):  # claimed, no (usable) journal: start over
@@ -325,15 +354,7 @@ class DropFolder:
             except (UnreadableFile, OSError) as exc:
                 self.engine.fail(job, exc)
             except MODEL_UNAVAILABLE as exc:
-                log.warning(
-                    "drop folder waits: the model cannot score now",
-                    extra={
-                        "job": job.journal.job_id,
-                        "model": job.journal.model,
-                        "reason": exc.reason,
-                    },
-                )
-                self._retry_at[job.folder.name] = time.monotonic() + self.config.retry_seconds
+                self._wait(job.folder, job.journal.model, exc.reason)
                 return
             else:
                 if not finished:
@@ -390,7 +411,7 @@ class DropFolder:
     def _free_stem(self, name: str) -> str:
         """``name``, or ``stem.N.suffix`` when an earlier file of that name left outputs,
         so nothing already published is overwritten."""
-        taken = {journal.stem for journal in self._journals()}
+        taken = self._stems_in_hand()
         number, candidate = 1, name
         while (
             candidate in taken
@@ -402,9 +423,14 @@ class DropFolder:
             candidate = numbered_stem(name, number)
         return candidate
 
-    def _journals(self) -> list[Journal]:
-        journals = []
+    def _stems_in_hand(self) -> set[str]:
+        """The stems of the files claimed and not yet filed (scored or outcome files)."""
+        stems = set()
         for folder in self._jobs_root.iterdir():
+            outcomes = OutcomeJournal.load(folder)
+            if outcomes is not None:
+                stems.add(outcomes.stem)
+                continue
             with contextlib.suppress(FileNotFoundError, ValueError):
-                journals.append(Journal.load(folder))
-        return journals
+                stems.add(Journal.load(folder).stem)
+        return stems

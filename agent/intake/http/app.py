@@ -10,7 +10,6 @@ cap and deadline, content types) and knows the agent only as a ``DataPlane``.
 from __future__ import annotations
 
 import logging
-import re
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -20,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.dataplane import DataPlane
-from agent.errors import AgentError, InternalError
-from agent.intake.http.cds_hooks import CDS_ROUTES, model_of_service
+from agent.errors import InternalError
+from agent.intake.http.cds_hooks import CDS_ROUTES
 from agent.intake.http.config import HttpConfig
 from agent.intake.http.errors import error_response
 from agent.intake.http.guard import GuardMiddleware
@@ -29,23 +28,10 @@ from agent.intake.http.oip import OIP_ROUTES
 from agent.intake.http.openapi import document
 from agent.intake.http.outcomes import post_outcomes
 from agent.intake.http.predict import plane_of, predict
+from agent.intake.http.refusals import EdgeRefusals, route_of
 from agent.intake.http.status_page import status_page
-from agent.types import IntakePath
 
 log = logging.getLogger(__name__)
-
-_ROUTE_MODEL = re.compile(r"^/(v1|v2)/models/([^/]+)|^/cds-services/([^/]+)")
-
-
-def route_of(path: str) -> tuple[str, IntakePath]:
-    """The model a path names (for counting; the data plane maps names it does not serve
-    to ``unknown``) and the intake path it speaks."""
-    match = _ROUTE_MODEL.match(path)
-    if match is None:
-        return "", IntakePath.http
-    if match[3] is not None:
-        return model_of_service(match[3]), IntakePath.cds_hooks
-    return match[2], IntakePath.oip if match[1] == "v2" else IntakePath.http
 
 
 async def healthz(request: Request) -> Response:
@@ -99,10 +85,6 @@ def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    def count(path: str, error: AgentError) -> None:
-        model, intake = route_of(path)
-        plane.count_refusal(model, intake, error)
-
     def unexpected(request: Request, exc: Exception) -> Response:
         """Last resort: a bug at the edge. Counted as ``internal``, logged once with the
         request id (the type only: a message could quote a record), answered 500 with
@@ -112,7 +94,7 @@ def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry
             "unhandled error", extra={"error_type": type(exc).__name__, "request_id": request_id}
         )
         error = InternalError(f"unexpected error; request id {request_id}")
-        count(request.url.path, error)
+        plane.count_refusal(*route_of(request.url.path), error)
         return error_response(request.url.path, error)
 
     routes = [  # matched in order, one pattern after another: the busiest route first
@@ -127,12 +109,23 @@ def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry
         *OIP_ROUTES,
         *CDS_ROUTES,
     ]
+    refusals = EdgeRefusals(plane, routes, plane.limits.audit_refusal_window)
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(GuardMiddleware, config=config, limits=plane.limits, on_refusal=count)
+            Middleware(
+                GuardMiddleware, config=config, limits=plane.limits, on_refusal=refusals.refused
+            )
         ],
         exception_handlers={Exception: unexpected},
     )
     app.state.plane = plane
+    app.state.refusals = refusals
     return app
+
+
+def edge_refusals(app: Starlette) -> EdgeRefusals:
+    """The app's record of what its edge refuses: the listener reports its 431s there, and
+    the daemon flushes it once the server has stopped."""
+    refusals: EdgeRefusals = app.state.refusals
+    return refusals

@@ -51,13 +51,7 @@ def status_for(error: errors.AgentError) -> int:
     return 500
 
 
-def _runtime_faults(base: type[errors.RuntimeFault]) -> list[type[errors.RuntimeFault]]:
-    return [base, *(k for sub in base.__subclasses__() for k in _runtime_faults(sub))]
-
-
-_RUNTIME_STATUS = {
-    kind.reason: status_for(kind("")) for kind in _runtime_faults(errors.RuntimeFault)
-}
+_RUNTIME_STATUS = {kind.reason: status_for(kind("")) for kind in errors.runtime_faults()}
 
 
 def status_for_refusals(refusals: Sequence[Refusal]) -> int:

@@ -30,7 +30,8 @@ TLS state is allocated:
 Requests are parsed by uvicorn's ``httptools`` protocol (llhttp, in C): about 0.1 ms of CPU
 less per request than its pure-Python ``h11`` one (bench/, docs/benchmarks.md). llhttp keeps
 no bound on a request head of its own, so ``_HttpProtocol`` counts the bytes read while no
-head is complete and answers 431 and closes once they pass ``limits.http_header_max``.
+head is complete and answers 431 and closes once they pass ``limits.http_header_max``,
+telling ``on_head_refused`` the peer's address (counted and audited: ``refusals.py``).
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ class _HttpProtocol(HttpToolsProtocol):
         server_state: ServerState,
         app_state: dict[str, Any],
         head_max: int,
+        on_head_refused: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(config=config, server_state=server_state, app_state=app_state)
         self._head_max = head_max
+        self._on_head_refused = on_head_refused
         self._head_read = 0  # bytes read while no head is complete
         self._in_head = True
         self._refused = False
@@ -103,6 +106,9 @@ class _HttpProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._refused = True
+        if self._on_head_refused is not None:
+            peer = self.transport.get_extra_info("peername")
+            self._on_head_refused(peer[0] if isinstance(peer, tuple) else "unknown")
         message = f"request head larger than {self._head_max} bytes".encode()
         self.transport.write(
             b"".join(
@@ -321,9 +327,15 @@ class HttpServer(uvicorn.Server):
     """uvicorn's server with the agent's listener: no signal handlers of its own (the
     daemon alone owns signals) and connections admitted by a ``ConnectionGate``."""
 
-    def __init__(self, config: uvicorn.Config, limits: Limits) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        limits: Limits,
+        on_head_refused: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self._limits = limits
+        self._on_head_refused = on_head_refused
         self.gate: ConnectionGate | None = None
 
     @contextlib.contextmanager
@@ -338,7 +350,11 @@ class HttpServer(uvicorn.Server):
 
         def inner() -> _HttpProtocol:
             return _HttpProtocol(
-                config, self.server_state, self.lifespan.state, self._limits.http_header_max
+                config,
+                self.server_state,
+                self.lifespan.state,
+                self._limits.http_header_max,
+                self._on_head_refused,
             )
 
         self.gate = ConnectionGate(self._limits, config.ssl, inner)

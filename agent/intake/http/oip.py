@@ -1,8 +1,10 @@
 """The Open Inference Protocol v2 (KServe, Triton, MLServer) for raw feature vectors.
 
 Inputs come either as one tensor of shape [rows, features] in manifest order, or as one
-tensor per feature named after it, each of shape [rows]. Outputs are one FP64 tensor per
-manifest output. Errors use the protocol's ``{"error": ...}`` body.
+tensor per feature named after it, each of shape [rows]; NaN (JSON ``null``) is missing.
+Each row is read under the site mapping's rules, as a record is (docs/oip.md). Outputs are
+one FP64 tensor per manifest output when every row was scored; when any row is refused,
+none: the protocol's ``{"error": ...}`` body names each refused row and why (``_refused``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from starlette.routing import Route
 
 from agent.dataplane import ModelView
 from agent.errors import AgentError, RecordError
-from agent.intake.http.errors import error_response, status_for
+from agent.intake.http.errors import error_response, status_for, status_for_refusals
 from agent.intake.http.predict import plane_of
 from agent.jsontext import load_json
-from agent.types import IntakePath
+from agent.outputs.prediction_json import refusal_json
+from agent.types import IntakePath, ScoreResult
 
 _NUMERIC = {
     "FP16",
@@ -142,7 +145,8 @@ async def infer(request: Request) -> Response:
     plane = plane_of(request)
     try:
         model = _model(request)  # taken once: scored and answered by this version
-        payload = load_json(await request.body(), "the body")
+        raw = await request.body()
+        payload = load_json(raw, "the body")
         if not isinstance(payload, dict):
             raise RecordError("the body must be a JSON object")
         rows = rows_from_inputs(payload.get("inputs"), model.manifest.feature_names())
@@ -150,9 +154,20 @@ async def infer(request: Request) -> Response:
         plane.count_refusal(request.path_params["name"], IntakePath.oip, error)
         return error_response(request.url.path, error)
     try:
-        results = await run_in_threadpool(plane.score_vectors, model, rows, IntakePath.oip)
+        result = await run_in_threadpool(
+            plane.score_vectors,
+            model,
+            rows,
+            IntakePath.oip,
+            caller=request.state.caller,
+            request_id=request.state.request_id,
+            body=raw,
+        )
     except AgentError as error:  # counted by the data plane
         return error_response(request.url.path, error)
+    if result.refused:  # each refused row counted by the data plane
+        return _refused(result, model)
+    results = [p.outputs for p in result.predictions]
     wanted = {o.get("name") for o in payload.get("outputs") or [] if isinstance(o, dict)}
     names = [o.name for o in model.manifest.outputs if not wanted or o.name in wanted]
     body: dict[str, Any] = {
@@ -172,6 +187,28 @@ async def infer(request: Request) -> Response:
     if isinstance(payload.get("id"), str):
         body["id"] = payload["id"]
     return JSONResponse(body)
+
+
+def _refused(result: ScoreResult, model: ModelView) -> Response:
+    """Any row refused: no output tensor at all, since a tensor has no value that reads as
+    "not scored" (a NaN compares false with every threshold: a client would read it as low
+    risk). The protocol's error body, with every refused row by its position, reason,
+    feature and a PHI-free detail; 422, or 500/503 when every refusal is the model's fault
+    (``status_for_refusals``, as ``/predict`` when no patient was scored)."""
+    refused = [(i, o.refusal) for i, o in enumerate(result.outcomes) if o.refusal is not None]
+    first_row, first = refused[0]
+    return JSONResponse(
+        {
+            "error": f"{len(refused)} of {len(result.outcomes)} rows not scored; "
+            f"row {first_row}: {first.detail}",
+            "reason": first.reason,
+            "model_name": model.name,
+            "model_version": model.version,
+            "parameters": {"bundle_digest": model.digest},
+            "refusals": [{"row": i, **refusal_json(r)} for i, r in refused],
+        },
+        status_code=status_for_refusals([r for _, r in refused]),
+    )
 
 
 OIP_ROUTES = [

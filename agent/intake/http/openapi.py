@@ -30,6 +30,37 @@ _OIP_ERROR = {
     **_json({"type": "object", "properties": {"error": {"type": "string"}}}),
 }
 
+_OIP_REFUSED = {
+    "description": "rows refused (docs/oip.md): no output tensor; each refused row by its "
+    "position, reason, feature and detail (500/503: every refusal is the model's fault)",
+    **_json(
+        {
+            "type": "object",
+            "required": ["error", "reason", "refusals"],
+            "properties": {
+                "error": {"type": "string"},
+                "reason": {"type": "string"},
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "parameters": _JSON_OBJECT,
+                "refusals": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["row", "reason", "detail"],
+                        "properties": {
+                            "row": {"type": "integer", "minimum": 0},
+                            "reason": {"type": "string"},
+                            "feature": {"type": "string"},
+                            "detail": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    ),
+}
+
 _INFER_REQUEST = {
     "type": "object",
     "required": ["inputs"],
@@ -68,6 +99,8 @@ def _infer(path_params: list[dict[str, Any]]) -> dict[str, Any]:
                 "200": {"description": "outputs, one FP64 tensor each", **_json(_JSON_OBJECT)},
                 "400": _OIP_ERROR,
                 "404": _OIP_ERROR,
+                "422": _OIP_REFUSED,
+                "500": _OIP_REFUSED,
                 "503": _OIP_ERROR,
             },
         }
