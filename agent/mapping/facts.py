@@ -13,8 +13,9 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 UCUM = "http://unitsofmeasure.org"
-# Observations in these states say nothing about the patient.
-VOID_STATUS = frozenset({"entered-in-error", "cancelled"})
+# Observations in these states say nothing about the patient (``registered``: no result
+# yet, whatever value it carries; HL7 v2 OBX-11 I and O).
+VOID_STATUS = frozenset({"entered-in-error", "cancelled", "registered"})
 
 
 class Fact(NamedTuple):
@@ -29,6 +30,8 @@ class Fact(NamedTuple):
     code: str  # "system|code" the fact was found under, for provenance
     resource: Mapping[str, Any]  # the Observation (a component's: its panel); or the Patient
     slot: int = -1  # -1: the Observation's own value; n: its n-th component
+    shape: str | None = None  # a value that is no plain number though it is numeric (a
+    # comparator, a range, a ratio): what it is, for a numeric feature's refusal
 
 
 def parse_time(text: Any) -> datetime | None:
@@ -59,8 +62,23 @@ def observation_time(observation: Mapping[str, Any]) -> datetime | None:
     return parse_time(observation.get("issued"))
 
 
-def value_of(element: Mapping[str, Any]) -> tuple[float | None, str | None, tuple[str, ...]] | None:
-    """(number, unit, labels) of an Observation or component value; None when it has none."""
+# Values that are not one number: a numeric feature cannot read them as one.
+_SHAPES = {
+    "valueRange": "a range",
+    "valueRatio": "a ratio",
+    "valueSampledData": "sampled data",
+    "valueDateTime": "a date or time",
+    "valueTime": "a date or time",
+    "valuePeriod": "a period",
+}
+
+
+def value_of(
+    element: Mapping[str, Any],
+) -> tuple[float | None, str | None, tuple[str, ...], str | None] | None:
+    """(number, unit, labels, shape) of an Observation or component value; None when it has
+    none. ``shape`` names a numeric value that is not one measured number (``>10`` is not
+    10; a range or a ratio is not a number): ``number`` is then None."""
     quantity = element.get("valueQuantity")
     if isinstance(quantity, dict):
         number = quantity.get("value")
@@ -68,19 +86,29 @@ def value_of(element: Mapping[str, Any]) -> tuple[float | None, str | None, tupl
             code = quantity.get("code")
             system = quantity.get("system")
             unit = code if code and system in (None, UCUM) else quantity.get("unit")
-            return float(number), unit, ()
+            if quantity.get("comparator") is not None:
+                return None, unit, (), "a value with a comparator (<, >)"
+            return float(number), unit, (), None
     if isinstance(element.get("valueInteger"), int) and not isinstance(
         element.get("valueInteger"), bool
     ):
-        return float(element["valueInteger"]), None, (str(element["valueInteger"]),)
+        return float(element["valueInteger"]), None, (str(element["valueInteger"]),), None
     concept = element.get("valueCodeableConcept")
     if isinstance(concept, dict):
         labels = tuple(c["code"] for c in concept.get("coding", []) if c.get("code"))
-        return None, None, labels + ((concept["text"],) if concept.get("text") else ())
+        return None, None, labels + ((concept["text"],) if concept.get("text") else ()), None
     if isinstance(element.get("valueString"), str):
-        return None, None, (element["valueString"],)
+        return None, None, (element["valueString"],), None
     if isinstance(element.get("valueBoolean"), bool):
-        return None, None, ("true" if element["valueBoolean"] else "false",)
+        return None, None, ("true" if element["valueBoolean"] else "false",), None
+    for key, shape in _SHAPES.items():
+        if element.get(key) is not None:
+            return None, None, (), shape
+    absent = element.get("dataAbsentReason")
+    if isinstance(absent, dict) and any(
+        isinstance(c, dict) and c.get("code") == "unsupported" for c in absent.get("coding", ())
+    ):  # a value exists, of a kind its source could not carry (an HL7 ED, TM, ...)
+        return None, None, (), "a value of a kind the agent does not read"
     return None
 
 
@@ -151,7 +179,7 @@ class FactIndex:
             value = value_of(observation) if hits else None
             if value is not None:
                 for code in hits:
-                    fact = Fact(time, value[0], value[1], value[2], code, observation)
+                    fact = Fact(time, *value[:3], code, observation, -1, value[3])
                     found = top.get(code)
                     if found is None:
                         top[code] = [fact]
@@ -176,7 +204,7 @@ class FactIndex:
                 continue
             for code in hits:
                 self.components.setdefault(code, []).append(
-                    (panel, Fact(time, *value, code, observation, slot))
+                    (panel, Fact(time, *value[:3], code, observation, slot, value[3]))
                 )
 
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:

@@ -7,6 +7,7 @@ Nothing in here names a value in an error: only the feature, the resource type a
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -129,7 +130,7 @@ class CompiledFeature:
                     {"valueCodeableConcept": item}
                 )
                 if value is not None:
-                    facts.append(Fact(time, *value, code, resource))
+                    facts.append(Fact(time, *value[:3], code, resource, -1, value[3]))
         return facts
 
     def _patient_fact(self, record: PatientRecord, as_of: datetime) -> list[Fact]:
@@ -147,6 +148,12 @@ class CompiledFeature:
         if born is None:
             return []
         years = _completed_years(born.date(), as_of.date())
+        if years != _completed_years(_last_day(patient["birthDate"], born.date()), as_of.date()):
+            raise UnmappableRecord(
+                f"feature {self.name!r}: Patient.birthDate gives only a year or a month, "
+                "which leaves the age at the as-of time ambiguous",
+                self.name,
+            )
         return [Fact(as_of, float(years), "a", (), "Patient.birthDate", patient)]
 
     # --- a site's data, surveyed before go-live ---------------------------------------------
@@ -228,6 +235,19 @@ class CompiledFeature:
         return f"{self.name}: value outside the model's range" if value.out_of_range else None
 
     def _numeric(self, facts: list[Fact]) -> FeatureValue:
+        """The reduced number of ``facts`` (in time order). A value the reduction takes
+        that is no number (text, a code, a comparator, a range) refuses the patient: read
+        as missing, ``latest`` would silently fall back to an older value."""
+        taken = {Reduction.latest: facts[-1:], Reduction.first: facts[:1]}.get(self.reduce, facts)
+        for fact in taken:
+            if fact.number is None:
+                raise UnmappableRecord(
+                    f"feature {self.name!r}: {_origin(fact)} carries "
+                    f"{fact.shape or 'a text or coded value'}, not a number",
+                    self.name,
+                )
+        if len(taken) == 1 and len(facts) > 1:
+            self._no_rival(taken[0], facts)
         used, values, labels = [], [], set()
         for fact in facts:
             if fact.number is None:
@@ -241,6 +261,23 @@ class CompiledFeature:
             return self._missing(unseen=False)
         reduced = _REDUCE[self.reduce](values)
         return self._value(reduced, round(reduced, 6), used, "; ".join(sorted(labels)) or None)
+
+    def _no_rival(self, chosen: Fact, facts: list[Fact]) -> None:
+        """``latest`` or ``first`` must take one value: another of the same time with a
+        different value (two results sent for one moment, neither a correction) leaves the
+        choice to the order of the input, so the patient is refused."""
+        if chosen.time is None or chosen.resource.get("status") in _SUPERSEDING:
+            return
+        for fact in facts:
+            if fact.time == chosen.time and (fact.number, fact.unit) != (
+                chosen.number,
+                chosen.unit,
+            ):
+                raise UnmappableRecord(
+                    f"feature {self.name!r}: {_origin(chosen)} has two different values at "
+                    f"the time {self.reduce.value} takes, neither a correction",
+                    self.name,
+                )
 
     def _conversion(self, fact: Fact) -> Conversion:
         """The conversion of ``fact``'s unit to the model's (the site unit's, worked out at
@@ -261,10 +298,18 @@ class CompiledFeature:
             ) from None
 
     def _categorical(self, facts: list[Fact]) -> FeatureValue:
-        labelled = [f for f in facts if f.labels]
-        if not labelled:
+        """The level of the value ``latest`` (else the first) takes; one that is no code
+        or text (a number, a range) refuses the patient, as in ``_numeric``."""
+        if not facts:
             return self._missing(unseen=False)
-        chosen = labelled[-1] if self.reduce is Reduction.latest else labelled[0]
+        chosen = facts[-1] if self.reduce is Reduction.latest else facts[0]
+        if not chosen.labels:
+            raise UnmappableRecord(
+                f"feature {self.name!r}: {_origin(chosen)} carries "
+                f"{chosen.shape or 'a number'}, not a category",
+                self.name,
+            )
+        labelled = [f for f in facts if f.labels]
         level = next((self.categories[x] for x in chosen.labels if x in self.categories), None)
         if level is None:
             if self.unseen is UnseenPolicy.refuse:
@@ -346,6 +391,9 @@ class CompiledFeature:
         )
 
 
+# Statuses by which a value supersedes another of the same time (HL7 v2 OBX-11 C and A).
+_SUPERSEDING = frozenset({"corrected", "amended"})
+
 _REDUCE: dict[Reduction, Callable[[list[float]], float]] = {
     Reduction.latest: lambda values: values[-1],
     Reduction.first: lambda values: values[0],
@@ -400,6 +448,16 @@ def _within(facts: list[Fact], as_of: datetime, window: timedelta | None) -> lis
 def _encounter_time(encounter: Any) -> datetime | None:
     period = encounter.get("period") or {}
     return parse_time(period.get("end") or period.get("start"))
+
+
+def _last_day(text: str, first: date) -> date:
+    """The last day a FHIR date of ``first``'s period can be: a year's, a month's or the
+    day itself (``parse_time`` reads a partial date as its first day)."""
+    if len(text) == 4:
+        return first.replace(month=12, day=31)
+    if len(text) == 7:
+        return first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    return first
 
 
 def _completed_years(born: date, on: date) -> int:

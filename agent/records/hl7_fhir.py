@@ -10,14 +10,16 @@ malformed HL7 (a non-numeric NM, an impossible timestamp, an unknown status) is 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.errors import Hl7Error
+from agent.errors import FhirError, Hl7Error
 from agent.hl7.er7 import Er7Message, Segment
+from agent.records import fhir_essential
 from agent.records.config import RecordsConfig
 from agent.records.hl7_tables import (
     ACT_CODE,
@@ -26,6 +28,7 @@ from agent.records.hl7_tables import (
     PATIENT_CLASS,
     UCUM,
     UCUM_NAMES,
+    VALUE_TYPES,
 )
 from agent.types import PatientRecord
 
@@ -59,11 +62,12 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
         )
     zone = ZoneInfo(config.hl7_timezone)
     groups: list[_Patient] = []
-    order_time: str | None = None
+    order: Segment | None = None  # the OBR whose OBR-7 times the OBX after it
     for segment in message.segments:
         if segment.name == "PID":
-            groups.append(_Patient(patient=_patient(segment, f"pid-{len(groups) + 1}", zone)))
-            order_time = None
+            patient = _patient(segment, f"pid-{len(groups) + 1}", zone)
+            groups.append(_Patient(patient=_validated(patient, segment)))
+            order = None
             continue
         if segment.name not in ("PV1", "OBR", "OBX"):
             continue
@@ -72,14 +76,15 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
         group = groups[-1]
         subject = group.patient["id"] if group.patient else None
         if segment.name == "PV1":
-            group.encounters.append(_encounter(segment, f"pv1-{segment.position}", subject, zone))
+            encounter = _encounter(segment, f"pv1-{segment.position}", subject, zone)
+            group.encounters.append(_validated(encounter, segment))
         elif segment.name == "OBR":
-            order_time = _datetime(segment, 7, zone)
+            _datetime(segment, 7, zone)  # a date/time, however precise: checked here
+            order = segment
         else:
-            encounter = group.encounters[-1]["id"] if group.encounters else None
-            group.observations.append(
-                _observation(segment, subject, encounter, order_time, config, zone)
-            )
+            visit = group.encounters[-1]["id"] if group.encounters else None
+            observation = _observation(segment, subject, visit, order, config, zone)
+            group.observations.append(_validated(observation, segment))
     label = message.control_id
     identified = [g for g in groups if g.patient is not None]
     if not identified:
@@ -98,6 +103,18 @@ def message_to_records(message: Er7Message, config: RecordsConfig) -> list[Patie
         )
         for i, g in enumerate(groups, start=1)
     ]
+
+
+def _validated(resource: dict[str, Any], segment: Segment) -> dict[str, Any]:
+    """``resource``, made from ``segment``, checked by the same R4 datatype rules as FHIR a
+    sender writes (``fhir_essential``: what mapping reads), so a field the conversion
+    carried over unchecked cannot reach a feature in a shape FHIR input could not."""
+    try:
+        where = f"segment {segment.name} #{segment.position}, element {resource['resourceType']}"
+        fhir_essential.validate(resource, where)
+    except FhirError as exc:
+        raise Hl7Error(str(exc)) from None
+    return resource
 
 
 def _subject(patient: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -148,9 +165,15 @@ def hl7_instant(segment: Segment, number: int, zone: ZoneInfo) -> datetime | Non
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
 
 
-def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:
+def _datetime(
+    segment: Segment, number: int, zone: ZoneInfo, *, observed: bool = False
+) -> str | None:
     """HL7 TS/DTM -> FHIR dateTime at the precision given; a time without an offset is
-    read in the configured zone."""
+    read in the configured zone. ``observed``: the time a value was taken (OBX-14, OBR-7),
+    which look-back windows and ``latest`` order by: it must name its minute, since a
+    coarser time (a day, an hour) read as its start could place a value inside a window,
+    or after another, when it was not (FHIR's dateTime cannot carry an hour's precision
+    either)."""
     text = segment.value(number, 1).strip()
     if not text:
         return None
@@ -158,6 +181,11 @@ def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:
     if match is None or (match["h"] is None and match["tz"] is not None):
         raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time")
     parts = match.groupdict()
+    if observed and parts["mi"] is None:
+        raise Hl7Error(
+            f"{segment.where(number)}: observation time less precise than a minute "
+            "cannot be placed in a look-back window"
+        )
     if parts["h"] is None:
         date = "-".join(p for p in (parts["y"], parts["mo"], parts["d"]) if p)
         if parts["mo"] and not 1 <= int(parts["mo"]) <= 12:
@@ -180,6 +208,8 @@ def _datetime(segment: Segment, number: int, zone: ZoneInfo) -> str | None:
     if parts["tz"]:
         sign = 1 if parts["tz"][0] == "+" else -1
         hours, minutes = int(parts["tz"][1:3]), int(parts["tz"][3:5])
+        if minutes > 59:  # +0160 is no offset, not +02:00 (the range is FHIR's rule)
+            raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time")
         offset = sign * (hours * 60 + minutes)
         stamp = local.isoformat()
         return f"{stamp}{'+' if offset >= 0 else '-'}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
@@ -233,8 +263,9 @@ def _codeable(
 def _patient(segment: Segment, resource_id: str, zone: ZoneInfo) -> dict[str, Any]:
     patient: dict[str, Any] = {"resourceType": "Patient", "id": resource_id}
     identifiers = _identifiers(segment)
-    if identifiers:
-        patient["identifier"] = identifiers
+    if not identifiers:  # a result could not be filed, nor an answer matched, to anyone
+        raise Hl7Error(f"{segment.where(3)}: no identifier (CX.1) in any repetition")
+    patient["identifier"] = identifiers
     names = []
     for raw in segment.repetitions(5):
         xpn = segment.components(raw, 5) + [""] * 7
@@ -301,7 +332,7 @@ def _observation(
     segment: Segment,
     subject: str | None,
     encounter: str | None,
-    order_time: str | None,
+    order: Segment | None,
     config: RecordsConfig,
     zone: ZoneInfo,
 ) -> dict[str, Any]:
@@ -318,7 +349,10 @@ def _observation(
         observation["subject"] = {"reference": f"Patient/{subject}"}
     if encounter:
         observation["encounter"] = {"reference": f"Encounter/{encounter}"}
-    when = _datetime(segment, 14, zone) or order_time
+    valued = bool(segment.repetitions(5))  # a time that dates a value must name its minute
+    when = _datetime(segment, 14, zone, observed=valued)
+    if when is None and order is not None:
+        when = _datetime(order, 7, zone, observed=valued)
     if when:
         observation["effectiveDateTime"] = when
     observation.update(_value(segment, config, zone))
@@ -326,26 +360,40 @@ def _observation(
 
 
 def _value(segment: Segment, config: RecordsConfig, zone: ZoneInfo) -> dict[str, Any]:
-    """OBX-5 by its OBX-2 value type."""
+    """OBX-5 by its OBX-2 value type. A structured numeric keeps its shape (a comparator,
+    a range, a ratio), so that what mapping reads is what the message says."""
     reps = segment.repetitions(5)
     if not reps:
         return {}
     kind = segment.value(2)
+    if kind not in VALUE_TYPES:  # no type, or none of the standard's: nothing says how to read
+        raise Hl7Error(f"{segment.where(2)}: value type not in HL7 table 0125")
     if kind == "NM":
         if len(reps) > 1:
             raise Hl7Error(f"{segment.where(5)}: a numeric value cannot repeat")
-        text = segment.components(reps[0], 5)[0].strip()
-        if not _NM.match(text):
+        enc = segment.encoding
+        if enc.component in reps[0] or enc.subcomponent in reps[0]:  # 104^5 is not 104
             raise Hl7Error(f"{segment.where(5)}: value is not a number (value type NM)")
-        return {"valueQuantity": _quantity(segment, float(text), None)}
+        number = _number(segment, segment.components(reps[0], 5)[0], None, "NM")
+        return {"valueQuantity": _quantity(segment, number, None)}
     if kind == "SN":
+        if len(reps) > 1 or segment.encoding.subcomponent in reps[0]:
+            raise Hl7Error(f"{segment.where(5)}: not a structured numeric (value type SN)")
         comps = [*segment.components(reps[0], 5), "", "", ""]
-        comparator, number, separator = comps[0], comps[1].strip(), comps[2]
-        if comparator not in _COMPARATORS or separator or not number:
-            return _unsupported()
-        if not _NM.match(number):
-            raise Hl7Error(f"{segment.where(5, 2)}: value is not a number (value type SN)")
-        return {"valueQuantity": _quantity(segment, float(number), _COMPARATORS[comparator])}
+        comparator, first, separator, second = comps[0], comps[1].strip(), comps[2], comps[3]
+        if comparator not in _COMPARATORS or not first:
+            return _as_written(comps)
+        low = _number(segment, first, 2, "SN")
+        if not separator:
+            return {"valueQuantity": _quantity(segment, low, _COMPARATORS[comparator])}
+        if comparator or separator not in ("-", ":", "/"):
+            return _as_written(comps)
+        high = _number(segment, second, 4, "SN")
+        if separator == "-":
+            return {
+                "valueRange": {"low": _quantity(segment, low), "high": _quantity(segment, high)}
+            }
+        return {"valueRatio": {"numerator": {"value": low}, "denominator": {"value": high}}}
     if kind in ("ST", "TX", "FT"):
         return {"valueString": "\n".join(segment.components(r, 5)[0] for r in reps)}
     if kind in ("CE", "CWE", "CNE", "CF"):
@@ -357,11 +405,28 @@ def _value(segment: Segment, config: RecordsConfig, zone: ZoneInfo) -> dict[str,
     return _unsupported()
 
 
+def _number(segment: Segment, text: str, component: int | None, kind: str) -> float:
+    """A decimal of OBX-5 (or one of its components): HL7's NM syntax, finite as a float
+    (four hundred digits are an NM but no number a model can take)."""
+    text = text.strip()
+    number = float(text) if _NM.match(text) else math.inf
+    if not math.isfinite(number):
+        raise Hl7Error(f"{segment.where(5, component)}: value is not a number (value type {kind})")
+    return number
+
+
+def _as_written(comps: list[str]) -> dict[str, Any]:
+    """A structured numeric FHIR has no shape for (``<>^10``, a category ``^2^+``) as the
+    text it is, so that a numeric feature refuses it rather than reading the value as
+    absent (and ``latest`` falling back to an older one)."""
+    return {"valueString": "^".join(comps).rstrip("^")}
+
+
 def _unsupported() -> dict[str, Any]:
     return {"dataAbsentReason": {"coding": [{"system": _DATA_ABSENT, "code": "unsupported"}]}}
 
 
-def _quantity(segment: Segment, value: float, comparator: str | None) -> dict[str, Any]:
+def _quantity(segment: Segment, value: float, comparator: str | None = None) -> dict[str, Any]:
     """OBX-6 becomes a UCUM-coded unit only when its coding system says UCUM."""
     quantity: dict[str, Any] = {"value": value}
     if comparator:

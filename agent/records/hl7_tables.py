@@ -62,6 +62,49 @@ OBSERVATION_STATUS: dict[str, str] = {
     "N": "cancelled",
 }
 
+# HL7 table 0125 (value types of OBX-5), every version 2.3 to 2.8: the ones the conversion
+# reads are NM, SN, ST/TX/FT, CE/CWE/CNE/CF and DT/DTM/TS; the others become
+# ``dataAbsentReason = unsupported``.
+VALUE_TYPES = frozenset(
+    [
+        "AD",
+        "CE",
+        "CF",
+        "CK",
+        "CN",
+        "CNE",
+        "CP",
+        "CWE",
+        "CX",
+        "DR",
+        "DT",
+        "DTM",
+        "ED",
+        "FT",
+        "GTS",
+        "ID",
+        "IS",
+        "MA",
+        "MO",
+        "NA",
+        "NM",
+        "NR",
+        "PN",
+        "RP",
+        "SN",
+        "ST",
+        "TM",
+        "TN",
+        "TS",
+        "TX",
+        "XAD",
+        "XCN",
+        "XON",
+        "XPN",
+        "XTN",
+    ]
+)
+
 # HL7 table 0004 -> v3 ActCode (v2-to-FHIR concept map "Patient Class").
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PATIENT_CLASS: dict[str, tuple[str, str]] = {

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import re
 import socket
 import ssl
 import threading
@@ -295,3 +296,29 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def fixture_message(name: str, *, original_mode: bool = True) -> bytes:
+    """A fixture message as if sent now (``recent``) and, for original mode, MSH-15/16
+    emptied."""
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "hl7" / name
+    return recent(fixture.read_bytes(), original_mode=original_mode)
+
+
+FIXTURES_NOW = dt.datetime(2026, 3, 15, 12, tzinfo=dt.UTC)  # the fixtures' clinical now
+
+
+def recent(raw: bytes, *, original_mode: bool = True) -> bytes:
+    """``raw`` (an HL7 message with the fixtures' times, ``...+0000``) with every time
+    moved by one offset, so that the fixtures' clinical now is now: the listener scores as
+    of now, and the values keep their order and their ages."""
+    shift = dt.datetime.now(dt.UTC) - FIXTURES_NOW
+
+    def moved(match: re.Match[bytes]) -> bytes:
+        stamp = dt.datetime.strptime(match[0].decode(), "%Y%m%d%H%M%S%z") + shift
+        return stamp.strftime("%Y%m%d%H%M%S+0000").encode()
+
+    raw = re.sub(rb"20[0-9]{12}\+0000", moved, raw)
+    if original_mode:
+        raw = raw.replace(b"|P|2.5|||AL|NE", b"|P|2.5", 1)
+    return raw

@@ -4,82 +4,26 @@ socket, measured by the monitor, and reported as an ORU^R01 to an outbound desti
 
 from __future__ import annotations
 
-import base64
-import re
-import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import hl7.client
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hl7apy.parser import parse_message
-from prometheus_client import CollectorRegistry
 
-from agent.bundle.archive import read_bundle_dir
-from agent.bundle.signing import key_id, raw_public_bytes, sign_bundle_dir
-from agent.bundle.trust import TrustStore
-from agent.bundle.verify import verify_bundle
-from agent.config import AgentConfig
-from agent.limits import Limits
 from agent.pipeline import ScoringPipeline
-from agent.store import BundleStore
 from tests.intake.mllp_support import (
     EB,
     SB,
     Destination,
+    fixture_message,
     msa,
     running_listener,
     segments,
     wait_for,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = "deterioration"
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> ScoringPipeline:
-    tmp = tmp_path_factory.mktemp("mllp-pipeline")
-    key = Ed25519PrivateKey.generate()
-    bundle = tmp / "bundle"
-    shutil.copytree(REPO / "fixtures" / "demo" / "build" / MODEL, bundle)
-    sign_bundle_dir(bundle, key)
-    public = key.public_key()
-    config = AgentConfig.model_validate(
-        {
-            "store": {"root": str(tmp / "store")},
-            "trust": {
-                "keys": [
-                    {
-                        "id": key_id(public),
-                        "public_key": base64.b64encode(raw_public_bytes(public)).decode(),
-                    }
-                ]
-            },
-            "models": [{"name": MODEL, "mapping": str(REPO / "config/mappings/demo-site.yaml")}],
-            "http": {"enabled": False},
-        }
-    )
-    store = BundleStore(config.store.root)
-    verified = verify_bundle(
-        read_bundle_dir(bundle, Limits()), TrustStore(config.trust), limits=Limits()
-    )
-    store.install(verified)
-    store.activate(MODEL, verified.manifest.version)
-    return ScoringPipeline.from_config(config, CollectorRegistry())
-
-
-def fixture_message(name: str, *, original_mode: bool = True) -> bytes:
-    """A fixture message with its observation times moved to two hours ago (look-back
-    windows end now) and, for original mode, MSH-15/16 emptied."""
-    raw = (REPO / "fixtures" / "hl7" / name).read_bytes()
-    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y%m%d%H%M%S+0000").encode()
-    raw = re.sub(rb"20260\d{9}\+0000", recent, raw)
-    if original_mode:
-        raw = raw.replace(b"|P|2.5|||AL|NE", b"|P|2.5", 1)
-    return raw
 
 
 @pytest.fixture

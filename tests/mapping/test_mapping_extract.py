@@ -351,9 +351,13 @@ def test_fhirpath_with_and_without_codes(tmp_path: Path, manifest: BundleManifes
 
 def test_age_from_birth_date_at_as_of(tmp_path: Path, manifest: BundleManifest) -> None:
     mapping = _mapping(tmp_path, manifest, age={"missing": "refuse"})
-    for birth, years in (("1954-03-15", 72.0), ("1954-03-16", 71.0), ("1954", 72.0)):
+    for birth, years in (("1954-03-15", 72.0), ("1954-03-16", 71.0), ("1954-02", 72.0)):
         patient = {"resourceType": "Patient", "birthDate": birth, "gender": "male"}
         assert _feature(mapping, _record(patient=patient), "age")[0].value == years
+    for birth in ("1954", "1954-03"):  # born before or after 15 March: 72 or 71
+        patient = {"resourceType": "Patient", "birthDate": birth, "gender": "male"}
+        with pytest.raises(UnmappableRecord, match="gives only a year or a month"):
+            mapping.extract(_record(patient=patient), AS_OF)
     with pytest.raises(UnmappableRecord, match="feature 'age'"):
         mapping.extract(PatientRecord(patient=None, observations=()), AS_OF)
 
@@ -399,6 +403,94 @@ def test_thirty_features_from_thirty_observations_is_fast(tmp_path: Path) -> Non
         mapping.extract(record, AS_OF)
         timings.append(time.perf_counter() - start)
     assert statistics.median(timings) < 0.001
+
+
+def _censored(value: float, comparator: str, hours: float = 0.5) -> dict[str, Any]:
+    """A heart rate of ``comparator value`` (``>95``)."""
+    observation = _obs("8867-4", value, hours=hours)
+    observation["valueQuantity"]["comparator"] = comparator
+    return observation
+
+
+@pytest.mark.parametrize(
+    ("newest", "says"),
+    [
+        (_censored(95.0, ">"), "carries a value with a comparator (<, >)"),
+        (_obs("8867-4", None, valueString="95"), "carries a text or coded value"),
+        (_obs("8867-4", None, valueCodeableConcept={"text": "fast"}), "a text or coded value"),
+        (_obs("8867-4", None, valueRange={"low": {"value": 90}}), "carries a range"),
+        (_obs("8867-4", None, valueRatio={"numerator": {"value": 1}}), "carries a ratio"),
+        (_obs("8867-4", None, valueDateTime=_iso(1)), "carries a date or time"),
+        (
+            _obs("8867-4", None, dataAbsentReason={"coding": [{"code": "unsupported"}]}),
+            "a value of a kind the agent does not read",
+        ),
+        (_obs("8867-4", 120.0, hours=1.0), "has two different values at the time latest takes"),
+    ],
+    ids=["comparator", "string", "concept", "range", "ratio", "dateTime", "unsupported", "rival"],
+)
+def test_latest_refuses_a_newest_value_that_is_no_number(
+    newest: dict[str, Any], says: str, tmp_path: Path, manifest: BundleManifest
+) -> None:
+    """Read as its bare number or skipped for the older 90 /min, any of these would score a
+    value the record does not say; the patient is refused (``unmappable``) naming the
+    feature, never the value."""
+    mapping = _mapping(tmp_path, manifest)
+    older = _obs("8867-4", 90.0, hours=1.0)  # newest: as new (the rival) or newer
+    with pytest.raises(UnmappableRecord, match="feature 'heart_rate'") as caught:
+        mapping.extract(_record(older, newest), AS_OF)
+    assert says in str(caught.value) and "95" not in str(caught.value)
+    assert caught.value.reason == "unmappable"
+
+
+@pytest.mark.parametrize(
+    "older",
+    [
+        _censored(95.0, ">", hours=2.0),
+        _obs("8867-4", None, hours=2.0, valueString="95"),
+        _obs("8867-4", None, hours=2.0, dataAbsentReason={"coding": [{"code": "error"}]}),
+        _obs("8867-4", 120.0, hours=1.0, status="corrected"),
+    ],
+    ids=["older comparator", "older string", "no value", "a correction of the same time"],
+)
+def test_latest_reads_the_newest_number(
+    older: dict[str, Any], tmp_path: Path, manifest: BundleManifest
+) -> None:
+    """What ``latest`` does not take is not refused; a correction supersedes the value of
+    its time; an Observation with no value (``dataAbsentReason`` other than ``unsupported``)
+    is not a value."""
+    mapping = _mapping(tmp_path, manifest)
+    newest = _obs("8867-4", 90.0, hours=1.0)
+    corrects = older.get("status") == "corrected"
+    record = _record(newest, older) if corrects else _record(older, newest)
+    value, _ = _feature(mapping, record, "heart_rate")
+    assert value.value == (120.0 if corrects else 90.0)
+
+
+def test_mean_refuses_any_value_that_is_no_number(tmp_path: Path, manifest: BundleManifest) -> None:
+    mapping = _mapping(tmp_path, manifest, heart_rate={"reduce": "mean"})
+    record = _record(_obs("8867-4", 90.0), _censored(200.0, ">=", hours=3.0))
+    with pytest.raises(UnmappableRecord, match="comparator"):
+        mapping.extract(record, AS_OF)
+
+
+def test_registered_observations_carry_no_result(tmp_path: Path, manifest: BundleManifest) -> None:
+    mapping = _mapping(tmp_path, manifest)
+    record = _record(_obs("8867-4", 90.0, hours=2.0), _obs("8867-4", 150.0, status="registered"))
+    assert _feature(mapping, record, "heart_rate")[0].value == 90.0
+
+
+def test_a_category_read_from_the_newest_value_only(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    """A categorical feature takes the newest value too: a number there is refused, not
+    skipped for the older code."""
+    sex = {"codes": ["loinc|76689-9"], "categories": {"F": "female", "M": "male"}}
+    mapping = _mapping(tmp_path, manifest, sex={"replace": {**sex, "missing": "refuse"}})
+    coded = _obs("76689-9", None, hours=2.0, valueCodeableConcept={"text": "M"})
+    assert _feature(mapping, _record(coded), "sex")[0].display == "male"
+    with pytest.raises(UnmappableRecord, match=r"feature 'sex': .* carries a number, not a"):
+        mapping.extract(_record(coded, _obs("76689-9", 1.0, unit=None)), AS_OF)
 
 
 # --- raw rows (OIP tensors, feature CSVs): the same rules through SiteMapping.read ----------

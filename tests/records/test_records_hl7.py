@@ -166,7 +166,7 @@ def test_value_types(limits: Limits) -> None:
         "display": "Negative",
     }
     assert ed["dataAbsentReason"]["coding"][0]["code"] == "unsupported"
-    assert ratio["dataAbsentReason"]["coding"][0]["code"] == "unsupported"
+    assert ratio["valueRatio"] == {"numerator": {"value": 1.0}, "denominator": {"value": 128.0}}
     assert ratio["status"] == "corrected"
     assert dtm["valueDateTime"] == "2026-03-14"
 
