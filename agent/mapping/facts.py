@@ -52,14 +52,20 @@ def parse_time(text: Any) -> datetime | None:
 
 def observation_time(observation: Mapping[str, Any]) -> datetime | None:
     """effective[x] (a period counts at its end, else its start), else ``issued``."""
+    return parse_time(observation_time_text(observation))
+
+
+def observation_time_text(observation: Mapping[str, Any]) -> Any:
+    """The text ``observation_time`` reads, as the record wrote it (its length tells a
+    date's precision: ``2026``, ``2026-03``, ``2026-03-15`` or a moment)."""
     if "effectiveDateTime" in observation:
-        return parse_time(observation["effectiveDateTime"])
+        return observation["effectiveDateTime"]
     if "effectiveInstant" in observation:
-        return parse_time(observation["effectiveInstant"])
+        return observation["effectiveInstant"]
     period = observation.get("effectivePeriod")
     if isinstance(period, dict):
-        return parse_time(period.get("end") or period.get("start"))
-    return parse_time(observation.get("issued"))
+        return period.get("end") or period.get("start")
+    return observation.get("issued")
 
 
 # Values that are not one number: a numeric feature cannot read them as one.

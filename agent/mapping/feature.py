@@ -23,7 +23,14 @@ from agent.errors import (
     UnmappableRecord,
     UnseenCategory,
 )
-from agent.mapping.facts import Fact, FactIndex, observation_time, parse_time, value_of
+from agent.mapping.facts import (
+    Fact,
+    FactIndex,
+    observation_time,
+    observation_time_text,
+    parse_time,
+    value_of,
+)
 from agent.mapping.fhirpath import Evaluator
 from agent.mapping.spec import PatientField, RangePolicy, Reduction, ResourceKind, UnseenPolicy
 from agent.mapping.units import Conversion, check_unit, conversion
@@ -189,6 +196,7 @@ class CompiledFeature:
         """This feature's value for ``record`` and a warning (None if there is nothing to
         say). UnmappableRecord when the mapping says refuse."""
         found = self._facts(record, index, as_of)
+        self._placed(found, as_of)
         facts = _within(found, as_of, self.window)
         if not facts and found and self.fallback is None:
             raise MissingValue(
@@ -206,6 +214,32 @@ class CompiledFeature:
         else:
             value = self._numeric(facts)
         return value, self._warning(value)
+
+    def _placed(self, found: list[Fact], as_of: datetime) -> None:
+        """A value dated only to its day (or month, or year) is read at the period's start.
+        When that period straddles the window's start or the as-of time, or holds another
+        value that ``latest`` or ``first`` must order it against, where it falls is unknown:
+        the patient is refused rather than scored from a guess. A period wholly inside the
+        window (or wholly outside it) places the value well enough."""
+        start = as_of - self.window if self.window is not None else None
+        for fact in found:
+            end = _period_end(fact)
+            if end is None or fact.time is None or fact.time >= as_of:
+                continue
+            if start is not None and end <= start:
+                continue
+            straddles = end > as_of or (start is not None and fact.time < start)
+            rival = self.reduce in _ORDERED and any(
+                other is not fact and other.time is not None and fact.time <= other.time < end
+                for other in found
+            )
+            if straddles or rival:
+                raise UnmappableRecord(
+                    f"feature {self.name!r}: {_origin(fact)} is dated only to the "
+                    f"{_PRECISION[len(observation_time_text(fact.resource))]}, which cannot "
+                    f"place it {'in the look-back window' if straddles else 'among the values'}",
+                    self.name,
+                )
 
     def read(self, number: float) -> tuple[FeatureValue, str | None]:
         """An already-extracted value in the model's unit or level index (an OIP tensor, a
@@ -448,6 +482,25 @@ def _within(facts: list[Fact], as_of: datetime, window: timedelta | None) -> lis
 def _encounter_time(encounter: Any) -> datetime | None:
     period = encounter.get("period") or {}
     return parse_time(period.get("end") or period.get("start"))
+
+
+_ORDERED = frozenset({Reduction.latest, Reduction.first})
+_PRECISION = {4: "year", 7: "month", 10: "day"}
+
+
+def _period_end(fact: Fact) -> datetime | None:
+    """When an Observation's value is dated only to a day, a month or a year (its time is
+    that period's start), the period's end; None when its time names a moment."""
+    time = fact.time
+    if time is None or time.hour or time.minute or time.second or time.microsecond:
+        return None  # every partial date is read as midnight: nothing else is looked at
+    if fact.resource.get("resourceType") != "Observation":
+        return None
+    text = observation_time_text(fact.resource)
+    if not isinstance(text, str) or len(text) not in _PRECISION:
+        return None
+    last = _last_day(text, time.date())
+    return datetime.combine(last + timedelta(days=1), datetime.min.time(), time.tzinfo)
 
 
 def _last_day(text: str, first: date) -> date:

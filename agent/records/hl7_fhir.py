@@ -170,10 +170,10 @@ def _datetime(
 ) -> str | None:
     """HL7 TS/DTM -> FHIR dateTime at the precision given; a time without an offset is
     read in the configured zone. ``observed``: the time a value was taken (OBX-14, OBR-7),
-    which look-back windows and ``latest`` order by: it must name its minute, since a
-    coarser time (a day, an hour) read as its start could place a value inside a window,
-    or after another, when it was not (FHIR's dateTime cannot carry an hour's precision
-    either)."""
+    which look-back windows and ``latest`` order by. One that names no minute (a day, an
+    hour) becomes its day, a FHIR date: FHIR's dateTime cannot carry an hour, and the
+    mapping refuses a value dated only to its day where the day cannot place it (a window's
+    edge, another value that day to order it against) rather than read it as midnight."""
     text = segment.value(number, 1).strip()
     if not text:
         return None
@@ -181,12 +181,7 @@ def _datetime(
     if match is None or (match["h"] is None and match["tz"] is not None):
         raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time")
     parts = match.groupdict()
-    if observed and parts["mi"] is None:
-        raise Hl7Error(
-            f"{segment.where(number)}: observation time less precise than a minute "
-            "cannot be placed in a look-back window"
-        )
-    if parts["h"] is None:
+    if parts["h"] is None or (observed and parts["mi"] is None):
         date = "-".join(p for p in (parts["y"], parts["mo"], parts["d"]) if p)
         if parts["mo"] and not 1 <= int(parts["mo"]) <= 12:
             raise Hl7Error(f"{segment.where(number)}: not an HL7 date/time")

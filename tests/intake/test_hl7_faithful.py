@@ -70,7 +70,9 @@ NOT_A_NUMBER = refused("unmappable", "heart_rate", "carries a text or coded valu
 COMPARATOR = refused("unmappable", "heart_rate", "carries a value with a comparator")
 NM = bad_input("segment OBX #11, field OBX-5", "value is not a number (value type NM)")
 NOT_A_TIME = bad_input("segment OBX #11, field OBX-14", "not an HL7 date/time")
-COARSE_TIME = bad_input("segment OBX #11, field OBX-14", "less precise than a minute")
+# a value dated only to its day (or month): its day holds the as-of time (noon), so it may
+# have been taken after it; read as midnight it would be scored as known before
+COARSE_TIME = refused("unmappable", "heart_rate", "dated only to the day, which cannot place")
 VALUE_TYPE = bad_input("segment OBX #11, field OBX-2", "value type not in HL7 table 0125")
 UNIT = refused("unit", "heart_rate", "cannot be converted to /min")
 
@@ -188,7 +190,10 @@ CASES: dict[str, tuple[str, object]] = {
     ),
     # OBX-14 (and OBR-7): a time a value can be placed by
     "time truncated 2026031": (heart_rate(when="2026031"), NOT_A_TIME),
-    "time a month": (heart_rate(when="202603"), COARSE_TIME),
+    "time a month": (
+        heart_rate(when="202603"),
+        refused("unmappable", "heart_rate", "dated only to the month"),
+    ),
     "time a day": (heart_rate(when="20260315"), COARSE_TIME),
     "time an hour": (heart_rate(when="2026031511"), COARSE_TIME),
     "time a minute": (heart_rate(when="202603151100"), scored(heart_rate=104.0)),
@@ -223,13 +228,17 @@ CASES: dict[str, tuple[str, object]] = {
     "time second 60": (heart_rate(when="20260315115960+0000"), NOT_A_TIME),
     "time none: OBR-7's": (heart_rate(when=""), scored(heart_rate=OLDER_HR)),
     "time a day, no value": (heart_rate("", when="20260315"), scored(heart_rate=OLDER_HR)),
+    "time a day, wholly before the window": (
+        heart_rate(when="20260310"),  # placed: too old to count, the 07:00 value is latest
+        scored(heart_rate=OLDER_HR),
+    ),
     "OBR-7 a day, every OBX its own time": (
         ORU.replace(OBR_7, "8716-3^Vital signs^LN|||20260315"),
         scored(heart_rate=104.0),
     ),
     "time none, OBR-7 a day": (
         heart_rate(when="").replace(OBR_7, "8716-3^Vital signs^LN|||20260315"),
-        bad_input("segment OBR #5, field OBR-7", "less precise than a minute"),
+        COARSE_TIME,
     ),
     # PID-7, PID-8, PID-3
     "birth a year (71 or 72)": (
@@ -358,7 +367,6 @@ def client(pipeline: ScoringPipeline) -> Iterator[hl7.client.MLLPClient]:
         ("ST holding a number", "AE", "unmappable", "feature 'heart_rate'"),
         ("birth a year (71 or 72)", "AE", "unmappable", "feature 'age'"),
         ("NM 400 digits (inf as a float)", "AR", "bad_input", "field OBX-5"),
-        ("time a day", "AR", "bad_input", "field OBX-14"),
         ("status W", "AA", None, None),
     ],
 )
@@ -378,6 +386,17 @@ def test_over_mllp_the_ack_names_the_reason(
     (err,) = segments(ack, "ERR")
     assert says in err[8]
     assert b"SYN-000417" not in ack
+
+
+def test_over_mllp_a_value_dated_only_today_is_refused(client: hl7.client.MLLPClient) -> None:
+    """The listener scores as of now: a heart rate dated only to today may have been taken
+    later today, so the patient is refused (AE) naming the feature, never the value."""
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    ack = client.send_message(recent(heart_rate(when=today).encode())).strip(SB + EB)
+    assert msa(ack)[1] == "AE" and msa(ack)[3].endswith(": unmappable")
+    (err,) = segments(ack, "ERR")
+    assert "feature 'heart_rate'" in err[8] and "dated only to the day" in err[8]
+    assert b"SYN-000417" not in ack and b"104" not in err[8].encode()
 
 
 ON_EVERY_PATH = [

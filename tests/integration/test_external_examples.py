@@ -126,9 +126,9 @@ def test_spec_examples_score_with_their_printed_values(wide_agent: AgentProcess)
 
 
 def test_spec_examples_at_the_demo_windows_get_422_naming_the_vital(agent: AgentProcess) -> None:
-    with agent.client() as client:  # the day of the 1999 examples: BP (2012) is not yet
+    with agent.client() as client:  # the end of the 1999 examples' day: BP (2012) is not yet
         response = client.post(
-            f"{PREDICT}?as_of=1999-07-02T12:00:00Z", content=_spec_collection(), headers=FHIR_JSON
+            f"{PREDICT}?as_of=1999-07-03T00:00:00Z", content=_spec_collection(), headers=FHIR_JSON
         )
     assert response.status_code == 422
     assert _diagnostics(response) == (

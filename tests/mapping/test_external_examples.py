@@ -98,15 +98,30 @@ def test_spec_examples_give_the_printed_values(
 def test_spec_examples_at_the_demo_windows_refuse_naming_a_vital(
     demo: SiteMapping, limits: Limits
 ) -> None:
-    """On the day of the 1999 examples, the 2012 BP and 2014 SpO2 are in the future."""
+    """At the end of the day of the 1999 examples (dated to the day: their day lies wholly
+    in the 24 h window), the 2012 BP and 2014 SpO2 are in the future."""
     with pytest.raises(UnmappableRecord) as caught:
-        demo.extract(_spec_collection(limits), datetime(1999, 7, 2, 12, tzinfo=UTC))
+        demo.extract(_spec_collection(limits), datetime(1999, 7, 3, tzinfo=UTC))
     assert str(caught.value) == (
         "feature 'systolic_bp': no value within the 24 h window before the as-of time; "
         "values exist outside it; "
         "feature 'spo2': no value within the 24 h window before the as-of time; "
         "values exist outside it"
     )
+
+
+def test_a_value_dated_to_its_day_is_refused_where_the_day_cannot_place_it(
+    demo: SiteMapping, limits: Limits
+) -> None:
+    """At noon on that day, a vital dated only 1999-07-02 may have been taken after noon:
+    read as midnight it would be scored as if known before the as-of time."""
+    with pytest.raises(UnmappableRecord) as caught:
+        demo.extract(_spec_collection(limits), datetime(1999, 7, 2, 12, tzinfo=UTC))
+    assert str(caught.value).startswith(
+        "feature 'heart_rate': Observation http://loinc.org|8867-4 is dated only to the day, "
+        "which cannot place it in the look-back window"
+    )
+    assert caught.value.feature == "heart_rate"
 
 
 def test_synthea_child_is_refused_by_the_adult_models_age_range(
