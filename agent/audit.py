@@ -11,7 +11,8 @@ the writer computes the HMAC, encodes and appends every entry queued meanwhile w
 ``write(2)`` (group commit). Waiting for the writer from the request would not pay: a
 cross-thread wake-up in CPython costs the waiting thread about 40 us of CPU, as much as
 writing the entry inline (the HMAC of a 40 kB body alone is 26 us). So the answer does
-not wait: it may leave before its entry reaches the OS, normally by well under a millisecond.
+not wait: it may leave before its entry reaches the OS, by up to ``limits.writer_gather``
+(5 ms: the writer gathers that long once woken, so it wakes once for several answers).
 What that allows, and nothing more: a ``kill -9``, an OOM kill or a crash of the process
 loses the entries still queued at that instant (those of answers from the last moments); a
 clean stop (``stop``, called by the daemon's drain) writes every queued entry first.
@@ -292,6 +293,7 @@ class AuditLog:
             name="audit-writer",
             max_items=bounds.audit_queue_max,
             max_weight=bounds.audit_queue_bytes_max,
+            gather=bounds.writer_gather,
             dropped=lambda count: _count_dropped(pressure, count),
         )
 

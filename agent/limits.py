@@ -54,6 +54,9 @@ class Limits:
     # client within it after the first are audited as one entry with their count
     prediction_queue_max: int = 10_000  # scorings whose predictions wait for the
     # prediction store's writer thread; past it they are not kept (counted)
+    writer_gather: float = 0.005  # seconds a writer thread (audit log, prediction store),
+    # woken by a first queued item, waits for more before it writes them as one batch: one
+    # wake-up for several answers (agent/writebehind.py); a flush or stop cuts it short
     writer_flush_wait: float = 5.0  # seconds a caller that must see what was queued
     # before it waits for a writer thread (an outcome for its predictions, a lifecycle
     # event for its audit entry); past it (a disk that hangs) it goes on without

@@ -95,6 +95,7 @@ class PredictionStore:
             self._insert,
             name="prediction-writer",
             max_items=bounds.prediction_queue_max,
+            gather=bounds.writer_gather,
             dropped=unrecorded,
         )
 
