@@ -7,10 +7,9 @@ Nothing in here names a value in an error: only the feature, the resource type a
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from statistics import fmean
 from typing import Any
@@ -23,16 +22,10 @@ from agent.errors import (
     UnmappableRecord,
     UnseenCategory,
 )
-from agent.mapping.facts import (
-    Fact,
-    FactIndex,
-    observation_time,
-    observation_time_text,
-    parse_time,
-    value_of,
-)
+from agent.mapping.facts import Fact, FactIndex, observation_time, parse_time, value_of
 from agent.mapping.fhirpath import Evaluator
 from agent.mapping.spec import PatientField, RangePolicy, Reduction, ResourceKind, UnseenPolicy
+from agent.mapping.timing import completed_years, hours, last_day, unplaced, within
 from agent.mapping.units import Conversion, check_unit, conversion
 from agent.types import FeatureValue, PatientRecord
 
@@ -154,8 +147,8 @@ class CompiledFeature:
         born = parse_time(patient.get("birthDate"))
         if born is None:
             return []
-        years = _completed_years(born.date(), as_of.date())
-        if years != _completed_years(_last_day(patient["birthDate"], born.date()), as_of.date()):
+        years = completed_years(born.date(), as_of.date())
+        if years != completed_years(last_day(patient["birthDate"], born.date()), as_of.date()):
             raise UnmappableRecord(
                 f"feature {self.name!r}: Patient.birthDate gives only a year or a month, "
                 "which leaves the age at the as-of time ambiguous",
@@ -169,7 +162,7 @@ class CompiledFeature:
         ``edge-agent mapping check --sample``: read, imputed or refused (and why), converted,
         out of range, and how many hours the newest value is older than the window."""
         found = self._facts(record, index, as_of)
-        in_window = _within(found, as_of, self.window)
+        in_window = within(found, as_of, self.window)
         beyond = None
         if found and not in_window and self.window is not None:
             times = [f.time for f in found if f.time is not None and f.time <= as_of]
@@ -197,10 +190,10 @@ class CompiledFeature:
         say). UnmappableRecord when the mapping says refuse."""
         found = self._facts(record, index, as_of)
         self._placed(found, as_of)
-        facts = _within(found, as_of, self.window)
+        facts = within(found, as_of, self.window)
         if not facts and found and self.fallback is None:
             raise MissingValue(
-                f"feature {self.name!r}: no value within the {_hours(self.window)} window "
+                f"feature {self.name!r}: no value within the {hours(self.window)} window "
                 "before the as-of time; values exist outside it",
                 self.name,
             )
@@ -216,30 +209,17 @@ class CompiledFeature:
         return value, self._warning(value)
 
     def _placed(self, found: list[Fact], as_of: datetime) -> None:
-        """A value dated only to its day (or month, or year) is read at the period's start.
-        When that period straddles the window's start or the as-of time, or holds another
-        value that ``latest`` or ``first`` must order it against, where it falls is unknown:
-        the patient is refused rather than scored from a guess. A period wholly inside the
-        window (or wholly outside it) places the value well enough."""
-        start = as_of - self.window if self.window is not None else None
-        for fact in found:
-            end = _period_end(fact)
-            if end is None or fact.time is None or fact.time >= as_of:
-                continue
-            if start is not None and end <= start:
-                continue
-            straddles = end > as_of or (start is not None and fact.time < start)
-            rival = self.reduce in _ORDERED and any(
-                other is not fact and other.time is not None and fact.time <= other.time < end
-                for other in found
+        """Refuses the patient when a value dated only to its day (month, year) cannot be
+        placed (``agent.mapping.timing.unplaced``) rather than score it from a guess."""
+        ordered = self.reduce in (Reduction.latest, Reduction.first)
+        problem = unplaced(found, as_of, self.window, ordered=ordered)
+        if problem is not None:
+            fact, precision, where = problem
+            raise UnmappableRecord(
+                f"feature {self.name!r}: {_origin(fact)} is dated only to the {precision}, "
+                f"which cannot place it {where}",
+                self.name,
             )
-            if straddles or rival:
-                raise UnmappableRecord(
-                    f"feature {self.name!r}: {_origin(fact)} is dated only to the "
-                    f"{_PRECISION[len(observation_time_text(fact.resource))]}, which cannot "
-                    f"place it {'in the look-back window' if straddles else 'among the values'}",
-                    self.name,
-                )
 
     def read(self, number: float) -> tuple[FeatureValue, str | None]:
         """An already-extracted value in the model's unit or level index (an OIP tensor, a
@@ -466,52 +446,6 @@ def _bounds(low: float | None, high: float | None, unit: str | None) -> str:
     return f"{span} {unit}" if unit else span
 
 
-def _hours(window: timedelta | None) -> str:
-    hours = (window or timedelta(0)).total_seconds() / 3600
-    return f"{hours:g} h"
-
-
-def _within(facts: list[Fact], as_of: datetime, window: timedelta | None) -> list[Fact]:
-    """The facts timed within ``window`` before ``as_of``; untimed ones only without one."""
-    if window is None:
-        return [f for f in facts if f.time is None or f.time <= as_of]
-    start = as_of - window
-    return [f for f in facts if f.time is not None and start <= f.time <= as_of]
-
-
 def _encounter_time(encounter: Any) -> datetime | None:
     period = encounter.get("period") or {}
     return parse_time(period.get("end") or period.get("start"))
-
-
-_ORDERED = frozenset({Reduction.latest, Reduction.first})
-_PRECISION = {4: "year", 7: "month", 10: "day"}
-
-
-def _period_end(fact: Fact) -> datetime | None:
-    """When an Observation's value is dated only to a day, a month or a year (its time is
-    that period's start), the period's end; None when its time names a moment."""
-    time = fact.time
-    if time is None or time.hour or time.minute or time.second or time.microsecond:
-        return None  # every partial date is read as midnight: nothing else is looked at
-    if fact.resource.get("resourceType") != "Observation":
-        return None
-    text = observation_time_text(fact.resource)
-    if not isinstance(text, str) or len(text) not in _PRECISION:
-        return None
-    last = _last_day(text, time.date())
-    return datetime.combine(last + timedelta(days=1), datetime.min.time(), time.tzinfo)
-
-
-def _last_day(text: str, first: date) -> date:
-    """The last day a FHIR date of ``first``'s period can be: a year's, a month's or the
-    day itself (``parse_time`` reads a partial date as its first day)."""
-    if len(text) == 4:
-        return first.replace(month=12, day=31)
-    if len(text) == 7:
-        return first.replace(day=calendar.monthrange(first.year, first.month)[1])
-    return first
-
-
-def _completed_years(born: date, on: date) -> int:
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
