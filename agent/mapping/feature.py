@@ -211,8 +211,7 @@ class CompiledFeature:
     def _placed(self, found: list[Fact], as_of: datetime) -> None:
         """Refuses the patient when a value dated only to its day (month, year) cannot be
         placed (``agent.mapping.timing.unplaced``) rather than score it from a guess."""
-        ordered = self.reduce in (Reduction.latest, Reduction.first)
-        problem = unplaced(found, as_of, self.window, ordered=ordered)
+        problem = unplaced(found, as_of, self.window, ordered=self.reduce in _TAKES_ONE)
         if problem is not None:
             fact, precision, where = problem
             raise UnmappableRecord(
@@ -252,7 +251,7 @@ class CompiledFeature:
         """The reduced number of ``facts`` (in time order). A value the reduction takes
         that is no number (text, a code, a comparator, a range) refuses the patient: read
         as missing, ``latest`` would silently fall back to an older value."""
-        taken = {Reduction.latest: facts[-1:], Reduction.first: facts[:1]}.get(self.reduce, facts)
+        taken = facts[_TAKES_ONE.get(self.reduce, slice(None))]
         for fact in taken:
             if fact.number is None:
                 raise UnmappableRecord(
@@ -407,6 +406,8 @@ class CompiledFeature:
 
 # Statuses by which a value supersedes another of the same time (HL7 v2 OBX-11 C and A).
 _SUPERSEDING = frozenset({"corrected", "amended"})
+# the reductions that take one value by time order: which of the ordered values they take
+_TAKES_ONE = {Reduction.latest: slice(-1, None), Reduction.first: slice(0, 1)}
 
 _REDUCE: dict[Reduction, Callable[[list[float]], float]] = {
     Reduction.latest: lambda values: values[-1],

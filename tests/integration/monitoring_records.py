@@ -36,6 +36,8 @@ OBSERVATIONS: dict[str, tuple[str, str, str]] = {
     "wbc": ("6690-2", "Leukocytes in blood", "10*3/uL"),
     "creatinine": ("14682-9", "Creatinine in serum", "umol/L"),
 }
+# the demo model's inputs in manifest order: the Observations' features, then the Patient's
+FEATURES = (*OBSERVATIONS, "age", "sex")
 
 
 @dataclass(frozen=True)

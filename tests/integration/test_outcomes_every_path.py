@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.agent_process import AgentProcess, demo_root, start_agent
 from tests.integration.monitoring_records import (
+    FEATURES,
     Identity,
     ReferenceRow,
     hl7_message,
@@ -240,17 +241,6 @@ def test_every_path_gives_each_patient_the_same_outcome(
     assert {name: wrong for name, wrong in seen.items() if wrong} == {}
 
 
-FEATURES = (
-    "heart_rate",
-    "respiratory_rate",
-    "body_temperature",
-    "systolic_bp",
-    "spo2",
-    "wbc",
-    "creatinine",
-    "age",
-    "sex",
-)
 RowOutcome = tuple[str, str | None, str | None, str | None]  # status, reason, feature, detail
 
 

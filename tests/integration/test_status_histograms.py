@@ -15,21 +15,16 @@ from typing import Any
 import pytest
 
 from tests.integration.agent_process import AgentProcess, demo_root, start_agent
-from tests.integration.monitoring_records import NDJSON, PREDICT, ndjson, reference_rows
+from tests.integration.monitoring_records import (
+    FEATURES,
+    NDJSON,
+    PREDICT,
+    ndjson,
+    reference_rows,
+)
 
 pytestmark = pytest.mark.integration
 
-FEATURES = [
-    "heart_rate",
-    "respiratory_rate",
-    "body_temperature",
-    "systolic_bp",
-    "spo2",
-    "wbc",
-    "creatinine",
-    "age",
-    "sex",
-]  # fmt: skip  (manifest order)
 FEW, MORE = 6, 34  # under the 10 values a live histogram needs, then past it
 
 
@@ -109,7 +104,7 @@ def _page(agent: AgentProcess) -> tuple[_Page, str]:
     assert "default-src 'none'" in policy and "script" not in policy
     page = _Page()
     page.feed(response.text)
-    assert list(page.figures) == FEATURES
+    assert tuple(page.figures) == FEATURES
     return page, response.text
 
 
