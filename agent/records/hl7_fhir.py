@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.errors import FhirError, Hl7Error
+from agent.errors import FhirError, Hl7Error, NoOutcome
 from agent.hl7.er7 import Er7Message, Segment
 from agent.records import fhir_essential
 from agent.records.config import RecordsConfig
@@ -156,11 +156,15 @@ def _identifiers(segment: Segment) -> list[dict[str, Any]]:
 
 
 def hl7_instant(segment: Segment, number: int, zone: ZoneInfo) -> datetime | None:
-    """A TS/DTM field as an aware datetime (a date alone is its midnight in ``zone``), None
-    when empty; Hl7Error when it is not an HL7 date/time."""
+    """A TS/DTM field as the aware instant an outcome happened (a date alone is its midnight
+    in ``zone``, as an outcome's ISO date is over HTTP), None when empty; Hl7Error when it is
+    not an HL7 date/time, NoOutcome when it names only a year or a month: no instant to
+    bound the predictions it labels."""
     text = _datetime(segment, number, zone)
     if text is None:
         return None
+    if len(text) < len("YYYY-MM-DD"):
+        raise NoOutcome(f"{segment.where(number)}: a time of only a year or a month")
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
 

@@ -188,6 +188,14 @@ def test_a_transfer_to_a_ward_is_no_outcome() -> None:
             Hl7Error,
             "OBX-14: not an HL7 date/time",
         ),
+        *(
+            (
+                hl7(msh("ORU^R01"), PID, f"OBX|1|NM|75323-6^x^LN||1||||||F|||{stamp}"),
+                NoOutcome,
+                "OBX-14: a time of only a year or a month",
+            )
+            for stamp in ("2026", "202603")
+        ),
     ],
 )
 def test_what_is_not_an_outcome_says_why_without_a_value(
