@@ -23,6 +23,7 @@ from agent.batch.items import BadItem, ReadContext, RecordItem
 from agent.errors import ConfigError
 from agent.limits import Limits
 from agent.mapping.facts import parse_time
+from agent.mapping.timing import last_day
 from agent.types import RecordFormat
 
 READABLE = frozenset({InputFormat.ndjson, InputFormat.fhir_json})
@@ -39,7 +40,7 @@ class PatientHistory:
     format: RecordFormat
     keys: frozenset[str]
     gender: str | None = None
-    birth_date: date | None = None
+    born: tuple[date, date] | None = None  # the first and last day the birth date spans
     refused: str | None = None
 
 
@@ -70,14 +71,16 @@ def patient_histories(
 
 def _history(item: RecordItem) -> PatientHistory:
     patient = _patient(item.body)
-    born = parse_time(patient.get("birthDate")) if patient else None
+    text = patient.get("birthDate") if patient else None
+    first = parse_time(text)
+    born = (first.date(), last_day(text, first.date())) if first and isinstance(text, str) else None
     gender = patient.get("gender") if patient else None
     return PatientHistory(
         body=item.body,
         format=item.format,
         keys=_keys(item.label, patient),
         gender=gender if isinstance(gender, str) else None,
-        birth_date=born.date() if born else None,
+        born=born,
     )
 
 

@@ -163,7 +163,7 @@ def _score(
             return None, exc.reason
     groups = {
         SEX: sex_group(history.gender),
-        AGE: age_group(history.birth_date, outcome.as_of.date()),
+        AGE: age_group(history.born, outcome.as_of.date()),
         **outcome.groups,
     }
     return Labelled(float(outputs[model.risk_output]), label, number, groups), None

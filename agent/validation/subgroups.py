@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import date
 
+from agent.mapping.timing import completed_years
+
 NOT_RECORDED = "not recorded"
 SEX = "sex"
 AGE = "age"
@@ -23,11 +25,18 @@ def sex_group(gender: str | None) -> str:
     return _SEXES.get(gender or "", NOT_RECORDED)
 
 
-def age_group(born: date | None, on: date) -> str:
-    """The age band of someone born on ``born`` as of ``on``."""
-    if born is None or born > on:
+def age_group(born: tuple[date, date] | None, on: date) -> str:
+    """The age band as of ``on`` of someone born within ``born`` (its first and last
+    possible day: a birth date of only a year or a month spans one). Not recorded when the
+    span straddles a band's edge, so no one is counted in a band they may not be in, as the
+    mapping refuses an age it cannot tell."""
+    if born is None or born[0] > on:
         return NOT_RECORDED
-    years = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    first, last = (_band(completed_years(day, on)) for day in (min(born[1], on), born[0]))
+    return first if first == last else NOT_RECORDED
+
+
+def _band(years: int) -> str:
     band = AGE_BANDS[0][1]
     for lowest, name in AGE_BANDS:
         if years >= lowest:
