@@ -142,9 +142,8 @@ def _condition(value: str) -> AckCondition | None:
         return None
 
 
-# MSA-3 wording by code; the reason slug follows it.
+# MSA-3 wording by code; the reason slug follows it. AE's says which work was not done.
 _OUTCOME_TEXT = {
-    AckCode.error: "not scored",
     AckCode.reject: "rejected",
     AckCode.commit_error: "not accepted",
     AckCode.commit_reject: "rejected",
@@ -180,14 +179,16 @@ def build_ack(
     results: Sequence[ResultRow] = (),
     now: datetime | None = None,
     control_id: str | None = None,
+    undone: str = "not scored",
 ) -> bytes:
     """An ACK message (segments joined by CR, no MLLP framing) answering ``header``.
 
     MSH-3..6 swap the sender's and receiver's application and facility, MSA-2 echoes the
     incoming control id, MSH-11/12/18 echo processing id, version and character set. With
     no header (the input was not HL7), a minimal ACK with the default separators is built.
-    MSA-3 tells the first of ``errors``; each gets its own ERR segment (one per patient
-    not scored, in a message that held several).
+    MSA-3 tells the first of ``errors`` (an AE's after ``undone``, the work not done: a
+    message's scoring, an outcome's recording); each gets its own ERR segment (one per
+    patient not scored, in a message that held several).
     ``results`` become OBX segments after MSA (and ERR): not part of the standard ACK
     structure, which is why the listener makes them optional.
     """
@@ -211,7 +212,8 @@ def build_ack(
     if errors:
         # MSA-3 is 80 characters at most before v2.5; ERR-8 carries the whole detail after
         first = errors[0]
-        text = f"{_OUTCOME_TEXT.get(code, 'error')}: {first.reason}"
+        said = undone if code is AckCode.error else _OUTCOME_TEXT.get(code, "error")
+        text = f"{said}: {first.reason}"
         if first.detail and version < "2.5":
             text = f"{text}: {first.detail}"[:80]
         msa.append(esc(text))

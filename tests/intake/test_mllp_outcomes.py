@@ -252,6 +252,7 @@ def test_listener_records_outcomes_and_scores_the_rest() -> None:
     assert not segments(acks[0], "OBX")  # an outcome's AA carries no result
     assert segments(acks[1], "OBX")  # the scored message's does
     assert err_reasons(acks[2]) == ["no_outcome"]
+    assert segments(acks[2], "MSA")[0][3].startswith("not recorded: no_outcome")
     assert recorder.recorded == [
         ("sepsis", OutcomeReport("MRN-0815", 1, datetime(2026, 3, 16, 8, tzinfo=UTC)))
     ]
@@ -264,7 +265,7 @@ def test_listener_answers_not_enabled_when_the_site_keeps_no_predictions() -> No
     outcome = hl7(msh("ORU^R01^ORU_R01"), PID, "OBX|1|NM|75323-6^x^LN||1||||||F")
     with running_listener(recorder, outcomes=[ORU_RULE]) as (listener, _):
         [ack] = exchange(listener.port, outcome)
-    assert segments(ack, "MSA")[0][1] == "AE"
+    assert segments(ack, "MSA")[0][1:4] == ["AE", "CTL-1", "not recorded: not_enabled"]
     assert err_reasons(ack) == ["not_enabled"]
     assert "MRN" not in ack.decode("latin-1")
 

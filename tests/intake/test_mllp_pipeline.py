@@ -131,7 +131,7 @@ def test_an_outcome_message_to_a_site_without_live_performance(pipeline: Scoring
     ):
         refused = ack_of(mllp.send_message(outcome))
         scored = ack_of(mllp.send_message(fixture_message("oru-r01-v25.hl7")))
-    assert msa(refused)[1:4] == ["AE", "OUT-1", "not scored: not_enabled"]
+    assert msa(refused)[1:4] == ["AE", "OUT-1", "not recorded: not_enabled"]
     assert b"SYN-000417" not in refused
     assert msa(scored)[1] == "AA"
     assert registry.get_sample_value("edge_agent_errors_total", labels) == before + 1

@@ -26,6 +26,7 @@ class Outcome:
     errors: tuple[AckError, ...] = ()  # the first is told in MSA-3; each has an ERR
     predictions: Sequence[Prediction] = ()
     internal: bool = False  # AR because of the agent, not the message (accept ack CE)
+    undone: str = "not scored"  # an AE's MSA-3 says this work was not done
 
 
 # the ERR of a frame that is not HL7, of one over the size limit, of a result not spooled
@@ -95,7 +96,9 @@ def acknowledgements(
             for i, p in enumerate(outcome.predictions, start=1)
             for name, value in p.outputs.items()
         ]
-    application = build_ack(header, outcome.code, errors=outcome.errors, results=results)
+    application = build_ack(
+        header, outcome.code, errors=outcome.errors, results=results, undone=outcome.undone
+    )
     if header is None or not header.enhanced_mode:
         return [application]
     acks = []

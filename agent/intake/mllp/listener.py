@@ -24,7 +24,7 @@ import ssl
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.dataplane import DataPlane
 from agent.errors import AgentError, ConfigError, InternalError, RecordError
@@ -348,7 +348,7 @@ class MllpListener:
         except Exception as exc:
             if isinstance(exc, AgentError):
                 self._plane.count_refusal(model, IntakePath.mllp, exc)
-            return self._not_handled(exc, model)
+            return replace(self._not_handled(exc, model), undone="not recorded")
         return Outcome(AckCode.accept)
 
     def _not_handled(self, exc: Exception, model: str) -> Outcome:
