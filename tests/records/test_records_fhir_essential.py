@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -770,14 +768,3 @@ def test_essential_never_imports_fhir_resources() -> None:
         timeout=60,
     )
     assert out.stdout.strip() == "[]"
-
-
-def test_essential_is_cheap() -> None:
-    """A loose budget (the target machine measures ~0.35 ms; docs/records.md has figures)."""
-    body = (FHIR / "demo-patient-bundle.json").read_bytes()
-    timings = []
-    for _ in range(15):
-        start = time.perf_counter()
-        parse_records(body, RecordFormat.fhir_json, limits=Limits(), config=ESSENTIAL)
-        timings.append(time.perf_counter() - start)
-    assert statistics.median(timings) < 0.003
