@@ -27,7 +27,7 @@ _DEFAULT_FIELD_SEP = "|"
 _DEFAULT_ENCODING = "^~\\&"
 _HEADERS = ("MSH", "BHS", "FHS")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HEADER_SCAN = 8192  # characters: a header segment longer than this is not one we can use
+HEADER_SCAN = 8192  # characters: a header segment longer than this is not one we can use
 
 
 class AckCode(StrEnum):
@@ -90,7 +90,7 @@ class MessageHeader:
 def parse_header(message: bytes) -> MessageHeader | None:
     """The header of ``message``, or None when it does not start with a usable MSH, BHS or
     FHS segment (after optional white space). Never raises on any input."""
-    head = message[:_HEADER_SCAN].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+    head = message[:HEADER_SCAN].removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
     head_text = head.decode(CHARSET).lstrip("\r\n\t ")
     ends = [i for i in (head_text.find("\r"), head_text.find("\n")) if i >= 0]
     # Control characters (MLLP's 0x0B and 0x1C among them) are dropped, so nothing echoed

@@ -296,7 +296,7 @@ CASES: dict[str, tuple[str, object]] = {
     ),
     # MSH-18 and MSH-2
     "ISO 8859-1 declared": (
-        ORU.replace("|AL|NE", "|AL|NE|||8859/1").replace("Avery", "Avéry"),
+        ORU.replace("|AL|NE", "|AL|NE||8859/1").replace("Avery", "Avéry"),
         scored(heart_rate=104.0),
     ),
     "other encoding characters": (

@@ -228,8 +228,41 @@ def test_malformed_fixture_and_batch_position(limits: Limits) -> None:
 
 
 def test_latin1_and_newline_separated_input(limits: Limits) -> None:
-    text = MSH + "|||||8859/1\nPID|1||1^^^H^MR||M\xfcller^J||19700101|F\n"
+    text = MSH + "||||||8859/1\nPID|1||1^^^H^MR||M\xfcller^J||19700101|F\n"
     [record] = parse_records(text.encode("latin-1"), RecordFormat.hl7v2, limits=limits)
     assert record.patient is not None and record.patient["name"][0]["family"] == "M\xfcller"
-    with pytest.raises(Hl7Error, match="not valid UTF-8"):
+    with pytest.raises(Hl7Error, match="not valid in the character set MSH-18 names"):
         parse_records(MSH.encode() + b"\rPID|1||1||M\xfcller", RecordFormat.hl7v2, limits=limits)
+
+
+@pytest.mark.parametrize(
+    ("charset", "family"),
+    [
+        ("8859/15", "M\u20acller"),  # the euro sign, where 8859/1 has the currency sign
+        ("8859/2", "\u0141ukasz"),
+        ("UNICODE UTF-8~8859/1", "M\xfcller"),  # the first repetition is the message's
+        ("KS X 1001", "\uae40"),
+    ],
+)
+def test_the_character_set_msh_18_names(limits: Limits, charset: str, family: str) -> None:
+    codec = {"8859/15": "iso8859-15", "8859/2": "iso8859-2", "KS X 1001": "euc_kr"}
+    text = f"{MSH}||||||{charset}\rPID|1||1^^^H^MR||{family}^J||19700101|F\r"
+    body = text.encode(codec.get(charset, "utf-8"))
+    [record] = parse_records(body, RecordFormat.hl7v2, limits=limits)
+    assert record.patient is not None and record.patient["name"][0]["family"] == family
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (f"{MSH}||||||ISO IR87\rPID|1||1^^^H^MR", "names a character set the agent does not"),
+        (f"{MSH}||||||UNICODE UTF-16\rPID|1||1^^^H^MR", "names a character set the agent"),
+        (
+            f"FHS|^~\\&\rBHS|^~\\&\r{MSH}||||||8859/1\rPID|1||1^^^H^MR\r{MSH}\rPID|1||2^^^H^MR",
+            "the messages of this batch name different MSH-18 character sets",
+        ),
+    ],
+)
+def test_a_character_set_not_read_is_refused(limits: Limits, body: str, problem: str) -> None:
+    with pytest.raises(Hl7Error, match=problem):
+        parse_records(body.encode(), RecordFormat.hl7v2, limits=limits)
