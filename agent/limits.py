@@ -50,7 +50,7 @@ class Limits:
     # (the disk is not keeping up) new entries are dropped and counted, never waited for
     audit_queue_bytes_max: int = 64 * 1024 * 1024  # bytes: request bodies those entries hold
     # until the writer computes their HMAC (large bodies fill this before the count)
-    audit_refusal_window: float = 1.0  # seconds: identical refusals by the HTTP edge from one
+    audit_refusal_window: float = 1.0  # seconds: identical edge refusals (HTTP, MLLP) from one
     # client within it after the first are audited as one entry with their count
     prediction_queue_max: int = 10_000  # scorings whose predictions wait for the
     # prediction store's writer thread; past it they are not kept (counted)

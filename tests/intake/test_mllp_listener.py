@@ -157,7 +157,7 @@ def test_oversize_frame_gets_ar_and_the_next_message_is_served() -> None:
             time.sleep(0.01)
         too_big, small = read_frame(sock, pending), read_frame(sock, pending)
         sock.close()
-    assert msa(too_big)[1:4] == ["AR", "BIG", "rejected: too_large"]
+    assert msa(too_big)[1:4] == ["AR", "BIG", "rejected: request_too_large"]
     assert msa(small)[1:3] == ["AA", "SMALL"]
 
 

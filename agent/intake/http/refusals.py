@@ -9,42 +9,29 @@ Nothing the caller chose is written verbatim except the bounded request id: the 
 becomes its route template (``unmatched`` when none), a model name is kept only when it
 names a configured model, a token only as the id of an accepted one.
 
-**Coalesced.** Unauthenticated clients could otherwise write to the audit log at the rate
-they can be refused (thousands a second from one address) and push it, within the hour,
-into the retention pressure that drops new entries, legitimate scorings' included, until
-``audit.min_age_seconds`` passes. So the first refusal of a kind (same peer, intake, route,
-model, token state and reason) is written at once, and the identical ones that follow
-within ``limits.audit_refusal_window`` (1 s) are written as one entry at the window's end,
-with their ``count``, the time and request id of the first of them. One client then writes
-at most two entries a second per kind, whatever its rate. Metrics still count every
-request. ``flush`` writes the windows still open (the daemon calls it once the HTTP server
-has stopped, before the audit log's own stop).
+Coalesced as ``agent.intake.edge_audit`` says, with the MLLP listener's.
 
 Used from the event loop only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from agent.dataplane import DataPlane
 from agent.errors import AgentError, RequestHeadTooLarge
+from agent.intake.edge_audit import RefusalAudit
 from agent.intake.http.cds_hooks import model_of_service
 from agent.types import EdgeRefusal, IntakePath
 
 UNMATCHED = "unmatched"  # the route of a path that matches no route template
 
 _ROUTE_MODEL = re.compile(r"^/(v1|v2)/models/([^/]+)|^/cds-services/([^/]+)")
-
-_Kind = tuple[str, IntakePath, str, str, str, str | None]
 
 
 def route_of(path: str) -> tuple[str, IntakePath]:
@@ -58,22 +45,13 @@ def route_of(path: str) -> tuple[str, IntakePath]:
     return match[2], IntakePath.oip if match[1] == "v2" else IntakePath.http
 
 
-@dataclass
-class _Window:
-    """Identical refusals after the first, within one window."""
-
-    first: EdgeRefusal | None = None
-    repeats: int = 0
-
-
 class EdgeRefusals:
     """See the module docstring."""
 
     def __init__(self, plane: DataPlane, routes: Sequence[Route], window: float) -> None:
         self._plane = plane
         self._routes = routes
-        self._window = window
-        self._open: dict[_Kind, _Window] = {}
+        self._audit = RefusalAudit(plane, window)
 
     def refused(self, scope: Scope, error: AgentError, token: str | None) -> None:
         """The guard refused the request of ``scope`` with ``error``; ``token``: the id of
@@ -82,7 +60,7 @@ class EdgeRefusals:
         self._plane.count_refusal(name, intake, error)
         state = scope["state"]
         client = scope.get("client")
-        self._audit(
+        self._audit.record(
             EdgeRefusal(
                 when=time.time(),
                 request_id=state["request_id"],
@@ -99,21 +77,11 @@ class EdgeRefusals:
         """The listener refused a request head past ``limits.http_header_max`` (431): the
         head was not parsed, so neither its path nor its request id is known."""
         self._plane.count_refusal("", IntakePath.http, RequestHeadTooLarge(""))
-        self._audit(
-            EdgeRefusal(
-                when=time.time(),
-                request_id=uuid.uuid4().hex,
-                intake=IntakePath.http,
-                peer=peer,
-                route=UNMATCHED,
-                reason=RequestHeadTooLarge.reason,
-            )
-        )
+        self._audit.record_unread(IntakePath.http, peer, UNMATCHED, RequestHeadTooLarge.reason)
 
     def flush(self) -> None:
         """Write the repeats of every open window now."""
-        for kind in list(self._open):
-            self._close(kind)
+        self._audit.flush()
 
     def _template(self, scope: Scope) -> str:
         for route in self._routes:
@@ -121,27 +89,3 @@ class EdgeRefusals:
             if matched is not Match.NONE:
                 return route.path
         return UNMATCHED
-
-    def _audit(self, refusal: EdgeRefusal) -> None:
-        kind = (
-            refusal.peer,
-            refusal.intake,
-            refusal.route,
-            refusal.model,
-            refusal.reason,
-            refusal.token,
-        )
-        window = self._open.get(kind)
-        if window is not None:
-            if window.first is None:
-                window.first = refusal
-            window.repeats += 1
-            return
-        self._plane.audit_refusal(refusal)
-        self._open[kind] = _Window()
-        asyncio.get_running_loop().call_later(self._window, self._close, kind)
-
-    def _close(self, kind: _Kind) -> None:
-        window = self._open.pop(kind, None)
-        if window is not None and window.first is not None:
-            self._plane.audit_refusal(replace(window.first, count=window.repeats))

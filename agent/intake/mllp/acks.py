@@ -31,7 +31,7 @@ class Outcome:
 
 # the ERR of a frame that is not HL7, of one over the size limit, of a result not spooled
 NOT_HL7 = AckError("100", "Segment sequence error", "bad_input")
-TOO_LARGE = AckError("207", "Application internal error", "too_large")
+TOO_LARGE = AckError("207", "Application internal error", "request_too_large")
 NOT_SPOOLED = AckError("207", "Application internal error", "result_spool")
 
 

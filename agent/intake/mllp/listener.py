@@ -27,11 +27,21 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 
 from agent.dataplane import DataPlane
-from agent.errors import AgentError, ConfigError, InternalError, RecordError
+from agent.errors import (
+    AgentError,
+    ConfigError,
+    Hl7Error,
+    InternalError,
+    RecordError,
+    RequestTooLarge,
+    Throttled,
+    Unauthorized,
+)
 from agent.hl7 import framing
 from agent.hl7.ack import AckCode, parse_header
 from agent.hl7.framing import END_BLOCK, START_BLOCK, unframe
 from agent.hl7.oru import ResultAddressing, build_result_message
+from agent.intake.edge_audit import RefusalAudit
 from agent.intake.mllp.acks import (
     NOT_HL7,
     NOT_SPOOLED,
@@ -103,6 +113,7 @@ class MllpListener:
         self._refused_outside = ThrottledWarning(
             log, "mllp connection refused: client not allowed", interval
         )
+        self._edge = RefusalAudit(plane, limits.audit_refusal_window)
         self._stopping = False
         self._spool: ResultSpool | None = None
         self._sender: ResultSender | None = None
@@ -176,6 +187,7 @@ class MllpListener:
         if self._sender is not None:
             await self._sender.stop(max(0.0, deadline - loop.time()))
             self._sender = None
+        self._edge.flush()
         log.info("mllp stopped")
 
     # --- one connection -------------------------------------------------------------------
@@ -183,7 +195,10 @@ class MllpListener:
         task = asyncio.current_task()
         peer = writer.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        if task is None or self._stopping or not self._admitted(host):
+        refusal = None if task is None or self._stopping else self._refusal(host)
+        if task is None or self._stopping or refusal is not None:
+            if refusal is not None:
+                self._refuse(host, "connection", refusal)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -212,10 +227,10 @@ class MllpListener:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    def _admitted(self, host: str) -> bool:
-        """Whether a new connection from ``host`` may be served: the client is allowed,
-        and neither the listener nor this client has all its connections open. Refusals
-        are logged at a bounded rate (a flood of them is counted, not logged each)."""
+    def _refusal(self, host: str) -> AgentError | None:
+        """Why a new connection from ``host`` may not be served (None: it may): the client
+        is not allowed, or the listener or this client has all its connections open.
+        Refusals are logged at a bounded rate (a flood of them is counted, not logged each)."""
         if self._networks:
             try:
                 address = ipaddress.ip_address(host)
@@ -223,14 +238,21 @@ class MllpListener:
                 address = None
             if address is None or not any(address in net for net in self._networks):
                 self._refused_outside()
-                return False
+                return Unauthorized("client not allowed")
         if len(self._connections) >= self._config.max_connections:
             self._refused_full()
-            return False
+            return Throttled("too many connections")
         if self._per_client[host] >= self._config.max_connections_per_client:
             self._refused_client()
-            return False
-        return True
+            return Throttled("too many connections from one client")
+        return None
+
+    def _refuse(self, peer: str, route: str, error: AgentError) -> None:
+        """A connection or frame refused before the data plane saw it: counted, and audited
+        as the HTTP edge audits its refusals (``agent.intake.edge_audit``), ``route`` saying
+        what was refused (``connection``, ``frame``)."""
+        self._plane.count_refusal(self._model, IntakePath.mllp, error)
+        self._edge.record_unread(IntakePath.mllp, peer, route, error.reason, self._model)
 
     async def _frames(
         self, reader: asyncio.StreamReader, conn: _Connection
@@ -285,8 +307,10 @@ class MllpListener:
     async def _answer(self, frame: _Frame, peer: str) -> list[bytes]:
         header = parse_header(frame.content)
         if frame.oversize:
+            self._refuse(peer, "frame", RequestTooLarge("frame over the size limit"))
             outcome = Outcome(AckCode.reject, (TOO_LARGE,))
         elif header is None:
+            self._refuse(peer, "frame", Hl7Error("not an HL7 message"))
             outcome = Outcome(AckCode.reject, (NOT_HL7,))
         elif self._outcomes is not None and self._outcomes.concerns(header):
             outcome = await self._outcome_message(self._outcomes, frame.content, peer)
