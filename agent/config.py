@@ -154,8 +154,12 @@ class LimitsConfig(Section):
     worker thread (docs/adr/0009); 0 scores every request in a thread."""
 
     audit_refusal_window: float | None = Field(default=None, gt=0)
-    """Seconds: identical refusals by the HTTP edge from one client within it, after the
+    """Seconds: identical edge refusals (HTTP, MLLP) from one client within it, after the
     first, are audited as one entry with their count (docs/operations.md)."""
+
+    comparison_checkpoint: float | None = Field(default=None, ge=0)
+    """Seconds between keeping each candidate's comparison in the store (it is kept at every
+    stop too), so that a restart resumes it; 0 keeps it after every compared request."""
 
     pull_timeout: float | None = Field(default=None, gt=0)
     """Seconds an operator's ``models pull`` may take before it is reported as timed out

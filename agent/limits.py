@@ -62,5 +62,7 @@ class Limits:
     # event for its audit entry); past it (a disk that hangs) it goes on without
     histogram_values_min: int = 10  # live values: a feature's live histogram on the status
     # page is not drawn from fewer (a handful of values in a bin could single a patient out)
+    comparison_checkpoint: float = 60.0  # seconds between keeping each candidate's
+    # comparison in the store (and at every stop), so a restart resumes it
     comparison_window: int = 10_000  # records: pairs kept for a candidate's comparison
     # quantiles, PSI and histograms (counts and correlation cover every pair)

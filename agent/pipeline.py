@@ -87,7 +87,12 @@ class ScoringPipeline(ServedModels):
         self.performance = performance
         self._canary_key = canary_key(config.audit.hmac_key_file)
         self._shadow = ShadowLane(self.limits.shadow_queue_max, self.limits.shadow_start_delay)
-        self._comparer = ShadowComparer(predict_rows, performance)
+        self._comparer = ShadowComparer(
+            predict_rows,
+            performance,
+            self._candidates.checkpoint,
+            self.limits.comparison_checkpoint,
+        )
         self._scorer = OutcomeScorer(monitor)
         monitor.watch_candidates(self.candidate_readings)
 
@@ -103,12 +108,14 @@ class ScoringPipeline(ServedModels):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the shadow lane within ``timeout`` seconds (its queued work is dropped; a
-        task in hand past the bound is abandoned with its daemon thread), then write every
+        task in hand past the bound is abandoned with its daemon thread), keep each
+        candidate's comparison in the store (a restart resumes it), then write every
         queued audit entry and prediction within what is left of it (at least
         ``WRITER_STOP_FLOOR`` each: a few milliseconds normally suffice, and a clean stop
         should lose nothing)."""
         deadline = time.monotonic() + timeout
         self._shadow.stop(timeout)
+        self._candidates.checkpoint()
         if self.audit is not None:
             self.audit.stop(max(deadline - time.monotonic(), WRITER_STOP_FLOOR))
         if self.performance is not None:

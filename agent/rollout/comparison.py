@@ -21,6 +21,7 @@ from typing import Any, Literal
 from agent.monitor.drift import psi
 
 Role = Literal["active", "candidate"]
+ROLES: tuple[Role, ...] = ("active", "candidate")
 SkipReason = Literal["queue_full", "refused", "error"]
 SKIP_REASONS: tuple[SkipReason, ...] = ("queue_full", "refused", "error")
 PSI_BINS = 10  # deciles of the active version's scores
@@ -122,6 +123,55 @@ class Comparison:
         with self._lock:
             self._skipped[reason] += count
 
+    def state(self) -> dict[str, Any]:
+        """Everything the comparison holds, as JSON values: kept on disk so that a restart
+        resumes the evidence a candidate has gathered instead of starting again (``resume``).
+        """
+        with self._lock:
+            return {
+                "records": self._records,
+                "moments": [
+                    self._mean_a,
+                    self._mean_c,
+                    self._m2_a,
+                    self._m2_c,
+                    self._co,
+                    self._abs_sum,
+                ],
+                "agree": dict(self._agree),
+                "pairs": [list(pair) for pair in self._pairs],
+                "latency": {role: list(values) for role, values in self._latency.items()},
+                "skipped": dict(self._skipped),
+            }
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state`` (what ``state`` gave, for the same card thresholds);
+        ValueError, with nothing changed, when it is not such a state."""
+        try:
+            records = _count(state["records"])
+            moments = [_finite(m) for m in state["moments"]]
+            agree = {str(k): _count(v) for k, v in state["agree"].items()}
+            pairs = [(_finite(a), _finite(c)) for a, c in state["pairs"]]
+            latency = {
+                r: [_finite(v) for v in state["latency"][r]] for r in ("active", "candidate")
+            }
+            skipped = {r: _count(state["skipped"][r]) for r in SKIP_REASONS}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError("not a comparison state") from exc
+        if len(moments) != 6 or agree.keys() != self._agree.keys():
+            raise ValueError("not a comparison state for these thresholds")
+        with self._lock:
+            self._records = records
+            self._mean_a, self._mean_c, self._m2_a, self._m2_c, self._co, self._abs_sum = moments
+            self._agree = agree
+            self._pairs.clear()
+            self._pairs.extend(pairs)
+            for role in ROLES:
+                values = latency[role]
+                self._latency[role].clear()
+                self._latency[role].extend(values)
+            self._skipped = skipped
+
     def read(self) -> ComparisonReading:
         with self._lock:
             n = self._records
@@ -163,6 +213,18 @@ class Comparison:
             reference[bisect_right(cuts, a)] += 1
             observed[bisect_right(cuts, c)] += 1
         return psi(observed, reference, self._epsilon)
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("not a count")
+    return value
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return float(value)
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float | None:

@@ -28,9 +28,20 @@ Predict = Callable[["ServedModel", Sequence[Sequence[float]]], list[Sequence[flo
 class ShadowComparer:
     """Scores what the other version answered, for the comparison (see the module)."""
 
-    def __init__(self, predict: Predict, performance: PerformanceTracker | None) -> None:
+    def __init__(
+        self,
+        predict: Predict,
+        performance: PerformanceTracker | None,
+        checkpoint: Callable[[], None],
+        every: float,
+    ) -> None:
+        """``checkpoint`` keeps every candidate's comparison on disk; it runs at most once
+        per ``every`` seconds, after a pair is added, in this lane."""
         self._predict = predict
         self._performance = performance
+        self._checkpoint = checkpoint
+        self._every = every
+        self._next_checkpoint = time.monotonic() + every
 
     def records(
         self,
@@ -121,6 +132,9 @@ class ShadowComparer:
                 comparison.add(value, score, known_seconds, other_seconds)
             else:
                 comparison.add(score, value, other_seconds, known_seconds)
+        if time.monotonic() >= self._next_checkpoint:
+            self._checkpoint()
+            self._next_checkpoint = time.monotonic() + self._every
         return results
 
     def _keep(

@@ -8,6 +8,8 @@ Layout under ``root``::
                                   ("1.5.0 2026-12-04T19:30:00+00:00"), when there is one
     state/highest/<model>         the highest version ever installed (rollback floor)
     state/registries/<name>       the highest registry index version seen (a number)
+    state/comparisons/<model>     the candidate's running comparison with the active version
+                                  (JSON, ``agent.rollout.candidates``), kept across restarts
     tmp/                          staging; anything left here after a crash is discarded
     cache/                        the runtime's precompiled modules (not managed here)
 
@@ -251,6 +253,23 @@ class BundleStore:
         with self._locked():
             (self.root / "candidate" / _check_name(name)).unlink(missing_ok=True)
             fsync_dir(self.root / "candidate")
+            self._comparison_path(name).unlink(missing_ok=True)
+
+    # --- the candidate's comparison ---------------------------------------------------
+    def comparison(self, name: str) -> bytes | None:
+        """What ``keep_comparison`` last kept for ``name``'s candidate, or None."""
+        try:
+            return self._comparison_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def keep_comparison(self, name: str, data: bytes) -> None:
+        """Keep ``data`` (the candidate's comparison) atomically, replacing what was kept."""
+        with self._locked():
+            _write(self._comparison_path(name), data)
+
+    def _comparison_path(self, name: str) -> Path:
+        return self.root / "state" / "comparisons" / _check_name(name)
 
     def previous_version(self, name: str) -> str:
         """The installed version just below the active one (what ``rollback`` goes to)."""

@@ -358,3 +358,75 @@ def test_outcomes_give_both_versions_a_live_auroc_and_a_worse_candidate_is_block
     with pytest.raises(RolloutError, match=r"max_auroc_drop \(live AUROC active"):
         pipeline.promote(MODEL)
     assert pipeline.model(MODEL).version == "1.0.0"
+
+
+def test_a_restart_resumes_the_candidates_comparison_where_it_stopped(
+    tmp_path: Path, stopped: list[ScoringPipeline]
+) -> None:
+    """A week of shadow evidence must not vanish with a reboot: the comparison is kept in
+    the store every ``limits.comparison_checkpoint`` seconds and at stop, and resumed when
+    the same candidate is staged beside the same active version again."""
+    pipeline, candidate = make_pipeline(tmp_path, rollout="shadow")
+    stage(pipeline, candidate)
+    staged = pipeline.candidate(MODEL)
+    assert staged is not None
+    score(pipeline, patients_ndjson(range(40), 7))
+    wait_until(lambda: staged.comparison.read().records == 40, "the shadow comparison")
+    before = staged.comparison.read()
+    pipeline.stop()
+    kept = json.loads((tmp_path / "store/state/comparisons" / MODEL).read_bytes())
+    assert (kept["candidate"], kept["against"], kept["state"]["records"]) == ("1.0.1", "1.0.0", 40)
+    assert "patient" not in json.dumps(kept).lower()  # numbers only
+
+    restarted = ScoringPipeline.from_config(pipeline.config, CollectorRegistry())
+    restarted.start()
+    stopped.append(restarted)
+    resumed = restarted.candidate(MODEL)
+    assert resumed is not None and resumed.comparison.read() == before
+    score(restarted, patients_ndjson(range(40, 60), 8))
+    wait_until(lambda: resumed.comparison.read().records == 60, "the resumed comparison")
+    restarted.abandon(MODEL)
+    assert not (tmp_path / "store/state/comparisons" / MODEL).exists()
+
+
+def test_a_kept_comparison_of_another_active_version_or_a_broken_one_starts_afresh(
+    tmp_path: Path, stopped: list[ScoringPipeline]
+) -> None:
+    pipeline, candidate = make_pipeline(tmp_path, rollout="shadow")
+    stage(pipeline, candidate)
+    score(pipeline, patients_ndjson(range(20), 3))
+    staged = pipeline.candidate(MODEL)
+    assert staged is not None
+    wait_until(lambda: staged.comparison.read().records == 20, "the shadow comparison")
+    pipeline.stop()
+    path = tmp_path / "store/state/comparisons" / MODEL
+    kept = json.loads(path.read_bytes())
+    for changed in (
+        {**kept, "against": "0.9.0"},  # compared with a version no longer active
+        {**kept, "state": {**kept["state"], "records": -1}},
+        {**kept, "state": {**kept["state"], "agree": {"warning": 3}}},  # other thresholds
+    ):
+        path.write_text(json.dumps(changed))
+        restarted = ScoringPipeline.from_config(pipeline.config, CollectorRegistry())
+        fresh = restarted.candidate(MODEL)
+        assert fresh is not None and fresh.comparison.read().records == 0
+    path.write_bytes(b"\x00 not json")
+    restarted = ScoringPipeline.from_config(pipeline.config, CollectorRegistry())
+    assert restarted.candidate(MODEL) is not None  # the candidate itself still serves
+
+
+def test_the_comparison_is_kept_while_the_lane_runs(
+    tmp_path: Path, stopped: list[ScoringPipeline]
+) -> None:
+    """Not only at a clean stop: a crash loses at most ``limits.comparison_checkpoint``."""
+    pipeline, candidate = make_pipeline(
+        tmp_path, {"limits": {"comparison_checkpoint": 0}}, rollout="shadow"
+    )
+    stopped.append(pipeline)
+    stage(pipeline, candidate)
+    score(pipeline, patients_ndjson(range(30), 5))
+    path = tmp_path / "store/state/comparisons" / MODEL
+    wait_until(
+        lambda: path.exists() and json.loads(path.read_bytes())["state"]["records"] == 30,
+        "the comparison kept by the shadow lane",
+    )
