@@ -22,10 +22,9 @@ import hashlib
 import hmac
 import re
 import uuid
-from collections import Counter
 from collections.abc import Callable
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,16 +64,27 @@ RefusalCounter = Callable[[Scope, AgentError, str | None], None]
 accepted token's id, ``TOKEN_ABSENT`` or ``TOKEN_WRONG``; None when none is required)."""
 
 
-def request_id_of(headers: Headers) -> str:
+def header(scope: Scope, name: bytes) -> str:
+    """The first value of the request header ``name`` (lower case, as ASGI gives names), or
+    "": what Starlette's ``Headers(scope=scope).get`` answers, without a mapping built per
+    request and a KeyError raised inside it for each header that is absent."""
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return ""
+
+
+def request_id_of(scope: Scope) -> str:
     """The caller's ``X-Request-Id`` when it is a short token (at most 64 of
     ``[A-Za-z0-9._-]``), else a fresh one: the id is copied into the audit log and answers,
     so it may carry neither bulk nor free text (a name, an MRN)."""
-    given = headers.get("x-request-id", "")
+    given = header(scope, b"x-request-id")
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def media_type(headers: Headers) -> str:
-    return headers.get("content-type", "").split(";")[0].strip().lower()
+def media_type(scope: Scope) -> str:
+    return header(scope, b"content-type").split(";")[0].strip().lower()
 
 
 def _check_media_type(path: str, media: str) -> None:
@@ -103,14 +113,13 @@ class GuardMiddleware:
         self._config = config
         self._limits = limits or Limits()
         self._on_refusal = on_refusal
-        self._in_flight: Counter[str] = Counter()
+        self._in_flight: dict[str, int] = {}  # requests in progress, by client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        request_id = request_id_of(headers)
+        request_id = request_id_of(scope)
         client = scope["client"][0] if scope.get("client") else "unknown"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -124,7 +133,7 @@ class GuardMiddleware:
 
         token: str | None = None
         if self._config.auth_required and path not in OPEN_PATHS:
-            token = self._authenticate(headers)
+            token = self._authenticate(scope)
             if token in (TOKEN_ABSENT, TOKEN_WRONG):
                 self._refused(scope, Unauthorized("no valid bearer token"), token)
                 refusal = JSONResponse(
@@ -136,7 +145,8 @@ class GuardMiddleware:
                 await refusal(scope, receive, send_with_id)
                 return
             state["caller"] = token
-        if self._in_flight[client] >= self._config.max_concurrent_per_client:
+        in_flight = self._in_flight.get(client, 0)
+        if in_flight >= self._config.max_concurrent_per_client:
             self._refused(scope, Throttled("too many concurrent requests"), token)
             throttled = JSONResponse(
                 operation_outcome(
@@ -147,12 +157,12 @@ class GuardMiddleware:
             )
             await throttled(scope, receive, send_with_id)
             return
-        self._in_flight[client] += 1
+        self._in_flight[client] = in_flight + 1
         try:
             if scope["method"] in _BODY_METHODS:
                 try:
-                    _check_media_type(path, media_type(headers))
-                    body = await self._read_body(headers, receive)
+                    _check_media_type(path, media_type(scope))
+                    body = await self._read_body(scope, receive)
                 except AgentError as error:
                     self._refused(scope, error, token)
                     # the rest of a refused body is not read: close rather than keep alive
@@ -162,19 +172,21 @@ class GuardMiddleware:
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_with_id)
         finally:
-            self._in_flight[client] -= 1
-            if self._in_flight[client] <= 0:
+            left = self._in_flight[client] - 1
+            if left > 0:
+                self._in_flight[client] = left
+            else:
                 del self._in_flight[client]
 
     def _refused(self, scope: Scope, error: AgentError, token: str | None) -> None:
         if self._on_refusal is not None:
             self._on_refusal(scope, error, token)
 
-    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The whole body, or RequestTooLarge / RequestTimeout before it is all read."""
         limit = self._limits.http_body_max
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > limit:
             raise RequestTooLarge(f"request body larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
@@ -197,13 +209,13 @@ class GuardMiddleware:
             ) from None
         return b"".join(chunks)
 
-    def _authenticate(self, headers: Headers) -> str:
+    def _authenticate(self, scope: Scope) -> str:
         """The caller's identity (``token:`` and the start of the token's SHA-256, which the
         config holds), else ``TOKEN_ABSENT`` or ``TOKEN_WRONG``. Compared in constant time."""
-        header = headers.get("authorization", "")
-        if not header.lower().startswith("bearer "):
+        given = header(scope, b"authorization")
+        if not given.lower().startswith("bearer "):
             return TOKEN_ABSENT
-        digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
+        digest = hashlib.sha256(given[7:].strip().encode()).hexdigest()
         for accepted in self._config.bearer_token_sha256:
             if hmac.compare_digest(digest, accepted.lower()):
                 return f"token:{digest[:12]}"
