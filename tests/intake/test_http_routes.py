@@ -140,6 +140,45 @@ async def test_a_wrong_media_type_is_415_before_the_body_is_read() -> None:
     assert response.status_code == 415 and plane.requests == []
 
 
+@pytest.mark.parametrize(
+    ("query", "explain"),
+    [
+        ("explain=true", True),
+        ("explain=true&explain=false", False),
+        ("explain=0&explain=true", True),
+    ],
+)
+async def test_predict_reads_a_query_parameter_last_value_as_starlette_does(
+    query: str, explain: bool
+) -> None:
+    plane = Plane(LIMITS, keep_requests=True)
+    async with _client(plane) as client:
+        response = await client.post(
+            f"{ROUTES[0][0]}?as_of=2026-03-15T12:00:00Z&{query}",
+            content=ROUTES[0][2],
+            headers={"Content-Type": ROUTES[0][1]},
+        )
+    assert response.status_code == 200, response.text
+    [request] = plane.requests
+    assert request.explain is explain and request.as_of is not None
+
+
+async def test_predict_reads_a_header_first_value_and_answers_fhir_when_asked() -> None:
+    plane = Plane(LIMITS, keep_requests=True)
+    headers = [
+        ("Content-Type", "application/fhir+json"),
+        ("Content-Type", "text/plain"),
+        ("Accept", "application/fhir+json"),
+        ("Accept", "application/json"),
+    ]
+    async with _client(plane) as client:
+        answer = await client.post(ROUTES[0][0], content=ROUTES[0][2], headers=headers)
+        plain = await client.post(ROUTES[0][0], content=ROUTES[0][2], headers=headers[:2])
+    assert answer.status_code == 200 and answer.json()["resourceType"] == "RiskAssessment"
+    assert answer.headers["content-type"] == "application/fhir+json"
+    assert plain.headers["content-type"] == "application/json" and plain.json()["scored"] == 1
+
+
 async def test_a_request_id_that_is_not_a_short_token_is_replaced() -> None:
     async with _client(Plane(LIMITS, keep_requests=True)) as client:
         kept = await client.get("/healthz", headers={"X-Request-Id": "abc-123.x_Y"})

@@ -98,7 +98,7 @@ def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry
         return error_response(request.url.path, error)
 
     routes = [  # matched in order, one pattern after another: the busiest route first
-        Route("/v1/models/{name}/predict", predict, methods=["POST"]),
+        Route("/v1/models/{name}/predict", predict, methods=["POST"], name="predict"),
         Route("/", status_page),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),

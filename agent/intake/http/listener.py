@@ -32,6 +32,8 @@ less per request than its pure-Python ``h11`` one (bench/, docs/benchmarks.md). 
 no bound on a request head of its own, so ``_HttpProtocol`` counts the bytes read while no
 head is complete and answers 431 and closes once they pass ``limits.http_header_max``,
 telling ``on_head_refused`` the peer's address (counted and audited: ``refusals.py``).
+Once a request's whole body is in, its scope gets the extension ``BODY_RECEIVED``: the guard
+then reads the body without arming its deadline, as no read can wait any more.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ from agent.limits import Limits
 from agent.logs import ThrottledWarning, throttle_accept_failures
 
 log = logging.getLogger(__name__)
+
+BODY_RECEIVED = "agent.body_received"
+"""The ASGI scope extension ``_HttpProtocol`` adds once the request's whole body is read
+from the socket (uvicorn's ``receive`` then answers at once: it cannot wait)."""
 
 
 class _HttpProtocol(HttpToolsProtocol):
@@ -101,6 +107,7 @@ class _HttpProtocol(HttpToolsProtocol):
         self._head_read = 0
         if not self._refused:
             super().on_message_complete()
+            self.scope.setdefault("extensions", {})[BODY_RECEIVED] = {}
 
     def _refuse_head(self) -> None:
         if self._refused:
