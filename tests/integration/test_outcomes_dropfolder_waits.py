@@ -99,7 +99,9 @@ def test_an_outcome_file_dropped_before_the_model_is_pulled_waits_and_joins(
     assert len(scored) >= PATIENTS // 2
     assert (report["rows"], report["recorded"], report["refused"]) == (PATIENTS, PATIENTS, {})
     assert report["joined"] == len(scored) and report["interrupted"] == []
-    assert (folders["processed"] / "outcomes.csv").read_text() == outcomes
+    moved = folders["processed"] / "outcomes.csv"  # moved just after the report is written
+    wait_for(moved.exists, 10)
+    assert moved.read_text() == outcomes
     with agent.client() as client:
         text = client.get("/metrics").text
     assert metric(text, "edge_agent_outcomes_total", model="deterioration") == PATIENTS  # once
