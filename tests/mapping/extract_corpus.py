@@ -170,7 +170,7 @@ def _value(rng: random.Random) -> dict[str, Any]:
             concept["text"] = rng.choice(_LABELS)
         return {"valueCodeableConcept": concept}
     if kind < 0.78:
-        return {"valueString": rng.choice(_LABELS + ["98.6"])}
+        return {"valueString": rng.choice([*_LABELS, "98.6"])}
     if kind < 0.81:
         return {"valueBoolean": rng.random() < 0.5}
     if kind < 0.83:
@@ -285,7 +285,9 @@ def _clean(rng: random.Random, as_of: datetime, local: bool) -> list[dict[str, A
                 "effectiveDateTime": moment.isoformat(),
             }
             if feature == "systolic_bp" and rng.random() < 0.5:
-                observation["code"] = {"coding": [{"system": system, "code": _PANELS[2 if local else 0][1]}]}
+                observation["code"] = {
+                    "coding": [{"system": system, "code": _PANELS[2 if local else 0][1]}]
+                }
                 observation["component"] = [
                     {"code": {"coding": [{"system": system, "code": code}]}, "valueQuantity": value}
                 ]
@@ -387,7 +389,14 @@ def outcome(mapping: SiteMapping, record: PatientRecord, as_of: datetime) -> lis
         }
     try:
         survey: Any = [
-            [s.name, s.found, s.outcome, s.converted, s.out_of_range, _number(s.hours_beyond_window)]
+            [
+                s.name,
+                s.found,
+                s.outcome,
+                s.converted,
+                s.out_of_range,
+                _number(s.hours_beyond_window),
+            ]
             for s in mapping.survey(record, as_of)
         ]
     except Exception as exc:

@@ -38,9 +38,7 @@ def test_every_case_gives_the_recorded_outcome(manifest: BundleManifest, tmp_pat
                 if digest(got) != want:
                     differ.append(f"{name} {label} {as_of.isoformat()}: {canonical(got)}")
         cases = list(random_records())
-        for (label, record, as_of), want in zip(
-            cases, golden["random"][name].split(), strict=True
-        ):
+        for (label, record, as_of), want in zip(cases, golden["random"][name].split(), strict=True):
             got = outcome(mapping, record, as_of)
             if digest(got) != want:
                 differ.append(f"{name} {label}: {canonical(got)}")
