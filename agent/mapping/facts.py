@@ -40,17 +40,20 @@ class Fact(NamedTuple):
 def parse_time(text: Any) -> datetime | None:
     """FHIR date / dateTime / instant -> aware datetime; partial dates start their period;
     a time without an offset is read as UTC. None if absent or not a date."""
-    if not isinstance(text, str) or len(text) < 4:
+    if not isinstance(text, str) or (length := len(text)) < 4:
         return None
     try:
-        if len(text) == 4:
+        if length == 4:
             return datetime(int(text), 1, 1, tzinfo=UTC)
-        if len(text) == 7:
+        if length == 7:
             return datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
-        value = datetime.fromisoformat(text)
+        value = _FROM_ISO(text)
     except ValueError:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_FROM_ISO = datetime.fromisoformat
 
 
 def observation_time(observation: Mapping[str, Any]) -> datetime | None:
@@ -264,11 +267,11 @@ class FactIndex:
 
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:
         """Facts coded with any of ``codes``: top-level Observations, and components inside
-        an Observation coded with any of ``panels``. Each value counts once. A new list:
-        the caller may sort it."""
+        an Observation coded with any of ``panels``. Each value counts once. The caller
+        must not change the list (it may be the index's own)."""
         top = self.top
         if len(codes) == 1 and not panels:
-            return list(top.get(codes[0], ()))  # one code: nothing to de-duplicate
+            return top.get(codes[0]) or []  # one code: nothing to de-duplicate
         found: list[Fact] = []
         seen: set[tuple[int, int]] = set()
         for code in codes:

@@ -323,7 +323,8 @@ class CompiledFeature:
         if not used:
             return self._missing(unseen=False)
         reduced = reducer(values)
-        return self._value(reduced, round(reduced, 6), used, "; ".join(sorted(labels)) or None)
+        label = "; ".join(sorted(labels)) if labels else None
+        return self._value(reduced, round(reduced, 6), used, label or None)
 
     def _no_rival(self, chosen: Fact, facts: list[Fact]) -> None:
         """``latest`` or ``first`` must take one value: another of the same time with a
