@@ -424,14 +424,15 @@ class CompiledFeature:
         the codes in the order of the values they gave."""
         if self.patient is not None:
             return "Patient.gender" if self.patient is PatientField.gender else "Patient.birthDate"
-        codes = ", ".join({f.code: None for f in facts}) or ", ".join(self.codes) or "fhirpath"
         if not facts:
-            kind = self.kind
-        elif facts[0].slot >= 0 and all(f.slot >= 0 for f in facts):
+            return f"{self.kind} {', '.join(self.codes) or 'fhirpath'} {self.tally}0)"
+        first = facts[0]
+        codes = first.code if len(facts) == 1 else ", ".join({f.code: None for f in facts})
+        if first.slot >= 0 and all(f.slot >= 0 for f in facts):
             kind = "Observation component"
         else:
-            kind = str(facts[0].resource.get("resourceType", self.kind))
-        return f"{kind} {codes} {self.tally}{len(facts)})"
+            kind = str(first.resource.get("resourceType", self.kind))
+        return f"{kind} {codes or ', '.join(self.codes) or 'fhirpath'} {self.tally}{len(facts)})"
 
     def _missing(self, unseen: bool) -> FeatureValue:
         if self.fallback is None:
