@@ -216,7 +216,7 @@ class FactIndex:
         kept: list[Mapping[str, Any]] = []
         self.observations = kept
         hits_of = wanted.hits
-        make = Fact._make
+        make = Fact._make  # from a tuple: a third of what the keyword constructor costs
         for observation in observations:
             if observation.get("status") in VOID_STATUS:
                 continue
@@ -261,9 +261,8 @@ class FactIndex:
                 panel = frozenset(_codes(concept))
             number, unit, labels, shape = value
             for code in hits:
-                self.components.setdefault(code, []).append(
-                    (panel, Fact(time, number, unit, labels, code, observation, slot, shape, end))
-                )
+                fact = Fact._make((time, number, unit, labels, code, observation, slot, shape, end))
+                self.components.setdefault(code, []).append((panel, fact))
 
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:
         """Facts coded with any of ``codes``: top-level Observations, and components inside
