@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from statistics import fmean
 from typing import Any
 
@@ -458,8 +458,8 @@ _TIME = attrgetter("time")  # the sort key of values that all have a time
 _TAKES_ONE = {Reduction.latest: slice(-1, None), Reduction.first: slice(0, 1)}
 
 _REDUCE: dict[Reduction, Reducer] = {
-    Reduction.latest: lambda values: values[-1],
-    Reduction.first: lambda values: values[0],
+    Reduction.latest: itemgetter(-1),
+    Reduction.first: itemgetter(0),
     Reduction.mean: fmean,
     Reduction.min: min,
     Reduction.max: max,
