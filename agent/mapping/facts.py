@@ -11,6 +11,7 @@ import calendar
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, NamedTuple
 
 UCUM = "http://unitsofmeasure.org"
@@ -205,22 +206,20 @@ class FactIndex:
     """Facts of one record by ``system|code``; components also by their panel's codes.
 
     Only codes in ``wanted`` (the mapping's codes) are indexed, so Observations no feature
-    reads cost a code look-up and nothing more. ``observations`` keeps every Observation
-    that is not void, for FHIRPath features that read them all.
+    reads cost a code look-up and nothing more. ``observations`` lists every Observation
+    that is not void, for FHIRPath features that read them all (only they pay for it).
     """
 
     def __init__(self, observations: Any, wanted: WantedCodes) -> None:
         top: dict[str, list[Fact]] = {}
         self.top = top
         self.components: dict[str, list[tuple[frozenset[str], Fact]]] = {}
-        kept: list[Mapping[str, Any]] = []
-        self.observations = kept
+        self._all = observations
         hits_of = wanted.hits
         make = Fact._make  # from a tuple: a third of what the keyword constructor costs
         for observation in observations:
             if observation.get("status") in VOID_STATUS:
                 continue
-            kept.append(observation)
             concept = observation.get("code")
             hits = hits_of(concept)
             components = observation.get("component")
@@ -239,6 +238,10 @@ class FactIndex:
                         found.append(fact)
             if components:
                 self._components(observation, components, concept, time, end, wanted)
+
+    @cached_property
+    def observations(self) -> list[Mapping[str, Any]]:
+        return [o for o in self._all if o.get("status") not in VOID_STATUS]
 
     def _components(
         self,
