@@ -241,6 +241,7 @@ class FactIndex:
 
     @cached_property
     def observations(self) -> list[Mapping[str, Any]]:
+        """Every Observation of the record that is not void, in its order."""
         return [o for o in self._all if o.get("status") not in VOID_STATUS]
 
     def _components(
