@@ -324,7 +324,7 @@ class CompiledFeature:
             return self._missing(unseen=False)
         reduced = reducer(values)
         label = "; ".join(sorted(labels)) if labels else None
-        return self._value(reduced, round(reduced, 6), used, label or None)
+        return self._value(reduced, round(reduced, 6), used, label)
 
     def _no_rival(self, chosen: Fact, facts: list[Fact]) -> None:
         """``latest`` or ``first`` must take one value: another of the same time with a
