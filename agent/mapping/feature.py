@@ -79,7 +79,8 @@ class CompiledFeature:
     out_of_range: RangePolicy
     unit_aliases: Mapping[str, str]  # the site's unit texts -> UCUM (mmHg -> mm[Hg])
     # worked out from the fields above once, so that no record pays for them:
-    takes: slice | None = field(init=False, repr=False, compare=False)  # _TAKES_ONE's
+    # which ordered value latest/first takes (``_TAKES_ONE``); None: every one counts
+    takes: slice | None = field(init=False, repr=False, compare=False)
     reducer: Reducer | None = field(init=False, repr=False, compare=False)  # None: count
     unit: str | None = field(init=False, repr=False, compare=False)  # a value's unit
     kind: str = field(init=False, repr=False, compare=False)  # ``resource``, as text
