@@ -7,9 +7,11 @@ pass over the observations plus dictionary look-ups.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, NamedTuple
 
 UCUM = "http://unitsofmeasure.org"
@@ -32,27 +34,66 @@ class Fact(NamedTuple):
     slot: int = -1  # -1: the Observation's own value; n: its n-th component
     shape: str | None = None  # a value that is no plain number though it is numeric (a
     # comparator, a range, a ratio): what it is, for a numeric feature's refusal
+    end: datetime | None = None  # an Observation's value dated only to a day, a month or
+    # a year (``time`` is that period's start): the period's end (``dated``)
 
 
 def parse_time(text: Any) -> datetime | None:
     """FHIR date / dateTime / instant -> aware datetime; partial dates start their period;
     a time without an offset is read as UTC. None if absent or not a date."""
-    if not isinstance(text, str) or len(text) < 4:
+    if not isinstance(text, str) or (length := len(text)) < 4:
         return None
     try:
-        if len(text) == 4:
+        if length == 4:
             return datetime(int(text), 1, 1, tzinfo=UTC)
-        if len(text) == 7:
+        if length == 7:
             return datetime(int(text[:4]), int(text[5:7]), 1, tzinfo=UTC)
-        value = datetime.fromisoformat(text)
+        value = _FROM_ISO(text)
     except ValueError:
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+_FROM_ISO = datetime.fromisoformat
+
+
 def observation_time(observation: Mapping[str, Any]) -> datetime | None:
     """effective[x] (a period counts at its end, else its start), else ``issued``."""
     return parse_time(observation_time_text(observation))
+
+
+PRECISION = {4: "year", 7: "month", 10: "day"}  # a FHIR date's length -> its period
+
+
+def dated(resource: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """An Observation's time (``observation_time``) and, when that names only a day, a
+    month or a year (the time is the period's first moment), the period's end; else None
+    (a moment, or a resource that is no Observation). Worked out once per value, where
+    the value is read, for ``agent.mapping.timing.unplaced``."""
+    text = observation_time_text(resource)
+    time = parse_time(text)
+    if (
+        time is None
+        or len(text) not in PRECISION
+        or time.hour
+        or time.minute
+        or time.second
+        or time.microsecond
+        or resource.get("resourceType") != "Observation"
+    ):
+        return time, None
+    last = last_day(text, time.date())
+    return time, datetime.combine(last + timedelta(days=1), datetime.min.time(), time.tzinfo)
+
+
+def last_day(text: str, first: date) -> date:
+    """The last day a FHIR date of ``first``'s period can be: a year's, a month's or the
+    day itself (``parse_time`` reads a partial date as its first day)."""
+    if len(text) == 4:
+        return first.replace(month=12, day=31)
+    if len(text) == 7:
+        return first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    return first
 
 
 def observation_time_text(observation: Mapping[str, Any]) -> Any:
@@ -67,6 +108,9 @@ def observation_time_text(observation: Mapping[str, Any]) -> Any:
         return period.get("end") or period.get("start")
     return observation.get("issued")
 
+
+_NUMBERS = (int, float, Decimal)
+_UCUM = (None, UCUM)  # a Quantity's system that makes its ``code`` a UCUM unit
 
 # Values that are not one number: a numeric feature cannot read them as one.
 _SHAPES = {
@@ -85,20 +129,19 @@ def value_of(
     """(number, unit, labels, shape) of an Observation or component value; None when it has
     none. ``shape`` names a numeric value that is not one measured number (``>10`` is not
     10; a range or a ratio is not a number): ``number`` is then None."""
-    quantity = element.get("valueQuantity")
+    get = element.get
+    quantity = get("valueQuantity")
     if isinstance(quantity, dict):
         number = quantity.get("value")
-        if isinstance(number, int | float | Decimal) and not isinstance(number, bool):
+        if isinstance(number, _NUMBERS) and not isinstance(number, bool):
             code = quantity.get("code")
-            system = quantity.get("system")
-            unit = code if code and system in (None, UCUM) else quantity.get("unit")
+            unit = code if code and quantity.get("system", UCUM) in _UCUM else quantity.get("unit")
             if quantity.get("comparator") is not None:
                 return None, unit, (), "a value with a comparator (<, >)"
             return float(number), unit, (), None
-    if isinstance(element.get("valueInteger"), int) and not isinstance(
-        element.get("valueInteger"), bool
-    ):
-        return float(element["valueInteger"]), None, (str(element["valueInteger"]),), None
+    integer = get("valueInteger")
+    if isinstance(integer, int) and not isinstance(integer, bool):
+        return float(integer), None, (str(integer),), None
     concept = element.get("valueCodeableConcept")
     if isinstance(concept, dict):
         labels = tuple(c["code"] for c in concept.get("coding", []) if c.get("code"))
@@ -163,67 +206,84 @@ class FactIndex:
     """Facts of one record by ``system|code``; components also by their panel's codes.
 
     Only codes in ``wanted`` (the mapping's codes) are indexed, so Observations no feature
-    reads cost a code look-up and nothing more. ``observations`` keeps every Observation
-    that is not void, for FHIRPath features that read them all.
+    reads cost a code look-up and nothing more. ``observations`` lists every Observation
+    that is not void, for FHIRPath features that read them all (only they pay for it).
     """
 
     def __init__(self, observations: Any, wanted: WantedCodes) -> None:
-        self.top: dict[str, list[Fact]] = {}
+        top: dict[str, list[Fact]] = {}
+        self.top = top
         self.components: dict[str, list[tuple[frozenset[str], Fact]]] = {}
-        self.observations: list[Mapping[str, Any]] = []
-        top = self.top
+        self._all = observations
         hits_of = wanted.hits
+        make = Fact._make  # from a tuple: less than half what the keyword constructor costs
         for observation in observations:
             if observation.get("status") in VOID_STATUS:
                 continue
-            self.observations.append(observation)
-            hits = hits_of(observation.get("code"))
+            concept = observation.get("code")
+            hits = hits_of(concept)
             components = observation.get("component")
             if not hits and not components:
                 continue
-            time = observation_time(observation)
+            time, end = dated(observation)
             value = value_of(observation) if hits else None
             if value is not None:
+                number, unit, labels, shape = value
                 for code in hits:
-                    fact = Fact(time, *value[:3], code, observation, -1, value[3])
+                    fact = make((time, number, unit, labels, code, observation, -1, shape, end))
                     found = top.get(code)
                     if found is None:
                         top[code] = [fact]
                     else:
                         found.append(fact)
             if components:
-                panel = frozenset(_codes(observation.get("code")))
-                self._components(observation, components, panel, time, wanted)
+                self._components(observation, components, concept, time, end, wanted)
+
+    @cached_property
+    def observations(self) -> list[Mapping[str, Any]]:
+        """Every Observation of the record that is not void, in its order."""
+        return [o for o in self._all if o.get("status") not in VOID_STATUS]
 
     def _components(
         self,
         observation: Mapping[str, Any],
         components: Any,
-        panel: frozenset[str],
+        concept: Any,
         time: datetime | None,
+        end: datetime | None,
         wanted: WantedCodes,
     ) -> None:
+        """The components a feature reads, under their codes with their panel's codes
+        (``concept``'s) and their Observation's time."""
+        panel: frozenset[str] | None = None
         for slot, component in enumerate(components):
             hits = wanted.hits(component.get("code"))
             value = value_of(component) if hits else None
             if value is None:
                 continue
+            if panel is None:
+                panel = frozenset(_codes(concept))
+            number, unit, labels, shape = value
             for code in hits:
-                self.components.setdefault(code, []).append(
-                    (panel, Fact(time, *value[:3], code, observation, slot, value[3]))
-                )
+                fact = Fact._make((time, number, unit, labels, code, observation, slot, shape, end))
+                self.components.setdefault(code, []).append((panel, fact))
 
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:
         """Facts coded with any of ``codes``: top-level Observations, and components inside
-        an Observation coded with any of ``panels``. Each value counts once."""
+        an Observation coded with any of ``panels``. Each value counts once. The caller
+        must not change the list (it may be the index's own)."""
+        top = self.top
         if len(codes) == 1 and not panels:
-            return list(self.top.get(codes[0], ()))  # one code: nothing to de-duplicate
+            return top.get(codes[0]) or []  # one code: nothing to de-duplicate
         found: list[Fact] = []
         seen: set[tuple[int, int]] = set()
         for code in codes:
-            candidates = list(self.top.get(code, ()))
+            candidates = top.get(code, ())
             if panels:
-                candidates += [f for panel, f in self.components.get(code, ()) if panel & panels]
+                candidates = [
+                    *candidates,
+                    *(f for panel, f in self.components.get(code, ()) if panel & panels),
+                ]
             for fact in candidates:
                 key = (id(fact.resource), fact.slot)
                 if key not in seen:

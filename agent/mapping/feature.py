@@ -8,9 +8,10 @@ Nothing in here names a value in an error: only the feature, the resource type a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter, itemgetter
 from statistics import fmean
 from typing import Any
 
@@ -22,12 +23,14 @@ from agent.errors import (
     UnmappableRecord,
     UnseenCategory,
 )
-from agent.mapping.facts import Fact, FactIndex, observation_time, parse_time, value_of
+from agent.mapping.facts import Fact, FactIndex, dated, last_day, parse_time, value_of
 from agent.mapping.fhirpath import Evaluator
 from agent.mapping.spec import PatientField, RangePolicy, Reduction, ResourceKind, UnseenPolicy
-from agent.mapping.timing import completed_years, hours, last_day, unplaced, within
+from agent.mapping.timing import completed_years, hours, unplaced, within
 from agent.mapping.units import Conversion, check_unit, conversion
 from agent.types import FeatureValue, PatientRecord
+
+Reducer = Callable[[list[float]], float]  # values in time order -> one
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,24 @@ class CompiledFeature:
     high: float | None
     out_of_range: RangePolicy
     unit_aliases: Mapping[str, str]  # the site's unit texts -> UCUM (mmHg -> mm[Hg])
+    # worked out from the fields above once, so that no record pays for them:
+    # which ordered value latest/first takes (``_TAKES_ONE``); None: every one counts
+    takes: slice | None = field(init=False, repr=False, compare=False)
+    reducer: Reducer | None = field(init=False, repr=False, compare=False)  # None: count
+    unit: str | None = field(init=False, repr=False, compare=False)  # a value's unit
+    kind: str = field(init=False, repr=False, compare=False)  # ``resource``, as text
+    tally: str = field(init=False, repr=False, compare=False)  # "(latest of " (provenance)
+
+    def __post_init__(self) -> None:
+        derived = {
+            "takes": _TAKES_ONE.get(self.reduce),
+            "reducer": _REDUCE.get(self.reduce),
+            "unit": None if self.categorical else self.model_unit,
+            "kind": self.resource.value,
+            "tally": f"({self.reduce.value} of ",
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     # --- gathering ------------------------------------------------------------------------
     def _facts(self, record: PatientRecord, index: FactIndex, as_of: datetime) -> list[Fact]:
@@ -88,28 +109,36 @@ class CompiledFeature:
             return [
                 g
                 for f in firsts.values()
-                for g in self._evaluate(self.fhirpath, f.resource, f.time, f.code)
+                for g in self._evaluate(self.fhirpath, f.resource, (f.time, f.end), f.code)
             ]
         if self.fhirpath is None:
             return []
         if self.resource is ResourceKind.Patient:
             patient = record.patient
-            return self._evaluate(self.fhirpath, patient, as_of, "fhirpath") if patient else []
+            return (
+                self._evaluate(self.fhirpath, patient, (as_of, None), "fhirpath") if patient else []
+            )
         if self.resource is ResourceKind.Encounter:
             return [
                 g
                 for e in record.encounters
-                for g in self._evaluate(self.fhirpath, e, _encounter_time(e), "fhirpath")
+                for g in self._evaluate(self.fhirpath, e, (_encounter_time(e), None), "fhirpath")
             ]
         return [
             g
             for o in index.observations
-            for g in self._evaluate(self.fhirpath, o, observation_time(o), "fhirpath")
+            for g in self._evaluate(self.fhirpath, o, dated(o), "fhirpath")
         ]
 
     def _evaluate(
-        self, fhirpath: Evaluator, resource: Mapping[str, Any], time: datetime | None, code: str
+        self,
+        fhirpath: Evaluator,
+        resource: Mapping[str, Any],
+        when: tuple[datetime | None, datetime | None],
+        code: str,
     ) -> list[Fact]:
+        """The values ``fhirpath`` finds in ``resource``, at ``when`` (its time and, for a
+        value dated only to a period, the period's end: ``dated``)."""
         try:
             results = fhirpath(resource)
         except Exception:  # fhirpathpy raises bare Exception; its text may quote the data
@@ -117,20 +146,24 @@ class CompiledFeature:
                 f"feature {self.name!r}: FHIRPath failed on a {resource.get('resourceType')}",
                 self.name,
             ) from None
+        time, end = when
         facts = []
         for item in results:
+            value: tuple[float | None, str | None, tuple[str, ...], str | None] | None
             if isinstance(item, bool):
-                facts.append(Fact(time, None, None, ("true" if item else "false",), code, resource))
+                value = None, None, ("true" if item else "false",), None
             elif isinstance(item, int | float | Decimal):
-                facts.append(Fact(time, float(item), None, (), code, resource))
+                value = float(item), None, (), None
             elif isinstance(item, str):
-                facts.append(Fact(time, None, None, (item,), code, resource))
+                value = None, None, (item,), None
             elif isinstance(item, dict):
                 value = value_of({"valueQuantity": item}) or value_of(
                     {"valueCodeableConcept": item}
                 )
-                if value is not None:
-                    facts.append(Fact(time, *value[:3], code, resource, -1, value[3]))
+            else:
+                value = None
+            if value is not None:
+                facts.append(Fact(time, *value[:3], code, resource, -1, value[3], end))
         return facts
 
     def _patient_fact(self, record: PatientRecord, as_of: datetime) -> list[Fact]:
@@ -189,29 +222,35 @@ class CompiledFeature:
         """This feature's value for ``record`` and a warning (None if there is nothing to
         say). UnmappableRecord when the mapping says refuse."""
         found = self._facts(record, index, as_of)
-        self._placed(found, as_of)
-        facts = within(found, as_of, self.window)
+        window = self.window
+        if found:
+            self._placed(found, as_of)
+        facts = within(found, as_of, window)
         if not facts and found and self.fallback is None:
             raise MissingValue(
-                f"feature {self.name!r}: no value within the {hours(self.window)} window "
+                f"feature {self.name!r}: no value within the {hours(window)} window "
                 "before the as-of time; values exist outside it",
                 self.name,
             )
-        if len(facts) > 1:
-            earliest = datetime.min.replace(tzinfo=as_of.tzinfo)  # untimed values sort first
-            facts.sort(key=lambda f: f.time or earliest)
-        if self.reduce is Reduction.count:
+        if len(facts) > 1:  # in time order; untimed values (only without a window) first
+            if window is None:
+                earliest = datetime.min.replace(tzinfo=as_of.tzinfo)
+                facts.sort(key=lambda f: f.time or earliest)
+            else:
+                facts.sort(key=_TIME)
+        reducer = self.reducer
+        if reducer is None:  # count: the number of values, never missing
             value = self._value(float(len(facts)), float(len(facts)), facts, None)
         elif self.categorical:
             value = self._categorical(facts)
         else:
-            value = self._numeric(facts)
-        return value, self._warning(value)
+            value = self._numeric(facts, reducer)
+        return value, self._warning(value) if value.imputed or value.out_of_range else None
 
     def _placed(self, found: list[Fact], as_of: datetime) -> None:
         """Refuses the patient when a value dated only to its day (month, year) cannot be
         placed (``agent.mapping.timing.unplaced``) rather than score it from a guess."""
-        problem = unplaced(found, as_of, self.window, ordered=self.reduce in _TAKES_ONE)
+        problem = unplaced(found, as_of, self.window, ordered=self.takes is not None)
         if problem is not None:
             fact, precision, where = problem
             raise UnmappableRecord(
@@ -247,11 +286,13 @@ class CompiledFeature:
             return f"{self.name}: {why}, {value.source}"
         return f"{self.name}: value outside the model's range" if value.out_of_range else None
 
-    def _numeric(self, facts: list[Fact]) -> FeatureValue:
-        """The reduced number of ``facts`` (in time order). A value the reduction takes
-        that is no number (text, a code, a comparator, a range) refuses the patient: read
-        as missing, ``latest`` would silently fall back to an older value."""
-        taken = facts[_TAKES_ONE.get(self.reduce, slice(None))]
+    def _numeric(self, facts: list[Fact], reducer: Reducer) -> FeatureValue:
+        """The number ``reducer`` makes of ``facts`` (in time order), each in the model's
+        unit. A value the reduction takes that is no number (text, a code, a comparator, a
+        range) refuses the patient: read as missing, ``latest`` would silently fall back to
+        an older value."""
+        takes = self.takes
+        taken = facts if takes is None else facts[takes]
         for fact in taken:
             if fact.number is None:
                 raise UnmappableRecord(
@@ -262,18 +303,29 @@ class CompiledFeature:
         if len(taken) == 1 and len(facts) > 1:
             self._no_rival(taken[0], facts)
         used, values, labels = [], [], set()
+        site, site_unit, aliases = self.site_conversion, self.site_unit, self.unit_aliases
+        model_unit = self.model_unit
         for fact in facts:
-            if fact.number is None:
+            number = fact.number
+            if number is None:
                 continue
-            step = self._conversion(fact)
+            # a value without a unit, or in the site's unit: the conversion worked out at
+            # load; in another unit (an alias resolved first): converted from that one
+            unit = fact.unit
+            step = site
+            if unit and model_unit is not None:
+                unit = aliases.get(unit, unit)
+                if unit != site_unit:
+                    step = self._conversion(fact, unit, model_unit)
             used.append(fact)
-            values.append(step.scale * fact.number + step.offset)
+            values.append(step.scale * number + step.offset)
             if step.label:
                 labels.add(step.label)
         if not used:
             return self._missing(unseen=False)
-        reduced = _REDUCE[self.reduce](values)
-        return self._value(reduced, round(reduced, 6), used, "; ".join(sorted(labels)) or None)
+        reduced = reducer(values)
+        label = "; ".join(sorted(labels)) if labels else None
+        return self._value(reduced, round(reduced, 6), used, label)
 
     def _no_rival(self, chosen: Fact, facts: list[Fact]) -> None:
         """``latest`` or ``first`` must take one value: another of the same time with a
@@ -292,16 +344,11 @@ class CompiledFeature:
                     self.name,
                 )
 
-    def _conversion(self, fact: Fact) -> Conversion:
-        """The conversion of ``fact``'s unit to the model's (the site unit's, worked out at
-        load, when the fact carries none or that one)."""
-        if not fact.unit or self.model_unit is None:
-            return self.site_conversion
-        unit = self.unit_aliases.get(fact.unit, fact.unit)
-        if unit == self.site_unit:
-            return self.site_conversion
+    def _conversion(self, fact: Fact, unit: str, model_unit: str) -> Conversion:
+        """The conversion of ``fact``'s value from ``unit`` (what it carries, its alias
+        resolved), other than the site's, to ``model_unit``."""
         try:
-            return conversion(unit, self.model_unit, self.molar_mass)
+            return conversion(unit, model_unit, self.molar_mass)
         except UnitError:
             raise UnconvertibleUnit(
                 f"feature {self.name!r}: {_origin(fact)} carries {_named(fact.unit)}, "
@@ -346,9 +393,9 @@ class CompiledFeature:
         """``value`` under the plausible range rule (the mapping's ``range``, else the
         manifest's; ``out_of_range``: refuse, clip or flag), for records and raw vectors
         alike. ``source``: where the value came from, when not from ``facts``."""
+        low, high = self.low, self.high
         out = not self.categorical and (
-            (self.low is not None and value < self.low)
-            or (self.high is not None and value > self.high)
+            (low is not None and value < low) or (high is not None and value > high)
         )
         if out and self.out_of_range is RangePolicy.refuse:
             raise ImplausibleValue(
@@ -364,28 +411,29 @@ class CompiledFeature:
             )
             display = round(value, 6)
         return FeatureValue(
-            name=self.name,
-            value=value,
-            display=display,
-            source=source or self._source(facts),
-            unit=None if self.categorical else self.model_unit,
+            self.name,
+            value,
+            display,
+            source or self._source(facts),
+            self.unit,
             conversion=label,
             out_of_range=bool(out),
         )
 
     def _source(self, facts: list[Fact]) -> str:
+        """Where the value came from: ``Observation http://loinc.org|8867-4 (latest of 6)``,
+        the codes in the order of the values they gave."""
         if self.patient is not None:
             return "Patient.gender" if self.patient is PatientField.gender else "Patient.birthDate"
-        codes = (
-            ", ".join(dict.fromkeys(f.code for f in facts)) or ", ".join(self.codes) or "fhirpath"
-        )
         if not facts:
-            kind = self.resource.value
-        elif all(f.slot >= 0 for f in facts):
+            return f"{self.kind} {', '.join(self.codes) or 'fhirpath'} {self.tally}0)"
+        first = facts[0]
+        codes = first.code if len(facts) == 1 else ", ".join({f.code: None for f in facts})
+        if first.slot >= 0 and all(f.slot >= 0 for f in facts):
             kind = "Observation component"
         else:
-            kind = str(facts[0].resource.get("resourceType", self.resource.value))
-        return f"{kind} {codes} ({self.reduce.value} of {len(facts)})"
+            kind = str(first.resource.get("resourceType", self.kind))
+        return f"{kind} {codes or ', '.join(self.codes) or 'fhirpath'} {self.tally}{len(facts)})"
 
     def _missing(self, unseen: bool) -> FeatureValue:
         if self.fallback is None:
@@ -398,7 +446,7 @@ class CompiledFeature:
             value=self.fallback.value,
             display=self.fallback.display,
             source=self.fallback.source,
-            unit=None if self.categorical else self.model_unit,
+            unit=self.unit,
             imputed=True,
             unseen_category=unseen,
         )
@@ -406,12 +454,13 @@ class CompiledFeature:
 
 # Statuses by which a value supersedes another of the same time (HL7 v2 OBX-11 C and A).
 _SUPERSEDING = frozenset({"corrected", "amended"})
+_TIME = attrgetter("time")  # the sort key of values that all have a time
 # the reductions that take one value by time order: which of the ordered values they take
 _TAKES_ONE = {Reduction.latest: slice(-1, None), Reduction.first: slice(0, 1)}
 
-_REDUCE: dict[Reduction, Callable[[list[float]], float]] = {
-    Reduction.latest: lambda values: values[-1],
-    Reduction.first: lambda values: values[0],
+_REDUCE: dict[Reduction, Reducer] = {
+    Reduction.latest: itemgetter(-1),
+    Reduction.first: itemgetter(0),
     Reduction.mean: fmean,
     Reduction.min: min,
     Reduction.max: max,

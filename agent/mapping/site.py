@@ -60,6 +60,7 @@ class SiteMapping:
         """Each feature's value (``read`` given the feature and its position), every
         refusal named at once, then the imputation budget (``max_imputed``)."""
         values = []
+        numbers = []  # what the model is fed: a missing value (None) as 0.0
         warnings = []
         refusals: list[UnmappableRecord] = []
         for at, feature in enumerate(self.features):
@@ -69,6 +70,7 @@ class SiteMapping:
                 refusals.append(exc)
                 continue
             values.append(value)
+            numbers.append(0.0 if value.value is None else value.value)
             if warning is not None:
                 warnings.append(warning)
         if refusals:
@@ -82,9 +84,7 @@ class SiteMapping:
                 imputed[0],
             )
         return FeatureVector(
-            values=tuple(0.0 if v.value is None else v.value for v in values),
-            features=tuple(values),
-            warnings=tuple(warnings),
+            values=tuple(numbers), features=tuple(values), warnings=tuple(warnings)
         )
 
     def survey(self, record: PatientRecord, as_of: datetime) -> list[FeatureSurvey]:

@@ -10,12 +10,9 @@ refuses the patient instead of scoring a guess (docs/mapping.md, ``window``).
 
 from __future__ import annotations
 
-import calendar
 from datetime import date, datetime, timedelta
 
-from agent.mapping.facts import Fact, observation_time_text
-
-_PRECISION = {4: "year", 7: "month", 10: "day"}  # a FHIR date's length -> its period
+from agent.mapping.facts import PRECISION, Fact, observation_time_text
 
 
 def within(facts: list[Fact], as_of: datetime, window: timedelta | None) -> list[Fact]:
@@ -40,7 +37,7 @@ def unplaced(
     wholly outside it, places its value."""
     start = as_of - window if window is not None else None
     for fact in found:
-        end = _period_end(fact)
+        end = fact.end
         if end is None or fact.time is None or fact.time >= as_of:
             continue
         if start is not None and end <= start:
@@ -51,34 +48,9 @@ def unplaced(
             for other in found
         )
         if straddles or rival:
-            precision = _PRECISION[len(observation_time_text(fact.resource))]
+            precision = PRECISION[len(observation_time_text(fact.resource))]
             return fact, precision, "in the look-back window" if straddles else "among the values"
     return None
-
-
-def _period_end(fact: Fact) -> datetime | None:
-    """When an Observation's value is dated only to a day, a month or a year (its time is
-    that period's start), the period's end; None when its time names a moment."""
-    time = fact.time
-    if time is None or time.hour or time.minute or time.second or time.microsecond:
-        return None  # every partial date is read as midnight: nothing else is looked at
-    if fact.resource.get("resourceType") != "Observation":
-        return None
-    text = observation_time_text(fact.resource)
-    if not isinstance(text, str) or len(text) not in _PRECISION:
-        return None
-    last = last_day(text, time.date())
-    return datetime.combine(last + timedelta(days=1), datetime.min.time(), time.tzinfo)
-
-
-def last_day(text: str, first: date) -> date:
-    """The last day a FHIR date of ``first``'s period can be: a year's, a month's or the
-    day itself (``parse_time`` reads a partial date as its first day)."""
-    if len(text) == 4:
-        return first.replace(month=12, day=31)
-    if len(text) == 7:
-        return first.replace(day=calendar.monthrange(first.year, first.month)[1])
-    return first
 
 
 def completed_years(born: date, on: date) -> int:
