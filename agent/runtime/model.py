@@ -51,6 +51,10 @@ from agent.runtime.engine import shared_engine
 # Fuel for instantiation and the shape getters: enough for any honest data-segment setup.
 _SETUP_FUEL = 10_000_000
 _MAX_TABLE_ELEMENTS = 10_000
+# Fuel units: a call budgeted at most this keeps the GIL (``agent.runtime.calls``). One row
+# at the default ``limits.model_fuel_per_row``: a module that burns all of it holds the GIL
+# about 2 ms, less than CPython's 5 ms switch interval lets any thread hold it.
+_GIL_HELD_FUEL_MAX = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -347,7 +351,8 @@ def _instantiate(
     if not isinstance(memory, wasmtime.Memory) or not isinstance(predict, wasmtime.Func):
         raise AbiViolation("ABI rule 'exports memory and edge_predict': wrong export kinds")
     shape = _shape(values, memory.data_len(store))
-    calls = fast_calls(store, predict) if fast_path else None
+    held_rows = _GIL_HELD_FUEL_MAX // limits.model_fuel_per_row
+    calls = fast_calls(store, predict, held_rows) if fast_path else None
     predict_call, set_fuel = calls if calls is not None else public_calls(store, predict)
     base = _addressof(memory.data_ptr(store))
     in_cells = shape.max_batch * shape.n_features
