@@ -261,13 +261,7 @@ class ScoringPipeline(ServedModels):
         scored = [o.prediction.outputs for o in outcomes if o.prediction is not None]
         verdict = _verdict(len(scored), len(outcomes))
         self._audit(self._asked(request), served, scored, started, verdict)
-        return ScoreResult(
-            model=served.name,
-            version=served.version,
-            bundle_digest=served.digest,
-            outcomes=tuple(outcomes),
-            as_of=as_of,
-        )
+        return ScoreResult(served.name, served.version, served.digest, tuple(outcomes), as_of)
 
     @staticmethod
     def _own(model: ModelView) -> ServedModel:
@@ -354,9 +348,7 @@ class ScoringPipeline(ServedModels):
                 except UnmappableRecord as exc:
                     refusal = Refusal(exc.reason, str(exc), exc.feature)
             pending.append(
-                PatientOutcome(
-                    record.reference, record.label, refusal=refusal, subject=record.subject
-                )
+                PatientOutcome(record.reference, record.label, None, refusal, record.subject)
             )
         outcomes = self._scorer.outcomes(
             served, (pending, vectors), as_of, intake, started, explain=explain
