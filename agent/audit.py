@@ -172,8 +172,12 @@ def _count_dropped(pressure: AuditPressure | None, count: int) -> None:
             pressure.entry_dropped()
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # what json.dumps(entry, separators=...)
+# builds on every call; one is stateless, so the writer and callers share it
+
+
 def _encode(entry: Mapping[str, object]) -> bytes:
-    return (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+    return (_ENCODER.encode(entry) + "\n").encode()
 
 
 class _AuditFile:
