@@ -94,6 +94,8 @@ class ScoringPipeline(ServedModels):
             self.limits.comparison_checkpoint,
         )
         self._scorer = OutcomeScorer(monitor)
+        # the configured model names, of the config they were read from (``_label``)
+        self._names: tuple[AgentConfig, frozenset[str]] = (config, _names(config))
         monitor.watch_candidates(self.candidate_readings)
 
     def start(self) -> None:
@@ -264,14 +266,9 @@ class ScoringPipeline(ServedModels):
         except Exception as exc:
             raise self._internal(self._asked(request), served, started, exc) from None
         scored = [o.prediction.outputs for o in outcomes if o.prediction is not None]
-        self._audit(self._asked(request), served, scored, started, _verdict(outcomes))
-        return ScoreResult(
-            model=served.name,
-            version=served.version,
-            bundle_digest=served.digest,
-            outcomes=tuple(outcomes),
-            as_of=as_of,
-        )
+        verdict = _verdict(len(scored), len(outcomes))
+        self._audit(self._asked(request), served, scored, started, verdict)
+        return ScoreResult(served.name, served.version, served.digest, tuple(outcomes), as_of)
 
     @staticmethod
     def _own(model: ModelView) -> ServedModel:
@@ -358,9 +355,7 @@ class ScoringPipeline(ServedModels):
                 except UnmappableRecord as exc:
                     refusal = Refusal(exc.reason, str(exc), exc.feature)
             pending.append(
-                PatientOutcome(
-                    record.reference, record.label, refusal=refusal, subject=record.subject
-                )
+                PatientOutcome(record.reference, record.label, None, refusal, record.subject)
             )
         outcomes = self._scorer.outcomes(
             served, (pending, vectors), as_of, intake, started, explain=explain
@@ -448,7 +443,8 @@ class ScoringPipeline(ServedModels):
         except Exception as exc:
             raise self._internal(asked, served, started, exc) from None
         scored = [o.prediction for o in outcomes if o.prediction is not None]
-        self._audit(asked, served, [p.outputs for p in scored], started, _verdict(outcomes))
+        verdict = _verdict(len(scored), len(outcomes))
+        self._audit(asked, served, [p.outputs for p in scored], started, verdict)
         candidate = self._live_candidate(served)
         if candidate is not None and scored:
             per_row = (time.perf_counter() - started) / len(rows)
@@ -494,10 +490,17 @@ class ScoringPipeline(ServedModels):
 
     def _label(self, model: str) -> str:
         """A metric label for ``model``: only configured names, so callers cannot mint series."""
-        return model if self.config.model(model) is not None else "unknown"
+        config, names = self._names
+        if config is not self.config:  # reloaded: one set per config, not a scan per request
+            config = self.config
+            self._names = (config, names := _names(config))
+        return model if model in names else "unknown"
 
 
-def _verdict(outcomes: Sequence[PatientOutcome]) -> str:
+def _names(config: AgentConfig) -> frozenset[str]:
+    return frozenset(m.name for m in config.models)
+
+
+def _verdict(scored: int, patients: int) -> str:
     """A request's audited outcome: every patient scored, some, or none."""
-    scored = sum(o.prediction is not None for o in outcomes)
-    return "ok" if scored == len(outcomes) else "partial" if scored else "refused"
+    return "ok" if scored == patients else "partial" if scored else "refused"

@@ -91,34 +91,38 @@ class OutcomeScorer:
         rows = predict_rows(served, [v.values for v in vectors.values()])
         inferred = time.perf_counter()
         per_record = 1.0 / max(len(vectors), 1)
+        mapping_seconds = (mapped - started) * per_record
+        inference_seconds = (inferred - mapped) * per_record
+        name, version, digest = served.name, served.version, served.digest
+        observe = self.monitor.observe
         outcomes = list(pending)
         for (index, vector), row in zip(vectors.items(), rows, strict=True):
             if isinstance(row, Refusal):
                 outcomes[index] = replace(pending[index], refusal=row)
                 continue
             outputs = served.outputs(row)
-            self.monitor.observe(
-                served.name,
-                served.version,
+            observe(
+                name,
+                version,
                 intake,
                 vector,
                 outputs,
-                mapping_seconds=(mapped - started) * per_record,
-                inference_seconds=(inferred - mapped) * per_record,
-                total_seconds=(time.perf_counter() - started) * per_record,
+                mapping_seconds,
+                inference_seconds,
+                (time.perf_counter() - started) * per_record,
             )
             outcome = pending[index]
             prediction = Prediction(
-                model=served.name,
-                version=served.version,
-                bundle_digest=served.digest,
-                outputs=outputs,
-                vector=vector,
-                label=outcome.label,
-                as_of=as_of,
-                subject=outcome.subject,
-                contributions=served.contributions(vector.values) if explain else None,
-            )
+                name,
+                version,
+                digest,
+                outputs,
+                vector,
+                outcome.label,
+                as_of,
+                outcome.subject,
+                served.contributions(vector.values) if explain else None,
+            )  # positional, as PatientOutcome below: each keyword costs, on every row
             outcomes[index] = PatientOutcome(
                 outcome.reference, outcome.label, prediction, None, outcome.subject
             )  # not dataclasses.replace: twice its speed, on every row

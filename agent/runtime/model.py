@@ -51,6 +51,10 @@ from agent.runtime.engine import shared_engine
 # Fuel for instantiation and the shape getters: enough for any honest data-segment setup.
 _SETUP_FUEL = 10_000_000
 _MAX_TABLE_ELEMENTS = 10_000
+# Fuel units: a call budgeted at most this keeps the GIL (``agent.runtime.calls``). One row
+# at the default ``limits.model_fuel_per_row``: a module that burns all of it holds the GIL
+# about 2 ms, less than CPython's 5 ms switch interval lets any thread hold it.
+_GIL_HELD_FUEL_MAX = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -173,10 +177,11 @@ class WasmModel:
                 )
         step = self._rows_per_call
         if len(rows) <= step:
-            return self._call(rows)
+            return self._call(rows, matrix)
         results: list[list[float]] = []
         for start in range(0, len(rows), step):
-            results.extend(self._call(rows[start : start + step]))
+            part = rows[start : start + step]
+            results.extend(self._call(part, _f32_matrix(part)))
         return results
 
     def predict_matrix(self, matrix: object) -> array.array[float]:
@@ -214,12 +219,16 @@ class WasmModel:
                 result.frombytes(inst.outputs.cast("B")[: count * out_bytes])
         return result
 
-    def _call(self, rows: Sequence[Sequence[float]]) -> list[list[float]]:
+    def _call(
+        self, rows: Sequence[Sequence[float]], matrix: memoryview | None
+    ) -> list[list[float]]:
+        """One call on at most ``_rows_per_call`` rows (``matrix``: their float32 view, if
+        they have one)."""
         n_rows = len(rows)
         n_out = self._shape.n_outputs
         with self._lock:
             inst = self._instance
-            _write_rows(inst.inputs, rows, self._shape.n_features)
+            _write_rows(inst.inputs, rows, self._shape.n_features, matrix)
             self._run(n_rows)
             values = cast(list[float], inst.outputs[: n_rows * n_out].tolist())
         if n_out == 1:
@@ -251,16 +260,18 @@ class WasmModel:
 
 
 def _write_rows(
-    inputs: ctypes.Array[ctypes.c_float], rows: Sequence[Sequence[float]], width: int
+    inputs: ctypes.Array[ctypes.c_float],
+    rows: Sequence[Sequence[float]],
+    width: int,
+    matrix: memoryview | None,
 ) -> None:
     """Copy ``rows`` into the input region as f32. A C-contiguous float32 matrix (a numpy
-    array, any buffer of format ``f``) is copied as bytes. Otherwise ``struct.pack_into``
-    converts a batch, about twice as fast as assigning a list to the ctypes array (one
-    row is faster the ctypes way); it refuses finite values beyond the f32 range, which
-    the ctypes path rounds to infinity like any C cast, so those batches (and
-    non-numbers, for the error) take the ctypes path."""
+    array, any buffer of format ``f``; ``matrix`` is its view, taken by the caller) is
+    copied as bytes. Otherwise ``struct.pack_into`` converts a batch, about twice as fast
+    as assigning a list to the ctypes array (one row is faster the ctypes way); it refuses
+    finite values beyond the f32 range, which the ctypes path rounds to infinity like any
+    C cast, so those batches (and non-numbers, for the error) take the ctypes path."""
     count = len(rows) * width
-    matrix = _f32_matrix(rows)
     if matrix is not None:
         memoryview(inputs).cast("B")[: 4 * count] = matrix.cast("B")
         return
@@ -347,7 +358,8 @@ def _instantiate(
     if not isinstance(memory, wasmtime.Memory) or not isinstance(predict, wasmtime.Func):
         raise AbiViolation("ABI rule 'exports memory and edge_predict': wrong export kinds")
     shape = _shape(values, memory.data_len(store))
-    calls = fast_calls(store, predict) if fast_path else None
+    held_rows = _GIL_HELD_FUEL_MAX // limits.model_fuel_per_row
+    calls = fast_calls(store, predict, held_rows) if fast_path else None
     predict_call, set_fuel = calls if calls is not None else public_calls(store, predict)
     base = _addressof(memory.data_ptr(store))
     in_cells = shape.max_batch * shape.n_features

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
 import pytest
 import wasmtime
@@ -46,9 +48,18 @@ def load(wat: str, fast_path: bool = True, limits: Limits = LIMITS) -> WasmModel
     return WasmModel.load(wasmtime.wat2wasm(wat), limits=limits, fast_path=fast_path)
 
 
-@pytest.fixture(params=[True, False], ids=["fast-path", "public-api"])
+# A call budgeted past 5,000,000 fuel releases the GIL on the fast path (shorter ones keep
+# it): at this much fuel per row, every call of the fast path releases it.
+RELEASING = Limits(model_fuel_per_row=5_000_001, model_memory_max=LIMITS.model_memory_max)
+
+
+@pytest.fixture(
+    params=[(True, LIMITS), (True, RELEASING), (False, LIMITS)],
+    ids=["fast-path", "fast-path-gil-released", "public-api"],
+)
 def model(request: pytest.FixtureRequest) -> WasmModel:
-    return load(GOOD, fast_path=request.param)
+    fast_path, limits = request.param
+    return load(GOOD, fast_path=fast_path, limits=limits)
 
 
 def test_good_module_scores_rows_in_batches(model: WasmModel) -> None:
@@ -117,6 +128,53 @@ def test_concurrent_callers_get_their_own_answers(model: WasmModel) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+# GOOD, where x0 == 21 first counts to 300,000 (about 1.5 million fuel, a fraction of a ms).
+SLOW = GOOD.replace(
+    "(if (f32.eq (local.get $x) (f32.const 13))",
+    "(if (f32.eq (local.get $x) (f32.const 21)) (then (local.set $x (f32.const 0))"
+    " (loop $count (local.set $x (f32.add (local.get $x) (f32.const 1)))"
+    " (br_if $count (f32.lt (local.get $x) (f32.const 300000))))))"
+    "(if (f32.eq (local.get $x) (f32.const 13))",
+)
+
+
+def test_a_one_row_call_keeps_the_gil_and_a_batch_releases_it() -> None:
+    """With one row's default budget (5,000,000 fuel), a one-row call runs without letting
+    another thread in (a writer thread cannot take the GIL from the request there); a
+    two-row call releases it, so other threads run while the module works."""
+    model = load(SLOW, limits=Limits(model_fuel_per_row=5_000_000))
+    assert model.predict([[21.0, 0.0]]) == [[300_000.0]]
+    ran = 0
+    stop = threading.Event()
+
+    def other() -> None:
+        nonlocal ran
+        while not stop.is_set():
+            ran += 1
+            time.sleep(0.0001)  # without the GIL, so the test's thread takes it at once
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)  # no forced switch: `other` runs only where the GIL is let go
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10.0
+        for _ in range(20):  # had a call let the GIL go, `other` would have run in one
+            before = ran
+            assert model.predict([[21.0, 0.0]]) == [[300_000.0]]
+            assert ran == before
+            while ran == before and time.monotonic() < deadline:
+                time.sleep(0.001)
+        before = ran
+        while ran == before and time.monotonic() < deadline:
+            assert model.predict([[21.0, 0.0], [21.0, 1.0]]) == [[300_000.0], [300_001.0]]
+        assert ran > before
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
 
 
 WASI_IMPORT = GOOD.replace(
