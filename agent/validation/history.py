@@ -22,8 +22,7 @@ from agent.batch.formats import InputFormat, detect_format, read_items
 from agent.batch.items import BadItem, ReadContext, RecordItem
 from agent.errors import ConfigError
 from agent.limits import Limits
-from agent.mapping.facts import parse_time
-from agent.mapping.timing import last_day
+from agent.mapping.facts import last_day, parse_time
 from agent.types import RecordFormat
 
 READABLE = frozenset({InputFormat.ndjson, InputFormat.fhir_json})
