@@ -141,7 +141,8 @@ def conversion(source: str, target: str, molar_mass: float | None = None) -> Con
             raise UnitError(f"{source} cannot be converted to {target}{hint}") from None
         try:
             zero, one = at(0.0, molar_mass), at(1.0, molar_mass)
-        except pint.DimensionalityError:
+        except (pint.DimensionalityError, pint.OffsetUnitCalculusError):
+            # an offset unit (Cel, [degF]) divided by a molar mass: no amount of anything
             raise UnitError(f"{source} cannot be converted to {target}") from None
         label = f"{source} -> {target} (molar mass {molar_mass:g} g/mol)"
     return Conversion(scale=one - zero, offset=zero, label=label)

@@ -255,6 +255,17 @@ def test_record_unit_is_converted_from_what_it_carries(
     assert bare.value == 38.6 and bare.conversion is None
 
 
+@pytest.mark.parametrize("unit", ["Cel", "[degF]"])
+def test_an_offset_unit_on_a_feature_with_a_molar_mass_is_refused(
+    unit: str, tmp_path: Path, manifest: BundleManifest
+) -> None:
+    """A temperature unit on a creatinine value: pint's offset arithmetic against the molar
+    mass raised an error of its own, an internal error, instead of this refusal."""
+    with pytest.raises(UnmappableRecord) as caught:
+        _mapping(tmp_path, manifest).extract(_record(_obs("2160-0", 1.49, unit)), AS_OF)
+    assert caught.value.reason == "unit" and caught.value.feature == "creatinine"
+
+
 @pytest.mark.parametrize("unit", ["kg", "SECRET-unit", "°F"])
 def test_record_unit_that_cannot_be_read_is_refused(
     unit: str, tmp_path: Path, manifest: BundleManifest
