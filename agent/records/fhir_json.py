@@ -13,6 +13,7 @@ from agent.jsontext import load_json
 from agent.limits import Limits
 from agent.records import fhir_essential, fhir_validate
 from agent.records.config import FhirValidation, RecordsConfig
+from agent.records.fhir_accept import accept_document
 from agent.records.grouping import Located, entry_resource, group_by_patient
 from agent.types import ElementReach, PatientRecord
 
@@ -42,8 +43,7 @@ def parse_fhir_json(
     """One JSON document: a resource or a Bundle, validated as ``config.fhir_validation`` says
     (``reach``: what the mapping's FHIRPath reads, see ``parse_records``)."""
     found: list[Located] = []
-    check = _Check(_VALIDATORS[config.fhir_validation], reach)
-    _walk(_load(body, "body"), None, "", None, found, 0, limits, check)
+    _locate(_load(body, "body"), "", found, limits, Check(config.fhir_validation, reach))
     return group_by_patient(found)
 
 
@@ -52,26 +52,38 @@ def parse_fhir_ndjson(
 ) -> list[PatientRecord]:
     """NDJSON: each non-blank line one resource or Bundle; all lines grouped together."""
     found: list[Located] = []
-    check = _Check(_VALIDATORS[config.fhir_validation], reach)
+    check = Check(config.fhir_validation, reach)
     for number, line in enumerate(body.splitlines(), start=1):
         if line.strip():
-            _walk(
-                _load(line, f"line {number}"),
-                None,
-                f"line {number}: ",
-                None,
-                found,
-                0,
-                limits,
-                check,
-            )
+            _locate(_load(line, f"line {number}"), f"line {number}: ", found, limits, check)
     return group_by_patient(found)
 
 
-class _Check(NamedTuple):
-    """The mode's validator and the reach it checks, for one parse."""
+def _locate(doc: Any, line: str, found: list[Located], limits: Limits, check: Check) -> None:
+    """The resources of ``doc`` (``line``: its NDJSON line prefix) validated and added to
+    ``found``: in the ``essential`` mode through its fast path (``fhir_accept``) when that
+    accepts the whole document, else, and in the ``full`` mode, by ``locate_precisely``."""
+    if check.mode is FhirValidation.essential:
+        room = limits.records_per_request_max - len(found)
+        accepted = accept_document(doc, line, check.reach, room)
+        if accepted is not None:
+            found += accepted
+            return
+    locate_precisely(doc, line, found, limits, check)
 
-    validator: _Validator
+
+def locate_precisely(
+    doc: Any, line: str, found: list[Located], limits: Limits, check: Check
+) -> None:
+    """``_locate`` by the mode's own checks alone, which decide every refusal and its
+    message (and, in tests, what the fast path must agree with)."""
+    _walk(doc, None, line, None, found, 0, limits, check)
+
+
+class Check(NamedTuple):
+    """The validation mode and the reach it checks, for one parse."""
+
+    mode: FhirValidation
     reach: ElementReach | None
 
 
@@ -87,7 +99,7 @@ def _walk(
     out: list[Located],
     depth: int,
     limits: Limits,
-    check: _Check,
+    check: Check,
 ) -> None:
     """Collect the resources of ``doc``; ``path`` is its place (None at the top), ``line`` the
     NDJSON line prefix."""
@@ -102,7 +114,7 @@ def _walk(
         raise FhirError(
             f"Bundle at {line}{name}: Bundles nested more than {_MAX_BUNDLE_DEPTH} deep"
         )
-    check.validator.bundle_shell(doc, line + name)
+    _VALIDATORS[check.mode].bundle_shell(doc, line + name)
     for index, entry in enumerate(doc.get("entry", [])):
         resource = entry_resource(entry)
         if resource is None:  # GET/DELETE and transaction-response entries carry none
@@ -120,10 +132,10 @@ def _take(
     full_url: str | None,
     out: list[Located],
     limits: Limits,
-    check: _Check,
+    check: Check,
 ) -> None:
     """A resource (not a Bundle) validated and collected, within the per-request bound."""
-    check.validator.resource(resource, where, check.reach)
-    out.append(Located(resource, where, full_url))
+    _VALIDATORS[check.mode].resource(resource, where, check.reach)
+    out.append((resource, where, full_url))
     if len(out) > limits.records_per_request_max:
         raise FhirError(f"more than {limits.records_per_request_max} resources in one request")

@@ -1,0 +1,324 @@
+"""The ``essential`` checks' fast path: a FHIR document of the common shape accepted in a
+few Python steps per resource, or no answer at all.
+
+``accept_document`` returns the resources of a parsed document, located exactly as the
+precise walk (``fhir_json``) locates them, when it can show that every check of the
+``essential`` mode (``fhir_essential``) passes; on any doubt it returns None and the precise
+checks run from the start and decide, so every refusal keeps its message and path byte for
+byte. What it accepts is a subset of what they accept: the same rules, each applied in a
+narrower form, and nothing else left out. tests/records/test_records_fhir_accept.py holds
+both paths to that on every fixture and on generated breakages.
+
+Where the time goes instead (docs/records.md has the figures):
+
+- exact types (``type(x) is dict``): the JSON reader makes only dicts, lists, strings,
+  numbers, booleans and None, and anything else is a doubt;
+- the string values are collected while the structures are walked and checked together at
+  the end, a join and a few C calls per datatype rule (uri, code, string, id, dateTime)
+  rather than a Python call per value; a rule's narrower form (a code without spaces, a
+  printable string) leaves the rest to the precise checks;
+- a dateTime or instant is taken only as a full time with an offset, by one expression that
+  also holds the calendar (months of 30 and 31 days; 29 February is left to the precise
+  checks, which ask ``datetime``);
+- Patients, Encounters and resources a mapping's FHIRPath reaches go to the precise checks
+  themselves (a doubt if they refuse): a record has one of each at most, but thirty
+  Observations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from agent.errors import FhirError
+from agent.records import fhir_essential
+from agent.records.fhir_datatypes import ID_PATTERN, INTEGER_MAX
+from agent.records.fhir_essential import EFFECTIVE_KEYS, VALUE_KEYS
+from agent.records.fhir_r4 import DEEP_TYPES, ELEMENTS, REQUIRED_CODES, RESOURCE_TYPES
+from agent.records.grouping import Located, entry_resource
+from agent.types import ElementReach
+
+_CHOICES = EFFECTIVE_KEYS | VALUE_KEYS
+# The choice elements an Observation may hold (at most one effective[x], one value[x]) ->
+# (its effective[x], its value[x]); any other set is a doubt. Likewise for a component.
+_SHAPES: dict[frozenset[str], tuple[str | None, str | None]] = {
+    frozenset(key for key in (effective, value) if key is not None): (effective, value)
+    for effective in (None, *EFFECTIVE_KEYS)
+    for value in (None, *VALUE_KEYS)
+}
+_VALUE_SHAPES = {frozenset(key for key in (value,) if key): value for value in ("", *VALUE_KEYS)}
+_DOUBLE_MAX = 2**1000  # an int smaller in magnitude is a double's (a module constant: an
+# expression this large is not folded at compile time)
+
+_STATUS = REQUIRED_CODES["Observation", "status"]
+_BUNDLE_TYPES = REQUIRED_CODES["Bundle", "type"]
+_OBSERVATION, _COMPONENT, _CONCEPT, _CODING, _QUANTITY, _REFERENCE, _PERIOD = (
+    ELEMENTS[name]
+    for name in (
+        "Observation",
+        "ObservationComponent",
+        "CodeableConcept",
+        "Coding",
+        "Quantity",
+        "Reference",
+        "Period",
+    )
+)
+_BUNDLE, _ENTRY = ELEMENTS["Bundle"], ELEMENTS["BundleEntry"]
+
+# One id per line: the id expression repeated (an id holds no newline).
+_IDS = re.compile(f"{ID_PATTERN}(?:\n{ID_PATTERN})*").fullmatch
+# A full dateTime with an offset on a real calendar day but 29 February: a narrower form of
+# ``fhir_datatypes._FULL_TIME`` (years from 1000, hours to 23, fractions of 1 to 9 digits),
+# whose every match ``datetime.fromisoformat`` reads (tests/records pin both). One per line.
+_MONTH_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+TIME_PATTERN = (
+    rf"[1-9][0-9]{{3}}-{_MONTH_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,9}})?"
+    r"(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+)
+_TIMES = re.compile(f"{TIME_PATTERN}(?:\n{TIME_PATTERN})*").fullmatch
+
+
+class _Pass:
+    """One document's pass: what the served mapping reads, and the string values met so far,
+    by datatype rule, to be checked together (``strings_hold``)."""
+
+    __slots__ = ("codes", "ids", "observations", "reach", "strings", "times", "uris", "wanted")
+
+    def __init__(self, reach: ElementReach | None) -> None:
+        self.reach = reach
+        self.wanted = reach.codes if reach is not None else None
+        # Observations this path checks itself: those whose elements no FHIRPath reaches.
+        self.observations = not fhir_essential.reached("Observation", reach)
+        self.strings: list[Any] = []  # FHIR string: non-empty, printable here
+        self.uris: list[Any] = []  # uri: printable, no space
+        self.codes: list[Any] = []  # code: non-empty, printable, no space here
+        self.ids: list[Any] = []  # id (checked one per line: none may hold a newline)
+        self.times: list[Any] = []  # dateTime or instant: ``TIME_PATTERN``, one per line
+
+    def strings_hold(self) -> bool:
+        """Every collected value is a string of its rule's narrower form."""
+        try:
+            strings = "".join(self.strings)
+            uris = "".join(self.uris)
+            codes = "".join(self.codes)
+            return (
+                strings.isprintable()
+                and "" not in self.strings
+                and uris.isprintable()
+                and " " not in uris
+                and codes.isprintable()
+                and " " not in codes
+                and "" not in self.codes
+                and _one_per_line(self.ids, _IDS)
+                and _one_per_line(self.times, _TIMES)
+            )
+        except TypeError:  # a value that is not a string
+            return False
+
+
+def _one_per_line(values: list[Any], match: Callable[[str], Any]) -> bool:
+    """Every one of ``values`` matches the expression that ``match`` repeats line by line:
+    joined by newlines and matched once, none holding a newline itself."""
+    if not values:
+        return True
+    joined = "\n".join(values)
+    return joined.count("\n") == len(values) - 1 and match(joined) is not None
+
+
+def accept_document(
+    doc: Any, line: str, reach: ElementReach | None, room: int
+) -> list[Located] | None:
+    """The resources of ``doc`` as the precise walk would locate them (``line``: its NDJSON
+    line prefix), at most ``room`` of them, if every ``essential`` check passes on them with
+    ``reach``; None when that is not shown (the precise walk then decides)."""
+    if type(doc) is not dict:
+        return None
+    check = _Pass(reach)
+    out: list[Located] = []
+    try:
+        if doc.get("resourceType") != "Bundle":
+            if not _resource(doc, line + "resource", check):
+                return None
+            out.append((doc, line + "resource", None))
+        elif not _bundle(doc, line, check, out):
+            return None
+    except TypeError:  # an unhashable value where a code is looked up: a doubt
+        return None
+    if len(out) > room or not check.strings_hold():
+        return None
+    return out
+
+
+def _bundle(bundle: dict[str, Any], line: str, check: _Pass, out: list[Located]) -> bool:
+    """A Bundle's shell (``fhir_essential.validate_bundle_shell``) and its resources; a
+    Bundle inside it is a doubt."""
+    entries = bundle.get("entry", [])
+    if not (
+        _BUNDLE.issuperset(bundle) and bundle.get("type") in _BUNDLE_TYPES and type(entries) is list
+    ):
+        return False
+    uris = check.uris
+    for index, entry in enumerate(entries):
+        if type(entry) is not dict or not _ENTRY.issuperset(entry):
+            return False
+        full_url = None
+        if "fullUrl" in entry:
+            full_url = entry["fullUrl"]
+            uris.append(full_url)
+        resource = entry_resource(entry)
+        if resource is None:
+            continue
+        where = f"{line}Bundle.entry[{index}].resource"
+        if not _resource(resource, where, check):
+            return False
+        out.append((resource, where, full_url))
+    return True
+
+
+def _resource(resource: Any, where: str, check: _Pass) -> bool:
+    """One resource (not a Bundle) by ``fhir_essential.validate``'s rules."""
+    if type(resource) is not dict:
+        return False
+    kind = resource.get("resourceType")
+    if kind == "Observation" and check.observations:
+        return _observation(resource, check)
+    if kind == "Bundle":
+        return False
+    if kind in RESOURCE_TYPES and kind not in DEEP_TYPES:
+        return True  # its type is all that is checked
+    try:
+        fhir_essential.validate(resource, where, check.reach)
+    except FhirError:
+        return False
+    return True
+
+
+def _observation(observation: dict[str, Any], check: _Pass) -> bool:
+    """``fhir_essential._observation``: what every Observation is read for, then, if the
+    mapping reads it (``check.wanted``), its values."""
+    read = _concept(observation.get("code"), check)
+    if not (
+        read is not None
+        and _OBSERVATION.issuperset(observation)
+        and observation.get("status") in _STATUS
+        and ("subject" not in observation or _reference(observation["subject"], check))
+    ):
+        return False
+    components = observation.get("component", ())
+    if type(components) is not list and components != ():
+        return False
+    for component in components:
+        if type(component) is not dict or not _COMPONENT.issuperset(component):
+            return False
+        coded = _concept(component.get("code"), check)
+        if coded is None:
+            return False
+        read = read or coded
+    if not read:
+        return True
+    shape = _SHAPES.get(_CHOICES.intersection(observation))
+    if shape is None:
+        return False
+    effective, value = shape
+    if "id" in observation:
+        check.ids.append(observation["id"])
+    if "encounter" in observation and not _reference(observation["encounter"], check):
+        return False
+    if effective == "effectivePeriod":
+        if not _period(observation[effective], check):
+            return False
+    elif effective is not None and effective != "effectiveTiming":
+        check.times.append(observation[effective])
+    if "issued" in observation:
+        check.times.append(observation["issued"])
+    if value is not None and not _value(observation[value], value, check):
+        return False
+    for component in components:
+        kind = _VALUE_SHAPES.get(VALUE_KEYS.intersection(component))
+        if kind is None or (kind and not _value(component[kind], kind, check)):
+            return False
+    return True
+
+
+def _value(value: Any, kind: str, check: _Pass) -> bool:
+    """``fhir_essential._value``: the value[x] kinds mapping reads; the others pass."""
+    if kind == "valueQuantity":
+        return _quantity(value, check)
+    if kind == "valueCodeableConcept":
+        return _concept(value, check) is not None
+    if kind == "valueString":
+        check.strings.append(value)
+    elif kind == "valueInteger":
+        return type(value) is int and -INTEGER_MAX - 1 <= value <= INTEGER_MAX
+    elif kind == "valueBoolean":
+        return type(value) is bool
+    return True
+
+
+def _concept(concept: Any, check: _Pass) -> bool | None:
+    """A CodeableConcept: None if off the common shape, else whether it carries one of the
+    codes the mapping reads (``check.wanted``; None: any), as ``_coded_with`` matches them."""
+    if type(concept) is not dict or not _CONCEPT.issuperset(concept):
+        return None
+    wanted = check.wanted
+    coded = wanted is None
+    codings = concept.get("coding", ())
+    if type(codings) is not list and codings != ():
+        return None
+    for coding in codings:
+        if type(coding) is not dict or not _CODING.issuperset(coding):
+            return None
+        system = ""
+        if "system" in coding:
+            system = coding["system"]
+            check.uris.append(system)
+        code = None
+        if "code" in coding:
+            code = coding["code"]
+            check.codes.append(code)
+        if wanted is not None and not coded:
+            coded = (system, code) in wanted
+    if "text" in concept:
+        check.strings.append(concept["text"])
+    return coded
+
+
+def _quantity(quantity: Any, check: _Pass) -> bool:
+    if type(quantity) is not dict or not _QUANTITY.issuperset(quantity):
+        return False
+    if "value" in quantity:
+        number = quantity["value"]
+        if type(number) is not float and not (
+            type(number) is int and -_DOUBLE_MAX < number < _DOUBLE_MAX
+        ):
+            return False
+    if "unit" in quantity:
+        check.strings.append(quantity["unit"])
+    if "system" in quantity:
+        check.uris.append(quantity["system"])
+    if "code" in quantity:
+        check.codes.append(quantity["code"])
+    return True
+
+
+def _reference(reference: Any, check: _Pass) -> bool:
+    if type(reference) is not dict or not _REFERENCE.issuperset(reference):
+        return False
+    if "reference" in reference:
+        check.strings.append(reference["reference"])
+    return True
+
+
+def _period(period: Any, check: _Pass) -> bool:
+    if type(period) is not dict or not _PERIOD.issuperset(period):
+        return False
+    for key in ("start", "end"):
+        if key in period:
+            check.times.append(period[key])
+    return True
