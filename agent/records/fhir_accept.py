@@ -67,8 +67,9 @@ _OBSERVATION, _COMPONENT, _CONCEPT, _CODING, _QUANTITY, _REFERENCE, _PERIOD = (
 )
 _BUNDLE, _ENTRY = ELEMENTS["Bundle"], ELEMENTS["BundleEntry"]
 
-# One id per line: the id expression repeated (an id holds no newline).
-_IDS = re.compile(f"{ID_PATTERN}(?:\n{ID_PATTERN})*").fullmatch
+# One id per line: the id expression repeated (an id holds no newline, so the repetition
+# never needs to give a line back: possessive, which the expression engine runs faster).
+_IDS = re.compile(f"{ID_PATTERN}(?:\n{ID_PATTERN})*+").fullmatch
 # A full dateTime with an offset on a real calendar day but 29 February: a narrower form of
 # ``fhir_datatypes._FULL_TIME`` (years from 1000, hours to 23, fractions of 1 to 9 digits),
 # whose every match ``datetime.fromisoformat`` reads (tests/records pin both). One per line.
@@ -81,7 +82,8 @@ TIME_PATTERN = (
     rf"[1-9][0-9]{{3}}-{_MONTH_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,9}})?"
     r"(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
 )
-_TIMES = re.compile(f"{TIME_PATTERN}(?:\n{TIME_PATTERN})*").fullmatch
+_TIMES = re.compile(f"{TIME_PATTERN}(?:\n{TIME_PATTERN})*+").fullmatch
+_CONTROLS = bytes(range(0x20)) + b"\x7f"  # the ASCII characters that are not printable
 
 
 class _Pass:
@@ -108,11 +110,11 @@ class _Pass:
             uris = "".join(self.uris)
             codes = "".join(self.codes)
             return (
-                strings.isprintable()
+                _printable(strings)
                 and "" not in self.strings
-                and uris.isprintable()
+                and _printable(uris)
                 and " " not in uris
-                and codes.isprintable()
+                and _printable(codes)
                 and " " not in codes
                 and "" not in self.codes
                 and _one_per_line(self.ids, _IDS)
@@ -120,6 +122,14 @@ class _Pass:
             )
         except TypeError:  # a value that is not a string
             return False
+
+
+def _printable(text: str) -> bool:
+    """``text.isprintable()``; for ASCII text (known at no cost), the same answer in less
+    than half the time: no control character."""
+    if text.isascii():
+        return len(text.encode().translate(None, _CONTROLS)) == len(text)
+    return text.isprintable()
 
 
 def _one_per_line(values: list[Any], match: Callable[[str], Any]) -> bool:
