@@ -20,9 +20,9 @@ Where the time goes instead (docs/records.md has the figures):
 - a dateTime or instant is taken only as a full time with an offset, by one expression that
   also holds the calendar (months of 30 and 31 days; 29 February is left to the precise
   checks, which ask ``datetime``);
-- Patients, Encounters and resources a mapping's FHIRPath reaches go to the precise checks
-  themselves (a doubt if they refuse): a record has one of each at most, but thirty
-  Observations.
+- a birthDate likewise, a full date by the same calendar;
+- Encounters, and resources a mapping's FHIRPath reaches, go to the precise checks
+  themselves (a doubt if they refuse).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ _DOUBLE_MAX = 2**1000  # an int smaller in magnitude is a double's (a module con
 
 _STATUS = REQUIRED_CODES["Observation", "status"]
 _BUNDLE_TYPES = REQUIRED_CODES["Bundle", "type"]
+_GENDERS = REQUIRED_CODES["Patient", "gender"]
+_PATIENT = ELEMENTS["Patient"]
 _OBSERVATION, _COMPONENT, _CONCEPT, _CODING, _QUANTITY, _REFERENCE, _PERIOD = (
     ELEMENTS[name]
     for name in (
@@ -78,11 +80,13 @@ _MONTH_DAY = (
     r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
     r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
 )
+DAY_PATTERN = rf"[1-9][0-9]{{3}}-{_MONTH_DAY}"  # the date part of the same, a birthDate's form
 TIME_PATTERN = (
-    rf"[1-9][0-9]{{3}}-{_MONTH_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,9}})?"
+    rf"{DAY_PATTERN}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,9}})?"
     r"(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
 )
 _TIMES = re.compile(f"{TIME_PATTERN}(?:\n{TIME_PATTERN})*+").fullmatch
+_DAYS = re.compile(f"{DAY_PATTERN}(?:\n{DAY_PATTERN})*+").fullmatch
 _CONTROLS = bytes(range(0x20)) + b"\x7f"  # the ASCII characters that are not printable
 
 
@@ -90,18 +94,31 @@ class _Pass:
     """One document's pass: what the served mapping reads, and the string values met so far,
     by datatype rule, to be checked together (``strings_hold``)."""
 
-    __slots__ = ("codes", "ids", "observations", "reach", "strings", "times", "uris", "wanted")
+    __slots__ = (
+        "codes",
+        "days",
+        "ids",
+        "own_observations",
+        "own_patients",
+        "reach",
+        "strings",
+        "times",
+        "uris",
+        "wanted",
+    )
 
     def __init__(self, reach: ElementReach | None) -> None:
         self.reach = reach
         self.wanted = reach.codes if reach is not None else None
         # Observations this path checks itself: those whose elements no FHIRPath reaches.
-        self.observations = not fhir_essential.reached("Observation", reach)
+        self.own_observations = not fhir_essential.reached("Observation", reach)
+        self.own_patients = not fhir_essential.reached("Patient", reach)
         self.strings: list[Any] = []  # FHIR string: non-empty, printable here
         self.uris: list[Any] = []  # uri: printable, no space
         self.codes: list[Any] = []  # code: non-empty, printable, no space here
         self.ids: list[Any] = []  # id (checked one per line: none may hold a newline)
         self.times: list[Any] = []  # dateTime or instant: ``TIME_PATTERN``, one per line
+        self.days: list[Any] = []  # date: ``DAY_PATTERN``, one per line
 
     def strings_hold(self) -> bool:
         """Every collected value is a string of its rule's narrower form."""
@@ -119,6 +136,7 @@ class _Pass:
                 and "" not in self.codes
                 and _one_per_line(self.ids, _IDS)
                 and _one_per_line(self.times, _TIMES)
+                and _one_per_line(self.days, _DAYS)
             )
         except TypeError:  # a value that is not a string
             return False
@@ -196,8 +214,10 @@ def _resource(resource: Any, where: str, check: _Pass) -> bool:
     if type(resource) is not dict:
         return False
     kind = resource.get("resourceType")
-    if kind == "Observation" and check.observations:
+    if kind == "Observation" and check.own_observations:
         return _observation(resource, check)
+    if kind == "Patient" and check.own_patients:
+        return _patient(resource, check)
     if kind == "Bundle":
         return False
     if kind in RESOURCE_TYPES and kind not in DEEP_TYPES:
@@ -206,6 +226,17 @@ def _resource(resource: Any, where: str, check: _Pass) -> bool:
         fhir_essential.validate(resource, where, check.reach)
     except FhirError:
         return False
+    return True
+
+
+def _patient(patient: dict[str, Any], check: _Pass) -> bool:
+    """``fhir_essential._patient``."""
+    if not (_PATIENT.issuperset(patient) and patient.get("gender", "unknown") in _GENDERS):
+        return False
+    if "id" in patient:
+        check.ids.append(patient["id"])
+    if "birthDate" in patient:
+        check.days.append(patient["birthDate"])
     return True
 
 
@@ -247,7 +278,10 @@ def _observation(observation: dict[str, Any], check: _Pass) -> bool:
         check.times.append(observation[effective])
     if "issued" in observation:
         check.times.append(observation["issued"])
-    if value is not None and not _value(observation[value], value, check):
+    if value == "valueQuantity":  # the usual kind, without ``_value``'s call
+        if not _quantity(observation[value], check):
+            return False
+    elif value is not None and not _value(observation[value], value, check):
         return False
     for component in components:
         kind = _VALUE_SHAPES.get(VALUE_KEYS.intersection(component))

@@ -24,8 +24,8 @@ from agent.limits import Limits
 from agent.mapping import load_mapping
 from agent.records import parse_records
 from agent.records.config import FhirValidation
-from agent.records.fhir_accept import accept_document
-from agent.records.fhir_datatypes import DATETIME, INSTANT, Invalid, when
+from agent.records.fhir_accept import _printable, accept_document
+from agent.records.fhir_datatypes import DATE, DATETIME, INSTANT, Invalid, when
 from agent.records.fhir_json import Check, locate_precisely
 from agent.records.grouping import Located
 from agent.types import ElementReach, RecordFormat
@@ -268,6 +268,19 @@ def _precise_accepts(value: str) -> bool:
     return True
 
 
+def _fast_accepts_day(value: str) -> bool:
+    patient = {"resourceType": "Patient", "birthDate": value}
+    return accept_document(patient, "", None, 1) is not None
+
+
+def _precise_accepts_day(value: str) -> bool:
+    try:
+        when(value, "", DATE)
+    except Invalid:
+        return False
+    return True
+
+
 def _fast_accepts(value: str) -> bool:
     return (
         accept_document({"resourceType": "Observation", **_observed(value)}, "", None, 1)
@@ -280,20 +293,25 @@ def _observed(value: str) -> dict[str, Any]:
 
 
 def test_every_time_the_fast_expression_takes_is_a_real_instant() -> None:
-    """Each calendar day of a leap and a common year, and of the years at both ends: what
-    the fast path takes, ``datetime`` reads; what it leaves is 29 February alone."""
+    """Each calendar day of a leap and a common year, and of the years at both ends, as an
+    instant and as a birthDate: what the fast path takes, the precise checks take; what it
+    leaves is 29 February alone. Months and days past their bounds, and years 0 and 999,
+    never taken where the precise checks refuse."""
     left = set()
     for year in (1000, 2023, 2024, 9999):
         for ordinal in range(date(year, 1, 1).toordinal(), date(year, 12, 31).toordinal() + 1):
             day = date.fromordinal(ordinal)
             value = f"{day.isoformat()}T10:00:00Z"
-            assert _precise_accepts(value)
+            assert _precise_accepts(value) and _precise_accepts_day(day.isoformat())
             if not _fast_accepts(value):
                 left.add(day.strftime("%m-%d"))
-    assert left == {"02-29"}
-    for month, day_of_month in itertools.product(range(14), range(33)):
-        value = f"2024-{month:02}-{day_of_month:02}T10:00:00Z"
-        assert not _fast_accepts(value) or _precise_accepts(value), value
+            if not _fast_accepts_day(day.isoformat()):
+                left.add(f"birthDate {day:%m-%d}")
+    assert left == {"02-29", "birthDate 02-29"}
+    for year, month, day_of_month in itertools.product((0, 999, 2023), range(14), range(33)):
+        value = f"{year:04}-{month:02}-{day_of_month:02}"
+        assert not _fast_accepts(f"{value}T10:00:00Z") or _precise_accepts(f"{value}T10:00:00Z")
+        assert not _fast_accepts_day(value) or _precise_accepts_day(value), value
 
 
 def test_every_clock_the_fast_expression_takes_is_read() -> None:
@@ -312,3 +330,11 @@ def test_every_clock_the_fast_expression_takes_is_read() -> None:
             assert _precise_accepts(value), value
             taken += 1
     assert taken == 4 * 2 * 2 * 4 * 5
+
+
+def test_printable_is_str_isprintable() -> None:
+    """The ASCII shortcut answers as ``str.isprintable`` for every character it can meet
+    there, and text beyond ASCII is asked of ``str.isprintable`` itself."""
+    for point in [*range(0x100), 0x2028, 0x3000, 0xFEFF, 0x1F600]:
+        text = f"a{chr(point)}b"
+        assert _printable(text) == text.isprintable(), point
