@@ -90,9 +90,27 @@ _DAYS = re.compile(f"{DAY_PATTERN}(?:\n{DAY_PATTERN})*+").fullmatch
 _CONTROLS = bytes(range(0x20)) + b"\x7f"  # the ASCII characters that are not printable
 
 
-class _Pass:
-    """One document's pass: what the served mapping reads, and the string values met so far,
-    by datatype rule, to be checked together (``strings_hold``)."""
+def _printable(text: str) -> bool:
+    """``text.isprintable()``; for ASCII text (known at no cost), the same answer in less
+    than half the time: no control character."""
+    if text.isascii():
+        return len(text.encode().translate(None, _CONTROLS)) == len(text)
+    return text.isprintable()
+
+
+def _one_per_line(values: list[Any], match: Callable[[str], Any]) -> bool:
+    """Every one of ``values`` matches the expression that ``match`` repeats line by line:
+    joined by newlines and matched once, none holding a newline itself."""
+    if not values:
+        return True
+    joined = "\n".join(values)
+    return joined.count("\n") == len(values) - 1 and match(joined) is not None
+
+
+class Acceptance:
+    """One pass of the fast path over the documents of a body (one JSON document, or every
+    line of NDJSON): what the served mapping reads, and the string values met so far, by
+    datatype rule, checked together once the last document is taken (``holds``)."""
 
     __slots__ = (
         "codes",
@@ -120,8 +138,24 @@ class _Pass:
         self.times: list[Any] = []  # dateTime or instant: ``TIME_PATTERN``, one per line
         self.days: list[Any] = []  # date: ``DAY_PATTERN``, one per line
 
-    def strings_hold(self) -> bool:
-        """Every collected value is a string of its rule's narrower form."""
+    def take(self, doc: Any, line: str, out: list[Located]) -> bool:
+        """Add the resources of ``doc`` (``line``: its NDJSON line prefix) to ``out``, located
+        as the precise walk locates them, if every check but the deferred ones passes;
+        False on doubt (``out`` is then of no use)."""
+        if type(doc) is not dict:
+            return False
+        try:
+            if doc.get("resourceType") == "Bundle":
+                return _bundle(doc, line, self, out)
+            if not _resource(doc, line + "resource", self):
+                return False
+        except TypeError:  # an unhashable value where a code is looked up: a doubt
+            return False
+        out.append((doc, line + "resource", None))
+        return True
+
+    def holds(self) -> bool:
+        """Every string value collected is a string of its rule's narrower form."""
         try:
             strings = "".join(self.strings)
             uris = "".join(self.uris)
@@ -142,48 +176,20 @@ class _Pass:
             return False
 
 
-def _printable(text: str) -> bool:
-    """``text.isprintable()``; for ASCII text (known at no cost), the same answer in less
-    than half the time: no control character."""
-    if text.isascii():
-        return len(text.encode().translate(None, _CONTROLS)) == len(text)
-    return text.isprintable()
-
-
-def _one_per_line(values: list[Any], match: Callable[[str], Any]) -> bool:
-    """Every one of ``values`` matches the expression that ``match`` repeats line by line:
-    joined by newlines and matched once, none holding a newline itself."""
-    if not values:
-        return True
-    joined = "\n".join(values)
-    return joined.count("\n") == len(values) - 1 and match(joined) is not None
-
-
 def accept_document(
     doc: Any, line: str, reach: ElementReach | None, room: int
 ) -> list[Located] | None:
     """The resources of ``doc`` as the precise walk would locate them (``line``: its NDJSON
     line prefix), at most ``room`` of them, if every ``essential`` check passes on them with
     ``reach``; None when that is not shown (the precise walk then decides)."""
-    if type(doc) is not dict:
-        return None
-    check = _Pass(reach)
+    acceptance = Acceptance(reach)
     out: list[Located] = []
-    try:
-        if doc.get("resourceType") != "Bundle":
-            if not _resource(doc, line + "resource", check):
-                return None
-            out.append((doc, line + "resource", None))
-        elif not _bundle(doc, line, check, out):
-            return None
-    except TypeError:  # an unhashable value where a code is looked up: a doubt
-        return None
-    if len(out) > room or not check.strings_hold():
-        return None
-    return out
+    if acceptance.take(doc, line, out) and len(out) <= room and acceptance.holds():
+        return out
+    return None
 
 
-def _bundle(bundle: dict[str, Any], line: str, check: _Pass, out: list[Located]) -> bool:
+def _bundle(bundle: dict[str, Any], line: str, check: Acceptance, out: list[Located]) -> bool:
     """A Bundle's shell (``fhir_essential.validate_bundle_shell``) and its resources; a
     Bundle inside it is a doubt."""
     entries = bundle.get("entry", [])
@@ -209,7 +215,7 @@ def _bundle(bundle: dict[str, Any], line: str, check: _Pass, out: list[Located])
     return True
 
 
-def _resource(resource: Any, where: str, check: _Pass) -> bool:
+def _resource(resource: Any, where: str, check: Acceptance) -> bool:
     """One resource (not a Bundle) by ``fhir_essential.validate``'s rules."""
     if type(resource) is not dict:
         return False
@@ -229,7 +235,7 @@ def _resource(resource: Any, where: str, check: _Pass) -> bool:
     return True
 
 
-def _patient(patient: dict[str, Any], check: _Pass) -> bool:
+def _patient(patient: dict[str, Any], check: Acceptance) -> bool:
     """``fhir_essential._patient``."""
     if not (_PATIENT.issuperset(patient) and patient.get("gender", "unknown") in _GENDERS):
         return False
@@ -240,7 +246,7 @@ def _patient(patient: dict[str, Any], check: _Pass) -> bool:
     return True
 
 
-def _observation(observation: dict[str, Any], check: _Pass) -> bool:
+def _observation(observation: dict[str, Any], check: Acceptance) -> bool:
     """``fhir_essential._observation``: what every Observation is read for, then, if the
     mapping reads it (``check.wanted``), its values."""
     read = _concept(observation.get("code"), check)
@@ -290,7 +296,7 @@ def _observation(observation: dict[str, Any], check: _Pass) -> bool:
     return True
 
 
-def _value(value: Any, kind: str, check: _Pass) -> bool:
+def _value(value: Any, kind: str, check: Acceptance) -> bool:
     """``fhir_essential._value``: the value[x] kinds mapping reads; the others pass."""
     if kind == "valueQuantity":
         return _quantity(value, check)
@@ -305,7 +311,7 @@ def _value(value: Any, kind: str, check: _Pass) -> bool:
     return True
 
 
-def _concept(concept: Any, check: _Pass) -> bool | None:
+def _concept(concept: Any, check: Acceptance) -> bool | None:
     """A CodeableConcept: None if off the common shape, else whether it carries one of the
     codes the mapping reads (``check.wanted``; None: any), as ``_coded_with`` matches them."""
     if type(concept) is not dict or not _CONCEPT.issuperset(concept):
@@ -333,7 +339,7 @@ def _concept(concept: Any, check: _Pass) -> bool | None:
     return coded
 
 
-def _quantity(quantity: Any, check: _Pass) -> bool:
+def _quantity(quantity: Any, check: Acceptance) -> bool:
     if type(quantity) is not dict or not _QUANTITY.issuperset(quantity):
         return False
     if "value" in quantity:
@@ -351,7 +357,7 @@ def _quantity(quantity: Any, check: _Pass) -> bool:
     return True
 
 
-def _reference(reference: Any, check: _Pass) -> bool:
+def _reference(reference: Any, check: Acceptance) -> bool:
     if type(reference) is not dict or not _REFERENCE.issuperset(reference):
         return False
     if "reference" in reference:
@@ -359,7 +365,7 @@ def _reference(reference: Any, check: _Pass) -> bool:
     return True
 
 
-def _period(period: Any, check: _Pass) -> bool:
+def _period(period: Any, check: Acceptance) -> bool:
     if type(period) is not dict or not _PERIOD.issuperset(period):
         return False
     for key in ("start", "end"):

@@ -5,7 +5,7 @@ the input) so that errors can say where without saying what.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from agent.errors import FhirError
@@ -13,7 +13,7 @@ from agent.jsontext import load_json
 from agent.limits import Limits
 from agent.records import fhir_essential, fhir_validate
 from agent.records.config import FhirValidation, RecordsConfig
-from agent.records.fhir_accept import accept_document
+from agent.records.fhir_accept import Acceptance, accept_document
 from agent.records.grouping import Located, entry_resource, group_by_patient
 from agent.types import ElementReach, PatientRecord
 
@@ -41,42 +41,67 @@ def parse_fhir_json(
     body: bytes, limits: Limits, config: RecordsConfig, reach: ElementReach | None = None
 ) -> list[PatientRecord]:
     """One JSON document: a resource or a Bundle, validated as ``config.fhir_validation`` says
-    (``reach``: what the mapping's FHIRPath reads, see ``parse_records``)."""
-    found: list[Located] = []
-    _locate(_load(body, "body"), "", found, limits, Check(config.fhir_validation, reach))
+    (``reach``: what the mapping's FHIRPath reads, see ``parse_records``). In the
+    ``essential`` mode its fast path (``fhir_accept``) goes first; on any doubt the mode's own
+    checks decide (``locate_precisely``)."""
+    doc = _load(body, "body")
+    found = None
+    if config.fhir_validation is FhirValidation.essential:
+        found = accept_document(doc, "", reach, limits.records_per_request_max)
+    if found is None:
+        found = []
+        locate_precisely(doc, "", found, limits, Check(config.fhir_validation, reach))
     return group_by_patient(found)
 
 
 def parse_fhir_ndjson(
     body: bytes, limits: Limits, config: RecordsConfig, reach: ElementReach | None = None
 ) -> list[PatientRecord]:
-    """NDJSON: each non-blank line one resource or Bundle; all lines grouped together."""
-    found: list[Located] = []
-    check = Check(config.fhir_validation, reach)
-    for number, line in enumerate(body.splitlines(), start=1):
-        if line.strip():
-            _locate(_load(line, f"line {number}"), f"line {number}: ", found, limits, check)
+    """NDJSON: each non-blank line one resource or Bundle; all lines grouped together. The
+    fast path, in the ``essential`` mode, takes every line in one pass."""
+    found = None
+    if config.fhir_validation is FhirValidation.essential:
+        found = _accept_lines(body, limits, reach)
+    if found is None:
+        found = []
+        check = Check(config.fhir_validation, reach)
+        for number, line in _lines(body):
+            doc = _load(line, f"line {number}")
+            locate_precisely(doc, f"line {number}: ", found, limits, check)
     return group_by_patient(found)
 
 
-def _locate(doc: Any, line: str, found: list[Located], limits: Limits, check: Check) -> None:
-    """The resources of ``doc`` (``line``: its NDJSON line prefix) validated and added to
-    ``found``: in the ``essential`` mode through its fast path (``fhir_accept``) when that
-    accepts the whole document, else, and in the ``full`` mode, by ``locate_precisely``."""
-    if check.mode is FhirValidation.essential:
-        room = limits.records_per_request_max - len(found)
-        accepted = accept_document(doc, line, check.reach, room)
-        if accepted is not None:
-            found += accepted
-            return
-    locate_precisely(doc, line, found, limits, check)
+def _lines(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of ``body``, numbered from 1."""
+    for number, line in enumerate(body.splitlines(), start=1):
+        if line.strip():
+            yield number, line
+
+
+def _accept_lines(body: bytes, limits: Limits, reach: ElementReach | None) -> list[Located] | None:
+    """Every NDJSON line through the fast path in one pass, its deferred checks run once;
+    None on doubt or on a line that is not JSON (the precise walk then says what the first
+    fault is)."""
+    acceptance = Acceptance(reach)
+    found: list[Located] = []
+    for number, line in _lines(body):
+        try:
+            doc = _load(line, "")
+        except FhirError:
+            return None
+        if not acceptance.take(doc, f"line {number}: ", found):
+            return None
+        if len(found) > limits.records_per_request_max:
+            return None
+    return found if acceptance.holds() else None
 
 
 def locate_precisely(
     doc: Any, line: str, found: list[Located], limits: Limits, check: Check
 ) -> None:
-    """``_locate`` by the mode's own checks alone, which decide every refusal and its
-    message (and, in tests, what the fast path must agree with)."""
+    """Add the resources of ``doc`` (``line``: its NDJSON line prefix) to ``found``, each
+    validated by the mode's own checks, which decide every refusal and its message (and,
+    in tests, what the fast path must agree with)."""
     _walk(doc, None, line, None, found, 0, limits, check)
 
 

@@ -26,7 +26,7 @@ from agent.records import parse_records
 from agent.records.config import FhirValidation
 from agent.records.fhir_accept import _printable, accept_document
 from agent.records.fhir_datatypes import DATE, DATETIME, INSTANT, Invalid, when
-from agent.records.fhir_json import Check, locate_precisely
+from agent.records.fhir_json import Check, _accept_lines, locate_precisely
 from agent.records.grouping import Located
 from agent.types import ElementReach, RecordFormat
 from bench.inputs import vitals_bundle
@@ -124,6 +124,58 @@ def test_the_fast_path_takes_the_usual_input(name: str, reach: str) -> None:
     """Not a correctness rule but the point of the fast path: the bench inputs (and an NDJSON
     line) never fall back to the precise checks."""
     assert _assert_agree(FIXTURES[name], REACHES[reach])
+
+
+def _ndjson_precisely(body: bytes, reach: ElementReach | None) -> list[Located] | str:
+    """What the precise checks alone make of NDJSON, line by line."""
+    found: list[Located] = []
+    check = Check(FhirValidation.essential, reach)
+    try:
+        for number, line in enumerate(body.splitlines(), start=1):
+            if line.strip():
+                doc = load_json(line, f"line {number}", FhirError)
+                locate_precisely(doc, f"line {number}: ", found, LIMITS, check)
+    except FhirError as refused:
+        return str(refused)
+    return found
+
+
+def _assert_ndjson_agrees(lines: list[Any], reach: ElementReach | None) -> bool:
+    """As ``_assert_agree``, for the lines of an NDJSON body taken in one pass."""
+    body = b"\n".join(json.dumps(line).encode() for line in lines)
+    precise = _ndjson_precisely(body, reach)
+    fast = _accept_lines(body, LIMITS, reach)
+    if fast is not None:
+        assert not isinstance(precise, str), precise
+        assert [(w, u) for _, w, u in fast] == [(w, u) for _, w, u in precise]
+        assert [r for r, _, _ in fast] == [r for r, _, _ in precise]
+    try:
+        parse_records(body, RecordFormat.fhir_ndjson, limits=LIMITS, reach=reach)
+        ended = "accepted"
+    except FhirError as refused:
+        ended = str(refused)
+    assert ended == (precise if isinstance(precise, str) else "accepted")
+    return fast is not None
+
+
+_NDJSON = {
+    name: [json.loads(line) for line in (FHIR / name).read_bytes().splitlines() if line.strip()]
+    for name in ("multi-patient.ndjson", "demo-ward-export.ndjson")
+}
+
+
+@pytest.mark.parametrize("reach", ["none", "demo"])
+@pytest.mark.parametrize("name", _NDJSON)
+def test_ndjson_in_one_pass_agrees_line_by_line(name: str, reach: str) -> None:
+    """Every line of the fixtures taken in one pass; then each line of the first few broken
+    in every generated way, with the lines around it intact."""
+    lines = _NDJSON[name]
+    assert _assert_ndjson_agrees(lines, REACHES[reach])
+    for index in range(3):
+        for _, breakage in _breakages(lines[index]):
+            broken = copy.deepcopy(lines[: index + 2])
+            breakage(broken[index])
+            _assert_ndjson_agrees(broken, REACHES[reach])
 
 
 # --- the other records tests' broken elements ---------------------------------------------
