@@ -1,11 +1,12 @@
 """The ``essential`` checks' fast path: a FHIR document of the common shape accepted in a
 few Python steps per resource, or no answer at all.
 
-``accept_document`` returns the resources of a parsed document, located exactly as the
-precise walk (``fhir_json``) locates them, when it can show that every check of the
-``essential`` mode (``fhir_essential``) passes; on any doubt it returns None and the precise
-checks run from the start and decide, so every refusal keeps its message and path byte for
-byte. What it accepts is a subset of what they accept: the same rules, each applied in a
+An ``Acceptance`` takes the parsed documents of one body (a JSON document, or every line of
+NDJSON) and gives their resources, located exactly as the precise walk (``fhir_json``)
+locates them, when it can show that every check of the ``essential`` mode
+(``fhir_essential``) passes; on any doubt the body's resources are not taken from it: the
+precise checks run from the start and decide, so every refusal keeps its message and path
+byte for byte (``accept_document`` does this for one document). What it accepts is a subset of what they accept: the same rules, each applied in a
 narrower form, and nothing else left out. tests/records/test_records_fhir_accept.py holds
 both paths to that on every fixture and on generated breakages.
 
