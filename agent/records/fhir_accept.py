@@ -6,9 +6,10 @@ NDJSON) and gives their resources, located exactly as the precise walk (``fhir_j
 locates them, when it can show that every check of the ``essential`` mode
 (``fhir_essential``) passes; on any doubt the body's resources are not taken from it: the
 precise checks run from the start and decide, so every refusal keeps its message and path
-byte for byte (``accept_document`` does this for one document). What it accepts is a subset of what they accept: the same rules, each applied in a
-narrower form, and nothing else left out. tests/records/test_records_fhir_accept.py holds
-both paths to that on every fixture and on generated breakages.
+byte for byte (``accept_document`` does this for one document). What it accepts is a subset
+of what they accept: the same rules, each applied in a narrower form, and nothing else left
+out. tests/records/test_records_fhir_accept.py holds both paths to that on every fixture and
+on generated breakages.
 
 Where the time goes instead (docs/records.md has the figures):
 
@@ -18,10 +19,8 @@ Where the time goes instead (docs/records.md has the figures):
   the end, a join and a few C calls per datatype rule (uri, code, string, id, dateTime)
   rather than a Python call per value; a rule's narrower form (a code without spaces, a
   printable string) leaves the rest to the precise checks;
-- a dateTime or instant is taken only as a full time with an offset, by one expression that
-  also holds the calendar (months of 30 and 31 days; 29 February is left to the precise
-  checks, which ask ``datetime``);
-- a birthDate likewise, a full date by the same calendar;
+- dates, dateTimes and instants by expressions that also hold the calendar (the months'
+  lengths, the leap years), where the precise checks ask ``datetime`` after theirs;
 - Encounters, and resources a mapping's FHIRPath reaches, go to the precise checks
   themselves (a doubt if they refuse).
 """
@@ -73,21 +72,28 @@ _BUNDLE, _ENTRY = ELEMENTS["Bundle"], ELEMENTS["BundleEntry"]
 # One id per line: the id expression repeated (an id holds no newline, so the repetition
 # never needs to give a line back: possessive, which the expression engine runs faster).
 _IDS = re.compile(f"{ID_PATTERN}(?:\n{ID_PATTERN})*+").fullmatch
-# A full dateTime with an offset on a real calendar day but 29 February: a narrower form of
-# ``fhir_datatypes._FULL_TIME`` (years from 1000, hours to 23, fractions of 1 to 9 digits),
-# whose every match ``datetime.fromisoformat`` reads (tests/records pin both). One per line.
+# The date and time datatypes in narrower forms whose every match the precise checks take
+# (tests/records pins them against those checks): years from 1000, a real calendar day (the
+# months' lengths and the leap years in the expression, so no ``datetime`` call), hours to
+# 23, fractions of 1 to 9 digits, an offset to 14:00. Each is matched one per line.
 _MONTH_DAY = (
     r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
     r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
     r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
 )
-DAY_PATTERN = rf"[1-9][0-9]{{3}}-{_MONTH_DAY}"  # the date part of the same, a birthDate's form
-TIME_PATTERN = (
-    rf"{DAY_PATTERN}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,9}})?"
+# Divisible by 4 and not by 100, or by 400.
+_LEAP_YEAR = r"(?:[1-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[13579][26])00)"
+_DAY = rf"(?:[1-9][0-9]{{3}}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+DATE_PATTERN = rf"(?:{_DAY}|[1-9][0-9]{{3}}(?:-(?:0[1-9]|1[0-2]))?)"  # a day, month or year
+INSTANT_PATTERN = (
+    rf"{_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,9}})?"
     r"(?:Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
 )
-_TIMES = re.compile(f"{TIME_PATTERN}(?:\n{TIME_PATTERN})*+").fullmatch
-_DAYS = re.compile(f"{DAY_PATTERN}(?:\n{DAY_PATTERN})*+").fullmatch
+DATETIME_PATTERN = f"(?:{INSTANT_PATTERN}|{DATE_PATTERN})"
+_INSTANTS, _DATETIMES, _DATES = (
+    re.compile(f"{pattern}(?:\n{pattern})*+").fullmatch
+    for pattern in (INSTANT_PATTERN, DATETIME_PATTERN, DATE_PATTERN)
+)
 _CONTROLS = bytes(range(0x20)) + b"\x7f"  # the ASCII characters that are not printable
 
 
@@ -115,13 +121,14 @@ class Acceptance:
 
     __slots__ = (
         "codes",
-        "days",
+        "dates",
+        "datetimes",
         "ids",
+        "instants",
         "own_observations",
         "own_patients",
         "reach",
         "strings",
-        "times",
         "uris",
         "wanted",
     )
@@ -136,8 +143,9 @@ class Acceptance:
         self.uris: list[Any] = []  # uri: printable, no space
         self.codes: list[Any] = []  # code: non-empty, printable, no space here
         self.ids: list[Any] = []  # id (checked one per line: none may hold a newline)
-        self.times: list[Any] = []  # dateTime or instant: ``TIME_PATTERN``, one per line
-        self.days: list[Any] = []  # date: ``DAY_PATTERN``, one per line
+        self.instants: list[Any] = []  # ``INSTANT_PATTERN``, one per line
+        self.datetimes: list[Any] = []  # ``DATETIME_PATTERN``, one per line
+        self.dates: list[Any] = []  # ``DATE_PATTERN``, one per line
 
     def take(self, doc: Any, line: str, out: list[Located]) -> bool:
         """Add the resources of ``doc`` (``line``: its NDJSON line prefix) to ``out``, located
@@ -170,8 +178,9 @@ class Acceptance:
                 and " " not in codes
                 and "" not in self.codes
                 and _one_per_line(self.ids, _IDS)
-                and _one_per_line(self.times, _TIMES)
-                and _one_per_line(self.days, _DAYS)
+                and _one_per_line(self.instants, _INSTANTS)
+                and _one_per_line(self.datetimes, _DATETIMES)
+                and _one_per_line(self.dates, _DATES)
             )
         except TypeError:  # a value that is not a string
             return False
@@ -243,7 +252,7 @@ def _patient(patient: dict[str, Any], check: Acceptance) -> bool:
     if "id" in patient:
         check.ids.append(patient["id"])
     if "birthDate" in patient:
-        check.days.append(patient["birthDate"])
+        check.dates.append(patient["birthDate"])
     return True
 
 
@@ -281,10 +290,12 @@ def _observation(observation: dict[str, Any], check: Acceptance) -> bool:
     if effective == "effectivePeriod":
         if not _period(observation[effective], check):
             return False
-    elif effective is not None and effective != "effectiveTiming":
-        check.times.append(observation[effective])
+    elif effective == "effectiveDateTime":
+        check.datetimes.append(observation[effective])
+    elif effective == "effectiveInstant":
+        check.instants.append(observation[effective])
     if "issued" in observation:
-        check.times.append(observation["issued"])
+        check.instants.append(observation["issued"])
     if value == "valueQuantity":  # the usual kind, without ``_value``'s call
         if not _quantity(observation[value], check):
             return False
@@ -371,5 +382,5 @@ def _period(period: Any, check: Acceptance) -> bool:
         return False
     for key in ("start", "end"):
         if key in period:
-            check.times.append(period[key])
+            check.datetimes.append(period[key])
     return True

@@ -45,7 +45,8 @@ def entry_resource(entry: Any) -> Any:
 
 def reference_key(reference: str) -> str:
     """``https://x/fhir/Patient/7/_history/2`` -> ``Patient/7``; other strings unchanged."""
-    head = reference.split("/_history/", 1)[0]
+    cut = reference.find("/_history/")
+    head = reference if cut < 0 else reference[:cut]  # no copy in the usual case
     cut = head.rfind("Patient/")
     return head[cut:] if cut > 0 and head[cut - 1] == "/" else head
 

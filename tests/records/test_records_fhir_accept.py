@@ -308,62 +308,57 @@ def test_both_paths_agree_on_generated_breakages(doc: Any, reach: str) -> None:
     assert checked > 300 and 0 < accepted < checked
 
 
-# --- the dateTime expression --------------------------------------------------------------
+# --- the date and time expressions --------------------------------------------------------
 
 
-def _precise_accepts(value: str) -> bool:
+def _precisely_taken(value: str, match: Callable[[str], Any]) -> bool:
     try:
-        when(value, "", DATETIME)
-        when(value, "", INSTANT)
+        when(value, "", match)
     except Invalid:
         return False
     return True
 
 
-def _fast_accepts_day(value: str) -> bool:
-    patient = {"resourceType": "Patient", "birthDate": value}
-    return accept_document(patient, "", None, 1) is not None
+def _fast_takes(element: str, value: str) -> bool:
+    """Whether the fast path takes ``value`` as a Patient's birthDate (``birthDate``), an
+    Observation's ``effectiveDateTime`` or its ``issued`` (an instant)."""
+    if element == "birthDate":
+        resource: dict[str, Any] = {"resourceType": "Patient", element: value}
+    else:
+        resource = {"resourceType": "Observation", "status": "final", "code": {}, element: value}
+    return accept_document(resource, "", None, 1) is not None
 
 
-def _precise_accepts_day(value: str) -> bool:
-    try:
-        when(value, "", DATE)
-    except Invalid:
-        return False
-    return True
+_RULES = {"birthDate": DATE, "effectiveDateTime": DATETIME, "issued": INSTANT}
 
 
-def _fast_accepts(value: str) -> bool:
-    return (
-        accept_document({"resourceType": "Observation", **_observed(value)}, "", None, 1)
-        is not None
-    )
+def _assert_no_wider(value: str) -> None:
+    """The fast path takes ``value`` for no element whose precise check refuses it."""
+    for element, match in _RULES.items():
+        assert not _fast_takes(element, value) or _precisely_taken(value, match), (element, value)
 
 
-def _observed(value: str) -> dict[str, Any]:
-    return {"status": "final", "code": {"text": "x"}, "issued": value}
-
-
-def test_every_time_the_fast_expression_takes_is_a_real_instant() -> None:
-    """Each calendar day of a leap and a common year, and of the years at both ends, as an
-    instant and as a birthDate: what the fast path takes, the precise checks take; what it
-    leaves is 29 February alone. Months and days past their bounds, and years 0 and 999,
-    never taken where the precise checks refuse."""
-    left = set()
+def test_every_day_is_taken_as_the_precise_checks_take_it() -> None:
+    """Each calendar day of a leap year, a common year and the years at both ends, as a date,
+    a dateTime and an instant; 29 February of every year; and months and days past their
+    bounds, partial dates and years below 1000: whatever the fast path takes, the precise
+    checks take, and it takes every real day (the leap years in its expression)."""
     for year in (1000, 2023, 2024, 9999):
         for ordinal in range(date(year, 1, 1).toordinal(), date(year, 12, 31).toordinal() + 1):
-            day = date.fromordinal(ordinal)
-            value = f"{day.isoformat()}T10:00:00Z"
-            assert _precise_accepts(value) and _precise_accepts_day(day.isoformat())
-            if not _fast_accepts(value):
-                left.add(day.strftime("%m-%d"))
-            if not _fast_accepts_day(day.isoformat()):
-                left.add(f"birthDate {day:%m-%d}")
-    assert left == {"02-29", "birthDate 02-29"}
-    for year, month, day_of_month in itertools.product((0, 999, 2023), range(14), range(33)):
+            day = date.fromordinal(ordinal).isoformat()
+            assert _fast_takes("birthDate", day) and _fast_takes("effectiveDateTime", day)
+            assert _fast_takes("issued", f"{day}T10:00:00Z")
+    for year in range(1000, 10000):
+        leap = f"{year:04}-02-29"
+        leap_day = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        assert _fast_takes("birthDate", leap) == leap_day == _precisely_taken(leap, DATE), year
+        assert _fast_takes("issued", f"{leap}T10:00:00+01:00") == leap_day, year
+    for year, month, day_of_month in itertools.product((0, 1, 999, 2023), range(14), range(33)):
         value = f"{year:04}-{month:02}-{day_of_month:02}"
-        assert not _fast_accepts(f"{value}T10:00:00Z") or _precise_accepts(f"{value}T10:00:00Z")
-        assert not _fast_accepts_day(value) or _precise_accepts_day(value), value
+        for candidate in (value, f"{value}T10:00:00Z", value[:7], value[:4]):
+            _assert_no_wider(candidate)
+    assert _fast_takes("birthDate", "1987") and _fast_takes("effectiveDateTime", "2026-03")
+    assert not _fast_takes("issued", "2026-03-15")
 
 
 def test_every_clock_the_fast_expression_takes_is_read() -> None:
@@ -378,9 +373,8 @@ def test_every_clock_the_fast_expression_takes_is_read() -> None:
         ("Z", "+00:00", "-00:00", "+13:59", "-14:00", "+14:01", "+15:00", ""),
     ):
         value = f"2026-03-15T{h:02}:{m:02}:{s:02}{fraction}{offset}"
-        if _fast_accepts(value):
-            assert _precise_accepts(value), value
-            taken += 1
+        _assert_no_wider(value)
+        taken += _fast_takes("issued", value)
     assert taken == 4 * 2 * 2 * 4 * 5
 
 
