@@ -17,8 +17,8 @@ Where the time goes instead (docs/records.md has the figures):
   numbers, booleans and None, and anything else is a doubt;
 - the string values are collected while the structures are walked and checked together at
   the end, a join and a few C calls per datatype rule (uri, code, string, id, dateTime)
-  rather than a Python call per value; a rule's narrower form (a code without spaces, a
-  printable string) leaves the rest to the precise checks;
+  rather than a Python call per value (a code that is not printable, or holds ``|`` beside
+  a space, is left to the precise checks);
 - dates, dateTimes and instants by expressions that also hold the calendar (the months'
   lengths, the leap years), where the precise checks ask ``datetime`` after theirs;
 - Encounters, and resources a mapping's FHIRPath reaches, go to the precise checks
@@ -33,7 +33,7 @@ from typing import Any
 
 from agent.errors import FhirError
 from agent.records import fhir_essential
-from agent.records.fhir_datatypes import ID_PATTERN, INTEGER_MAX
+from agent.records.fhir_datatypes import ID_PATTERN, INTEGER_MAX, STRING, URI
 from agent.records.fhir_essential import EFFECTIVE_KEYS, VALUE_KEYS
 from agent.records.fhir_r4 import DEEP_TYPES, ELEMENTS, REQUIRED_CODES, RESOURCE_TYPES
 from agent.records.grouping import Located, entry_resource
@@ -105,6 +105,22 @@ def _printable(text: str) -> bool:
     return text.isprintable()
 
 
+def _codes_hold(codes: list[Any]) -> bool:
+    """Every one of ``codes`` a printable FHIR code: not empty, no space at either end nor two
+    together. Joined by ``|``, a code's ends show beside the separators (a code holding ``|``
+    beside a space is left to the precise checks)."""
+    joined = "|".join(codes)
+    return (
+        _printable(joined)
+        and "" not in codes
+        and "  " not in joined
+        and " |" not in joined
+        and "| " not in joined
+        and not joined.startswith(" ")
+        and not joined.endswith(" ")
+    )
+
+
 def _one_per_line(values: list[Any], match: Callable[[str], Any]) -> bool:
     """Every one of ``values`` matches the expression that ``match`` repeats line by line:
     joined by newlines and matched once, none holding a newline itself."""
@@ -139,9 +155,9 @@ class Acceptance:
         # Observations this path checks itself: those whose elements no FHIRPath reaches.
         self.own_observations = not fhir_essential.reached("Observation", reach)
         self.own_patients = not fhir_essential.reached("Patient", reach)
-        self.strings: list[Any] = []  # FHIR string: non-empty, printable here
-        self.uris: list[Any] = []  # uri: printable, no space
-        self.codes: list[Any] = []  # code: non-empty, printable, no space here
+        self.strings: list[Any] = []  # FHIR string
+        self.uris: list[Any] = []  # uri
+        self.codes: list[Any] = []  # code (printable here)
         self.ids: list[Any] = []  # id (checked one per line: none may hold a newline)
         self.instants: list[Any] = []  # ``INSTANT_PATTERN``, one per line
         self.datetimes: list[Any] = []  # ``DATETIME_PATTERN``, one per line
@@ -164,19 +180,17 @@ class Acceptance:
         return True
 
     def holds(self) -> bool:
-        """Every string value collected is a string of its rule's narrower form."""
+        """Every value collected is a string of its rule: a string or uri by the rule itself
+        (both a rule on each character, so their values are checked joined), a code in its
+        printable form (``_codes_hold``), the rest by the narrower expressions above."""
         try:
             strings = "".join(self.strings)
             uris = "".join(self.uris)
-            codes = "".join(self.codes)
             return (
-                _printable(strings)
-                and "" not in self.strings
-                and _printable(uris)
-                and " " not in uris
-                and _printable(codes)
-                and " " not in codes
-                and "" not in self.codes
+                "" not in self.strings
+                and (_printable(strings) or STRING(strings) is not None)
+                and ((_printable(uris) and " " not in uris) or URI(uris) is not None)
+                and _codes_hold(self.codes)
                 and _one_per_line(self.ids, _IDS)
                 and _one_per_line(self.instants, _INSTANTS)
                 and _one_per_line(self.datetimes, _DATETIMES)

@@ -27,8 +27,8 @@ _TIME = _CLOCK + r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 ID_PATTERN = r"[A-Za-z0-9\-\.]{1,64}"
 ID = re.compile(ID_PATTERN).fullmatch
 CODE = re.compile(r"[^\s]+(\s[^\s]+)*").fullmatch
-_URI = re.compile(r"\S*").fullmatch
-_STRING = re.compile(r"[ \r\n\t\S]+").fullmatch
+URI = re.compile(r"\S*").fullmatch
+STRING = re.compile(r"[ \r\n\t\S]+").fullmatch
 DATE = re.compile(f"{_YEAR}(-{_MONTH}(-{_DAY})?)?").fullmatch
 DATETIME = re.compile(f"{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME})?)?)?").fullmatch
 INSTANT = re.compile(f"{_YEAR}-{_MONTH}-{_DAY}T{_TIME}").fullmatch
@@ -91,14 +91,14 @@ def is_string(value: Any) -> bool:
     return (
         isinstance(value, str)
         and bool(value)
-        and (value.isprintable() or _STRING(value) is not None)
+        and (value.isprintable() or STRING(value) is not None)
     )
 
 
 def is_uri(value: Any) -> bool:
     """FHIR uri: no whitespace at all (``\\S*``); fast path as in ``is_string``."""
     return isinstance(value, str) and (
-        (value.isprintable() and " " not in value) or _URI(value) is not None
+        (value.isprintable() and " " not in value) or URI(value) is not None
     )
 
 
