@@ -62,6 +62,12 @@ def resource_key(
         return f"Patient/{rid}" if isinstance(rid, str) and rid else full_url or NO_SUBJECT
     if kind not in GROUPED_TYPES:
         return None
+    return subject_key(resource, aliases)
+
+
+def subject_key(resource: Mapping[str, Any], aliases: Mapping[str, str]) -> str:
+    """``resource_key`` of an Observation or Encounter: the patient its ``subject`` names
+    (through ``aliases``, a Bundle's fullUrls), ``NO_SUBJECT`` if none."""
     subject = resource.get("subject")
     reference = subject.get("reference") if isinstance(subject, dict) else None
     if not isinstance(reference, str) or not reference:
@@ -116,9 +122,9 @@ def group_by_patient(found: list[Located]) -> list[PatientRecord]:
             aliases[reference_key(full_url)] = key
     for resource, _, _ in found:
         kind = resource.get("resourceType")
-        key = resource_key(resource, aliases) if kind != "Patient" else None
-        if key is None:
+        if kind not in GROUPED_TYPES:
             continue
+        key = subject_key(resource, aliases)
         joins = groups.get(key)
         if joins is None:  # not ``setdefault``: a _Group made for every resource costs
             joins = groups[key] = _Group(key)
