@@ -17,8 +17,9 @@ Where the time goes instead (docs/records.md has the figures):
   numbers, booleans and None, and anything else is a doubt;
 - the string values are collected while the structures are walked and checked together at
   the end, a join and a few C calls per datatype rule (uri, code, string, id, dateTime)
-  rather than a Python call per value (a code that is not printable, or holds ``|`` beside
-  a space, is left to the precise checks);
+  rather than a Python call per value; where that joined check says no (a code that is not
+  printable, say), each value of the kind is asked of the precise rule instead, so a value
+  off the usual form costs its own check, not the whole document's;
 - dates, dateTimes and instants by expressions that also hold the calendar (the months'
   lengths, the leap years), where the precise checks ask ``datetime`` after theirs;
 - Encounters, and resources a mapping's FHIRPath reaches, go to the precise checks
@@ -29,11 +30,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from agent.errors import FhirError
 from agent.records import fhir_essential
-from agent.records.fhir_datatypes import ID_PATTERN, INTEGER_MAX, STRING, URI
+from agent.records.fhir_datatypes import (
+    DATE,
+    DATETIME,
+    ID,
+    ID_PATTERN,
+    INSTANT,
+    INTEGER_MAX,
+    STRING,
+    URI,
+    Invalid,
+    is_code,
+    is_string,
+    is_uri,
+    text,
+    when,
+)
 from agent.records.fhir_essential import EFFECTIVE_KEYS, VALUE_KEYS
 from agent.records.fhir_r4 import DEEP_TYPES, ELEMENTS, REQUIRED_CODES, RESOURCE_TYPES
 from agent.records.grouping import Located, entry_resource
@@ -180,24 +197,71 @@ class Acceptance:
         return True
 
     def holds(self) -> bool:
-        """Every value collected is a string of its rule: a string or uri by the rule itself
-        (both a rule on each character, so their values are checked joined), a code in its
-        printable form (``_codes_hold``), the rest by the narrower expressions above."""
+        """Every value collected keeps the rule of its datatype: all of a kind together, in
+        a few C calls (``_KINDS``), or, where that joined check says no (it may be narrower
+        than the rule, or a value is wrong), each value of that kind by the precise rule."""
+        kinds = (
+            self.strings,
+            self.uris,
+            self.codes,
+            self.ids,
+            self.instants,
+            self.datetimes,
+            self.dates,
+        )
+        for (together, alone), values in zip(_KINDS, kinds, strict=True):
+            if not (_together(together, values) or all(map(alone, values))):
+                return False
+        return True
+
+
+def _together(check: Callable[[list[Any]], bool], values: list[Any]) -> bool:
+    try:
+        return check(values)
+    except TypeError:  # a value that is not a string: the precise rule says why
+        return False
+
+
+def _strings_hold(strings: list[Any]) -> bool:
+    """FHIR strings, none empty (the rule is on each character, so they are checked joined)."""
+    joined = "".join(strings)
+    return "" not in strings and (_printable(joined) or STRING(joined) is not None)
+
+
+def _uris_hold(uris: list[Any]) -> bool:
+    """FHIR uris (a rule on each character: checked joined)."""
+    joined = "".join(uris)
+    return (_printable(joined) and " " not in joined) or URI(joined) is not None
+
+
+def _passes(
+    check: Callable[[Any, str, Callable[[str], Any]], None], match: Callable[[str], Any]
+) -> Callable[[Any], bool]:
+    """A precise check of one value (``text`` or ``when`` with its datatype expression) as
+    a predicate."""
+
+    def one(value: Any) -> bool:
         try:
-            strings = "".join(self.strings)
-            uris = "".join(self.uris)
-            return (
-                "" not in self.strings
-                and (_printable(strings) or STRING(strings) is not None)
-                and ((_printable(uris) and " " not in uris) or URI(uris) is not None)
-                and _codes_hold(self.codes)
-                and _one_per_line(self.ids, _IDS)
-                and _one_per_line(self.instants, _INSTANTS)
-                and _one_per_line(self.datetimes, _DATETIMES)
-                and _one_per_line(self.dates, _DATES)
-            )
-        except TypeError:  # a value that is not a string
+            check(value, "", match)
+        except Invalid:
             return False
+        return True
+
+    return one
+
+
+# Per kind of value collected, in ``Acceptance.holds``'s order: the check of them all at
+# once, and the precise rule of one (``fhir_datatypes``), asked of each value only when the
+# joined check fails.
+_KINDS: tuple[tuple[Callable[[list[Any]], bool], Callable[[Any], bool]], ...] = (
+    (_strings_hold, is_string),
+    (_uris_hold, is_uri),
+    (_codes_hold, is_code),
+    (partial(_one_per_line, match=_IDS), _passes(text, ID)),
+    (partial(_one_per_line, match=_INSTANTS), _passes(when, INSTANT)),
+    (partial(_one_per_line, match=_DATETIMES), _passes(when, DATETIME)),
+    (partial(_one_per_line, match=_DATES), _passes(when, DATE)),
+)
 
 
 def accept_document(

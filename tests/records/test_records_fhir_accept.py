@@ -24,7 +24,7 @@ from agent.limits import Limits
 from agent.mapping import load_mapping
 from agent.records import parse_records
 from agent.records.config import FhirValidation
-from agent.records.fhir_accept import _printable, accept_document
+from agent.records.fhir_accept import _DATES, _DATETIMES, _INSTANTS, _printable, accept_document
 from agent.records.fhir_datatypes import DATE, DATETIME, INSTANT, Invalid, when
 from agent.records.fhir_json import Check, _accept_lines, locate_precisely
 from agent.records.grouping import Located
@@ -332,39 +332,46 @@ def _fast_takes(element: str, value: str) -> bool:
 _RULES = {"birthDate": DATE, "effectiveDateTime": DATETIME, "issued": INSTANT}
 
 
-def _assert_no_wider(value: str) -> None:
-    """The fast path takes ``value`` for no element whose precise check refuses it."""
-    for element, match in _RULES.items():
-        assert not _fast_takes(element, value) or _precisely_taken(value, match), (element, value)
+_EXPRESSIONS = {"birthDate": _DATES, "effectiveDateTime": _DATETIMES, "issued": _INSTANTS}
+
+
+def _assert_taken_alike(value: str) -> bool:
+    """The fast path takes ``value`` exactly where the precise checks do, as each element;
+    its expression never takes more. Whether the expression took it as an instant."""
+    for element, rule in _RULES.items():
+        precise = _precisely_taken(value, rule)
+        assert _fast_takes(element, value) == precise, (element, value)
+        assert not _EXPRESSIONS[element](value) or precise, (element, value)
+    return _INSTANTS(value) is not None
 
 
 def test_every_day_is_taken_as_the_precise_checks_take_it() -> None:
     """Each calendar day of a leap year, a common year and the years at both ends, as a date,
-    a dateTime and an instant; 29 February of every year; and months and days past their
-    bounds, partial dates and years below 1000: whatever the fast path takes, the precise
-    checks take, and it takes every real day (the leap years in its expression)."""
+    a dateTime and an instant, and 29 February of every year: the expressions alone take
+    them (the leap years are in them), as the precise checks do. Months and days past their
+    bounds, partial dates and years below 1000: the fast path takes them exactly where the
+    precise checks do, its expressions never where those refuse."""
     for year in (1000, 2023, 2024, 9999):
         for ordinal in range(date(year, 1, 1).toordinal(), date(year, 12, 31).toordinal() + 1):
             day = date.fromordinal(ordinal).isoformat()
-            assert _fast_takes("birthDate", day) and _fast_takes("effectiveDateTime", day)
-            assert _fast_takes("issued", f"{day}T10:00:00Z")
+            assert _DATES(day) and _DATETIMES(day) and _INSTANTS(f"{day}T10:00:00Z"), day
     for year in range(1000, 10000):
         leap = f"{year:04}-02-29"
         leap_day = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-        assert _fast_takes("birthDate", leap) == leap_day == _precisely_taken(leap, DATE), year
-        assert _fast_takes("issued", f"{leap}T10:00:00+01:00") == leap_day, year
+        assert bool(_DATES(leap)) == leap_day == _precisely_taken(leap, DATE), year
+        assert bool(_INSTANTS(f"{leap}T10:00:00+01:00")) == leap_day, year
     for year, month, day_of_month in itertools.product((0, 1, 999, 2023), range(14), range(33)):
         value = f"{year:04}-{month:02}-{day_of_month:02}"
         for candidate in (value, f"{value}T10:00:00Z", value[:7], value[:4]):
-            _assert_no_wider(candidate)
-    assert _fast_takes("birthDate", "1987") and _fast_takes("effectiveDateTime", "2026-03")
-    assert not _fast_takes("issued", "2026-03-15")
+            _assert_taken_alike(candidate)
+    assert _DATES("1987") and _DATETIMES("2026-03") and not _INSTANTS("2026-03-15")
 
 
-def test_every_clock_the_fast_expression_takes_is_read() -> None:
+def test_every_clock_is_taken_as_the_precise_checks_take_it() -> None:
     """Hours, minutes and seconds at and past their bounds, fractions of every length the
-    expression allows and one more, offsets at and past theirs."""
-    taken = 0
+    expression allows and one more, offsets at and past theirs: the fast path takes each
+    where the precise checks do, and its expression alone takes the usual forms."""
+    by_expression = 0
     for h, m, s, fraction, offset in itertools.product(
         (0, 9, 19, 23, 24, 29),
         (0, 59, 60),
@@ -372,10 +379,8 @@ def test_every_clock_the_fast_expression_takes_is_read() -> None:
         ("", ".1", ".123456", ".123456789", ".1234567890"),
         ("Z", "+00:00", "-00:00", "+13:59", "-14:00", "+14:01", "+15:00", ""),
     ):
-        value = f"2026-03-15T{h:02}:{m:02}:{s:02}{fraction}{offset}"
-        _assert_no_wider(value)
-        taken += _fast_takes("issued", value)
-    assert taken == 4 * 2 * 2 * 4 * 5
+        by_expression += _assert_taken_alike(f"2026-03-15T{h:02}:{m:02}:{s:02}{fraction}{offset}")
+    assert by_expression == 4 * 2 * 2 * 4 * 5
 
 
 def test_printable_is_str_isprintable() -> None:
