@@ -24,10 +24,11 @@ _MONTH = r"(0[1-9]|1[0-2])"
 _DAY = r"(0[1-9]|[1-2][0-9]|3[0-1])"
 _CLOCK = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
 _TIME = _CLOCK + r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
-ID = re.compile(r"[A-Za-z0-9\-\.]{1,64}").fullmatch
+ID_PATTERN = r"[A-Za-z0-9\-\.]{1,64}"
+ID = re.compile(ID_PATTERN).fullmatch
 CODE = re.compile(r"[^\s]+(\s[^\s]+)*").fullmatch
-_URI = re.compile(r"\S*").fullmatch
-_STRING = re.compile(r"[ \r\n\t\S]+").fullmatch
+URI = re.compile(r"\S*").fullmatch
+STRING = re.compile(r"[ \r\n\t\S]+").fullmatch
 DATE = re.compile(f"{_YEAR}(-{_MONTH}(-{_DAY})?)?").fullmatch
 DATETIME = re.compile(f"{_YEAR}(-{_MONTH}(-{_DAY}(T{_TIME})?)?)?").fullmatch
 INSTANT = re.compile(f"{_YEAR}-{_MONTH}-{_DAY}T{_TIME}").fullmatch
@@ -90,14 +91,14 @@ def is_string(value: Any) -> bool:
     return (
         isinstance(value, str)
         and bool(value)
-        and (value.isprintable() or _STRING(value) is not None)
+        and (value.isprintable() or STRING(value) is not None)
     )
 
 
 def is_uri(value: Any) -> bool:
     """FHIR uri: no whitespace at all (``\\S*``); fast path as in ``is_string``."""
     return isinstance(value, str) and (
-        (value.isprintable() and " " not in value) or _URI(value) is not None
+        (value.isprintable() and " " not in value) or URI(value) is not None
     )
 
 

@@ -67,7 +67,7 @@ from agent.records.fhir_r4 import (
 from agent.types import ElementReach
 
 # R4 Observation.value[x] / Observation.component.value[x] and Observation.effective[x].
-_VALUE_KEYS = frozenset(
+VALUE_KEYS = frozenset(
     {
         "valueQuantity",
         "valueCodeableConcept",
@@ -83,7 +83,7 @@ _VALUE_KEYS = frozenset(
     }
 )
 _OBSERVATION_STATUS = REQUIRED_CODES["Observation", "status"]
-_EFFECTIVE_KEYS = frozenset(
+EFFECTIVE_KEYS = frozenset(
     {"effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant"}
 )
 
@@ -114,8 +114,7 @@ def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = 
     resource_type = check_resource_type(resource, where)
     if resource_type not in DEEP_TYPES:
         return
-    names = reach.of(resource_type) if reach is not None else frozenset()
-    keys = reached_keys(resource_type, names) if names is None or names else frozenset()
+    keys = reached(resource_type, reach)
     try:
         if resource_type == "Observation":
             _observation(resource, reach.codes if reach is not None else None)
@@ -127,6 +126,13 @@ def validate(resource: dict[str, Any], where: str, reach: ElementReach | None = 
         raise FhirError(f"{resource_type} at {where}{bad.path}: {bad.why}") from None
     if "contained" in keys:
         _contained(resource, where)
+
+
+def reached(resource_type: str, reach: ElementReach | None) -> frozenset[str]:
+    """The top-level elements of ``resource_type`` the mapping's FHIRPath (``reach``) can
+    read, each checked with its whole subtree; empty when it reads none."""
+    names = reach.of(resource_type) if reach is not None else frozenset()
+    return reached_keys(resource_type, names) if names is None or names else frozenset()
 
 
 def _contained(resource: dict[str, Any], where: str) -> None:
@@ -189,7 +195,7 @@ def _observation(
         text(observation["id"], ".id", ID)
     if "encounter" in observation:
         _reference(observation["encounter"], ".encounter")
-    effective = _one_of(observation, _EFFECTIVE_KEYS, "", "effective[x]")
+    effective = _one_of(observation, EFFECTIVE_KEYS, "", "effective[x]")
     if effective == "effectiveDateTime":
         when(observation[effective], ".effectiveDateTime", DATETIME)
     elif effective == "effectivePeriod":
@@ -262,7 +268,7 @@ _CHECKS = {"Patient": _patient, "Encounter": _encounter}
 
 def _value(element: dict[str, Any], path: str) -> None:
     """value[x] of an Observation or component: at most one; the kinds mapping reads."""
-    kind = _one_of(element, _VALUE_KEYS, path, "value[x]")
+    kind = _one_of(element, VALUE_KEYS, path, "value[x]")
     if kind is None:
         return
     value = element[kind]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from agent.errors import FhirError
 from agent.types import PatientRecord
@@ -25,13 +25,10 @@ NO_SUBJECT = "!no_subject"  # key of a grouped resource that names no patient
 _NO_DATA_METHODS = frozenset({"GET", "HEAD", "DELETE"})  # transaction entries without data
 
 
-class Located(NamedTuple):
-    """A resource and where it was found (``line 3: Bundle.entry[2].resource``); a
-    NamedTuple, made for every resource of every request."""
-
-    resource: dict[str, Any]
-    where: str
-    full_url: str | None = None
+Located = tuple[dict[str, Any], str, str | None]
+"""A resource, where it was found (``line 3: Bundle.entry[2].resource``) and its Bundle
+entry's ``fullUrl`` (None outside a Bundle): a plain tuple, made for every resource of every
+request."""
 
 
 def entry_resource(entry: Any) -> Any:
@@ -48,7 +45,8 @@ def entry_resource(entry: Any) -> Any:
 
 def reference_key(reference: str) -> str:
     """``https://x/fhir/Patient/7/_history/2`` -> ``Patient/7``; other strings unchanged."""
-    head = reference.split("/_history/", 1)[0]
+    cut = reference.find("/_history/")
+    head = reference if cut < 0 else reference[:cut]  # no copy in the usual case
     cut = head.rfind("Patient/")
     return head[cut:] if cut > 0 and head[cut - 1] == "/" else head
 
@@ -64,13 +62,21 @@ def resource_key(
         return f"Patient/{rid}" if isinstance(rid, str) and rid else full_url or NO_SUBJECT
     if kind not in GROUPED_TYPES:
         return None
+    return subject_key(resource, aliases)
+
+
+def subject_key(resource: Mapping[str, Any], aliases: Mapping[str, str]) -> str:
+    """``resource_key`` of an Observation or Encounter: the patient its ``subject`` names
+    (through ``aliases``, a Bundle's fullUrls), ``NO_SUBJECT`` if none."""
     subject = resource.get("subject")
     reference = subject.get("reference") if isinstance(subject, dict) else None
     if not isinstance(reference, str) or not reference:
         return NO_SUBJECT
-    return (
-        aliases.get(reference) or aliases.get(reference_key(reference)) or reference_key(reference)
-    )
+    alias = aliases.get(reference)
+    if alias is not None:
+        return alias
+    key = reference_key(reference)
+    return aliases.get(key, key)
 
 
 @dataclass
@@ -79,10 +85,6 @@ class _Group:
     patient: dict[str, Any] | None = None
     observations: list[dict[str, Any]] = field(default_factory=list)
     encounters: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, resource: dict[str, Any]) -> None:
-        kind = resource.get("resourceType")
-        (self.observations if kind == "Observation" else self.encounters).append(resource)
 
     def record(self) -> PatientRecord:
         orphans = self.key == NO_SUBJECT
@@ -105,31 +107,34 @@ def group_by_patient(found: list[Located]) -> list[PatientRecord]:
     """One record per patient, in order of first appearance (see the module docstring)."""
     groups: dict[str, _Group] = {}
     aliases: dict[str, str] = {}
-    for item in found:
-        if item.resource.get("resourceType") != "Patient":
+    for resource, where, full_url in found:
+        if resource.get("resourceType") != "Patient":
             continue
-        key = resource_key(item.resource, {}, item.full_url)
+        key = resource_key(resource, {}, full_url)
         if key is None or key == NO_SUBJECT:
-            key = item.where
+            key = where
         group = groups.setdefault(key, _Group(key))
         if group.patient is not None:
-            raise FhirError(f"Patient at {item.where}: the same Patient appears twice")
-        group.patient = item.resource
-        if item.full_url:
-            aliases[item.full_url] = key
-            aliases[reference_key(item.full_url)] = key
-    for item in found:
-        if item.resource.get("resourceType") == "Patient":
+            raise FhirError(f"Patient at {where}: the same Patient appears twice")
+        group.patient = resource
+        if full_url:
+            aliases[full_url] = key
+            aliases[reference_key(full_url)] = key
+    for resource, _, _ in found:
+        kind = resource.get("resourceType")
+        if kind not in GROUPED_TYPES:
             continue
-        key = resource_key(item.resource, aliases)
-        if key is not None:
-            groups.setdefault(key, _Group(key)).add(item.resource)
+        key = subject_key(resource, aliases)
+        joins = groups.get(key)
+        if joins is None:  # not ``setdefault``: a _Group made for every resource costs
+            joins = groups[key] = _Group(key)
+        (joins.observations if kind == "Observation" else joins.encounters).append(resource)
     orphans = groups.pop(NO_SUBJECT, None)
     if orphans is not None:
         if len(groups) > 1:
             groups[NO_SUBJECT] = orphans  # refused as a whole: cannot be attributed
         else:
             only = next(iter(groups.values())) if groups else groups.setdefault("", _Group(""))
-            for resource in (*orphans.observations, *orphans.encounters):
-                only.add(resource)
+            only.observations += orphans.observations
+            only.encounters += orphans.encounters
     return [g.record() for g in groups.values()]

@@ -19,6 +19,7 @@ _READERS: dict[RecordFormat, tuple[str, str]] = {
 }
 
 _DEFAULT_CONFIG = RecordsConfig()
+_LOADED: dict[RecordFormat, Callable[..., list[PatientRecord]]] = {}  # readers imported so far
 
 
 def parse_records(
@@ -41,9 +42,19 @@ def parse_records(
     """
     if len(body) > limits.http_body_max:
         raise RecordError(f"record body larger than {limits.http_body_max} bytes")
+    reader = _LOADED.get(fmt) if isinstance(fmt, RecordFormat) else None
+    if reader is None:
+        reader = _import_reader(fmt)
+    return reader(body, limits, config or _DEFAULT_CONFIG, reach)
+
+
+def _import_reader(fmt: RecordFormat | str) -> Callable[..., list[PatientRecord]]:
+    """The reader of ``fmt``, imported on first use (then kept in ``_LOADED``)."""
     try:
-        module, name = _READERS[RecordFormat(fmt)]
+        kind = RecordFormat(fmt)
+        module, name = _READERS[kind]
     except (KeyError, ValueError):
         raise UnsupportedMediaType("no reader for this record format") from None
     reader: Callable[..., list[PatientRecord]] = getattr(importlib.import_module(module), name)
-    return reader(body, limits, config or _DEFAULT_CONFIG, reach)
+    _LOADED[kind] = reader
+    return reader
