@@ -46,14 +46,15 @@ from agent.limits import Limits
 from agent.records.grouping import NO_SUBJECT, entry_resource, reference_key, resource_key
 from agent.types import RecordFormat
 
-INDEX_NAME = "ndjson-index.2.sqlite"  # numbered by schema: an older one is never reused
+INDEX_NAME = "ndjson-index.3.sqlite"  # numbered by layout, as it is named in docs/
 _INDEX_SCHEMA = """
+PRAGMA journal_mode = OFF;
+PRAGMA synchronous = OFF;
 CREATE TABLE rows (
     seq INTEGER PRIMARY KEY, key TEXT NOT NULL, line INTEGER NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, entry INTEGER NOT NULL,
     resources INTEGER NOT NULL, reason TEXT, detail TEXT);
 CREATE INDEX rows_by_key ON rows (key, seq);
-CREATE TABLE complete (size INTEGER, mtime_ns INTEGER);
 """
 _INSERT = "INSERT INTO rows VALUES (NULL,?,?,?,?,?,?,?,?)"
 _INSERT_BATCH = 10_000  # index rows per executemany
@@ -222,24 +223,16 @@ def _entries(stream: BinaryIO, rows: Any) -> list[bytes]:
 
 
 def _open_index(stream: BinaryIO, context: ReadContext) -> sqlite3.Connection:
-    """The file's index: reused when a previous run completed it for this very file (same
-    size and mtime), else (re)built."""
+    """The file's index, built afresh by every run: it is never reused after a crash or a
+    stop, so it needs no durability (no rollback journal, no fsync: the few milliseconds
+    of a scratch file's fsyncs count against a small file), and a torn index can never be
+    read. Rebuilding costs one read of the file, only on a resume."""
     path = context.scratch / INDEX_NAME
-    stat = os.fstat(stream.fileno())
-    fingerprint = (stat.st_size, stat.st_mtime_ns)
-    if path.exists():
-        index = sqlite3.connect(path)
-        try:
-            if index.execute("SELECT size, mtime_ns FROM complete").fetchall() == [fingerprint]:
-                return index
-        except sqlite3.DatabaseError:
-            pass
-        index.close()
-        path.unlink()
+    path.unlink(missing_ok=True)
     index = sqlite3.connect(path)
     try:
-        with index:  # one transaction: the index is complete or absent
-            index.executescript(_INDEX_SCHEMA)
+        index.executescript(_INDEX_SCHEMA)
+        with index:
             batch: list[tuple[Any, ...]] = []
             for row in _index_rows(stream, context.limits):
                 batch.append(row)
@@ -249,7 +242,6 @@ def _open_index(stream: BinaryIO, context: ReadContext) -> sqlite3.Connection:
                     if context.stop():
                         raise ReadStopped
             index.executemany(_INSERT, batch)
-            index.execute("INSERT INTO complete VALUES (?, ?)", fingerprint)
     except BaseException:
         index.close()
         raise
