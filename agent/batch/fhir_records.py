@@ -119,8 +119,12 @@ class _KeyedResource(TypedDict, total=False):
 
     resourceType: Any
     id: Any
-    subject: Any
+    subject: _Reference
     entry: list[_KeyedEntry]
+
+
+class _Reference(TypedDict, total=False):
+    reference: Any
 
 
 class _KeyedEntry(TypedDict, total=False):
@@ -128,7 +132,11 @@ class _KeyedEntry(TypedDict, total=False):
 
     resource: _KeyedResource
     fullUrl: Any
-    request: Any
+    request: _Request
+
+
+class _Request(TypedDict, total=False):
+    method: Any
 
 
 _KEYED = msgspec.json.Decoder(_KeyedResource)
