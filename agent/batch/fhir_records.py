@@ -79,8 +79,8 @@ def _bundle_keys(entries: list[Any]) -> list[str | None]:
     for entry in entries:
         resource = entry_resource(entry)
         keys.append(resource_key(resource, aliases) if isinstance(resource, dict) else None)
-    patients = {k for k in keys if k is not None and k != NO_SUBJECT}
-    if len(patients) == 1:
+    patients = set(keys) - {None, NO_SUBJECT}
+    if len(patients) == 1 and NO_SUBJECT in keys:
         only = patients.pop()
         keys = [only if k == NO_SUBJECT else k for k in keys]
     return keys
@@ -307,8 +307,9 @@ def _line_keys(line: bytes) -> list[tuple[str, int, int]]:
         detail = "an Observation or Encounter names no subject among several patients"
         raise _BadLine("no_subject", detail)
     patients = {k for k in keys if k is not None}
-    if len(patients) == 1 and all(
-        k is not None or entry_resource(e) is None for e, k in zip(entries, keys, strict=True)
+    if len(patients) == 1 and (
+        None not in keys
+        or all(entry_resource(e) is None for e, k in zip(entries, keys, strict=True) if k is None)
     ):  # nothing else with data in it: the line is handed over as it is
         return [(patients.pop(), _WHOLE, len(keys) - keys.count(None))]
     return [(key, entry, 1) for entry, key in enumerate(keys) if key is not None]
