@@ -23,13 +23,13 @@ lines, or sharing a Bundle with others, is rebuilt as a collection Bundle of its
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO, TypedDict
 
-import msgspec
 import orjson
 
 from agent.batch.items import (
@@ -139,7 +139,13 @@ class _Request(TypedDict, total=False):
     method: Any
 
 
-_KEYED = msgspec.json.Decoder(_KeyedResource)
+@functools.cache
+def _keyed_reader() -> tuple[Callable[[bytes], Any], type[Exception]]:
+    """msgspec's reader of ``_KeyedResource`` and its error, imported on first use: the
+    daemon imports this module with the drop folder, enabled or not."""
+    import msgspec
+
+    return msgspec.json.Decoder(_KeyedResource).decode, msgspec.DecodeError
 
 
 def _key_members(line: bytes) -> Any:
@@ -150,9 +156,10 @@ def _key_members(line: bytes) -> Any:
     in the members it skips; a member of another shape than declared; anything it refuses)
     is read whole by ``_loads``, which then decides."""
     if line.isascii() or _is_utf8(line):
+        decode, refused = _keyed_reader()
         try:
-            return _KEYED.decode(line)
-        except (msgspec.DecodeError, RecursionError):
+            return decode(line)
+        except (refused, RecursionError):
             pass
     return _loads(line)
 
