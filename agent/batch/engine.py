@@ -180,9 +180,10 @@ class BatchEngine:
         expected = FileIdentity(**journal.identity) if journal.identity is not None else None
         with open_input(job.input, self.settings.input_policy, expected) as source:
             if journal.identity is None or journal.format is None:
+                # saved by the first checkpoint: until then nothing is committed, and a
+                # resume opens and detects the same way
                 journal.identity = asdict(source.identity)
                 journal.format = detect_format(source, journal.name, self.settings.limits).value
-                journal.save(job.folder)
             return self._score(job, source, InputFormat(journal.format), stop, progress)
 
     def _score(
@@ -198,7 +199,8 @@ class BatchEngine:
         risk = OutputKind.fhir in job.outputs
         parts = [RESULTS_PART] + ([RISK_PART] if risk else [])
         for part in parts:
-            truncate_to(job.part(part), journal.sizes.get(part, 0))
+            if part in journal.sizes or job.part(part).exists():  # else: nothing to cut
+                truncate_to(job.part(part), journal.sizes.get(part, 0))
         total = source.identity.size
         with _Parts(job, parts) as sinks:
             context = ReadContext(
@@ -208,24 +210,24 @@ class BatchEngine:
             uncommitted, committed_at = 0, time.monotonic()
             try:
                 for unit in self._units(items, skip=journal.records_done):
+                    # a checkpoint falls due after a record and is taken before the next
+                    # one: the last record's is the publishing commit's below
+                    if uncommitted and (
+                        uncommitted >= self.settings.checkpoint_records
+                        or time.monotonic() - committed_at >= self.settings.checkpoint_seconds
+                    ):
+                        sinks.commit(journal)
+                        uncommitted, committed_at = 0, time.monotonic()
                     lines = self._lines.of(unit, journal.model, journal.job_id, risk)
                     for part, data in lines:
                         sinks.write(part, data)
                     journal.records_done = unit[-1][0]
                     uncommitted += len(unit)
-                    elapsed = time.monotonic() - committed_at
-                    stopping = stop()
-                    if (
-                        stopping
-                        or uncommitted >= self.settings.checkpoint_records
-                        or elapsed >= self.settings.checkpoint_seconds
-                    ):
-                        sinks.commit(journal)
-                        uncommitted, committed_at = 0, time.monotonic()
                     if progress is not None:
                         done = journal.records_done
                         progress(Progress(journal.name, done, source.tell(), total))
-                    if stopping:
+                    if stop():
+                        sinks.commit(journal)
                         return False
             except ReadStopped:
                 return False

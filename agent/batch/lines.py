@@ -33,16 +33,20 @@ def read_lines(stream: BinaryIO, max_len: int) -> Iterator[tuple[int, bytes | No
         ends = _Terminators(data)
         while True:
             end, after = ends.next(position)
-            if not too_long:
-                buffer += data[position:end]
-                if len(buffer) > max_len:
-                    too_long = True
-                    buffer.clear()
-            if after < 0:
-                break
-            number += 1
-            yield number, None if too_long else bytes(buffer), start
-            buffer.clear()
+            if after >= 0 and not buffer and not too_long and end - position <= max_len:
+                number += 1  # the whole line is in this chunk: one copy, not three
+                yield number, data[position:end], start
+            else:
+                if not too_long:
+                    buffer += data[position:end]
+                    if len(buffer) > max_len:
+                        too_long = True
+                        buffer.clear()
+                if after < 0:
+                    break
+                number += 1
+                yield number, None if too_long else bytes(buffer), start
+                buffer.clear()
             too_long = False
             pending_cr = end + 1 == after == len(data) and data[end] == 0x0D  # a lone CR
             position = after
