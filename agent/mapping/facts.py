@@ -171,22 +171,44 @@ def _codes(concept: Any) -> list[str]:
     ]
 
 
+class Unsure(str):
+    """The ``system|code`` key of a feature's code that a coding names without its system
+    (FHIR ``Coding.system`` absent, HL7 OBX-3 without its coding system): the value may be
+    that feature's or another system's code of the same spelling, so it is read as no value
+    (``NO_SYSTEM``) that refuses the patient where the feature would take it, rather than
+    being passed over for an older value, or taken as the feature's."""
+
+    @property
+    def named(self) -> str:
+        """``|code``: as the record named it, for the refusal (never a system it lacked)."""
+        return "|" + self.partition("|")[2]
+
+
+NO_SYSTEM = "a code without its coding system"
+
+
 class WantedCodes:
     """The mapping's codes by system, built once at load: a coding is looked up in two
     dictionaries, which give its ``system|code`` key ready made."""
 
     def __init__(self, codes: frozenset[str]) -> None:
         by_system: dict[str, dict[str, str]] = {}
+        bare: dict[str, list[Unsure]] = {}
         for text in codes:
             system, _, code = text.partition("|")
             by_system.setdefault(system, {})[code] = text
+            bare.setdefault(code, []).append(Unsure(text))
         self.by_system = by_system
+        self.bare = bare
 
     def hits(self, concept: Any) -> list[str]:
-        """``system|code`` of each coding of ``concept`` that a feature reads."""
+        """``system|code`` of each coding of ``concept`` that a feature reads, then, as
+        ``Unsure``, those of a feature's code it names without a system (unless another of
+        its codings names that very key)."""
         if not isinstance(concept, dict):
             return []
-        found = []
+        found: list[str] = []
+        unsure: list[Unsure] = []
         by_system = self.by_system
         for coding in concept.get("coding", ()):
             if not isinstance(coding, dict):
@@ -196,6 +218,10 @@ class WantedCodes:
                 key = by_system.get(system, _NONE).get(code)
                 if key is not None:
                     found.append(key)
+                elif not system and code in self.bare:
+                    unsure += self.bare[code]
+        if unsure:
+            found += [key for key in unsure if key not in found]
         return found
 
 
@@ -230,7 +256,12 @@ class FactIndex:
             if value is not None:
                 number, unit, labels, shape = value
                 for code in hits:
-                    fact = make((time, number, unit, labels, code, observation, -1, shape, end))
+                    if type(code) is Unsure:
+                        fact = make(
+                            (time, None, None, (), code.named, observation, -1, NO_SYSTEM, end)
+                        )
+                    else:
+                        fact = make((time, number, unit, labels, code, observation, -1, shape, end))
                     found = top.get(code)
                     if found is None:
                         top[code] = [fact]
@@ -265,7 +296,14 @@ class FactIndex:
                 panel = frozenset(_codes(concept))
             number, unit, labels, shape = value
             for code in hits:
-                fact = Fact._make((time, number, unit, labels, code, observation, slot, shape, end))
+                if type(code) is Unsure:
+                    fact = Fact._make(
+                        (time, None, None, (), code.named, observation, slot, NO_SYSTEM, end)
+                    )
+                else:
+                    fact = Fact._make(
+                        (time, number, unit, labels, code, observation, slot, shape, end)
+                    )
                 self.components.setdefault(code, []).append((panel, fact))
 
     def find(self, codes: tuple[str, ...], panels: frozenset[str]) -> list[Fact]:

@@ -165,7 +165,10 @@ CASES: dict[str, tuple[str, object]] = {
     "unit escaped \\E\\": (heart_rate(unit="\\E\\min^^UCUM"), UNIT),
     "unit non-ASCII display": (heart_rate(unit="/min^Schläge/min^UCUM"), scored(heart_rate=104.0)),
     # OBX-3: only the mapped system|code is this feature's
-    "code without a system": (heart_rate(code="8867-4^Heart rate"), scored(heart_rate=OLDER_HR)),
+    "code without a system": (  # LOINC's or a local code of the same spelling: not known
+        heart_rate(code="8867-4^Heart rate"),
+        refused("unmappable", "heart_rate", "a code without its coding system"),
+    ),
     "code in a local system": (heart_rate(code="8867-4^HR^99LOC"), scored(heart_rate=OLDER_HR)),
     "code LOINC as the alternate": (
         heart_rate(code="HR^Heart rate^L^8867-4^Heart rate^LN"),

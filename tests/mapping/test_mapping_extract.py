@@ -563,3 +563,42 @@ def test_a_row_has_the_imputation_budget_and_every_refusal_named_at_once(
     with pytest.raises(ImplausibleValue) as both:
         _mapping(tmp_path, manifest).read(_row(heart_rate=400.0, body_temperature=100.4))
     assert both.value.feature == "heart_rate" and "'body_temperature'" in str(both.value)
+
+
+def _systemless(observation: dict[str, Any], *codings: dict[str, str]) -> dict[str, Any]:
+    observation["code"] = {"coding": list(codings)}
+    return observation
+
+
+def test_the_newest_value_coded_without_its_system_refuses_rather_than_an_older_one_answers(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    """A heart rate whose code lacks its coding system (FHIR Coding.system absent, HL7 OBX-3
+    without OBX-3.3) may be the LOINC code or another system's of the same spelling. It was
+    passed over, and ``latest`` took the older, properly coded value in silence."""
+    mapping = _mapping(tmp_path, manifest)
+    newest = _systemless(_obs("8867-4", 130.0, hours=1), {"code": "8867-4"})
+    with pytest.raises(UnmappableRecord) as caught:
+        mapping.extract(_record(_obs("8867-4", 80.0, hours=5), newest), AS_OF)
+    assert caught.value.reason == "unmappable" and caught.value.feature == "heart_rate"
+    assert str(caught.value) == (
+        "feature 'heart_rate': Observation |8867-4 carries a code without its coding system,"
+        " not a number"
+    )
+
+
+def test_a_value_coded_without_its_system_is_passed_over_where_it_would_not_be_taken(
+    tmp_path: Path, manifest: BundleManifest
+) -> None:
+    mapping = _mapping(tmp_path, manifest)
+    older = _systemless(_obs("8867-4", 130.0, hours=5), {"code": "8867-4"})
+    value, _ = _feature(mapping, _record(older, _obs("8867-4", 80.0, hours=1)), "heart_rate")
+    assert value.value == 80.0  # latest takes the newer, properly coded value
+    both = _systemless(
+        _obs("8867-4", 90.0, hours=1), {"code": "8867-4"}, {"system": LOINC, "code": "8867-4"}
+    )
+    value, _ = _feature(mapping, _record(both), "heart_rate")
+    assert value.value == 90.0  # another coding of the same Observation names the system
+    unrelated = _systemless(_obs("8867-4", 90.0, hours=1), {"code": "0000-0"})
+    value, _ = _feature(mapping, _record(unrelated, _obs("8867-4", 70.0, hours=2)), "heart_rate")
+    assert value.value == 70.0  # a code no feature reads in any system: nothing to doubt
