@@ -517,8 +517,15 @@ def _batch(r: dict[str, Any]) -> list[str]:
             for b in r["batch"]
         ],
     )
+    spread = "; ".join(
+        f"{b['contender']} {min(b['round_seconds']):.2f} to {max(b['round_seconds']):.2f} s"
+        for b in r["batch"]
+        if "round_seconds" in b
+    )
     return [
         *lines,
+        f"Each row is the round of median seconds of {len(r['batch'][0].get('round_seconds', [1]))}"
+        f" (interleaved; every round's range: {spread}).",
         "The agent's figure runs from the rename of one NDJSON file (one Bundle per line, times",
         "shifted so that *now* falls where `as_of` does) into the running agent's inbox to its",
         "run report in the outbox: parsing, validation, mapping, scoring, the fsync'd journal",

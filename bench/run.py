@@ -58,6 +58,7 @@ class Settings:
     clients: int
     per_client: int  # requests per client per round
     batch_records: int
+    batch_rounds: int  # each contender's batch runs; the median is reported
     micro_calls: int
     phase_deadline: float  # seconds, a bound on every load phase
     build_venvs: bool
@@ -65,8 +66,8 @@ class Settings:
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
         if quick:
-            return cls(5, 1, 10, 2, 5, 10, 10, 20.0, False)
-        return cls(100, 5, 200, 4, 100, 1000, 500, 120.0, True)
+            return cls(5, 1, 10, 2, 5, 10, 1, 10, 20.0, False)
+        return cls(100, 5, 200, 4, 100, 1000, 3, 500, 120.0, True)
 
 
 BUNDLE, VITALS = "bundle", "vitals"
@@ -256,23 +257,31 @@ def _drop_batch(name: str, server: Server, config: Path, count: int) -> dict[str
     }
 
 
-def _peer_batches(peer: PeerModel, count: int) -> list[dict[str, Any]]:
-    rows = []
-    for name, predict, how in (
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round of median seconds, every round's seconds beside it (the spread)."""
+    ordered = sorted(rounds, key=lambda r: float(r["seconds"]))
+    return {**ordered[len(ordered) // 2], "round_seconds": [r["seconds"] for r in rounds]}
+
+
+def _peer_batches(peer: PeerModel, count: int, rounds: int) -> list[dict[str, Any]]:
+    peers = (
         ("sklearn service", sklearn_predictor(peer), "in-process loop, one predict_proba"),
         ("onnxruntime service", onnxruntime_predictor(), "in-process loop, one session.run"),
-    ):
-        elapsed = batch.peer_loop_seconds(peer.medians, predict, count)
-        rows.append(
-            {
-                "contender": name,
-                "records": count,
-                "seconds": elapsed.wall,
-                "cpu_seconds": elapsed.cpu,
-                "how": how,
-            }
-        )
-    return rows
+    )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in peers}
+    for _ in range(rounds):
+        for name, predict, how in peers:
+            elapsed = batch.peer_loop_seconds(peer.medians, predict, count)
+            runs[name].append(
+                {
+                    "contender": name,
+                    "records": count,
+                    "seconds": elapsed.wall,
+                    "cpu_seconds": elapsed.cpu,
+                    "how": how,
+                }
+            )
+    return [_median_round(runs[name]) for name, _, _ in peers]
 
 
 def run(quick: bool, workdir: Path, before: str | None = None) -> dict[str, Any]:
@@ -323,14 +332,17 @@ def run(quick: bool, workdir: Path, before: str | None = None) -> dict[str, Any]
             "p99_ms": percentile(hl7_latencies, 99) * 1e3,
             "requests": len(hl7_latencies),
         }
-        results["batch"] = [
-            _drop_batch(AGENT, agent.server, shipped, settings.batch_records),
-            _drop_batch(FULL, contenders[1].server, full, settings.batch_records),
-        ]
+        rounds: dict[str, list[dict[str, Any]]] = {AGENT: [], FULL: []}
+        for _ in range(settings.batch_rounds):  # interleaved: a neighbour weighs on both
+            rounds[AGENT].append(_drop_batch(AGENT, agent.server, shipped, settings.batch_records))
+            rounds[FULL].append(
+                _drop_batch(FULL, contenders[1].server, full, settings.batch_records)
+            )
+        results["batch"] = [_median_round(rounds[AGENT]), _median_round(rounds[FULL])]
     finally:
         for contender in contenders:
             contender.server.stop()
-    results["batch"] += _peer_batches(peer, settings.batch_records)
+    results["batch"] += _peer_batches(peer, settings.batch_records, settings.batch_rounds)
     pipelines = micro.agent_pipeline(shipped), micro.agent_pipeline(full)
     results["micro"] = [asdict(m) for m in micro.run_micro(*pipelines, peer, settings.micro_calls)]
     if before is not None:
