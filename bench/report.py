@@ -180,19 +180,19 @@ def _shipped_goals(r: dict[str, Any]) -> list[list[str]]:
             "batch records/s (drop folder, NDJSON, outputs and journal)",
             f">= {GOAL_BATCH:,.0f}",
             f"{rate:,.0f}",
-            _verdict(rate >= GOAL_BATCH, f"{GOAL_BATCH / rate:.1f}x short"),
+            _verdict(rate >= GOAL_BATCH, _short(rate, GOAL_BATCH)),
         ],
     ]
 
 
-def _short(measured: float | None) -> str:
-    """How far a ratio is below the requests/s goal, in the goal's terms."""
+def _short(measured: float | None, goal: float = GOAL_RPS) -> str:
+    """How far ``measured`` is below ``goal`` (a multiple, or a share within 10 %)."""
     if not measured:
         return ""
     return (
-        f"{GOAL_RPS / measured:.1f}x short"
-        if measured < GOAL_RPS / 1.1
-        else (f"{1 - measured / GOAL_RPS:.0%} short")
+        f"{goal / measured:.1f}x short"
+        if measured < goal / 1.1
+        else (f"{1 - measured / goal:.0%} short")
     )
 
 
