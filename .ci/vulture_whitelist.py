@@ -87,3 +87,5 @@ _._code  # pydantic validator (agent/intake/mllp/config.py: an outcome rule's co
 _.wasm_simd  # wasmtime.Config attribute set for its side effect (agent/runtime/engine.py)
 _.wasm_relaxed_simd  # wasmtime.Config attribute set for its side effect
 _.wasm_relaxed_simd_deterministic  # wasmtime.Config attribute set for its side effect
+resourceType  # a TypedDict member msgspec decodes by name (agent/batch/fhir_records.py)
+fullUrl  # a TypedDict member msgspec decodes by name (agent/batch/fhir_records.py)

@@ -114,7 +114,7 @@ class Daemon:
         http = self.config.http
         if not http.enabled:
             return None
-        app = create_app(self.pipeline, http, self.registry)
+        app = create_app(self.pipeline, lambda: self.config.http, self.registry)
         self._edge_refusals = edge_refusals(app)
         limits = self.pipeline.limits
         server_config = uvicorn.Config(
@@ -213,9 +213,17 @@ class Daemon:
     def _apply(self, new_config: AgentConfig) -> None:
         """Everything that can fail is built first (trust store, registry sources, the
         pipeline's mappings and trust checks); the updater and the admin channel switch
-        only once the pipeline has switched, so all parts run one config."""
+        only once the pipeline has switched, so all parts run one config.
+
+        The sections built at start (``restart_pending``) keep their running values, so
+        that ``self.config`` says what runs, and a warning names them: a reload reported
+        done must not have silently left a changed ``mllp.allowed_clients`` unapplied."""
         if new_config.store != self.config.store:
             raise ConfigError("store: a changed store takes effect only at a restart")
+        pending = restart_pending(self.config, new_config)
+        new_config = new_config.model_copy(
+            update={section: getattr(self.config, section) for section in pending}
+        )
         trust = TrustStore(new_config.trust)
         sources = [open_source(registry) for registry in new_config.registries]
         try:
@@ -229,6 +237,12 @@ class Daemon:
         )
         self._operations.reconfigure(new_config, trust)
         self.config = new_config
+        if pending:
+            log.warning(
+                "reload: changed sections take effect only at a restart; they keep running as"
+                " they were",
+                extra={"sections": ", ".join(pending)},
+            )
 
     async def _watchdog(self) -> None:
         interval = systemd.watchdog_interval()
@@ -237,6 +251,22 @@ class Daemon:
         while True:
             systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+
+# Built when the agent starts (listeners, the audit log, the prediction store, the monitor,
+# logging, the limits): a reload cannot change them in place.
+_BUILT_AT_START = ("mllp", "drop_folder", "monitor", "logging", "audit", "performance", "limits")
+
+
+def restart_pending(running: AgentConfig, new: AgentConfig) -> list[str]:
+    """The sections of ``new`` that differ from ``running`` and only a restart applies.
+    ``http`` is one unless only its bearer tokens changed: the guard reads those per
+    request, so a leaked token removed from the config is refused from the reload on."""
+    pending = [s for s in _BUILT_AT_START if getattr(new, s) != getattr(running, s)]
+    tokens = {"bearer_token_sha256"}
+    if new.http.model_dump(exclude=tokens) != running.http.model_dump(exclude=tokens):
+        pending.insert(0, "http")
+    return pending
 
 
 def _left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:

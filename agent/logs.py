@@ -40,6 +40,7 @@ ALLOWED_FIELDS = frozenset(
         "rows",
         "job",  # a drop-folder job's id: the claim's time in ns, never the file's name
         "problems",  # a site mapping's own errors (file:line: feature: why), config text
+        "sections",  # names of config sections (a reload's that wait for a restart)
     }
 )
 

@@ -402,6 +402,38 @@ def test_second_apply_changes_nothing(applied: Applied) -> None:
     assert recap["failed"] == 0
 
 
+def _status_of(output: str, task: str) -> str:
+    """``ok`` or ``changed``: what a play said of ``task``."""
+    match = re.search(rf"TASK \[edge_agent : {re.escape(task)}\][^\n]*\n(\w+):", output)
+    assert match, output[-6000:]
+    return match.group(1)
+
+
+@needs_ansible
+@pytest.mark.integration
+def test_a_token_change_reloads_and_a_listener_change_restarts(
+    applied: Applied, tmp_path: Path
+) -> None:
+    """A reload applies new bearer tokens; an MLLP setting is built at start, so a change to
+    it must restart the agent (the handler is notified), not leave a SIGHUP'd agent running
+    the old listener (docs/operations.md, "Changing the config")."""
+    settings = applied.root / "etc/edge-agent/restart-settings.json"
+    before = settings.read_text()
+    token = tmp_path / "token.yml"
+    token.write_text(yaml.safe_dump({"edge_agent_http_bearer_token_sha256": ["ab" * 32]}))
+    rotated = _play(applied.inventory, applied.extra_vars, f"@{token}")
+    assert rotated.returncode == 0, rotated.stdout[-6000:]
+    assert _status_of(rotated.stdout, "Write the agent configuration") == "changed"
+    assert _status_of(rotated.stdout, "Note the settings only a restart applies") == "ok"
+    assert settings.read_text() == before
+    listener = tmp_path / "mllp.yml"
+    listener.write_text(yaml.safe_dump({"edge_agent_mllp": {"enabled": False, "port": 2576}}))
+    moved = _play(applied.inventory, applied.extra_vars, f"@{listener}")
+    assert moved.returncode == 0, moved.stdout[-6000:]
+    assert _status_of(moved.stdout, "Note the settings only a restart applies") == "changed"
+    assert '"port": 2576' in settings.read_text()
+
+
 @needs_ansible
 @pytest.mark.integration
 def test_failed_health_check_rolls_back_to_the_previous_release(

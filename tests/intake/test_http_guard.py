@@ -46,7 +46,7 @@ def _app(config: HttpConfig, gate: asyncio.Event | None = None) -> Starlette:
 
     return Starlette(
         routes=[Route("/whoami", whoami), Route("/boom", boom), Route("/healthz", healthz)],
-        middleware=[Middleware(GuardMiddleware, config=config)],
+        middleware=[Middleware(GuardMiddleware, settings=lambda: config)],
     )
 
 

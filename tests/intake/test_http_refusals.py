@@ -85,7 +85,7 @@ class Edge:
             middleware=[
                 Middleware(
                     GuardMiddleware,
-                    config=config,
+                    settings=lambda: config,
                     limits=LIMITS,
                     on_refusal=self.refusals.refused,
                 )

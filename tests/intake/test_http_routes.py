@@ -67,7 +67,7 @@ ROUTES: list[tuple[str, str, bytes]] = [
 
 
 def _client(plane: Plane) -> httpx.AsyncClient:
-    app = create_app(plane, HttpConfig(), CollectorRegistry())
+    app = create_app(plane, HttpConfig, CollectorRegistry())
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
 

@@ -53,7 +53,7 @@ class Plane(ScriptedPlane):
 
 
 async def _infer(rows: list[list[float | None]]) -> httpx.Response:
-    app = create_app(Plane(), HttpConfig(), CollectorRegistry())
+    app = create_app(Plane(), HttpConfig, CollectorRegistry())
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
     body: dict[str, Any] = {
         "id": "r-1",

@@ -10,6 +10,7 @@ cap and deadline, content types) and knows the agent only as a ``DataPlane``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -79,8 +80,11 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"models": models})
 
 
-def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry) -> Starlette:
-    """The app; ``registry`` is what ``/metrics`` exposes (the daemon's)."""
+def create_app(
+    plane: DataPlane, settings: Callable[[], HttpConfig], registry: CollectorRegistry
+) -> Starlette:
+    """The app; ``settings`` gives the HTTP section as it stands (the guard reads it per
+    request: a reload rotates tokens), ``registry`` is what ``/metrics`` exposes."""
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -114,7 +118,10 @@ def create_app(plane: DataPlane, config: HttpConfig, registry: CollectorRegistry
         routes=routes,
         middleware=[
             Middleware(
-                GuardMiddleware, config=config, limits=plane.limits, on_refusal=refusals.refused
+                GuardMiddleware,
+                settings=settings,
+                limits=plane.limits,
+                on_refusal=refusals.refused,
             )
         ],
         exception_handlers={Exception: unexpected},

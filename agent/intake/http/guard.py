@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse
@@ -109,12 +109,15 @@ class GuardMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        config: HttpConfig,
+        settings: Callable[[], HttpConfig],
         limits: Limits | None = None,
         on_refusal: RefusalCounter | None = None,
     ) -> None:
+        """``settings``: the HTTP section as it stands, read per request, so that a reload
+        that rotates the bearer tokens takes effect at once (the daemon keeps the section
+        the listener was started with when anything else in it changed)."""
         self.app = app
-        self._config = config
+        self._settings = settings
         self._limits = limits or Limits()
         self._on_refusal = on_refusal
         self._in_flight: dict[str, int] = {}  # requests in progress, by client
@@ -136,8 +139,9 @@ class GuardMiddleware:
             await send(message)
 
         token: str | None = None
-        if self._config.auth_required and path not in OPEN_PATHS:
-            token = self._authenticate(scope)
+        config = self._settings()
+        if config.auth_required and path not in OPEN_PATHS:
+            token = self._authenticate(scope, config.bearer_token_sha256)
             if token in (TOKEN_ABSENT, TOKEN_WRONG):
                 self._refused(scope, Unauthorized("no valid bearer token"), token)
                 refusal = JSONResponse(
@@ -150,7 +154,7 @@ class GuardMiddleware:
                 return
             state["caller"] = token
         in_flight = self._in_flight.get(client, 0)
-        if in_flight >= self._config.max_concurrent_per_client:
+        if in_flight >= config.max_concurrent_per_client:
             self._refused(scope, Throttled("too many concurrent requests"), token)
             throttled = JSONResponse(
                 operation_outcome(
@@ -202,14 +206,14 @@ class GuardMiddleware:
                 f"request body not received within {self._limits.request_timeout:g} s"
             ) from None
 
-    def _authenticate(self, scope: Scope) -> str:
+    def _authenticate(self, scope: Scope, accepted_digests: Sequence[str]) -> str:
         """The caller's identity (``token:`` and the start of the token's SHA-256, which the
         config holds), else ``TOKEN_ABSENT`` or ``TOKEN_WRONG``. Compared in constant time."""
         given = header(scope, b"authorization")
         if not given.lower().startswith("bearer "):
             return TOKEN_ABSENT
         digest = hashlib.sha256(given[7:].strip().encode()).hexdigest()
-        for accepted in self._config.bearer_token_sha256:
+        for accepted in accepted_digests:
             if hmac.compare_digest(digest, accepted.lower()):
                 return f"token:{digest[:12]}"
         return TOKEN_WRONG
